@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine with Python >= 3.11 and make:
+#   make demo   the whole PCII story on a throw-away local vault
+#   make test   linters, type checks and the test suite (SeaweedFS included)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m pcii_vault.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check pcii_vault tests benchmarks
+	$(BIN)/ruff format --check pcii_vault tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/envelope.py
+	$(BIN)/python benchmarks/s3_upload.py
+	$(BIN)/python benchmarks/ledger.py
+	$(BIN)/python benchmarks/policy.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,111 @@
+"""The `pcii` command line: parse arguments, call the core, render results.
+
+Invariant: `main()` is the one place that catches `VaultError`; it prints one line to
+stderr and exits with the error family's code (0 ok, 1 unexpected, 2 bad input, 3 denied,
+4 integrity failure, 5 backend unavailable). Tracebacks only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pcii_vault.cli.output import CliState, Output
+from pcii_vault.errors import VaultError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="pcii",
+    help="pcii-vault: submit, validate, release and audit Protected Critical "
+    "Infrastructure Information.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Global options may also be written after the subcommand; main() moves them to the front.
+_GLOBAL_VALUED = ("--vault", "--as")
+_GLOBAL_FLAGS = ("--json", "--debug")
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    vault: Annotated[
+        Path | None,
+        typer.Option("--vault", envvar="PCII_VAULT", help="Vault directory.", show_default=False),
+    ] = None,
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            "--as",
+            envvar="PCII_IDENTITY",
+            help="Your identity (private key) file.",
+            show_default=False,
+        ),
+    ] = None,
+    json_mode: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    ctx.obj = CliState(
+        vault=vault, identity=identity, output=Output(json_mode=json_mode), debug=debug
+    )
+
+
+def _hoist_global_options(argv: list[str]) -> list[str]:
+    """Move global options found after the subcommand to the front of `argv`."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in _GLOBAL_VALUED:
+            if "=" in arg:
+                front.append(arg)
+            else:
+                front.extend(argv[i : i + 2])
+                i += 1
+        elif arg in _GLOBAL_FLAGS:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def _register_commands() -> None:
+    # Imported here so each audience's module stays independent of the others.
+    from pcii_vault.cli import commands  # noqa: PLC0415
+
+    commands.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with the documented code."""
+    args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in args
+    _register_commands()
+    try:
+        # Standalone mode: typer reports usage errors itself (exit 2) and exits.
+        app(args=args, prog_name="pcii")
+    except VaultError as exc:
+        if debug:
+            raise
+        print(f"pcii: error: {exc.diagnostics()}", file=sys.stderr)  # noqa: T201
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("pcii: interrupted", file=sys.stderr)  # noqa: T201
+        sys.exit(1)
+    except Exception as exc:  # the last resort: one line, exit 1
+        if debug:
+            raise
+        print(f"pcii: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(1)

@@ -1,0 +1,72 @@
+"""Ed25519 signatures (PyNaCl) for requests, checkpoints and identities.
+
+Verification raises `IntegrityError`; it never returns False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nacl.exceptions
+import nacl.signing
+
+from pcii_vault.errors import IntegrityError
+
+__all__ = ["SEED_BYTES", "Ed25519PrivateKey", "Ed25519PublicKey"]
+
+SEED_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Ed25519PublicKey:
+    """A verifying key: 32 raw bytes."""
+
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.raw) != 32:
+            raise IntegrityError("Ed25519 public key must be 32 bytes")
+
+    def verify(self, message: bytes, signature: bytes) -> None:
+        """Check `signature` over `message`.
+
+        Raises:
+            IntegrityError: the signature does not verify.
+        """
+        try:
+            nacl.signing.VerifyKey(self.raw).verify(message, signature)
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError) as exc:
+            raise IntegrityError("signature does not verify") from exc
+
+
+class Ed25519PrivateKey:
+    """A signing key held in memory; never printed, never logged."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != SEED_BYTES:
+            raise ValueError("Ed25519 seed must be 32 bytes")
+        self._key = nacl.signing.SigningKey(seed)
+
+    @classmethod
+    def generate(cls) -> Ed25519PrivateKey:
+        """Create a fresh key from the operating system's randomness."""
+        return cls(bytes(nacl.signing.SigningKey.generate()))
+
+    @property
+    def seed(self) -> bytes:
+        """The 32-byte seed, for sealing into a keyring or an identity file."""
+        return bytes(self._key)
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The matching verifying key."""
+        return Ed25519PublicKey(bytes(self._key.verify_key))
+
+    def sign(self, message: bytes) -> bytes:
+        """Return the 64-byte detached signature of `message`."""
+        return bytes(self._key.sign(message).signature)
+
+    def __repr__(self) -> str:
+        return "Ed25519PrivateKey(<redacted>)"

@@ -1,0 +1,127 @@
+"""The ObjectStore protocol: the only way the vault touches storage.
+
+Invariants every implementation keeps (the conformance suite in
+tests/unit/store/test_conformance.py checks each one on every store):
+- keys are validated before use (`validate_key`); no key can name anything outside the store;
+- a reader never sees a half-written object: an object is absent or complete;
+- put_if_absent has exactly one winner among concurrent creators of one key;
+- put_if_match replaces only the version named by its etag;
+- every write carries an integrity check of its bytes (SHA-256), refused on mismatch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from pcii_vault.errors import InputError
+
+__all__ = ["MAX_KEY_BYTES", "ObjectInfo", "ObjectStore", "validate_key"]
+
+MAX_KEY_BYTES = 512
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a store knows about one stored object."""
+
+    key: str
+    size: int
+    etag: str
+
+
+def validate_key(key: str) -> str:
+    """Check that `key` is a safe, relative, slash-separated object name.
+
+    Segments start with a letter or digit and use only ``[A-Za-z0-9._-]``, so ``..``,
+    absolute paths, empty segments, NUL and control characters are all refused.
+
+    Raises:
+        InputError: the key could escape the store root or is not portable.
+    """
+    if not isinstance(key, str) or not key:
+        raise InputError("object key is empty")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InputError(f"object key longer than {MAX_KEY_BYTES} bytes")
+    for segment in key.split("/"):
+        if not _SEGMENT.fullmatch(segment):
+            raise InputError(f"object key {key!r} has an unsafe segment {segment!r}")
+    return key
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Write-once-friendly object storage with conditional writes."""
+
+    @property
+    def url(self) -> str:
+        """Where the store lives, e.g. ``file:///srv/vault/objects`` or ``s3://bucket/prefix``."""
+        ...
+
+    def put_if_absent(self, key: str, data: bytes) -> ObjectInfo:
+        """Create `key` with `data` unless it exists.
+
+        Raises:
+            ObjectExistsError: the key already exists (another writer won).
+            BackendError: the store is unavailable or refused the write.
+        """
+        ...
+
+    def put_if_match(self, key: str, data: bytes, etag: str | None) -> ObjectInfo:
+        """Replace `key` only if its current etag is `etag` (``None``: only if absent).
+
+        Raises:
+            PreconditionFailedError: the object changed (or exists, for ``None``).
+            BackendError: the store is unavailable or refused the write.
+        """
+        ...
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        """Create `key` from a stream of chunks, with bounded memory, unless it exists.
+
+        The object becomes visible only once complete; on any failure nothing is left.
+
+        Raises:
+            ObjectExistsError: the key already exists.
+            BackendError: the store is unavailable or refused the write.
+        """
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Return the whole object.
+
+        Raises:
+            NotFoundError: no such object.
+        """
+        ...
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """Return the whole object and its etag, read consistently (for compare-and-swap)."""
+        ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Return up to `length` bytes from offset `start`."""
+        ...
+
+    def open_stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Yield the object in chunks, with bounded memory."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo:
+        """Return size and etag without reading the object.
+
+        Raises:
+            NotFoundError: no such object.
+        """
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every object whose key starts with `prefix`, in lexicographic key order."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove `key`; deleting a missing key is not an error."""
+        ...
