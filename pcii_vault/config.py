@@ -1,0 +1,112 @@
+"""Vault configuration: one file in the vault directory, one settings model for the client.
+
+`VaultConfig` is written once by `pcii init` and holds nothing secret: the vault id, where
+objects live, the log's origin and public key, and the intake public key owners seal data
+keys to. `Settings` reads the `PCII_` environment once, at the edge, and is passed down.
+
+Invariant: a config file that fails to parse or names an unknown format version is refused
+(ConfigError); the vault never guesses.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pcii_vault.errors import ConfigError
+
+__all__ = ["CONFIG_NAME", "Settings", "VaultConfig", "VaultPaths"]
+
+CONFIG_NAME = "vault.json"
+
+
+class VaultConfig(BaseModel):
+    """What `pcii init` records about a vault (public facts only)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["pcii-vault/1"] = "pcii-vault/1"
+    vault_id: str = Field(pattern=r"^[a-z0-9-]{8,64}$")
+    created: datetime
+    store: str = Field(description="'file' (objects in the vault directory) or s3://bucket/prefix")
+    log_origin: str = Field(min_length=1, max_length=200)
+    log_key: str = Field(description="the log's signed-note verifier key")
+    intake_public_key: str = Field(description="X25519 public key, base64, for owner-side sealing")
+    request_window_seconds: int = Field(default=300, ge=10, le=3600)
+
+    def save_new(self, path: Path) -> None:
+        """Write the config file; refuses to replace an existing one."""
+        data = self.model_dump_json(indent=2).encode() + b"\n"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError as exc:
+            raise ConfigError(f"{path} already exists: refusing to overwrite a vault") from exc
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    @classmethod
+    def load(cls, path: Path) -> VaultConfig:
+        """Read and validate a vault's config file.
+
+        Raises:
+            ConfigError: missing, unreadable or invalid.
+        """
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"no vault at {path.parent} (missing {path.name}); run `pcii --vault DIR init`"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(file)"
+            raise ConfigError(f"{path}: invalid vault config at {where}: {first['msg']}") from exc
+
+
+class VaultPaths:
+    """Where a vault's local files live inside its directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def config(self) -> Path:
+        """The public configuration file."""
+        return self.root / CONFIG_NAME
+
+    @property
+    def keyring(self) -> Path:
+        """The sealed keyring (KEKs, log signing key, intake key)."""
+        return self.root / "keyring.sealed"
+
+    @property
+    def index(self) -> Path:
+        """The SQLite projection of the log (a cache: rebuildable from the log)."""
+        return self.root / "index.sqlite"
+
+    @property
+    def objects(self) -> Path:
+        """The embedded filesystem store's root."""
+        return self.root / "objects"
+
+
+class Settings(BaseSettings):
+    """Client settings from `PCII_` environment variables, read once at the edge."""
+
+    model_config = SettingsConfigDict(env_prefix="PCII_", extra="ignore")
+
+    vault: Path | None = None
+    identity: Path | None = None
+    unseal_secret: str | None = Field(default=None, repr=False)
+    log_format: Literal["auto", "json", "console"] = "auto"

@@ -1,0 +1,88 @@
+"""Identity files: a user's Ed25519 private key and the vault and principal it belongs to.
+
+Invariants: written with mode 0600 and never over an existing file; a file readable by
+group or others is refused, like ssh refuses a world-readable private key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.errors import ConfigError, InputError
+
+__all__ = ["IDENTITY_FORMAT", "Identity"]
+
+IDENTITY_FORMAT = "pcii-identity/1"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the CLI acts as."""
+
+    vault_id: str
+    principal: str
+    key: Ed25519PrivateKey
+
+    def save_new(self, path: Path) -> None:
+        """Write the identity file with mode 0600; refuses to overwrite.
+
+        Raises:
+            InputError: the file exists or cannot be created.
+        """
+        document = {
+            "format": IDENTITY_FORMAT,
+            "vault_id": self.vault_id,
+            "principal": self.principal,
+            "ed25519_seed": base64.b64encode(self.key.seed).decode(),
+        }
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as exc:
+            raise InputError(f"{path} already exists: refusing to overwrite a key file") from exc
+        except OSError as exc:
+            raise InputError(f"cannot create key file {path}: {exc.strerror}") from exc
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    @classmethod
+    def load(cls, path: Path) -> Identity:
+        """Read an identity file.
+
+        Raises:
+            ConfigError: missing, unreadable, too permissive, or malformed.
+        """
+        try:
+            info = path.stat()
+            raw = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ConfigError(f"identity file {path} not found") from exc
+        except IsADirectoryError as exc:
+            raise ConfigError(f"identity file {path} is a directory") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read identity file {path}: {exc.strerror}") from exc
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"identity file {path} is readable by others: chmod 600 it and try again"
+            )
+        try:
+            document = json.loads(raw)
+            if document.get("format") != IDENTITY_FORMAT:
+                raise ConfigError(f"{path} is not a pcii identity file")
+            seed = base64.b64decode(document["ed25519_seed"], validate=True)
+            return cls(
+                vault_id=str(document["vault_id"]),
+                principal=str(document["principal"]),
+                key=Ed25519PrivateKey(seed),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+            raise ConfigError(f"identity file {path} is malformed") from exc

@@ -1,0 +1,43 @@
+"""Principals: the people (and their keys) the vault knows.
+
+A principal is a projection of `principal.*` log events. Invariant: attributes that the
+policies reason about (role, level, sectors, training, NDA, status) are typed and closed,
+so a typo cannot widen access.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["PRINCIPAL_ID_PATTERN", "Level", "Principal", "PrincipalAttributes", "Role", "Status"]
+
+PRINCIPAL_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+Role = Literal["owner", "office", "analyst", "auditor", "admin"]
+Level = Literal["federal", "state", "local", "tribal", "territorial", "private"]
+Status = Literal["active", "suspended", "revoked"]
+
+
+class PrincipalAttributes(BaseModel):
+    """What an admin states about a user when registering or updating them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    organisation: str = Field(min_length=1, max_length=200)
+    level: Level
+    sectors: tuple[str, ...] = ()
+    training_expires: date | None = None
+    nda_signed: date | None = None
+    contractor: bool = False
+
+
+class Principal(PrincipalAttributes):
+    """A registered user: attributes, status and the Ed25519 public key that signs for them."""
+
+    id: str = Field(pattern=PRINCIPAL_ID_PATTERN)
+    status: Status = "active"
+    public_key: str = Field(description="Ed25519 public key, base64")

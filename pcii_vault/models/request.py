@@ -1,0 +1,94 @@
+"""Signed requests: every action names its principal and carries their signature.
+
+The signature covers the RFC 8785 canonical JSON of `RequestBody`, so the log can prove
+who asked for what, when and why. Invariants: a body names its vault (a request for one
+vault is useless at another), a time (stale requests are refused) and a random nonce
+(a replayed request is refused); the signature is checked before anything else is read.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pcii_vault.crypto.canonical import canonical_json
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+
+__all__ = ["RequestBody", "SignedRequest", "sign_request"]
+
+
+class RequestBody(BaseModel):
+    """What a principal asks the vault to do."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    vault: str = Field(min_length=1, max_length=64)
+    principal: str = Field(min_length=1, max_length=64)
+    action: str = Field(min_length=1, max_length=64)
+    record: str | None = Field(default=None, max_length=64)
+    purpose: str | None = Field(default=None, max_length=1000)
+    use: str | None = Field(default=None, max_length=64)
+    authority: str | None = Field(default=None, max_length=200)
+    params: dict[str, Any] = Field(default_factory=dict)
+    time: datetime
+    nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+    def signing_bytes(self) -> bytes:
+        """The exact bytes the principal signs."""
+        return canonical_json(self.model_dump(mode="json"))
+
+
+class SignedRequest(BaseModel):
+    """A request body and its Ed25519 signature (base64)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    body: RequestBody
+    signature: str = Field(min_length=86, max_length=88)
+
+    def signature_bytes(self) -> bytes:
+        """The raw 64-byte signature (empty bytes if it is not valid base64)."""
+        try:
+            return base64.b64decode(self.signature, validate=True)
+        except ValueError:
+            return b""
+
+    def to_log(self) -> dict[str, Any]:
+        """The form stored verbatim in a log event."""
+        return self.model_dump(mode="json")
+
+
+def sign_request(
+    key: Ed25519PrivateKey,
+    *,
+    vault: str,
+    principal: str,
+    action: str,
+    now: datetime,
+    record: str | None = None,
+    purpose: str | None = None,
+    use: str | None = None,
+    authority: str | None = None,
+    params: dict[str, Any] | None = None,
+    nonce: str | None = None,
+) -> SignedRequest:
+    """Build and sign a request; `now` and `nonce` are parameters so tests can replay them."""
+    body = RequestBody(
+        vault=vault,
+        principal=principal,
+        action=action,
+        record=record,
+        purpose=purpose,
+        use=use,
+        authority=authority,
+        params=params or {},
+        time=now,
+        nonce=nonce or secrets.token_hex(16),
+    )
+    signature = key.sign(body.signing_bytes())
+    return SignedRequest(body=body, signature=base64.b64encode(signature).decode())
