@@ -1,0 +1,361 @@
+"""FilesystemStore: the embedded default ObjectStore, objects as files under one root.
+
+Invariants:
+- every key passes `validate_key` and its resolved path stays under the root, so no key
+  (nor a symlink planted inside the root) can name a file outside it;
+- a reader never sees a half-written object: bytes go to a temporary file in the target
+  directory, are fsynced, then hard-linked to the final name; `link()` fails when the
+  name exists, which gives put_if_absent exactly one winner among concurrent creators
+  (O_EXCL semantics), and the directory is fsynced so the new name survives a crash;
+- objects are never modified in place: a replacement (put_if_match) is a new file
+  renamed over the old name while holding an exclusive `flock` on the store's lock
+  file, after comparing the current etag, so compare-and-swap cannot lose an update;
+- the etag is the SHA-256 hex digest of the object's bytes;
+- temporary files and the lock file start with a dot, which no valid key segment does,
+  so they never collide with objects and `list` skips them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from pcii_vault.errors import (
+    BackendError,
+    InputError,
+    NotFoundError,
+    ObjectExistsError,
+    PreconditionFailedError,
+)
+from pcii_vault.store.base import ObjectInfo, validate_key
+
+__all__ = ["FilesystemStore"]
+
+_LOCK_NAME = ".pcii-store.lock"
+_TMP_PREFIX = ".tmp-"
+_READ_SIZE = 1 << 20
+_ETAG_CACHE_MAX = 4096
+
+# A stat signature identifies one immutable file version: objects are only ever created
+# by link() or rename() of a fresh inode, never rewritten in place.
+_StatSig = tuple[int, int, int, int, int]
+
+
+class FilesystemStore:
+    """An ObjectStore over a local directory.
+
+    Args:
+        root: the directory holding the objects; created if missing.
+    """
+
+    def __init__(self, root: Path) -> None:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot create store directory {root}: {exc.strerror}") from exc
+        self._root = root.resolve()
+        self._etag_cache: dict[_StatSig, str] = {}
+
+    @property
+    def root(self) -> Path:
+        """The resolved directory holding the objects."""
+        return self._root
+
+    @property
+    def url(self) -> str:
+        """The store location as a ``file://`` URL."""
+        return self._root.as_uri()
+
+    # -- paths -----------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        """Map a validated key to its path, refusing anything outside the root."""
+        validate_key(key)
+        path = self._root.joinpath(*key.split("/"))
+        # Resolve symlinks planted inside the root: the real path must stay under it.
+        if not path.resolve().is_relative_to(self._root):
+            raise InputError(f"object key {key!r} resolves outside the store root")
+        return path
+
+    def _ensure_parent(self, path: Path) -> None:
+        """Create the missing directories above `path`, fsyncing each new entry's parent."""
+        missing: list[Path] = []
+        parent = path.parent
+        while not parent.is_dir():
+            missing.append(parent)
+            parent = parent.parent
+        for directory in reversed(missing):
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                if not directory.is_dir():
+                    raise InputError(
+                        f"object key conflicts with existing object {directory.name!r}"
+                    ) from None
+                continue
+            _fsync_dir(directory.parent)
+
+    # -- writes ----------------------------------------------------------------------
+
+    def _write_temp(self, directory: Path, chunks: Iterable[bytes]) -> tuple[Path, int, str]:
+        """Write `chunks` to a fresh temporary file in `directory`, fsynced.
+
+        Returns:
+            The temporary path, the size, and the SHA-256 hex digest of the bytes.
+        """
+        tmp = directory / f"{_TMP_PREFIX}{secrets.token_hex(12)}"
+        digest = hashlib.sha256()
+        size = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    digest.update(view)
+                    size += len(view)
+                    while view:
+                        written = out.write(view)
+                        view = view[written or 0 :]
+                os.fsync(out.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return tmp, size, digest.hexdigest()
+
+    def _create(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        """Create `key` from `chunks` unless it exists (link-based, exactly one winner)."""
+        path = self._path(key)
+        with _os_errors(self._root, "write", key):
+            if path.exists():
+                # Fail fast before consuming a possibly large stream; link() still decides.
+                raise ObjectExistsError(f"object {key} already exists")
+            self._ensure_parent(path)
+            tmp, size, etag = self._write_temp(path.parent, chunks)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise ObjectExistsError(f"object {key} already exists") from None
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            _fsync_dir(path.parent)
+        return ObjectInfo(key=key, size=size, etag=etag)
+
+    def put_if_absent(self, key: str, data: bytes) -> ObjectInfo:
+        """Create `key` with `data` unless it exists.
+
+        Raises:
+            InputError: the key is unsafe.
+            ObjectExistsError: the key already exists.
+            BackendError: the filesystem refused the write.
+        """
+        return self._create(key, (data,))
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        """Create `key` from `chunks` with bounded memory, visible only once complete.
+
+        An exception raised by `chunks` propagates unchanged and leaves nothing behind.
+
+        Raises:
+            InputError: the key is unsafe.
+            ObjectExistsError: the key already exists.
+            BackendError: the filesystem refused the write.
+        """
+        return self._create(key, chunks)
+
+    def put_if_match(self, key: str, data: bytes, etag: str | None) -> ObjectInfo:
+        """Replace `key` only if its current etag is `etag` (``None``: only if absent).
+
+        Raises:
+            InputError: the key is unsafe.
+            PreconditionFailedError: the object changed, is missing, or exists for ``None``.
+            BackendError: the filesystem refused the write.
+        """
+        if etag is None:
+            try:
+                return self._create(key, (data,))
+            except ObjectExistsError:
+                raise PreconditionFailedError(f"object {key} already exists") from None
+        path = self._path(key)
+        with _os_errors(self._root, "write", key), self._locked():
+            try:
+                current = hashlib.sha256(path.read_bytes()).hexdigest()
+            except (FileNotFoundError, NotADirectoryError):
+                raise PreconditionFailedError(f"object {key} no longer exists") from None
+            if current != etag:
+                raise PreconditionFailedError(f"object {key} changed since it was read")
+            tmp, size, new_etag = self._write_temp(path.parent, (data,))
+            try:
+                tmp.replace(path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            _fsync_dir(path.parent)
+        return ObjectInfo(key=key, size=size, etag=new_etag)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the store-wide exclusive lock (serialises compare-and-swap)."""
+        fd = os.open(self._root / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        """Return the whole object.
+
+        Raises:
+            NotFoundError: no such object.
+        """
+        return self.get_with_etag(key)[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """Return the object and its etag, both from the same file version.
+
+        Raises:
+            NotFoundError: no such object.
+        """
+        path = self._path(key)
+        with _os_errors(self._root, "read", key):
+            data = path.read_bytes()
+        return data, hashlib.sha256(data).hexdigest()
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Return up to `length` bytes from offset `start` (empty past the end).
+
+        Raises:
+            InputError: negative offset or length.
+            NotFoundError: no such object.
+        """
+        if start < 0 or length < 0:
+            raise InputError("range offset and length must not be negative")
+        path = self._path(key)
+        with _os_errors(self._root, "read", key), path.open("rb") as stream:
+            stream.seek(start)
+            return stream.read(length)
+
+    def open_stream(self, key: str, chunk_size: int = _READ_SIZE) -> Iterator[bytes]:
+        """Yield the object in chunks of at most `chunk_size` bytes.
+
+        The file is opened before this returns, so a missing object fails here.
+
+        Raises:
+            NotFoundError: no such object.
+        """
+        path = self._path(key)
+        with _os_errors(self._root, "read", key):
+            stream = path.open("rb")
+        return self._iter_file(stream, key, chunk_size)
+
+    def _iter_file(self, stream: BinaryIO, key: str, chunk_size: int) -> Iterator[bytes]:
+        with stream, _os_errors(self._root, "read", key):
+            while chunk := stream.read(chunk_size):
+                yield chunk
+
+    def head(self, key: str) -> ObjectInfo:
+        """Return size and etag of `key`.
+
+        Raises:
+            NotFoundError: no such object.
+        """
+        path = self._path(key)
+        with _os_errors(self._root, "read", key):
+            return self._info(key, path)
+
+    def _info(self, key: str, path: Path) -> ObjectInfo:
+        """Describe one file, hashing it only when its version is not cached."""
+        with path.open("rb") as stream:
+            st = os.fstat(stream.fileno())
+            sig: _StatSig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            etag = self._etag_cache.get(sig)
+            if etag is None:
+                etag = hashlib.file_digest(stream, "sha256").hexdigest()
+                if len(self._etag_cache) >= _ETAG_CACHE_MAX:
+                    self._etag_cache.clear()
+                self._etag_cache[sig] = etag
+        return ObjectInfo(key=key, size=st.st_size, etag=etag)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every object whose key starts with `prefix`, in lexicographic key order.
+
+        Raises:
+            InputError: the prefix contains characters no key can have.
+        """
+        if prefix:
+            # Any prefix of a valid key is a valid key once a letter is appended.
+            validate_key(prefix.rstrip("/") + ("/x" if prefix.endswith("/") else "x"))
+        with _os_errors(self._root, "list", prefix):
+            keys = sorted(self._walk(prefix))
+        for key in keys:
+            try:
+                with _os_errors(self._root, "read", key):
+                    yield self._info(key, self._path(key))
+            except NotFoundError:
+                continue  # deleted between listing and reading: no longer in the store
+
+    def _walk(self, prefix: str) -> Iterator[str]:
+        """Yield the keys of regular files under the directory covering `prefix`."""
+        base_parts = prefix.split("/")[:-1]
+        base = self._root.joinpath(*base_parts)
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = Path(dirpath).relative_to(self._root).as_posix()
+            for name in filenames:
+                if name.startswith("."):
+                    continue  # temporary files and the lock file
+                key = name if rel == "." else f"{rel}/{name}"
+                if key.startswith(prefix):
+                    yield key
+
+    def delete(self, key: str) -> None:
+        """Remove `key`; deleting a missing key is not an error.
+
+        Raises:
+            InputError: the key is unsafe.
+            BackendError: the filesystem refused the removal.
+        """
+        path = self._path(key)
+        with _os_errors(self._root, "delete", key):
+            try:
+                path.unlink()
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a directory's entries durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _os_errors(root: Path, operation: str, key: str) -> Iterator[None]:
+    """Turn OS errors into the vault's error families, one line each."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFoundError(f"object {key} not found in {root}") from None
+    except IsADirectoryError:
+        raise NotFoundError(f"object {key} not found in {root} (it is a prefix)") from None
+    except OSError as exc:
+        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        raise BackendError(f"filesystem store {root}: {operation} {key} failed: {reason}") from exc
