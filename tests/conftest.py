@@ -55,7 +55,7 @@ def s3_bucket(seaweed: SeaweedServer) -> Iterator[str]:
     """A fresh, empty bucket on the session's SeaweedFS server, removed afterwards."""
     client = seaweed.client()
     bucket = new_bucket_name()
-    client.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    client.create_bucket(Bucket=bucket)
     yield bucket
     _drop_bucket(client, bucket)
 

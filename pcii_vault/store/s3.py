@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = ["MIN_PART_SIZE", "RetentionMode", "S3Store"]
 
 MIN_PART_SIZE = 8 << 20
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 RetentionMode = Literal["COMPLIANCE", "GOVERNANCE"]
 
 # Write-once prefixes that get Object Lock retention, and the exceptions that never do.
@@ -142,11 +144,14 @@ class S3Store:
         max_attempts: int = 3,
         clock: Callable[[], datetime] = _default_clock,
     ) -> None:
-        if not bucket:
-            raise ConfigError("S3 bucket name is empty")
+        if not _BUCKET.fullmatch(bucket):
+            raise ConfigError(f"S3 bucket name {bucket!r} is not valid")
         prefix = prefix.strip("/")
         if prefix:
-            validate_key(prefix)
+            try:
+                validate_key(prefix)
+            except InputError as exc:
+                raise ConfigError(f"S3 key prefix {prefix!r} is not valid: {exc}") from None
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
         if retention_days < 1 or max_concurrency < 1:
@@ -405,6 +410,34 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             raise self._map(exc, f"upload part {number} of", key) from exc
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
+
+    def check_checksum_enforcement(self, key: str) -> None:
+        """Verify that the server refuses a put whose SHA-256 checksum is wrong.
+
+        Sends `key` with a deliberately wrong ``x-amz-checksum-sha256`` (for the
+        conformance probe); if the server stores it anyway, the object is removed.
+
+        Raises:
+            ConfigError: the server accepted bytes that did not match their checksum.
+            BackendError: the store is unavailable.
+        """
+        full = self._full(key)
+        data = b"pcii-vault checksum probe"
+        wrong = base64.b64encode(hashlib.sha256(data + b"!").digest()).decode()
+        try:
+            self._client.put_object(
+                Bucket=self._bucket,
+                Key=full,
+                Body=data,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=wrong,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(self._map(exc, "write", key), IntegrityError):
+                return
+            raise self._map(exc, "write", key) from exc
+        self.delete(key)
+        raise ConfigError(f"store {self.url} accepted a put with a wrong SHA-256 checksum")
 
     # -- reads -----------------------------------------------------------------------
 

@@ -264,3 +264,33 @@ def test_unsafe_keys_are_refused_by_every_operation(any_store: ObjectStore, key:
     for operation in operations:
         with pytest.raises(InputError):
             operation()
+
+
+def test_compare_and_swap_loses_no_update_under_contention(any_store: ObjectStore) -> None:
+    """Threads incrementing a counter by CAS end with every increment applied once."""
+    threads, rounds = 4, 5
+    any_store.put_if_absent("log/checkpoint", b"0")
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def increment() -> None:
+        barrier.wait()
+        try:
+            for _ in range(rounds):
+                while True:
+                    data, etag = any_store.get_with_etag("log/checkpoint")
+                    try:
+                        any_store.put_if_match("log/checkpoint", b"%d" % (int(data) + 1), etag)
+                        break
+                    except PreconditionFailedError:
+                        continue
+        except BaseException as exc:  # noqa: BLE001 -- reported by the assertion below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=increment) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert any_store.get("log/checkpoint") == b"%d" % (threads * rounds)

@@ -1,0 +1,98 @@
+"""FilesystemStore specifics: the root cannot be escaped, writes are atomic and clean."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from pcii_vault.errors import BackendError, InputError, NotFoundError, ObjectExistsError
+from pcii_vault.store.filesystem import FilesystemStore
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_objects_are_plain_files_under_the_root(fs_store: FilesystemStore) -> None:
+    fs_store.put_if_absent("records/r1/document", b"abc")
+    assert (fs_store.root / "records" / "r1" / "document").read_bytes() == b"abc"
+    assert fs_store.url == fs_store.root.as_uri()
+
+
+def test_symlink_inside_root_cannot_lead_outside(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not for the vault")
+    store = FilesystemStore(tmp_path / "objects")
+    (store.root / "records").symlink_to(outside)
+    with pytest.raises(InputError, match="outside the store root"):
+        store.get("records/secret")
+    with pytest.raises(InputError, match="outside the store root"):
+        store.put_if_absent("records/new", b"x")
+    assert sorted(os.listdir(outside)) == ["secret"]
+
+
+def test_leftover_temporary_files_are_not_listed(fs_store: FilesystemStore) -> None:
+    fs_store.put_if_absent("log/a", b"a")
+    (fs_store.root / "log" / ".tmp-crashed-writer").write_bytes(b"half")
+    assert [info.key for info in fs_store.list()] == ["log/a"]
+
+
+def test_successful_and_refused_writes_leave_no_temporary_files(
+    fs_store: FilesystemStore,
+) -> None:
+    fs_store.put_if_absent("log/a", b"a")
+    with pytest.raises(ObjectExistsError):
+        fs_store.put_if_absent("log/a", b"b")
+    info = fs_store.put_if_match("log/a", b"c", fs_store.head("log/a").etag)
+    assert info.etag == fs_store.head("log/a").etag
+    assert _all_files(fs_store.root) == [".pcii-store.lock", "log/a"]
+
+
+def test_key_below_an_existing_object_is_refused(fs_store: FilesystemStore) -> None:
+    fs_store.put_if_absent("records/r1", b"object, not a directory")
+    with pytest.raises(InputError):
+        fs_store.put_if_absent("records/r1/document", b"x")
+    with pytest.raises(NotFoundError):
+        fs_store.get("records/r1/document")
+
+
+def test_prefix_directory_is_not_an_object(fs_store: FilesystemStore) -> None:
+    fs_store.put_if_absent("records/r1/document", b"x")
+    with pytest.raises(NotFoundError):
+        fs_store.get("records/r1")
+    with pytest.raises(ObjectExistsError):
+        fs_store.put_if_absent("records/r1", b"x")
+
+
+def test_disk_full_is_a_one_line_backend_error(
+    fs_store: FilesystemStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(BackendError) as caught:
+        fs_store.put_if_absent("records/r1/document", b"abc")
+    assert "No space left on device" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    monkeypatch.undo()
+    with pytest.raises(NotFoundError):
+        fs_store.get("records/r1/document")
+    assert [p for p in _all_files(fs_store.root) if ".tmp-" in p] == []
+
+
+def test_etag_is_the_sha256_of_the_content(fs_store: FilesystemStore) -> None:
+    info = fs_store.put_if_absent("log/x", b"abc")
+    assert info.etag == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert fs_store.head("log/x").etag == info.etag
+
+
+def test_replaced_object_gets_a_fresh_etag_on_head(fs_store: FilesystemStore) -> None:
+    first = fs_store.put_if_absent("log/x", b"one")
+    assert fs_store.head("log/x").etag == first.etag  # cached now
+    second = fs_store.put_if_match("log/x", b"two", first.etag)
+    assert fs_store.head("log/x").etag == second.etag != first.etag
