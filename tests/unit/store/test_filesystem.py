@@ -32,7 +32,7 @@ def test_symlink_inside_root_cannot_lead_outside(tmp_path: Path) -> None:
         store.get("records/secret")
     with pytest.raises(InputError, match="outside the store root"):
         store.put_if_absent("records/new", b"x")
-    assert sorted(os.listdir(outside)) == ["secret"]
+    assert [p.name for p in outside.iterdir()] == ["secret"]
 
 
 def test_leftover_temporary_files_are_not_listed(fs_store: FilesystemStore) -> None:
