@@ -1,0 +1,472 @@
+"""The policy engine: Cedar policies from a directory, parsed and validated once.
+
+`PolicyEngine.load()` reads every `*.cedar` file and the one `*.cedarschema` file of a
+directory, and refuses to start (`PolicyLoadError`, listing every problem with its file
+and line) when anything is wrong: a parse error, a policy that does not validate against
+the schema (an unknown attribute, an unguarded optional attribute, a type error), a
+policy without `@id`, a repeated `@id`, an unknown annotation, an unknown obligation,
+obligations on a forbid, a template, an empty file, or an empty directory.
+
+`PolicyEngine.decide()` evaluates one request. Invariants:
+- Default deny: only a Cedar "Allow" with no evaluation error permits. Any error (a
+  policy failing at run time, a request that does not match the schema, an exception
+  from Cedar) denies and is reported; Cedar alone would skip an erroring forbid.
+- A decision names its determining policies by `@id` (the engine builds the policy set
+  with each policy's `@id` as its Cedar id) and carries the union of the obligations of
+  the determining permits, and the hash of the policy set that decided it.
+- The policy set, schema and policy metadata are immutable after load.
+- Speed without changing meaning: the policies whose action scope is `action == X`
+  for another action X can never be satisfied, so each action is evaluated against the
+  slice of the set without them (built once per action the policies name); and the
+  principal's parsed entity is cached keyed by the whole, immutable `PrincipalFacts`
+  value, so a changed principal is a new key and the cache is never stale.
+
+The policy-set hash is SHA-256 over a domain tag and, for each file (the `*.cedar`
+files and the schema, sorted by name), the 8-byte big-endian length and bytes of its
+name, then of its content. Any change to any byte of any file changes the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import cedarpy
+
+from pcii_vault.errors import ConfigError
+from pcii_vault.policy.entities import (
+    PrincipalFacts,
+    RecordFacts,
+    RequestFacts,
+    context_record,
+    principal_entity,
+    record_entity,
+    vault_entity,
+)
+from pcii_vault.policy.obligations import Obligation, canonical_obligations, parse_obligations
+
+__all__ = [
+    "HASH_DOMAIN",
+    "Decision",
+    "PolicyEngine",
+    "PolicyLoadError",
+    "PolicyProblem",
+    "PolicySource",
+    "default_policy_directory",
+]
+
+HASH_DOMAIN = b"pcii-vault policy-set v1\n"
+_KNOWN_ANNOTATIONS = frozenset({"id", "obligations"})
+_POLICY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,79}")
+_INTERNAL_ID = re.compile(r"\bpolicy0\b")
+_PRINCIPAL_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyProblem:
+    """One reason a policy directory cannot be loaded."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+class PolicyLoadError(ConfigError):
+    """The policy directory cannot be loaded; `problems` lists every reason."""
+
+    def __init__(self, problems: list[PolicyProblem] | tuple[PolicyProblem, ...]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        super().__init__(
+            f"policy set refused ({count} problem{'s' if count != 1 else ''}): "
+            + "; ".join(str(p) for p in self.problems)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySource:
+    """Where a policy comes from and what it says about itself."""
+
+    policy_id: str
+    effect: Literal["permit", "forbid"]
+    file: str
+    line: int
+    comment: str
+    obligations: tuple[Obligation, ...]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one request."""
+
+    allowed: bool
+    decision: Literal["permit", "deny"]
+    policy_ids: tuple[str, ...]
+    obligations: tuple[str, ...]
+    errors: tuple[str, ...]
+    policy_set_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    text: str
+    line: int
+    comment: str
+
+
+def default_policy_directory() -> Path:
+    """Return the repository's `policies/` directory (next to the package).
+
+    Returns:
+        The directory holding the shipped default policies.
+
+    Raises:
+        ConfigError: the directory does not exist (e.g. a wheel install without it).
+    """
+    directory = Path(__file__).resolve().parents[2] / "policies"
+    if not directory.is_dir():
+        raise ConfigError(f"default policy directory {directory} not found; pass a directory")
+    return directory
+
+
+def _split_statements(source: str) -> list[_Statement]:
+    """Split Cedar policy text at each `;` outside strings and `//` comments.
+
+    Each statement keeps the line of its first token and the `//` comment block right
+    above that token (after the last blank line), for explanations and error messages.
+    """
+    statements: list[_Statement] = []
+    start = 0
+    i = 0
+    in_string = False
+    length = len(source)
+    while i < length:
+        char = source[i]
+        if in_string:
+            if char == "\\":
+                i += 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "/" and source.startswith("//", i):
+            newline = source.find("\n", i)
+            i = length if newline < 0 else newline
+            continue
+        elif char == ";":
+            statements.append(_statement(source, start, i + 1))
+            start = i + 1
+        i += 1
+    tail = _statement(source, start, length)
+    if tail.text.strip():
+        statements.append(tail)
+    return statements
+
+
+def _statement(source: str, start: int, end: int) -> _Statement:
+    chunk = source[start:end]
+    comment_lines: list[str] = []
+    first_line = source.count("\n", 0, start) + 1
+    code_lines: list[str] = []
+    for offset, raw in enumerate(chunk.split("\n")):
+        stripped = raw.strip()
+        if code_lines or (stripped and not stripped.startswith("//")):
+            if not code_lines:
+                first_line += offset
+            code_lines.append(raw)
+        elif not stripped:
+            comment_lines = []
+        else:
+            comment_lines.append(stripped.removeprefix("//").strip())
+    text = "\n".join(code_lines).strip() if code_lines else ""
+    return _Statement(text=text, line=first_line, comment=" ".join(comment_lines))
+
+
+def _hash_files(files: list[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256(HASH_DOMAIN)
+    for name, data in sorted(files):
+        encoded = name.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _slice_by_action(policies: Mapping[str, Any]) -> dict[str, cedarpy.PolicySet]:
+    """Per action named in a scope, the policy set without the `action == other` ones.
+
+    Removing a policy whose scope can never match the action cannot change a decision:
+    such a policy is neither satisfied nor evaluated past its scope, so it never errors.
+    """
+    named: set[str] = set()
+    for policy in policies.values():
+        scope = policy["action"]
+        for entity in [scope.get("entity"), *scope.get("entities", [])]:
+            if entity is not None:
+                named.add(entity["id"])
+    slices: dict[str, cedarpy.PolicySet] = {}
+    for action in sorted(named):
+        kept = {
+            policy_id: policy
+            for policy_id, policy in policies.items()
+            if not (policy["action"]["op"] == "==" and policy["action"]["entity"]["id"] != action)
+        }
+        document = {"staticPolicies": kept, "templates": {}, "templateLinks": []}
+        slices[action] = cedarpy.PolicySet.from_json_str(json.dumps(document))
+    return slices
+
+
+class _Loader:
+    """Collects every problem of a directory instead of stopping at the first."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.problems: list[PolicyProblem] = []
+        self.files: list[tuple[str, bytes]] = []
+        self.sources: dict[str, PolicySource] = {}
+        self.policies_json: dict[str, Any] = {}
+
+    def problem(self, file: str, line: int | None, message: str) -> None:
+        self.problems.append(PolicyProblem(file, line, " ".join(message.split())))
+
+    def read(self, path: Path) -> str | None:
+        data = path.read_bytes()
+        self.files.append((path.name, data))
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            self.problem(path.name, None, "not UTF-8 text")
+            return None
+
+    def load_schema(self) -> cedarpy.Schema | None:
+        schemas = sorted(self.directory.glob("*.cedarschema"))
+        if len(schemas) != 1:
+            found = ", ".join(p.name for p in schemas) or "none"
+            self.problem(self.directory.name, None, f"need exactly one *.cedarschema ({found})")
+            for path in schemas:
+                self.read(path)
+            return None
+        text = self.read(schemas[0])
+        if text is None:
+            return None
+        try:
+            return cedarpy.Schema.from_str(text)
+        except ValueError as exc:
+            self.problem(schemas[0].name, None, f"schema error: {exc}")
+            return None
+
+    def load_file(self, path: Path, schema: cedarpy.Schema | None) -> None:
+        text = self.read(path)
+        if text is None:
+            return
+        statements = [s for s in _split_statements(text) if s.text]
+        if not statements:
+            self.problem(path.name, None, "holds no policy")
+        for statement in statements:
+            self.load_statement(path.name, statement, schema)
+
+    def load_statement(
+        self, file: str, statement: _Statement, schema: cedarpy.Schema | None
+    ) -> None:
+        line = statement.line
+        try:
+            est = json.loads(cedarpy.policies_to_json_str(statement.text))
+        except ValueError as exc:
+            self.problem(file, line, f"parse error: {exc}")
+            return
+        if est.get("templates"):
+            self.problem(file, line, "templates (?principal/?resource) are not allowed")
+            return
+        (policy,) = est["staticPolicies"].values()
+        annotations: dict[str, str] = policy.get("annotations") or {}
+        policy_id = annotations.get("id")
+        label = policy_id or "policy without @id"
+        unknown = sorted(set(annotations) - _KNOWN_ANNOTATIONS)
+        if unknown:
+            self.problem(file, line, f"{label}: unknown annotation @{', @'.join(unknown)}")
+        if policy_id is None:
+            self.problem(file, line, "policy has no @id annotation")
+        elif not _POLICY_ID.fullmatch(policy_id):
+            self.problem(file, line, f"@id {policy_id!r} must be lower-case letters, digits, -")
+            policy_id = None
+        elif policy_id in self.sources:
+            first = self.sources[policy_id]
+            self.problem(
+                file, line, f"duplicate @id {policy_id!r} (first at {first.file}:{first.line})"
+            )
+            policy_id = None
+        obligations = self.obligations(file, line, label, policy["effect"], annotations)
+        if schema is not None:
+            result = cedarpy.validate_policies(statement.text, schema)
+            for error in result.errors:
+                self.problem(file, line, f"{label}: {_INTERNAL_ID.sub(label, error.error)}")
+        if policy_id is not None:
+            self.sources[policy_id] = PolicySource(
+                policy_id=policy_id,
+                effect=policy["effect"],
+                file=file,
+                line=line,
+                comment=statement.comment,
+                obligations=obligations,
+                text=statement.text,
+            )
+            self.policies_json[policy_id] = policy
+
+    def obligations(
+        self, file: str, line: int, label: str, effect: str, annotations: Mapping[str, str]
+    ) -> tuple[Obligation, ...]:
+        value = annotations.get("obligations")
+        if value is None:
+            return ()
+        if effect != "permit":
+            self.problem(file, line, f"{label}: @obligations only belongs on a permit")
+            return ()
+        try:
+            return parse_obligations(value)
+        except ValueError as exc:
+            self.problem(file, line, f"{label}: {exc}")
+            return ()
+
+
+@dataclass(frozen=True)
+class PolicyEngine:
+    """A loaded, validated policy set ready to decide requests."""
+
+    directory: Path
+    policy_set_hash: str
+    policies: Mapping[str, PolicySource]
+    _policy_set: cedarpy.PolicySet = field(repr=False)
+    _schema: cedarpy.Schema = field(repr=False)
+    _slices: Mapping[str, cedarpy.PolicySet] = field(repr=False)
+    _principals: dict[PrincipalFacts, cedarpy.Entities] = field(
+        repr=False, default_factory=dict, compare=False
+    )
+
+    @classmethod
+    def load(cls, directory: Path) -> PolicyEngine:
+        """Parse and validate every policy of `directory` against its schema.
+
+        Args:
+            directory: a directory with `*.cedar` files and one `*.cedarschema` file.
+
+        Returns:
+            The engine.
+
+        Raises:
+            PolicyLoadError: anything is wrong; lists every problem with file and line.
+        """
+        if not directory.is_dir():
+            raise PolicyLoadError([PolicyProblem(str(directory), None, "not a directory")])
+        loader = _Loader(directory)
+        schema = loader.load_schema()
+        paths = sorted(directory.glob("*.cedar"))
+        if not paths:
+            loader.problem(
+                directory.name,
+                None,
+                "no *.cedar policy files: an empty policy set denies everything",
+            )
+        for path in paths:
+            loader.load_file(path, schema)
+        if loader.problems or schema is None:
+            raise PolicyLoadError(loader.problems)
+        document = {"staticPolicies": loader.policies_json, "templates": {}, "templateLinks": []}
+        try:
+            policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
+        except ValueError as exc:  # pragma: no cover - every policy parsed on its own
+            raise PolicyLoadError([PolicyProblem(directory.name, None, str(exc))]) from exc
+        return cls(
+            directory=directory,
+            policy_set_hash=_hash_files(loader.files),
+            policies=MappingProxyType(dict(loader.sources)),
+            _policy_set=policy_set,
+            _schema=schema,
+            _slices=MappingProxyType(_slice_by_action(loader.policies_json)),
+        )
+
+    def decide(
+        self,
+        principal: PrincipalFacts,
+        action: str,
+        resource: RecordFacts | None,
+        context: RequestFacts,
+    ) -> Decision:
+        """Decide whether `principal` may do `action` on `resource`.
+
+        Args:
+            principal: the requesting principal.
+            action: a Cedar action id of the schema (e.g. "retrieve", "read-log").
+            resource: the record, or None for actions on the vault itself.
+            context: the request's purpose, use, authority, emergency flag and time.
+
+        Returns:
+            The decision; a deny on any evaluation error, with the errors.
+        """
+        resource_entity = vault_entity() if resource is None else record_entity(resource)
+        request = {
+            "principal": {"type": "User", "id": principal.id},
+            "action": {"type": "Action", "id": action},
+            "resource": resource_entity["uid"],
+            "context": context_record(context),
+        }
+        policy_set = self._slices.get(action, self._policy_set)
+        try:
+            entities = self._principal_entities(principal).with_added_json_str(
+                json.dumps([resource_entity])
+            )
+            result = cedarpy.is_authorized(request, policy_set, entities, self._schema)
+        except Exception as exc:  # noqa: BLE001 -- fail closed on anything Cedar raises
+            return self._deny((), (f"{type(exc).__name__}: {exc}",))
+        diagnostics = result.diagnostics
+        errors = tuple(str(e) for e in diagnostics.errors)
+        reasons = tuple(sorted(diagnostics.reasons))
+        if result.decision is not cedarpy.Decision.Allow:
+            return self._deny(reasons if result.decision is cedarpy.Decision.Deny else (), errors)
+        if errors:
+            # Cedar skips an erroring policy; it might have been a forbid: deny.
+            return self._deny((), errors)
+        obligations = canonical_obligations(
+            o for reason in reasons for o in self.policies[reason].obligations
+        )
+        return Decision(
+            allowed=True,
+            decision="permit",
+            policy_ids=reasons,
+            obligations=tuple(o.value for o in obligations),
+            errors=(),
+            policy_set_hash=self.policy_set_hash,
+        )
+
+    def _principal_entities(self, principal: PrincipalFacts) -> cedarpy.Entities:
+        """Return the parsed, schema-checked entity set holding only `principal`."""
+        cached = self._principals.get(principal)
+        if cached is None:
+            if len(self._principals) >= _PRINCIPAL_CACHE_SIZE:
+                self._principals.clear()
+            cached = cedarpy.Entities.from_json_str(
+                json.dumps([principal_entity(principal)]), self._schema
+            )
+            self._principals[principal] = cached
+        return cached
+
+    def _deny(self, policy_ids: tuple[str, ...], errors: tuple[str, ...]) -> Decision:
+        return Decision(
+            allowed=False,
+            decision="deny",
+            policy_ids=policy_ids,
+            obligations=(),
+            errors=errors,
+            policy_set_hash=self.policy_set_hash,
+        )
