@@ -1,0 +1,73 @@
+"""Owner helpers for writing a submission: `pcii submission template`, `pcii schema submission`.
+
+Invariant: both print JSON documents on stdout whether or not `--json` is given (they are
+JSON by nature), and touch no vault; `template` writes files only where asked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pcii_vault.cli.output import CliState
+from pcii_vault.errors import InputError
+from pcii_vault.models.submission import (
+    Submission,
+    example_attachment_bytes,
+    example_submission,
+)
+
+__all__ = ["app", "schema_command"]
+
+app = typer.Typer(help="Write a submission: a filled example to start from.", no_args_is_help=True)
+
+
+def _dump(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    try:
+        with path.open("xb") as handle:
+            handle.write(data)
+    except FileExistsError as exc:
+        raise InputError(f"{path} already exists; choose another name") from exc
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+@app.command("template")
+def template(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the example to this new file instead of stdout."),
+    ] = None,
+    attachment_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--attachment-out",
+            help="Also write the example's PDF attachment to this new file "
+            "(name it riverbend-scada-assessment.pdf to submit the example as is).",
+        ),
+    ] = None,
+) -> None:
+    """Print a filled, fictional example submission (a water utility's assessment)."""
+    state: CliState = ctx.obj
+    text = _dump(example_submission())
+    if attachment_out is not None:
+        _write_new(attachment_out, example_attachment_bytes())
+        state.output.note(f"wrote example attachment {attachment_out}")
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    _write_new(out, text.encode("utf-8"))
+    state.output.note(f"wrote example submission {out}; edit it, then: pcii submit {out}")
+
+
+def schema_command() -> None:
+    """Print the JSON Schema of a submission."""
+    typer.echo(_dump(Submission.model_json_schema()), nl=False)
