@@ -200,19 +200,22 @@ class Ledger:
         """The RFC 9162 consistency proof from `old_size` to `new_size`."""
         return consistency_proof(self.hash_source(new_size), old_size, new_size)
 
-    def entries(self, start: int, end: int) -> Iterator[bytes]:
+    def entries(self, start: int, end: int, size: int | None = None) -> Iterator[bytes]:
         """Yield committed entries [start, end), checked against the level-0 tiles.
 
-        Streams one bundle at a time.
+        Streams one bundle at a time. `size` is the tree size whose tiles are read
+        (default: the latest checkpoint's); `end` must not exceed it.
 
         Raises:
             IntegrityError: a bundle is malformed or does not hash to its tile.
         """
-        if not 0 <= start <= end:
-            raise ValueError("bad entry range")
+        if size is None:
+            size = self.size()
+        if not 0 <= start <= end <= size:
+            raise ValueError(f"entry range {start}..{end} is not within the log's {size}")
         n = start // _tiles.TILE_WIDTH
         while n * _tiles.TILE_WIDTH < end:
-            width = _tiles.tile_width_at(end, 0, n)
+            width = _tiles.tile_width_at(size, 0, n)
             if width == 0:
                 break
             bundle = _read_object(self.store, _tiles.bundle_key(n, width))
@@ -226,13 +229,13 @@ class Ledger:
                     yield entry
             n += 1
 
-    def events(self, start: int, end: int) -> Iterator[Event]:
+    def events(self, start: int, end: int, size: int | None = None) -> Iterator[Event]:
         """Yield committed events [start, end), parsed and sequence-checked.
 
         Raises:
             IntegrityError: an entry is not a known event or its seq is not its index.
         """
-        for offset, entry in enumerate(self.entries(start, end)):
+        for offset, entry in enumerate(self.entries(start, end, size)):
             yield parse_event(entry, start + offset)
 
     # ----- appending ----------------------------------------------------------------

@@ -1,0 +1,299 @@
+"""`pcii audit ...`: verify the log offline, prove and check inclusion, read and export.
+
+Every command here needs only the log (a vault directory, a copied ``log/`` directory or
+an s3:// URL) and the log's public verifier key: never the unseal secret. Integrity
+failures raise `IntegrityError`, which `main()` turns into exit code 4.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pcii_vault.cli.output import CliState
+from pcii_vault.config import VaultConfig, VaultPaths
+from pcii_vault.errors import ConfigError, InputError
+from pcii_vault.ledger.log import Ledger
+from pcii_vault.ledger.note import NoteVerifier, parse_checkpoint
+from pcii_vault.ledger.proof import ProofBundle, iter_events, prove, verify_bundle
+from pcii_vault.ledger.verify import verify_log
+from pcii_vault.models.event import Event
+from pcii_vault.store import ObjectStore, open_store
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="audit",
+    help="Verify the access log offline, prove inclusion, read and export events.",
+    no_args_is_help=True,
+)
+
+LogOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log",
+        help="A directory holding log/ or an s3://BUCKET[/PREFIX] URL (default: the vault's).",
+        show_default=False,
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        help="The log's verifier key string, or a file holding it (default: the vault's).",
+        show_default=False,
+    ),
+]
+
+
+def _state(ctx: typer.Context) -> CliState:
+    state = ctx.obj
+    return state if isinstance(state, CliState) else CliState()
+
+
+def _read_key(key: str) -> NoteVerifier:
+    path = Path(key)
+    text = key
+    if "+" not in key or path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise InputError(f"cannot read key file {key}: {exc.strerror}") from exc
+    return NoteVerifier.from_key_string(text)
+
+
+def _open_log(
+    state: CliState, log: str | None = None, key: str | None = None
+) -> tuple[ObjectStore, str, NoteVerifier]:
+    """Find the log and its key: `--log`/`--key`, else the vault's configuration.
+
+    Returns:
+        (store holding log/, origin, verifier key).
+
+    Raises:
+        ConfigError: no log or no key can be found.
+    """
+    config: VaultConfig | None = None
+    if state.vault is not None:
+        config = VaultConfig.load(VaultPaths(state.vault).config)
+    if log is not None:
+        if log.startswith("s3://"):
+            store = open_store(log, root_for_file=Path())
+        else:
+            directory = Path(log)
+            if not (directory / "log").is_dir():
+                raise ConfigError(f"{log} holds no log/ directory")
+            store = open_store(f"file://{directory.resolve()}", root_for_file=directory)
+    elif config is not None and state.vault is not None:
+        store = open_store(config.store, root_for_file=VaultPaths(state.vault).objects)
+    else:
+        raise ConfigError("no log: give --log DIR|s3://... or --vault DIR")
+    if key is not None:
+        verifier = _read_key(key)
+    elif config is not None:
+        verifier = NoteVerifier.from_key_string(config.log_key)
+    else:
+        raise ConfigError("no log key: give --key KEY|FILE or --vault DIR")
+    return store, verifier.name, verifier
+
+
+def _reader(store: ObjectStore, verifier: NoteVerifier) -> Ledger:
+    return Ledger(store, verifier.name, signer=None, verifier=verifier.public_key)
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    trusted_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-checkpoint", help="A checkpoint file seen before.", show_default=False
+        ),
+    ] = None,
+    log: LogOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Audit the whole log: signatures, every entry, every tile, history (exit 4 if not sound)."""
+    state = _state(ctx)
+    store, _, verifier = _open_log(state, log, key)
+    trusted = None
+    if trusted_checkpoint is not None:
+        try:
+            trusted = parse_checkpoint(trusted_checkpoint.read_bytes(), verifier)
+        except OSError as exc:
+            raise InputError(f"cannot read {trusted_checkpoint}: {exc.strerror}") from exc
+    report = verify_log(store, verifier, trusted=trusted)
+    pending = f"; pending: {len(report.pending)}" if report.pending else ""
+    state.output.result(
+        report.to_json(),
+        f"log sound: {report.size} events, root {report.checkpoint.root.hex()}, "
+        f"{report.tiles} tiles and {report.history} historic checkpoints checked{pending}",
+    )
+    for item in report.pending:
+        state.output.note(f"pending: {item}")
+
+
+@app.command("prove")
+def prove_command(
+    ctx: typer.Context,
+    index: Annotated[int, typer.Option("--index", min=0, help="Log index of the event.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the bundle here.", show_default=False)
+    ] = None,
+    log: LogOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Print (or write) the inclusion proof bundle of one event."""
+    state = _state(ctx)
+    store, _, verifier = _open_log(state, log, key)
+    bundle = prove(_reader(store, verifier), index)
+    text = json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.write_text(text, encoding="utf-8")
+    state.output.result({"index": index, "out": str(out)}, f"proof of event {index} -> {out}")
+
+
+@app.command("verify-proof")
+def verify_proof_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A proof bundle file.")],
+    key: KeyOption = None,
+) -> None:
+    """Check a proof bundle offline (exit 4 if it does not verify)."""
+    state = _state(ctx)
+    if key is not None:
+        verifier = _read_key(key)
+    elif state.vault is not None:
+        verifier = NoteVerifier.from_key_string(
+            VaultConfig.load(VaultPaths(state.vault).config).log_key
+        )
+    else:
+        raise ConfigError("no log key: give --key KEY|FILE or --vault DIR")
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror}") from exc
+    event = verify_bundle(ProofBundle.from_json(data), verifier)
+    state.output.result(
+        {"verified": True, "index": event.seq, "type": event.type, "event": _row(event)},
+        f"proof verified: event {event.seq} ({event.type}) is in the log",
+    )
+
+
+@app.command("key")
+def key_command(ctx: typer.Context, log: LogOption = None, key: KeyOption = None) -> None:
+    """Print the log's signed-note verifier key."""
+    state = _state(ctx)
+    if key is not None:
+        verifier = _read_key(key)
+    elif state.vault is not None:
+        verifier = NoteVerifier.from_key_string(
+            VaultConfig.load(VaultPaths(state.vault).config).log_key
+        )
+    else:
+        _, _, verifier = _open_log(state, log, key)
+    text = verifier.key_string()
+    state.output.result({"key": text, "origin": verifier.name}, text)
+
+
+_COLUMNS = ("seq", "time", "type", "actor", "record", "action", "decision", "policies")
+
+
+def _row(event: Event) -> dict[str, Any]:
+    return event.model_dump(mode="json")
+
+
+def _filtered(
+    state: CliState,
+    log: str | None,
+    key: str | None,
+    filters: dict[str, Any],
+) -> Iterator[Event]:
+    store, _, verifier = _open_log(state, log, key)
+    return iter_events(_reader(store, verifier), **filters)
+
+
+def _parse_time(value: str | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InputError(f"{what}: not an ISO 8601 time: {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise InputError(f"{what}: give a time zone, e.g. {value}Z or {value}+00:00")
+    return parsed
+
+
+@app.command("log")
+def log_command(  # noqa: PLR0917 -- one parameter per CLI filter
+    ctx: typer.Context,
+    record: Annotated[str | None, typer.Option("--record", show_default=False)] = None,
+    principal: Annotated[str | None, typer.Option("--principal", show_default=False)] = None,
+    event_type: Annotated[str | None, typer.Option("--type", show_default=False)] = None,
+    decision: Annotated[str | None, typer.Option("--decision", show_default=False)] = None,
+    since: Annotated[str | None, typer.Option("--since", show_default=False)] = None,
+    until: Annotated[str | None, typer.Option("--until", show_default=False)] = None,
+    log: LogOption = None,
+    key: KeyOption = None,
+) -> None:
+    """List events (a table, or JSON lines with --json), streaming."""
+    state = _state(ctx)
+    if decision not in {None, "permit", "deny"}:
+        raise InputError("--decision must be permit or deny")
+    filters = {
+        "record": record,
+        "principal": principal,
+        "event_type": event_type,
+        "decision": decision,
+        "since": _parse_time(since, "--since"),
+        "until": _parse_time(until, "--until"),
+    }
+    rows = (_row(e) for e in _filtered(state, log, key, filters))
+    state.output.rows(rows, _COLUMNS, title="access log")
+
+
+@app.command("export")
+def export_command(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write here (default stdout).", show_default=False)
+    ] = None,
+    log: LogOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Export every event as JSON lines or CSV, streaming."""
+    state = _state(ctx)
+    if fmt not in {"jsonl", "csv"}:
+        raise InputError("--format must be jsonl or csv")
+    events = _filtered(state, log, key, {})
+    handle = sys.stdout if out is None else out.open("w", encoding="utf-8", newline="")
+    try:
+        if fmt == "jsonl":
+            for event in events:
+                handle.write(json.dumps(_row(event), sort_keys=True) + "\n")
+        else:
+            fields = list(Event.model_fields)
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            for event in events:
+                row = _row(event)
+                writer.writerow(
+                    {
+                        k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+                        for k, v in row.items()
+                    }
+                )
+    finally:
+        if out is not None:
+            handle.close()
