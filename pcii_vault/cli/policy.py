@@ -1,0 +1,285 @@
+"""`pcii policy`: check, test and explain the protection policies.
+
+Invariants: `check` lists every problem of a policy directory and exits 2 when there is
+any; `test` runs declarative cases and exits 2 when any case fails (the policy set or
+the cases are wrong: bad input, not a malfunction); `explain` decides one request and
+shows the determining policies with their file, line and the rule they cite. Nothing
+here changes a vault.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pcii_vault.cli.output import CliState
+from pcii_vault.errors import InputError
+from pcii_vault.policy.cases import CaseRequest, load_case_file, run_cases
+from pcii_vault.policy.engine import PolicyEngine, PolicyLoadError, default_policy_directory
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Check, test and explain the protection policies.",
+    no_args_is_help=True,
+)
+
+_DirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir", help="Policy directory (default: the shipped policies/).", show_default=False
+    ),
+]
+
+
+def _state(ctx: typer.Context) -> CliState:
+    state = ctx.obj
+    if not isinstance(state, CliState):  # pragma: no cover - the root callback sets it
+        state = CliState()
+        ctx.obj = state
+    return state
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Policy directory (default: the shipped policies/).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Parse the policies and validate them against the schema; list every problem."""
+    state = _state(ctx)
+    directory = directory or default_policy_directory()
+    try:
+        engine = PolicyEngine.load(directory)
+    except PolicyLoadError as exc:
+        problems = [{"file": p.file, "line": p.line, "message": p.message} for p in exc.problems]
+        if state.output.json_mode:
+            state.output.result({"ok": False, "directory": str(directory), "problems": problems})
+        else:
+            for problem in exc.problems:
+                state.output.console.print(str(problem), markup=False)
+            state.output.note(f"{len(problems)} problem(s) in {directory}")
+        raise typer.Exit(code=exc.exit_code) from None
+    files = sorted({source.file for source in engine.policies.values()})
+    state.output.result(
+        {
+            "ok": True,
+            "directory": str(directory),
+            "files": files,
+            "policies": len(engine.policies),
+            "policy_set_hash": engine.policy_set_hash,
+        },
+        human=(
+            f"ok: {len(engine.policies)} policies in {len(files)} files, "
+            f"policy set sha256 {engine.policy_set_hash}"
+        ),
+    )
+
+
+@app.command("test")
+def test(
+    ctx: typer.Context,
+    cases_file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Case file (default: every tests/*.json of the policy directory).",
+            show_default=False,
+        ),
+    ] = None,
+    directory: _DirOption = None,
+) -> None:
+    """Run declarative policy cases; exit 2 if any case fails."""
+    state = _state(ctx)
+    directory = directory or default_policy_directory()
+    engine = PolicyEngine.load(directory)
+    files = [cases_file] if cases_file else sorted((directory / "tests").glob("*.json"))
+    if not files:
+        raise InputError(f"no case files in {directory / 'tests'}")
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        rows.extend(
+            {
+                "file": path.name,
+                "case": result.case.name,
+                "result": "pass" if result.passed else "FAIL",
+                "decision": result.decision.decision,
+                "policies": list(result.decision.policy_ids),
+                "obligations": list(result.decision.obligations),
+                "mismatch": result.mismatch,
+            }
+            for result in run_cases(engine, load_case_file(path))
+        )
+    failed = sum(1 for row in rows if row["result"] != "pass")
+    if state.output.json_mode:
+        state.output.result(
+            {
+                "passed": len(rows) - failed,
+                "failed": failed,
+                "policy_set_hash": engine.policy_set_hash,
+                "cases": rows,
+            }
+        )
+    else:
+        for row in rows:
+            line = f"{row['result']:4}  {row['case']}  ({row['decision']})"
+            if row["mismatch"]:
+                line += f"  -- {row['mismatch']}"
+            state.output.console.print(line, markup=False)
+        state.output.note(f"{len(rows) - failed} passed, {failed} failed")
+    if failed:
+        raise typer.Exit(code=2)
+
+
+def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    text = value
+    if not value.lstrip().startswith("{"):
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{name}: cannot read {value}: {exc.strerror}") from None
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{name}: not JSON: {exc.msg}") from None
+    if not isinstance(parsed, dict):
+        raise InputError(f"{name}: expected a JSON object")
+    return parsed
+
+
+@app.command("explain")
+def explain(
+    ctx: typer.Context,
+    *,
+    action: Annotated[str, typer.Option("--action", help="Action, e.g. retrieve, read-log.")],
+    principal_json: Annotated[
+        str | None,
+        typer.Option(
+            "--principal-json",
+            help="Principal attributes (JSON text or file); overrides the options below.",
+            show_default=False,
+        ),
+    ] = None,
+    record_json: Annotated[
+        str | None,
+        typer.Option(
+            "--record-json", help="Record attributes (JSON text or file).", show_default=False
+        ),
+    ] = None,
+    role: Annotated[str, typer.Option(help="Principal role.")] = "analyst",
+    level: Annotated[str, typer.Option(help="Government level.")] = "federal",
+    organisation: Annotated[str, typer.Option(help="Principal organisation.")] = "DHS CISA",
+    sector: Annotated[
+        list[str] | None, typer.Option("--sector", help="Need-to-know sector (repeat).")
+    ] = None,
+    contractor: Annotated[
+        bool, typer.Option("--contractor", help="Principal is a contractor.")
+    ] = False,
+    status: Annotated[str, typer.Option(help="Principal status.")] = "active",
+    untrained: Annotated[bool, typer.Option("--untrained", help="No current training.")] = False,
+    no_nda: Annotated[bool, typer.Option("--no-nda", help="No signed NDA.")] = False,
+    state: Annotated[str, typer.Option("--state", help="Record state.")] = "validated",
+    record_sector: Annotated[str, typer.Option(help="Record sector.")] = "Energy",
+    submitter_org: Annotated[str, typer.Option(help="Submitter organisation.")] = "Acme Power",
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="Action on the vault itself.")
+    ] = False,
+    purpose: Annotated[str, typer.Option(help="Stated purpose.")] = "",
+    use: Annotated[str, typer.Option(help="Intended use.")] = "",
+    authority: Annotated[
+        str | None, typer.Option(help="Disclosure exception.", show_default=False)
+    ] = None,
+    emergency: Annotated[bool, typer.Option("--emergency", help="Emergency request.")] = False,
+    now: Annotated[
+        datetime | None, typer.Option(help="Request time (default: now, UTC).", show_default=False)
+    ] = None,
+    directory: _DirOption = None,
+) -> None:
+    """Decide one request and show which policies determined it, and why."""
+    cli = _state(ctx)
+    engine = PolicyEngine.load(directory or default_policy_directory())
+    if now is None:
+        moment = datetime.now(UTC)
+    elif now.tzinfo is None:
+        moment = now.replace(tzinfo=UTC)  # typer parses naive times; read them as UTC
+    else:
+        moment = now
+    principal = _parse_json_option("--principal-json", principal_json) or {
+        "id": "explain-principal",
+        "role": role,
+        "organisation": organisation,
+        "level": level,
+        "sectors": sector if sector is not None else ["Energy"],
+        "training_expires": None if untrained else moment + timedelta(days=365),
+        "nda_signed": None if no_nda else (moment - timedelta(days=30)).date(),
+        "contractor": contractor,
+        "status": status,
+    }
+    record: dict[str, Any] | None = None
+    if not no_record:
+        record = _parse_json_option("--record-json", record_json) or {
+            "state": state,
+            "sector": record_sector,
+            "submitter_org": submitter_org,
+        }
+    request = CaseRequest.from_attributes(
+        principal,
+        action,
+        record,
+        {
+            "purpose": purpose,
+            "use": use,
+            "authority": authority,
+            "emergency": emergency,
+            "now": moment,
+        },
+    )
+    decision = engine.decide(request.principal, request.action, request.record, request.context)
+    determining = [
+        {
+            "id": policy_id,
+            "effect": engine.policies[policy_id].effect,
+            "source": f"{engine.policies[policy_id].file}:{engine.policies[policy_id].line}",
+            "rule": engine.policies[policy_id].comment,
+            "obligations": [o.value for o in engine.policies[policy_id].obligations],
+        }
+        for policy_id in decision.policy_ids
+    ]
+    if decision.allowed:
+        why = "permitted by the permit policies below; no forbid applies"
+    elif decision.errors:
+        why = "denied: evaluation failed (any error denies)"
+    elif determining:
+        why = "denied by the forbid policies below (forbid overrides permit)"
+    else:
+        why = "denied by default: no permit policy applies to this request"
+    data = {
+        "decision": decision.decision,
+        "why": why,
+        "policies": determining,
+        "obligations": list(decision.obligations),
+        "errors": list(decision.errors),
+        "policy_set_hash": decision.policy_set_hash,
+    }
+    if cli.output.json_mode:
+        cli.output.result(data)
+        return
+    lines = [f"decision: {decision.decision}", f"why: {why}"]
+    for item in determining:
+        lines.append(f"  {item['effect']} {item['id']}  ({item['source']})")
+        if item["rule"]:
+            lines.append(f"    {item['rule']}")
+    if decision.obligations:
+        lines.append("obligations: " + " ".join(decision.obligations))
+    lines.extend(f"error: {error}" for error in decision.errors)
+    lines.append(f"policy set sha256: {decision.policy_set_hash}")
+    cli.output.result(data, human="\n".join(lines))
