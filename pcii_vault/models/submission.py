@@ -40,6 +40,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -82,7 +83,7 @@ EXPRESS_STATEMENT = (
 # Tracking numbers: `PCII-<year>-<8-digit serial>`, e.g. `PCII-2026-00000123`. The vault
 # assigns them (serials may be sequential or random, below 10**8); they never change and
 # never carry PCII. Fixed width, so one serial has exactly one spelling.
-TRACKING_NUMBER_PATTERN = r"^PCII-(?P<year>[0-9]{4})-(?P<serial>[0-9]{8})$"
+TRACKING_NUMBER_PATTERN = r"^PCII-([0-9]{4})-([0-9]{8})$"  # also valid ECMA-262 (schema)
 _TRACKING_NUMBER_RE = re.compile(TRACKING_NUMBER_PATTERN)
 
 # Untrusted input larger than this is refused before it is parsed.
@@ -198,7 +199,7 @@ def _check_email(value: str) -> str:
 
 def _check_phone(value: str) -> str:
     digits = sum(ch.isdigit() for ch in value)
-    if not re.fullmatch(r"\+?[0-9][0-9 ().-]*[0-9]( ?(x|ext\.?) ?[0-9]{1,6})?", value) or not (
+    if not re.fullmatch(r"\+?[0-9(][0-9 ().-]*[0-9]( ?(x|ext\.?) ?[0-9]{1,6})?", value) or not (
         7 <= digits <= 20
     ):
         raise PydanticCustomError(
@@ -243,13 +244,30 @@ def _duplicates(values: Sequence[object], path: str, key: str) -> list[str]:
 _REF = reference_data()
 
 Line200 = Annotated[str, _line(200, "one line of text")]
-SectorName = Annotated[str, _check_in(_REF.sector_names, "sector")]
-TlpLabel = Annotated[str, _check_in(_REF.tlp_names, "TLP label")]
-StateCode = Annotated[str, _check_in(_REF.state_codes, "state or territory")]
+# The lists come from data, so the schema's enums are filled in from the same data.
+SectorName = Annotated[
+    str,
+    _check_in(_REF.sector_names, "sector"),
+    WithJsonSchema({"type": "string", "enum": list(_REF.sector_names)}),
+]
+TlpLabel = Annotated[
+    str,
+    _check_in(_REF.tlp_names, "TLP label"),
+    WithJsonSchema({"type": "string", "enum": list(_REF.tlp_names)}),
+]
+StateCode = Annotated[
+    str,
+    _check_in(_REF.state_codes, "state or territory"),
+    WithJsonSchema({"type": "string", "enum": list(_REF.state_codes)}),
+]
 Email = Annotated[str, AfterValidator(_check_email)]
 Phone = Annotated[str, AfterValidator(_check_phone)]
 FileName = Annotated[str, AfterValidator(_check_file_name)]
-TrackingNumber = Annotated[str, AfterValidator(_check_tracking_number)]
+TrackingNumber = Annotated[
+    str,
+    AfterValidator(_check_tracking_number),
+    WithJsonSchema({"type": "string", "pattern": TRACKING_NUMBER_PATTERN, "maxLength": 18}),
+]
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
@@ -358,10 +376,7 @@ class Submission(_Model):
     submitter: Submitter
     primary_contact: Contact
     secondary_contact: Contact | None = None
-    sector: SectorName = Field(
-        description="critical infrastructure sector (PPD-21 name)",
-        json_schema_extra={"enum": list(_REF.sector_names)},
-    )
+    sector: SectorName = Field(description="critical infrastructure sector (PPD-21 name)")
     facility: Facility
     assessment_type: AssessmentType
     title: str = _line(300, "title of the assessment")
@@ -377,8 +392,7 @@ class Submission(_Model):
         description="when a federal body requires this information: agency and authority",
     )
     tlp: TlpLabel = Field(
-        description="Traffic Light Protocol 2.0 label (beside PCII, never instead of it)",
-        json_schema_extra={"enum": list(_REF.tlp_names)},
+        description="Traffic Light Protocol 2.0 label (beside PCII, never instead of it)"
     )
     attachments: tuple[Attachment, ...] = Field(default=(), max_length=100, strict=False)
 
@@ -500,10 +514,21 @@ def _raw_duplicate_problems(document: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _is_safe_file_name(name: str) -> bool:
+    try:
+        _check_file_name(name)
+    except PydanticCustomError:
+        return False
+    return True
+
+
 def _attachment_problems(document: dict[str, Any], attachment_names: Sequence[str]) -> list[str]:
-    """Cross-check the attachments the JSON describes against the files given."""
+    """Cross-check the attachments the JSON describes against the files given.
+
+    An unsafe name is reported once (by the model for the JSON, here for --attach) and
+    left out of the cross-check, so one mistake gives one problem.
+    """
     problems: list[str] = []
-    given = {name.casefold() for name in attachment_names}
     for name, count in Counter(attachment_names).items():
         if count > 1:
             problems.append(f"--attach: {_quote(name)} given {count} times (names must be unique)")
@@ -512,22 +537,25 @@ def _attachment_problems(document: dict[str, Any], attachment_names: Sequence[st
             _check_file_name(name)
         except PydanticCustomError as exc:
             problems.append(f"--attach: {_quote(name)}: {exc.message()}")
+    given = {name.casefold() for name in attachment_names}
     described: set[str] = set()
     attachments = document.get("attachments", [])
     for index, item in enumerate(attachments if isinstance(attachments, list) else []):
-        described_name = item.get("name") if isinstance(item, dict) else None
-        if not isinstance(described_name, str) or described_name.casefold() in described:
-            continue
-        described.add(described_name.casefold())
-        if described_name.casefold() not in given:
+        raw = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(raw, str) or not _is_safe_file_name(raw):
+            continue  # reported by the model
+        if raw.casefold() in described:
+            continue  # a duplicate, reported once as such
+        described.add(raw.casefold())
+        if raw.casefold() not in given:
             problems.append(
-                f"attachments[{index}].name: {_quote(described_name)} is described but was not "
+                f"attachments[{index}].name: {_quote(raw)} is described but was not "
                 "given with --attach"
             )
     problems.extend(
         f"attachments: {_quote(name)} was given with --attach but is not described here"
         for name in dict.fromkeys(attachment_names)
-        if name.casefold() not in described
+        if _is_safe_file_name(name) and name.casefold() not in described
     )
     return problems
 
