@@ -191,7 +191,7 @@ def _scrub_pattern(values: Iterable[str], *, digits: Iterable[str]) -> re.Patter
     for number in digits:
         tail = re.sub(r"\D", "", number)[-10:]
         if len(tail) >= 7:
-            alternatives.append(r"[\s().+-]*".join(tail))
+            alternatives.append(r"(?:\+?1[\s.-]*)?\(?" + r"[\s().+-]*".join(tail))
     if not alternatives:
         return None
     return re.compile("|".join(alternatives), re.IGNORECASE)
@@ -286,6 +286,7 @@ def render_release(
     pattern = _scrub_pattern(removed, digits=phones)
     if pattern is not None:
         document = _scrub(document, pattern, _SCRUBBED)
+    shown = [a["name"] for a in document["attachments"]]  # scrubbed under redaction
     # Attachments cannot be redacted: under any redaction they are withheld (fail closed).
     released = () if redacted else tuple(described)
     withheld = tuple(described) if redacted else ()
@@ -307,7 +308,7 @@ def render_release(
         redacted=redacted,
         watermark=watermark,
         released=released,
-        withheld=withheld,
+        withheld=tuple(shown) if redacted else (),  # as shown: scrubbed
         notices=notices,
     )
     files: dict[str, bytes] = {
