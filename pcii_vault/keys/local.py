@@ -73,6 +73,7 @@ __all__ = [
     "KEYRING_FORMAT_VERSION",
     "MIN_SECRET_BYTES",
     "UNSEAL_SECRET_ENV",
+    "KekInfo",
     "KekVersion",
     "LocalKeyring",
     "UnsealError",
@@ -106,6 +107,15 @@ class KekVersion:
 
     def __repr__(self) -> str:
         return f"KekVersion(version={self.version}, retired={self.retired}, key=<redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class KekInfo:
+    """What may be shown about a KEK version: never the key."""
+
+    version: int
+    created: datetime
+    retired: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,9 +283,9 @@ class LocalKeyring:
         return min(k.version for k in self._contents.keks if not k.retired)
 
     @property
-    def versions(self) -> tuple[KekVersion, ...]:
-        """Every KEK version, oldest first (key bytes redacted in repr)."""
-        return self._contents.keks
+    def versions(self) -> tuple[KekInfo, ...]:
+        """Every KEK version, oldest first, without key material (for listings)."""
+        return tuple(KekInfo(k.version, k.created, k.retired) for k in self._contents.keks)
 
     def wrap(self, dek: bytes, context: bytes) -> bytes:
         """Wrap `dek` under the current KEK, binding `context`.
