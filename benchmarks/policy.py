@@ -1,0 +1,144 @@
+"""Policy decision latency, in process, with the default policy set.
+
+A realistic entity set: 1,000 principals (mostly analysts at every government level,
+some office staff, owners, auditors, administrators; some expired training, some
+suspended) and 10,000 records across the 16 sectors and every lifecycle state. Requests
+pick a random principal, record and action (mostly retrieve and search). Reports p50,
+p99 and mean latency of `PolicyEngine.decide` (facts to Decision, entities built per
+request). Targets: p50 < 100 us, p99 < 1 ms.
+
+Run: .venv/bin/python benchmarks/policy.py [--requests N] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pcii_vault.policy.engine import PolicyEngine, default_policy_directory
+from pcii_vault.policy.entities import (
+    STATES,
+    PrincipalFacts,
+    RecordFacts,
+    RequestFacts,
+)
+
+SECTORS = (
+    "Chemical", "Commercial Facilities", "Communications", "Critical Manufacturing", "Dams",
+    "Defense Industrial Base", "Emergency Services", "Energy", "Financial Services",
+    "Food and Agriculture", "Government Facilities", "Healthcare and Public Health",
+    "Information Technology", "Nuclear Reactors, Materials, and Waste",
+    "Transportation Systems", "Water and Wastewater Systems",
+)  # fmt: skip
+TLP = ("TLP:RED", "TLP:AMBER+STRICT", "TLP:AMBER", "TLP:GREEN", "TLP:CLEAR")
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+ACTIONS = (
+    ["retrieve"] * 6 + ["search"] * 3 + ["status", "review", "validate", "withdraw", "destroy"]
+)
+
+
+def make_principals(rng: random.Random, count: int) -> list[PrincipalFacts]:
+    principals = []
+    for i in range(count):
+        role = rng.choices(
+            ["analyst", "office", "owner", "auditor", "admin"], weights=[70, 10, 15, 3, 2]
+        )[0]
+        level = (
+            "private"
+            if role == "owner"
+            else rng.choice(["federal", "federal", "state", "local", "tribal", "territorial"])
+        )
+        principals.append(
+            PrincipalFacts(
+                id=f"p-{i:05d}",
+                role=role,
+                organisation=f"org-{rng.randrange(200)}",
+                level=level,
+                sectors=frozenset(rng.sample(SECTORS, rng.randint(1, 4))),
+                training_expires=NOW + timedelta(days=rng.randint(-60, 365)),
+                nda_signed=date(2025, rng.randint(1, 12), 1) if rng.random() < 0.8 else None,
+                contractor=rng.random() < 0.15,
+                status="active" if rng.random() < 0.95 else "suspended",
+            )
+        )
+    return principals
+
+
+def make_records(rng: random.Random, count: int) -> list[RecordFacts]:
+    states = sorted(STATES)
+    return [
+        RecordFacts(
+            tracking_number=f"PCII-2026-{i:06d}",
+            state=rng.choices(states, weights=[1 if s != "validated" else 6 for s in states])[0],
+            sector=rng.choice(SECTORS),
+            tlp=rng.choice(TLP),
+            submitter=f"p-{rng.randrange(1000):05d}",
+            submitter_org=f"org-{rng.randrange(200)}",
+        )
+        for i in range(count)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+
+    started = time.perf_counter()
+    engine = PolicyEngine.load(default_policy_directory())
+    load_ms = (time.perf_counter() - started) * 1e3
+    principals = make_principals(rng, 1_000)
+    records = make_records(rng, 10_000)
+    uses = ["infrastructure-protection"] * 6 + ["criminal-investigation", "homeland-security"]
+    requests = [
+        (
+            rng.choice(principals),
+            rng.choice(ACTIONS),
+            rng.choice(records),
+            RequestFacts(
+                purpose="assessment" if rng.random() < 0.97 else "",
+                use=rng.choice(uses),
+                authority=None,
+                emergency=rng.random() < 0.01,
+                now=NOW + timedelta(seconds=rng.randrange(86_400)),
+            ),
+        )
+        for _ in range(args.requests)
+    ]
+    for request in requests[:2_000]:  # warm up (and fill the principal cache)
+        engine.decide(*request)
+
+    samples: list[int] = []
+    permits = 0
+    clock = time.perf_counter_ns
+    for principal, action, record, context in requests:
+        t0 = clock()
+        decision = engine.decide(principal, action, record, context)
+        samples.append(clock() - t0)
+        permits += decision.allowed
+    samples.sort()
+    p50 = samples[len(samples) // 2] / 1e3
+    p99 = samples[int(len(samples) * 0.99)] / 1e3
+    mean = statistics.fmean(samples) / 1e3
+    print(f"policy set: {len(engine.policies)} policies, loaded in {load_ms:.1f} ms")
+    print("entities: 1,000 principals, 10,000 records")
+    print(f"decisions: {len(samples):,} ({permits / len(samples):.1%} permit)")
+    worst = samples[-1] / 1e3
+    print(f"latency p50 {p50:.1f} us  p99 {p99:.1f} us  mean {mean:.1f} us  max {worst:.0f} us")
+    print(
+        f"targets: p50 < 100 us {'MET' if p50 < 100 else 'MISSED'}, "
+        f"p99 < 1000 us {'MET' if p99 < 1000 else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
