@@ -161,7 +161,10 @@ def test_sequence_gap(any_store):
 
 def test_unknown_event_type(any_store):
     good = draft("u", 0).model_copy(update={"seq": 0}).entry_bytes()
-    forge_log(any_store, [good, good.replace(b'"seq":0', b'"seq":1').replace(b"access.decided", b"access.novel")])
+    forge_log(
+        any_store,
+        [good, good.replace(b'"seq":0', b'"seq":1').replace(b"access.decided", b"access.novel")],
+    )
     with pytest.raises(IntegrityError, match=r"entry 1 .*not a known event"):
         verify_log(any_store, verifier())
 

@@ -83,7 +83,11 @@ def test_mangled_verifier_keys_are_refused():
 def test_checkpoint_round_trip_and_body_format():
     signer = Ed25519PrivateKey(bytes(range(32)))
     cp = Checkpoint.sign("example.com/log", 42, bytes(32), signer)
-    assert cp.note.startswith("example.com/log\n42\n" + base64.b64encode(bytes(32)).decode() + "\n\n\u2014 example.com/log ")
+    assert cp.note.startswith(
+        "example.com/log\n42\n"
+        + base64.b64encode(bytes(32)).decode()
+        + "\n\n\u2014 example.com/log "
+    )
     verifier = NoteVerifier("example.com/log", signer.public_key)
     assert parse_checkpoint(cp.note, verifier) == cp
 

@@ -40,8 +40,16 @@ def test_tile_keys():
 
 @pytest.mark.parametrize(
     "key",
-    ["log/tile/0/x000/001", "log/tile/0/1", "log/tile/00/001", "log/tile/0/001.p/256",
-     "log/tile/0/001.p/0", "log/tile/0/001.p/05", "log/tile/64/001", "log/tile/entries/01"],
+    [
+        "log/tile/0/x000/001",
+        "log/tile/0/1",
+        "log/tile/00/001",
+        "log/tile/0/001.p/256",
+        "log/tile/0/001.p/0",
+        "log/tile/0/001.p/05",
+        "log/tile/64/001",
+        "log/tile/entries/01",
+    ],
 )
 def test_non_canonical_tile_keys_are_not_tiles(key):
     assert parse_tile_key(key) is None

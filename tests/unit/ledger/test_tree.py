@@ -39,7 +39,9 @@ def test_roots_match_published_vectors(size):
     assert root_from_leaf_hashes(LEAVES[:size]) == ROOTS[size - 1]
 
 
-@pytest.mark.parametrize("case", VECTORS["inclusion"], ids=lambda c: f"{c['leaf_number']}-{c['size']}")
+@pytest.mark.parametrize(
+    "case", VECTORS["inclusion"], ids=lambda c: f"{c['leaf_number']}-{c['size']}"
+)
 def test_inclusion_proofs_match_published_vectors(case):
     index, size = case["leaf_number"] - 1, case["size"]
     expected = [bytes.fromhex(h) for h in case["proof_hex"]]

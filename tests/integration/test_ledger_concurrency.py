@@ -1,0 +1,128 @@
+"""Many writers, threads and processes, and writers killed with SIGKILL mid-append."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from ledger_support import draft, ledger, verifier
+
+from pcii_vault.ledger.log import CLAIM_PREFIX, decode_claim
+from pcii_vault.ledger.verify import verify_log
+from pcii_vault.store.filesystem import FilesystemStore
+
+_FORK = multiprocessing.get_context("fork")
+
+
+def _ids(store) -> Counter[tuple[str, int]]:
+    log = ledger(store)
+    return Counter((e.details["writer"], e.details["i"]) for e in log.events(0, log.size()))
+
+
+def _process_writer(root: str, writer: int, count: int) -> None:
+    log = ledger(FilesystemStore(Path(root)))
+    for i in range(count):
+        log.append([draft(writer, i)])
+
+
+@pytest.mark.slow
+def test_four_processes_append_250_each_on_filesystem(tmp_path):
+    """4 processes x 250 single appends: one consistent log, every event exactly once."""
+    root = tmp_path / "objects"
+    procs = [_FORK.Process(target=_process_writer, args=(str(root), w, 250)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    store = FilesystemStore(root)
+    report = verify_log(store, verifier())
+    assert report.size == 1000
+    ids = _ids(store)
+    assert set(ids.values()) == {1}
+    assert set(ids) == {(str(w), i) for w in range(4) for i in range(250)}
+    assert list(store.list(CLAIM_PREFIX)) == []
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_four_threads_append_100_each_on_seaweedfs(s3_store):
+    """4 threads x 100 appends on SeaweedFS: one consistent log, every event exactly once."""
+    errors: list[BaseException] = []
+
+    def run(writer: int) -> None:
+        try:
+            log = ledger(s3_store)
+            for i in range(100):
+                log.append([draft(writer, i)])
+        except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    report = verify_log(s3_store, verifier())
+    assert report.size == 400
+    ids = _ids(s3_store)
+    assert set(ids.values()) == {1}
+    assert len(ids) == 400
+
+
+def _crash_writer(root: str, acked: str, writer: str) -> None:
+    log = ledger(FilesystemStore(Path(root)))
+    i = 0
+    with open(acked, "a", encoding="utf-8") as out:  # noqa: PTH123
+        while True:
+            batch = [draft(writer, i + k) for k in range(3)]
+            log.append(batch)
+            out.write(json.dumps([writer, i]) + "\n")
+            out.flush()
+            i += 3
+
+
+@pytest.mark.slow
+def test_kill_9_writers_fifty_times_then_log_verifies_and_appends(tmp_path):
+    """SIGKILL at random moments: the log stays sound and no claimed event is lost."""
+    root = tmp_path / "objects"
+    acked = tmp_path / "acked.jsonl"
+    rng = random.Random(20261128)
+    store = FilesystemStore(root)
+    for round_ in range(50):
+        proc = _FORK.Process(target=_crash_writer, args=(str(root), str(acked), f"k{round_}"))
+        proc.start()
+        time.sleep(rng.uniform(0.0, 0.08))
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        size_at_kill = ledger(store).size()
+        pending = []
+        for info in store.list(CLAIM_PREFIX):
+            pos = int(info.key[len(CLAIM_PREFIX) :])
+            if pos >= size_at_kill:
+                pending.append((pos, decode_claim(store.get(info.key))))
+        # A new append must succeed and commit whatever the dead writer had claimed.
+        ledger(store).append([draft("after", round_)])
+        assert list(store.list(CLAIM_PREFIX)) == []
+        log = ledger(store)
+        for pos, entries in pending:
+            assert list(log.entries(pos, pos + len(entries))) == entries
+    report = verify_log(store, verifier())
+    ids = _ids(store)
+    assert set(ids.values()) == {1}, "an event was committed twice"
+    for line in acked.read_text().splitlines():
+        writer, first = json.loads(line)
+        for k in range(3):
+            assert ids[(writer, first + k)] == 1, "an acknowledged event is missing"
+    assert all(ids[("after", r)] == 1 for r in range(50))
+    assert report.size == sum(ids.values())
