@@ -641,15 +641,25 @@ def _etag(raw: str) -> str:
 
 
 def _parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
-    """Regroup `chunks` into parts of exactly `part_size` bytes (the last may be short)."""
-    buffer = bytearray()
+    """Regroup `chunks` into parts of exactly `part_size` bytes (the last may be short).
+
+    Pieces are copied once, into the part that holds them; the source may reuse its
+    buffer as soon as the next piece is requested.
+    """
+    pending: list[bytes] = []
+    held = 0
     for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= part_size:
-            yield bytes(buffer[:part_size])
-            del buffer[:part_size]
-    if buffer:
-        yield bytes(buffer)
+        view = memoryview(chunk)
+        while held + len(view) >= part_size:
+            take = part_size - held
+            pending.append(bytes(view[:take]))
+            yield b"".join(pending)
+            pending, held, view = [], 0, view[take:]
+        if view:
+            pending.append(bytes(view))
+            held += len(view)
+    if pending:
+        yield b"".join(pending)
 
 
 def _chain(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
