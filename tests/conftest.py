@@ -4,20 +4,21 @@
 - `seaweed`: one SeaweedFS server (S3 gateway on 127.0.0.1) for the whole session,
   started on first use and stopped by PID at the end; exposes `endpoint_url`,
   `access_key`, `secret_key`, `region` and `client()`.
-- `s3_bucket` / `s3_store`: a fresh bucket per test, and an S3Store on it.
+- `s3_bucket` / `s3_store`: a fresh bucket per test, and an S3Store on it
+  (`seaweed.s3_store(bucket, prefix, **options)` builds more; `seaweed.client()` gives
+  a raw boto3 client; `new_bucket_name()` from tests/seaweed.py a unique one).
 - `any_store`: the same test on both stores; the S3 case carries the `s3` marker.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from seaweed import SeaweedServer, start_seaweed
+from seaweed import SeaweedServer, new_bucket_name, start_seaweed
 
 from pcii_vault.store.filesystem import FilesystemStore
 from pcii_vault.store.s3 import S3Store
@@ -39,11 +40,6 @@ def seaweed() -> Iterator[SeaweedServer]:
         server.stop()
 
 
-def new_bucket_name() -> str:
-    """A unique, valid bucket name."""
-    return f"pcii-test-{secrets.token_hex(8)}"
-
-
 def _drop_bucket(client: Any, bucket: str) -> None:
     """Best-effort removal of a test bucket (SeaweedFS deletes non-empty buckets)."""
     with contextlib.suppress(Exception):
@@ -60,23 +56,10 @@ def s3_bucket(seaweed: SeaweedServer) -> Iterator[str]:
     _drop_bucket(client, bucket)
 
 
-def make_s3_store(seaweed: SeaweedServer, bucket: str, **options: Any) -> S3Store:
-    """An S3Store on `bucket` of the test server, built the way the vault builds one."""
-    return S3Store(
-        bucket,
-        options.pop("prefix", ""),
-        endpoint_url=seaweed.endpoint_url,
-        region_name=seaweed.region,
-        access_key_id=seaweed.access_key,
-        secret_access_key=seaweed.secret_key,
-        **options,
-    )
-
-
 @pytest.fixture
 def s3_store(seaweed: SeaweedServer, s3_bucket: str) -> S3Store:
     """An S3Store on a fresh bucket of the session's SeaweedFS server."""
-    return make_s3_store(seaweed, s3_bucket)
+    return seaweed.s3_store(s3_bucket)
 
 
 @pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])

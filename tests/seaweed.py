@@ -34,10 +34,19 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from pcii_vault.store.s3 import S3Store
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["SeaweedError", "SeaweedServer", "find_weed", "running_seaweed", "start_seaweed"]
+__all__ = [
+    "SeaweedError",
+    "SeaweedServer",
+    "find_weed",
+    "new_bucket_name",
+    "running_seaweed",
+    "start_seaweed",
+]
 
 _GRPC_OFFSET = 10000
 _STOP_GRACE_S = 2.0
@@ -83,6 +92,18 @@ class SeaweedServer:
             ),
         )
 
+    def s3_store(self, bucket: str, prefix: str = "", **options: Any) -> S3Store:
+        """Return an S3Store on `bucket`, built the way the vault builds one."""
+        return S3Store(
+            bucket,
+            prefix,
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+            **options,
+        )
+
     def log_tail(self, lines: int = 30) -> str:
         """Return the last lines of the server's logs (stderr and glog files)."""
         texts: list[str] = []
@@ -113,6 +134,11 @@ class SeaweedServer:
                         sock.unlink()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def new_bucket_name() -> str:
+    """Return a unique, valid bucket name."""
+    return f"pcii-test-{secrets.token_hex(8)}"
 
 
 def find_weed() -> Path:

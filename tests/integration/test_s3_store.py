@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_s3_store, new_bucket_name
-from seaweed import SeaweedServer
+from seaweed import SeaweedServer, new_bucket_name
 
 from pcii_vault.errors import (
     BackendError,
@@ -103,7 +102,7 @@ def test_wrong_credentials_are_a_one_line_config_error(
 
 
 def test_missing_bucket_is_a_config_error(seaweed: SeaweedServer) -> None:
-    store = make_s3_store(seaweed, new_bucket_name())
+    store = seaweed.s3_store(new_bucket_name())
     with pytest.raises(ConfigError, match="does not exist"):
         store.put_if_absent("log/x", b"x")
 
@@ -171,8 +170,8 @@ def test_object_lock_retains_log_and_records_but_not_wrapped_or_claims(
     seaweed: SeaweedServer, lock_bucket: str
 ) -> None:
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    store = make_s3_store(
-        seaweed, lock_bucket, retention_mode="GOVERNANCE", retention_days=2, clock=lambda: now
+    store = seaweed.s3_store(
+        lock_bucket, retention_mode="GOVERNANCE", retention_days=2, clock=lambda: now
     )
     assert store.object_lock_enabled()
     store.put_if_absent("log/tile/0/000", b"tile")
@@ -193,7 +192,7 @@ def test_deleting_a_wrapped_key_on_a_versioned_bucket_leaves_no_version(
     seaweed: SeaweedServer, lock_bucket: str
 ) -> None:
     """Crypto-shredding: no older version of a wrapped key survives its deletion."""
-    store = make_s3_store(seaweed, lock_bucket, retention_days=1)
+    store = seaweed.s3_store(lock_bucket, retention_days=1)
     first = store.put_if_absent("wrapped/r1", b"wrapped under KEK 1")
     store.put_if_match("wrapped/r1", b"wrapped under KEK 2", first.etag)
     store.delete("wrapped/r1")
@@ -212,6 +211,6 @@ def test_bucket_default_retention_is_refused(seaweed: SeaweedServer, lock_bucket
             "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
         },
     )
-    store = make_s3_store(seaweed, lock_bucket)
+    store = seaweed.s3_store(lock_bucket)
     with pytest.raises(ConfigError, match="default Object Lock retention"):
         store.put_if_absent("records/r1/document", b"doc")
