@@ -1,0 +1,124 @@
+"""Ledger.append and reads: claim-then-commit behaviour on the filesystem store."""
+
+from __future__ import annotations
+
+import pytest
+
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.errors import BackendError, InputError, IntegrityError
+from pcii_vault.ledger.log import CLAIM_PREFIX, Ledger, claim_key, encode_claim
+from pcii_vault.ledger.note import NoteVerifier
+from pcii_vault.ledger.proof import ProofBundle, prove, verify_bundle
+from pcii_vault.ledger.tiles import bundle_key
+from pcii_vault.ledger.tree import leaf_hash, verify_inclusion
+from pcii_vault.ledger.verify import verify_log
+from pcii_vault.models.event import Event
+
+ORIGIN = "unit.test/log"
+KEY = Ed25519PrivateKey(b"\x05" * 32)
+
+
+def _ledger(store):
+    return Ledger(store, ORIGIN, signer=KEY, verifier=KEY.public_key)
+
+
+def _draft(i, **extra):
+    from datetime import UTC, datetime
+
+    return Event(
+        seq=0,
+        time=datetime(2026, 1, 1, tzinfo=UTC),
+        type="notice.sent",
+        actor="vault",
+        record=f"R{i}",
+        **extra,
+    )
+
+
+def test_append_assigns_seq_and_returns_verifiable_proofs(fs_store):
+    log = _ledger(fs_store)
+    log.append([_draft(i) for i in range(3)])
+    result = log.append([_draft(i) for i in range(3, 5)])
+    assert result.indices == (3, 4)
+    assert [e.seq for e in result.events] == [3, 4]
+    for event in result.events:
+        path = result.inclusion_proof(event.seq)
+        verify_inclusion(
+            leaf_hash(event.entry_bytes()), event.seq, result.size, path, result.checkpoint.root
+        )
+
+
+def test_oversized_entry_is_input_error_before_any_write(fs_store):
+    with pytest.raises(InputError, match="65536"):
+        _ledger(fs_store).append([_draft(0, details={"blob": "x" * 70000})])
+    assert list(fs_store.list("log/")) == []
+
+
+def test_empty_append_is_refused(fs_store):
+    with pytest.raises(InputError):
+        _ledger(fs_store).append([])
+
+
+def test_reader_without_key_cannot_append(fs_store):
+    reader = Ledger(fs_store, ORIGIN, signer=None, verifier=KEY.public_key)
+    with pytest.raises(ValueError, match="read-only"):
+        reader.append([_draft(0)])
+
+
+class DownStore:
+    url = "down://"
+
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            raise BackendError("store unavailable")
+
+        return fail
+
+
+def test_down_store_raises_backend_error():
+    with pytest.raises(BackendError):
+        _ledger(DownStore()).append([_draft(0)])
+
+
+def test_crashed_writers_claim_is_committed_by_next_append(fs_store):
+    log = _ledger(fs_store)
+    log.append([_draft(0)])
+    orphan = _draft(1).model_copy(update={"seq": 1}).entry_bytes()
+    fs_store.put_if_absent(claim_key(1), encode_claim([orphan]))  # claimed, then died
+    result = log.append([_draft(2)])
+    assert result.indices == (2,)
+    assert list(log.entries(1, 2)) == [orphan]
+    assert list(fs_store.list(CLAIM_PREFIX)) == []
+    verify_log(fs_store, log.verifier)
+
+
+def test_stale_claim_below_checkpoint_is_ignored_and_cleaned(fs_store):
+    log = _ledger(fs_store)
+    log.append([_draft(i) for i in range(4)])
+    stale = _draft(9).model_copy(update={"seq": 1}).entry_bytes()
+    fs_store.put_if_absent(claim_key(1), encode_claim([stale]))
+    log.append([_draft(4)])
+    assert [e.record for e in log.events(0, 5)] == ["R0", "R1", "R2", "R3", "R4"]
+    assert list(fs_store.list(CLAIM_PREFIX)) == []
+
+
+def test_existing_tile_with_other_bytes_is_a_fork_alarm(fs_store):
+    log = _ledger(fs_store)
+    log.append([_draft(0)])
+    fs_store.put_if_absent(bundle_key(0, 2), b"\x00\x01X\x00\x01Y")
+    with pytest.raises(IntegrityError, match="fork alarm"):
+        log.append([_draft(1)])
+
+
+def test_proof_bundle_round_trip_and_tamper(fs_store):
+    log = _ledger(fs_store)
+    log.append([_draft(i) for i in range(10)])
+    bundle = ProofBundle.from_json(prove(log, 6).model_dump_json())
+    key = NoteVerifier(ORIGIN, KEY.public_key).key_string()
+    assert verify_bundle(bundle, key).record == "R6"
+    moved = bundle.model_copy(update={"index": 5})
+    with pytest.raises(IntegrityError):
+        verify_bundle(moved, key)
+    other = NoteVerifier(ORIGIN, Ed25519PrivateKey(b"\x06" * 32).public_key)
+    with pytest.raises(IntegrityError):
+        verify_bundle(bundle, other)
