@@ -235,7 +235,7 @@ def _parse_time(value: str | None, what: str) -> datetime | None:
 
 
 @app.command("log")
-def log_command(  # noqa: PLR0917 -- one parameter per CLI filter
+def log_command(
     ctx: typer.Context,
     record: Annotated[str | None, typer.Option("--record", show_default=False)] = None,
     principal: Annotated[str | None, typer.Option("--principal", show_default=False)] = None,
