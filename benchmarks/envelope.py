@@ -5,10 +5,10 @@ Run:  .venv/bin/python benchmarks/envelope.py [--mib 256] [--repeat 3]
 All contenders encrypt and decrypt the same random buffer in one process:
 
 - ours: `seal_object` / `open_object` (Cobblestone-256, 16 KiB chunks, authenticated
-  header, plaintext SHA-256 computed while streaming, on a helper thread). The output is
-  streamed into a preallocated sink, as it would be into a file or an upload.
-- ours, hash inline: the same with the hash on the calling thread (to show what the
-  pipelining buys).
+  header, plaintext SHA-256 computed while streaming; when sealing, on a helper
+  thread). The output is streamed into a preallocated sink, as into a file or upload.
+- ours, hash inline: sealing with the hash on the calling thread (to show what the
+  pipelining buys; opening always hashes inline, so its two figures should agree).
 - AWS Encryption SDK for Python (default committing suite
   AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384, default 4096-byte frames, commitment
   policy REQUIRE_ENCRYPT_REQUIRE_DECRYPT) with a raw AES-256 master key provider
