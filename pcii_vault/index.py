@@ -320,9 +320,7 @@ class Index:
 
     def _register(self, event: Event) -> None:
         principal = Principal.model_validate(event.details.get("principal"))
-        exists = self._db.execute(
-            "SELECT 1 FROM principals WHERE id=?", (principal.id,)
-        ).fetchone()
+        exists = self._db.execute("SELECT 1 FROM principals WHERE id=?", (principal.id,)).fetchone()
         if exists:
             raise IntegrityError(f"event {event.seq}: principal {principal.id!r} registered twice")
         self._db.execute(

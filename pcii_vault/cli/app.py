@@ -7,10 +7,14 @@ stderr and exits with the error family's code (0 ok, 1 unexpected, 2 bad input, 
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 import typer
 
 from pcii_vault.cli.output import CliState, Output
@@ -81,17 +85,42 @@ def _hoist_global_options(argv: list[str]) -> list[str]:
     return front + rest
 
 
+@functools.cache
 def _register_commands() -> None:
-    # Imported here so each audience's module stays independent of the others.
+    # Imported here so each audience's module stays independent of the others; cached so
+    # calling main() twice in one process does not register every command twice.
     from pcii_vault.cli import commands  # noqa: PLC0415
 
     commands.register(app)
+
+
+def _configure_logging(*, debug: bool) -> None:
+    # Logs go to stderr (stdout is for results, JSON with --json): warnings and errors only,
+    # unless --debug; JSON lines when PCII_LOG_FORMAT=json (production), else key=value.
+    level = logging.DEBUG if debug else logging.WARNING
+    json_logs = os.environ.get("PCII_LOG_FORMAT") == "json"
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the documented code."""
     args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
+    _configure_logging(debug=debug)
     _register_commands()
     try:
         # Standalone mode: typer reports usage errors itself (exit 2) and exits.

@@ -20,6 +20,7 @@ import typer
 from pcii_vault.cli.output import CliState
 from pcii_vault.config import VaultConfig, VaultPaths
 from pcii_vault.errors import ConfigError, InputError
+from pcii_vault.index import Index
 from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.note import NoteVerifier, parse_checkpoint
 from pcii_vault.ledger.proof import ProofBundle, iter_events, prove, verify_bundle
@@ -129,12 +130,20 @@ def verify_command(
             trusted = parse_checkpoint(trusted_checkpoint.read_bytes(), verifier)
         except OSError as exc:
             raise InputError(f"cannot read {trusted_checkpoint}: {exc.strerror}") from exc
-    report = verify_log(store, verifier, trusted=trusted)
+    # The lifecycle projection doubles as the legal-history check: replaying every event
+    # into a scratch index raises on a release without a permit, a release of a withdrawn
+    # or destroyed record, an unregistered or inactive actor, a forged or replayed request.
+    history = Index.in_memory()
+    try:
+        report = verify_log(store, verifier, trusted=trusted, event_checker=history.apply)
+    finally:
+        history.close()
     pending = f"; pending: {len(report.pending)}" if report.pending else ""
     state.output.result(
-        report.to_json(),
+        {**report.to_json(), "legal_history": True},
         f"log sound: {report.size} events, root {report.checkpoint.root.hex()}, "
-        f"{report.tiles} tiles and {report.history} historic checkpoints checked{pending}",
+        f"{report.tiles} tiles and {report.history} historic checkpoints checked, "
+        f"event history legal{pending}",
     )
     for item in report.pending:
         state.output.note(f"pending: {item}")

@@ -4,8 +4,40 @@ from __future__ import annotations
 
 import typer
 
+from pcii_vault.cli import admin, analyst, audit, auditor, office, owner, policy, submission
+
 __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
     """Attach each audience's sub-app or commands to the root `app`."""
+    # admin
+    app.command("init")(admin.init)
+    app.add_typer(admin.principal_app, name="principal")
+    app.add_typer(admin.store_app, name="store")
+    app.add_typer(admin.index_app, name="index")
+    # owner
+    app.command("submit")(owner.submit)
+    app.command("status")(owner.status)
+    app.command("withdraw")(owner.withdraw)
+    app.add_typer(owner.receipt_app, name="receipt")
+    # program office
+    app.command("review")(office.review)
+    app.command("validate")(office.validate)
+    app.command("reject")(office.reject)
+    app.command("deficient")(office.deficient)
+    app.command("decontrol")(office.decontrol)
+    app.command("destroy")(office.destroy)
+    app.add_typer(office.app, name="office")
+    app.add_typer(submission.app, name="submission")
+    schema_app = typer.Typer(help="JSON Schemas of the vault's documents.", no_args_is_help=True)
+    schema_app.command("submission")(submission.schema_command)
+    app.add_typer(schema_app, name="schema")
+    # analyst
+    app.command("get")(analyst.get)
+    app.command("search")(analyst.search)
+    # auditor
+    audit.app.command("recipients")(auditor.recipients)
+    app.add_typer(audit.app, name="audit")
+    # policy authors and admins
+    app.add_typer(policy.app, name="policy")

@@ -1,0 +1,308 @@
+"""Administrator commands: create a vault, register users, check the store, rebuild the index."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pcii_vault.cli.output import CliState
+from pcii_vault.cli.session import identity, open_vault, unseal_secret, vault_dir
+from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.errors import InputError
+from pcii_vault.identity import Identity
+from pcii_vault.models.principal import Principal, PrincipalAttributes
+from pcii_vault.store import open_store
+from pcii_vault.store.probe import check_store
+from pcii_vault.vault import Vault
+
+__all__ = ["index_app", "init", "principal_app", "store_app"]
+
+principal_app = typer.Typer(help="Register, change, revoke and list users.", no_args_is_help=True)
+store_app = typer.Typer(help="Check the vault's object store.", no_args_is_help=True)
+index_app = typer.Typer(help="The local index (a projection of the log).", no_args_is_help=True)
+
+# Cheap enough for a test suite that creates hundreds of vaults; never for real keyrings.
+_INSECURE_TEST_SCRYPT = ScryptParams(n=2**10, r=8, p=1)
+
+_ROLE = typer.Option("--role", help="owner, office, analyst, auditor or admin.")
+
+
+def init(
+    ctx: typer.Context,
+    store: Annotated[
+        str,
+        typer.Option("--store", help="'file' (in the vault directory) or s3://BUCKET[/PREFIX]."),
+    ] = "file",
+    admin: Annotated[str, typer.Option("--admin", help="Name of the first admin.")] = "admin",
+    admin_key_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--admin-key-out", help="Where to write the first admin's private key (mode 0600)."
+        ),
+    ] = None,
+    insecure_fast_kdf: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-fast-kdf",
+            hidden=True,
+            help="Cheap scrypt parameters, for tests only: weakens the sealed keyring.",
+        ),
+    ] = False,
+) -> None:
+    """Create a vault: config, sealed keyring, store layout, log, and the first admin."""
+    state: CliState = ctx.obj
+    root = vault_dir(state)
+    key_out = admin_key_out or root / "admin.key"
+    secret = unseal_secret(confirm=True)
+    kdf = DEFAULT_SCRYPT
+    if insecure_fast_kdf:
+        state.output.note("warning: --insecure-fast-kdf: the keyring is cheap to brute-force")
+        kdf = _INSECURE_TEST_SCRYPT
+    vault, _ = Vault.create(
+        root,
+        store_url=store,
+        secret=secret,
+        admin_name=admin,
+        admin_key_out=key_out,
+        kdf_params=kdf,
+    )
+    try:
+        data = {
+            "vault_id": vault.config.vault_id,
+            "vault": str(root),
+            "store": vault.config.store,
+            "admin": admin,
+            "admin_key": str(key_out),
+            "log_key": vault.config.log_key,
+        }
+        if admin_key_out is None:
+            state.output.note(
+                f"note: the admin key is in {key_out}; move it off this machine "
+                "(or pass --admin-key-out next time)"
+            )
+        state.output.result(data, human=vault.config.vault_id)
+    finally:
+        vault.close()
+
+
+def _attributes(
+    role: str,
+    org: str,
+    level: str,
+    sectors: str | None,
+    training_expires: date | None,
+    nda_signed: date | None,
+    contractor: bool,
+) -> PrincipalAttributes:
+    try:
+        return PrincipalAttributes.model_validate(
+            {
+                "role": role,
+                "organisation": org,
+                "level": level,
+                "sectors": tuple(s.strip() for s in (sectors or "").split(",") if s.strip()),
+                "training_expires": training_expires,
+                "nda_signed": nda_signed,
+                "contractor": contractor,
+            }
+        )
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise InputError(f"invalid principal attributes: {' '.join(first[1:3])}") from exc
+
+
+def _principal_row(principal: Principal) -> dict[str, Any]:
+    data = principal.model_dump(mode="json")
+    data.pop("public_key")
+    return data
+
+
+@principal_app.command("add")
+def principal_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The new user's id (lower case, digits, . _ -).")],
+    role: Annotated[str, _ROLE],
+    key_out: Annotated[Path, typer.Option("--key-out", help="Where to write the user's key.")],
+    org: Annotated[str, typer.Option("--org", help="Organisation.")] = "unspecified",
+    level: Annotated[
+        str, typer.Option("--level", help="federal, state, local, tribal, territorial, private.")
+    ] = "federal",
+    sectors: Annotated[
+        str | None, typer.Option("--sectors", help="Comma-separated sectors of need to know.")
+    ] = None,
+    training_expires: Annotated[
+        str | None, typer.Option("--training-expires", help="PCII training expiry, YYYY-MM-DD.")
+    ] = None,
+    nda_signed: Annotated[
+        str | None, typer.Option("--nda-signed", help="NDA signature date, YYYY-MM-DD.")
+    ] = None,
+    contractor: Annotated[bool, typer.Option("--contractor", help="A contractor.")] = False,
+) -> None:
+    """Register a user and write their new private key file (an admin's act)."""
+    state: CliState = ctx.obj
+    me = identity(state)
+    attributes = _attributes(
+        role,
+        org,
+        level,
+        sectors,
+        _date(training_expires, "--training-expires"),
+        _date(nda_signed, "--nda-signed"),
+        contractor,
+    )
+    if key_out.exists():
+        raise InputError(f"{key_out} already exists: refusing to overwrite a key file")
+    vault = open_vault(state)
+    try:
+        key = Ed25519PrivateKey.generate()
+        new_identity = Identity(vault_id=vault.config.vault_id, principal=name, key=key)
+        new_identity.save_new(key_out)
+        try:
+            request = vault.sign(me, "manage-principals", params={"add": name})
+            principal = vault.add_principal(request, name, attributes, key.public_key)
+        except BaseException:
+            key_out.unlink(missing_ok=True)
+            raise
+        state.output.result(
+            {**_principal_row(principal), "key_file": str(key_out)},
+            human=f"registered {name} ({principal.role}); key written to {key_out}",
+        )
+    finally:
+        vault.close()
+
+
+@principal_app.command("update")
+def principal_update(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The user's id.")],
+    org: Annotated[str | None, typer.Option("--org")] = None,
+    level: Annotated[str | None, typer.Option("--level")] = None,
+    sectors: Annotated[str | None, typer.Option("--sectors")] = None,
+    training_expires: Annotated[str | None, typer.Option("--training-expires")] = None,
+    nda_signed: Annotated[str | None, typer.Option("--nda-signed")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="active or suspended (use revoke to revoke).")
+    ] = None,
+) -> None:
+    """Change a user's attributes or suspend / reactivate them (an admin's act)."""
+    state: CliState = ctx.obj
+    changes: dict[str, Any] = {}
+    if org is not None:
+        changes["organisation"] = org
+    if level is not None:
+        changes["level"] = level
+    if sectors is not None:
+        changes["sectors"] = [s.strip() for s in sectors.split(",") if s.strip()]
+    if training_expires is not None:
+        changes["training_expires"] = _required_date(training_expires, "--training-expires")
+    if nda_signed is not None:
+        changes["nda_signed"] = _required_date(nda_signed, "--nda-signed")
+    if status is not None:
+        if status not in {"active", "suspended"}:
+            raise InputError(
+                "--status must be active or suspended (revoke with `principal revoke`)"
+            )
+        changes["status"] = status
+    if not changes:
+        raise InputError("nothing to change: give at least one option")
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        request = vault.sign(me, "manage-principals", params={"update": name, **changes})
+        principal = vault.update_principal(request, name, changes)
+        state.output.result(_principal_row(principal), human=f"updated {name}")
+    finally:
+        vault.close()
+
+
+@principal_app.command("revoke")
+def principal_revoke(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The user's id.")]
+) -> None:
+    """Revoke a user for good (an admin's act)."""
+    state: CliState = ctx.obj
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        request = vault.sign(me, "manage-principals", params={"revoke": name})
+        principal = vault.revoke_principal(request, name)
+        state.output.result(_principal_row(principal), human=f"revoked {name}")
+    finally:
+        vault.close()
+
+
+@principal_app.command("list")
+def principal_list(ctx: typer.Context) -> None:
+    """List every registered user (from the index of the log)."""
+    state: CliState = ctx.obj
+    vault = open_vault(state)
+    try:
+        vault.sync()
+        rows = [_principal_row(p) for p in vault.index.principals()]
+        state.output.rows(
+            rows,
+            [
+                "id",
+                "role",
+                "organisation",
+                "level",
+                "sectors",
+                "training_expires",
+                "nda_signed",
+                "contractor",
+                "status",
+            ],
+            title="Principals",
+        )
+    finally:
+        vault.close()
+
+
+@store_app.command("check")
+def store_check(ctx: typer.Context) -> None:
+    """Run the conformance probe (conditional writes, checksums, ranges) on the vault's store."""
+    state: CliState = ctx.obj
+    root = vault_dir(state)
+    from pcii_vault.config import VaultConfig, VaultPaths  # noqa: PLC0415
+
+    paths = VaultPaths(root)
+    config = VaultConfig.load(paths.config)
+    store = open_store(config.store, root_for_file=paths.objects)
+    results = check_store(store)
+    rows = [{"check": r.check, "result": _outcome(r.passed), "detail": r.detail} for r in results]
+    state.output.rows(rows, ["check", "result", "detail"], title=f"Store {store.url}")
+
+
+@index_app.command("rebuild")
+def index_rebuild(ctx: typer.Context) -> None:
+    """Rebuild the local index from the log (it is only a cache of the log)."""
+    state: CliState = ctx.obj
+    vault = open_vault(state)
+    try:
+        count = vault.rebuild_index()
+        state.output.result({"events": count}, human=f"index rebuilt from {count} log events")
+    finally:
+        vault.close()
+
+
+def _date(text: str | None, option: str) -> date | None:
+    return None if text is None else _parse_date(text, option)
+
+
+def _parse_date(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(f"{option}: {text!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def _required_date(text: str, option: str) -> str:
+    return _parse_date(text, option).isoformat()
+
+
+def _outcome(passed: bool | None) -> str:
+    return {True: "ok", False: "FAILED", None: "n/a"}[passed]

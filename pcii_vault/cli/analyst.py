@@ -1,0 +1,95 @@
+"""Analyst commands: retrieve a record under policy, search what you may see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pcii_vault.cli.output import CliState
+from pcii_vault.cli.owner import record_row
+from pcii_vault.cli.session import identity, open_vault
+from pcii_vault.errors import InputError
+from pcii_vault.models.reference import reference_data
+
+__all__ = ["get", "search"]
+
+
+def get(
+    ctx: typer.Context,
+    tracking: Annotated[str, typer.Argument(help="Tracking number.")],
+    purpose: Annotated[str, typer.Option("--purpose", help="Why you need it, in your words.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the release into.")],
+    use: Annotated[
+        str, typer.Option("--use", help="Intended use the policies reason about.")
+    ] = "infrastructure-protection",
+    authority: Annotated[
+        str | None, typer.Option("--authority", help="A 29.8(f) exception, when invoked.")
+    ] = None,
+) -> None:
+    """Retrieve a record: the policy decides, the log records, the release is marked."""
+    if not purpose.strip():
+        raise InputError("--purpose must state why you need the record")
+    reference = reference_data()
+    uses = {u.id for u in reference.uses}
+    if use not in uses:
+        raise InputError(f"--use must be one of: {', '.join(sorted(uses))}")
+    if authority is not None:
+        exceptions = {e.id for e in reference.disclosure_exceptions}
+        name = authority.removeprefix("exception:")
+        if name not in exceptions:
+            raise InputError(f"--authority must be one of: {', '.join(sorted(exceptions))}")
+        # Invoking a 29.8(f) exception is itself the intended use the policies check.
+        authority, use = f"exception:{name}", "disclosure-exception"
+    state: CliState = ctx.obj
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        request = vault.sign(
+            me, "retrieve", record=tracking, purpose=purpose, use=use, authority=authority
+        )
+        release = vault.release(request, out)
+    finally:
+        vault.close()
+    state.output.result(
+        {
+            "tracking_number": release.tracking_number,
+            "directory": str(release.directory),
+            "files": list(release.files),
+            "access_index": release.access_index,
+            "obligations": list(release.obligations),
+            "policies": list(release.policies),
+        },
+        human=f"{release.tracking_number} released to {release.directory} "
+        f"(access event {release.access_index})",
+    )
+
+
+def search(
+    ctx: typer.Context,
+    sector: Annotated[str | None, typer.Option("--sector", help="Only this sector.")] = None,
+    state_filter: Annotated[
+        str | None, typer.Option("--state", help="Only records in this state.")
+    ] = None,
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="Why you are searching (the policies require one).")
+    ] = "find records within my need to know",
+    use: Annotated[
+        str, typer.Option("--use", help="Intended use the policies reason about.")
+    ] = "infrastructure-protection",
+) -> None:
+    """List the records you may act on (metadata only)."""
+    state: CliState = ctx.obj
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        request = vault.sign(me, "search", purpose=purpose, use=use)
+        records = vault.search(request, sector=sector, state=state_filter)
+    finally:
+        vault.close()
+    state.output.rows(
+        [record_row(r) for r in records],
+        ["tracking_number", "state", "sector", "tlp", "received_at"],
+        title="Records you may see",
+    )

@@ -1,0 +1,168 @@
+"""Program office commands: review, validate, reject, mark deficient, decontrol, destroy."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pcii_vault.cli.output import CliState
+from pcii_vault.cli.owner import record_row
+from pcii_vault.cli.session import identity, open_vault
+from pcii_vault.errors import InputError
+from pcii_vault.models.event import EventType
+from pcii_vault.models.reference import reference_data
+
+__all__ = ["app", "decontrol", "deficient", "destroy", "reject", "review", "validate"]
+
+app = typer.Typer(help="Program office work lists.", no_args_is_help=True)
+
+_TRACKING = typer.Argument(help="Tracking number.")
+_REASON = typer.Option("--reason", help="Why (recorded in the log).")
+
+
+def _transition(
+    ctx: typer.Context,
+    tracking: str,
+    action: str,
+    event_type: EventType,
+    params: dict[str, object],
+) -> None:
+    state: CliState = ctx.obj
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        request = vault.sign(me, action, record=tracking, params=params)
+        record = vault.transition(request, event_type, details=dict(params))
+    finally:
+        vault.close()
+    state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
+
+
+def review(
+    ctx: typer.Context,
+    tracking: Annotated[str, _TRACKING],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the decrypted copy.")],
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="Why (recorded).")
+    ] = "validation review",
+) -> None:
+    """Decrypt a submission for review (logged, marked)."""
+    state: CliState = ctx.obj
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        request = vault.sign(me, "review", record=tracking, purpose=purpose)
+        release = vault.release(request, out)
+    finally:
+        vault.close()
+    state.output.result(
+        {
+            "tracking_number": release.tracking_number,
+            "directory": str(release.directory),
+            "files": list(release.files),
+            "access_index": release.access_index,
+            "obligations": list(release.obligations),
+        },
+        human=f"{release.tracking_number} written to {release.directory}",
+    )
+
+
+def validate(
+    ctx: typer.Context,
+    tracking: Annotated[str, _TRACKING],
+    categorical: Annotated[
+        bool, typer.Option("--categorical", help="Validated by categorical inclusion.")
+    ] = False,
+) -> None:
+    """Validate a submission as PCII."""
+    _transition(ctx, tracking, "validate", "submission.validated", {"categorical": categorical})
+
+
+def reject(
+    ctx: typer.Context,
+    tracking: Annotated[str, _TRACKING],
+    ground: Annotated[str, typer.Option("--ground", help="Ground for non-validation.")],
+    reason: Annotated[str, _REASON],
+    final: Annotated[
+        bool, typer.Option("--final", help="The final decision (after the 30-day answer period).")
+    ] = False,
+) -> None:
+    """Find a submission not PCII (initially; with --final, finally)."""
+    grounds = {g.id for g in reference_data().non_validation_grounds}
+    if ground not in grounds:
+        raise InputError(f"--ground must be one of: {', '.join(sorted(grounds))}")
+    if not reason.strip():
+        raise InputError("--reason must not be empty")
+    event: EventType = "submission.final-not-pcii" if final else "submission.rejected"
+    _transition(ctx, tracking, "reject", event, {"ground": ground, "reason": reason})
+
+
+def deficient(
+    ctx: typer.Context,
+    tracking: Annotated[str, _TRACKING],
+    reason: Annotated[str, _REASON],
+) -> None:
+    """Notify the submitter that the statement or certification is deficient (30 days to cure)."""
+    if not reason.strip():
+        raise InputError("--reason must not be empty")
+    _transition(ctx, tracking, "mark-deficient", "submission.deficient", {"reason": reason})
+
+
+def decontrol(
+    ctx: typer.Context,
+    tracking: Annotated[str, _TRACKING],
+    reason: Annotated[str, _REASON],
+) -> None:
+    """Decontrol a record; every earlier recipient gets a notice."""
+    if not reason.strip():
+        raise InputError("--reason must not be empty")
+    _transition(ctx, tracking, "decontrol", "record.decontrolled", {"reason": reason})
+
+
+def destroy(
+    ctx: typer.Context,
+    tracking: Annotated[str, _TRACKING],
+    reason: Annotated[str, _REASON],
+) -> None:
+    """Destroy a record by crypto-shredding its data key (logged first)."""
+    if not reason.strip():
+        raise InputError("--reason must not be empty")
+    state: CliState = ctx.obj
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        request = vault.sign(me, "destroy", record=tracking, params={"reason": reason})
+        record = vault.destroy(request)
+    finally:
+        vault.close()
+    state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
+
+
+@app.command("due")
+def due(
+    ctx: typer.Context,
+    within: Annotated[int, typer.Option("--within", help="Window in days from now.")] = 7,
+) -> None:
+    """Items whose 30-day deadlines (PCII.md) fall within the window, overdue ones included."""
+    if within < 0:
+        raise InputError("--within must not be negative")
+    state: CliState = ctx.obj
+    vault = open_vault(state)
+    try:
+        vault.sync()
+        until = vault.now() + timedelta(days=within)
+        rows = [
+            {
+                "tracking_number": d.tracking,
+                "state": d.state,
+                "due": d.due.isoformat(),
+                "what": d.what,
+            }
+            for d in vault.index.deadlines(until)
+        ]
+    finally:
+        vault.close()
+    state.output.rows(rows, ["tracking_number", "state", "due", "what"], title="Due")

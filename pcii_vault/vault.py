@@ -1,0 +1,836 @@
+"""The vault core: every act on PCII goes through here, in-process or behind a server.
+
+Each act follows the same order, and the order is the security argument:
+1. verify the signed request (registered principal, signature, vault, time window, nonce);
+2. ask the protection policies (Cedar) for a decision, with the principal's and the
+   record's attributes and the request's purpose, use and authority;
+3. append the event (permit or deny, determining policies, obligations) to the log and
+   wait for a signed checkpoint that covers it;
+4. only then act: write state, release bytes, shred keys.
+A failure before step 3 leaves nothing visible; a failure in step 3 releases nothing.
+
+Invariants:
+- no plaintext leaves the vault unless its access event is durably in the log;
+- a record's objects become a record only through its `submission.received` event; if that
+  append fails, the uploaded ciphertext and wrapped key are removed;
+- the index is a projection of the log, caught up before every decision.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pcii_vault.config import VaultConfig, VaultPaths
+from pcii_vault.crypto.envelope import (
+    ObjectContext,
+    RecordContext,
+    decrypt_to_file,
+    open_object,
+)
+from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
+from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
+from pcii_vault.errors import (
+    BackendError,
+    ConfigError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    PolicyDenied,
+    VaultError,
+)
+from pcii_vault.identity import Identity
+from pcii_vault.index import Index, RecordRow
+from pcii_vault.keys.local import LocalKeyring
+from pcii_vault.ledger.log import Ledger
+from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
+from pcii_vault.ledger.proof import prove
+from pcii_vault.marking import render_release
+from pcii_vault.models.event import Event, EventType
+from pcii_vault.models.principal import Principal, PrincipalAttributes
+from pcii_vault.models.request import SignedRequest, sign_request
+from pcii_vault.models.submission import Submission, validate_submission_bytes
+from pcii_vault.policy.engine import Decision, PolicyEngine, default_policy_directory
+from pcii_vault.policy.entities import PrincipalFacts, RecordFacts, RequestFacts
+from pcii_vault.receipt import Receipt
+from pcii_vault.store import open_store
+from pcii_vault.store.base import ObjectStore
+from pcii_vault.submitter import SealedUpload
+
+__all__ = ["Release", "Vault"]
+
+_log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a permitted retrieval wrote, and the access event that allowed it."""
+
+    tracking_number: str
+    directory: Path
+    files: tuple[str, ...]
+    access_index: int
+    obligations: tuple[str, ...]
+    policies: tuple[str, ...]
+
+
+class Vault:
+    """One vault: its configuration, store, keyring, log, index and policies."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        unseal: Callable[[], bytes],
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.paths = VaultPaths(root)
+        self.config = VaultConfig.load(self.paths.config)
+        self.store: ObjectStore = open_store(self.config.store, root_for_file=self.paths.objects)
+        self._unseal = unseal
+        self._clock = clock
+        self._keyring: LocalKeyring | None = None
+        self._ledger: Ledger | None = None
+        self.index = Index.open(self.paths.index)
+        self.policy = PolicyEngine.load(self._policy_dir())
+
+    # ----- creation ------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        *,
+        store_url: str,
+        secret: bytes,
+        admin_name: str,
+        admin_key_out: Path,
+        admin_organisation: str = "PCII Program Office",
+        clock: Clock = _utcnow,
+        kdf_params: ScryptParams = DEFAULT_SCRYPT,
+    ) -> tuple[Vault, Identity]:
+        """Create a vault: config, sealed keyring, store layout, log, and the first admin.
+
+        Raises:
+            ConfigError: the directory already holds a vault, or the store is unusable.
+            InputError: the admin key file cannot be created.
+        """
+        paths = VaultPaths(root)
+        if paths.config.exists():
+            raise ConfigError(f"{root} already holds a vault")
+        root.mkdir(parents=True, exist_ok=True)
+        _claim_new_file(admin_key_out)
+        try:
+            vault_id = f"v-{secrets.token_hex(8)}"
+            keyring = LocalKeyring.create(paths.keyring, secret, kdf_params=kdf_params, clock=clock)
+            origin = f"pcii-vault.local/{vault_id}"
+            signer = keyring.log_signing_key()
+            config = VaultConfig(
+                vault_id=vault_id,
+                created=clock(),
+                store=store_url,
+                log_origin=origin,
+                log_key=verifier_key_string(origin, signer.public_key),
+                intake_public_key=base64.b64encode(keyring.intake_public_key).decode(),
+            )
+            store = open_store(store_url, root_for_file=paths.objects)
+            config.save_new(paths.config)
+            admin_key = Ed25519PrivateKey.generate()
+            admin = Principal(
+                id=admin_name,
+                role="admin",
+                organisation=admin_organisation,
+                level="federal",
+                public_key=base64.b64encode(admin_key.public_key.raw).decode(),
+            )
+            policy = PolicyEngine.load(_copy_default_policies(root))
+            ledger = Ledger(store, origin, signer=signer, verifier=signer.public_key, clock=clock)
+            now = clock()
+            ledger.append(
+                [
+                    _draft("vault.initialized", now, details={"vault_id": vault_id}),
+                    _draft("policy.loaded", now, policy_set=policy.policy_set_hash),
+                    _draft(
+                        "principal.registered",
+                        now,
+                        details={"principal": admin.model_dump(mode="json")},
+                    ),
+                ]
+            )
+            identity = Identity(vault_id=vault_id, principal=admin_name, key=admin_key)
+            _write_claimed(admin_key_out, identity)
+        except BaseException:
+            admin_key_out.unlink(missing_ok=True)
+            raise
+        vault = cls(root, unseal=lambda: secret, clock=clock)
+        vault._keyring = keyring
+        vault.sync()
+        return vault, identity
+
+    # ----- plumbing ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the index."""
+        self.index.close()
+
+    def now(self) -> datetime:
+        """The vault's clock."""
+        return self._clock()
+
+    def current_kek_version(self) -> int:
+        """The KEK version new records are wrapped under, as the log last recorded it."""
+        rotated = self.index.meta("key.rotated")
+        return int(json.loads(rotated)["version"]) if rotated else 1
+
+    def _policy_dir(self) -> Path:
+        local = self.paths.root / "policies"
+        return local if local.is_dir() else default_policy_directory()
+
+    @property
+    def keyring(self) -> LocalKeyring:
+        """The unsealed keyring (asks for the unseal secret on first use)."""
+        if self._keyring is None:
+            self._keyring = LocalKeyring.open(self.paths.keyring, self._unseal())
+        return self._keyring
+
+    @property
+    def ledger(self) -> Ledger:
+        """The log, able to append (needs the keyring's log signing key)."""
+        if self._ledger is None:
+            signer = self.keyring.log_signing_key()
+            self._ledger = Ledger(
+                self.store,
+                self.config.log_origin,
+                signer=signer,
+                verifier=signer.public_key,
+                clock=self._clock,
+            )
+        return self._ledger
+
+    def reader(self) -> Ledger:
+        """The log, read-only (no unseal secret needed)."""
+        if self._ledger is not None:
+            return self._ledger
+        return Ledger(
+            self.store,
+            self.config.log_origin,
+            signer=None,
+            verifier=self.log_public_key,
+            clock=self._clock,
+        )
+
+    @property
+    def log_public_key(self) -> Ed25519PublicKey:
+        """The log's Ed25519 verifying key, from the vault config."""
+        return NoteVerifier.from_key_string(self.config.log_key).public_key
+
+    def sync(self) -> None:
+        """Bring the index up to the log's latest checkpoint."""
+        reader = self.reader()
+        size = reader.size()
+        start = self.index.size
+        if start > size:
+            raise IntegrityError(
+                f"the index has {start} events but the log only {size}: the log was rolled "
+                "back; run `pcii audit verify` and `pcii index rebuild`"
+            )
+        for event in reader.events(start, size):
+            self.index.apply(event)
+        if self._ledger is not None or start == size:
+            self._note_policy_change()
+
+    def _note_policy_change(self) -> None:
+        if self.index.size and self.index.meta("policy_set") != self.policy.policy_set_hash:
+            # A changed policy set is itself an event, before it decides anything.
+            self._append(
+                [_draft("policy.loaded", self._clock(), policy_set=self.policy.policy_set_hash)]
+            )
+
+    def _append(self, drafts: Sequence[Event]) -> list[int]:
+        """Append events; return their log indices after the index caught up."""
+        try:
+            result = self.ledger.append(list(drafts))
+        except VaultError:
+            raise
+        except OSError as exc:
+            raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
+        reader = self.reader()
+        for event in reader.events(self.index.size, result.size):
+            self.index.apply(event)
+        return list(result.indices)
+
+    def rebuild_index(self) -> int:
+        """Throw the index away and replay the whole log; return the event count."""
+        self.index.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.paths.index}{suffix}").unlink(missing_ok=True)
+        self.index = Index.open(self.paths.index)
+        for event in self.reader().events(0, self.reader().size()):
+            self.index.apply(event)
+        return self.index.size
+
+    # ----- requests and decisions -----------------------------------------------------
+
+    def sign(self, identity: Identity, action: str, **fields: Any) -> SignedRequest:  # noqa: ANN401
+        """Sign a request as `identity` for this vault, at the vault's clock."""
+        if identity.vault_id != self.config.vault_id:
+            raise ConfigError(
+                f"identity {identity.principal!r} belongs to vault {identity.vault_id}, "
+                f"not {self.config.vault_id}"
+            )
+        return sign_request(
+            identity.key,
+            vault=self.config.vault_id,
+            principal=identity.principal,
+            action=action,
+            now=self._clock(),
+            **fields,
+        )
+
+    def check_identity(self, identity: Identity) -> Principal:
+        """Refuse early, before any upload, an identity the vault would refuse anyway.
+
+        Raises:
+            ConfigError: the identity belongs to another vault.
+            PolicyDenied: the principal is not registered.
+            IntegrityError: the key is not the registered principal's key.
+        """
+        self.sync()
+        return self._verify_request(self.sign(identity, "identify"), "identify")
+
+    def _verify_request(self, request: SignedRequest, action: str) -> Principal:
+        """Check who is asking. Failures here are not attributable, so not logged."""
+        body = request.body
+        if body.vault != self.config.vault_id:
+            raise IntegrityError("request is for another vault")
+        if body.action != action:
+            raise IntegrityError(f"request was signed for {body.action!r}, not {action!r}")
+        try:
+            principal = self.index.principal(body.principal)
+        except NotFoundError as exc:
+            raise PolicyDenied(f"{body.principal!r} is not a registered principal") from exc
+        key = Ed25519PublicKey(base64.b64decode(principal.public_key))
+        try:
+            key.verify(body.signing_bytes(), request.signature_bytes())
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"request signature of {body.principal!r} does not verify"
+            ) from exc
+        window = timedelta(seconds=self.config.request_window_seconds)
+        now = self._clock()
+        if not now - window <= body.time <= now + window:
+            raise IntegrityError(
+                f"request time {body.time.isoformat()} is outside the "
+                f"{self.config.request_window_seconds} s window: check the clock"
+            )
+        if self.index.nonce_seen(body.nonce):
+            raise IntegrityError("replayed request: this request is already in the log")
+        return principal
+
+    def _decide(
+        self, principal: Principal, request: SignedRequest, record: RecordRow | None
+    ) -> Decision:
+        body = request.body
+        context = RequestFacts(
+            purpose=body.purpose or "",
+            use=body.use or "",
+            authority=body.authority,
+            emergency=bool(body.params.get("emergency", False)),
+            now=self._clock(),
+        )
+        return self.policy.decide(
+            _principal_facts(principal),
+            body.action,
+            _record_facts(record) if record is not None else None,
+            context,
+        )
+
+    def _decision_event(
+        self,
+        event_type: EventType,
+        request: SignedRequest,
+        decision: Decision,
+        *,
+        details: dict[str, Any] | None = None,
+    ) -> Event:
+        body = request.body
+        return Event(
+            seq=0,
+            time=self._clock(),
+            type=event_type,
+            actor=body.principal,
+            request=request.to_log(),
+            record=body.record,
+            action=body.action,
+            decision=decision.decision,
+            policies=tuple(decision.policy_ids),
+            policy_set=decision.policy_set_hash,
+            purpose=body.purpose,
+            use=body.use,
+            authority=body.authority,
+            obligations=tuple(decision.obligations),
+            details=details or {},
+        )
+
+    def _authorize(
+        self, request: SignedRequest, action: str, record: RecordRow | None = None
+    ) -> tuple[Principal, Decision]:
+        """Verify and decide; a denial is logged and raised as PolicyDenied."""
+        self.sync()
+        principal = self._verify_request(request, action)
+        decision = self._decide(principal, request, record)
+        if not decision.allowed:
+            self._append([self._decision_event("access.decided", request, decision)])
+            reason = "; ".join(decision.errors) if decision.errors else "no policy permits it"
+            raise PolicyDenied(f"{action} denied for {principal.id!r}: {reason}")
+        return principal, decision
+
+    def _record(self, tracking: str) -> RecordRow:
+        self.sync()
+        return self.index.record(tracking)
+
+    # ----- principals ----------------------------------------------------------------
+
+    def add_principal(
+        self,
+        request: SignedRequest,
+        principal_id: str,
+        attributes: PrincipalAttributes,
+        public_key: Ed25519PublicKey,
+    ) -> Principal:
+        """Register a user (an admin's act)."""
+        principal = Principal(
+            id=principal_id,
+            public_key=base64.b64encode(public_key.raw).decode(),
+            **attributes.model_dump(),
+        )
+        _, decision = self._authorize(request, "manage-principals")
+        with contextlib.suppress(NotFoundError):
+            self.index.principal(principal_id)
+            raise InputError(f"principal {principal_id!r} already exists")
+        self._append(
+            [
+                self._decision_event(
+                    "principal.registered",
+                    request,
+                    decision,
+                    details={"principal": principal.model_dump(mode="json")},
+                )
+            ]
+        )
+        return principal
+
+    def update_principal(
+        self, request: SignedRequest, principal_id: str, changes: dict[str, Any]
+    ) -> Principal:
+        """Change a user's attributes or status (an admin's act)."""
+        current = self._principal_for_change(principal_id)
+        merged = {**current.model_dump(mode="json"), **changes}
+        try:
+            updated = Principal.model_validate(merged)
+        except ValueError as exc:
+            raise InputError(f"invalid principal update: {exc}") from exc
+        _, decision = self._authorize(request, "manage-principals")
+        self._append(
+            [
+                self._decision_event(
+                    "principal.updated",
+                    request,
+                    decision,
+                    details={"principal": principal_id, "changes": _json_changes(updated, changes)},
+                )
+            ]
+        )
+        return self.index.principal(principal_id)
+
+    def revoke_principal(self, request: SignedRequest, principal_id: str) -> Principal:
+        """Revoke a user for good (an admin's act)."""
+        self._principal_for_change(principal_id)
+        _, decision = self._authorize(request, "manage-principals")
+        self._append(
+            [
+                self._decision_event(
+                    "principal.revoked", request, decision, details={"principal": principal_id}
+                )
+            ]
+        )
+        return self.index.principal(principal_id)
+
+    def _principal_for_change(self, principal_id: str) -> Principal:
+        self.sync()
+        current = self.index.principal(principal_id)
+        if current.status == "revoked":
+            raise InputError(f"principal {principal_id!r} is revoked; register a new one")
+        return current
+
+    # ----- submission ----------------------------------------------------------------
+
+    def new_tracking_number(self) -> str:
+        """A fresh, unused tracking number."""
+        from pcii_vault.models.submission import format_tracking_number  # noqa: PLC0415
+
+        self.sync()
+        year = self._clock().year
+        while True:
+            candidate = format_tracking_number(year, secrets.randbelow(10**8))
+            try:
+                self.index.record(candidate)
+            except NotFoundError:
+                return candidate
+
+    def intake_key(self) -> bytes:
+        """The X25519 public key owners seal data keys to."""
+        return base64.b64decode(self.config.intake_public_key)
+
+    def receive(self, request: SignedRequest, sealed: SealedUpload) -> Receipt:
+        """Accept an owner's sealed submission: check it, re-wrap its key, log it.
+
+        The ciphertext is already in the store under `records/<tracking>/`; until the
+        `submission.received` event is appended it is not a record, and on any failure
+        it is removed again.
+        """
+        tracking = sealed.tracking_number
+        try:
+            return self._receive(request, sealed)
+        except BaseException:
+            self._discard_record_objects(tracking)
+            raise
+
+    def _receive(self, request: SignedRequest, sealed: SealedUpload) -> Receipt:
+        body = request.body
+        if body.record != sealed.tracking_number:
+            raise IntegrityError("request names another tracking number than the upload")
+        if body.params.get("files") != list(sealed.files):
+            raise IntegrityError("request does not sign the uploaded files' hashes")
+        principal, decision = self._authorize(request, "submit")
+        dek = self.keyring.open_intake(sealed.sealed_dek)
+        submission = self._open_submission_document(dek, sealed)
+        record_ctx = RecordContext(self.config.vault_id, sealed.tracking_number)
+        wrapped = self.keyring.wrap(dek, record_ctx.to_bytes())
+        self.store.put_if_absent(f"wrapped/{sealed.tracking_number}", wrapped)
+        details = {
+            "sector": submission.sector,
+            "tlp": submission.tlp,
+            "submitter_org": principal.organisation,
+            "files": list(sealed.files),
+            "kek_version": self.keyring.current_version,
+        }
+        [index] = self._append(
+            [self._decision_event("submission.received", request, decision, details=details)]
+        )
+        return Receipt(
+            tracking_number=sealed.tracking_number,
+            files=tuple(sealed.files),
+            log_index=index,
+            proof=prove(self.reader(), index),
+        )
+
+    def _open_submission_document(self, dek: bytes, sealed: SealedUpload) -> Submission:
+        ctx = ObjectContext(self.config.vault_id, sealed.tracking_number, "document")
+        document = b"".join(open_object(dek, ctx, self.store.open_stream(_doc_key(ctx))))
+        names = [f["name"] for f in sealed.files if f["object"] != "document"]
+        return validate_submission_bytes(document, attachment_names=names)
+
+    def _discard_record_objects(self, tracking: str) -> None:
+        """Remove a failed submission's objects (best effort: they are not a record)."""
+        with contextlib.suppress(VaultError, OSError):
+            self.store.delete(f"wrapped/{tracking}")
+            for info in list(self.store.list(f"records/{tracking}/")):
+                self.store.delete(info.key)
+
+    # ----- lifecycle decisions -------------------------------------------------------
+
+    def transition(
+        self,
+        request: SignedRequest,
+        event_type: EventType,
+        *,
+        details: dict[str, Any] | None = None,
+    ) -> RecordRow:
+        """Validate, reject, mark deficient, withdraw or decontrol a record."""
+        tracking = _require_record_id(request)
+        record = self._record(tracking)
+        _, decision = self._authorize(request, request.body.action, record)
+        events = [self._decision_event(event_type, request, decision, details=details)]
+        if event_type == "record.decontrolled":
+            # PCII.md: a status change is sent to every earlier recipient.
+            events.extend(
+                self._notice(decision, tracking, recipient["principal"], "decontrolled")
+                for recipient in _unique_recipients(self.index.recipients(tracking))
+            )
+        self._append(events)
+        if event_type == "submission.withdrawn":
+            self._shred(tracking)
+        return self.index.record(tracking)
+
+    def destroy(self, request: SignedRequest) -> RecordRow:
+        """Destroy a record by crypto-shredding: log first, then delete its wrapped key."""
+        tracking = _require_record_id(request)
+        record = self._record(tracking)
+        _, decision = self._authorize(request, "destroy", record)
+        self._append([self._decision_event("record.destroyed", request, decision)])
+        self._shred(tracking)
+        return self.index.record(tracking)
+
+    def _shred(self, tracking: str) -> None:
+        # Deleting the wrapped DEK makes every copy of the ciphertext noise; the ciphertext
+        # itself is removed too where the store allows (object lock may keep it).
+        self.store.delete(f"wrapped/{tracking}")
+        with contextlib.suppress(VaultError):
+            for info in list(self.store.list(f"records/{tracking}/")):
+                self.store.delete(info.key)
+
+    def _notice(self, decision: Decision, tracking: str, recipient: str, what: str) -> Event:
+        # Notices are the vault's own acts, caused by the event just before them.
+        return Event(
+            seq=0,
+            time=self._clock(),
+            type="notice.sent",
+            actor="vault",
+            record=tracking,
+            action="notify",
+            policy_set=decision.policy_set_hash,
+            details={"recipient": recipient, "notice": what},
+        )
+
+    # ----- release -------------------------------------------------------------------
+
+    def release(self, request: SignedRequest, out_dir: Path) -> Release:
+        """Retrieve (analyst) or review (office) a record into `out_dir/<tracking>/`.
+
+        The access event is in the log before any byte is written; on permit the
+        obligations (marking, redaction, cover sheet) are applied to what is written.
+        """
+        tracking = _require_record_id(request)
+        action = request.body.action
+        if action not in {"retrieve", "review"}:
+            raise ValueError(f"release is for retrieve or review, not {action}")
+        record = self._record(tracking)
+        target = out_dir / tracking
+        if target.exists():
+            raise InputError(f"{target} already exists; choose another --out")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create {out_dir}: {exc.strerror}") from exc
+        _, decision = self._authorize(request, action, record)
+        try:
+            wrapped = self.store.get(f"wrapped/{tracking}")
+        except NotFoundError as exc:
+            raise IntegrityError(f"record {tracking} has no data key (destroyed?)") from exc
+        events = [self._decision_event("access.decided", request, decision)]
+        if "notify:program-office" in decision.obligations:
+            # 6 CFR 29.8(f): a contemporaneous written notice to the program office.
+            events.append(
+                self._notice(
+                    decision,
+                    tracking,
+                    "program-office",
+                    f"disclosed under {request.body.authority}",
+                )
+            )
+        index = self._append(events)[0]
+        dek = self.keyring.unwrap(wrapped, RecordContext(self.config.vault_id, tracking).to_bytes())
+        staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=out_dir))
+        try:
+            files = self._write_release(
+                dek=dek,
+                record=record,
+                request=request,
+                decision=decision,
+                access_index=index,
+                staging=staging,
+            )
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return Release(
+            tracking, target, files, index, tuple(decision.obligations), tuple(decision.policy_ids)
+        )
+
+    def _write_release(
+        self,
+        *,
+        dek: bytes,
+        record: RecordRow,
+        request: SignedRequest,
+        decision: Decision,
+        access_index: int,
+        staging: Path,
+    ) -> tuple[str, ...]:
+        vault_id = self.config.vault_id
+        doc_ctx = ObjectContext(vault_id, record.tracking, "document")
+        document = b"".join(open_object(dek, doc_ctx, self.store.open_stream(_doc_key(doc_ctx))))
+        attachments = [f for f in record.files if f["object"] != "document"]
+        submission = validate_submission_bytes(
+            document, attachment_names=[f["name"] for f in attachments]
+        )
+        package = render_release(
+            submission,
+            attachments,
+            decision.obligations,
+            tracking_number=record.tracking,
+            recipient=request.body.principal,
+            access_index=access_index,
+            released_at=self._clock(),
+            purpose=request.body.purpose or "",
+            authority=request.body.authority,
+        )
+        written: list[str] = []
+        for name, data in package.files.items():
+            _write_new(staging / name, data)
+            written.append(name)
+        # Redaction cannot reach inside binary attachments: the package names the ones
+        # that may be released; the others are withheld.
+        released = [m for m in attachments if m["name"] in package.attachments]
+        files_dir = staging / "attachments"
+        if released:
+            files_dir.mkdir()
+        for meta in released:
+            ctx = ObjectContext(vault_id, record.tracking, meta["object"])
+            digest, _ = decrypt_to_file(
+                dek,
+                ctx,
+                self.store.open_stream(f"records/{record.tracking}/{meta['object']}"),
+                files_dir / meta["name"],
+            )
+            if digest != meta["sha256"]:
+                raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
+            written.append(f"attachments/{meta['name']}")
+        return tuple(written)
+
+    # ----- reads that are not releases --------------------------------------------------
+
+    def status(self, request: SignedRequest) -> RecordRow:
+        """A record's state, for its submitter or the office (metadata, not content)."""
+        tracking = _require_record_id(request)
+        record = self._record(tracking)
+        self._authorize(request, "status", record)
+        return record
+
+    def search(
+        self, request: SignedRequest, *, sector: str | None, state: str | None
+    ) -> list[RecordRow]:
+        """Records the caller may act on; never content, and never what they may not see."""
+        self.sync()
+        principal = self._verify_request(request, "search")
+        visible: list[RecordRow] = []
+        for record in self.index.records(sector=sector, state=state):
+            # Analysts see what the `search` policies allow; owners their own submissions
+            # (`status`); the office what it may review.
+            for action in ("search", "status", "review"):
+                probe = request.model_copy(
+                    update={"body": request.body.model_copy(update={"action": action})}
+                )
+                if self._decide(principal, probe, record).allowed:
+                    visible.append(record)
+                    break
+        return visible
+
+
+# ----- small pieces ------------------------------------------------------------------------
+
+
+def _draft(event_type: EventType, now: datetime, **fields: Any) -> Event:  # noqa: ANN401
+    return Event(seq=0, time=now, type=event_type, actor="vault", **fields)
+
+
+def _doc_key(ctx: ObjectContext) -> str:
+    return f"records/{ctx.record_id}/{ctx.object_name}"
+
+
+def _require_record_id(request: SignedRequest) -> str:
+    if not request.body.record:
+        raise InputError("the request names no record")
+    return request.body.record
+
+
+def _principal_facts(principal: Principal) -> PrincipalFacts:
+    return PrincipalFacts(
+        id=principal.id,
+        role=principal.role,
+        organisation=principal.organisation,
+        level=principal.level,
+        sectors=frozenset(principal.sectors),
+        training_expires=_start_of_day(principal.training_expires),
+        nda_signed=principal.nda_signed,
+        contractor=principal.contractor,
+        status=principal.status,
+    )
+
+
+def _start_of_day(day: date | None) -> datetime | None:
+    # Training "expiring on D" is treated as expired from 00:00 UTC on D: the earlier
+    # reading, so a date never grants access for part of a day it might not cover.
+    return None if day is None else datetime.combine(day, time.min, UTC)
+
+
+def _record_facts(record: RecordRow) -> RecordFacts:
+    return RecordFacts(
+        tracking_number=record.tracking,
+        state="categorical" if record.categorical and record.state == "validated" else record.state,
+        sector=record.sector,
+        tlp=record.tlp,
+        submitter=record.submitter,
+        submitter_org=record.submitter_org,
+    )
+
+
+def _unique_recipients(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    seen: set[str] = set()
+    for row in rows:
+        if row["principal"] not in seen:
+            seen.add(row["principal"])
+            yield row
+
+
+def _json_changes(updated: Principal, changes: dict[str, Any]) -> dict[str, Any]:
+    dumped = updated.model_dump(mode="json")
+    return {key: dumped[key] for key in changes}
+
+
+def _claim_new_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise InputError(f"{path} already exists: refusing to overwrite a key file") from exc
+    except OSError as exc:
+        raise InputError(f"cannot create {path}: {exc.strerror}") from exc
+    os.close(fd)
+
+
+def _write_claimed(path: Path, identity: Identity) -> None:
+    path.unlink()
+    identity.save_new(path)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _copy_default_policies(root: Path) -> Path:
+    target = root / "policies"
+    shutil.copytree(default_policy_directory(), target)
+    return target

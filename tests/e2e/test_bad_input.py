@@ -1,0 +1,253 @@
+"""Every way a user's input can be wrong: one clear line, the documented exit code, no trace.
+
+After each refusal the log still verifies and no half-written record is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Cli
+
+pytestmark = pytest.mark.slow
+
+
+def _assert_clean_refusal(cli: Cli, result: object, code: int) -> None:
+    assert result.code == code, (result.code, result.err)  # type: ignore[attr-defined]
+    err: str = result.err  # type: ignore[attr-defined]
+    assert err.startswith("pcii: error:"), err
+    assert len(err.strip().splitlines()) == 1 or "problems" in err.splitlines()[0], err
+    assert "Traceback" not in err
+    assert cli.ok("audit", "verify").code == 0
+    stored = cli.vault / "objects"
+    leftovers = [
+        p.relative_to(stored)
+        for p in stored.rglob("*")
+        if p.is_file() and p.parts[len(stored.parts)] in {"records", "wrapped"}
+    ]
+    assert leftovers == [], leftovers
+
+
+def _doc(cli: Cli, **changes: object) -> Path:
+    return cli.write_submission("bad.json", attachments=[], **changes)
+
+
+BAD_SUBMISSIONS: dict[str, Callable[[Cli], Path]] = {
+    "missing_express_statement": lambda cli: _without(cli, "express_statement"),
+    "altered_express_statement": lambda cli: _doc(
+        cli, express_statement="This information is submitted to the Federal Government."
+    ),
+    "unknown_sector": lambda cli: _doc(cli, sector="Space Systems"),
+    "oversized_field": lambda cli: _doc(cli, title="x" * 100_000),
+    "unknown_field": lambda cli: _doc(cli, favourite_colour="blue"),
+}
+
+
+def _without(cli: Cli, field: str) -> Path:
+    path = cli.write_submission("bad.json", attachments=[])
+    document = json.loads(path.read_text())
+    del document[field]
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SUBMISSIONS))
+def test_invalid_submission_is_refused_before_anything_is_sent(populated: Cli, case: str) -> None:
+    cli = populated
+    result = cli.run("submit", str(BAD_SUBMISSIONS[case](cli)), who="owner")
+    _assert_clean_refusal(cli, result, 2)
+
+
+def test_invalid_json_names_line_and_column(populated: Cli) -> None:
+    cli = populated
+    path = cli.root / "broken.json"
+    path.write_text('{\n  "v": 1,\n  "title": oops\n}\n')
+    result = cli.run("submit", str(path), who="owner")
+    _assert_clean_refusal(cli, result, 2)
+    assert "line 3 column" in result.err
+
+
+def test_every_problem_is_listed_with_its_field_path(populated: Cli) -> None:
+    cli = populated
+    path = _doc(cli, sector="Space Systems", tlp="TLP:PURPLE")
+    result = cli.run("submit", str(path), who="owner")
+    assert result.code == 2
+    assert "sector" in result.err and "tlp" in result.err
+
+
+def test_missing_attachment(populated: Cli) -> None:
+    cli = populated
+    result = cli.run(
+        "submit", str(cli.write_submission()), "--attach", str(cli.root / "nope.pdf"), who="owner"
+    )
+    _assert_clean_refusal(cli, result, 2)
+    assert "not found" in result.err
+
+
+def test_directory_as_attachment(populated: Cli) -> None:
+    cli = populated
+    folder = cli.root / "riverbend-scada-assessment.pdf"
+    folder.mkdir()
+    result = cli.run("submit", str(cli.write_submission()), "--attach", str(folder), who="owner")
+    _assert_clean_refusal(cli, result, 2)
+    assert "directory" in result.err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_attachment(populated: Cli) -> None:  # pragma: no cover - not as root
+    cli = populated
+    attachment = cli.attachment()
+    attachment.chmod(0)
+    result = cli.run(
+        "submit", str(cli.write_submission()), "--attach", str(attachment), who="owner"
+    )
+    _assert_clean_refusal(cli, result, 2)
+
+
+def test_duplicate_attachment_names(populated: Cli) -> None:
+    cli = populated
+    one = cli.attachment()
+    other_dir = cli.root / "other"
+    other_dir.mkdir()
+    two = other_dir / one.name
+    two.write_bytes(b"%PDF-1.4 other")
+    result = cli.run(
+        "submit",
+        str(cli.write_submission()),
+        "--attach",
+        str(one),
+        "--attach",
+        str(two),
+        who="owner",
+    )
+    _assert_clean_refusal(cli, result, 2)
+    assert "unique" in result.err
+
+
+def test_attachment_not_described_in_the_submission(populated: Cli) -> None:
+    cli = populated
+    extra = cli.root / "extra.bin"
+    extra.write_bytes(b"unlisted")
+    result = cli.run(
+        "submit",
+        str(cli.write_submission()),
+        "--attach",
+        str(cli.attachment()),
+        "--attach",
+        str(extra),
+        who="owner",
+    )
+    _assert_clean_refusal(cli, result, 2)
+
+
+def test_unknown_identity_is_refused(populated: Cli) -> None:
+    cli = populated
+    from pcii_vault.crypto.signing import Ed25519PrivateKey
+    from pcii_vault.identity import Identity
+
+    vault_id = json.loads((cli.vault / "vault.json").read_text())["vault_id"]
+    Identity(vault_id, "mallory", Ed25519PrivateKey.generate()).save_new(cli.key("mallory"))
+    result = cli.run("submit", str(_doc(cli)), who="mallory")
+    _assert_clean_refusal(cli, result, 3)
+
+
+def test_forged_identity_with_a_registered_name_is_an_integrity_failure(populated: Cli) -> None:
+    cli = populated
+    from pcii_vault.crypto.signing import Ed25519PrivateKey
+    from pcii_vault.identity import Identity
+
+    vault_id = json.loads((cli.vault / "vault.json").read_text())["vault_id"]
+    Identity(vault_id, "owner", Ed25519PrivateKey.generate()).save_new(cli.key("forger"))
+    result = cli.run("submit", str(_doc(cli)), who="forger")
+    _assert_clean_refusal(cli, result, 4)
+
+
+def test_revoked_identity_is_denied(populated: Cli) -> None:
+    cli = populated
+    cli.ok("principal", "revoke", "owner", who="admin")
+    result = cli.run("submit", str(_doc(cli)), who="owner")
+    _assert_clean_refusal(cli, result, 3)
+
+
+def test_expired_training_is_denied_with_exit_3(populated: Cli) -> None:
+    cli = populated
+    tracking = cli.ok("submit", str(_doc(cli)), who="owner").json()["tracking_number"]
+    cli.ok("validate", tracking, who="office")
+    cli.add(
+        "stale",
+        "analyst",
+        "--level",
+        "federal",
+        "--sectors",
+        "Water and Wastewater Systems",
+        "--training-expires",
+        "2020-01-01",
+    )
+    result = cli.run("get", tracking, "--purpose", "p", "--out", str(cli.root / "o"), who="stale")
+    assert result.code == 3
+    assert not (cli.root / "o" / tracking).exists()
+
+
+def test_identity_file_readable_by_others_is_refused(populated: Cli) -> None:
+    cli = populated
+    cli.key("owner").chmod(0o644)
+    result = cli.run("submit", str(_doc(cli)), who="owner")
+    _assert_clean_refusal(cli, result, 2)
+    assert "chmod 600" in result.err
+
+
+def test_tampered_stored_object_is_an_integrity_failure(populated: Cli) -> None:
+    cli = populated
+    tracking = cli.ok("submit", str(_doc(cli)), who="owner").json()["tracking_number"]
+    cli.ok("validate", tracking, who="office")
+    stored = cli.vault / "objects" / "records" / tracking / "document"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.chmod(0o644)
+    stored.write_bytes(bytes(data))
+    out = cli.root / "out"
+    result = cli.run("get", tracking, "--purpose", "p", "--out", str(out), who="water")
+    assert result.code == 4, result.err
+    assert not (out / tracking).exists()
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_wrong_unseal_secret_is_refused(populated: Cli) -> None:
+    cli = populated
+    result = cli.run(
+        "submit", str(_doc(cli)), who="owner", env={"PCII_UNSEAL_SECRET": "not-the-secret"}
+    )
+    assert result.code == 2, result.err
+    assert "Traceback" not in result.err
+
+
+def test_no_vault_given(cli: Cli) -> None:
+    result = cli.run("status", "PCII-2026-00000001", env={"PCII_VAULT": ""})
+    assert result.code == 2
+    assert "--vault" in result.err
+
+
+def test_not_a_vault_directory(cli: Cli) -> None:
+    result = cli.run("--vault", str(cli.root / "nowhere"), "principal", "list")
+    assert result.code == 2
+    assert "no vault" in result.err
+
+
+def test_init_twice_is_refused(populated: Cli) -> None:
+    cli = populated
+    result = cli.run("init", "--admin-key-out", str(cli.root / "admin2.key"))
+    assert result.code == 2
+    assert "already" in result.err
+    assert not (cli.root / "admin2.key").exists()
+
+
+def test_unknown_record(populated: Cli) -> None:
+    cli = populated
+    result = cli.run("status", "PCII-2026-99999999", who="owner")
+    assert result.code == 2
+    assert "no record" in result.err

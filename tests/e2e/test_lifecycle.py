@@ -1,0 +1,200 @@
+"""The whole PCII lifecycle through the `pcii` CLI, as its users meet it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pcii_vault.index import Index
+from tests.e2e.conftest import Cli
+
+pytestmark = pytest.mark.slow
+
+STATEMENT_HEAD = "PROTECTED CRITICAL INFRASTRUCTURE INFORMATION"
+
+
+def _submit(cli: Cli, *, attach: bool = True, receipt: Path | None = None) -> str:
+    args = ["submit", str(cli.write_submission())]
+    if attach:
+        args += ["--attach", str(cli.attachment())]
+    else:
+        args = ["submit", str(cli.write_submission("bare.json", attachments=[]))]
+    if receipt is not None:
+        args += ["--receipt-out", str(receipt)]
+    return str(cli.ok(*args, who="owner").json()["tracking_number"])
+
+
+def test_submit_validate_retrieve_is_marked_logged_and_verifiable(populated: Cli) -> None:
+    """The main story: submit, receipt, validate, permitted marked release, audit trail."""
+    cli = populated
+    receipt = cli.root / "receipt.json"
+    tracking = _submit(cli, receipt=receipt)
+    assert cli.ok("status", tracking, who="owner").json()["state"] == "received"
+    assert cli.ok("receipt", "verify", str(receipt)).code == 0
+
+    cli.ok("validate", tracking, who="office")
+    out = cli.root / "release"
+    got = cli.ok(
+        "get", tracking, "--purpose", "drought planning", "--out", str(out), who="fedwater"
+    ).json()
+    release = Path(got["directory"])
+    document = (release / "document.md").read_text()
+    assert document.splitlines()[0] == STATEMENT_HEAD
+    assert document.rstrip().splitlines()[-1] == STATEMENT_HEAD
+    assert "6 CFR part 29" in document
+    assert (release / "attachments" / "riverbend-scada-assessment.pdf").read_bytes() == (
+        cli.attachment().read_bytes()
+    )
+    assert "mark:pcii" in got["obligations"]
+    cover = (release / "COVER-SHEET.txt").read_text()
+    assert tracking in cover and "fedwater" in cover
+
+    # A state analyst gets the contacts redacted, and attachments (which cannot be
+    # redacted) withheld.
+    state_out = cli.root / "state-release"
+    got = cli.ok(
+        "get", tracking, "--purpose", "drought planning", "--out", str(state_out), who="water"
+    ).json()
+    assert "redact:contacts" in got["obligations"]
+    state_release = Path(got["directory"])
+    assert (
+        "dana.okafor@riverbend-water.example.org" not in (state_release / "document.md").read_text()
+    )
+    assert not (state_release / "attachments").exists()
+
+    recipients = cli.ok("audit", "recipients", tracking).lines()
+    assert [r["principal"] for r in recipients] == ["fedwater", "water"]
+    history = cli.ok("audit", "log", "--record", tracking).lines()
+    types = [e["type"] for e in history]
+    assert types[0] == "submission.received"
+    assert "submission.validated" in types
+    assert cli.ok("audit", "verify").code == 0
+
+
+def test_analyst_without_need_to_know_is_denied_and_the_denial_is_logged(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    out = cli.root / "denied"
+    result = cli.run("get", tracking, "--purpose", "curious", "--out", str(out), who="energy")
+    assert result.code == 3, result.err
+    assert result.err.count("\n") == 1 and "denied" in result.err
+    assert not (out / tracking).exists()
+    denials = cli.ok("audit", "log", "--record", tracking, "--decision", "deny").lines()
+    assert [d["actor"] for d in denials] == ["energy"]
+    assert cli.ok("audit", "verify").code == 0
+
+
+def test_unvalidated_record_is_not_released_to_analysts(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    result = cli.run("get", tracking, "--purpose", "p", "--out", str(cli.root / "o"), who="water")
+    assert result.code == 3
+
+
+def test_withdrawal_shreds_the_key_and_blocks_later_release(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("withdraw", tracking, who="owner")
+    assert cli.ok("status", tracking, who="owner").json()["state"] == "withdrawn"
+    assert not (cli.vault / "objects" / "wrapped" / tracking).exists()
+    result = cli.run("validate", tracking, who="office")
+    assert result.code in {2, 3}
+    assert cli.ok("audit", "verify").code == 0
+
+
+def test_decontrol_notifies_every_recipient(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    cli.ok("get", tracking, "--purpose", "p", "--out", str(cli.root / "a"), who="water")
+    cli.ok("decontrol", tracking, "--reason", "submitter's written request", who="office")
+    notices = cli.ok("audit", "log", "--record", tracking, "--type", "notice.sent").lines()
+    assert [n["details"]["recipient"] for n in notices] == ["water"]
+
+
+def test_destroy_is_logged_then_crypto_shredded(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    cli.ok("destroy", tracking, "--reason", "retention schedule", who="office")
+    assert not (cli.vault / "objects" / "wrapped" / tracking).exists()
+    result = cli.run("get", tracking, "--purpose", "p", "--out", str(cli.root / "x"), who="water")
+    assert result.code == 3
+    assert cli.ok("audit", "verify").code == 0
+
+
+def test_review_rejection_and_deficiency_follow_the_lifecycle(populated: Cli) -> None:
+    cli = populated
+    first = _submit(cli, attach=False)
+    cli.ok("deficient", first, "--reason", "certification unsigned", who="office")
+    assert cli.ok("status", first, who="owner").json()["state"] == "deficient"
+    cli.ok("review", first, "--out", str(cli.root / "rev"), who="office")
+    cli.ok(
+        "reject",
+        first,
+        "--ground",
+        "public-domain",
+        "--reason",
+        "on the utility's website",
+        who="office",
+    )
+    assert cli.ok("status", first, who="owner").json()["state"] == "initially-not-pcii"
+    cli.ok(
+        "reject",
+        first,
+        "--final",
+        "--ground",
+        "public-domain",
+        "--reason",
+        "no answer",
+        who="office",
+    )
+    assert cli.ok("status", first, who="office").json()["state"] == "final-not-pcii"
+    due = cli.ok("office", "due", "--within", "31", who="office").lines()
+    assert [d["tracking_number"] for d in due] == [first]
+
+
+def test_search_lists_only_what_the_caller_may_see(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    seen_by_water = [r["tracking_number"] for r in cli.ok("search", who="water").lines()]
+    seen_by_energy = [r["tracking_number"] for r in cli.ok("search", who="energy").lines()]
+    assert seen_by_water == [tracking]
+    assert seen_by_energy == []
+
+
+def test_index_rebuild_reproduces_the_index_exactly(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    cli.ok("get", tracking, "--purpose", "p", "--out", str(cli.root / "r"), who="water")
+
+    def dump() -> dict[str, list[tuple[object, ...]]]:
+        index = Index.open(cli.vault / "index.sqlite")
+        try:
+            return index.dump()
+        finally:
+            index.close()
+
+    before = dump()
+    cli.ok("index", "rebuild")
+    assert dump() == before
+
+
+def test_json_output_of_submit_names_the_tracking_number(populated: Cli) -> None:
+    cli = populated
+    result = cli.ok("submit", str(cli.write_submission("bare.json", attachments=[])), who="owner")
+    data = result.json()
+    assert data["tracking_number"].startswith("PCII-")
+
+
+def test_global_options_after_the_subcommand_are_accepted(populated: Cli) -> None:
+    cli = populated
+    path = cli.write_submission("bare.json", attachments=[])
+    result = cli.run("submit", str(path), "--json", "--as", str(cli.key("owner")))
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["tracking_number"]
