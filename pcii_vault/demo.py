@@ -39,7 +39,9 @@ class _Demo:
         }
         self.summary: list[tuple[str, str, str]] = []
 
-    def pcii(self, *args: str, who: str | None = None, expect: int = 0) -> dict[str, Any]:
+    def pcii(
+        self, *args: str, who: str | None = None, expect: int = 0, show: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         """Run one CLI command as `who`, show it, and return its --json result."""
         identity = ["--as", str(self.keys / f"{who}.key")] if who else []
         argv = ["pcii", *identity, "--json", *args]
@@ -57,8 +59,11 @@ class _Demo:
             raise SystemExit(f"demo step failed: exit {done.returncode}, expected {expect}")
         if done.stderr.strip():
             _console.print(f"  [yellow]{done.stderr.strip()}[/]", markup=True)
-        lines = [line for line in done.stdout.splitlines() if line.strip()]
-        result: dict[str, Any] = json.loads(lines[0]) if len(lines) == 1 else {"rows": lines}
+        rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        result: dict[str, Any] = rows[0] if len(rows) == 1 else {"rows": rows}
+        if show:
+            for key in show:
+                _console.print(f"  [green]→ {key}: {result.get(key)}[/]", markup=True)
         return result
 
     def step(self, title: str) -> None:
@@ -158,7 +163,9 @@ def run(root: Path) -> None:
     demo = _Demo(root)
     started = time.monotonic()
     demo.step("Create a vault (local directory, filesystem store)")
-    init = demo.pcii("init", "--admin-key-out", str(demo.keys / "admin.key"))
+    init = demo.pcii(
+        "init", "--admin-key-out", str(demo.keys / "admin.key"), show=("vault_id", "log_key")
+    )
     demo.summary.append(("init", "vault " + init["vault_id"], "ok"))
     _users(demo)
     demo.summary.append(("principal add x5", "owner, office, 2 analysts, auditor", "ok"))
@@ -176,15 +183,28 @@ def run(root: Path) -> None:
         "--receipt-out",
         str(root / "receipt.json"),
         who="rmwa-owner",
+        show=("tracking_number", "log_index"),
     )
     tracking = sub["tracking_number"]
     demo.summary.append(("submit", tracking, "received"))
-    demo.pcii("receipt", "verify", str(root / "receipt.json"))
+    demo.pcii(
+        "receipt",
+        "verify",
+        str(root / "receipt.json"),
+        show=("verified", "log_index", "checkpoint_size"),
+    )
     demo.summary.append(("receipt verify", tracking, "inclusion proven"))
 
     demo.step("Program office reviews and validates")
-    demo.pcii("review", tracking, "--out", str(root / "office-review"), who="office-lee")
-    demo.pcii("validate", tracking, who="office-lee")
+    demo.pcii(
+        "review",
+        tracking,
+        "--out",
+        str(root / "office-review"),
+        who="office-lee",
+        show=("files", "access_index"),
+    )
+    demo.pcii("validate", tracking, who="office-lee", show=("state",))
     demo.summary.append(("validate", tracking, "validated"))
 
     demo.step("An analyst with need to know retrieves it: permitted, marked")
@@ -198,6 +218,7 @@ def run(root: Path) -> None:
         "--out",
         str(root / "diaz"),
         who="analyst-diaz",
+        show=("obligations", "access_index"),
     )
     marked = (Path(got["directory"]) / "document.md").read_text()
     _console.print("  " + marked.splitlines()[0])
@@ -219,15 +240,24 @@ def run(root: Path) -> None:
     demo.step("A second submission, withdrawn by its owner before the decision")
     bare = root / "assessment-no-attachments.json"
     bare.write_text(json.dumps({**example_submission(), "attachments": []}, indent=2))
-    second = demo.pcii("submit", str(bare), who="rmwa-owner")["tracking_number"]
+    second = demo.pcii("submit", str(bare), who="rmwa-owner", show=("tracking_number",))[
+        "tracking_number"
+    ]
     demo.pcii(
-        "withdraw", second, "--reason", "resubmitting with corrected findings", who="rmwa-owner"
+        "withdraw",
+        second,
+        "--reason",
+        "resubmitting with corrected findings",
+        who="rmwa-owner",
+        show=("state",),
     )
     demo.summary.append(("withdraw", second, "withdrawn, key shredded"))
 
     demo.step("The auditor reviews the log")
-    demo.pcii("audit", "recipients", tracking)
-    verify = demo.pcii("audit", "verify")
+    recipients = demo.pcii("audit", "recipients", tracking)
+    for row in recipients.get("rows", [recipients]):
+        _console.print(f"  [green]→ {row['principal']} at {row['time']}: {row['purpose']}[/]")
+    verify = demo.pcii("audit", "verify", show=("size", "legal_history"))
     demo.summary.append(("audit verify", f"{verify.get('size', '?')} events", "sound"))
 
     table = Table(title=f"PCII vault demo: done in {time.monotonic() - started:.1f} s")
