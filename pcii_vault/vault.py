@@ -399,7 +399,12 @@ class Vault:
         decision = self._decide(principal, request, record)
         if not decision.allowed:
             self._append([self._decision_event("access.decided", request, decision)])
-            reason = "; ".join(decision.errors) if decision.errors else "no policy permits it"
+            if decision.errors:
+                reason = "policy evaluation failed: " + "; ".join(decision.errors)
+            elif decision.policy_ids:
+                reason = "forbidden by " + ", ".join(decision.policy_ids)
+            else:
+                reason = "no policy permits it"
             raise PolicyDenied(f"{action} denied for {principal.id!r}: {reason}")
         return principal, decision
 
