@@ -254,10 +254,9 @@ class Vault:
             )
         for event in reader.events(start, size):
             self.index.apply(event)
-        if self._ledger is not None or start == size:
-            self._note_policy_change()
 
     def _note_policy_change(self) -> None:
+        """Log a changed policy set (a `policy.loaded` event) before it decides anything."""
         if self.index.size and self.index.meta("policy_set") != self.policy.policy_set_hash:
             # A changed policy set is itself an event, before it decides anything.
             self._append(
@@ -396,6 +395,7 @@ class Vault:
         """Verify and decide; a denial is logged and raised as PolicyDenied."""
         self.sync()
         principal = self._verify_request(request, action)
+        self._note_policy_change()
         decision = self._decide(principal, request, record)
         if not decision.allowed:
             self._append([self._decision_event("access.decided", request, decision)])
@@ -513,10 +513,18 @@ class Vault:
         it is removed again.
         """
         tracking = sealed.tracking_number
+        if request.body.record != tracking:
+            raise IntegrityError("request names another tracking number than the upload")
+        # A tracking number that is already a record is not this upload's: its objects are
+        # another submission's and must survive whatever goes wrong here.
+        self.sync()
+        with contextlib.suppress(NotFoundError):
+            self.index.record(tracking)
+            raise ConflictError(f"tracking number {tracking} is already a record")
         try:
             return self._receive(request, sealed)
         except BaseException:
-            self._discard_record_objects(tracking)
+            self._discard_unless_recorded(tracking)
             raise
 
     def _receive(self, request: SignedRequest, sealed: SealedUpload) -> Receipt:
@@ -554,9 +562,18 @@ class Vault:
         names = [f["name"] for f in sealed.files if f["object"] != "document"]
         return validate_submission_bytes(document, attachment_names=names)
 
-    def _discard_record_objects(self, tracking: str) -> None:
-        """Remove a failed submission's objects (best effort: they are not a record)."""
+    def _discard_unless_recorded(self, tracking: str) -> None:
+        """Remove a failed submission's objects, unless the log made them a record.
+
+        Once `submission.received` is in the log (the failure came after the append, e.g.
+        while building the receipt's proof) the objects are a record and must stay;
+        before it, they are nobody's and are removed (best effort).
+        """
         with contextlib.suppress(VaultError, OSError):
+            self.sync()
+            with contextlib.suppress(NotFoundError):
+                self.index.record(tracking)
+                return
             self.store.delete(f"wrapped/{tracking}")
             for info in list(self.store.list(f"records/{tracking}/")):
                 self.store.delete(info.key)
@@ -738,6 +755,7 @@ class Vault:
         """Records the caller may act on; never content, and never what they may not see."""
         self.sync()
         principal = self._verify_request(request, "search")
+        self._note_policy_change()
         visible: list[RecordRow] = []
         for record in self.index.records(sector=sector, state=state):
             # Analysts see what the `search` policies allow; owners their own submissions

@@ -198,3 +198,24 @@ def test_global_options_after_the_subcommand_are_accepted(populated: Cli) -> Non
     result = cli.run("submit", str(path), "--json", "--as", str(cli.key("owner")))
     assert result.code == 0, result.err
     assert json.loads(result.out)["tracking_number"]
+
+
+def test_a_changed_policy_set_is_logged_before_it_decides(populated: Cli) -> None:
+    cli = populated
+    policy = cli.vault / "policies" / "submitter.cedar"
+    policy.write_text(policy.read_text() + "\n// reviewed 2026-11-28\n")
+    cli.ok("submit", str(cli.write_submission("bare.json", attachments=[])), who="owner")
+    loaded = cli.ok("audit", "log", "--type", "policy.loaded").lines()
+    assert len(loaded) == 2
+    assert loaded[0]["policy_set"] != loaded[1]["policy_set"]
+    received = cli.ok("audit", "log", "--type", "submission.received").lines()
+    assert received[0]["seq"] > loaded[1]["seq"]
+    assert received[0]["policy_set"] == loaded[1]["policy_set"]
+
+
+def test_a_broken_policy_refuses_to_start(populated: Cli) -> None:
+    cli = populated
+    (cli.vault / "policies" / "broken.cedar").write_text("permit (principal, action, resource")
+    result = cli.run("status", "PCII-2026-00000001", who="owner")
+    assert result.code == 2
+    assert "broken.cedar" in result.err
