@@ -98,15 +98,21 @@ def test_directory_as_attachment(populated: Cli) -> None:
     assert "directory" in result.err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_attachment(populated: Cli) -> None:  # pragma: no cover - not as root
+def test_unreadable_attachment(populated: Cli) -> None:
+    """An attachment that cannot be read: exit 2, and what was uploaded is removed."""
     cli = populated
-    attachment = cli.attachment()
-    attachment.chmod(0)
-    result = cli.run(
-        "submit", str(cli.write_submission()), "--attach", str(attachment), who="owner"
+    if os.geteuid() == 0:
+        # root reads any file whatever its mode; /proc/self/mem fails on read instead.
+        attachment = Path("/proc/self/mem")
+    else:
+        attachment = cli.attachment()
+        attachment.chmod(0)
+    document = cli.write_submission(
+        "unreadable.json", attachments=[{"name": attachment.name, "description": "unreadable"}]
     )
+    result = cli.run("submit", str(document), "--attach", str(attachment), who="owner")
     _assert_clean_refusal(cli, result, 2)
+    assert "read" in result.err
 
 
 def test_duplicate_attachment_names(populated: Cli) -> None:
