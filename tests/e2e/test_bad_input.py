@@ -257,3 +257,47 @@ def test_unknown_record(populated: Cli) -> None:
     result = cli.run("status", "PCII-2026-99999999", who="owner")
     assert result.code == 2
     assert "no record" in result.err
+
+
+def test_failed_init_leaves_nothing_behind(cli: Cli) -> None:
+    """An unreachable store: exit 2 or 5, and no half-created vault directory or key file."""
+    result = cli.run(
+        "init",
+        "--store",
+        "s3://no-such-bucket/x",
+        "--admin-key-out",
+        str(cli.key("admin")),
+        env={
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
+        },
+    )
+    assert result.code in {2, 5}, result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert not cli.vault.exists()
+    assert not cli.key("admin").exists()
+
+
+def test_init_with_a_short_secret_creates_nothing(cli: Cli) -> None:
+    result = cli.run("init", env={"PCII_UNSEAL_SECRET": "short"})
+    assert result.code == 2
+    assert "at least 8" in result.err
+    assert not cli.vault.exists()
+
+
+def test_init_refuses_a_non_empty_directory(cli: Cli) -> None:
+    cli.vault.mkdir()
+    (cli.vault / "notes.txt").write_text("mine")
+    result = cli.run("init")
+    assert result.code == 2
+    assert "not empty" in result.err
+    assert [p.name for p in cli.vault.iterdir()] == ["notes.txt"]
+
+
+def test_init_without_a_secret_or_terminal_is_refused(cli: Cli) -> None:
+    result = cli.run("init", env={"PCII_UNSEAL_SECRET": ""}, stdin="")
+    assert result.code == 2
+    assert "PCII_UNSEAL_SECRET" in result.err
+    assert not cli.vault.exists()
