@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -40,20 +41,24 @@ from pcii_vault.crypto.envelope import (
     decrypt_to_file,
     open_object,
 )
+from pcii_vault.crypto.keywrap import parse_unverified_wrapped_kek_version
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.errors import (
     BackendError,
     ConfigError,
+    ConflictError,
     InputError,
     IntegrityError,
     NotFoundError,
     PolicyDenied,
+    PreconditionFailedError,
     VaultError,
 )
 from pcii_vault.identity import Identity
+from pcii_vault.index import _TRANSITIONS as LIFECYCLE_TRANSITIONS
 from pcii_vault.index import Index, RecordRow
-from pcii_vault.keys.local import LocalKeyring
+from pcii_vault.keys.local import KekInfo, LocalKeyring
 from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
@@ -69,7 +74,7 @@ from pcii_vault.store import open_store
 from pcii_vault.store.base import ObjectStore
 from pcii_vault.submitter import SealedUpload
 
-__all__ = ["Release", "Vault"]
+__all__ = ["KeyStatus", "Release", "Rewrap", "Vault"]
 
 _log = structlog.get_logger(__name__)
 
@@ -90,6 +95,31 @@ class Release:
     access_index: int
     obligations: tuple[str, ...]
     policies: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """What may be shown about the vault's keys: versions and dates, never key material."""
+
+    current_version: int
+    logged_version: int
+    min_decryption_version: int
+    versions: tuple[KekInfo, ...]
+    last_rewrap: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Rewrap:
+    """What `rewrap_keys` did: how many wrapped keys it replaced, under which version."""
+
+    count: int
+    version: int
+
+
+# Records whose wrapped key is gone (crypto-shredded): never re-wrapped.
+_SHREDDED_STATES = frozenset({"withdrawn", "destroyed"})
+_REWRAP_ATTEMPTS = 3
+_KEY_LOCK_NAME = "keys.lock"
 
 
 class Vault:
@@ -529,8 +559,6 @@ class Vault:
 
     def _receive(self, request: SignedRequest, sealed: SealedUpload) -> Receipt:
         body = request.body
-        if body.record != sealed.tracking_number:
-            raise IntegrityError("request names another tracking number than the upload")
         if body.params.get("files") != list(sealed.files):
             raise IntegrityError("request does not sign the uploaded files' hashes")
         principal, decision = self._authorize(request, "submit")
@@ -587,10 +615,27 @@ class Vault:
         *,
         details: dict[str, Any] | None = None,
     ) -> RecordRow:
-        """Validate, reject, mark deficient, withdraw or decontrol a record."""
+        """Validate, reject, mark deficient, withdraw or decontrol a record.
+
+        The request must have been signed for the action that `event_type` stands for
+        (a signed `review` or `status` request never validates or withdraws anything),
+        and the transition must be legal from the record's current state: an event the
+        legal-history check would refuse is never appended (it would break the log's
+        audit and stop every later sync of the index).
+
+        Raises:
+            ValueError: `event_type` is not a lifecycle transition (a programming error).
+            IntegrityError: the request was signed for another action (or is forged,
+                replayed, stale, for another vault).
+            InputError: the record's state does not allow this transition.
+            PolicyDenied: the policies refuse it (the denial is logged).
+        """
+        if event_type not in _TRANSITION_ACTIONS:
+            raise ValueError(f"{event_type} is not a lifecycle transition")
         tracking = _require_record_id(request)
         record = self._record(tracking)
-        _, decision = self._authorize(request, request.body.action, record)
+        _, decision = self._authorize(request, _TRANSITION_ACTIONS[event_type], record)
+        _check_transition(record, event_type)
         events = [self._decision_event(event_type, request, decision, details=details)]
         if event_type == "record.decontrolled":
             # PCII.md: a status change is sent to every earlier recipient.
@@ -608,6 +653,7 @@ class Vault:
         tracking = _require_record_id(request)
         record = self._record(tracking)
         _, decision = self._authorize(request, "destroy", record)
+        _check_transition(record, "record.destroyed")
         self._append([self._decision_event("record.destroyed", request, decision)])
         self._shred(tracking)
         return self.index.record(tracking)
@@ -649,10 +695,26 @@ class Vault:
         target = out_dir / tracking
         if target.exists():
             raise InputError(f"{target} already exists; choose another --out")
+        # --out is created up front, so an unusable one is refused before an access is
+        # logged, and removed again if nothing gets released into it.
+        created = _missing_ancestors(out_dir)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"cannot create {out_dir}: {exc.strerror}") from exc
+        try:
+            return self._release(request, record, out_dir, target)
+        except BaseException:
+            for directory in created:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only if still empty
+            raise
+
+    def _release(
+        self, request: SignedRequest, record: RecordRow, out_dir: Path, target: Path
+    ) -> Release:
+        tracking = record.tracking
+        action = request.body.action
         _, decision = self._authorize(request, action, record)
         try:
             wrapped = self.store.get(f"wrapped/{tracking}")
@@ -740,6 +802,222 @@ class Vault:
             written.append(f"attachments/{meta['name']}")
         return tuple(written)
 
+    # ----- keys ----------------------------------------------------------------------
+    #
+    # Key management is the administrator's (policy action `rotate-keys`, no record). Every
+    # act takes the vault's key lock (a file lock in the vault directory) so rotations,
+    # rewraps and retirements by several processes on one vault run one at a time, and
+    # reads the keyring fresh under that lock.
+
+    def key_status(self, request: SignedRequest) -> KeyStatus:
+        """The keyring's KEK versions and what the log says about them (no key material).
+
+        Who may ask: an admin (a signed `rotate-keys` request with op `status`), and only
+        where the keyring can be unsealed (the versions are sealed with the keys). It is
+        a read of key metadata, not a change, so a permitted request is not logged (like
+        `status`); a denied one is.
+
+        Raises:
+            PolicyDenied: the caller is not an admin (logged).
+            IntegrityError: the request is forged, replayed, stale or for another op.
+        """
+        self._authorize_key_op(request, "status")
+        keyring = self.keyring
+        rewrapped = self.index.meta("key.rewrapped")
+        return KeyStatus(
+            current_version=keyring.current_version,
+            logged_version=self.current_kek_version(),
+            min_decryption_version=keyring.min_decryption_version,
+            versions=keyring.versions,
+            last_rewrap=json.loads(rewrapped) if rewrapped else None,
+        )
+
+    def rotate_keys(self, request: SignedRequest) -> int:
+        """Add a KEK version and make it current: the log says so first, then the keyring.
+
+        Order and re-runs (a decision): the `key.rotated` event (details: the new version
+        and the previous one; never key material) is appended before the keyring changes,
+        so the log never misses a rotation. If the keyring change then fails, the log is
+        one version ahead of the keyring; a re-run sees exactly that (logged version ==
+        keyring version + 1) and completes the logged rotation without a second event,
+        so the log holds one `key.rotated` per version. Any other disagreement (the
+        keyring ahead of the log, or behind by more than one) means the keyring was
+        changed outside the vault: refused, for a person to look at.
+
+        Returns:
+            The new current KEK version.
+
+        Raises:
+            PolicyDenied: the caller is not an admin (logged).
+            IntegrityError: forged/replayed request, or keyring and log disagree.
+            BackendError: the log or the keyring file could not be written.
+        """
+        with self._key_lock() as fresh_keyring:
+            decision = self._authorize_key_op(request, "rotate")
+            keyring = fresh_keyring()
+            logged, held = self.current_kek_version(), keyring.current_version
+            if logged == held + 1:
+                _log.warning("completing_logged_rotation", version=logged)
+                return self._rotate_keyring(keyring, expected=logged)
+            if logged != held:
+                raise IntegrityError(
+                    f"the keyring's current KEK version is {held} but the log says {logged}: "
+                    "the keyring was changed outside the vault"
+                )
+            details = {"version": held + 1, "previous": held}
+            self._append([self._decision_event("key.rotated", request, decision, details=details)])
+            return self._rotate_keyring(keyring, expected=held + 1)
+
+    def _rotate_keyring(self, keyring: LocalKeyring, *, expected: int) -> int:
+        try:
+            version = keyring.rotate()
+        except OSError as exc:
+            raise BackendError(
+                f"the keyring file could not be written ({exc.strerror or exc}); "
+                "`pcii keys rotate` again completes the logged rotation"
+            ) from exc
+        if version != expected:
+            raise IntegrityError(
+                f"the keyring made KEK version {version}, the log says {expected}: "
+                "the keyring was changed outside the vault"
+            )
+        return version
+
+    def rewrap_keys(self, request: SignedRequest) -> Rewrap:
+        """Re-wrap every live record's data key under the current KEK; payloads untouched.
+
+        Each `wrapped/<id>` is replaced with put_if_match on the etag it was read with, so
+        a concurrent writer (a destroy deleting it, another rewrap) is never overwritten:
+        a changed object is read again, a deleted one is left deleted. Records already
+        under the current version are skipped, so a re-run is cheap and idempotent. Then
+        `key.rewrapped` (details: count, version) is logged: re-wrapping changes no
+        access and no state, so the event reports work done rather than announcing it.
+
+        Raises:
+            PolicyDenied: the caller is not an admin (logged).
+            IntegrityError: forged/replayed request; a rotation is logged but not done
+                (run `pcii keys rotate` again); or a record's wrapped key does not
+                unwrap (tampered, or its KEK version retired): named, after the others
+                are done and logged.
+            BackendError: the store or the log is unavailable.
+        """
+        with self._key_lock() as fresh_keyring:
+            decision = self._authorize_key_op(request, "rewrap")
+            keyring = fresh_keyring()
+            version = keyring.current_version
+            if self.current_kek_version() != version:
+                raise IntegrityError(
+                    f"the log says KEK version {self.current_kek_version()} but the keyring "
+                    f"is at {version}: run `pcii keys rotate` again to complete the rotation"
+                )
+            count = 0
+            failed: list[str] = []
+            for record in self.index.records():
+                if record.state in _SHREDDED_STATES:
+                    continue
+                try:
+                    count += self._rewrap_one(keyring, record.tracking, version)
+                except IntegrityError:
+                    failed.append(record.tracking)
+            details = {"count": count, "version": version}
+            self._append(
+                [self._decision_event("key.rewrapped", request, decision, details=details)]
+            )
+        if failed:
+            raise IntegrityError(
+                f"{len(failed)} wrapped keys did not unwrap (tampered, or KEK retired): "
+                f"{', '.join(failed[:5])}"
+            )
+        return Rewrap(count=count, version=version)
+
+    def _rewrap_one(self, keyring: LocalKeyring, tracking: str, version: int) -> int:
+        key = f"wrapped/{tracking}"
+        context = RecordContext(self.config.vault_id, tracking).to_bytes()
+        for _ in range(_REWRAP_ATTEMPTS):
+            try:
+                blob, etag = self.store.get_with_etag(key)
+            except NotFoundError:
+                return 0  # shredded meanwhile: stays shredded
+            if parse_unverified_wrapped_kek_version(blob) == version:
+                return 0
+            rewrapped = keyring.wrap(keyring.unwrap(blob, context), context)
+            try:
+                self.store.put_if_match(key, rewrapped, etag)
+            except PreconditionFailedError:
+                continue  # changed or deleted since read: look again
+            return 1
+        raise ConflictError(f"{key} keeps changing; run `pcii keys rewrap` again")
+
+    def retire_key(self, request: SignedRequest, version: int) -> None:
+        """Retire a KEK version (it no longer unwraps): logged first, then the keyring.
+
+        Refused while a live record's data key is still wrapped under it (rewrap first),
+        so retiring never strands a record.
+
+        Raises:
+            InputError: the version is current, unknown, already retired, or in use.
+            PolicyDenied: the caller is not an admin (logged).
+            IntegrityError: forged/replayed request, or a wrapped key is not readable.
+        """
+        with self._key_lock() as fresh_keyring:
+            decision = self._authorize_key_op(request, "retire", version=version)
+            keyring = fresh_keyring()
+            info = {v.version: v for v in keyring.versions}
+            if version not in info or version == keyring.current_version:
+                raise InputError(f"KEK version {version} is current or not in the keyring")
+            if info[version].retired:
+                raise InputError(f"KEK version {version} is already retired")
+            in_use = [
+                record.tracking
+                for record in self.index.records()
+                if record.state not in _SHREDDED_STATES
+                and self._wrapped_version(record.tracking) == version
+            ]
+            if in_use:
+                raise InputError(
+                    f"{len(in_use)} records are still wrapped under KEK version {version} "
+                    f"(e.g. {in_use[0]}): run `pcii keys rewrap` first"
+                )
+            details = {"version": version}
+            self._append([self._decision_event("key.retired", request, decision, details=details)])
+            keyring.retire(version)
+
+    def _wrapped_version(self, tracking: str) -> int | None:
+        try:
+            return parse_unverified_wrapped_kek_version(self.store.get(f"wrapped/{tracking}"))
+        except NotFoundError:
+            return None
+
+    def _authorize_key_op(self, request: SignedRequest, op: str, **params: Any) -> Decision:  # noqa: ANN401
+        """Verify, decide (`rotate-keys`, no record) and check the request names this op."""
+        _, decision = self._authorize(request, "rotate-keys")
+        expected = {"op": op, **params}
+        if request.body.params != expected:
+            raise IntegrityError(
+                f"request was signed for key operation {request.body.params!r}, not {expected!r}"
+            )
+        return decision
+
+    @contextlib.contextmanager
+    def _key_lock(self) -> Iterator[Callable[[], LocalKeyring]]:
+        """Hold the vault's key lock; yield a getter for a keyring read under it."""
+        loaded_before = self._keyring is not None
+        fd = os.open(self.paths.root / _KEY_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+
+            def fresh() -> LocalKeyring:
+                # A keyring unsealed before the lock may predate another process's change.
+                if loaded_before:
+                    self._keyring = LocalKeyring.open(
+                        self.paths.keyring, self._unseal(), clock=self._clock
+                    )
+                return self.keyring
+
+            yield fresh
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
     # ----- reads that are not releases --------------------------------------------------
 
     def status(self, request: SignedRequest) -> RecordRow:
@@ -771,6 +1049,26 @@ class Vault:
 
 
 # ----- small pieces ------------------------------------------------------------------------
+
+# The action a lifecycle event must have been requested (and permitted) as.
+_TRANSITION_ACTIONS: dict[EventType, str] = {
+    "submission.deficient": "mark-deficient",
+    "submission.validated": "validate",
+    "submission.rejected": "reject",
+    "submission.final-not-pcii": "reject",
+    "submission.withdrawn": "withdraw",
+    "record.decontrolled": "decontrol",
+}
+
+
+def _check_transition(record: RecordRow, event_type: EventType) -> None:
+    """Refuse, before it is logged, a transition the index's legal history forbids."""
+    allowed, _ = LIFECYCLE_TRANSITIONS[event_type]
+    if record.state not in allowed:
+        raise InputError(
+            f"record {record.tracking} is {record.state}: {event_type} is only allowed from "
+            f"{', '.join(sorted(allowed))}"
+        )
 
 
 def _draft(event_type: EventType, now: datetime, **fields: Any) -> Event:  # noqa: ANN401
@@ -829,6 +1127,16 @@ def _unique_recipients(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any
 def _json_changes(updated: Principal, changes: dict[str, Any]) -> dict[str, Any]:
     dumped = updated.model_dump(mode="json")
     return {key: dumped[key] for key in changes}
+
+
+def _missing_ancestors(path: Path) -> list[Path]:
+    """`path` and its ancestors that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    return missing
 
 
 def _claim_new_file(path: Path) -> None:
