@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from pcii_vault.cli import admin, analyst, audit, auditor, office, owner, policy, submission
+from pcii_vault.cli import (
+    admin,
+    analyst,
+    audit,
+    auditor,
+    keys,
+    office,
+    owner,
+    policy,
+    submission,
+)
 
 __all__ = ["register"]
 
@@ -16,6 +26,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(admin.principal_app, name="principal")
     app.add_typer(admin.store_app, name="store")
     app.add_typer(admin.index_app, name="index")
+    app.add_typer(keys.app, name="keys")
     # owner
     app.command("submit")(owner.submit)
     app.command("status")(owner.status)

@@ -1,0 +1,119 @@
+"""Key custodian commands: KEK status, rotation, re-wrapping and retirement (admin only).
+
+Each command is a signed `rotate-keys` request naming its operation; the core decides,
+logs and acts (see `Vault.rotate_keys` for the order of log and keyring). Nothing here
+ever prints key material: versions, dates and counts only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from pcii_vault.cli.output import CliState
+from pcii_vault.cli.session import identity, open_vault
+from pcii_vault.vault import KeyStatus
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Key-encryption keys: status, rotate, rewrap, retire (admin).", no_args_is_help=True
+)
+
+
+def _status_json(status: KeyStatus) -> dict[str, Any]:
+    return {
+        "current_version": status.current_version,
+        "logged_version": status.logged_version,
+        "min_decryption_version": status.min_decryption_version,
+        "versions": [
+            {"version": v.version, "created": v.created.isoformat(), "retired": v.retired}
+            for v in status.versions
+        ],
+        "last_rewrap": status.last_rewrap,
+    }
+
+
+@app.command("status")
+def status(ctx: typer.Context) -> None:
+    """Show KEK versions (created, retired), the current and oldest usable one (admin)."""
+    state: CliState = ctx.obj
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        key_status = vault.key_status(vault.sign(me, "rotate-keys", params={"op": "status"}))
+    finally:
+        vault.close()
+    data = _status_json(key_status)
+    if state.output.json_mode:
+        state.output.result(data, human="")
+        return
+    rows = [
+        {
+            "version": v["version"],
+            "created": v["created"],
+            "state": "retired"
+            if v["retired"]
+            else ("current" if v["version"] == key_status.current_version else "usable"),
+        }
+        for v in data["versions"]
+    ]
+    state.output.rows(rows, ["version", "created", "state"], title="Key-encryption keys")
+    if key_status.logged_version != key_status.current_version:
+        state.output.note(
+            f"warning: the log says KEK version {key_status.logged_version}, the keyring is "
+            f"at {key_status.current_version}: run `pcii keys rotate` to complete the rotation"
+        )
+
+
+@app.command("rotate")
+def rotate(ctx: typer.Context) -> None:
+    """Add a KEK version and make it current (logged first); then run `pcii keys rewrap`."""
+    state: CliState = ctx.obj
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        version = vault.rotate_keys(vault.sign(me, "rotate-keys", params={"op": "rotate"}))
+    finally:
+        vault.close()
+    state.output.result(
+        {"version": version},
+        human=f"KEK version {version} is current; run `pcii keys rewrap` to move old records",
+    )
+
+
+@app.command("rewrap")
+def rewrap(ctx: typer.Context) -> None:
+    """Re-wrap every live record's data key under the current KEK (payloads untouched)."""
+    state: CliState = ctx.obj
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        done = vault.rewrap_keys(vault.sign(me, "rotate-keys", params={"op": "rewrap"}))
+    finally:
+        vault.close()
+    state.output.result(
+        {"count": done.count, "version": done.version},
+        human=f"re-wrapped {done.count} data keys under KEK version {done.version}",
+    )
+
+
+@app.command("retire")
+def retire(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(help="The KEK version to retire.")],
+) -> None:
+    """Retire an old KEK version (refused while a live record still uses it)."""
+    state: CliState = ctx.obj
+    me = identity(state)
+    vault = open_vault(state)
+    try:
+        vault.retire_key(
+            vault.sign(me, "rotate-keys", params={"op": "retire", "version": version}), version
+        )
+    finally:
+        vault.close()
+    state.output.result(
+        {"retired": version}, human=f"KEK version {version} retired: it no longer unwraps"
+    )

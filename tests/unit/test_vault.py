@@ -1,0 +1,350 @@
+"""Vault key management: rotate, rewrap, retire and status, in-process on a filesystem store.
+
+Checks the documented order (the log says it first, then the keyring changes), that a
+re-run after a failed keyring change completes it without a second event, that rewrap
+moves every live record's wrapped key to the current KEK without touching payloads or
+resurrecting a shredded key, and that old records still decrypt after rotation, rewrap
+and retirement of the old version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pcii_vault.crypto.keywrap import parse_unverified_wrapped_kek_version
+from pcii_vault.crypto.seal import ScryptParams
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.errors import BackendError, InputError, IntegrityError, PolicyDenied
+from pcii_vault.identity import Identity
+from pcii_vault.index import Index
+from pcii_vault.keys.local import LocalKeyring
+from pcii_vault.ledger.note import NoteVerifier
+from pcii_vault.ledger.verify import verify_log
+from pcii_vault.models.principal import PrincipalAttributes
+from pcii_vault.models.request import SignedRequest
+from pcii_vault.models.submission import example_submission
+from pcii_vault.store.base import ObjectStore
+from pcii_vault.submitter import upload
+from pcii_vault.vault import Vault
+
+SECRET = b"key-tests-unseal-secret"
+FAST_KDF = ScryptParams(n=2**10, r=8, p=1)
+
+
+class Setup:
+    """A vault with an admin, an owner and an office user."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.vault, admin = Vault.create(
+            root / "vault",
+            store_url="file",
+            secret=SECRET,
+            admin_name="admin",
+            admin_key_out=root / "admin.key",
+            kdf_params=FAST_KDF,
+        )
+        self.ids: dict[str, Identity] = {"admin": admin}
+        self.add("owner", "owner", "Riverbend Municipal Water Authority", "private")
+        self.add("office", "office", "PCII Program Office", "federal")
+        self.attachment = root / "riverbend-scada-assessment.pdf"
+        self.attachment.write_bytes(b"%PDF-1.4 fictional " * 2000)
+
+    def add(self, name: str, role: str, org: str, level: str) -> None:
+        key = Ed25519PrivateKey.generate()
+        attributes = PrincipalAttributes.model_validate(
+            {"role": role, "organisation": org, "level": level, "training_expires": "2099-01-01"}
+        )
+        request = self.vault.sign(self.ids["admin"], "manage-principals", params={"add": name})
+        self.vault.add_principal(request, name, attributes, key.public_key)
+        self.ids[name] = Identity(self.vault.config.vault_id, name, key)
+
+    def submit(self) -> str:
+        tracking = self.vault.new_tracking_number()
+        sealed = upload(
+            self.vault.store,
+            vault_id=self.vault.config.vault_id,
+            tracking_number=tracking,
+            intake_public_key=self.vault.intake_key(),
+            kek_version=self.vault.current_kek_version(),
+            document=json.dumps(example_submission()).encode(),
+            attachments=[self.attachment],
+        )
+        request = self.vault.sign(
+            self.ids["owner"], "submit", record=tracking, params={"files": list(sealed.files)}
+        )
+        return self.vault.receive(request, sealed).tracking_number
+
+    def key_request(self, op: str, who: str = "admin", **params: Any) -> SignedRequest:
+        return self.vault.sign(self.ids[who], "rotate-keys", params={"op": op, **params})
+
+    def review(self, tracking: str) -> Path:
+        """Release the record to the office; return the released attachment's path."""
+        out = self.root / f"review-{tracking}-{self.vault.index.size}"
+        request = self.vault.sign(self.ids["office"], "review", record=tracking, purpose="r")
+        release = self.vault.release(request, out)
+        return release.directory / "attachments" / self.attachment.name
+
+    def wrapped_version(self, tracking: str) -> int:
+        return parse_unverified_wrapped_kek_version(self.vault.store.get(f"wrapped/{tracking}"))
+
+    def events(self, event_type: str) -> list[Any]:
+        reader = self.vault.reader()
+        return [e for e in reader.events(0, reader.size()) if e.type == event_type]
+
+    def assert_log_sound(self) -> None:
+        history = Index.in_memory()
+        try:
+            verify_log(
+                self.vault.store,
+                NoteVerifier.from_key_string(self.vault.config.log_key),
+                event_checker=history.apply,
+            )
+        finally:
+            history.close()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    made = Setup(tmp_path)
+    yield made
+    made.vault.close()
+
+
+def test_rotate_then_rewrap_moves_old_records_to_the_new_version(setup: Setup) -> None:
+    old = [setup.submit(), setup.submit()]
+    payloads = {t: setup.vault.store.get(f"records/{t}/files/0") for t in old}
+    assert {setup.wrapped_version(t) for t in old} == {1}
+
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
+    assert setup.vault.current_kek_version() == 2
+    assert setup.vault.keyring.current_version == 2
+    [rotated] = setup.events("key.rotated")
+    assert rotated.details == {"version": 2, "previous": 1}
+    assert rotated.actor == "admin" and rotated.decision == "permit"
+
+    done = setup.vault.rewrap_keys(setup.key_request("rewrap"))
+    assert (done.count, done.version) == (2, 2)
+    assert {setup.wrapped_version(t) for t in old} == {2}
+    # Payloads are untouched: the very same ciphertext bytes.
+    assert {t: setup.vault.store.get(f"records/{t}/files/0") for t in old} == payloads
+    [rewrapped] = setup.events("key.rewrapped")
+    assert rewrapped.details == {"count": 2, "version": 2}
+    for tracking in old:
+        assert setup.review(tracking).read_bytes() == setup.attachment.read_bytes()
+    setup.assert_log_sound()
+
+
+def test_retired_old_version_still_serves_rewrapped_records(setup: Setup) -> None:
+    tracking = setup.submit()
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    setup.vault.rewrap_keys(setup.key_request("rewrap"))
+    setup.vault.retire_key(setup.key_request("retire", version=1), 1)
+    assert setup.vault.keyring.min_decryption_version == 2
+    [retired] = setup.events("key.retired")
+    assert retired.details == {"version": 1}
+    assert setup.review(tracking).read_bytes() == setup.attachment.read_bytes()
+    # A fresh process (keyring read from disk) agrees.
+    again = Vault(setup.vault.paths.root, unseal=lambda: SECRET)
+    try:
+        assert again.keyring.min_decryption_version == 2
+    finally:
+        again.close()
+    setup.assert_log_sound()
+
+
+def test_retiring_a_version_still_in_use_is_refused(setup: Setup) -> None:
+    """Retiring before rewrap would strand the record: refused, nothing logged."""
+    tracking = setup.submit()
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    size = setup.vault.index.size
+    with pytest.raises(InputError, match="rewrap"):
+        setup.vault.retire_key(setup.key_request("retire", version=1), 1)
+    assert setup.vault.index.size == size
+    assert setup.review(tracking).read_bytes() == setup.attachment.read_bytes()
+
+
+def test_current_version_cannot_be_retired(setup: Setup) -> None:
+    with pytest.raises(InputError, match="current"):
+        setup.vault.retire_key(setup.key_request("retire", version=1), 1)
+
+
+def test_new_records_after_rotation_are_wrapped_under_the_new_version(setup: Setup) -> None:
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    tracking = setup.submit()
+    assert setup.wrapped_version(tracking) == 2
+    [received] = setup.events("submission.received")
+    assert received.details["kek_version"] == 2
+
+
+def test_rewrap_is_idempotent(setup: Setup) -> None:
+    setup.submit()
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    assert setup.vault.rewrap_keys(setup.key_request("rewrap")).count == 1
+    assert setup.vault.rewrap_keys(setup.key_request("rewrap")).count == 0
+
+
+def test_rewrap_skips_shredded_records(setup: Setup) -> None:
+    """A withdrawn record's key is gone; rewrap must not bring anything back."""
+    tracking = setup.submit()
+    withdraw = setup.vault.sign(setup.ids["owner"], "withdraw", record=tracking, params={})
+    setup.vault.transition(withdraw, "submission.withdrawn")
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    assert setup.vault.rewrap_keys(setup.key_request("rewrap")).count == 0
+    assert list(setup.vault.store.list("wrapped/")) == []
+
+
+class _DeleteBeforeWrite:
+    """A store where each wrapped key is deleted right after rewrap reads it (a destroy)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        data, etag = self.inner.get_with_etag(key)
+        if key.startswith("wrapped/"):
+            self.inner.delete(key)
+        return data, etag
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_rewrap_never_overwrites_a_concurrent_delete(setup: Setup) -> None:
+    """put_if_match on the etag read: a key deleted meanwhile stays deleted (shredded)."""
+    tracking = setup.submit()
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    real = setup.vault.store
+    setup.vault.store = _DeleteBeforeWrite(real)
+    try:
+        assert setup.vault.rewrap_keys(setup.key_request("rewrap")).count == 0
+    finally:
+        setup.vault.store = real
+    assert [i.key for i in real.list(f"wrapped/{tracking}")] == []
+
+
+def test_rotation_that_fails_after_its_event_is_completed_by_a_rerun(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log says version 2 first; the keyring write fails; a re-run completes it once."""
+
+    def broken_rotate(self: LocalKeyring) -> int:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalKeyring, "rotate", broken_rotate)
+        with pytest.raises(BackendError, match="again completes"):
+            setup.vault.rotate_keys(setup.key_request("rotate"))
+    assert setup.vault.current_kek_version() == 2
+    assert setup.vault.keyring.current_version == 1
+    status = setup.vault.key_status(setup.key_request("status"))
+    assert (status.logged_version, status.current_version) == (2, 1)
+    with pytest.raises(IntegrityError, match="keys rotate"):
+        setup.vault.rewrap_keys(setup.key_request("rewrap"))
+
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
+    assert setup.vault.keyring.current_version == 2
+    assert [e.details["version"] for e in setup.events("key.rotated")] == [2]
+    # The next rotation is an ordinary one again.
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 3
+    assert [e.details["version"] for e in setup.events("key.rotated")] == [2, 3]
+    setup.assert_log_sound()
+
+
+def test_keyring_rotated_outside_the_vault_is_refused(setup: Setup) -> None:
+    setup.vault.keyring.rotate()  # no event: the log still says version 1
+    size = setup.vault.index.size
+    with pytest.raises(IntegrityError, match="outside the vault"):
+        setup.vault.rotate_keys(setup.key_request("rotate"))
+    assert setup.vault.index.size == size
+
+
+def test_rotation_by_another_process_is_seen(setup: Setup) -> None:
+    """A Vault whose keyring was unsealed earlier reads it again under the key lock."""
+    setup.vault.keyring  # noqa: B018 -- unseal now, before the other process rotates
+    other = Vault(setup.vault.paths.root, unseal=lambda: SECRET)
+    try:
+        other.sync()
+        request = other.sign(setup.ids["admin"], "rotate-keys", params={"op": "rotate"})
+        assert other.rotate_keys(request) == 2
+    finally:
+        other.close()
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 3
+
+
+def test_only_an_admin_rotates_and_the_denial_is_logged(setup: Setup) -> None:
+    with pytest.raises(PolicyDenied):
+        setup.vault.rotate_keys(setup.key_request("rotate", who="office"))
+    [denial] = [e for e in setup.events("access.decided") if e.action == "rotate-keys"]
+    assert denial.actor == "office" and denial.decision == "deny"
+    assert setup.vault.keyring.current_version == 1
+    with pytest.raises(PolicyDenied):
+        setup.vault.key_status(setup.key_request("status", who="owner"))
+
+
+def test_a_key_request_for_one_operation_is_refused_for_another(setup: Setup) -> None:
+    status = setup.key_request("status")
+    with pytest.raises(IntegrityError, match="key operation"):
+        setup.vault.rotate_keys(status)
+    retire_two = setup.key_request("retire", version=2)
+    with pytest.raises(IntegrityError, match="key operation"):
+        setup.vault.retire_key(retire_two, 1)
+    assert setup.vault.keyring.current_version == 1
+
+
+def test_replayed_rotation_request_is_refused(setup: Setup) -> None:
+    request = setup.key_request("rotate")
+    setup.vault.rotate_keys(request)
+    with pytest.raises(IntegrityError, match="replayed"):
+        setup.vault.rotate_keys(request)
+    assert setup.vault.keyring.current_version == 2
+
+
+def test_key_status_shows_versions_and_no_key_material(setup: Setup) -> None:
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    status = setup.vault.key_status(setup.key_request("status"))
+    assert status.current_version == status.logged_version == 2
+    assert status.min_decryption_version == 1
+    assert [(v.version, v.retired) for v in status.versions] == [(1, False), (2, False)]
+    assert "key=" not in repr(status)
+
+
+@pytest.mark.slow
+def test_keys_commands_through_the_cli(tmp_path: Path) -> None:
+    """`pcii keys status/rotate/rewrap/retire` as an admin runs them, with --json."""
+    env = {"PCII_VAULT": str(tmp_path / "vault"), "PCII_UNSEAL_SECRET": SECRET.decode()}
+    admin_key = tmp_path / "admin.key"
+
+    def pcii(*args: str) -> Any:
+        done = subprocess.run(
+            [sys.executable, "-m", "pcii_vault", "--json", *args],
+            env={**_base_env(), **env},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    pcii("init", "--insecure-fast-kdf", "--admin-key-out", str(admin_key))
+    assert pcii("--as", str(admin_key), "keys", "rotate") == {"version": 2}
+    assert pcii("--as", str(admin_key), "keys", "rewrap") == {"count": 0, "version": 2}
+    assert pcii("--as", str(admin_key), "keys", "retire", "1") == {"retired": 1}
+    status = pcii("--as", str(admin_key), "keys", "status")
+    assert status["current_version"] == 2
+    assert status["min_decryption_version"] == 2
+    assert [v["retired"] for v in status["versions"]] == [True, False]
+    assert pcii("audit", "verify")["legal_history"] is True
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PCII_", "AWS_"))}
