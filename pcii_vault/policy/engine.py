@@ -15,11 +15,22 @@ obligations on a forbid, a template, an empty file, or an empty directory.
   with each policy's `@id` as its Cedar id) and carries the union of the obligations of
   the determining permits, and the hash of the policy set that decided it.
 - The policy set, schema and policy metadata are immutable after load.
-- Speed without changing meaning: the policies whose action scope is `action == X`
-  for another action X can never be satisfied, so each action is evaluated against the
-  slice of the set without them (built once per action the policies name); and the
-  principal's parsed entity is cached keyed by the whole, immutable `PrincipalFacts`
-  value, so a changed principal is a new key and the cache is never stale.
+- Every entity that reaches Cedar has been validated against the schema: the principal
+  entity when it is parsed into the principal cache, the record entity when its JSON
+  enters the record cache, the vault entity at load. Both caches are keyed by the whole,
+  immutable facts value (`PrincipalFacts`, `RecordFacts`); equal facts build the same
+  entity, so a cached entry is exactly what validation accepted, and a changed
+  principal or record is a new key and is validated anew. The request itself (principal
+  and resource types for the action, the context) is validated against the schema by
+  Cedar on every call.
+- Speed without changing meaning: a policy whose action scope names only other actions
+  (`action == X`, `action in X`, `action in [X, Y]` where none is the requested action
+  or one of its groups in the schema's action hierarchy) can never be satisfied, so
+  each action is evaluated against the slice of the set without them (built once per
+  action of the schema; an action the schema does not know gets the whole set, and
+  Cedar's request validation refuses it). Per request
+  the engine only adds the cached record JSON to the cached principal entities (Cedar
+  has no way to merge two parsed handles), serialises the context once, and evaluates.
 
 The policy-set hash is SHA-256 over a domain tag and, for each file (the `*.cedar`
 files and the schema, sorted by name), the 8-byte big-endian length and bytes of its
@@ -44,7 +55,7 @@ from pcii_vault.policy.entities import (
     PrincipalFacts,
     RecordFacts,
     RequestFacts,
-    context_record,
+    context_json,
     principal_entity,
     record_entity,
     vault_entity,
@@ -66,6 +77,7 @@ _KNOWN_ANNOTATIONS = frozenset({"id", "obligations"})
 _POLICY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,79}")
 _INTERNAL_ID = re.compile(r"\bpolicy0\b")
 _PRINCIPAL_CACHE_SIZE = 4096
+_RECORD_CACHE_SIZE = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,28 +216,94 @@ def _hash_files(files: list[tuple[str, bytes]]) -> str:
     return digest.hexdigest()
 
 
-def _slice_by_action(policies: Mapping[str, Any]) -> dict[str, cedarpy.PolicySet]:
-    """Per action named in a scope, the policy set without the `action == other` ones.
+def _action_ancestors(schema: cedarpy.Schema) -> dict[str, frozenset[str]]:
+    """Per action of `schema`, every action group it is in, transitively.
 
-    Removing a policy whose scope can never match the action cannot change a decision:
-    such a policy is neither satisfied nor evaluated past its scope, so it never errors.
+    Cedar puts the schema's action entities into every entity set parsed with the schema
+    (as the engine's principal sets are), and requests add no action entities, so this
+    hierarchy is the one `action in ...` is evaluated against.
     """
-    named: set[str] = set()
-    for policy in policies.values():
-        scope = policy["action"]
-        for entity in [scope.get("entity"), *scope.get("entities", [])]:
-            if entity is not None:
-                named.add(entity["id"])
+    document = json.loads(str(cedarpy.Entities.from_json_str("[]", schema)))
+    parents: dict[str, set[str]] = {}
+    for entity in document:
+        if entity["uid"]["type"] == "Action":
+            parents[entity["uid"]["id"]] = {
+                parent["id"] for parent in entity["parents"] if parent["type"] == "Action"
+            }
+    ancestors: dict[str, frozenset[str]] = {}
+    for action, direct in parents.items():
+        seen: set[str] = set()
+        pending = list(direct)
+        while pending:
+            group = pending.pop()
+            if group not in seen:
+                seen.add(group)
+                pending.extend(parents.get(group, ()))
+        ancestors[action] = frozenset(seen)
+    return ancestors
+
+
+def _scope_can_match(scope: Mapping[str, Any], action: str, ancestors: frozenset[str]) -> bool:
+    """Whether a policy's action scope can hold for requests with `action`.
+
+    Answers True for anything it does not recognise, so that only a policy proven
+    unreachable is ever left out.
+    """
+    op = scope.get("op")
+    if op == "==":
+        named = [scope.get("entity")]
+    elif op == "in":
+        named = [scope["entity"]] if "entity" in scope else list(scope.get("entities", [None]))
+    else:
+        return True  # "All", or a form this code does not know
+    for entity in named:
+        if not isinstance(entity, Mapping) or entity.get("type") != "Action":
+            return True
+        if entity.get("id") == action or (op == "in" and entity.get("id") in ancestors):
+            return True
+    return False
+
+
+def _slice_by_action(
+    policies: Mapping[str, Any], schema: cedarpy.Schema
+) -> dict[str, cedarpy.PolicySet]:
+    """Per action of the schema, the policy set without the policies it cannot reach.
+
+    A policy whose action scope is `action == X`, `action in X` or `action in [X, ...]`
+    where no X is the action or one of its groups can never be satisfied by a request
+    for that action, and is not evaluated past its scope, so it never errors: leaving
+    it out cannot change a decision, its reasons or its errors.
+    """
     slices: dict[str, cedarpy.PolicySet] = {}
-    for action in sorted(named):
+    for action, ancestors in sorted(_action_ancestors(schema).items()):
         kept = {
             policy_id: policy
             for policy_id, policy in policies.items()
-            if not (policy["action"]["op"] == "==" and policy["action"]["entity"]["id"] != action)
+            if _scope_can_match(policy["action"], action, ancestors)
         }
         document = {"staticPolicies": kept, "templates": {}, "templateLinks": []}
         slices[action] = cedarpy.PolicySet.from_json_str(json.dumps(document))
     return slices
+
+
+@dataclass(frozen=True, slots=True)
+class _Delta:
+    """One schema-checked entity, as the JSON document Cedar adds per request."""
+
+    json: str
+    entity_type: str
+    entity_id: str
+
+
+def _validated_delta(entity: dict[str, Any], schema: cedarpy.Schema) -> _Delta:
+    """Return `entity` as a Cedar entities JSON document, validated against `schema`.
+
+    Raises:
+        ValueError: the entity does not conform to `schema` (Cedar's message).
+    """
+    document = json.dumps([entity])
+    cedarpy.Entities.from_json_str(document, schema)  # validate only; raises ValueError
+    return _Delta(document, entity["uid"]["type"], entity["uid"]["id"])
 
 
 class _Loader:
@@ -350,7 +428,12 @@ class PolicyEngine:
     _policy_set: cedarpy.PolicySet = field(repr=False)
     _schema: cedarpy.Schema = field(repr=False)
     _slices: Mapping[str, cedarpy.PolicySet] = field(repr=False)
+    _vault: _Delta = field(repr=False)
     _principals: dict[PrincipalFacts, cedarpy.Entities] = field(
+        repr=False, default_factory=dict, compare=False
+    )
+    _records: dict[RecordFacts, _Delta] = field(repr=False, default_factory=dict, compare=False)
+    _obligations: dict[tuple[str, ...], tuple[str, ...]] = field(
         repr=False, default_factory=dict, compare=False
     )
 
@@ -393,7 +476,8 @@ class PolicyEngine:
             policies=MappingProxyType(dict(loader.sources)),
             _policy_set=policy_set,
             _schema=schema,
-            _slices=MappingProxyType(_slice_by_action(loader.policies_json)),
+            _slices=MappingProxyType(_slice_by_action(loader.policies_json, schema)),
+            _vault=_validated_delta(vault_entity(), schema),
         )
 
     def decide(
@@ -414,37 +498,34 @@ class PolicyEngine:
         Returns:
             The decision; a deny on any evaluation error, with the errors.
         """
-        resource_entity = vault_entity() if resource is None else record_entity(resource)
-        request = {
-            "principal": {"type": "User", "id": principal.id},
-            "action": {"type": "Action", "id": action},
-            "resource": resource_entity["uid"],
-            "context": context_record(context),
-        }
         policy_set = self._slices.get(action, self._policy_set)
         try:
-            entities = self._principal_entities(principal).with_added_json_str(
-                json.dumps([resource_entity])
-            )
+            delta = self._vault if resource is None else self._record(resource)
+            entities = self._principal_entities(principal).with_added_json_str(delta.json)
+            request = {
+                "principal": {"type": "User", "id": principal.id},
+                "action": {"type": "Action", "id": action},
+                "resource": {"type": delta.entity_type, "id": delta.entity_id},
+                # A string: cedarpy passes it through instead of serialising a dict.
+                "context": context_json(context),
+            }
             result = cedarpy.is_authorized(request, policy_set, entities, self._schema)
         except Exception as exc:  # noqa: BLE001 -- fail closed on anything Cedar raises
             return self._deny((), (f"{type(exc).__name__}: {exc}",))
         diagnostics = result.diagnostics
         errors = tuple(str(e) for e in diagnostics.errors)
         reasons = tuple(sorted(diagnostics.reasons))
-        if result.decision is not cedarpy.Decision.Allow:
-            return self._deny(reasons if result.decision is cedarpy.Decision.Deny else (), errors)
+        outcome = result.decision
+        if outcome is not cedarpy.Decision.Allow:
+            return self._deny(reasons if outcome is cedarpy.Decision.Deny else (), errors)
         if errors:
             # Cedar skips an erroring policy; it might have been a forbid: deny.
             return self._deny((), errors)
-        obligations = canonical_obligations(
-            o for reason in reasons for o in self.policies[reason].obligations
-        )
         return Decision(
             allowed=True,
             decision="permit",
             policy_ids=reasons,
-            obligations=tuple(o.value for o in obligations),
+            obligations=self._obligations_of(reasons),
             errors=(),
             policy_set_hash=self.policy_set_hash,
         )
@@ -459,6 +540,27 @@ class PolicyEngine:
                 json.dumps([principal_entity(principal)]), self._schema
             )
             self._principals[principal] = cached
+        return cached
+
+    def _record(self, record: RecordFacts) -> _Delta:
+        """Return the schema-checked entities JSON holding only `record`, and its uid."""
+        cached = self._records.get(record)
+        if cached is None:
+            if len(self._records) >= _RECORD_CACHE_SIZE:
+                self._records.clear()
+            cached = _validated_delta(record_entity(record), self._schema)
+            self._records[record] = cached
+        return cached
+
+    def _obligations_of(self, reasons: tuple[str, ...]) -> tuple[str, ...]:
+        """Return the canonical union of the obligations of the permits `reasons`."""
+        cached = self._obligations.get(reasons)
+        if cached is None:
+            obligations = canonical_obligations(
+                o for reason in reasons for o in self.policies[reason].obligations
+            )
+            cached = tuple(o.value for o in obligations)
+            self._obligations[reasons] = cached
         return cached
 
     def _deny(self, policy_ids: tuple[str, ...], errors: tuple[str, ...]) -> Decision:

@@ -8,6 +8,13 @@ Invariants:
 - Enumerated values (role, level, status, state, use) are checked on construction; a
   typo raises `ValueError` instead of reaching the policies, where it could only be
   matched by accident. Labels (sectors, TLP) are data and pass through unchecked.
+- Every field has exactly the Python type its Cedar attribute needs (`str` for String,
+  `bool` for Bool, a `frozenset` of `str` for Set<String>, aware `datetime` / `date` for
+  the Long times), checked on construction with `TypeError`. So the entity and context
+  built from any facts value conform to `policies/pcii.cedarschema` by construction: a
+  wrong-typed value cannot reach a policy, where `==` across types is simply false and
+  would let a forbid silently not fire. (The engine still validates each principal and
+  record entity against the schema once, when it first caches it; see `engine.py`.)
 - Times become whole epoch seconds rounded towards denial: the request time is rounded
   up, the training expiry down, so rounding never makes expired training current.
   Training is current only when its expiry is strictly after the request time.
@@ -20,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 __all__ = [
@@ -32,6 +40,7 @@ __all__ = [
     "PrincipalFacts",
     "RecordFacts",
     "RequestFacts",
+    "context_json",
     "context_record",
     "epoch_seconds_ceil",
     "epoch_seconds_floor",
@@ -77,8 +86,18 @@ def _check(kind: str, value: str, allowed: frozenset[str]) -> None:
 
 
 def _check_aware(name: str, value: datetime | None) -> None:
-    if value is not None and value.utcoffset() is None:
+    if value is None:
+        return
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime")
+    if value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware")
+
+
+def _check_type(name: str, value: object, expected: type) -> None:
+    # Exact types: a str or bool subclass could render differently in JSON.
+    if type(value) is not expected:
+        raise TypeError(f"{name} must be {expected.__name__}, not {type(value).__name__}")
 
 
 def epoch_seconds_floor(moment: datetime) -> int:
@@ -106,14 +125,21 @@ class PrincipalFacts:
     status: str
 
     def __post_init__(self) -> None:
+        for name in ("id", "role", "organisation", "level", "status"):
+            _check_type(name, getattr(self, name), str)
         if not self.id:
             raise ValueError("principal id must not be empty")
         _check("role", self.role, ROLES)
         _check("government level", self.level, LEVELS)
         _check("principal status", self.status, STATUSES)
         _check_aware("training_expires", self.training_expires)
+        if self.nda_signed is not None and not isinstance(self.nda_signed, date):
+            raise TypeError("nda_signed must be a date")
+        _check_type("contractor", self.contractor, bool)
         if not isinstance(self.sectors, frozenset):
             raise TypeError("sectors must be a frozenset")
+        for sector in self.sectors:
+            _check_type("each sector", sector, str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +154,8 @@ class RecordFacts:
     submitter_org: str
 
     def __post_init__(self) -> None:
+        for name in ("tracking_number", "state", "sector", "tlp", "submitter", "submitter_org"):
+            _check_type(name, getattr(self, name), str)
         if not self.tracking_number:
             raise ValueError("tracking number must not be empty")
         _check("record state", self.state, STATES)
@@ -144,7 +172,14 @@ class RequestFacts:
     now: datetime
 
     def __post_init__(self) -> None:
+        _check_type("purpose", self.purpose, str)
+        _check_type("use", self.use, str)
+        if self.authority is not None:
+            _check_type("authority", self.authority, str)
+        _check_type("emergency", self.emergency, bool)
         _check("use", self.use, USES)
+        if self.now is None:
+            raise TypeError("now must be a datetime")
         _check_aware("now", self.now)
 
 
@@ -203,3 +238,24 @@ def context_record(request: RequestFacts) -> dict[str, Any]:
     if request.authority is not None:
         context["authority"] = request.authority
     return context
+
+
+def context_json(request: RequestFacts) -> str:
+    """Return the Cedar request context for `request` as a JSON document.
+
+    The same document as `json.dumps(context_record(request), separators=(",", ":"))`,
+    byte for byte (strings through the same escaping function `json.dumps` uses), built
+    without the dict, because this runs on every decision.
+    """
+    authority = (
+        ""
+        if request.authority is None
+        else ',"authority":' + encode_basestring_ascii(request.authority)
+    )
+    return '{"purpose":%s,"use":%s,"emergency":%s,"now":%d%s}' % (  # noqa: UP031 -- fastest
+        encode_basestring_ascii(request.purpose.strip()),
+        encode_basestring_ascii(request.use),
+        "true" if request.emergency else "false",
+        epoch_seconds_ceil(request.now),
+        authority,
+    )
