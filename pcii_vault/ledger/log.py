@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import structlog
+
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.errors import (
     BackendError,
@@ -77,10 +79,13 @@ __all__ = [
     "history_key",
 ]
 
+_log = structlog.get_logger(__name__)
+
 CHECKPOINT_KEY = "log/checkpoint"
 HISTORY_PREFIX = "log/checkpoints/"
 CLAIM_PREFIX = "log/claims/"
-_CLAIM_MAGIC = b"pcii-claim/1\n"
+_CLAIM_MAGIC = b"pcii-claim/2\n"
+_SIGNATURE_BYTES = 64
 _MAX_COMMIT_ENTRIES = 65536
 _MAX_ATTEMPTS = 10000
 
@@ -95,24 +100,44 @@ def history_key(size: int) -> str:
     return f"{HISTORY_PREFIX}{size:020d}"
 
 
-def encode_claim(entries: Sequence[bytes]) -> bytes:
-    """A claim object: magic line, entry count, then the entries as an entry bundle."""
-    return _CLAIM_MAGIC + len(entries).to_bytes(4, "big") + _tiles.encode_bundle(entries)
+def _claim_message(index: int, body: bytes) -> bytes:
+    # Domain-separated from checkpoint notes (which start with the origin line) and bound
+    # to the claimed position, so a claim cannot be moved to another slot.
+    return _CLAIM_MAGIC + index.to_bytes(8, "big") + body
 
 
-def decode_claim(data: bytes, key: str = "claim") -> list[bytes]:
-    """Decode a claim object strictly.
+def encode_claim(entries: Sequence[bytes], index: int, signer: Ed25519PrivateKey) -> bytes:
+    """A claim object: magic line, the log key's signature, entry count, entry bundle.
+
+    The signature covers the magic, the claimed position and the body: only a holder of
+    the log signing key can claim positions, so nobody with mere write access to the
+    store can plant an event that the next append would sign into the log.
+    """
+    body = len(entries).to_bytes(4, "big") + _tiles.encode_bundle(entries)
+    return _CLAIM_MAGIC + signer.sign(_claim_message(index, body)) + body
+
+
+def decode_claim(
+    data: bytes, index: int, verifier: Ed25519PublicKey, key: str = "claim"
+) -> list[bytes]:
+    """Decode a claim object strictly, after checking the log key signed it for `index`.
 
     Raises:
-        IntegrityError: not a claim, or truncated / trailing bytes.
+        IntegrityError: not a claim, not signed by the log key for this position, or
+            truncated / trailing bytes.
     """
-    head = len(_CLAIM_MAGIC)
+    head = len(_CLAIM_MAGIC) + _SIGNATURE_BYTES
     if not data.startswith(_CLAIM_MAGIC) or len(data) < head + 4:
         raise IntegrityError(f"{key} is not a claim object")
-    count = int.from_bytes(data[head : head + 4], "big")
+    signature, body = data[len(_CLAIM_MAGIC) : head], data[head:]
+    try:
+        verifier.verify(_claim_message(index, body), signature)
+    except IntegrityError as exc:
+        raise IntegrityError(f"{key} is not signed by the log key: a forged claim") from exc
+    count = int.from_bytes(body[:4], "big")
     if count == 0:
         raise IntegrityError(f"{key} claims no entries")
-    return _tiles.decode_bundle(data[head + 4 :], count, key)
+    return _tiles.decode_bundle(body[4:], count, key)
 
 
 @dataclass(frozen=True)
@@ -275,7 +300,9 @@ class Ledger:
         for attempt in range(_MAX_ATTEMPTS):
             events, entries = self._assign(drafts, pos)
             try:
-                self.store.put_if_absent(claim_key(pos), encode_claim(entries))
+                self.store.put_if_absent(
+                    claim_key(pos), encode_claim(entries, pos, self._signer_key())
+                )
             except ObjectExistsError:
                 try:
                     other = self.store.get(claim_key(pos))
@@ -284,7 +311,11 @@ class Ledger:
                     cp, _ = self._read_checkpoint()
                     pos = max(pos, cp.size if cp else 0)
                     continue
-                pos += len(decode_claim(other, claim_key(pos)))
+                try:
+                    pos += len(self._decode_claim(other, pos))
+                except IntegrityError:
+                    # A forged claim squats on the position: remove it and take the slot.
+                    self._drop_forged_claim(pos)
                 continue
             cp, _ = self._read_checkpoint()
             size = cp.size if cp else 0
@@ -328,7 +359,12 @@ class Ledger:
                     data = self.store.get(claim_key(pos))
                 except NotFoundError:
                     break
-                batch = decode_claim(data, claim_key(pos))
+                try:
+                    batch = self._decode_claim(data, pos)
+                except IntegrityError:
+                    # Never sign what the log key did not claim: drop it, end the chain here.
+                    self._drop_forged_claim(pos)
+                    break
                 claimed.append(pos)
                 chain.extend(batch)
                 pos += len(batch)
@@ -350,6 +386,18 @@ class Ledger:
             if new.size >= end:
                 return new
         raise BackendError("could not commit to the log: too much contention")
+
+    def _signer_key(self) -> Ed25519PrivateKey:
+        if self._signer is None:
+            raise ValueError("this ledger is read-only (no signing key)")
+        return self._signer
+
+    def _decode_claim(self, data: bytes, pos: int) -> list[bytes]:
+        return decode_claim(data, pos, self.verifier.public_key, claim_key(pos))
+
+    def _drop_forged_claim(self, pos: int) -> None:
+        _log.warning("forged_log_claim_removed", key=claim_key(pos))
+        self.store.delete(claim_key(pos))
 
     def _current_etag(self) -> str | None:
         try:

@@ -23,6 +23,7 @@ verified: they are not part of the log yet.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,7 +32,13 @@ from typing import Any
 
 from pcii_vault.errors import IntegrityError, NotFoundError
 from pcii_vault.ledger import tiles as _tiles
-from pcii_vault.ledger.log import CHECKPOINT_KEY, CLAIM_PREFIX, HISTORY_PREFIX, history_key
+from pcii_vault.ledger.log import (
+    CHECKPOINT_KEY,
+    CLAIM_PREFIX,
+    HISTORY_PREFIX,
+    decode_claim,
+    history_key,
+)
 from pcii_vault.ledger.note import Checkpoint, NoteVerifier, parse_checkpoint
 from pcii_vault.ledger.tree import EMPTY_ROOT, RootBuilder, range_hash
 from pcii_vault.models.event import Event
@@ -327,8 +334,10 @@ def verify_log(
             f"fork: the trusted checkpoint of size {trusted.size} is not consistent "
             f"with {CHECKPOINT_KEY}"
         )
-    pending.extend(
-        f"{key} (claim {'awaiting commit' if pos >= cp.size else 'below the checkpoint'})"
-        for pos, key in sorted(inventory.claims.items())
-    )
+    for pos, key in sorted(inventory.claims.items()):
+        # A pending claim is committed by the next append: it must be the log key's own.
+        with contextlib.suppress(NotFoundError):  # committed and cleaned meanwhile
+            decode_claim(store.get(key), pos, verifier.public_key, key)
+            state = "awaiting commit" if pos >= cp.size else "below the checkpoint"
+            pending.append(f"{key} (claim {state})")
     return VerifyReport(cp, cp.size, auditor.tiles_checked, checked, tuple(pending))

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from ledger_support import draft, ledger, verifier
+from ledger_support import draft, ledger, signer, verifier
 
 from pcii_vault.ledger.log import CLAIM_PREFIX, decode_claim
 from pcii_vault.ledger.verify import verify_log
@@ -110,7 +110,7 @@ def test_kill_9_writers_fifty_times_then_log_verifies_and_appends(tmp_path):
         for info in store.list(CLAIM_PREFIX):
             pos = int(info.key[len(CLAIM_PREFIX) :])
             if pos >= size_at_kill:
-                pending.append((pos, decode_claim(store.get(info.key))))
+                pending.append((pos, decode_claim(store.get(info.key), pos, signer().public_key)))
         # A new append must succeed and commit whatever the dead writer had claimed.
         ledger(store).append([draft("after", round_)])
         assert list(store.list(CLAIM_PREFIX)) == []

@@ -38,7 +38,9 @@ def test_clean_log_verifies(log_store):
 
 
 def test_pending_claim_is_reported_not_verified(log_store):
-    log_store.put_if_absent(claim_key(306), encode_claim([draft("b", 0).entry_bytes()]))
+    log_store.put_if_absent(
+        claim_key(306), encode_claim([draft("b", 0).entry_bytes()], 306, signer())
+    )
     report = verify_log(log_store, verifier())
     assert any("claims/" in p and "awaiting commit" in p for p in report.pending)
 

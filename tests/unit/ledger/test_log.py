@@ -84,7 +84,7 @@ def test_crashed_writers_claim_is_committed_by_next_append(fs_store):
     log = _ledger(fs_store)
     log.append([_draft(0)])
     orphan = _draft(1).model_copy(update={"seq": 1}).entry_bytes()
-    fs_store.put_if_absent(claim_key(1), encode_claim([orphan]))  # claimed, then died
+    fs_store.put_if_absent(claim_key(1), encode_claim([orphan], 1, KEY))  # then died
     result = log.append([_draft(2)])
     assert result.indices == (2,)
     assert list(log.entries(1, 2)) == [orphan]
@@ -96,7 +96,7 @@ def test_stale_claim_below_checkpoint_is_ignored_and_cleaned(fs_store):
     log = _ledger(fs_store)
     log.append([_draft(i) for i in range(4)])
     stale = _draft(9).model_copy(update={"seq": 1}).entry_bytes()
-    fs_store.put_if_absent(claim_key(1), encode_claim([stale]))
+    fs_store.put_if_absent(claim_key(1), encode_claim([stale], 1, KEY))
     log.append([_draft(4)])
     assert [e.record for e in log.events(0, 5)] == ["R0", "R1", "R2", "R3", "R4"]
     assert list(fs_store.list(CLAIM_PREFIX)) == []
@@ -122,3 +122,29 @@ def test_proof_bundle_round_trip_and_tamper(fs_store):
     other = NoteVerifier(ORIGIN, Ed25519PrivateKey(b"\x06" * 32).public_key)
     with pytest.raises(IntegrityError):
         verify_bundle(bundle, other)
+
+
+def test_a_forged_claim_is_never_signed_into_the_log(fs_store):
+    """Write access to the store is not enough to append: claims carry the log key's signature."""
+    log = _ledger(fs_store)
+    log.append([_draft(0)])
+    forged = _draft(66).model_copy(update={"seq": 1}).entry_bytes()
+    mallory = Ed25519PrivateKey.generate()
+    fs_store.put_if_absent(claim_key(1), encode_claim([forged], 1, mallory))
+    with pytest.raises(IntegrityError, match="forged claim"):
+        verify_log(fs_store, log.verifier)
+    result = log.append([_draft(2)])
+    assert result.indices == (1,)
+    assert [e.record for e in log.events(0, 2)] == ["R0", "R2"]
+    assert list(fs_store.list(CLAIM_PREFIX)) == []
+    verify_log(fs_store, log.verifier)
+
+
+def test_a_claim_signed_for_another_position_is_forged(fs_store):
+    log = _ledger(fs_store)
+    log.append([_draft(0)])
+    moved = _draft(5).model_copy(update={"seq": 1}).entry_bytes()
+    fs_store.put_if_absent(claim_key(1), encode_claim([moved], 7, KEY))
+    result = log.append([_draft(1)])
+    assert [e.record for e in log.events(0, 2)] == ["R0", "R1"]
+    assert result.indices == (1,)
