@@ -15,7 +15,9 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,7 +124,11 @@ class Index:
 
     @classmethod
     def open(cls, path: Path) -> Index:
-        """Open (or create) the index file at `path`."""
+        """Open (or create, owner-only) the index file at `path`."""
+        # Create it 0600 before SQLite does (it would use the umask); its WAL and shared
+        # memory files take the same mode. It holds metadata only, but of PCII records.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(path, isolation_level=None, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         return cls(conn)
