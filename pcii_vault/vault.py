@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from pcii_vault.config import VaultConfig, VaultPaths
+from pcii_vault.config import CONFIG_NAME, VaultConfig, VaultPaths
 from pcii_vault.crypto.envelope import (
     ObjectContext,
     RecordContext,
@@ -58,7 +58,7 @@ from pcii_vault.errors import (
 from pcii_vault.identity import Identity
 from pcii_vault.index import _TRANSITIONS as LIFECYCLE_TRANSITIONS
 from pcii_vault.index import Index, RecordRow
-from pcii_vault.keys.local import KekInfo, LocalKeyring
+from pcii_vault.keys.local import MIN_SECRET_BYTES, KekInfo, LocalKeyring
 from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
@@ -164,11 +164,19 @@ class Vault:
             InputError: the admin key file cannot be created.
         """
         paths = VaultPaths(root)
-        if paths.config.exists():
-            raise ConfigError(f"{root} already holds a vault")
-        root.mkdir(parents=True, exist_ok=True)
-        _claim_new_file(admin_key_out)
+        _check_new_vault_directory(root)
+        if len(secret) < MIN_SECRET_BYTES:
+            raise InputError(f"unseal secret must be at least {MIN_SECRET_BYTES} bytes")
+        created_root = not root.exists()
+        claimed = False
+        store: ObjectStore | None = None
         try:
+            # Owner-only: the directory holds the sealed keyring and the index's metadata.
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _claim_new_file(admin_key_out)
+            claimed = True
+            store = open_store(store_url, root_for_file=paths.objects)
+            _check_store_holds_no_log(store)
             vault_id = f"v-{secrets.token_hex(8)}"
             keyring = LocalKeyring.create(paths.keyring, secret, kdf_params=kdf_params, clock=clock)
             origin = f"pcii-vault.local/{vault_id}"
@@ -181,8 +189,6 @@ class Vault:
                 log_key=verifier_key_string(origin, signer.public_key),
                 intake_public_key=base64.b64encode(keyring.intake_public_key).decode(),
             )
-            store = open_store(store_url, root_for_file=paths.objects)
-            config.save_new(paths.config)
             admin_key = Ed25519PrivateKey.generate()
             admin = Principal(
                 id=admin_name,
@@ -207,8 +213,13 @@ class Vault:
             )
             identity = Identity(vault_id=vault_id, principal=admin_name, key=admin_key)
             _write_claimed(admin_key_out, identity)
+            # The config file is written last: a directory without it is not a vault.
+            config.save_new(paths.config)
         except BaseException:
-            admin_key_out.unlink(missing_ok=True)
+            # Nothing half-created survives: a failed init leaves what was there before.
+            if claimed:
+                admin_key_out.unlink(missing_ok=True)
+            _remove_partial_vault(paths, store, created_root=created_root)
             raise
         vault = cls(root, unseal=lambda: secret, clock=clock)
         vault._keyring = keyring
@@ -1137,6 +1148,41 @@ def _missing_ancestors(path: Path) -> list[Path]:
         missing.append(current)
         current = current.parent
     return missing
+
+
+def _check_new_vault_directory(root: Path) -> None:
+    if (root / CONFIG_NAME).exists():
+        raise ConfigError(f"{root} already holds a vault")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} exists and is not a directory")
+    if root.exists() and any(root.iterdir()):
+        raise ConfigError(f"{root} is not empty: a new vault needs an empty or new directory")
+
+
+def _check_store_holds_no_log(store: ObjectStore) -> None:
+    # Probing the store first also makes an unreachable or misconfigured one fail here,
+    # before anything is written.
+    if any(True for _ in store.list("log/")):
+        raise ConfigError(f"{store.url} already holds a log: give each vault its own store")
+
+
+def _remove_partial_vault(
+    paths: VaultPaths, store: ObjectStore | None, *, created_root: bool
+) -> None:
+    """Undo a failed `create`: the directory was new or empty, so all of it goes."""
+    with contextlib.suppress(VaultError, OSError):
+        if store is not None:
+            for info in list(store.list("log/")):
+                store.delete(info.key)
+    if paths.root.is_dir():
+        for child in paths.root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        if created_root:
+            with contextlib.suppress(OSError):
+                paths.root.rmdir()
 
 
 def _claim_new_file(path: Path) -> None:
