@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.session import identity, open_vault, unseal_secret, vault_dir
+from pcii_vault.cli.session import acting, identity, opened, unseal_secret, vault_dir
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import InputError
@@ -156,8 +156,7 @@ def principal_add(
     )
     if key_out.exists():
         raise InputError(f"{key_out} already exists: refusing to overwrite a key file")
-    vault = open_vault(state)
-    try:
+    with opened(state) as vault:
         key = Ed25519PrivateKey.generate()
         new_identity = Identity(vault_id=vault.config.vault_id, principal=name, key=key)
         new_identity.save_new(key_out)
@@ -171,8 +170,6 @@ def principal_add(
             {**_principal_row(principal), "key_file": str(key_out)},
             human=f"registered {name} ({principal.role}); key written to {key_out}",
         )
-    finally:
-        vault.close()
 
 
 @principal_app.command("update")
@@ -209,14 +206,10 @@ def principal_update(
         changes["status"] = status
     if not changes:
         raise InputError("nothing to change: give at least one option")
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         request = vault.sign(me, "manage-principals", params={"update": name, **changes})
         principal = vault.update_principal(request, name, changes)
         state.output.result(_principal_row(principal), human=f"updated {name}")
-    finally:
-        vault.close()
 
 
 @principal_app.command("revoke")
@@ -225,22 +218,17 @@ def principal_revoke(
 ) -> None:
     """Revoke a user for good (an admin's act)."""
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         request = vault.sign(me, "manage-principals", params={"revoke": name})
         principal = vault.revoke_principal(request, name)
         state.output.result(_principal_row(principal), human=f"revoked {name}")
-    finally:
-        vault.close()
 
 
 @principal_app.command("list")
 def principal_list(ctx: typer.Context) -> None:
     """List every registered user (from the index of the log)."""
     state: CliState = ctx.obj
-    vault = open_vault(state)
-    try:
+    with opened(state) as vault:
         vault.sync()
         rows = [_principal_row(p) for p in vault.index.principals()]
         state.output.rows(
@@ -258,8 +246,6 @@ def principal_list(ctx: typer.Context) -> None:
             ],
             title="Principals",
         )
-    finally:
-        vault.close()
 
 
 @store_app.command("check")
@@ -281,12 +267,9 @@ def store_check(ctx: typer.Context) -> None:
 def index_rebuild(ctx: typer.Context) -> None:
     """Rebuild the local index from the log (it is only a cache of the log)."""
     state: CliState = ctx.obj
-    vault = open_vault(state)
-    try:
+    with opened(state) as vault:
         count = vault.rebuild_index()
         state.output.result({"events": count}, human=f"index rebuilt from {count} log events")
-    finally:
-        vault.close()
 
 
 def _date(text: str | None, option: str) -> date | None:

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.owner import record_row
-from pcii_vault.cli.session import identity, open_vault
+from pcii_vault.cli.render import record_row, release_row
+from pcii_vault.cli.session import acting
 from pcii_vault.errors import InputError
 from pcii_vault.models.reference import reference_data
 
@@ -43,24 +43,13 @@ def get(
         # Invoking a 29.8(f) exception is itself the intended use the policies check.
         authority, use = f"exception:{name}", "disclosure-exception"
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         request = vault.sign(
             me, "retrieve", record=tracking, purpose=purpose, use=use, authority=authority
         )
         release = vault.release(request, out)
-    finally:
-        vault.close()
     state.output.result(
-        {
-            "tracking_number": release.tracking_number,
-            "directory": str(release.directory),
-            "files": list(release.files),
-            "access_index": release.access_index,
-            "obligations": list(release.obligations),
-            "policies": list(release.policies),
-        },
+        release_row(release),
         human=f"{release.tracking_number} released to {release.directory} "
         f"(access event {release.access_index})",
     )
@@ -81,13 +70,9 @@ def search(
 ) -> None:
     """List the records you may act on (metadata only)."""
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         request = vault.sign(me, "search", purpose=purpose, use=use)
         records = vault.search(request, sector=sector, state=state_filter)
-    finally:
-        vault.close()
     state.output.rows(
         [record_row(r) for r in records],
         ["tracking_number", "state", "sector", "tlp", "received_at"],

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.session import open_vault
+from pcii_vault.cli.session import opened
 
 __all__ = ["recipients"]
 
@@ -17,13 +17,10 @@ def recipients(
 ) -> None:
     """Everyone who received a record's content: who, when, why, under what authority."""
     state: CliState = ctx.obj
-    vault = open_vault(state)
-    try:
+    with opened(state) as vault:
         vault.sync()
         vault.index.record(tracking)
         rows = vault.index.recipients(tracking)
-    finally:
-        vault.close()
     state.output.rows(
         rows,
         ["principal", "seq", "time", "action", "purpose", "use", "authority"],

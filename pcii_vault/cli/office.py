@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.owner import record_row
-from pcii_vault.cli.session import identity, open_vault
+from pcii_vault.cli.render import record_row, release_row
+from pcii_vault.cli.session import acting, opened
 from pcii_vault.errors import InputError
 from pcii_vault.models.event import EventType
 from pcii_vault.models.reference import reference_data
@@ -23,6 +23,11 @@ _TRACKING = typer.Argument(help="Tracking number.")
 _REASON = typer.Option("--reason", help="Why (recorded in the log).")
 
 
+def _require_reason(reason: str) -> None:
+    if not reason.strip():
+        raise InputError("--reason must not be empty: it is recorded in the log")
+
+
 def _transition(
     ctx: typer.Context,
     tracking: str,
@@ -31,13 +36,9 @@ def _transition(
     params: dict[str, object],
 ) -> None:
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         request = vault.sign(me, action, record=tracking, params=params)
         record = vault.transition(request, event_type, details=dict(params))
-    finally:
-        vault.close()
     state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
 
 
@@ -51,21 +52,11 @@ def review(
 ) -> None:
     """Decrypt a submission for review (logged, marked)."""
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         request = vault.sign(me, "review", record=tracking, purpose=purpose)
         release = vault.release(request, out)
-    finally:
-        vault.close()
     state.output.result(
-        {
-            "tracking_number": release.tracking_number,
-            "directory": str(release.directory),
-            "files": list(release.files),
-            "access_index": release.access_index,
-            "obligations": list(release.obligations),
-        },
+        release_row(release),
         human=f"{release.tracking_number} written to {release.directory}",
     )
 
@@ -94,8 +85,7 @@ def reject(
     grounds = {g.id for g in reference_data().non_validation_grounds}
     if ground not in grounds:
         raise InputError(f"--ground must be one of: {', '.join(sorted(grounds))}")
-    if not reason.strip():
-        raise InputError("--reason must not be empty")
+    _require_reason(reason)
     event: EventType = "submission.final-not-pcii" if final else "submission.rejected"
     _transition(ctx, tracking, "reject", event, {"ground": ground, "reason": reason})
 
@@ -106,8 +96,7 @@ def deficient(
     reason: Annotated[str, _REASON],
 ) -> None:
     """Notify the submitter that the statement or certification is deficient (30 days to cure)."""
-    if not reason.strip():
-        raise InputError("--reason must not be empty")
+    _require_reason(reason)
     _transition(ctx, tracking, "mark-deficient", "submission.deficient", {"reason": reason})
 
 
@@ -117,8 +106,7 @@ def decontrol(
     reason: Annotated[str, _REASON],
 ) -> None:
     """Decontrol a record; every earlier recipient gets a notice."""
-    if not reason.strip():
-        raise InputError("--reason must not be empty")
+    _require_reason(reason)
     _transition(ctx, tracking, "decontrol", "record.decontrolled", {"reason": reason})
 
 
@@ -128,16 +116,11 @@ def destroy(
     reason: Annotated[str, _REASON],
 ) -> None:
     """Destroy a record by crypto-shredding its data key (logged first)."""
-    if not reason.strip():
-        raise InputError("--reason must not be empty")
+    _require_reason(reason)
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         request = vault.sign(me, "destroy", record=tracking, params={"reason": reason})
         record = vault.destroy(request)
-    finally:
-        vault.close()
     state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
 
 
@@ -150,8 +133,7 @@ def due(
     if within < 0:
         raise InputError("--within must not be negative")
     state: CliState = ctx.obj
-    vault = open_vault(state)
-    try:
+    with opened(state) as vault:
         vault.sync()
         until = vault.now() + timedelta(days=within)
         rows = [
@@ -163,6 +145,4 @@ def due(
             }
             for d in vault.index.deadlines(until)
         ]
-    finally:
-        vault.close()
     state.output.rows(rows, ["tracking_number", "state", "due", "what"], title="Due")

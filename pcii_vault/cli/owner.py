@@ -4,39 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.session import identity, open_vault
+from pcii_vault.cli.render import record_row
+from pcii_vault.cli.session import acting
 from pcii_vault.config import VaultConfig, VaultPaths
 from pcii_vault.errors import InputError
 from pcii_vault.identity import Identity
-from pcii_vault.index import RecordRow
 from pcii_vault.receipt import Receipt, verify_receipt
 from pcii_vault.submitter import check_attachments, read_document, upload
 from pcii_vault.vault import Vault
 
-__all__ = ["receipt_app", "record_row", "status", "submit", "withdraw"]
+__all__ = ["receipt_app", "status", "submit", "withdraw"]
 
 receipt_app = typer.Typer(help="Submitters' receipts.", no_args_is_help=True)
-
-
-def record_row(record: RecordRow) -> dict[str, Any]:
-    """A record's public facts, as every command prints them."""
-    return {
-        "tracking_number": record.tracking,
-        "state": record.state,
-        "categorical": record.categorical,
-        "sector": record.sector,
-        "tlp": record.tlp,
-        "submitter": record.submitter,
-        "received_at": record.received_at.isoformat(),
-        "state_at": record.state_at.isoformat(),
-        "files": [f["name"] for f in record.files],
-    }
 
 
 def submit(
@@ -55,12 +40,8 @@ def submit(
     document = read_document(assessment)
     if receipt_out is not None and receipt_out.exists():
         raise InputError(f"{receipt_out} already exists: refusing to overwrite a receipt")
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         receipt = _submit(state, vault, me, document=document, attachments=attachments)
-    finally:
-        vault.close()
     receipt_json = receipt.to_json()
     if receipt_out is not None:
         receipt_out.write_text(json.dumps(receipt_json, indent=2) + "\n")
@@ -111,12 +92,8 @@ def status(
 ) -> None:
     """Show a submission's state (its submitter and the program office)."""
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         record = vault.status(vault.sign(me, "status", record=tracking))
-    finally:
-        vault.close()
     state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
 
 
@@ -127,13 +104,9 @@ def withdraw(
 ) -> None:
     """Withdraw your submission before the final decision (its data key is destroyed)."""
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         request = vault.sign(me, "withdraw", record=tracking, params={"reason": reason})
         record = vault.transition(request, "submission.withdrawn")
-    finally:
-        vault.close()
     state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pcii_vault.cli.output import CliState
@@ -12,7 +14,7 @@ from pcii_vault.identity import Identity
 from pcii_vault.keys.local import UNSEAL_SECRET_ENV, unseal_secret_from_env_or_prompt
 from pcii_vault.vault import Vault
 
-__all__ = ["identity", "open_vault", "unseal_secret", "vault_dir"]
+__all__ = ["acting", "identity", "open_vault", "opened", "unseal_secret", "vault_dir"]
 
 
 def vault_dir(state: CliState) -> Path:
@@ -52,3 +54,21 @@ def identity(state: CliState) -> Identity:
     if state.identity is None:
         raise ConfigError("no identity given: pass --as KEYFILE or set PCII_IDENTITY")
     return Identity.load(state.identity)
+
+
+@contextlib.contextmanager
+def opened(state: CliState) -> Iterator[Vault]:
+    """The vault, closed again when the command is done."""
+    vault = open_vault(state)
+    try:
+        yield vault
+    finally:
+        vault.close()
+
+
+@contextlib.contextmanager
+def acting(state: CliState) -> Iterator[tuple[Vault, Identity]]:
+    """The vault and the caller's identity, for a command that signs a request."""
+    me = identity(state)
+    with opened(state) as vault:
+        yield vault, me
