@@ -31,15 +31,20 @@ from pcii_vault.models.event import Event
 from pcii_vault.models.principal import Principal
 from pcii_vault.models.request import SignedRequest
 
-__all__ = ["DEADLINE_DAYS", "Deadline", "Index", "RecordRow"]
+__all__ = ["DEADLINE_DAYS", "LIFECYCLE_TRANSITIONS", "Deadline", "Index", "RecordRow"]
 
 # 6 CFR 29.6(e)-(g): each of the program's notice and answer windows is 30 days.
 DEADLINE_DAYS = 30
 
 # Lifecycle transitions (PCII.md "Submission lifecycle"): event type -> allowed prior states.
-_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+LIFECYCLE_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "submission.deficient": (frozenset({"received"}), "deficient"),
-    "submission.validated": (frozenset({"received", "deficient"}), "validated"),
+    # PCII.md: after an initial negative finding the submitter may add information, and
+    # the office may then validate after all.
+    "submission.validated": (
+        frozenset({"received", "deficient", "initially-not-pcii"}),
+        "validated",
+    ),
     "submission.rejected": (frozenset({"received", "deficient"}), "initially-not-pcii"),
     "submission.final-not-pcii": (frozenset({"initially-not-pcii"}), "final-not-pcii"),
     "submission.withdrawn": (
@@ -308,7 +313,7 @@ class Index:
             self._update_principal(event)
         elif kind == "submission.received":
             self._receive(event)
-        elif kind in _TRANSITIONS:
+        elif kind in LIFECYCLE_TRANSITIONS:
             self._transition(event)
         elif kind == "notice.sent":
             self._require_record(event)
@@ -383,7 +388,7 @@ class Index:
 
     def _transition(self, event: Event) -> None:
         record = self._require_record(event)
-        allowed, target = _TRANSITIONS[event.type]
+        allowed, target = LIFECYCLE_TRANSITIONS[event.type]
         if record.state not in allowed:
             raise IntegrityError(
                 f"event {event.seq}: {event.type} of a record that is {record.state}"

@@ -104,14 +104,19 @@ def upload(
         (f"files/{n}", path.name, _read_pieces(path, progress))
         for n, path in enumerate(attachments)
     ]
+    written: list[str] = []
     try:
         for object_name, name, pieces in sources:
             ctx = ObjectContext(vault_id, tracking_number, object_name)
             files.append(_put(store, ctx, name, pieces, dek, kek_version=kek_version))
+            written.append(_object_key(ctx))
     except BaseException:
+        # Remove only what this upload created: on a tracking-number collision the
+        # objects already there are another submission's. A failed put_stream leaves
+        # nothing of its own (the store guarantees it).
         with contextlib.suppress(VaultError, OSError):
-            for info in list(store.list(f"records/{tracking_number}/")):
-                store.delete(info.key)
+            for key in written:
+                store.delete(key)
         raise
     return SealedUpload(tracking_number, seal_to_intake(intake_public_key, dek), tuple(files))
 
@@ -126,13 +131,17 @@ def _put(
     kek_version: int,
 ) -> dict[str, Any]:
     sealed = seal_object(dek, ctx, pieces, kek_version=kek_version)
-    store.put_stream(f"records/{ctx.record_id}/{ctx.object_name}", sealed)
+    store.put_stream(_object_key(ctx), sealed)
     return {
         "object": ctx.object_name,
         "name": name,
         "sha256": sealed.plaintext_sha256,
         "size": sealed.plaintext_size,
     }
+
+
+def _object_key(ctx: ObjectContext) -> str:
+    return f"records/{ctx.record_id}/{ctx.object_name}"
 
 
 def _read_pieces(path: Path, progress: Progress | None) -> Iterator[bytes]:

@@ -56,8 +56,7 @@ from pcii_vault.errors import (
     VaultError,
 )
 from pcii_vault.identity import Identity
-from pcii_vault.index import _TRANSITIONS as LIFECYCLE_TRANSITIONS
-from pcii_vault.index import Index, RecordRow
+from pcii_vault.index import LIFECYCLE_TRANSITIONS, Index, RecordRow
 from pcii_vault.keys.local import MIN_SECRET_BYTES, KekInfo, LocalKeyring
 from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
@@ -550,8 +549,9 @@ class Vault:
         """Accept an owner's sealed submission: check it, re-wrap its key, log it.
 
         The ciphertext is already in the store under `records/<tracking>/`; until the
-        `submission.received` event is appended it is not a record, and on any failure
-        it is removed again.
+        `submission.received` event is appended it is not a record, and a failure before
+        the append removes it again. A failed append leaves it: the append's claim may
+        still be committed by the next writer.
         """
         tracking = sealed.tracking_number
         if request.body.record != tracking:
@@ -563,12 +563,23 @@ class Vault:
             self.index.record(tracking)
             raise ConflictError(f"tracking number {tracking} is already a record")
         try:
-            return self._receive(request, sealed)
+            event = self._accept(request, sealed)
         except BaseException:
             self._discard_unless_recorded(tracking)
             raise
+        # From here on the objects are never discarded: even when the append fails, its
+        # claim may already be in the store, and the next append would commit it; the
+        # record must then find its ciphertext and wrapped key in place.
+        [index] = self._append([event])
+        return Receipt(
+            tracking_number=tracking,
+            files=tuple(sealed.files),
+            log_index=index,
+            proof=prove(self.reader(), index),
+        )
 
-    def _receive(self, request: SignedRequest, sealed: SealedUpload) -> Receipt:
+    def _accept(self, request: SignedRequest, sealed: SealedUpload) -> Event:
+        """Check an upload and re-wrap its key; return the event that makes it a record."""
         body = request.body
         if body.params.get("files") != list(sealed.files):
             raise IntegrityError("request does not sign the uploaded files' hashes")
@@ -585,15 +596,7 @@ class Vault:
             "files": list(sealed.files),
             "kek_version": self.keyring.current_version,
         }
-        [index] = self._append(
-            [self._decision_event("submission.received", request, decision, details=details)]
-        )
-        return Receipt(
-            tracking_number=sealed.tracking_number,
-            files=tuple(sealed.files),
-            log_index=index,
-            proof=prove(self.reader(), index),
-        )
+        return self._decision_event("submission.received", request, decision, details=details)
 
     def _open_submission_document(self, dek: bytes, sealed: SealedUpload) -> Submission:
         ctx = ObjectContext(self.config.vault_id, sealed.tracking_number, "document")

@@ -219,3 +219,13 @@ def test_a_broken_policy_refuses_to_start(populated: Cli) -> None:
     result = cli.run("status", "PCII-2026-00000001", who="owner")
     assert result.code == 2
     assert "broken.cedar" in result.err
+
+
+def test_office_validates_after_an_initial_negative_finding(populated: Cli) -> None:
+    """PCII.md: the submitter may add information after `initially-not-pcii`."""
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("reject", tracking, "--ground", "not-cii", "--reason", "scope unclear", who="office")
+    cli.ok("validate", tracking, who="office")
+    assert cli.ok("status", tracking, who="owner").json()["state"] == "validated"
+    assert cli.ok("audit", "verify").code == 0

@@ -245,16 +245,21 @@ def test_store_lost_mid_attachment_upload_leaves_no_record(bench: Bench) -> None
     bench.assert_log_sound()
 
 
-def test_log_unavailable_at_receipt_removes_the_uploaded_objects(bench: Bench) -> None:
-    """The upload finished but `submission.received` cannot be logged: not a record."""
+def test_log_unavailable_at_receipt_is_not_a_record_and_keeps_its_objects(bench: Bench) -> None:
+    """The upload finished but `submission.received` cannot be logged: not a record.
+
+    The ciphertext and wrapped key stay: a claim of the failed append may have reached
+    the store (an S3 write can land although its answer was lost), and the next append
+    would commit it; the record must then be whole, never an event without its objects.
+    """
     bench.flaky.fail_log_writes = True
     with pytest.raises(BackendError):
         bench.submit()
     bench.flaky.fail_log_writes = False
     bench.vault.sync()
     assert bench.vault.index.records() == []
-    assert bench.keys_under("records/") == []
-    assert bench.keys_under("wrapped/") == []
+    tracking = bench.keys_under("wrapped/")[0].removeprefix("wrapped/")
+    assert f"records/{tracking}/document" in bench.keys_under("records/")
     bench.assert_log_sound()
 
 
@@ -426,7 +431,6 @@ def test_unregistered_principal_is_denied(bench: Bench) -> None:
 @pytest.mark.parametrize(
     ("action", "event_type", "prior"),
     [
-        ("validate", "submission.validated", "initially-not-pcii"),
         ("reject", "submission.rejected", "initially-not-pcii"),
         ("reject", "submission.final-not-pcii", "received"),
     ],
@@ -622,3 +626,25 @@ def test_vault_paths_hold_no_plaintext_after_release(bench: Bench) -> None:
     assert ATTACHMENT_BYTES[:4096] not in stored
     assert VaultPaths(bench.vault.paths.root).keyring.exists()
     assert base64.b64encode(ATTACHMENT_BYTES[:48]) not in stored
+
+
+def test_an_upload_colliding_with_a_record_leaves_that_record_intact(tmp_path: Path) -> None:
+    """The owner side removes only what it wrote: another record's objects survive."""
+    from pcii_vault.errors import ObjectExistsError
+    from pcii_vault.store.filesystem import FilesystemStore
+    from pcii_vault.submitter import upload
+
+    store = FilesystemStore(tmp_path / "objects")
+    store.put_if_absent("records/PCII-2026-00000001/document", b"someone else's ciphertext")
+    document = json.dumps({**example_submission(), "attachments": []}).encode()
+    with pytest.raises(ObjectExistsError):
+        upload(
+            store,
+            vault_id="v-0123456789abcdef",
+            tracking_number="PCII-2026-00000001",
+            intake_public_key=bytes(32),
+            kek_version=1,
+            document=document,
+            attachments=[],
+        )
+    assert store.get("records/PCII-2026-00000001/document") == b"someone else's ciphertext"
