@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -1056,13 +1057,23 @@ class Vault:
                 probe = request.model_copy(
                     update={"body": request.body.model_copy(update={"action": action})}
                 )
-                if self._decide(principal, probe, record).allowed:
-                    visible.append(record)
+                decision = self._decide(principal, probe, record)
+                if decision.allowed:
+                    visible.append(_redact_listing(record, decision.obligations))
                     break
         return visible
 
 
 # ----- small pieces ------------------------------------------------------------------------
+
+
+def _redact_listing(record: RecordRow, obligations: Sequence[str]) -> RecordRow:
+    """Apply a listing's redactions: who submitted, and file names that may say so."""
+    if "redact:submitter" not in obligations:
+        return record
+    hidden = "[REDACTED: submitter]"
+    return dataclasses.replace(record, submitter=hidden, submitter_org=hidden, files=())
+
 
 # The action a lifecycle event must have been requested (and permitted) as.
 _TRANSITION_ACTIONS: dict[EventType, str] = {

@@ -161,7 +161,10 @@ def test_search_lists_only_what_the_caller_may_see(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)
     cli.ok("validate", tracking, who="office")
-    seen_by_water = [r["tracking_number"] for r in cli.ok("search", who="water").lines()]
+    listing = cli.ok("search", who="water").lines()
+    seen_by_water = [r["tracking_number"] for r in listing]
+    assert listing[0]["submitter"] == "[REDACTED: submitter]"
+    assert listing[0]["files"] == []
     seen_by_energy = [r["tracking_number"] for r in cli.ok("search", who="energy").lines()]
     assert seen_by_water == [tracking]
     assert seen_by_energy == []
