@@ -70,7 +70,7 @@ def _read_key(key: str) -> NoteVerifier:
     return NoteVerifier.from_key_string(text)
 
 
-def _open_log(
+def open_log(
     state: CliState, log: str | None = None, key: str | None = None
 ) -> tuple[ObjectStore, str, NoteVerifier]:
     """Find the log and its key: `--log`/`--key`, else the vault's configuration.
@@ -131,7 +131,7 @@ def verify_command(
 ) -> None:
     """Audit the whole log: signatures, entries, tiles, history, legal events (exit 4 if not)."""
     state = _state(ctx)
-    store, _, verifier = _open_log(state, log, key)
+    store, _, verifier = open_log(state, log, key)
     trusted = None
     if trusted_checkpoint is not None:
         try:
@@ -171,7 +171,7 @@ def prove_command(
 ) -> None:
     """Print (or write) the inclusion proof bundle of one event."""
     state = _state(ctx)
-    store, _, verifier = _open_log(state, log, key)
+    store, _, verifier = open_log(state, log, key)
     bundle = prove(_reader(store, verifier), index)
     text = json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n"
     if out is None:
@@ -219,7 +219,7 @@ def key_command(ctx: typer.Context, log: LogOption = None, key: KeyOption = None
             VaultConfig.load(VaultPaths(state.vault).config).log_key
         )
     else:
-        _, _, verifier = _open_log(state, log, key)
+        _, _, verifier = open_log(state, log, key)
     text = verifier.key_string()
     state.output.result({"key": text, "origin": verifier.name}, text)
 
@@ -237,7 +237,7 @@ def _filtered(
     key: str | None,
     filters: dict[str, Any],
 ) -> Iterator[Event]:
-    store, _, verifier = _open_log(state, log, key)
+    store, _, verifier = open_log(state, log, key)
     return iter_events(_reader(store, verifier), **filters)
 
 

@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
     app.command("search")(analyst.search)
     # auditor
     audit.app.command("recipients")(auditor.recipients)
+    audit.app.command("report")(auditor.report)
     app.add_typer(audit.app, name="audit")
     # policy authors and admins
     app.add_typer(policy.app, name="policy")

@@ -232,3 +232,17 @@ def test_office_validates_after_an_initial_negative_finding(populated: Cli) -> N
     cli.ok("validate", tracking, who="office")
     assert cli.ok("status", tracking, who="owner").json()["state"] == "validated"
     assert cli.ok("audit", "verify").code == 0
+
+
+def test_audit_report_counts_from_the_verified_log(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    cli.ok("get", tracking, "--purpose", "p", "--out", str(cli.root / "r"), who="water")
+    cli.run("get", tracking, "--purpose", "p", "--out", str(cli.root / "d"), who="energy")
+    report = cli.ok("audit", "report").json()
+    assert report["records_by_state"] == {"validated": 1}
+    assert report["releases_by_record"] == {tracking: 1}
+    assert report["denials_by_principal"] == {"energy": 1}
+    assert report["events_by_type"]["principal.registered"] == 7
+    assert report["size"] == sum(report["events_by_type"].values())
