@@ -28,9 +28,9 @@ obligations on a forbid, a template, an empty file, or an empty directory.
   or one of its groups in the schema's action hierarchy) can never be satisfied, so
   each action is evaluated against the slice of the set without them (built once per
   action of the schema; an action the schema does not know gets the whole set, and
-  Cedar's request validation refuses it). Per request
-  the engine only adds the cached record JSON to the cached principal entities (Cedar
-  has no way to merge two parsed handles), serialises the context once, and evaluates.
+  Cedar's request validation refuses it). Per request the engine only adds the cached
+  record JSON to the cached principal entities (Cedar has no way to merge two parsed
+  handles), serialises the context once, and evaluates.
 
 The policy-set hash is SHA-256 over a domain tag and, for each file (the `*.cedar`
 files and the schema, sorted by name), the 8-byte big-endian length and bytes of its
@@ -77,7 +77,7 @@ _KNOWN_ANNOTATIONS = frozenset({"id", "obligations"})
 _POLICY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,79}")
 _INTERNAL_ID = re.compile(r"\bpolicy0\b")
 _PRINCIPAL_CACHE_SIZE = 4096
-_RECORD_CACHE_SIZE = 65536
+_RECORD_CACHE_SIZE = 16384  # about 1 KB each; cleared when full, like the principal cache
 
 
 @dataclass(frozen=True, slots=True)
