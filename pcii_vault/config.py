@@ -10,7 +10,6 @@ Invariant: a config file that fails to parse or names an unknown format version 
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pcii_vault.durable import write_new_file
 from pcii_vault.errors import ConfigError
 
 __all__ = ["CONFIG_NAME", "Settings", "VaultConfig", "VaultPaths"]
@@ -43,13 +43,9 @@ class VaultConfig(BaseModel):
         """Write the config file; refuses to replace an existing one."""
         data = self.model_dump_json(indent=2).encode() + b"\n"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            write_new_file(path, data, mode=0o644)
         except FileExistsError as exc:
             raise ConfigError(f"{path} already exists: refusing to overwrite a vault") from exc
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
 
     @classmethod
     def load(cls, path: Path) -> VaultConfig:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.durable import write_new_file
 from pcii_vault.errors import ConfigError, InputError
 
 __all__ = ["IDENTITY_FORMAT", "Identity"]
@@ -42,17 +42,13 @@ class Identity:
             "principal": self.principal,
             "ed25519_seed": base64.b64encode(self.key.seed).decode(),
         }
+        data = json.dumps(document, indent=2).encode() + b"\n"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            write_new_file(path, data, mode=0o600)
         except FileExistsError as exc:
             raise InputError(f"{path} already exists: refusing to overwrite a key file") from exc
         except OSError as exc:
             raise InputError(f"cannot create key file {path}: {exc.strerror}") from exc
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
 
     @classmethod
     def load(cls, path: Path) -> Identity:

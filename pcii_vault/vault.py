@@ -45,6 +45,7 @@ from pcii_vault.crypto.envelope import (
 from pcii_vault.crypto.keywrap import parse_unverified_wrapped_kek_version
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
+from pcii_vault.durable import write_new_file
 from pcii_vault.errors import (
     BackendError,
     ConfigError,
@@ -796,7 +797,7 @@ class Vault:
         )
         written: list[str] = []
         for name, data in package.files.items():
-            _write_new(staging / name, data)
+            write_new_file(staging / name, data, mode=0o600)
             written.append(name)
         # Redaction cannot reach inside binary attachments: the package names the ones
         # that may be released; the others are withheld.
@@ -1212,13 +1213,6 @@ def _claim_new_file(path: Path) -> None:
 def _write_claimed(path: Path, identity: Identity) -> None:
     path.unlink()
     identity.save_new(path)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    with path.open("xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _copy_default_policies(root: Path) -> Path:

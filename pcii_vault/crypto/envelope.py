@@ -31,7 +31,6 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import os
@@ -50,6 +49,7 @@ from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encr
 from cryptography.exceptions import AlreadyFinalized, InvalidTag
 
 from pcii_vault.crypto.canonical import canonical_json
+from pcii_vault.durable import fsync_directory
 from pcii_vault.errors import InputError, IntegrityError
 
 __all__ = [
@@ -294,7 +294,7 @@ def decrypt_to_file(
             except FileExistsError as exc:
                 raise InputError(f"{dest} already exists; refusing to overwrite it") from exc
             tmp.unlink()
-        _fsync_directory(dest.parent)
+        fsync_directory(dest.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -542,12 +542,3 @@ def _require_key(dek: bytes) -> None:
 def _require_name(field: str, value: str) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{field} must be a non-empty string")
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
-            os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -61,6 +61,7 @@ from pcii_vault.crypto.seal import (
     seal,
 )
 from pcii_vault.crypto.signing import SEED_BYTES, Ed25519PrivateKey
+from pcii_vault.durable import replace_file, write_new_file
 from pcii_vault.errors import (
     ConfigError,
     ConflictError,
@@ -550,46 +551,13 @@ def _read(path: Path) -> bytes:
         raise NotFoundError(f"no keyring at {path}") from None
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.{random_bytes(8).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
 def _write_new(path: Path, data: bytes) -> None:
-    """Write `path` atomically; fail if it exists (link() refuses an existing name)."""
-    tmp = _write_temp(path, data)
+    """Write `path` atomically; fail if it exists."""
     try:
-        os.link(tmp, path)
+        write_new_file(path, data, mode=_FILE_MODE)
     except FileExistsError:
         raise InputError(f"keyring {path} already exists; refusing to overwrite it") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
 
 
 def _write_replace(path: Path, data: bytes) -> None:
-    tmp = _write_temp(path, data)
-    try:
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    replace_file(path, data, mode=_FILE_MODE)

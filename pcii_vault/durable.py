@@ -1,0 +1,66 @@
+"""Durable local files: a file appears whole or not at all, and stays once written.
+
+Invariants: the bytes go to a temporary file in the same directory, are fsynced, and only
+then get their name (`link`, which refuses an existing name, or `rename`); the directory is
+fsynced after. A crash leaves the old state or the new one, never a torn file; a temporary
+file is removed on any failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["fsync_directory", "replace_file", "write_new_file"]
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a directory's entries durable (where the filesystem supports it)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_new_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Create `path` holding `data`, atomically and durably.
+
+    Raises:
+        FileExistsError: `path` already exists (it is left untouched).
+        OSError: the file could not be written (nothing is left behind).
+    """
+    tmp = _write_temp(path, data, mode)
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_directory(path.parent)
+
+
+def replace_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace (or create) `path` with `data`, atomically and durably."""
+    tmp = _write_temp(path, data, mode)
+    try:
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
