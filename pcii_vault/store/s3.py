@@ -27,7 +27,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -362,22 +362,24 @@ class S3Store:
     ) -> ObjectInfo:
         """Upload `parts` with bounded concurrency, then complete conditionally."""
         size = 0
-        pending: list[Future[CompletedPartTypeDef]] = []
+        pending: set[Future[CompletedPartTypeDef]] = set()
         done: list[CompletedPartTypeDef] = []
         with ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="s3-part") as pool:
             try:
                 for number, part in enumerate(parts, start=1):
                     size += len(part)
-                    pending.append(
-                        pool.submit(self._upload_part, key, full, upload_id, number, part)
-                    )
-                    # Bound memory: at most max_concurrency parts in flight plus one being read.
-                    while len(pending) >= self._max_concurrency:
-                        done.append(pending.pop(0).result())
-                done.extend(future.result() for future in pending)
+                    pending.add(pool.submit(self._upload_part, key, full, upload_id, number, part))
+                    # Bound memory: at most max_concurrency parts in flight plus one being
+                    # read; the next part is read as soon as any upload finishes.
+                    if len(pending) >= self._max_concurrency:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        done.extend(future.result() for future in finished)
+                finished, pending = wait(pending)
+                done.extend(future.result() for future in finished)
             finally:
                 for future in pending:
                     future.cancel()
+        done.sort(key=lambda completed: completed["PartNumber"])
         try:
             answer = self._client.complete_multipart_upload(
                 Bucket=self._bucket,
