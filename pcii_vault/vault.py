@@ -736,6 +736,12 @@ class Vault:
             wrapped = self.store.get(f"wrapped/{tracking}")
         except NotFoundError as exc:
             raise IntegrityError(f"record {tracking} has no data key (destroyed?)") from exc
+        # Unwrap the key and authenticate the document in memory before logging the
+        # release, so a tampered key or document fails before a permit is on record;
+        # nothing touches the disk until the access event is in the log.
+        dek = self.keyring.unwrap(wrapped, RecordContext(self.config.vault_id, tracking).to_bytes())
+        doc_ctx = ObjectContext(self.config.vault_id, tracking, "document")
+        document = b"".join(open_object(dek, doc_ctx, self.store.open_stream(_doc_key(doc_ctx))))
         events = [self._decision_event("access.decided", request, decision)]
         if "notify:program-office" in decision.obligations:
             # 6 CFR 29.8(f): a contemporaneous written notice to the program office.
@@ -748,11 +754,11 @@ class Vault:
                 )
             )
         index = self._append(events)[0]
-        dek = self.keyring.unwrap(wrapped, RecordContext(self.config.vault_id, tracking).to_bytes())
         staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=out_dir))
         try:
             files = self._write_release(
                 dek=dek,
+                document=document,
                 record=record,
                 request=request,
                 decision=decision,
@@ -771,6 +777,7 @@ class Vault:
         self,
         *,
         dek: bytes,
+        document: bytes,
         record: RecordRow,
         request: SignedRequest,
         decision: Decision,
@@ -778,8 +785,6 @@ class Vault:
         staging: Path,
     ) -> tuple[str, ...]:
         vault_id = self.config.vault_id
-        doc_ctx = ObjectContext(vault_id, record.tracking, "document")
-        document = b"".join(open_object(dek, doc_ctx, self.store.open_stream(_doc_key(doc_ctx))))
         attachments = [f for f in record.files if f["object"] != "document"]
         submission = validate_submission_bytes(
             document, attachment_names=[f["name"] for f in attachments]

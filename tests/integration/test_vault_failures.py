@@ -648,3 +648,19 @@ def test_an_upload_colliding_with_a_record_leaves_that_record_intact(tmp_path: P
             attachments=[],
         )
     assert store.get("records/PCII-2026-00000001/document") == b"someone else's ciphertext"
+
+
+@pytest.mark.parametrize("damage", ["wrapped-key", "document"])
+def test_a_release_that_cannot_authenticate_is_never_logged_as_a_permit(
+    bench: Bench, damage: str
+) -> None:
+    """The key is unwrapped and the document opened before the access event is appended."""
+    tracking = bench.validated()
+    key = f"wrapped/{tracking}" if damage == "wrapped-key" else f"records/{tracking}/document"
+    _flip(bench.objects_path(key), -1)
+    size = bench.vault.index.size
+    with pytest.raises(IntegrityError):
+        bench.vault.release(bench.retrieve_request(tracking), bench.root / "out")
+    bench.vault.sync()
+    assert bench.vault.index.size == size
+    assert bench.vault.index.recipients(tracking) == []
