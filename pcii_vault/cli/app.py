@@ -8,6 +8,7 @@ stderr and exits with the error family's code (0 ok, 1 unexpected, 2 bad input, 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
 import os
 import sys
@@ -36,6 +37,12 @@ _GLOBAL_VALUED = ("--vault", "--as")
 _GLOBAL_FLAGS = ("--json", "--debug")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"pcii-vault {importlib.metadata.version('pcii-vault')}")  # noqa: T201
+        raise typer.Exit
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -54,6 +61,15 @@ def _root(
     ] = None,
     json_mode: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = CliState(
         vault=vault, identity=identity, output=Output(json_mode=json_mode), debug=debug

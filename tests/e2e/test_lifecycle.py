@@ -246,3 +246,10 @@ def test_audit_report_counts_from_the_verified_log(populated: Cli) -> None:
     assert report["denials_by_principal"] == {"energy": 1}
     assert report["events_by_type"]["principal.registered"] == 7
     assert report["size"] == sum(report["events_by_type"].values())
+
+
+def test_version_and_help_need_no_vault(cli: Cli) -> None:
+    assert cli.run("--version").out.startswith("pcii-vault ")
+    helped = cli.run("--help")
+    assert helped.code == 0
+    assert "submit" in helped.out and "audit" in helped.out
