@@ -245,17 +245,26 @@ class Index:
 
     # ----- applying ------------------------------------------------------------------
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event, *, skip_applied: bool = False) -> None:
         """Apply the next log event, checking it is a legal continuation.
+
+        Args:
+            event: the event at the index's current size.
+            skip_applied: for a shared index file that several processes catch up at once:
+                an event another process applied meanwhile is skipped (the size is read
+                under the write lock; the log is the same for everyone, so it was this
+                very event). Off for the auditor's replay, where it would hide a repeat.
 
         Raises:
             IntegrityError: out of sequence, or not a legal next event.
         """
-        expected = self.size
-        if event.seq != expected:
-            raise IntegrityError(f"event {event.seq} applied out of order (expected {expected})")
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            expected = self.size
+            if skip_applied and event.seq < expected:
+                self._db.execute("ROLLBACK")
+                return
+            _check_sequence(event, expected)
             self._check_actor(event)
             self._apply(event)
             self._db.execute(
@@ -436,6 +445,11 @@ class Index:
             table: self._db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()  # noqa: S608 -- fixed table names
             for table in tables
         }
+
+
+def _check_sequence(event: Event, expected: int) -> None:
+    if event.seq != expected:
+        raise IntegrityError(f"event {event.seq} applied out of order (expected {expected})")
 
 
 def _tracking(event: Event) -> str:

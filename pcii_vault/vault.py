@@ -295,7 +295,7 @@ class Vault:
                 "back; run `pcii audit verify` and `pcii index rebuild`"
             )
         for event in reader.events(start, size):
-            self.index.apply(event)
+            self.index.apply(event, skip_applied=True)
 
     def _note_policy_change(self) -> None:
         """Log a changed policy set (a `policy.loaded` event) before it decides anything."""
@@ -315,7 +315,7 @@ class Vault:
             raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
         reader = self.reader()
         for event in reader.events(self.index.size, result.size):
-            self.index.apply(event)
+            self.index.apply(event, skip_applied=True)
         return list(result.indices)
 
     def rebuild_index(self) -> int:
@@ -325,7 +325,7 @@ class Vault:
             Path(f"{self.paths.index}{suffix}").unlink(missing_ok=True)
         self.index = Index.open(self.paths.index)
         for event in self.reader().events(0, self.reader().size()):
-            self.index.apply(event)
+            self.index.apply(event, skip_applied=True)
         return self.index.size
 
     # ----- requests and decisions -----------------------------------------------------

@@ -253,3 +253,35 @@ def test_version_and_help_need_no_vault(cli: Cli) -> None:
     helped = cli.run("--help")
     assert helped.code == 0
     assert "submit" in helped.out and "audit" in helped.out
+
+
+def test_concurrent_submissions_by_separate_processes(populated: Cli) -> None:
+    """Several `pcii` processes on one vault: every submission lands once, the log is sound."""
+    import subprocess
+    import sys
+
+    cli = populated
+    document = cli.write_submission("bare.json", attachments=[])
+    argv = [
+        sys.executable,
+        "-m",
+        "pcii_vault",
+        "--as",
+        str(cli.key("owner")),
+        "--json",
+        "submit",
+        str(document),
+    ]
+    procs = [
+        subprocess.Popen(
+            argv, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in results] == [0] * 4, [err for _, _, err in results]
+    numbers = {json.loads(out)["tracking_number"] for _, out, _ in results}
+    assert len(numbers) == 4
+    listed = {r["tracking_number"] for r in cli.ok("search", who="office").lines()}
+    assert numbers <= listed
+    assert cli.ok("audit", "verify").code == 0
