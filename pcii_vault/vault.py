@@ -68,7 +68,12 @@ from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.models.submission import Submission, validate_submission_bytes
-from pcii_vault.policy.engine import Decision, PolicyEngine, default_policy_directory
+from pcii_vault.policy.engine import (
+    Decision,
+    EntityDirectory,
+    PolicyEngine,
+    default_policy_directory,
+)
 from pcii_vault.policy.entities import PrincipalFacts, RecordFacts, RequestFacts
 from pcii_vault.receipt import Receipt
 from pcii_vault.store import open_store
@@ -387,7 +392,11 @@ class Vault:
         return principal
 
     def _decide(
-        self, principal: Principal, request: SignedRequest, record: RecordRow | None
+        self,
+        principal: Principal,
+        request: SignedRequest,
+        record: RecordRow | None,
+        directory: EntityDirectory | None = None,
     ) -> Decision:
         body = request.body
         context = RequestFacts(
@@ -402,6 +411,7 @@ class Vault:
             body.action,
             _record_facts(record) if record is not None else None,
             context,
+            directory=directory,
         )
 
     def _decision_event(
@@ -1056,14 +1066,19 @@ class Vault:
         principal = self._verify_request(request, "search")
         self._note_policy_change()
         visible: list[RecordRow] = []
-        for record in self.index.records(sector=sector, state=state):
+        candidates = self.index.records(sector=sector, state=state)
+        # One decision per record and action: parse every entity once, not per decision.
+        directory = self.policy.entity_directory(
+            [_principal_facts(principal)], [_record_facts(r) for r in candidates]
+        )
+        for record in candidates:
             # Analysts see what the `search` policies allow; owners their own submissions
             # (`status`); the office what it may review.
             for action in ("search", "status", "review"):
                 probe = request.model_copy(
                     update={"body": request.body.model_copy(update={"action": action})}
                 )
-                decision = self._decide(principal, probe, record)
+                decision = self._decide(principal, probe, record, directory)
                 if decision.allowed:
                     visible.append(_redact_listing(record, decision.obligations))
                     break

@@ -32,6 +32,13 @@ obligations on a forbid, a template, an empty file, or an empty directory.
   record JSON to the cached principal entities (Cedar has no way to merge two parsed
   handles), serialises the context once, and evaluates.
 
+Many decisions over the same entities (`search`, a long-running server) can share one
+`EntityDirectory` (every principal and record parsed and schema-checked once). It is used
+for a request only when it holds that principal and record with exactly the request's
+facts, and only when no policy reads an attribute through any entity but the request's
+principal and resource (checked on the policies' JSON form at load): the directory's other
+entities are then unreachable, so every decision equals the one without it.
+
 The policy-set hash is SHA-256 over a domain tag and, for each file (the `*.cedar`
 files and the schema, sorted by name), the 8-byte big-endian length and bytes of its
 name, then of its content. Any change to any byte of any file changes the hash.
@@ -42,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -65,6 +72,7 @@ from pcii_vault.policy.obligations import Obligation, canonical_obligations, par
 __all__ = [
     "HASH_DOMAIN",
     "Decision",
+    "EntityDirectory",
     "PolicyEngine",
     "PolicyLoadError",
     "PolicyProblem",
@@ -419,6 +427,55 @@ class _Loader:
 
 
 @dataclass(frozen=True)
+class EntityDirectory:
+    """Principals and records parsed into one schema-checked Cedar entity set."""
+
+    principals: Mapping[str, PrincipalFacts]
+    records: Mapping[str, RecordFacts]
+    entities: cedarpy.Entities = field(repr=False)
+
+    def holds(self, principal: PrincipalFacts, resource: RecordFacts | None) -> bool:
+        """Whether this directory has exactly these facts for the request's entities."""
+        if self.principals.get(principal.id) != principal:
+            return False
+        return resource is None or self.records.get(resource.tracking_number) == resource
+
+
+_ENTITY_READS = (".", "has", "getTag", "hasTag")
+
+
+def _reads_only_request_entities(policies_json: Mapping[str, Any]) -> bool:
+    """Whether every attribute read in the policies is of principal, resource or context.
+
+    A read through another entity (`resource.submitter.role`, `User::"x".role`) would
+    find that entity in a directory but not in a request's own entities, and could
+    decide differently; such a policy set never uses a directory.
+    """
+
+    def base_allowed(node: Any) -> bool:  # noqa: ANN401 -- a Cedar JSON expression
+        if isinstance(node, dict) and "Var" in node:
+            return node["Var"] in {"principal", "resource", "context"}
+        # A chain of reads is only a record access when it starts at the context.
+        while isinstance(node, dict) and "." in node:
+            node = node["."]["left"]
+        return isinstance(node, dict) and node.get("Var") == "context"
+
+    def walk(node: Any) -> bool:  # noqa: ANN401 -- a Cedar JSON expression
+        if isinstance(node, dict):
+            for key, value in node.items():
+                reads_entity = key in _ENTITY_READS and isinstance(value, dict)
+                if reads_entity and not base_allowed(value.get("left")):
+                    return False
+                if not walk(value):
+                    return False
+        elif isinstance(node, list):
+            return all(walk(item) for item in node)
+        return True
+
+    return all(walk(policy.get("conditions", [])) for policy in policies_json.values())
+
+
+@dataclass(frozen=True)
 class PolicyEngine:
     """A loaded, validated policy set ready to decide requests."""
 
@@ -429,6 +486,7 @@ class PolicyEngine:
     _schema: cedarpy.Schema = field(repr=False)
     _slices: Mapping[str, cedarpy.PolicySet] = field(repr=False)
     _vault: _Delta = field(repr=False)
+    _request_entities_only: bool = field(repr=False)
     _principals: dict[PrincipalFacts, cedarpy.Entities] = field(
         repr=False, default_factory=dict, compare=False
     )
@@ -478,7 +536,27 @@ class PolicyEngine:
             _schema=schema,
             _slices=MappingProxyType(_slice_by_action(loader.policies_json, schema)),
             _vault=_validated_delta(vault_entity(), schema),
+            _request_entities_only=_reads_only_request_entities(loader.policies_json),
         )
+
+    def entity_directory(
+        self, principals: Iterable[PrincipalFacts], records: Iterable[RecordFacts]
+    ) -> EntityDirectory:
+        """Parse and validate many principals and records once, for many decisions.
+
+        Pass the result to `decide(..., directory=...)`: a request whose principal and
+        record are in it, with exactly these facts, skips building its entities.
+
+        Raises:
+            ValueError: an entity does not match the schema.
+        """
+        by_id = {p.id: p for p in principals}
+        by_number = {r.tracking_number: r for r in records}
+        document = [principal_entity(p) for p in by_id.values()]
+        document += [record_entity(r) for r in by_number.values()]
+        document.append(vault_entity())
+        entities = cedarpy.Entities.from_json_str(json.dumps(document), self._schema)
+        return EntityDirectory(MappingProxyType(by_id), MappingProxyType(by_number), entities)
 
     def decide(
         self,
@@ -486,6 +564,8 @@ class PolicyEngine:
         action: str,
         resource: RecordFacts | None,
         context: RequestFacts,
+        *,
+        directory: EntityDirectory | None = None,
     ) -> Decision:
         """Decide whether `principal` may do `action` on `resource`.
 
@@ -494,18 +574,34 @@ class PolicyEngine:
             action: a Cedar action id of the schema (e.g. "retrieve", "read-log").
             resource: the record, or None for actions on the vault itself.
             context: the request's purpose, use, authority, emergency flag and time.
+            directory: pre-parsed entities (see `entity_directory`). Used only when it
+                holds this principal and record with exactly these facts, and only when
+                no policy reads an entity other than the request's principal and resource
+                (then the extra entities in it cannot change a decision); otherwise the
+                request's own entities are built as without it.
 
         Returns:
             The decision; a deny on any evaluation error, with the errors.
         """
         policy_set = self._slices.get(action, self._policy_set)
         try:
-            delta = self._vault if resource is None else self._record(resource)
-            entities = self._principal_entities(principal).with_added_json_str(delta.json)
+            if resource is None:
+                resource_uid = {"type": self._vault.entity_type, "id": self._vault.entity_id}
+            else:
+                resource_uid = {"type": "Record", "id": resource.tracking_number}
+            if (
+                directory is not None
+                and self._request_entities_only
+                and directory.holds(principal, resource)
+            ):
+                entities = directory.entities
+            else:
+                delta = self._vault if resource is None else self._record(resource)
+                entities = self._principal_entities(principal).with_added_json_str(delta.json)
             request = {
                 "principal": {"type": "User", "id": principal.id},
                 "action": {"type": "Action", "id": action},
-                "resource": {"type": delta.entity_type, "id": delta.entity_id},
+                "resource": resource_uid,
                 # A string: cedarpy passes it through instead of serialising a dict.
                 "context": context_json(context),
             }
