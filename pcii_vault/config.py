@@ -98,11 +98,29 @@ class VaultPaths:
 
 
 class Settings(BaseSettings):
-    """Client settings from `PCII_` environment variables, read once at the edge."""
+    """Client settings from `PCII_` environment variables, read once at the edge.
+
+    The vault directory, identity and unseal secret are read by the CLI's own options
+    (`--vault`/`PCII_VAULT`, `--as`/`PCII_IDENTITY`) and by the keyring
+    (`PCII_UNSEAL_SECRET`, never stored in a settings object).
+    """
 
     model_config = SettingsConfigDict(env_prefix="PCII_", extra="ignore")
 
-    vault: Path | None = None
-    identity: Path | None = None
-    unseal_secret: str | None = Field(default=None, repr=False)
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: key=value on a terminal, JSON lines otherwise"
+    )
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        """Read the settings once.
+
+        Raises:
+            ConfigError: a `PCII_` variable holds an invalid value.
+        """
+        try:
+            return cls()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = "PCII_" + ".".join(str(p) for p in first["loc"]).upper()
+            raise ConfigError(f"{name}: {first['msg']}") from exc

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +18,7 @@ import structlog
 import typer
 
 from pcii_vault.cli.output import CliState, Output
+from pcii_vault.config import Settings
 from pcii_vault.errors import VaultError
 
 __all__ = ["app", "main"]
@@ -110,11 +110,12 @@ def _register_commands() -> None:
     commands.register(app)
 
 
-def _configure_logging(*, debug: bool) -> None:
+def _configure_logging(*, debug: bool, log_format: str) -> None:
     # Logs go to stderr (stdout is for results, JSON with --json): warnings and errors only,
-    # unless --debug; JSON lines when PCII_LOG_FORMAT=json (production), else key=value.
+    # unless --debug; JSON lines in production (or PCII_LOG_FORMAT=json), key=value on a
+    # terminal.
     level = logging.DEBUG if debug else logging.WARNING
-    json_logs = os.environ.get("PCII_LOG_FORMAT") == "json"
+    json_logs = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if json_logs
@@ -136,9 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the documented code."""
     args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
-    _configure_logging(debug=debug)
     _register_commands()
     try:
+        _configure_logging(debug=debug, log_format=Settings.from_environment().log_format)
         # Standalone mode: typer reports usage errors itself (exit 2) and exits.
         app(args=args, prog_name="pcii")
     except VaultError as exc:
