@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.session import identity, open_vault
+from pcii_vault.cli.session import acting
 from pcii_vault.vault import KeyStatus
 
 __all__ = ["app"]
@@ -39,12 +39,8 @@ def _status_json(status: KeyStatus) -> dict[str, Any]:
 def status(ctx: typer.Context) -> None:
     """Show KEK versions (created, retired), the current and oldest usable one (admin)."""
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         key_status = vault.key_status(vault.sign(me, "rotate-keys", params={"op": "status"}))
-    finally:
-        vault.close()
     data = _status_json(key_status)
     if state.output.json_mode:
         state.output.result(data, human="")
@@ -71,12 +67,8 @@ def status(ctx: typer.Context) -> None:
 def rotate(ctx: typer.Context) -> None:
     """Add a KEK version and make it current (logged first); then run `pcii keys rewrap`."""
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         version = vault.rotate_keys(vault.sign(me, "rotate-keys", params={"op": "rotate"}))
-    finally:
-        vault.close()
     state.output.result(
         {"version": version},
         human=f"KEK version {version} is current; run `pcii keys rewrap` to move old records",
@@ -87,12 +79,8 @@ def rotate(ctx: typer.Context) -> None:
 def rewrap(ctx: typer.Context) -> None:
     """Re-wrap every live record's data key under the current KEK (payloads untouched)."""
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         done = vault.rewrap_keys(vault.sign(me, "rotate-keys", params={"op": "rewrap"}))
-    finally:
-        vault.close()
     state.output.result(
         {"count": done.count, "version": done.version},
         human=f"re-wrapped {done.count} data keys under KEK version {done.version}",
@@ -106,14 +94,10 @@ def retire(
 ) -> None:
     """Retire an old KEK version (refused while a live record still uses it)."""
     state: CliState = ctx.obj
-    me = identity(state)
-    vault = open_vault(state)
-    try:
+    with acting(state) as (vault, me):
         vault.retire_key(
             vault.sign(me, "rotate-keys", params={"op": "retire", "version": version}), version
         )
-    finally:
-        vault.close()
     state.output.result(
         {"retired": version}, human=f"KEK version {version} retired: it no longer unwraps"
     )
