@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,11 +11,13 @@ import typer
 from pcii_vault.cli.audit import KeyOption, LogOption, open_log
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.session import opened
+from pcii_vault.errors import InputError, IntegrityError
 from pcii_vault.index import Index
+from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.verify import verify_log
 from pcii_vault.models.event import Event
 
-__all__ = ["recipients", "report"]
+__all__ = ["checkpoint", "recipients", "report"]
 
 
 def recipients(
@@ -82,3 +85,40 @@ def report(ctx: typer.Context, log: LogOption = None, key: KeyOption = None) -> 
             ["name", "count"],
             title=title.replace("_", " "),
         )
+
+
+def checkpoint(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the signed checkpoint to this file.")
+    ] = None,
+    log: LogOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Print (or save) the log's current signed checkpoint, to trust later.
+
+    `pcii audit verify --trusted-checkpoint FILE` then proves the log only grew from it:
+    no rollback, no fork.
+    """
+    state: CliState = ctx.obj
+    store, origin, verifier = open_log(state, log, key)
+    current = Ledger(store, origin, signer=None, verifier=verifier.public_key).checkpoint()
+    if current is None:
+        raise IntegrityError("the log has no checkpoint yet")
+    if out is not None:
+        try:
+            with out.open("x", encoding="utf-8") as handle:
+                handle.write(current.note)
+        except FileExistsError as exc:
+            raise InputError(f"{out} already exists; choose another --out") from exc
+    state.output.result(
+        {
+            "size": current.size,
+            "root": current.root.hex(),
+            "note": current.note,
+            "file": str(out) if out else None,
+        },
+        human=current.note.rstrip("\n")
+        if out is None
+        else f"checkpoint of size {current.size} written to {out}",
+    )

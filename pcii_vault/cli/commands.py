@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
     # auditor
     audit.app.command("recipients")(auditor.recipients)
     audit.app.command("report")(auditor.report)
+    audit.app.command("checkpoint")(auditor.checkpoint)
     app.add_typer(audit.app, name="audit")
     # policy authors and admins
     app.add_typer(policy.app, name="policy")

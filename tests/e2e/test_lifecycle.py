@@ -285,3 +285,15 @@ def test_concurrent_submissions_by_separate_processes(populated: Cli) -> None:
     listed = {r["tracking_number"] for r in cli.ok("search", who="office").lines()}
     assert numbers <= listed
     assert cli.ok("audit", "verify").code == 0
+
+
+def test_a_saved_checkpoint_is_trusted_later(populated: Cli) -> None:
+    """`audit checkpoint --out F` now, `audit verify --trusted-checkpoint F` after more events."""
+    cli = populated
+    saved = cli.root / "checkpoint.txt"
+    size = cli.ok("audit", "checkpoint", "--out", str(saved)).json()["size"]
+    _submit(cli, attach=False)
+    verified = cli.ok("audit", "verify", "--trusted-checkpoint", str(saved)).json()
+    assert verified["size"] > size
+    again = cli.run("audit", "checkpoint", "--out", str(saved))
+    assert again.code == 2
