@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pcii_vault.durable import write_new_file
 from pcii_vault.errors import ConfigError
+from pcii_vault.models.problems import describe
 
 __all__ = ["CONFIG_NAME", "Settings", "VaultConfig", "VaultPaths"]
 
@@ -65,9 +66,7 @@ class VaultConfig(BaseModel):
         try:
             return cls.model_validate_json(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(file)"
-            raise ConfigError(f"{path}: invalid vault config at {where}: {first['msg']}") from exc
+            raise ConfigError(describe(exc, f"{path}: invalid vault config")) from exc
 
 
 class VaultPaths:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from pcii_vault.config import CONFIG_NAME, VaultConfig, VaultPaths
 from pcii_vault.crypto.envelope import (
@@ -66,6 +67,7 @@ from pcii_vault.ledger.proof import prove
 from pcii_vault.marking import render_release
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
+from pcii_vault.models.problems import describe
 from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.models.submission import Submission, validate_submission_bytes
 from pcii_vault.policy.engine import (
@@ -474,11 +476,14 @@ class Vault:
         public_key: Ed25519PublicKey,
     ) -> Principal:
         """Register a user (an admin's act)."""
-        principal = Principal(
-            id=principal_id,
-            public_key=base64.b64encode(public_key.raw).decode(),
-            **attributes.model_dump(),
-        )
+        try:
+            principal = Principal(
+                id=principal_id,
+                public_key=base64.b64encode(public_key.raw).decode(),
+                **attributes.model_dump(),
+            )
+        except ValidationError as exc:
+            raise InputError(describe(exc, "invalid principal")) from exc
         _, decision = self._authorize(request, "manage-principals")
         with contextlib.suppress(NotFoundError):
             self.index.principal(principal_id)
@@ -499,12 +504,12 @@ class Vault:
         self, request: SignedRequest, principal_id: str, changes: dict[str, Any]
     ) -> Principal:
         """Change a user's attributes or status (an admin's act)."""
-        current = self._principal_for_change(principal_id)
+        current = self._principal_for_change(principal_id, changes)
         merged = {**current.model_dump(mode="json"), **changes}
         try:
             updated = Principal.model_validate(merged)
-        except ValueError as exc:
-            raise InputError(f"invalid principal update: {exc}") from exc
+        except ValidationError as exc:
+            raise InputError(describe(exc, "invalid principal update")) from exc
         _, decision = self._authorize(request, "manage-principals")
         self._append(
             [
@@ -531,11 +536,32 @@ class Vault:
         )
         return self.index.principal(principal_id)
 
-    def _principal_for_change(self, principal_id: str) -> Principal:
+    def _principal_for_change(
+        self, principal_id: str, changes: dict[str, Any] | None = None
+    ) -> Principal:
+        """The principal about to change; refuses to leave the vault without an admin.
+
+        Revoking, suspending or demoting the last active admin would leave nobody able to
+        register users or manage keys: refused (register another admin first).
+        """
         self.sync()
         current = self.index.principal(principal_id)
         if current.status == "revoked":
             raise InputError(f"principal {principal_id!r} is revoked; register a new one")
+        stays_admin = changes is not None and {
+            "role": changes.get("role", current.role),
+            "status": changes.get("status", current.status),
+        } == {"role": "admin", "status": "active"}
+        is_active_admin = current.role == "admin" and current.status == "active"
+        other_admins = [
+            p
+            for p in self.index.principals()
+            if p.id != principal_id and p.role == "admin" and p.status == "active"
+        ]
+        if is_active_admin and not stays_admin and not other_admins:
+            raise InputError(
+                f"{principal_id!r} is the last active admin: register another admin first"
+            )
         return current
 
     # ----- submission ----------------------------------------------------------------

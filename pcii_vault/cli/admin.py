@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.session import acting, identity, opened, unseal_secret, vault_dir
@@ -14,7 +16,8 @@ from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import InputError
 from pcii_vault.identity import Identity
-from pcii_vault.models.principal import Principal, PrincipalAttributes
+from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN, Principal, PrincipalAttributes
+from pcii_vault.models.problems import describe
 from pcii_vault.store import open_store
 from pcii_vault.store.probe import check_store
 from pcii_vault.vault import Vault
@@ -110,9 +113,8 @@ def _attributes(
                 "contractor": contractor,
             }
         )
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise InputError(f"invalid principal attributes: {' '.join(first[1:3])}") from exc
+    except ValidationError as exc:
+        raise InputError(describe(exc, "invalid principal attributes")) from exc
 
 
 def _principal_row(principal: Principal) -> dict[str, Any]:
@@ -154,6 +156,11 @@ def principal_add(
         _date(nda_signed, "--nda-signed"),
         contractor,
     )
+    if not re.fullmatch(PRINCIPAL_ID_PATTERN, name):
+        raise InputError(
+            f"principal name {name!r}: use lower-case letters, digits, '.', '_' or '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
     if key_out.exists():
         raise InputError(f"{key_out} already exists: refusing to overwrite a key file")
     with opened(state) as vault:

@@ -301,3 +301,34 @@ def test_init_without_a_secret_or_terminal_is_refused(cli: Cli) -> None:
     assert result.code == 2
     assert "PCII_UNSEAL_SECRET" in result.err
     assert not cli.vault.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["Bad Name", "--role", "analyst"], "principal name"),
+        (["x1", "--role", "wizard"], "role"),
+        (["x1", "--role", "analyst", "--level", "galactic"], "level"),
+        (["x1", "--role", "analyst", "--training-expires", "2027-13-01"], "not a date"),
+        (["owner", "--role", "analyst"], "already exists"),
+    ],
+)
+def test_bad_principal_is_refused_in_one_line_and_writes_no_key(
+    populated: Cli, args: list[str], message: str
+) -> None:
+    cli = populated
+    key = cli.root / "new.key"
+    result = cli.run("principal", "add", *args, "--key-out", str(key), who="admin")
+    assert result.code == 2, result.err
+    assert len(result.err.strip().splitlines()) == 1 and message in result.err
+    assert not key.exists()
+
+
+def test_the_last_active_admin_cannot_be_revoked_or_suspended(populated: Cli) -> None:
+    cli = populated
+    revoked = cli.run("principal", "revoke", "admin", who="admin")
+    assert revoked.code == 2 and "last active admin" in revoked.err
+    suspended = cli.run("principal", "update", "admin", "--status", "suspended", who="admin")
+    assert suspended.code == 2 and "last active admin" in suspended.err
+    cli.add("admin2", "admin")
+    cli.ok("principal", "revoke", "admin", who="admin2")
