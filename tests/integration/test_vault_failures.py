@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vault_support import VaultBench
 
 import pcii_vault.vault as vault_module
 from pcii_vault.config import VaultPaths
@@ -33,10 +34,6 @@ from pcii_vault.errors import (
     VaultError,
 )
 from pcii_vault.identity import Identity
-from pcii_vault.index import Index
-from pcii_vault.ledger.note import NoteVerifier
-from pcii_vault.ledger.verify import verify_log
-from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.models.submission import example_submission
 from pcii_vault.receipt import Receipt
@@ -48,7 +45,6 @@ from pcii_vault.vault import Vault
 SECRET = b"failure-tests-unseal-secret"
 FAST_KDF = ScryptParams(n=2**10, r=8, p=1)
 WATER = "Water and Wastewater Systems"
-ATTACHMENT = "riverbend-scada-assessment.pdf"
 ATTACHMENT_BYTES = bytes(range(256)) * 400  # 100 KiB: several 16 KiB chunks
 
 
@@ -119,65 +115,23 @@ class FlakyStore:
         self.inner.delete(key)
 
 
-class Bench:
-    """A vault with an admin, an owner, an office user and a federal water analyst."""
+class Bench(VaultBench):
+    """The shared bench, its store behind a FlakyStore, and a federal water analyst."""
+
+    flaky: FlakyStore  # set by `_flaky` while the base class builds the vault
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.vault, admin = Vault.create(
-            root / "vault",
-            store_url="file",
-            secret=SECRET,
-            admin_name="admin",
-            admin_key_out=root / "admin.key",
-            kdf_params=FAST_KDF,
+        super().__init__(
+            root, secret=SECRET, attachment_bytes=ATTACHMENT_BYTES, wrap_store=self._flaky
         )
-        self.real: ObjectStore = self.vault.store
-        self.flaky = FlakyStore(self.real)
-        self.vault.store = self.flaky
-        self.ids: dict[str, Identity] = {"admin": admin}
-        self.add("owner", "owner", "Riverbend Municipal Water Authority", "private")
-        self.add("office", "office", "PCII Program Office", "federal")
         self.add("analyst", "analyst", "EPA Water Security Division", "federal", sectors=(WATER,))
-        self.attachment = root / ATTACHMENT
-        self.attachment.write_bytes(ATTACHMENT_BYTES)
 
-    def add(self, name: str, role: str, org: str, level: str, **extra: Any) -> None:
-        key = Ed25519PrivateKey.generate()
-        attributes = PrincipalAttributes.model_validate(
-            {
-                "role": role,
-                "organisation": org,
-                "level": level,
-                "training_expires": "2099-01-01",
-                **extra,
-            }
-        )
-        request = self.vault.sign(self.ids["admin"], "manage-principals", params={"add": name})
-        self.vault.add_principal(request, name, attributes, key.public_key)
-        self.ids[name] = Identity(self.vault.config.vault_id, name, key)
+    def _flaky(self, real: ObjectStore) -> ObjectStore:
+        self.flaky = FlakyStore(real)
+        return self.flaky
 
     def submit(self, *, attach: bool = True) -> Receipt:
-        """What `pcii submit` does: check, upload (owner side), sign, receive."""
-        me = self.ids["owner"]
-        self.vault.check_identity(me)
-        tracking = self.vault.new_tracking_number()
-        document = example_submission()
-        if not attach:
-            document["attachments"] = []
-        sealed = upload(
-            self.vault.store,
-            vault_id=self.vault.config.vault_id,
-            tracking_number=tracking,
-            intake_public_key=self.vault.intake_key(),
-            kek_version=self.vault.current_kek_version(),
-            document=json.dumps(document).encode(),
-            attachments=[self.attachment] if attach else [],
-        )
-        request = self.vault.sign(
-            me, "submit", record=tracking, params={"files": list(sealed.files)}
-        )
-        return self.vault.receive(request, sealed)
+        return self.submit_receipt(attach=attach)
 
     def validated(self) -> str:
         tracking = self.submit().tracking_number
@@ -200,17 +154,8 @@ class Bench:
         return [info.key for info in self.real.list(prefix)]
 
     def assert_log_sound(self) -> None:
-        """`pcii audit verify`: signatures, tree, tiles, and a legal event history."""
-        history = Index.in_memory()
-        try:
-            report = verify_log(
-                self.real,
-                NoteVerifier.from_key_string(self.vault.config.log_key),
-                event_checker=history.apply,
-            )
-        finally:
-            history.close()
-        assert report.size == self.vault.index.size
+        """`pcii audit verify` passes and covers every event the index holds."""
+        assert self.audit().size == self.vault.index.size
 
     def objects_path(self, key: str) -> Path:
         assert isinstance(self.real, FilesystemStore)

@@ -18,70 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vault_support import VaultBench
 
 from pcii_vault.crypto.keywrap import parse_unverified_wrapped_kek_version
-from pcii_vault.crypto.seal import ScryptParams
-from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import BackendError, InputError, IntegrityError, PolicyDenied
-from pcii_vault.identity import Identity
-from pcii_vault.index import Index
 from pcii_vault.keys.local import LocalKeyring
-from pcii_vault.ledger.note import NoteVerifier
-from pcii_vault.ledger.verify import verify_log
-from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.models.request import SignedRequest
-from pcii_vault.models.submission import example_submission
 from pcii_vault.store.base import ObjectStore
-from pcii_vault.submitter import upload
 from pcii_vault.vault import Vault
 
 SECRET = b"key-tests-unseal-secret"
-FAST_KDF = ScryptParams(n=2**10, r=8, p=1)
 
 
-class Setup:
-    """A vault with an admin, an owner and an office user."""
+class Setup(VaultBench):
+    """The shared bench: an admin, an owner and an office user."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.vault, admin = Vault.create(
-            root / "vault",
-            store_url="file",
-            secret=SECRET,
-            admin_name="admin",
-            admin_key_out=root / "admin.key",
-            kdf_params=FAST_KDF,
-        )
-        self.ids: dict[str, Identity] = {"admin": admin}
-        self.add("owner", "owner", "Riverbend Municipal Water Authority", "private")
-        self.add("office", "office", "PCII Program Office", "federal")
-        self.attachment = root / "riverbend-scada-assessment.pdf"
-        self.attachment.write_bytes(b"%PDF-1.4 fictional " * 2000)
-
-    def add(self, name: str, role: str, org: str, level: str) -> None:
-        key = Ed25519PrivateKey.generate()
-        attributes = PrincipalAttributes.model_validate(
-            {"role": role, "organisation": org, "level": level, "training_expires": "2099-01-01"}
-        )
-        request = self.vault.sign(self.ids["admin"], "manage-principals", params={"add": name})
-        self.vault.add_principal(request, name, attributes, key.public_key)
-        self.ids[name] = Identity(self.vault.config.vault_id, name, key)
+        super().__init__(root, secret=SECRET, attachment_bytes=b"%PDF-1.4 fictional " * 2000)
 
     def submit(self) -> str:
-        tracking = self.vault.new_tracking_number()
-        sealed = upload(
-            self.vault.store,
-            vault_id=self.vault.config.vault_id,
-            tracking_number=tracking,
-            intake_public_key=self.vault.intake_key(),
-            kek_version=self.vault.current_kek_version(),
-            document=json.dumps(example_submission()).encode(),
-            attachments=[self.attachment],
-        )
-        request = self.vault.sign(
-            self.ids["owner"], "submit", record=tracking, params={"files": list(sealed.files)}
-        )
-        return self.vault.receive(request, sealed).tracking_number
+        return self.submit_receipt().tracking_number
 
     def key_request(self, op: str, who: str = "admin", **params: Any) -> SignedRequest:
         return self.vault.sign(self.ids[who], "rotate-keys", params={"op": op, **params})
@@ -101,15 +57,7 @@ class Setup:
         return [e for e in reader.events(0, reader.size()) if e.type == event_type]
 
     def assert_log_sound(self) -> None:
-        history = Index.in_memory()
-        try:
-            verify_log(
-                self.vault.store,
-                NoteVerifier.from_key_string(self.vault.config.log_key),
-                event_checker=history.apply,
-            )
-        finally:
-            history.close()
+        self.audit()
 
 
 @pytest.fixture

@@ -1,0 +1,110 @@
+"""A vault for in-process tests, driven the way the CLI drives it (not a test module).
+
+`VaultBench` creates a vault with cheap scrypt parameters, registers principals the way
+`pcii principal add` does, submits the way `pcii submit` does (owner-side upload, then a
+signed `receive`), and audits the log the way `pcii audit verify` does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pcii_vault.crypto.seal import ScryptParams
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.identity import Identity
+from pcii_vault.index import Index
+from pcii_vault.ledger.note import NoteVerifier
+from pcii_vault.ledger.verify import VerifyReport, verify_log
+from pcii_vault.models.principal import PrincipalAttributes
+from pcii_vault.models.submission import example_submission
+from pcii_vault.receipt import Receipt
+from pcii_vault.store.base import ObjectStore
+from pcii_vault.submitter import upload
+from pcii_vault.vault import Vault
+
+FAST_KDF = ScryptParams(n=2**10, r=8, p=1)
+ATTACHMENT = "riverbend-scada-assessment.pdf"
+
+
+class VaultBench:
+    """A vault with an admin, an owner and an office user; `add` registers more."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        secret: bytes,
+        attachment_bytes: bytes,
+        wrap_store: Callable[[ObjectStore], ObjectStore] | None = None,
+    ) -> None:
+        self.root = root
+        self.vault, admin = Vault.create(
+            root / "vault",
+            store_url="file",
+            secret=secret,
+            admin_name="admin",
+            admin_key_out=root / "admin.key",
+            kdf_params=FAST_KDF,
+        )
+        self.real: ObjectStore = self.vault.store
+        if wrap_store is not None:
+            # Before anything opens the log: every later write goes through the wrapper.
+            self.vault.store = wrap_store(self.real)
+        self.ids: dict[str, Identity] = {"admin": admin}
+        self.add("owner", "owner", "Riverbend Municipal Water Authority", "private")
+        self.add("office", "office", "PCII Program Office", "federal")
+        self.attachment = root / ATTACHMENT
+        self.attachment.write_bytes(attachment_bytes)
+
+    def add(self, name: str, role: str, org: str, level: str, **extra: Any) -> None:
+        """Register a principal, trained until 2099, as `pcii principal add` does."""
+        key = Ed25519PrivateKey.generate()
+        attributes = PrincipalAttributes.model_validate(
+            {
+                "role": role,
+                "organisation": org,
+                "level": level,
+                "training_expires": "2099-01-01",
+                **extra,
+            }
+        )
+        request = self.vault.sign(self.ids["admin"], "manage-principals", params={"add": name})
+        self.vault.add_principal(request, name, attributes, key.public_key)
+        self.ids[name] = Identity(self.vault.config.vault_id, name, key)
+
+    def submit_receipt(self, *, attach: bool = True) -> Receipt:
+        """What `pcii submit` does: check, upload (owner side), sign, receive."""
+        me = self.ids["owner"]
+        self.vault.check_identity(me)
+        tracking = self.vault.new_tracking_number()
+        document = example_submission()
+        if not attach:
+            document["attachments"] = []
+        sealed = upload(
+            self.vault.store,
+            vault_id=self.vault.config.vault_id,
+            tracking_number=tracking,
+            intake_public_key=self.vault.intake_key(),
+            kek_version=self.vault.current_kek_version(),
+            document=json.dumps(document).encode(),
+            attachments=[self.attachment] if attach else [],
+        )
+        request = self.vault.sign(
+            me, "submit", record=tracking, params={"files": list(sealed.files)}
+        )
+        return self.vault.receive(request, sealed)
+
+    def audit(self) -> VerifyReport:
+        """`pcii audit verify`: signatures, tree, tiles, and a legal event history."""
+        history = Index.in_memory()
+        try:
+            return verify_log(
+                self.real,
+                NoteVerifier.from_key_string(self.vault.config.log_key),
+                event_checker=history.apply,
+            )
+        finally:
+            history.close()
