@@ -377,17 +377,48 @@ class _StreamHash:
             self._pool = None
 
 
-class SealedObject:
+class _StreamedPlaintext:
+    """What a one-shot stream learns about the plaintext: its SHA-256 and size, at the end."""
+
+    __slots__ = ("_digest", "_size", "_started")
+
+    def __init__(self) -> None:
+        self._digest: str | None = None
+        self._size: int | None = None
+        self._started = False
+
+    @property
+    def plaintext_sha256(self) -> str:
+        """SHA-256 of the plaintext as hex; only after the object was fully read."""
+        if self._digest is None:
+            raise RuntimeError("plaintext_sha256 is known only after the object is fully read")
+        return self._digest
+
+    @property
+    def plaintext_size(self) -> int:
+        """Plaintext size in bytes; only after the object was fully read."""
+        if self._size is None:
+            raise RuntimeError("plaintext_size is known only after the object is fully read")
+        return self._size
+
+    def _start(self, what: str) -> None:
+        if self._started:
+            raise RuntimeError(f"{what} can be iterated only once")
+        self._started = True
+
+
+class SealedObject(_StreamedPlaintext):
     """Ciphertext chunks of one object (header first); iterate once.
 
     `plaintext_sha256` and `plaintext_size` become available when iteration ends.
     """
 
-    __slots__ = ("_chunks", "_ctx", "_dek", "_digest", "_header", "_size", "_started")
+    __slots__ = ("_chunks", "_ctx", "_dek", "_header")
 
     def __init__(
         self, dek: bytes, ctx: ObjectContext, chunks: Iterable[bytes], *, kek_version: int
     ) -> None:
+        super().__init__()
         _require_key(dek)
         if not 1 <= kek_version <= _MAX_KEK_VERSION:
             raise ValueError("kek_version must be between 1 and 2**32-1")
@@ -395,33 +426,14 @@ class SealedObject:
         self._ctx = ctx
         self._chunks = chunks
         self._header = ObjectHeader(kek_version=kek_version)
-        self._digest: str | None = None
-        self._size: int | None = None
-        self._started = False
 
     @property
     def header(self) -> ObjectHeader:
         """The header this object is written with."""
         return self._header
 
-    @property
-    def plaintext_sha256(self) -> str:
-        """SHA-256 of the plaintext as hex; only after the ciphertext was fully read."""
-        if self._digest is None:
-            raise RuntimeError("plaintext_sha256 is known only after the object is fully read")
-        return self._digest
-
-    @property
-    def plaintext_size(self) -> int:
-        """Plaintext size in bytes; only after the ciphertext was fully read."""
-        if self._size is None:
-            raise RuntimeError("plaintext_size is known only after the object is fully read")
-        return self._size
-
     def __iter__(self) -> Iterator[bytes]:
-        if self._started:
-            raise RuntimeError("a SealedObject can be iterated only once")
-        self._started = True
+        self._start("a SealedObject")
         return self._encrypt()
 
     def _encrypt(self) -> Iterator[bytes]:
@@ -446,23 +458,21 @@ class SealedObject:
         yield tail
 
 
-class OpenedObject:
+class OpenedObject(_StreamedPlaintext):
     """Plaintext chunks of one stored object; iterate once, to the end.
 
     Raises `IntegrityError` during iteration if the object fails authentication.
     """
 
-    __slots__ = ("_chunks", "_ctx", "_dek", "_digest", "_header", "_size", "_started")
+    __slots__ = ("_chunks", "_ctx", "_dek", "_header")
 
     def __init__(self, dek: bytes, ctx: ObjectContext, chunks: Iterable[bytes]) -> None:
+        super().__init__()
         _require_key(dek)
         self._dek = bytes(dek)
         self._ctx = ctx
         self._chunks = chunks
         self._header: ObjectHeader | None = None
-        self._digest: str | None = None
-        self._size: int | None = None
-        self._started = False
 
     @property
     def header(self) -> ObjectHeader:
@@ -471,24 +481,8 @@ class OpenedObject:
             raise RuntimeError("the header is known only after iteration has started")
         return self._header
 
-    @property
-    def plaintext_sha256(self) -> str:
-        """SHA-256 of the authenticated plaintext as hex, after full iteration."""
-        if self._digest is None:
-            raise RuntimeError("plaintext_sha256 is known only after the object is fully read")
-        return self._digest
-
-    @property
-    def plaintext_size(self) -> int:
-        """Size of the authenticated plaintext, after full iteration."""
-        if self._size is None:
-            raise RuntimeError("plaintext_size is known only after the object is fully read")
-        return self._size
-
     def __iter__(self) -> Iterator[bytes]:
-        if self._started:
-            raise RuntimeError("an OpenedObject can be iterated only once")
-        self._started = True
+        self._start("an OpenedObject")
         return self._decrypt()
 
     def _decrypt(self) -> Iterator[bytes]:
