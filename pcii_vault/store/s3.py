@@ -645,20 +645,21 @@ def _etag(raw: str) -> str:
 def _parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
     """Regroup `chunks` into parts of exactly `part_size` bytes (the last may be short).
 
-    Pieces are copied once, into the part that holds them; the source may reuse its
-    buffer as soon as the next piece is requested.
+    Each byte is copied once, when its part is joined. An immutable `bytes` chunk is held
+    as a view until then; any other buffer is copied at once, because its producer may
+    reuse it as soon as the next piece is requested.
     """
-    pending: list[bytes] = []
+    pending: list[memoryview] = []
     held = 0
     for chunk in chunks:
-        view = memoryview(chunk)
+        view = memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk)).cast("B")
         while held + len(view) >= part_size:
             take = part_size - held
-            pending.append(bytes(view[:take]))
+            pending.append(view[:take])
             yield b"".join(pending)
             pending, held, view = [], 0, view[take:]
         if view:
-            pending.append(bytes(view))
+            pending.append(view)
             held += len(view)
     if pending:
         yield b"".join(pending)
