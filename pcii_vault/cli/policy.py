@@ -36,6 +36,15 @@ _DirOption = Annotated[
 ]
 
 
+def _policy_directory(state: CliState, directory: Path | None) -> Path:
+    """The directory given, else the vault's own copy (with --vault), else the defaults."""
+    if directory is not None:
+        return directory
+    if state.vault is not None and (state.vault / "policies").is_dir():
+        return state.vault / "policies"
+    return default_policy_directory()
+
+
 def _state(ctx: typer.Context) -> CliState:
     state = ctx.obj
     if not isinstance(state, CliState):  # pragma: no cover - the root callback sets it
@@ -56,7 +65,7 @@ def check(
 ) -> None:
     """Parse the policies and validate them against the schema; list every problem."""
     state = _state(ctx)
-    directory = directory or default_policy_directory()
+    directory = _policy_directory(state, directory)
     try:
         engine = PolicyEngine.load(directory)
     except PolicyLoadError as exc:
@@ -98,7 +107,7 @@ def test(
 ) -> None:
     """Run declarative policy cases; exit 2 if any case fails."""
     state = _state(ctx)
-    directory = directory or default_policy_directory()
+    directory = _policy_directory(state, directory)
     engine = PolicyEngine.load(directory)
     files = [cases_file] if cases_file else sorted((directory / "tests").glob("*.json"))
     if not files:
@@ -206,7 +215,7 @@ def explain(
 ) -> None:
     """Decide one request and show which policies determined it, and why."""
     cli = _state(ctx)
-    engine = PolicyEngine.load(directory or default_policy_directory())
+    engine = PolicyEngine.load(_policy_directory(cli, directory))
     if now is None:
         moment = datetime.now(UTC)
     elif now.tzinfo is None:

@@ -146,18 +146,22 @@ class _Statement:
 
 
 def default_policy_directory() -> Path:
-    """Return the repository's `policies/` directory (next to the package).
+    """Return the shipped default policies.
+
+    In a source checkout (an editable install) that is the repository's `policies/`, next
+    to the package; an installed wheel carries a copy as `pcii_vault/policies/`.
 
     Returns:
         The directory holding the shipped default policies.
 
     Raises:
-        ConfigError: the directory does not exist (e.g. a wheel install without it).
+        ConfigError: neither exists.
     """
-    directory = Path(__file__).resolve().parents[2] / "policies"
-    if not directory.is_dir():
-        raise ConfigError(f"default policy directory {directory} not found; pass a directory")
-    return directory
+    package = Path(__file__).resolve().parents[1]
+    for directory in (package.parent / "policies", package / "policies"):
+        if directory.is_dir():
+            return directory
+    raise ConfigError(f"default policies not found next to {package}; pass a directory")
 
 
 def _split_statements(source: str) -> list[_Statement]:
