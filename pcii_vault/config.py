@@ -91,6 +91,11 @@ class VaultPaths:
         return self.root / "index.sqlite"
 
     @property
+    def anchor(self) -> Path:
+        """The last log checkpoint this vault signed or verified (rollback and fork check)."""
+        return self.root / "log-checkpoint"
+
+    @property
     def objects(self) -> Path:
         """The embedded filesystem store's root."""
         return self.root / "objects"

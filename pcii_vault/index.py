@@ -1,78 +1,100 @@
 """The SQLite projection of the log: principals, records, recipients, deadlines, nonces.
 
 The log is the system of record; this index is a cache that `rebuild` reproduces exactly
-from the log. `apply` is also the legal-history check that `pcii audit verify` runs over an
-in-memory index: an event that could not legally follow the ones before it (a release of a
-withdrawn or destroyed record, a validation of a withdrawn one, an actor that is unknown or
-not active, a request signed by someone else, a replayed nonce) raises IntegrityError.
+from the verified log. `apply` is also the legal-history check that `pcii audit verify`
+runs over an in-memory index (strict mode): an event that could not legally follow the
+ones before it (a release of a withdrawn or destroyed record, a validation of a
+withdrawn one, an actor that is unknown or not active, a request signed by someone else
+or for other parameters than the event records, a replayed nonce, an act by `vault`
+outside its closed list) raises IntegrityError.
+
+The vault's own projection is lenient: an illegal event that an older version (or a
+forger with the log key) put into the log is given no effect and listed in `illegal`,
+so one bad event never leaves a vault where no command can run; `pcii audit verify`
+names it.
+
+The index file is authenticated: after every write the vault tags the whole file with a
+key derived from its keyring (HMAC-SHA256, tag beside it in ``index.sqlite.mac``), and
+checks the tag before it trusts a row. An edit by anyone without the unseal secret
+(a changed sector, a deleted recipient, a rolled-back row, an altered policy hash) is an
+`IndexTamperedError` error; the caller names what changed by comparing with a projection of
+the verified log, and `pcii index rebuild` repairs it. Putting back an older file and
+its tag together only makes the vault replay the verified log from that point.
 
 Invariants:
 - `apply` is deterministic: the same events in the same order give the same rows;
 - events are applied strictly in sequence (`seq` == number of events applied so far);
-- nothing here trusts the caller's view of state: each transition checks the current row.
+- nothing here trusts the caller's view of state: each transition checks the current row;
+- a malformed logged event is an IntegrityError, never another exception.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.signing import Ed25519PublicKey
+from pcii_vault.durable import replace_file
 from pcii_vault.errors import IntegrityError, NotFoundError
+from pcii_vault.lifecycle import (
+    DEADLINE_DAYS,
+    LIFECYCLE_TRANSITIONS,
+    IllegalTransitionError,
+    RecordState,
+    deadline_rule,
+    next_state,
+    releasable,
+)
 from pcii_vault.models.event import Event
-from pcii_vault.models.principal import Principal
+from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.request import SignedRequest
 
-__all__ = ["DEADLINE_DAYS", "LIFECYCLE_TRANSITIONS", "Deadline", "Index", "RecordRow"]
+__all__ = [
+    "DEADLINE_DAYS",
+    "LIFECYCLE_TRANSITIONS",
+    "TRANSITION_ACTIONS",
+    "Deadline",
+    "Index",
+    "IndexTamperedError",
+    "RecordRow",
+]
 
-# 6 CFR 29.6(e)-(g): each of the program's notice and answer windows is 30 days.
-DEADLINE_DAYS = 30
+_log = structlog.get_logger(__name__)
 
-# Lifecycle transitions (PCII.md "Submission lifecycle"): event type -> allowed prior states.
-LIFECYCLE_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
-    "submission.deficient": (frozenset({"received"}), "deficient"),
-    # PCII.md: after an initial negative finding the submitter may add information, and
-    # the office may then validate after all.
-    "submission.validated": (
-        frozenset({"received", "deficient", "initially-not-pcii"}),
-        "validated",
-    ),
-    "submission.rejected": (frozenset({"received", "deficient"}), "initially-not-pcii"),
-    "submission.final-not-pcii": (frozenset({"initially-not-pcii"}), "final-not-pcii"),
-    "submission.withdrawn": (
-        frozenset({"received", "deficient", "initially-not-pcii"}),
-        "withdrawn",
-    ),
-    "record.decontrolled": (frozenset({"validated"}), "decontrolled"),
-    "record.destroyed": (
-        frozenset(
-            {
-                "received",
-                "deficient",
-                "validated",
-                "initially-not-pcii",
-                "final-not-pcii",
-                "withdrawn",
-                "decontrolled",
-            }
-        ),
-        "destroyed",
-    ),
+# The action a lifecycle event must have been requested (and permitted) as.
+TRANSITION_ACTIONS: dict[str, str] = {
+    "submission.deficient": "mark-deficient",
+    "submission.validated": "validate",
+    "submission.rejected": "reject",
+    "submission.final-not-pcii": "reject",
+    "submission.withdrawn": "withdraw",
+    "record.decontrolled": "decontrol",
+    "record.destroyed": "destroy",
 }
-
-# States in which content may be released, per action (the policies decide who may).
-_RELEASABLE: dict[str, frozenset[str]] = {
-    "retrieve": frozenset({"validated"}),
-    "review": frozenset({"received", "deficient", "initially-not-pcii"}),
+_KEY_OPS = {"key.rotated": "rotate", "key.rewrapped": "rewrap", "key.retired": "retire"}
+_PRINCIPAL_OPS = {
+    "principal.registered": "register",
+    "principal.updated": "update",
+    "principal.revoked": "revoke",
 }
+_MAC_FORMAT = b"pcii-index-mac/1 "
+
+
+class IndexTamperedError(IntegrityError):
+    """The index file does not carry the vault's tag: edited outside the vault."""
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,7 +113,10 @@ CREATE TABLE IF NOT EXISTS recipients (
     PRIMARY KEY (tracking, seq)
 );
 CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS illegal (seq INTEGER PRIMARY KEY, reason TEXT NOT NULL);
 """
+
+_TABLES = ("meta", "principals", "records", "recipients", "nonces", "illegal")
 
 
 @dataclass(frozen=True)
@@ -99,7 +124,7 @@ class RecordRow:
     """A record as the index knows it (no PCII content: identifiers and labels only)."""
 
     tracking: str
-    state: str
+    state: RecordState
     categorical: bool
     sector: str
     tlp: str
@@ -120,32 +145,125 @@ class Deadline:
     what: str
 
 
-class Index:
-    """The projection. Open with `Index.open(path)` or `Index.in_memory()`."""
+def _stat_key(path: Path) -> tuple[int, ...] | None:
+    # ctime cannot be set from user space: any write to the file changes it.
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+
+class Index:
+    """The projection. Open with `Index.open(path, seal=...)` or `Index.in_memory()`."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        path: Path | None = None,
+        seal: Authenticator | None = None,
+    ) -> None:
         self._db = conn
+        self._path = path
+        self._seal = seal
+        self._known: tuple[int, ...] | None = None
         self._db.executescript(_SCHEMA)
 
     @classmethod
-    def open(cls, path: Path) -> Index:
-        """Open (or create, owner-only) the index file at `path`."""
-        # Create it 0600 before SQLite does (it would use the umask); its WAL and shared
-        # memory files take the same mode. It holds metadata only, but of PCII records.
+    def open(cls, path: Path, *, seal: Authenticator | None = None) -> Index:
+        """Open (or create, owner-only) the index file at `path`.
+
+        With `seal`, the file is authenticated: `verify` checks its tag, every write
+        renews it. A file created here is tagged at once.
+        """
+        # Create it 0600 before SQLite does (it would use the umask). It holds metadata
+        # only, but of PCII records.
+        created = False
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        return cls(conn)
+            created = True
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        # A rollback journal, not WAL: after each commit the main file alone holds the
+        # state, so its tag covers everything a reader will see.
+        conn.execute("PRAGMA journal_mode=DELETE")
+        index = cls(conn, path=path, seal=seal)
+        if created and seal is not None:
+            with index._locked(fcntl.LOCK_EX):
+                index._retag()
+        return index
 
     @classmethod
     def in_memory(cls) -> Index:
         """A throw-away index, for rebuilding and for auditing history."""
-        return cls(sqlite3.connect(":memory:", isolation_level=None))
+        return cls(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False))
 
     def close(self) -> None:
         """Release the database."""
         self._db.close()
+
+    # ----- authentication -------------------------------------------------------------
+
+    @property
+    def _mac_path(self) -> Path:
+        assert self._path is not None  # noqa: S101 -- only called when sealed
+        return self._path.with_name(self._path.name + ".mac")
+
+    @contextlib.contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        if self._path is None:
+            yield
+            return
+        fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def verify(self) -> None:
+        """Check that the file is as the vault last wrote it.
+
+        Raises:
+            IndexTamperedError: the file or its tag was changed outside the vault.
+        """
+        if self._seal is None:
+            return
+        with self._locked(fcntl.LOCK_SH):
+            self._verify_locked()
+
+    def _verify_locked(self) -> None:
+        assert self._seal is not None and self._path is not None  # noqa: S101
+        known = _stat_key(self._path)
+        if known is not None and known == self._known:
+            return
+        try:
+            stored = self._mac_path.read_bytes()
+        except FileNotFoundError as exc:
+            raise IndexTamperedError(f"{self._path.name} has no authentication tag") from exc
+        if not stored.startswith(_MAC_FORMAT):
+            raise IndexTamperedError(f"{self._mac_path.name} is not an index tag")
+        try:
+            tag = bytes.fromhex(stored[len(_MAC_FORMAT) :].decode("ascii").strip())
+        except ValueError as exc:
+            raise IndexTamperedError(f"{self._mac_path.name} is not an index tag") from exc
+        if self._seal.tag_file(self._path) != tag:
+            raise IndexTamperedError(f"{self._path.name} was changed outside the vault")
+        self._known = known
+
+    def _retag(self) -> None:
+        """Tag the file as it is now (the caller holds the exclusive lock)."""
+        assert self._seal is not None and self._path is not None  # noqa: S101
+        tag = self._seal.tag_file(self._path)
+        replace_file(self._mac_path, _MAC_FORMAT + tag.hex().encode("ascii") + b"\n")
+        self._known = _stat_key(self._path)
+
+    def accept_as_is(self) -> None:
+        """Tag the file as it is: only after proving it equals the log's projection."""
+        if self._seal is None:
+            return
+        with self._locked(fcntl.LOCK_EX):
+            self._retag()
 
     # ----- reading -------------------------------------------------------------------
 
@@ -193,6 +311,15 @@ class Index:
             raise NotFoundError(f"no record with tracking number {tracking!r}")
         return _record_row(row)
 
+    def find_record(self, tracking: str | None) -> RecordRow | None:
+        """The record, or None when there is none (or no tracking number)."""
+        if tracking is None:
+            return None
+        try:
+            return self.record(tracking)
+        except NotFoundError:
+            return None
+
     def records(self, *, sector: str | None = None, state: str | None = None) -> list[RecordRow]:
         """Records, optionally filtered, oldest first."""
         sql = (
@@ -224,28 +351,28 @@ class Index:
         found = self._db.execute("SELECT 1 FROM nonces WHERE nonce=?", (nonce,)).fetchone()
         return found is not None
 
+    def illegal_events(self) -> list[tuple[int, str]]:
+        """Events the projection gave no effect because the lifecycle rules forbid them."""
+        return [
+            (int(seq), str(reason))
+            for seq, reason in self._db.execute("SELECT seq, reason FROM illegal ORDER BY seq")
+        ]
+
     def deadlines(self, until: datetime) -> list[Deadline]:
         """Deadlines (PCII.md, 30 days each) falling due on or before `until`, soonest first.
 
         Overdue items are included: a deadline that has passed is still due.
         """
-        window = timedelta(days=DEADLINE_DAYS)
-        what = {
-            "received": "notify the submitter of a deficiency or decide (30 days from receipt)",
-            "deficient": "submitter's cure period ends (30 days from the notice)",
-            "initially-not-pcii": "submitter's answer period ends; make the final decision",
-            "final-not-pcii": "act on the submitter's preference (return, destroy, keep)",
-        }
-        due = [
-            Deadline(row.tracking, row.state, row.state_at + window, what[row.state])
-            for row in self.records()
-            if row.state in what and row.state_at + window <= until
-        ]
+        due: list[Deadline] = []
+        for row in self.records():
+            rule = deadline_rule(row.state)
+            if rule is not None and rule.due(row.state_at) <= until:
+                due.append(Deadline(row.tracking, row.state, rule.due(row.state_at), rule.what))
         return sorted(due, key=lambda d: d.due)
 
     # ----- applying ------------------------------------------------------------------
 
-    def apply(self, event: Event, *, skip_applied: bool = False) -> None:
+    def apply(self, event: Event, *, skip_applied: bool = False, strict: bool = True) -> None:
         """Apply the next log event, checking it is a legal continuation.
 
         Args:
@@ -254,33 +381,128 @@ class Index:
                 an event another process applied meanwhile is skipped (the size is read
                 under the write lock; the log is the same for everyone, so it was this
                 very event). Off for the auditor's replay, where it would hide a repeat.
+            strict: raise on an illegal event (the auditor); when False (the vault's
+                projection) an illegal event gets no effect and is listed in `illegal`.
 
         Raises:
-            IntegrityError: out of sequence, or not a legal next event.
+            IntegrityError: out of sequence, or (strict) not a legal next event.
         """
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            expected = self.size
-            if skip_applied and event.seq < expected:
+        self.apply_all([event], skip_applied=skip_applied, strict=strict)
+
+    def apply_all(
+        self, events: Iterable[Event], *, skip_applied: bool = False, strict: bool = True
+    ) -> int:
+        """Apply events in order, in one transaction; return how many were applied.
+
+        Raises:
+            IndexTamperedError: the file was changed outside the vault before this write.
+            IntegrityError: out of sequence, or (strict) an illegal event; nothing of
+                this call is kept then.
+        """
+        applied = 0
+        with self._locked(fcntl.LOCK_EX):
+            if self._seal is not None:
+                self._verify_locked()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                expected = self.size
+                for event in events:
+                    if skip_applied and event.seq < expected:
+                        continue
+                    _check_sequence(event, expected)
+                    self._apply_one(event, strict=strict)
+                    expected += 1
+                    applied += 1
+                self._set_meta("size", str(expected))
+            except BaseException:
                 self._db.execute("ROLLBACK")
-                return
-            _check_sequence(event, expected)
+                raise
+            self._db.execute("COMMIT")
+            if self._seal is not None and applied:
+                self._retag()
+        return applied
+
+    def finish(self) -> None:
+        """At the end of a strict replay: every notice a logged act owed was sent.
+
+        Raises:
+            IntegrityError: an act's notices are missing from the end of the log.
+        """
+        pending = self._expected_notices()
+        if pending:
+            raise IntegrityError(
+                f"event {pending['cause']}: notice to {pending['recipients'][0]!r} is missing"
+            )
+
+    def _apply_one(self, event: Event, *, strict: bool) -> None:
+        self._check_notices_owed(event, strict=strict)
+        self._db.execute("SAVEPOINT event")
+        try:
             self._check_actor(event)
             self._apply(event)
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES('size', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (str(expected + 1),),
+        except (IntegrityError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._db.execute("ROLLBACK TO event")
+            self._db.execute("RELEASE event")
+            error = _as_integrity_error(event, exc)
+            if strict:
+                raise error from exc
+            self._note_illegal(event, str(error))
+            return
+        self._db.execute("RELEASE event")
+
+    def _note_illegal(self, event: Event, reason: str) -> None:
+        _log.warning("illegal_event_ignored", seq=event.seq, reason=reason)
+        self._db.execute(
+            "INSERT OR REPLACE INTO illegal(seq, reason) VALUES(?, ?)", (event.seq, reason)
+        )
+        # Its request is spent all the same: replaying it must not make it legal.
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            if event.request is not None:
+                nonce = SignedRequest.model_validate(event.request).body.nonce
+                self._db.execute(
+                    "INSERT OR IGNORE INTO nonces(nonce, seq) VALUES(?, ?)", (nonce, event.seq)
+                )
+
+    # ----- notices the vault owes -------------------------------------------------------
+
+    def _expected_notices(self) -> dict[str, Any] | None:
+        raw = self.meta("notices_owed")
+        return None if raw is None else dict(json.loads(raw))
+
+    def _check_notices_owed(self, event: Event, *, strict: bool) -> None:
+        """A notice owed by the previous act must come next, in order."""
+        pending = self._expected_notices()
+        if pending is None:
+            return
+        expected = pending["recipients"][0]
+        if (
+            event.type == "notice.sent"
+            and event.actor == "vault"
+            and event.record == pending["record"]
+            and event.details.get("recipient") == expected
+        ):
+            return  # checked and consumed in _notice
+        self._db.execute("DELETE FROM meta WHERE key='notices_owed'")
+        error = IntegrityError(f"event {pending['cause']}: notice to {expected!r} is missing")
+        if strict:
+            raise error
+        self._db.execute(
+            "INSERT OR IGNORE INTO illegal(seq, reason) VALUES(?, ?)",
+            (pending["cause"], str(error)),
+        )
+
+    def _owe_notices(self, cause: int, record: str, recipients: list[str]) -> None:
+        if recipients:
+            self._set_meta(
+                "notices_owed",
+                json.dumps({"cause": cause, "record": record, "recipients": recipients}),
             )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+
+    # ----- checks of who acted, and what they signed ------------------------------------
 
     def _check_actor(self, event: Event) -> None:
         if event.actor == "vault":
-            if event.request is not None:
-                raise IntegrityError(f"event {event.seq}: the vault does not sign requests")
+            self._check_vault_event(event)
             return
         try:
             actor = self.principal(event.actor)
@@ -300,22 +522,58 @@ class Index:
             key.verify(request.body.signing_bytes(), request.signature_bytes())
         except IntegrityError as exc:
             raise IntegrityError(f"event {event.seq}: request signature does not verify") from exc
+        vault_id = self.meta("vault_id")
+        if vault_id is not None and request.body.vault != vault_id:
+            raise IntegrityError(f"event {event.seq}: request is for another vault")
         if self.nonce_seen(request.body.nonce):
             raise IntegrityError(f"event {event.seq}: replayed request nonce")
+        _check_binding(event, request)
         self._db.execute(
             "INSERT INTO nonces(nonce, seq) VALUES(?, ?)", (request.body.nonce, event.seq)
         )
+        policy_set = self.meta("policy_set")
+        if event.decision is not None and event.policy_set != policy_set:
+            raise IntegrityError(
+                f"event {event.seq}: decided by policy set {str(event.policy_set)[:16]}..., "
+                "not the one last loaded in the log"
+            )
 
-    def _apply(self, event: Event) -> None:
+    def _check_vault_event(self, event: Event) -> None:
+        """The vault's own events are a closed list, each with its own rule."""
+        if event.request is not None:
+            raise IntegrityError(f"event {event.seq}: the vault does not sign requests")
         kind = event.type
         if kind == "vault.initialized":
             if event.seq != 0:
                 raise IntegrityError(f"event {event.seq}: vault initialised twice")
+        elif kind == "policy.loaded":
+            if not _is_sha256_hex(event.policy_set):
+                raise IntegrityError(f"event {event.seq}: policy.loaded names no policy set")
+        elif kind == "principal.registered":
+            # Only the first administrator, registered by `init` itself.
+            first = self._db.execute("SELECT 1 FROM principals LIMIT 1").fetchone()
+            role = event.details.get("principal", {}).get("role")
+            if first is not None or event.seq > 2 or role != "admin":
+                raise IntegrityError(
+                    f"event {event.seq}: the vault registers only the first admin, at init"
+                )
+        elif kind == "notice.sent":
+            pending = self._expected_notices()
+            if pending is None:
+                raise IntegrityError(f"event {event.seq}: a notice no logged act owed")
+        else:
+            raise IntegrityError(f"event {event.seq}: {kind} is not an act of the vault itself")
+
+    # ----- effects ---------------------------------------------------------------------
+
+    def _apply(self, event: Event) -> None:
+        kind = event.type
+        if kind == "vault.initialized":
             self._set_meta("vault_id", str(event.details["vault_id"]))
         elif kind == "policy.loaded":
             self._set_meta("policy_set", str(event.policy_set))
-        elif kind in {"key.rotated", "key.rewrapped", "key.retired"}:
-            self._set_meta(kind, json.dumps(event.details, sort_keys=True))
+        elif kind in _KEY_OPS:
+            self._key_op(event)
         elif kind == "principal.registered":
             self._register(event)
         elif kind in {"principal.updated", "principal.revoked"}:
@@ -325,7 +583,7 @@ class Index:
         elif kind in LIFECYCLE_TRANSITIONS:
             self._transition(event)
         elif kind == "notice.sent":
-            self._require_record(event)
+            self._notice(event)
         elif kind == "access.decided":
             self._access(event)
         else:  # pragma: no cover - Event's type Literal makes this unreachable
@@ -338,11 +596,25 @@ class Index:
             (key, value),
         )
 
+    def _key_op(self, event: Event) -> None:
+        current = self.meta("key.rotated")
+        version = int(json.loads(current)["version"]) if current else 1
+        details = event.details
+        if event.type == "key.rotated" and (
+            details.get("version") != version + 1 or details.get("previous") != version
+        ):
+            raise IntegrityError(f"event {event.seq}: key.rotated skips from version {version}")
+        if event.type == "key.rewrapped" and details.get("version") != version:
+            raise IntegrityError(f"event {event.seq}: key.rewrapped under a version not current")
+        self._set_meta(event.type, json.dumps(details, sort_keys=True))
+
     def _register(self, event: Event) -> None:
         principal = Principal.model_validate(event.details.get("principal"))
         exists = self._db.execute("SELECT 1 FROM principals WHERE id=?", (principal.id,)).fetchone()
         if exists:
             raise IntegrityError(f"event {event.seq}: principal {principal.id!r} registered twice")
+        if principal.status != "active":
+            raise IntegrityError(f"event {event.seq}: a principal registered {principal.status}")
         self._db.execute(
             "INSERT INTO principals(id, document, status, since_seq) VALUES(?, ?, ?, ?)",
             (principal.id, principal.model_dump_json(), principal.status, event.seq),
@@ -359,11 +631,27 @@ class Index:
         changes = dict(event.details.get("changes", {}))
         if event.type == "principal.revoked":
             changes = {"status": "revoked"}
+        elif not changes or not set(changes) <= _CHANGEABLE:
+            raise IntegrityError(f"event {event.seq}: principal.updated changes {sorted(changes)}")
+        if changes.get("status") == "revoked" and event.type != "principal.revoked":
+            raise IntegrityError(f"event {event.seq}: a revocation must be principal.revoked")
         updated = Principal.model_validate({**current.model_dump(mode="json"), **changes})
+        self._check_an_admin_remains(event, updated)
         self._db.execute(
             "UPDATE principals SET document=?, status=?, since_seq=? WHERE id=?",
             (updated.model_dump_json(), updated.status, event.seq, target),
         )
+
+    def _check_an_admin_remains(self, event: Event, updated: Principal) -> None:
+        if updated.role == "admin" and updated.status == "active":
+            return
+        others = [
+            p
+            for p in self.principals()
+            if p.id != updated.id and p.role == "admin" and p.status == "active"
+        ]
+        if not others:
+            raise IntegrityError(f"event {event.seq}: {updated.id!r} was the last active admin")
 
     def _receive(self, event: Event) -> None:
         tracking = _tracking(event)
@@ -377,10 +665,10 @@ class Index:
             "VALUES(?, 'received', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 tracking,
-                str(details["sector"]),
-                str(details["tlp"]),
+                _text(details, "sector"),
+                _text(details, "tlp"),
                 event.actor,
-                str(details["submitter_org"]),
+                _text(details, "submitter_org"),
                 time,
                 event.seq,
                 time,
@@ -397,41 +685,60 @@ class Index:
 
     def _transition(self, event: Event) -> None:
         record = self._require_record(event)
-        allowed, target = LIFECYCLE_TRANSITIONS[event.type]
-        if record.state not in allowed:
-            raise IntegrityError(
-                f"event {event.seq}: {event.type} of a record that is {record.state}"
-            )
-        categorical = bool(event.details.get("categorical", False)) or record.categorical
+        try:
+            target = next_state(record.state, event.type)
+        except IllegalTransitionError as exc:
+            raise IntegrityError(f"event {event.seq}: {exc} (record {record.tracking})") from exc
+        categorical = event.details.get("categorical", False) is True or record.categorical
         self._db.execute(
             "UPDATE records SET state=?, state_at=?, state_seq=?, categorical=? WHERE tracking=?",
             (target, event.time.isoformat(), event.seq, int(categorical), record.tracking),
         )
+        if event.type == "record.decontrolled":
+            # PCII.md: a status change is sent to every earlier recipient, in the same act.
+            self._owe_notices(event.seq, record.tracking, self._unique_recipients(record))
+
+    def _unique_recipients(self, record: RecordRow) -> list[str]:
+        seen: list[str] = []
+        for row in self.recipients(record.tracking):
+            if row["principal"] not in seen:
+                seen.append(row["principal"])
+        return seen
+
+    def _notice(self, event: Event) -> None:
+        pending = self._expected_notices()
+        if pending is None:  # pragma: no cover - refused in _check_vault_event
+            raise IntegrityError(f"event {event.seq}: a notice no logged act owed")
+        rest = pending["recipients"][1:]
+        self._db.execute("DELETE FROM meta WHERE key='notices_owed'")
+        self._owe_notices(pending["cause"], pending["record"], rest)
 
     def _access(self, event: Event) -> None:
         if event.decision != "permit" or event.record is None:
             return
         record = self._require_record(event)
         action = event.action or ""
-        if action in _RELEASABLE:
-            if record.state not in _RELEASABLE[action]:
-                raise IntegrityError(
-                    f"event {event.seq}: {action} released a record that is {record.state}"
-                )
-            self._db.execute(
-                "INSERT INTO recipients(tracking, principal, seq, time, action, purpose, use, "
-                "authority) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.tracking,
-                    event.actor,
-                    event.seq,
-                    event.time.isoformat(),
-                    action,
-                    event.purpose,
-                    event.use,
-                    event.authority,
-                ),
+        if not releasable(action, record.state):
+            raise IntegrityError(
+                f"event {event.seq}: {action} released a record that is {record.state}"
             )
+        self._db.execute(
+            "INSERT INTO recipients(tracking, principal, seq, time, action, purpose, use, "
+            "authority) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.tracking,
+                event.actor,
+                event.seq,
+                event.time.isoformat(),
+                action,
+                event.purpose,
+                event.use,
+                event.authority,
+            ),
+        )
+        if "notify:program-office" in event.obligations:
+            # 6 CFR 29.8(f): a contemporaneous written notice to the program office.
+            self._owe_notices(event.seq, record.tracking, ["program-office"])
 
     def iter_tracking_numbers(self) -> Iterator[str]:
         """Every tracking number, oldest first."""
@@ -440,11 +747,105 @@ class Index:
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every table, in a stable order: for comparing two indexes."""
-        tables = ("meta", "principals", "records", "recipients", "nonces")
         return {
             table: self._db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()  # noqa: S608 -- fixed table names
-            for table in tables
+            for table in _TABLES
         }
+
+
+_CHANGEABLE = frozenset(
+    {"role", "organisation", "level", "sectors", "training_expires", "nda_signed", "status"}
+    | {"contractor"}
+)
+
+
+def _check_binding(event: Event, request: SignedRequest) -> None:
+    """Every parameter that changes state is one the principal signed.
+
+    Raises:
+        IntegrityError: the event records another action, record, purpose, use,
+            authority or parameter than its signed request.
+    """
+    body = request.body
+    for name in ("record", "action", "purpose", "use", "authority"):
+        if getattr(event, name) != getattr(body, name):
+            raise IntegrityError(f"event {event.seq}: {name} differs from the signed request")
+    if event.type == "access.decided":
+        if event.decision == "permit" and body.action not in {"retrieve", "review"}:
+            raise IntegrityError(
+                f"event {event.seq}: a permit of {body.action} logged as an access"
+            )
+        return
+    if event.decision != "permit":
+        raise IntegrityError(f"event {event.seq}: {event.type} without a permit")
+    _check_params(event, body.action, body.params)
+
+
+def _check_params(event: Event, action: str, params: dict[str, Any]) -> None:
+    seq, kind = event.seq, event.type
+    if kind in TRANSITION_ACTIONS:
+        if action != TRANSITION_ACTIONS[kind]:
+            raise IntegrityError(f"event {seq}: {kind} requested as {action}")
+        if event.details != params:
+            raise IntegrityError(f"event {seq}: details differ from the signed parameters")
+    elif kind == "submission.received":
+        if action != "submit" or event.details.get("files") != params.get("files"):
+            raise IntegrityError(f"event {seq}: files differ from the signed submission")
+    elif kind in _PRINCIPAL_OPS:
+        _check_principal_binding(event, action, params)
+    elif kind in _KEY_OPS:
+        expected: dict[str, Any] = {"op": _KEY_OPS[kind]}
+        if kind == "key.retired":
+            expected["version"] = event.details.get("version")
+        if action != "rotate-keys" or params != expected:
+            raise IntegrityError(f"event {seq}: key operation differs from the signed one")
+    else:
+        raise IntegrityError(f"event {seq}: {kind} is not a principal's act")
+
+
+def _check_principal_binding(event: Event, action: str, params: dict[str, Any]) -> None:
+    seq = event.seq
+    op = _PRINCIPAL_OPS[event.type]
+    if action != "manage-principals" or params.get("op") != op:
+        raise IntegrityError(f"event {seq}: {event.type} requested as {action} {params!r}")
+    details = event.details
+    if op == "register":
+        document = details.get("principal", {})
+        attributes = PrincipalAttributes.model_validate(params.get("attributes"))
+        signed = Principal(
+            id=params.get("principal"),
+            public_key=params.get("public_key"),
+            **attributes.model_dump(),
+        ).model_dump(mode="json")
+        if document != signed:
+            raise IntegrityError(f"event {seq}: registered principal differs from the signed one")
+    elif op == "update":
+        if params != {
+            "op": op,
+            "principal": details.get("principal"),
+            "changes": details.get("changes"),
+        }:
+            raise IntegrityError(f"event {seq}: principal changes differ from the signed ones")
+    elif params != {"op": op, "principal": details.get("principal")}:
+        raise IntegrityError(f"event {seq}: revoked principal differs from the signed one")
+
+
+def _as_integrity_error(event: Event, exc: BaseException) -> IntegrityError:
+    if isinstance(exc, IntegrityError):
+        return exc
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return IntegrityError(f"event {event.seq}: malformed {event.type} ({first})")
+
+
+def _is_sha256_hex(value: str | None) -> bool:
+    return value is not None and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _text(details: dict[str, Any], key: str) -> str:
+    value = details[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not text")
+    return value
 
 
 def _check_sequence(event: Event, expected: int) -> None:

@@ -29,12 +29,13 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
 
 from pcii_vault.config import CONFIG_NAME, VaultConfig, VaultPaths
 from pcii_vault.crypto.envelope import (
@@ -46,6 +47,7 @@ from pcii_vault.crypto.envelope import (
 from pcii_vault.crypto.keywrap import parse_unverified_wrapped_kek_version
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
+from pcii_vault.decisions import decide, principal_facts, record_facts
 from pcii_vault.durable import write_new_file
 from pcii_vault.errors import (
     BackendError,
@@ -59,30 +61,32 @@ from pcii_vault.errors import (
     VaultError,
 )
 from pcii_vault.identity import Identity
-from pcii_vault.index import LIFECYCLE_TRANSITIONS, Index, RecordRow
+from pcii_vault.index import TRANSITION_ACTIONS, Deadline, Index, IndexTamperedError, RecordRow
 from pcii_vault.keys.local import MIN_SECRET_BYTES, KekInfo, LocalKeyring
+from pcii_vault.ledger.anchor import CheckpointAnchor
 from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
+from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state
 from pcii_vault.marking import render_release
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
 from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.models.submission import Submission, validate_submission_bytes
+from pcii_vault.policy.archive import store_policy_set
 from pcii_vault.policy.engine import (
     Decision,
     EntityDirectory,
     PolicyEngine,
     default_policy_directory,
 )
-from pcii_vault.policy.entities import PrincipalFacts, RecordFacts, RequestFacts
 from pcii_vault.receipt import Receipt
 from pcii_vault.store import open_store
 from pcii_vault.store.base import ObjectStore
 from pcii_vault.submitter import SealedUpload
 
-__all__ = ["KeyStatus", "Release", "Rewrap", "Vault"]
+__all__ = ["KeyStatus", "Release", "Rewrap", "Vault", "principal_params"]
 
 _log = structlog.get_logger(__name__)
 
@@ -124,8 +128,6 @@ class Rewrap:
     version: int
 
 
-# Records whose wrapped key is gone (crypto-shredded): never re-wrapped.
-_SHREDDED_STATES = frozenset({"withdrawn", "destroyed"})
 _REWRAP_ATTEMPTS = 3
 _KEY_LOCK_NAME = "keys.lock"
 
@@ -147,7 +149,7 @@ class Vault:
         self._clock = clock
         self._keyring: LocalKeyring | None = None
         self._ledger: Ledger | None = None
-        self.index = Index.open(self.paths.index)
+        self._index: Index | None = None
         self.policy = PolicyEngine.load(self._policy_dir())
 
     # ----- creation ------------------------------------------------------------------
@@ -206,7 +208,16 @@ class Vault:
                 public_key=base64.b64encode(admin_key.public_key.raw).decode(),
             )
             policy = PolicyEngine.load(_copy_default_policies(root))
-            ledger = Ledger(store, origin, signer=signer, verifier=signer.public_key, clock=clock)
+            ledger = Ledger(
+                store,
+                origin,
+                signer=signer,
+                verifier=signer.public_key,
+                clock=clock,
+                anchor=CheckpointAnchor(paths.anchor),
+            )
+            # The policy set's text is in the store before the log names it.
+            store_policy_set(store, policy)
             now = clock()
             ledger.append(
                 [
@@ -238,7 +249,9 @@ class Vault:
 
     def close(self) -> None:
         """Release the index."""
-        self.index.close()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
 
     def now(self) -> datetime:
         """The vault's clock."""
@@ -261,6 +274,13 @@ class Vault:
         return self._keyring
 
     @property
+    def index(self) -> Index:
+        """The authenticated projection (its key comes from the keyring: unseals)."""
+        if self._index is None:
+            self._index = Index.open(self.paths.index, seal=self.keyring.index_authenticator())
+        return self._index
+
+    @property
     def ledger(self) -> Ledger:
         """The log, able to append (needs the keyring's log signing key)."""
         if self._ledger is None:
@@ -271,6 +291,7 @@ class Vault:
                 signer=signer,
                 verifier=signer.public_key,
                 clock=self._clock,
+                anchor=self._anchor(),
             )
         return self._ledger
 
@@ -284,7 +305,11 @@ class Vault:
             signer=None,
             verifier=self.log_public_key,
             clock=self._clock,
+            anchor=self._anchor(),
         )
+
+    def _anchor(self) -> CheckpointAnchor:
+        return CheckpointAnchor(self.paths.anchor)
 
     @property
     def log_public_key(self) -> Ed25519PublicKey:
@@ -292,28 +317,75 @@ class Vault:
         return NoteVerifier.from_key_string(self.config.log_key).public_key
 
     def sync(self) -> None:
-        """Bring the index up to the log's latest checkpoint."""
+        """Bring the authenticated index up to the log's latest checkpoint.
+
+        Raises:
+            IntegrityError: the index was edited outside the vault (naming what changed),
+                or the log was rolled back, forked, or its tiles do not reproduce the
+                signed root.
+        """
+        index = self._trusted_index()
         reader = self.reader()
-        size = reader.size()
-        start = self.index.size
+        checkpoint = reader.check_edge()
+        size = checkpoint.size if checkpoint else 0
+        start = index.size
         if start > size:
             raise IntegrityError(
                 f"the index has {start} events but the log only {size}: the log was rolled "
                 "back; run `pcii audit verify` and `pcii index rebuild`"
             )
-        for event in reader.events(start, size):
-            self.index.apply(event, skip_applied=True)
+        if start < size:
+            index.apply_all(reader.events(start, size), skip_applied=True, strict=False)
+
+    def _trusted_index(self) -> Index:
+        """The index, after checking its tag; an edit is named and refused."""
+        index = self.index
+        try:
+            index.verify()
+        except IndexTamperedError as exc:
+            self._diagnose_index(exc)
+        return index
+
+    def _diagnose_index(self, exc: IndexTamperedError) -> None:
+        """Compare the index with a projection of the verified log; name what differs.
+
+        An index equal to the log's projection (a crash between a write and its tag, or
+        an index from before tags) is accepted and tagged again.
+        """
+        reader = self.reader()
+        size = min(self.index.size, reader.size())
+        replayed = Index.in_memory()
+        try:
+            replayed.apply_all(reader.events(0, size), strict=False)
+            differences = _differences(replayed.dump(), self.index.dump())
+        finally:
+            replayed.close()
+        if not differences:
+            _log.warning("index_tag_renewed", reason=str(exc))
+            self.index.accept_as_is()
+            return
+        raise IntegrityError(
+            f"{exc}: {'; '.join(differences)}; run `pcii index rebuild` to rebuild it from "
+            "the verified log"
+        ) from exc
 
     def _note_policy_change(self) -> None:
         """Log a changed policy set (a `policy.loaded` event) before it decides anything."""
         if self.index.size and self.index.meta("policy_set") != self.policy.policy_set_hash:
-            # A changed policy set is itself an event, before it decides anything.
+            # A changed policy set is itself an event, before it decides anything; its
+            # text goes into the store first, so an auditor can re-run its decisions.
+            store_policy_set(self.store, self.policy)
             self._append(
                 [_draft("policy.loaded", self._clock(), policy_set=self.policy.policy_set_hash)]
             )
 
     def _append(self, drafts: Sequence[Event]) -> list[int]:
-        """Append events; return their log indices after the index caught up."""
+        """Append events; return their log indices after the index caught up.
+
+        Raises:
+            ConflictError: another act, logged first, made one of these events illegal
+                (it is in the log, with no effect).
+        """
         try:
             result = self.ledger.append(list(drafts))
         except VaultError:
@@ -321,19 +393,40 @@ class Vault:
         except OSError as exc:
             raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
         reader = self.reader()
-        for event in reader.events(self.index.size, result.size):
-            self.index.apply(event, skip_applied=True)
+        index = self._trusted_index()
+        if index.size < result.size:
+            index.apply_all(reader.events(index.size, result.size), skip_applied=True, strict=False)
+        illegal = dict(index.illegal_events())
+        for position in result.indices:
+            if position in illegal:
+                raise ConflictError(f"another act came first: {illegal[position]}")
         return list(result.indices)
 
     def rebuild_index(self) -> int:
-        """Throw the index away and replay the whole log; return the event count."""
-        self.index.close()
-        for suffix in ("", "-wal", "-shm"):
+        """Throw the index away and replay the whole verified log; return the event count."""
+        seal = self.keyring.index_authenticator()
+        self.close()
+        for suffix in ("", "-wal", "-shm", "-journal", ".mac"):
             Path(f"{self.paths.index}{suffix}").unlink(missing_ok=True)
-        self.index = Index.open(self.paths.index)
-        for event in self.reader().events(0, self.reader().size()):
-            self.index.apply(event, skip_applied=True)
-        return self.index.size
+        self._index = Index.open(self.paths.index, seal=seal)
+        reader = self.reader()
+        self._index.apply_all(reader.events(0, reader.size()), strict=False)
+        return self._index.size
+
+    def principals(self) -> list[Principal]:
+        """Every registered principal, from the verified, authenticated projection."""
+        self.sync()
+        return self.index.principals()
+
+    def deadlines(self, until: datetime) -> list[Deadline]:
+        """The 30-day deadlines falling due by `until`, from the verified projection."""
+        self.sync()
+        return self.index.deadlines(until)
+
+    def illegal_events(self) -> list[tuple[int, str]]:
+        """Logged events the projection gave no effect (the lifecycle forbids them)."""
+        self.sync()
+        return self.index.illegal_events()
 
     # ----- requests and decisions -----------------------------------------------------
 
@@ -399,35 +492,27 @@ class Vault:
         request: SignedRequest,
         record: RecordRow | None,
         directory: EntityDirectory | None = None,
-    ) -> Decision:
-        body = request.body
-        context = RequestFacts(
-            purpose=body.purpose or "",
-            use=body.use or "",
-            authority=body.authority,
-            emergency=bool(body.params.get("emergency", False)),
-            now=self._clock(),
+    ) -> _Verdict:
+        now = self._clock()
+        decision = decide(
+            self.policy, principal, request.body, record, now=now, directory=directory
         )
-        return self.policy.decide(
-            _principal_facts(principal),
-            body.action,
-            _record_facts(record) if record is not None else None,
-            context,
-            directory=directory,
-        )
+        return _Verdict(decision, now)
 
     def _decision_event(
         self,
         event_type: EventType,
         request: SignedRequest,
-        decision: Decision,
+        verdict: _Verdict,
         *,
         details: dict[str, Any] | None = None,
     ) -> Event:
+        # The event's time is the decision's: the auditor re-runs the decision at it.
         body = request.body
+        decision = verdict.decision
         return Event(
             seq=0,
-            time=self._clock(),
+            time=verdict.at,
             type=event_type,
             actor=body.principal,
             request=request.to_log(),
@@ -445,14 +530,15 @@ class Vault:
 
     def _authorize(
         self, request: SignedRequest, action: str, record: RecordRow | None = None
-    ) -> tuple[Principal, Decision]:
+    ) -> tuple[Principal, _Verdict]:
         """Verify and decide; a denial is logged and raised as PolicyDenied."""
         self.sync()
         principal = self._verify_request(request, action)
         self._note_policy_change()
-        decision = self._decide(principal, request, record)
+        verdict = self._decide(principal, request, record)
+        decision = verdict.decision
         if not decision.allowed:
-            self._append([self._decision_event("access.decided", request, decision)])
+            self._append([self._decision_event("access.decided", request, verdict)])
             if decision.errors:
                 reason = "policy evaluation failed: " + "; ".join(decision.errors)
             elif decision.policy_ids:
@@ -460,7 +546,7 @@ class Vault:
             else:
                 reason = "no policy permits it"
             raise PolicyDenied(f"{action} denied for {principal.id!r}: {reason}")
-        return principal, decision
+        return principal, verdict
 
     def _record(self, tracking: str) -> RecordRow:
         self.sync()
@@ -475,7 +561,12 @@ class Vault:
         attributes: PrincipalAttributes,
         public_key: Ed25519PublicKey,
     ) -> Principal:
-        """Register a user (an admin's act)."""
+        """Register a user (an admin's act).
+
+        The request must sign every registered fact: `params` is
+        `{"op": "register", "principal": ID, "attributes": {...}, "public_key": B64}`
+        (`principal_params` builds it), so the log proves who stated them.
+        """
         try:
             principal = Principal(
                 id=principal_id,
@@ -484,7 +575,10 @@ class Vault:
             )
         except ValidationError as exc:
             raise InputError(describe(exc, "invalid principal")) from exc
-        _, decision = self._authorize(request, "manage-principals")
+        _require_signed_params(
+            request, principal_params(principal_id, attributes, public_key), "principal"
+        )
+        _, verdict = self._authorize(request, "manage-principals")
         with contextlib.suppress(NotFoundError):
             self.index.principal(principal_id)
             raise InputError(f"principal {principal_id!r} already exists")
@@ -493,7 +587,7 @@ class Vault:
                 self._decision_event(
                     "principal.registered",
                     request,
-                    decision,
+                    verdict,
                     details={"principal": principal.model_dump(mode="json")},
                 )
             ]
@@ -503,34 +597,46 @@ class Vault:
     def update_principal(
         self, request: SignedRequest, principal_id: str, changes: dict[str, Any]
     ) -> Principal:
-        """Change a user's attributes or status (an admin's act)."""
+        """Change a user's attributes or status (an admin's act).
+
+        The request signs `{"op": "update", "principal": ID, "changes": {...}}`.
+        """
+        changed = to_jsonable_python(changes)
+        _require_signed_params(
+            request, {"op": "update", "principal": principal_id, "changes": changed}, "changes"
+        )
+        if not changes or not set(changes) <= _CHANGEABLE:
+            raise InputError(f"principal changes must be among {', '.join(sorted(_CHANGEABLE))}")
+        if changes.get("status") == "revoked":
+            raise InputError("revoke with `principal revoke`, not an update")
         current = self._principal_for_change(principal_id, changes)
-        merged = {**current.model_dump(mode="json"), **changes}
+        merged = {**current.model_dump(mode="json"), **changed}
         try:
-            updated = Principal.model_validate(merged)
+            Principal.model_validate(merged)
         except ValidationError as exc:
             raise InputError(describe(exc, "invalid principal update")) from exc
-        _, decision = self._authorize(request, "manage-principals")
+        _, verdict = self._authorize(request, "manage-principals")
         self._append(
             [
                 self._decision_event(
                     "principal.updated",
                     request,
-                    decision,
-                    details={"principal": principal_id, "changes": _json_changes(updated, changes)},
+                    verdict,
+                    details={"principal": principal_id, "changes": changed},
                 )
             ]
         )
         return self.index.principal(principal_id)
 
     def revoke_principal(self, request: SignedRequest, principal_id: str) -> Principal:
-        """Revoke a user for good (an admin's act)."""
+        """Revoke a user for good (an admin's act); the request signs who."""
+        _require_signed_params(request, {"op": "revoke", "principal": principal_id}, "principal")
         self._principal_for_change(principal_id)
-        _, decision = self._authorize(request, "manage-principals")
+        _, verdict = self._authorize(request, "manage-principals")
         self._append(
             [
                 self._decision_event(
-                    "principal.revoked", request, decision, details={"principal": principal_id}
+                    "principal.revoked", request, verdict, details={"principal": principal_id}
                 )
             ]
         )
@@ -621,7 +727,7 @@ class Vault:
         body = request.body
         if body.params.get("files") != list(sealed.files):
             raise IntegrityError("request does not sign the uploaded files' hashes")
-        principal, decision = self._authorize(request, "submit")
+        principal, verdict = self._authorize(request, "submit")
         dek = self.keyring.open_intake(sealed.sealed_dek)
         submission = self._open_submission_document(dek, sealed)
         record_ctx = RecordContext(self.config.vault_id, sealed.tracking_number)
@@ -634,7 +740,7 @@ class Vault:
             "files": list(sealed.files),
             "kek_version": self.keyring.current_version,
         }
-        return self._decision_event("submission.received", request, decision, details=details)
+        return self._decision_event("submission.received", request, verdict, details=details)
 
     def _open_submission_document(self, dek: bytes, sealed: SealedUpload) -> Submission:
         ctx = ObjectContext(self.config.vault_id, sealed.tracking_number, "document")
@@ -675,24 +781,32 @@ class Vault:
         legal-history check would refuse is never appended (it would break the log's
         audit and stop every later sync of the index).
 
+        The event's details are the request's signed parameters (reason, ground,
+        categorical inclusion...), never anything unsigned; `details`, when given, must
+        equal them.
+
         Raises:
-            ValueError: `event_type` is not a lifecycle transition (a programming error).
+            ValueError: `event_type` is not a lifecycle transition, or `details` differ
+                from the signed parameters (programming errors).
             IntegrityError: the request was signed for another action (or is forged,
                 replayed, stale, for another vault).
             InputError: the record's state does not allow this transition.
             PolicyDenied: the policies refuse it (the denial is logged).
         """
-        if event_type not in _TRANSITION_ACTIONS:
+        if event_type not in TRANSITION_ACTIONS or event_type == "record.destroyed":
             raise ValueError(f"{event_type} is not a lifecycle transition")
+        signed = _signed_params(request)
+        if details is not None and to_jsonable_python(details) != signed:
+            raise ValueError("details must be the request's signed parameters")
         tracking = _require_record_id(request)
         record = self._record(tracking)
-        _, decision = self._authorize(request, _TRANSITION_ACTIONS[event_type], record)
+        _, verdict = self._authorize(request, TRANSITION_ACTIONS[event_type], record)
         _check_transition(record, event_type)
-        events = [self._decision_event(event_type, request, decision, details=details)]
+        events = [self._decision_event(event_type, request, verdict, details=signed)]
         if event_type == "record.decontrolled":
             # PCII.md: a status change is sent to every earlier recipient.
             events.extend(
-                self._notice(decision, tracking, recipient["principal"], "decontrolled")
+                self._notice(verdict, tracking, recipient["principal"], "decontrolled")
                 for recipient in _unique_recipients(self.index.recipients(tracking))
             )
         self._append(events)
@@ -704,9 +818,15 @@ class Vault:
         """Destroy a record by crypto-shredding: log first, then delete its wrapped key."""
         tracking = _require_record_id(request)
         record = self._record(tracking)
-        _, decision = self._authorize(request, "destroy", record)
+        _, verdict = self._authorize(request, "destroy", record)
         _check_transition(record, "record.destroyed")
-        self._append([self._decision_event("record.destroyed", request, decision)])
+        self._append(
+            [
+                self._decision_event(
+                    "record.destroyed", request, verdict, details=_signed_params(request)
+                )
+            ]
+        )
         self._shred(tracking)
         return self.index.record(tracking)
 
@@ -718,16 +838,16 @@ class Vault:
             for info in list(self.store.list(f"records/{tracking}/")):
                 self.store.delete(info.key)
 
-    def _notice(self, decision: Decision, tracking: str, recipient: str, what: str) -> Event:
+    def _notice(self, verdict: _Verdict, tracking: str, recipient: str, what: str) -> Event:
         # Notices are the vault's own acts, caused by the event just before them.
         return Event(
             seq=0,
-            time=self._clock(),
+            time=verdict.at,
             type="notice.sent",
             actor="vault",
             record=tracking,
             action="notify",
-            policy_set=decision.policy_set_hash,
+            policy_set=verdict.decision.policy_set_hash,
             details={"recipient": recipient, "notice": what},
         )
 
@@ -767,7 +887,8 @@ class Vault:
     ) -> Release:
         tracking = record.tracking
         action = request.body.action
-        _, decision = self._authorize(request, action, record)
+        _, verdict = self._authorize(request, action, record)
+        decision = verdict.decision
         try:
             wrapped = self.store.get(f"wrapped/{tracking}")
         except NotFoundError as exc:
@@ -778,12 +899,12 @@ class Vault:
         dek = self.keyring.unwrap(wrapped, RecordContext(self.config.vault_id, tracking).to_bytes())
         doc_ctx = ObjectContext(self.config.vault_id, tracking, "document")
         document = b"".join(open_object(dek, doc_ctx, self.store.open_stream(_doc_key(doc_ctx))))
-        events = [self._decision_event("access.decided", request, decision)]
+        events = [self._decision_event("access.decided", request, verdict)]
         if "notify:program-office" in decision.obligations:
             # 6 CFR 29.8(f): a contemporaneous written notice to the program office.
             events.append(
                 self._notice(
-                    decision,
+                    verdict,
                     tracking,
                     "program-office",
                     f"disclosed under {request.body.authority}",
@@ -910,7 +1031,7 @@ class Vault:
             BackendError: the log or the keyring file could not be written.
         """
         with self._key_lock() as fresh_keyring:
-            decision = self._authorize_key_op(request, "rotate")
+            verdict = self._authorize_key_op(request, "rotate")
             keyring = fresh_keyring()
             logged, held = self.current_kek_version(), keyring.current_version
             if logged == held + 1:
@@ -922,7 +1043,7 @@ class Vault:
                     "the keyring was changed outside the vault"
                 )
             details = {"version": held + 1, "previous": held}
-            self._append([self._decision_event("key.rotated", request, decision, details=details)])
+            self._append([self._decision_event("key.rotated", request, verdict, details=details)])
             return self._rotate_keyring(keyring, expected=held + 1)
 
     def _rotate_keyring(self, keyring: LocalKeyring, *, expected: int) -> int:
@@ -959,7 +1080,7 @@ class Vault:
             BackendError: the store or the log is unavailable.
         """
         with self._key_lock() as fresh_keyring:
-            decision = self._authorize_key_op(request, "rewrap")
+            verdict = self._authorize_key_op(request, "rewrap")
             keyring = fresh_keyring()
             version = keyring.current_version
             if self.current_kek_version() != version:
@@ -970,16 +1091,14 @@ class Vault:
             count = 0
             failed: list[str] = []
             for record in self.index.records():
-                if record.state in _SHREDDED_STATES:
+                if record.state in SHREDDED_STATES:
                     continue
                 try:
                     count += self._rewrap_one(keyring, record.tracking, version)
                 except IntegrityError:
                     failed.append(record.tracking)
             details = {"count": count, "version": version}
-            self._append(
-                [self._decision_event("key.rewrapped", request, decision, details=details)]
-            )
+            self._append([self._decision_event("key.rewrapped", request, verdict, details=details)])
         if failed:
             raise IntegrityError(
                 f"{len(failed)} wrapped keys did not unwrap (tampered, or KEK retired): "
@@ -1017,7 +1136,7 @@ class Vault:
             IntegrityError: forged/replayed request, or a wrapped key is not readable.
         """
         with self._key_lock() as fresh_keyring:
-            decision = self._authorize_key_op(request, "retire", version=version)
+            verdict = self._authorize_key_op(request, "retire", version=version)
             keyring = fresh_keyring()
             info = {v.version: v for v in keyring.versions}
             if version not in info or version == keyring.current_version:
@@ -1027,7 +1146,7 @@ class Vault:
             in_use = [
                 record.tracking
                 for record in self.index.records()
-                if record.state not in _SHREDDED_STATES
+                if record.state not in SHREDDED_STATES
                 and self._wrapped_version(record.tracking) == version
             ]
             if in_use:
@@ -1036,7 +1155,7 @@ class Vault:
                     f"(e.g. {in_use[0]}): run `pcii keys rewrap` first"
                 )
             details = {"version": version}
-            self._append([self._decision_event("key.retired", request, decision, details=details)])
+            self._append([self._decision_event("key.retired", request, verdict, details=details)])
             keyring.retire(version)
 
     def _wrapped_version(self, tracking: str) -> int | None:
@@ -1045,15 +1164,15 @@ class Vault:
         except NotFoundError:
             return None
 
-    def _authorize_key_op(self, request: SignedRequest, op: str, **params: Any) -> Decision:  # noqa: ANN401
+    def _authorize_key_op(self, request: SignedRequest, op: str, **params: Any) -> _Verdict:  # noqa: ANN401
         """Verify, decide (`rotate-keys`, no record) and check the request names this op."""
-        _, decision = self._authorize(request, "rotate-keys")
+        _, verdict = self._authorize(request, "rotate-keys")
         expected = {"op": op, **params}
         if request.body.params != expected:
             raise IntegrityError(
                 f"request was signed for key operation {request.body.params!r}, not {expected!r}"
             )
-        return decision
+        return verdict
 
     @contextlib.contextmanager
     def _key_lock(self) -> Iterator[Callable[[], LocalKeyring]]:
@@ -1095,7 +1214,7 @@ class Vault:
         candidates = self.index.records(sector=sector, state=state)
         # One decision per record and action: parse every entity once, not per decision.
         directory = self.policy.entity_directory(
-            [_principal_facts(principal)], [_record_facts(r) for r in candidates]
+            [principal_facts(principal)], [record_facts(r) for r in candidates]
         )
         for record in candidates:
             # Analysts see what the `search` policies allow; owners their own submissions
@@ -1104,7 +1223,7 @@ class Vault:
                 probe = request.model_copy(
                     update={"body": request.body.model_copy(update={"action": action})}
                 )
-                decision = self._decide(principal, probe, record, directory)
+                decision = self._decide(principal, probe, record, directory).decision
                 if decision.allowed:
                     visible.append(_redact_listing(record, decision.obligations))
                     break
@@ -1122,25 +1241,68 @@ def _redact_listing(record: RecordRow, obligations: Sequence[str]) -> RecordRow:
     return dataclasses.replace(record, submitter=hidden, submitter_org=hidden, files=())
 
 
-# The action a lifecycle event must have been requested (and permitted) as.
-_TRANSITION_ACTIONS: dict[EventType, str] = {
-    "submission.deficient": "mark-deficient",
-    "submission.validated": "validate",
-    "submission.rejected": "reject",
-    "submission.final-not-pcii": "reject",
-    "submission.withdrawn": "withdraw",
-    "record.decontrolled": "decontrol",
-}
-
-
 def _check_transition(record: RecordRow, event_type: EventType) -> None:
-    """Refuse, before it is logged, a transition the index's legal history forbids."""
-    allowed, _ = LIFECYCLE_TRANSITIONS[event_type]
-    if record.state not in allowed:
-        raise InputError(
-            f"record {record.tracking} is {record.state}: {event_type} is only allowed from "
-            f"{', '.join(sorted(allowed))}"
+    """Refuse, before it is logged, a transition the lifecycle forbids."""
+    try:
+        next_state(record.state, event_type)
+    except IllegalTransitionError as exc:
+        raise InputError(f"record {record.tracking} is {record.state}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """A decision and the moment it was made (the time of the event that records it)."""
+
+    decision: Decision
+    at: datetime
+
+
+_CHANGEABLE = frozenset(
+    {"role", "organisation", "level", "sectors", "training_expires", "nda_signed", "status"}
+)
+
+
+def principal_params(
+    principal_id: str, attributes: PrincipalAttributes, public_key: Ed25519PublicKey
+) -> dict[str, Any]:
+    """The parameters an admin signs to register a principal: every registered fact."""
+    return {
+        "op": "register",
+        "principal": principal_id,
+        "attributes": attributes.model_dump(mode="json"),
+        "public_key": base64.b64encode(public_key.raw).decode(),
+    }
+
+
+def _signed_params(request: SignedRequest) -> dict[str, Any]:
+    """The request's parameters exactly as signed (JSON values)."""
+    params: dict[str, Any] = request.to_log()["body"]["params"]
+    return params
+
+
+def _require_signed_params(request: SignedRequest, expected: dict[str, Any], what: str) -> None:
+    if _signed_params(request) != to_jsonable_python(expected):
+        raise IntegrityError(f"request does not sign the {what} it asks for")
+
+
+def _differences(
+    logged: dict[str, list[tuple[Any, ...]]], indexed: dict[str, list[tuple[Any, ...]]]
+) -> list[str]:
+    """What differs between the log's projection and the index, table by table."""
+    found: list[str] = []
+    for table, rows in logged.items():
+        want, have = set(rows), set(indexed.get(table, []))
+        if want == have:
+            continue
+        missing = sorted(want - have, key=repr)
+        extra = sorted(have - want, key=repr)
+        keys = {str(r[0]) for r in missing} | {str(r[0]) for r in extra}
+        shown = ", ".join(sorted(keys)[:3])
+        found.append(
+            f"{table} differs from the log ({len(missing)} rows missing or changed, "
+            f"{len(extra)} not from the log; {shown})"
         )
+    return found
 
 
 def _draft(event_type: EventType, now: datetime, **fields: Any) -> Event:  # noqa: ANN401
@@ -1157,48 +1319,12 @@ def _require_record_id(request: SignedRequest) -> str:
     return request.body.record
 
 
-def _principal_facts(principal: Principal) -> PrincipalFacts:
-    return PrincipalFacts(
-        id=principal.id,
-        role=principal.role,
-        organisation=principal.organisation,
-        level=principal.level,
-        sectors=frozenset(principal.sectors),
-        training_expires=_start_of_day(principal.training_expires),
-        nda_signed=principal.nda_signed,
-        contractor=principal.contractor,
-        status=principal.status,
-    )
-
-
-def _start_of_day(day: date | None) -> datetime | None:
-    # Training "expiring on D" is treated as expired from 00:00 UTC on D: the earlier
-    # reading, so a date never grants access for part of a day it might not cover.
-    return None if day is None else datetime.combine(day, time.min, UTC)
-
-
-def _record_facts(record: RecordRow) -> RecordFacts:
-    return RecordFacts(
-        tracking_number=record.tracking,
-        state="categorical" if record.categorical and record.state == "validated" else record.state,
-        sector=record.sector,
-        tlp=record.tlp,
-        submitter=record.submitter,
-        submitter_org=record.submitter_org,
-    )
-
-
 def _unique_recipients(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     seen: set[str] = set()
     for row in rows:
         if row["principal"] not in seen:
             seen.add(row["principal"])
             yield row
-
-
-def _json_changes(updated: Principal, changes: dict[str, Any]) -> dict[str, Any]:
-    dumped = updated.model_dump(mode="json")
-    return {key: dumped[key] for key in changes}
 
 
 def _missing_ancestors(path: Path) -> list[Path]:
@@ -1233,8 +1359,9 @@ def _remove_partial_vault(
     """Undo a failed `create`: the directory was new or empty, so all of it goes."""
     with contextlib.suppress(VaultError, OSError):
         if store is not None:
-            for info in list(store.list("log/")):
-                store.delete(info.key)
+            for prefix in ("log/", "policysets/"):
+                for info in list(store.list(prefix)):
+                    store.delete(info.key)
     if paths.root.is_dir():
         for child in paths.root.iterdir():
             if child.is_dir() and not child.is_symlink():

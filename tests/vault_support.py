@@ -23,7 +23,7 @@ from pcii_vault.models.submission import example_submission
 from pcii_vault.receipt import Receipt
 from pcii_vault.store.base import ObjectStore
 from pcii_vault.submitter import upload
-from pcii_vault.vault import Vault
+from pcii_vault.vault import Vault, principal_params
 
 FAST_KDF = ScryptParams(n=2**10, r=8, p=1)
 ATTACHMENT = "riverbend-scada-assessment.pdf"
@@ -71,7 +71,11 @@ class VaultBench:
                 **extra,
             }
         )
-        request = self.vault.sign(self.ids["admin"], "manage-principals", params={"add": name})
+        request = self.vault.sign(
+            self.ids["admin"],
+            "manage-principals",
+            params=principal_params(name, attributes, key.public_key),
+        )
         self.vault.add_principal(request, name, attributes, key.public_key)
         self.ids[name] = Identity(self.vault.config.vault_id, name, key)
 

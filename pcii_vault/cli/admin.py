@@ -20,7 +20,7 @@ from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN, Principal, Princip
 from pcii_vault.models.problems import describe
 from pcii_vault.store import open_store
 from pcii_vault.store.probe import check_store
-from pcii_vault.vault import Vault
+from pcii_vault.vault import Vault, principal_params
 
 __all__ = ["index_app", "init", "principal_app", "store_app"]
 
@@ -168,7 +168,11 @@ def principal_add(
         new_identity = Identity(vault_id=vault.config.vault_id, principal=name, key=key)
         new_identity.save_new(key_out)
         try:
-            request = vault.sign(me, "manage-principals", params={"add": name})
+            request = vault.sign(
+                me,
+                "manage-principals",
+                params=principal_params(name, attributes, key.public_key),
+            )
             principal = vault.add_principal(request, name, attributes, key.public_key)
         except BaseException:
             key_out.unlink(missing_ok=True)
@@ -214,7 +218,9 @@ def principal_update(
     if not changes:
         raise InputError("nothing to change: give at least one option")
     with acting(state) as (vault, me):
-        request = vault.sign(me, "manage-principals", params={"update": name, **changes})
+        request = vault.sign(
+            me, "manage-principals", params={"op": "update", "principal": name, "changes": changes}
+        )
         principal = vault.update_principal(request, name, changes)
         state.output.result(_principal_row(principal), human=f"updated {name}")
 
@@ -226,7 +232,7 @@ def principal_revoke(
     """Revoke a user for good (an admin's act)."""
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
-        request = vault.sign(me, "manage-principals", params={"revoke": name})
+        request = vault.sign(me, "manage-principals", params={"op": "revoke", "principal": name})
         principal = vault.revoke_principal(request, name)
         state.output.result(_principal_row(principal), human=f"revoked {name}")
 
@@ -237,7 +243,7 @@ def principal_list(ctx: typer.Context) -> None:
     state: CliState = ctx.obj
     with opened(state) as vault:
         vault.sync()
-        rows = [_principal_row(p) for p in vault.index.principals()]
+        rows = [_principal_row(p) for p in vault.principals()]
         state.output.rows(
             rows,
             [

@@ -20,7 +20,7 @@ import typer
 from pcii_vault.cli.output import CliState
 from pcii_vault.config import VaultConfig, VaultPaths
 from pcii_vault.errors import ConfigError, InputError
-from pcii_vault.index import Index
+from pcii_vault.history import HistoryAuditor
 from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.note import NoteVerifier, parse_checkpoint
 from pcii_vault.ledger.proof import ProofBundle, iter_events, prove, verify_bundle
@@ -128,6 +128,14 @@ def verify_command(
             "(for logs that are not a vault's event history).",
         ),
     ] = False,
+    skip_decision_replay: Annotated[
+        bool,
+        typer.Option(
+            "--skip-decision-replay",
+            help="Do not re-run logged decisions (when the policysets/ beside the log "
+            "were not copied).",
+        ),
+    ] = False,
 ) -> None:
     """Audit the whole log: signatures, entries, tiles, history, legal events (exit 4 if not)."""
     state = _state(ctx)
@@ -140,20 +148,34 @@ def verify_command(
             raise InputError(f"cannot read {trusted_checkpoint}: {exc.strerror}") from exc
     # The lifecycle projection doubles as the legal-history check: replaying every event
     # into a scratch index raises on a release without a permit, a release of a withdrawn
-    # or destroyed record, an unregistered or inactive actor, a forged or replayed request.
-    history = Index.in_memory()
+    # or destroyed record, an unregistered or inactive actor, a forged or replayed request;
+    # every logged decision is re-run on the policy set it names.
+    history = HistoryAuditor(store, replay_decisions=not skip_decision_replay)
     try:
-        checker = None if structure_only else history.apply
+        checker = None if structure_only else history
         report = verify_log(store, verifier, trusted=trusted, event_checker=checker)
+        if not structure_only:
+            history.finish()
     finally:
         history.close()
     pending = f"; pending: {len(report.pending)}" if report.pending else ""
     legal = "" if structure_only else ", event history legal"
+    replayed = (
+        f", {history.decisions_replayed} decisions replayed"
+        if not structure_only and not skip_decision_replay
+        else ""
+    )
     state.output.result(
-        {**report.to_json(), "legal_history": not structure_only},
+        {
+            **report.to_json(),
+            "legal_history": not structure_only,
+            "decisions_replayed": None
+            if structure_only or skip_decision_replay
+            else history.decisions_replayed,
+        },
         f"log sound: {report.size} events, root {report.checkpoint.root.hex()}, "
         f"{report.tiles} tiles and {report.history} historic checkpoints checked"
-        f"{legal}{pending}",
+        f"{legal}{replayed}{pending}",
     )
     for item in report.pending:
         state.output.note(f"pending: {item}")

@@ -10,8 +10,8 @@ import typer
 
 from pcii_vault.cli.audit import KeyOption, LogOption, open_log
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.session import opened
 from pcii_vault.errors import InputError, IntegrityError
+from pcii_vault.history import HistoryAuditor
 from pcii_vault.index import Index
 from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.verify import verify_log
@@ -21,14 +21,26 @@ __all__ = ["checkpoint", "recipients", "report"]
 
 
 def recipients(
-    ctx: typer.Context, tracking: Annotated[str, typer.Argument(help="Tracking number.")]
+    ctx: typer.Context,
+    tracking: Annotated[str, typer.Argument(help="Tracking number.")],
+    log: LogOption = None,
+    key: KeyOption = None,
 ) -> None:
-    """Everyone who received a record's content: who, when, why, under what authority."""
+    """Everyone who received a record's content: who, when, why, under what authority.
+
+    Read from the log itself, every entry checked against the signed checkpoint (never
+    from the local index, which could have been edited).
+    """
     state: CliState = ctx.obj
-    with opened(state) as vault:
-        vault.sync()
-        vault.index.record(tracking)
-        rows = vault.index.recipients(tracking)
+    store, origin, verifier = open_log(state, log, key)
+    ledger = Ledger(store, origin, signer=None, verifier=verifier.public_key)
+    projection = Index.in_memory()
+    try:
+        projection.apply_all(ledger.events(0, ledger.size()), strict=False)
+        projection.record(tracking)
+        rows = projection.recipients(tracking)
+    finally:
+        projection.close()
     state.output.rows(
         rows,
         ["principal", "seq", "time", "action", "purpose", "use", "authority"],
@@ -40,18 +52,20 @@ def report(ctx: typer.Context, log: LogOption = None, key: KeyOption = None) -> 
     """A self-inspection report from the verified log: events, denials, releases, states."""
     state: CliState = ctx.obj
     store, _, verifier = open_log(state, log, key)
-    history = Index.in_memory()
+    auditor = HistoryAuditor(store)
+    history = auditor.index
     by_type: Counter[str] = Counter()
     denials: Counter[str] = Counter()
 
     def tally(event: Event) -> None:
-        history.apply(event)  # the legal-history check, as in `audit verify`
+        auditor(event)  # the legal-history check and decision replay of `audit verify`
         by_type[event.type] += 1
         if event.decision == "deny":
             denials[event.actor] += 1
 
     try:
         verified = verify_log(store, verifier, event_checker=tally)
+        auditor.finish()
         records = history.records()
         data: dict[str, Any] = {
             "size": verified.size,
@@ -67,7 +81,7 @@ def report(ctx: typer.Context, log: LogOption = None, key: KeyOption = None) -> 
             ),
         }
     finally:
-        history.close()
+        auditor.close()
     if state.output.json_mode:
         state.output.result(data)
         return

@@ -143,6 +143,6 @@ def due(
                 "due": d.due.isoformat(),
                 "what": d.what,
             }
-            for d in vault.index.deadlines(until)
+            for d in vault.deadlines(until)
         ]
     state.output.rows(rows, ["tracking_number", "state", "due", "what"], title="Due")

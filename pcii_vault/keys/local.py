@@ -51,6 +51,7 @@ import structlog
 from pcii_vault.crypto.canonical import canonical_json
 from pcii_vault.crypto.intake import generate_intake_keypair, intake_public_key, open_from_intake
 from pcii_vault.crypto.keywrap import KEK_BYTES, unwrap_key, wrap_key
+from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.seal import (
     DEFAULT_SCRYPT,
     SALT_BYTES,
@@ -347,6 +348,13 @@ class LocalKeyring:
     def log_signing_key(self) -> Ed25519PrivateKey:
         """Return the access log's Ed25519 signing key."""
         return Ed25519PrivateKey(self._contents.log_signing_seed)
+
+    def index_authenticator(self) -> Authenticator:
+        """An authenticator for the vault's index, keyed from this keyring's secrets.
+
+        The key is derived for this one purpose (HKDF) and stays inside the object.
+        """
+        return Authenticator(self._contents.intake_private_key, b"pcii-vault/index-mac/v1")
 
     @property
     def intake_public_key(self) -> bytes:

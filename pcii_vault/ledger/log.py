@@ -56,6 +56,7 @@ from pcii_vault.errors import (
     PreconditionFailedError,
 )
 from pcii_vault.ledger import tiles as _tiles
+from pcii_vault.ledger.anchor import CheckpointAnchor
 from pcii_vault.ledger.note import Checkpoint, NoteVerifier, parse_checkpoint
 from pcii_vault.ledger.tree import (
     EMPTY_ROOT,
@@ -64,6 +65,7 @@ from pcii_vault.ledger.tree import (
     leaf_hash,
     range_hash,
 )
+from pcii_vault.ledger.verified import VerifiedTiles
 from pcii_vault.models.event import Event
 from pcii_vault.store.base import ObjectStore
 
@@ -175,6 +177,7 @@ class Ledger:
         *,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        anchor: CheckpointAnchor | None = None,
     ) -> None:
         if signer is not None and signer.public_key != verifier:
             raise ValueError("the signing key does not match the verifier key")
@@ -185,6 +188,12 @@ class Ledger:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 -- retry jitter, not security
         self._sleep = sleep
+        self._anchor = anchor
+        # Checkpoints already proved against the anchor by this process, and the last
+        # tree whose tiles were authenticated (reused while the log does not move).
+        self._trusted: set[tuple[int, bytes]] = set()
+        self._history_seen: set[tuple[int, bytes]] = set()
+        self._verified: VerifiedTiles | None = None
 
     # ----- reading ------------------------------------------------------------------
 
@@ -196,8 +205,122 @@ class Ledger:
         try:
             data, etag = self.store.get_with_etag(CHECKPOINT_KEY)
         except NotFoundError:
+            self._trust(None)
             return None, None
-        return parse_checkpoint(data, self.verifier, self.origin), etag
+        try:
+            cp = parse_checkpoint(data, self.verifier, self.origin)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{CHECKPOINT_KEY}: {exc}") from exc
+        self._trust(cp)
+        return cp, etag
+
+    def verified(self, checkpoint: Checkpoint) -> VerifiedTiles:
+        """The tiles of `checkpoint`'s tree, authenticated against its signed root.
+
+        Raises:
+            IntegrityError: the stored tiles do not reproduce the signed root.
+        """
+        cached = self._verified
+        if cached is not None and cached.checkpoint == checkpoint:
+            return cached
+        self._verified = VerifiedTiles(self.store, checkpoint)
+        return self._verified
+
+    def check_edge(self) -> Checkpoint | None:
+        """Read the latest checkpoint and prove the newest part of its tree, afresh.
+
+        The right-edge tiles must reproduce the signed root and the entries of the
+        partial bundle must be the signed ones: a rewritten recent entry is found by any
+        command, not only by the next append or a full audit.
+
+        Raises:
+            IntegrityError: rollback, fork, or a tampered recent tile or entry.
+        """
+        cp = self.checkpoint()
+        if cp is not None and cp.size:
+            tiles = VerifiedTiles(self.store, cp)
+            self._verified = tiles
+            last = (cp.size - 1) // _tiles.TILE_WIDTH
+            tiles.bundle(last)
+        return cp
+
+    def _trust(self, cp: Checkpoint | None) -> None:
+        """Hold a checkpoint read from the store against the vault's anchor.
+
+        Reject rollback: the log never shrinks below what this vault signed or verified.
+        Reject fork: a larger tree must contain the anchored one. Report a vanished
+        checkpoint: the anchored one must still be in the store's history.
+
+        Raises:
+            IntegrityError: rollback, fork, or a vanished historic checkpoint.
+        """
+        if self._anchor is None:
+            return
+        if cp is not None and (cp.size, cp.root) in self._trusted:
+            return
+        anchored = self._anchor.load(self.verifier)
+        if anchored is not None:
+            if cp is None:
+                raise IntegrityError(
+                    f"{CHECKPOINT_KEY} is missing but this vault signed a checkpoint of "
+                    f"size {anchored.size}: the log was deleted or rolled back"
+                )
+            if cp.size < anchored.size:
+                raise IntegrityError(
+                    f"rollback: {CHECKPOINT_KEY} has size {cp.size}, smaller than the "
+                    f"checkpoint of size {anchored.size} this vault signed or verified"
+                )
+            if cp.size == anchored.size:
+                if cp.root != anchored.root:
+                    raise IntegrityError(
+                        f"fork: {CHECKPOINT_KEY} of size {cp.size} has another root than "
+                        "the checkpoint this vault signed"
+                    )
+            elif range_hash(self.verified(cp), 0, anchored.size) != anchored.root:
+                raise IntegrityError(
+                    f"fork: {CHECKPOINT_KEY} of size {cp.size} does not contain the tree of "
+                    f"size {anchored.size} this vault signed"
+                )
+            self._check_in_history(anchored)
+        if cp is None:
+            return
+        self._trusted.add((cp.size, cp.root))
+        # Move the anchor only to a checkpoint that is recorded in the history, so a
+        # checkpoint the anchor names and the history lacks was removed by someone.
+        if cp.size and self._in_history(cp):
+            self._anchor.advance(cp, self.verifier)
+
+    def _remember(self, cp: Checkpoint) -> None:
+        """Anchor a checkpoint this ledger just installed and recorded in the history."""
+        self._trusted.add((cp.size, cp.root))
+        self._history_seen.add((cp.size, cp.root))
+        if self._anchor is not None:
+            self._anchor.advance(cp, self.verifier)
+
+    def _in_history(self, cp: Checkpoint) -> bool:
+        if (cp.size, cp.root) in self._history_seen:
+            return True
+        try:
+            stored = parse_checkpoint(
+                self.store.get(history_key(cp.size)), self.verifier, self.origin
+            )
+        except NotFoundError:
+            return False
+        except IntegrityError as exc:
+            raise IntegrityError(f"{history_key(cp.size)}: {exc}") from exc
+        if stored.root != cp.root:
+            raise IntegrityError(
+                f"fork: {history_key(cp.size)} has another root than {CHECKPOINT_KEY}"
+            )
+        self._history_seen.add((cp.size, cp.root))
+        return True
+
+    def _check_in_history(self, anchored: Checkpoint) -> None:
+        if anchored.size and not self._in_history(anchored):
+            raise IntegrityError(
+                f"the checkpoint of size {anchored.size} that this vault signed has vanished "
+                f"from {HISTORY_PREFIX}: the log's history was altered"
+            )
 
     def checkpoint(self) -> Checkpoint | None:
         """The latest checkpoint, signature verified (None for an empty log).
@@ -226,33 +349,25 @@ class Ledger:
         return consistency_proof(self.hash_source(new_size), old_size, new_size)
 
     def entries(self, start: int, end: int, size: int | None = None) -> Iterator[bytes]:
-        """Yield committed entries [start, end), checked against the level-0 tiles.
+        """Yield committed entries [start, end), authenticated against the signed root.
 
-        Streams one bundle at a time. `size` is the tree size whose tiles are read
-        (default: the latest checkpoint's); `end` must not exceed it.
+        Streams one bundle at a time. Every entry is bound to the latest checkpoint's
+        root (never to hash tiles alone); `end` must not exceed `size` (default: the
+        latest checkpoint's size), and `size` not the latest checkpoint's.
 
         Raises:
-            IntegrityError: a bundle is malformed or does not hash to its tile.
+            IntegrityError: the tiles do not reproduce the signed root, or a bundle is
+                malformed or holds other entries than the signed tree.
         """
+        cp = self.checkpoint()
+        latest = cp.size if cp else 0
         if size is None:
-            size = self.size()
-        if not 0 <= start <= end <= size:
-            raise ValueError(f"entry range {start}..{end} is not within the log's {size}")
-        n = start // _tiles.TILE_WIDTH
-        while n * _tiles.TILE_WIDTH < end:
-            width = _tiles.tile_width_at(size, 0, n)
-            if width == 0:
-                break
-            bundle = _read_object(self.store, _tiles.bundle_key(n, width))
-            entries = _tiles.decode_bundle(bundle, width, _tiles.bundle_key(n, width))
-            hashes = _read_object(self.store, _tiles.hash_tile_key(0, n, width))
-            if b"".join(leaf_hash(e) for e in entries) != hashes:
-                raise IntegrityError(f"entry bundle {n} does not match its hash tile")
-            base = n * _tiles.TILE_WIDTH
-            for i, entry in enumerate(entries):
-                if start <= base + i < end:
-                    yield entry
-            n += 1
+            size = latest
+        if not 0 <= start <= end <= size <= latest:
+            raise ValueError(f"entry range {start}..{end} is not within the log's {latest}")
+        if cp is None or start == end:
+            return
+        yield from self.verified(cp).entries(start, end)
 
     def events(self, start: int, end: int, size: int | None = None) -> Iterator[Event]:
         """Yield committed events [start, end), parsed and sequence-checked.
@@ -283,7 +398,7 @@ class Ledger:
         pos, events, entries = self._claim(drafts)
         end = pos + len(entries)
         checkpoint = self._commit_until(end)
-        self._check_included(pos, entries, checkpoint.size)
+        self._check_included(pos, entries, checkpoint)
         return AppendResult(tuple(range(pos, end)), tuple(events), checkpoint, self)
 
     def _assign(self, drafts: Sequence[Event], pos: int) -> tuple[list[Event], list[bytes]]:
@@ -324,19 +439,19 @@ class Ledger:
             # The checkpoint is past our claim: either someone committed it already (our
             # entries are in the tree) or the slot was committed and cleaned before we
             # arrived (other entries there): then ours is a stale claim; drop it, retry.
-            if size >= pos + len(entries) and self._holds(pos, entries, size):
+            if cp is not None and size >= pos + len(entries) and self._holds(pos, entries, cp):
                 return pos, events, entries
             self.store.delete(claim_key(pos))
             pos = size
             self._backoff(attempt)
         raise BackendError("could not claim a log position: too much contention")
 
-    def _holds(self, pos: int, entries: Sequence[bytes], size: int) -> bool:
-        source = self.hash_source(size)
-        return all(source.node(0, pos + i) == leaf_hash(e) for i, e in enumerate(entries))
+    def _holds(self, pos: int, entries: Sequence[bytes], cp: Checkpoint) -> bool:
+        tiles = self.verified(cp)
+        return all(tiles.leaf(pos + i) == leaf_hash(e) for i, e in enumerate(entries))
 
-    def _check_included(self, pos: int, entries: Sequence[bytes], size: int) -> None:
-        if not self._holds(pos, entries, size):
+    def _check_included(self, pos: int, entries: Sequence[bytes], cp: Checkpoint) -> None:
+        if not self._holds(pos, entries, cp):
             raise IntegrityError(f"log positions {pos}.. hold other entries than claimed")
 
     def _backoff(self, attempt: int) -> None:
@@ -382,6 +497,7 @@ class Ledger:
                 self._backoff(attempt)
                 continue
             self._record_history(new)
+            self._remember(new)
             self._clean_claims(new.size, claimed)
             if new.size >= end:
                 return new
@@ -410,11 +526,16 @@ class Ledger:
     ) -> Checkpoint | None:
         assert self._signer is not None  # noqa: S101 -- checked in append()
         old = cp.size if cp else 0
-        new_tiles = _tiles.build_tiles(old, chain, lambda key: _read_object(self.store, key))
+        # Check before extending: build only on tiles proved to reproduce the root of
+        # the checkpoint being extended, never on hash tiles alone (a forged partial
+        # bundle with recomputed tiles would otherwise be signed into the log).
+        verified = self.verified(cp) if cp is not None else None
+        new_tiles = _tiles.build_tiles(old, chain, _extend_reader(verified))
         for key, data in new_tiles.items():
-            _put_immutable(self.store, key, data)
+            self._put_tile(key, data)
         new_size = old + len(chain)
-        source = _tiles.TileHashSource(self.store, new_size, overlay=new_tiles)
+        overlay = {**(verified.edge_bytes() if verified else {}), **new_tiles}
+        source = _tiles.TileHashSource(self.store, new_size, overlay=overlay)
         root = range_hash(source, 0, new_size) if new_size else EMPTY_ROOT
         new = Checkpoint.sign(self.origin, new_size, root, self._signer)
         try:
@@ -423,8 +544,46 @@ class Ledger:
             return None
         return new
 
+    def _put_tile(self, key: str, data: bytes) -> None:
+        """Write a tile of the tree being committed; replace junk found at its key.
+
+        The tiles a commit writes lie beyond the checkpoint it extends, so no signed
+        tree contains them yet, and every honest writer derives the same bytes for a
+        key. Other bytes there are junk (planted, or a crashed forger's): trusting them
+        would fork the log and refusing would wedge every append, so they are reported
+        and replaced.
+        """
+        try:
+            self.store.put_if_absent(key, data)
+        except ObjectExistsError:
+            try:
+                existing, etag = self.store.get_with_etag(key)
+            except NotFoundError:
+                self.store.put_if_absent(key, data)
+                return
+            if existing == data:
+                return
+            _log.warning("junk_log_tile_replaced", key=key)
+            self.store.put_if_match(key, data, etag)
+
     def _record_history(self, cp: Checkpoint) -> None:
-        _put_immutable(self.store, history_key(cp.size), cp.note.encode("utf-8"))
+        key = history_key(cp.size)
+        note = cp.note.encode("utf-8")
+        try:
+            self.store.put_if_absent(key, note)
+        except ObjectExistsError:
+            existing, etag = self.store.get_with_etag(key)
+            if existing == note:
+                return
+            try:
+                other = parse_checkpoint(existing, self.verifier, self.origin)
+            except IntegrityError:
+                # Not signed by the log key: junk that must not wedge the history.
+                _log.warning("junk_history_checkpoint_replaced", key=key)
+                self.store.put_if_match(key, note, etag)
+                return
+            if other.size != cp.size or other.root != cp.root:
+                raise IntegrityError(f"fork alarm: {key} holds another signed checkpoint") from None
 
     def _clean_claims(self, size: int, committed: Sequence[int]) -> None:
         for pos in committed:
@@ -451,21 +610,12 @@ def parse_event(entry: bytes, index: int) -> Event:
     return event
 
 
-def _read_object(store: ObjectStore, key: str) -> bytes:
-    try:
-        return store.get(key)
-    except NotFoundError as exc:
-        raise IntegrityError(f"missing log object {key}") from exc
+def _extend_reader(verified: VerifiedTiles | None) -> Callable[[str], bytes]:
+    """The reader `build_tiles` uses: authenticated right-edge objects only."""
 
+    def read(key: str) -> bytes:
+        if verified is None:
+            raise ValueError(f"an empty log has no {key}")
+        return verified.read_for_extend(key)
 
-def _put_immutable(store: ObjectStore, key: str, data: bytes) -> None:
-    """Create `key`; an existing object must hold exactly `data` (else a fork alarm)."""
-    try:
-        store.put_if_absent(key, data)
-    except ObjectExistsError:
-        try:
-            existing = store.get(key)
-        except NotFoundError as exc:
-            raise IntegrityError(f"{key} exists but cannot be read") from exc
-        if existing != data:
-            raise IntegrityError(f"fork alarm: {key} already holds different bytes") from None
+    return read

@@ -170,6 +170,10 @@ def open_note(note: str | bytes, verifier: NoteVerifier) -> str:  # noqa: PLR091
             blob = base64.b64decode(b64, validate=True)
         except binascii.Error as exc:
             raise IntegrityError("malformed signed note: signature is not base64") from exc
+        if base64.b64encode(blob).decode("ascii") != b64:
+            # Padding bits are free in base64: only the canonical spelling is accepted,
+            # so no byte of a note can change without the note being refused.
+            raise IntegrityError("malformed signed note: signature is not canonical base64")
         if len(blob) < 5:
             raise IntegrityError("malformed signed note: signature too short")
         if name != verifier.name or blob[:4] != our_id:

@@ -39,6 +39,7 @@ __all__ = [
     "hash_tile_key",
     "index_path",
     "parse_tile_key",
+    "read_log_object",
     "tile_root",
     "tiles_for_size",
 ]
@@ -48,6 +49,18 @@ TILE_HEIGHT = 8
 TILE_WIDTH = 256
 MAX_ENTRY_BYTES = 0xFFFF
 _sha256 = hashlib.sha256
+
+
+def read_log_object(store: ObjectStore, key: str) -> bytes:
+    """Read an object the log needs; a missing one is an integrity failure.
+
+    Raises:
+        IntegrityError: the object is missing.
+    """
+    try:
+        return store.get(key)
+    except NotFoundError as exc:
+        raise IntegrityError(f"missing log object {key}") from exc
 
 
 def index_path(n: int) -> str:

@@ -78,11 +78,7 @@ class VerifyReport:
         }
 
 
-def _get(store: ObjectStore, key: str) -> bytes:
-    try:
-        return store.get(key)
-    except NotFoundError as exc:
-        raise IntegrityError(f"missing log object {key}") from exc
+_get = _tiles.read_log_object
 
 
 class _Inventory:
@@ -188,21 +184,9 @@ class _Auditor:
             self.tiles_checked += 1
             base = n * _W
             entries = _tiles.decode_bundle(raw, width, bkey)
-            leaves = []
-            for i, entry in enumerate(entries):
-                index = base + i
-                try:
-                    event = validate(entry)
-                except ValueError as exc:
-                    raise IntegrityError(
-                        f"entry {index} ({bkey}) is not a known event: {_first_error(exc)}"
-                    ) from exc
-                if event.seq != index:
-                    raise IntegrityError(f"entry {index} ({bkey}) carries seq {event.seq}")
-                if checker is not None:
-                    checker(event)
-                leaves.append(sha(b"\x00" + entry).digest())
-            self._check_variants(-1, n, width, raw)
+            # Structure before content: the leaves must match the tile before a single
+            # entry is parsed.
+            leaves = [sha(b"\x00" + entry).digest() for entry in entries]
             tkey = _tiles.hash_tile_key(0, n, width)
             tile = self._stored(0, n, width)
             self.tiles_checked += 1
@@ -214,6 +198,19 @@ class _Auditor:
                 raise IntegrityError(
                     f"entry {base + bad} ({bkey}) does not match its leaf hash in {tkey}"
                 )
+            for i, entry in enumerate(entries):
+                index = base + i
+                try:
+                    event = validate(entry)
+                except ValueError as exc:
+                    raise IntegrityError(
+                        f"entry {index} ({bkey}) is not a known event: {_first_error(exc)}"
+                    ) from exc
+                if event.seq != index:
+                    raise IntegrityError(f"entry {index} ({bkey}) carries seq {event.seq}")
+                if checker is not None:
+                    _check_event(checker, event, index, bkey)
+            self._check_variants(-1, n, width, raw)
             self._check_variants(0, n, width, expected)
             if width == _W:
                 root = _tiles.tile_root(leaves)
@@ -248,6 +245,16 @@ class _Auditor:
                 continue
             for key in variants.values():
                 self.pending.append(f"{key} (beyond the checkpoint)")
+
+
+def _check_event(checker: Callable[[Event], None], event: Event, index: int, key: str) -> None:
+    """Run the caller's check; anything it raises on logged bytes is an integrity failure."""
+    try:
+        checker(event)
+    except IntegrityError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"entry {index} ({key}) is malformed: {exc}") from exc
 
 
 def _first_error(exc: ValueError) -> str:

@@ -78,6 +78,7 @@ __all__ = [
     "PolicyProblem",
     "PolicySource",
     "default_policy_directory",
+    "hash_policy_files",
 ]
 
 HASH_DOMAIN = b"pcii-vault policy-set v1\n"
@@ -215,6 +216,11 @@ def _statement(source: str, start: int, end: int) -> _Statement:
             comment_lines.append(stripped.removeprefix("//").strip())
     text = "\n".join(code_lines).strip() if code_lines else ""
     return _Statement(text=text, line=first_line, comment=" ".join(comment_lines))
+
+
+def hash_policy_files(files: Iterable[tuple[str, bytes]]) -> str:
+    """The policy-set hash of (file name, bytes) pairs (see the module docstring)."""
+    return _hash_files(list(files))
 
 
 def _hash_files(files: list[tuple[str, bytes]]) -> str:
@@ -486,6 +492,7 @@ class PolicyEngine:
     directory: Path
     policy_set_hash: str
     policies: Mapping[str, PolicySource]
+    files: tuple[tuple[str, bytes], ...] = field(repr=False, compare=False)
     _policy_set: cedarpy.PolicySet = field(repr=False)
     _schema: cedarpy.Schema = field(repr=False)
     _slices: Mapping[str, cedarpy.PolicySet] = field(repr=False)
@@ -536,6 +543,7 @@ class PolicyEngine:
             directory=directory,
             policy_set_hash=_hash_files(loader.files),
             policies=MappingProxyType(dict(loader.sources)),
+            files=tuple(sorted(loader.files)),
             _policy_set=policy_set,
             _schema=schema,
             _slices=MappingProxyType(_slice_by_action(loader.policies_json, schema)),

@@ -9,7 +9,8 @@ Invariants:
 - every put carries ``x-amz-checksum-sha256`` of our own SHA-256 of the bytes (each
   multipart part its own), so the server refuses bytes that changed on the way;
 - a failed multipart upload is aborted: nothing becomes visible, no parts linger;
-- when the bucket has Object Lock, objects under ``log/`` and ``records/`` are written
+- when the bucket has Object Lock, objects under ``log/``, ``records/`` and ``policysets/``
+  are written
   with retention; ``wrapped/`` (crypto-shredding must be able to delete them) and
   ``log/claims/`` (short-lived) never are, and a bucket default retention, which would
   lock them anyway, is refused;
@@ -70,7 +71,7 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 RetentionMode = Literal["COMPLIANCE", "GOVERNANCE"]
 
 # Write-once prefixes that get Object Lock retention, and the exceptions that never do.
-_RETAINED_PREFIXES = ("log/", "records/")
+_RETAINED_PREFIXES = ("log/", "records/", "policysets/")
 _NEVER_RETAINED_PREFIXES = ("log/claims/", "wrapped/")
 
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})

@@ -16,12 +16,14 @@ import pytest
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import IntegrityError
-from pcii_vault.index import Index
+from pcii_vault.index import TRANSITION_ACTIONS, Index
 from pcii_vault.models.event import Event, EventType
-from pcii_vault.models.principal import Principal
+from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.request import SignedRequest, sign_request
+from pcii_vault.vault import principal_params
 
 VAULT = "v-0123456789abcdef"
+POLICY_SET = "ab" * 32
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 TRACKING = "PCII-2026-00000042"
 WATER = "Water and Wastewater Systems"
@@ -67,8 +69,14 @@ class History:
         decision: Literal["permit", "deny"] | None = "permit",
         details: dict[str, Any] | None = None,
         purpose: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Event:
-        signed = request or self.request(actor, action, record=record, purpose=purpose)
+        details = details or {}
+        if params is None:
+            params = _signed_params_for(event_type, details)
+        signed = request or self.request(
+            actor, action, record=record, purpose=purpose, params=params
+        )
         return Event(
             seq=self.next_seq,
             time=self.time(),
@@ -79,7 +87,8 @@ class History:
             action=action,
             decision=decision,
             purpose=purpose,
-            details=details or {},
+            policy_set=POLICY_SET,
+            details=details,
         )
 
     def principal_event(self, name: str, role: str, *, by: str = "admin", **attrs: Any) -> Event:
@@ -96,7 +105,13 @@ class History:
         details = {"principal": principal.model_dump(mode="json")}
         if by == "vault":
             return self.vault_event("principal.registered", details=details)
-        return self.act(by, "principal.registered", "manage-principals", details=details)
+        attributes = PrincipalAttributes.model_validate(
+            principal.model_dump(include=set(PrincipalAttributes.model_fields))
+        )
+        params = principal_params(name, attributes, key.public_key)
+        return self.act(
+            by, "principal.registered", "manage-principals", details=details, params=params
+        )
 
     def apply(self, event: Event) -> None:
         self.index.apply(event)
@@ -106,7 +121,7 @@ class History:
     def start(self) -> None:
         """vault.initialized, policy.loaded, the first admin, then four users."""
         self.apply(self.vault_event("vault.initialized", details={"vault_id": VAULT}))
-        self.apply(self.vault_event("policy.loaded", policy_set="ab" * 32))
+        self.apply(self.vault_event("policy.loaded", policy_set=POLICY_SET))
         self.apply(self.principal_event("admin", "admin", by="vault"))
         self.apply(self.principal_event("owner", "owner", organisation="Riverbend MWA"))
         self.apply(self.principal_event("office", "office"))
@@ -149,6 +164,23 @@ def history() -> Iterator[History]:
     made.index.close()
 
 
+def _signed_params_for(event_type: str, details: dict[str, Any]) -> dict[str, Any]:
+    """The parameters the vault's client signs for an act that records `details`."""
+    if event_type == "principal.updated":
+        return {"op": "update", "principal": details["principal"], "changes": details["changes"]}
+    if event_type == "principal.revoked":
+        return {"op": "revoke", "principal": details["principal"]}
+    if event_type == "submission.received":
+        return {"files": details.get("files")}
+    if event_type.startswith("key."):
+        op = {"key.rotated": "rotate", "key.rewrapped": "rewrap", "key.retired": "retire"}
+        extra = {"version": details["version"]} if event_type == "key.retired" else {}
+        return {"op": op[event_type], **extra}
+    if event_type in TRANSITION_ACTIONS:
+        return dict(details)
+    return {}
+
+
 def _refused(history: History, event: Event, match: str) -> None:
     """The event is refused and leaves the index exactly as it was."""
     before = history.index.dump()
@@ -175,7 +207,9 @@ def test_a_legal_lifecycle_is_projected_into_rows(history: History) -> None:
         )
     )
     history.apply(history.office("record.destroyed", "destroy"))
-    history.apply(history.vault_event("key.rotated", details={"version": 2}))
+    history.apply(
+        history.act("admin", "key.rotated", "rotate-keys", details={"version": 2, "previous": 1})
+    )
 
     record = history.index.record(TRACKING)
     assert record.state == "destroyed"
@@ -191,7 +225,7 @@ def test_a_legal_lifecycle_is_projected_into_rows(history: History) -> None:
         "auditor",
     }
     assert history.index.meta("vault_id") == VAULT
-    assert history.index.meta("key.rotated") == '{"version": 2}'
+    assert history.index.meta("key.rotated") == '{"previous": 1, "version": 2}'
     assert history.index.size == 15
 
 
@@ -325,7 +359,7 @@ def test_validation_of_a_withdrawn_record_is_refused(history: History) -> None:
     _refused(
         history,
         history.office("submission.validated", "validate"),
-        "submission.validated of a record that is withdrawn",
+        "submission.validated is not allowed from withdrawn",
     )
 
 

@@ -9,7 +9,7 @@ from pcii_vault.errors import BackendError, InputError, IntegrityError
 from pcii_vault.ledger.log import CLAIM_PREFIX, Ledger, claim_key, encode_claim
 from pcii_vault.ledger.note import NoteVerifier
 from pcii_vault.ledger.proof import ProofBundle, prove, verify_bundle
-from pcii_vault.ledger.tiles import bundle_key
+from pcii_vault.ledger.tiles import bundle_key, hash_tile_key
 from pcii_vault.ledger.tree import leaf_hash, verify_inclusion
 from pcii_vault.ledger.verify import verify_log
 from pcii_vault.models.event import Event
@@ -102,12 +102,14 @@ def test_stale_claim_below_checkpoint_is_ignored_and_cleaned(fs_store):
     assert list(fs_store.list(CLAIM_PREFIX)) == []
 
 
-def test_existing_tile_with_other_bytes_is_a_fork_alarm(fs_store):
+def test_junk_tile_at_the_next_width_is_replaced_not_trusted_and_does_not_wedge(fs_store):
     log = _ledger(fs_store)
     log.append([_draft(0)])
     fs_store.put_if_absent(bundle_key(0, 2), b"\x00\x01X\x00\x01Y")
-    with pytest.raises(IntegrityError, match="fork alarm"):
-        log.append([_draft(1)])
+    fs_store.put_if_absent(hash_tile_key(0, 0, 2), b"J" * 64)
+    log.append([_draft(1)])
+    assert [e.record for e in log.events(0, 2)] == ["R0", "R1"]
+    verify_log(fs_store, log.key_string())
 
 
 def test_proof_bundle_round_trip_and_tamper(fs_store):

@@ -1,0 +1,76 @@
+"""The vault's own memory of the log: the newest checkpoint it signed or verified.
+
+The store is untrusted, and so is ``log/checkpoint``: an attacker with the bucket can put
+back an older signed checkpoint (a rollback), delete the history, and let the vault extend
+the shorter tree. The anchor is kept outside the store, in the vault directory, and the
+ledger holds every checkpoint it reads or installs against it:
+
+- a checkpoint smaller than the anchor is a rollback; one of the same size with another
+  root, or a larger one whose tree does not contain the anchor's, is a fork;
+- the anchor's checkpoint must still be in the store's history (``log/checkpoints/``):
+  one that the vault signed and that has vanished is reported, not forgotten.
+
+The file holds the signed note itself, so it cannot be forged without the log key; a
+person with the vault's Unix account can delete it or put back an older one (then the
+vault trusts on first use again): SECURITY.md says so, and auditors keep checkpoints of
+their own (`pcii audit checkpoint`).
+
+Invariants: the anchor only moves forward (checked under a file lock, so concurrent
+processes of one vault never move it back); it is written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from pcii_vault.durable import replace_file
+from pcii_vault.errors import IntegrityError
+from pcii_vault.ledger.note import Checkpoint, NoteVerifier, parse_checkpoint
+
+__all__ = ["CheckpointAnchor"]
+
+
+class CheckpointAnchor:
+    """The last checkpoint a vault signed or verified, kept in its directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, verifier: NoteVerifier) -> Checkpoint | None:
+        """The anchored checkpoint, signature checked (None before the first one).
+
+        Raises:
+            IntegrityError: the file is not a checkpoint signed by the log key.
+        """
+        try:
+            note = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return parse_checkpoint(note, verifier)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.path}: {exc}") from exc
+
+    def advance(self, checkpoint: Checkpoint, verifier: NoteVerifier) -> None:
+        """Remember `checkpoint` if it is newer than the anchored one.
+
+        The caller has proved that it extends the anchored checkpoint.
+        """
+        with self._locked():
+            current = self.load(verifier)
+            if current is not None and current.size >= checkpoint.size:
+                return
+            replace_file(self.path, checkpoint.note.encode("utf-8"), mode=0o600)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

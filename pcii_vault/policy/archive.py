@@ -1,0 +1,114 @@
+"""Every policy set the vault loads, kept in the store by its hash, for replaying decisions.
+
+A `policy.loaded` event names a policy set by its SHA-256 (`PolicyEngine.policy_set_hash`).
+Its exact text is stored, before the event is logged, at ``policysets/<hash>``: a
+canonical JSON document (format, version, and each file's name and text). The object is
+written once (under Object Lock where the bucket has it); whoever reads it recomputes the
+hash from the files and refuses anything else, so a swapped or edited policy set is
+detected, never used. With it an auditor re-runs every logged decision on the policies
+that made it.
+
+Invariants: an object at a policy set's key that does not hash to the key is junk and is
+replaced when the vault stores the real set (it cannot wedge the vault); reading checks
+the hash before parsing a single policy.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pcii_vault.crypto.canonical import canonical_json
+from pcii_vault.errors import IntegrityError, NotFoundError, ObjectExistsError
+from pcii_vault.policy.engine import PolicyEngine, PolicyLoadError, hash_policy_files
+from pcii_vault.store.base import ObjectStore
+
+__all__ = ["POLICY_SET_PREFIX", "load_policy_set", "policy_set_key", "store_policy_set"]
+
+_log = structlog.get_logger(__name__)
+
+POLICY_SET_PREFIX = "policysets/"
+_FORMAT = "pcii-vault/policy-set"
+_VERSION = 1
+
+
+def policy_set_key(policy_set_hash: str) -> str:
+    """Object key of the policy set with this hash."""
+    return f"{POLICY_SET_PREFIX}{policy_set_hash}"
+
+
+def _document(engine: PolicyEngine) -> bytes:
+    files = {name: data.decode("utf-8") for name, data in engine.files}
+    return canonical_json({"format": _FORMAT, "v": _VERSION, "files": files})
+
+
+def _parse_unverified_files(data: bytes, key: str) -> list[tuple[str, bytes]]:
+    try:
+        doc: Any = json.loads(data)
+    except ValueError as exc:
+        raise IntegrityError(f"{key} is not a policy-set document") from exc
+    if (
+        not isinstance(doc, dict)
+        or doc.get("format") != _FORMAT
+        or doc.get("v") != _VERSION
+        or set(doc) != {"format", "v", "files"}
+        or not isinstance(doc["files"], dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in doc["files"].items())
+    ):
+        raise IntegrityError(f"{key} is not a policy-set document of version {_VERSION}")
+    return [(name, text.encode("utf-8")) for name, text in doc["files"].items()]
+
+
+def store_policy_set(store: ObjectStore, engine: PolicyEngine) -> str:
+    """Store the exact text of `engine`'s policy set (idempotent); return its key."""
+    key = policy_set_key(engine.policy_set_hash)
+    data = _document(engine)
+    try:
+        store.put_if_absent(key, data)
+    except ObjectExistsError:
+        try:
+            existing, etag = store.get_with_etag(key)
+        except NotFoundError:
+            store.put_if_absent(key, data)
+            return key
+        if existing != data:
+            # Junk at our key (the real text hashes to it): replace, never trust it.
+            _log.warning("junk_policy_set_replaced", key=key)
+            store.put_if_match(key, data, etag)
+    return key
+
+
+def load_policy_set(store: ObjectStore, policy_set_hash: str) -> PolicyEngine:
+    """Load a stored policy set after checking that its files hash to `policy_set_hash`.
+
+    Raises:
+        IntegrityError: the set is missing, malformed, of another hash, or its
+            policies do not load.
+    """
+    key = policy_set_key(policy_set_hash)
+    try:
+        data = store.get(key)
+    except NotFoundError as exc:
+        raise IntegrityError(
+            f"policy set {policy_set_hash[:16]}... named by the log is missing ({key})"
+        ) from exc
+    files = _parse_unverified_files(data, key)
+    if hash_policy_files(files) != policy_set_hash:
+        raise IntegrityError(f"{key} does not hash to its name: an altered policy set")
+    with tempfile.TemporaryDirectory(prefix="pcii-policy-") as tmp:
+        directory = Path(tmp)
+        for name, text in files:
+            if "/" in name or name.startswith(".") or not name:
+                raise IntegrityError(f"{key} names a file {name!r} outside its set")
+            (directory / name).write_bytes(text)
+        try:
+            engine = PolicyEngine.load(directory)
+        except PolicyLoadError as exc:
+            raise IntegrityError(f"{key} does not load: {exc}") from exc
+    if engine.policy_set_hash != policy_set_hash:  # pragma: no cover - hashed above
+        raise IntegrityError(f"{key} loads as another policy set")
+    return engine
