@@ -12,7 +12,12 @@ Run:  .venv/bin/python benchmarks/ledger.py [--size 1000000] [--batch 5000] [--n
   whole tree in memory), and the bare tree built in memory from the same entries;
 - pymerkle 7 `InmemoryTree` building the same tree (same entries, RFC 9162 hashing) and
   proving / verifying the same inclusions and consistencies; ratios printed (ours first,
-  > 1 means we are ahead).
+  > 1 means we are ahead);
+- the share of an append spent checking before extending (authenticating the right edge
+  of the checkpoint being extended against its signed root);
+- a `--replay`-event vault history (signed requests, real policies, decisions made by the
+  engine) audited three ways: structure only, + the strict legal-history projection, + the
+  re-run of every logged decision; events/s and the share of each step.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from pcii_vault.ledger.tree import (
     verify_consistency,
     verify_inclusion,
 )
+from pcii_vault.ledger.verified import VerifiedTiles
 from pcii_vault.ledger.verify import verify_log
 from pcii_vault.models.event import Event
 from pcii_vault.store.base import ObjectStore
@@ -82,6 +88,64 @@ def append_rate(store: ObjectStore, batch: int, appends: int) -> float:
     return batch * appends / (time.perf_counter() - started)
 
 
+def check_before_extend_share(store: ObjectStore, batch: int, appends: int) -> float:
+    """Fraction of append time spent authenticating the right edge before extending."""
+    log = ledger(store)
+    drafts = [draft(i) for i in range(batch)]
+    log.append(drafts)
+    spent = 0.0
+    original = VerifiedTiles.__init__
+
+    def timed(self: VerifiedTiles, *args: object, **kwargs: object) -> None:
+        nonlocal spent
+        t = time.perf_counter()
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        spent += time.perf_counter() - t
+
+    VerifiedTiles.__init__ = timed  # type: ignore[method-assign]
+    try:
+        started = time.perf_counter()
+        for _ in range(appends):
+            log.append(drafts)
+        total = time.perf_counter() - started
+    finally:
+        VerifiedTiles.__init__ = original  # type: ignore[method-assign]
+    return spent / total
+
+
+def replay_benchmark(count: int) -> None:
+    """Audit a `count`-event vault history: structure, legal history, decision replay."""
+    from replay_history import build_history
+
+    from pcii_vault.history import HistoryAuditor
+
+    with tempfile.TemporaryDirectory(prefix="pcii-bench-replay-") as tmp:
+        store, verifier = build_history(Path(tmp), count)
+        timings = {}
+        for name, make in (
+            ("structure only", lambda: None),
+            ("+ legal history", lambda: HistoryAuditor(store, replay_decisions=False)),
+            ("+ decision replay", lambda: HistoryAuditor(store)),
+        ):
+            checker = make()
+            started = time.perf_counter()
+            verify_log(store, verifier, event_checker=checker)
+            if checker is not None:
+                checker.finish()
+                replayed = checker.decisions_replayed
+                checker.close()
+            timings[name] = time.perf_counter() - started
+        base = timings["structure only"]
+        print(f"audit of a {count:,}-event vault history ({replayed:,} decisions replayed):")
+        for name, seconds in timings.items():
+            print(
+                f"  {name:<20} {seconds:6.1f} s  {count / seconds:>9,.0f} events/s  "
+                f"(+{(seconds - base) / seconds:.0%} over structure)"
+            )
+        replay_only = timings["+ decision replay"] - timings["+ legal history"]
+        print(f"  decision replay alone: {replayed / replay_only:,.0f} decisions/s")
+
+
 def mean_us(samples: list[float]) -> float:
     return statistics.fmean(samples) * 1e6
 
@@ -92,7 +156,13 @@ def main() -> None:  # noqa: PLR0912, PLR0915 -- one linear script of measuremen
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--probes", type=int, default=1000)
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("--replay", type=int, default=100_000)
+    parser.add_argument("--replay-only", action="store_true")
     args = parser.parse_args()
+    if args.replay:
+        replay_benchmark(args.replay)
+    if args.replay_only:
+        return
     rng = random.Random(7)
     figures: dict[str, float] = {}
 
@@ -103,6 +173,11 @@ def main() -> None:  # noqa: PLR0912, PLR0915 -- one linear script of measuremen
         print(
             f"append, filesystem: batched(1000) {figures['fs batched']:,.0f} events/s, "
             f"single {figures['fs single']:,.0f} events/s"
+        )
+        share = check_before_extend_share(FilesystemStore(Path(tmp) / "share"), 1000, 20)
+        single = check_before_extend_share(FilesystemStore(Path(tmp) / "share1"), 1, 200)
+        print(
+            f"  check before extend: {share:.1%} of a batched append, {single:.1%} of a single one"
         )
 
     if not args.no_s3:

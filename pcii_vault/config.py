@@ -10,6 +10,7 @@ Invariant: a config file that fails to parse or names an unknown format version 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -101,6 +102,15 @@ class VaultPaths:
         return self.root / "objects"
 
 
+@dataclass(frozen=True)
+class Batching:
+    """Group commit: a batch closes at `max_acts` acts or `max_age` seconds."""
+
+    max_acts: int = 256
+    max_age: float = 0.002
+    max_pending: int = 4096
+
+
 class Settings(BaseSettings):
     """Client settings from `PCII_` environment variables, read once at the edge.
 
@@ -114,6 +124,23 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto: key=value on a terminal, JSON lines otherwise"
     )
+    batch_max_acts: int = Field(
+        default=256, ge=1, le=65536, description="a group commit closes at this many acts"
+    )
+    batch_max_age_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="... or when its oldest act waited this long"
+    )
+    batch_max_pending: int = Field(
+        default=4096, ge=1, le=1_000_000, description="acts waiting beyond this are refused"
+    )
+
+    def batching(self) -> Batching:
+        """The group-commit settings for the core."""
+        return Batching(
+            max_acts=self.batch_max_acts,
+            max_age=self.batch_max_age_ms / 1000,
+            max_pending=max(self.batch_max_pending, self.batch_max_acts),
+        )
 
     @classmethod
     def from_environment(cls) -> Settings:

@@ -84,12 +84,26 @@ def decide(
     now: datetime,
     directory: EntityDirectory | None = None,
 ) -> Decision:
-    """Decide `body` for `principal` on `record` (or none) at `now`."""
+    """Decide `body` for `principal` on `record` (or none) at `now`.
+
+    Facts the schema does not know (an unknown use, say) deny, as an evaluation error.
+    """
+    try:
+        facts = request_facts(body, now)
+    except ValueError as exc:
+        return Decision(
+            allowed=False,
+            decision="deny",
+            policy_ids=(),
+            obligations=(),
+            errors=(str(exc),),
+            policy_set_hash=engine.policy_set_hash,
+        )
     return engine.decide(
         principal_facts(principal),
         body.action,
         record_facts(record) if record is not None else None,
-        request_facts(body, now),
+        facts,
         directory=directory,
     )
 

@@ -36,7 +36,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -399,27 +399,78 @@ class Index:
             IntegrityError: out of sequence, or (strict) an illegal event; nothing of
                 this call is kept then.
         """
-        applied = 0
         with self._locked(fcntl.LOCK_EX):
             if self._seal is not None:
                 self._verify_locked()
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                expected = self.size
-                for event in events:
-                    if skip_applied and event.seq < expected:
-                        continue
-                    _check_sequence(event, expected)
-                    self._apply_one(event, strict=strict)
-                    expected += 1
-                    applied += 1
-                self._set_meta("size", str(expected))
+                applied = self._apply_events(events, skip_applied=skip_applied, strict=strict)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
             if self._seal is not None and applied:
                 self._retag()
+        return applied
+
+    @contextlib.contextmanager
+    def overlay(self, events: Iterable[Event]) -> Iterator[Index]:
+        """The state after `events` (the log's next ones), for a look only: rolled back.
+
+        The core decides an act on the state at the position its event will get: the
+        committed log, plus what other writers claimed before it. Holds the index's
+        write lock meanwhile, so no other process of this vault changes it underneath.
+
+        Raises:
+            IndexTamperedError: the file was changed outside the vault.
+            IntegrityError: an event is out of sequence.
+        """
+        with self._locked(fcntl.LOCK_EX):
+            if self._seal is not None:
+                self._verify_locked()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                # Events another process of this vault applied meanwhile are skipped.
+                self._apply_events(events, skip_applied=True, strict=False)
+                yield self
+            finally:
+                self._db.execute("ROLLBACK")
+
+    def apply_in_overlay(self, events: Sequence[Event]) -> str | None:
+        """Inside `overlay`: apply an act's own events so the next act sees them.
+
+        Returns None when they are legal here, else the reason (and they are undone).
+        """
+        self._db.execute("SAVEPOINT act")
+        expected = self.size
+        illegal = None
+        for event in events:
+            _check_sequence(event, expected)
+            self._apply_one(event, strict=False)
+            reasons = dict(self.illegal_events())
+            if event.seq in reasons:
+                illegal = reasons[event.seq]
+                break
+            expected += 1
+        if illegal is not None:
+            self._db.execute("ROLLBACK TO act")
+        else:
+            self._set_meta("size", str(expected))
+        self._db.execute("RELEASE act")
+        return illegal
+
+    def _apply_events(self, events: Iterable[Event], *, skip_applied: bool, strict: bool) -> int:
+        """Apply events in order inside the caller's transaction; return how many."""
+        expected = self.size
+        applied = 0
+        for event in events:
+            if skip_applied and event.seq < expected:
+                continue
+            _check_sequence(event, expected)
+            self._apply_one(event, strict=strict)
+            expected += 1
+            applied += 1
+        self._set_meta("size", str(expected))
         return applied
 
     def finish(self) -> None:

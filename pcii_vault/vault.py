@@ -27,6 +27,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,7 @@ import structlog
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from pcii_vault.config import CONFIG_NAME, VaultConfig, VaultPaths
+from pcii_vault.config import CONFIG_NAME, Batching, VaultConfig, VaultPaths
 from pcii_vault.crypto.envelope import (
     ObjectContext,
     RecordContext,
@@ -64,10 +65,10 @@ from pcii_vault.identity import Identity
 from pcii_vault.index import TRANSITION_ACTIONS, Deadline, Index, IndexTamperedError, RecordRow
 from pcii_vault.keys.local import MIN_SECRET_BYTES, KekInfo, LocalKeyring
 from pcii_vault.ledger.anchor import CheckpointAnchor
-from pcii_vault.ledger.log import Ledger
+from pcii_vault.ledger.log import Ledger, parse_event
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
-from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state
+from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
 from pcii_vault.marking import render_release
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
@@ -82,6 +83,7 @@ from pcii_vault.policy.engine import (
     default_policy_directory,
 )
 from pcii_vault.receipt import Receipt
+from pcii_vault.sequencer import Act, Sequencer
 from pcii_vault.store import open_store
 from pcii_vault.store.base import ObjectStore
 from pcii_vault.submitter import SealedUpload
@@ -91,6 +93,7 @@ __all__ = ["KeyStatus", "Release", "Rewrap", "Vault", "principal_params"]
 _log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+_DEFAULT_BATCHING = Batching()
 
 
 def _utcnow() -> datetime:
@@ -141,6 +144,7 @@ class Vault:
         *,
         unseal: Callable[[], bytes],
         clock: Clock = _utcnow,
+        batching: Batching = _DEFAULT_BATCHING,
     ) -> None:
         self.paths = VaultPaths(root)
         self.config = VaultConfig.load(self.paths.config)
@@ -150,6 +154,11 @@ class Vault:
         self._keyring: LocalKeyring | None = None
         self._ledger: Ledger | None = None
         self._index: Index | None = None
+        # The index connection and its overlay transaction are shared by the threads
+        # that use this object: one of them at a time touches the index.
+        self._lock = threading.RLock()
+        self._batching = batching
+        self._sequencer: Sequencer | None = None
         self.policy = PolicyEngine.load(self._policy_dir())
 
     # ----- creation ------------------------------------------------------------------
@@ -248,7 +257,10 @@ class Vault:
     # ----- plumbing ------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the index."""
+        """Commit what is queued, stop the group commit, release the index."""
+        if self._sequencer is not None:
+            self._sequencer.close()
+            self._sequencer = None
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -324,18 +336,19 @@ class Vault:
                 or the log was rolled back, forked, or its tiles do not reproduce the
                 signed root.
         """
-        index = self._trusted_index()
-        reader = self.reader()
-        checkpoint = reader.check_edge()
-        size = checkpoint.size if checkpoint else 0
-        start = index.size
-        if start > size:
-            raise IntegrityError(
-                f"the index has {start} events but the log only {size}: the log was rolled "
-                "back; run `pcii audit verify` and `pcii index rebuild`"
-            )
-        if start < size:
-            index.apply_all(reader.events(start, size), skip_applied=True, strict=False)
+        with self._lock:
+            index = self._trusted_index()
+            reader = self.reader()
+            checkpoint = reader.check_edge()
+            size = checkpoint.size if checkpoint else 0
+            start = index.size
+            if start > size:
+                raise IntegrityError(
+                    f"the index has {start} events but the log only {size}: the log was "
+                    "rolled back; run `pcii audit verify` and `pcii index rebuild`"
+                )
+            if start < size:
+                index.apply_all(reader.events(start, size), skip_applied=True, strict=False)
 
     def _trusted_index(self) -> Index:
         """The index, after checking its tag; an edit is named and refused."""
@@ -380,26 +393,12 @@ class Vault:
             )
 
     def _append(self, drafts: Sequence[Event]) -> list[int]:
-        """Append events; return their log indices after the index caught up.
-
-        Raises:
-            ConflictError: another act, logged first, made one of these events illegal
-                (it is in the log, with no effect).
-        """
+        """Append the vault's own events (no request to check); return their indices."""
         try:
             result = self.ledger.append(list(drafts))
-        except VaultError:
-            raise
         except OSError as exc:
             raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
-        reader = self.reader()
-        index = self._trusted_index()
-        if index.size < result.size:
-            index.apply_all(reader.events(index.size, result.size), skip_applied=True, strict=False)
-        illegal = dict(index.illegal_events())
-        for position in result.indices:
-            if position in illegal:
-                raise ConflictError(f"another act came first: {illegal[position]}")
+        self._catch_up(result.size, result.indices)
         return list(result.indices)
 
     def rebuild_index(self) -> int:
@@ -528,29 +527,149 @@ class Vault:
             details=details or {},
         )
 
-    def _authorize(
-        self, request: SignedRequest, action: str, record: RecordRow | None = None
-    ) -> tuple[Principal, _Verdict]:
-        """Verify and decide; a denial is logged and raised as PolicyDenied."""
-        self.sync()
-        principal = self._verify_request(request, action)
-        self._note_policy_change()
-        verdict = self._decide(principal, request, record)
-        decision = verdict.decision
+    def _act(
+        self,
+        request: SignedRequest,
+        action: str,
+        effect: Effect | None,
+        *,
+        record: str | None = None,
+        new_record: bool = False,
+    ) -> _Done:
+        """Verify, decide and log one act, all against the state at its log position.
+
+        `effect(principal, record, verdict)` returns the events of a permitted act, or
+        raises (InputError, ConflictError...) when the act is not legal in that state;
+        `None` makes a read (nothing is logged on permit). A denial is logged and
+        raised as PolicyDenied. If another writer takes the position first, the whole
+        act is checked again at the next one: of two conflicting acts, exactly one wins.
+
+        Raises:
+            IntegrityError: forged, replayed or stale request.
+            PolicyDenied: the policies refuse it at its position (the denial is logged).
+            NotFoundError: the record does not exist (ConflictError: it does, for a new one).
+        """
+        outcome: list[_Done] = []
+
+        def act() -> list[Event]:
+            outcome.clear()
+            principal = self._verify_request(request, action)
+            row = self._record_at_position(record, new_record=new_record)
+            verdict = self._decide(principal, request, row)
+            outcome.append(_Done(principal, row, verdict))
+            if not verdict.decision.allowed:
+                return [self._decision_event("access.decided", request, verdict)]
+            return effect(principal, row, verdict) if effect is not None else []
+
+        with self._lock:
+            self.sync()
+            self._note_policy_change()
+            # A first look on the current state: refuse early, and a permitted read
+            # logs nothing. What is logged is decided again at its position.
+            with self.index.overlay([]):
+                to_log = act()
+        indices = self.sequencer.run(act) if to_log else ()
+        done = outcome[0]
+        done.indices = tuple(indices)
+        decision = done.verdict.decision
         if not decision.allowed:
-            self._append([self._decision_event("access.decided", request, verdict)])
             if decision.errors:
                 reason = "policy evaluation failed: " + "; ".join(decision.errors)
             elif decision.policy_ids:
                 reason = "forbidden by " + ", ".join(decision.policy_ids)
             else:
                 reason = "no policy permits it"
-            raise PolicyDenied(f"{action} denied for {principal.id!r}: {reason}")
-        return principal, verdict
+            raise PolicyDenied(f"{action} denied for {done.principal.id!r}: {reason}")
+        return done
 
-    def _record(self, tracking: str) -> RecordRow:
-        self.sync()
+    def _record_at_position(self, tracking: str | None, *, new_record: bool) -> RecordRow | None:
+        if tracking is None:
+            return None
+        if new_record:
+            with contextlib.suppress(NotFoundError):
+                self.index.record(tracking)
+                raise ConflictError(f"tracking number {tracking} is already a record")
+            return None
         return self.index.record(tracking)
+
+    @property
+    def sequencer(self) -> Sequencer:
+        """The group commit of this vault object (started on first use)."""
+        with self._lock:
+            if self._sequencer is None:
+                self._sequencer = Sequencer(
+                    self._run_batch,
+                    max_batch=self._batching.max_acts,
+                    max_age=self._batching.max_age,
+                    max_pending=self._batching.max_pending,
+                )
+            return self._sequencer
+
+    def _run_batch(self, acts: Sequence[Act]) -> list[tuple[int, ...] | BaseException]:
+        """Decide a batch of acts at its log position, in order; append all their events.
+
+        Each act runs on the index as it will be just before its events: the committed
+        log, the claims other writers made before the batch's position, and the events
+        of the acts before it in the batch (a rolled-back overlay). An act refused there
+        is left out; the others are claimed together and committed at once.
+        """
+        index = self.index
+        with self._lock:
+            known = index.size
+        outcomes: list[tuple[int, ...] | BaseException] = []
+        spans: list[tuple[int, int] | None] = []
+
+        def build(position: int, before: Sequence[bytes]) -> list[Event]:
+            outcomes.clear()
+            spans.clear()
+            drafts: list[Event] = []
+            events = [parse_event(entry, known + i) for i, entry in enumerate(before)]
+            with self._lock, index.overlay(events):
+                for act in acts:
+                    try:
+                        made = act()
+                        numbered = [
+                            d.model_copy(update={"seq": position + len(drafts) + i})
+                            for i, d in enumerate(made)
+                        ]
+                        illegal = index.apply_in_overlay(numbered) if made else None
+                    except Exception as exc:  # noqa: BLE001 -- the act's refusal, for its requester
+                        outcomes.append(exc)
+                        spans.append(None)
+                        continue
+                    if illegal is not None:
+                        outcomes.append(ConflictError(f"another act came first: {illegal}"))
+                        spans.append(None)
+                        continue
+                    outcomes.append(())
+                    spans.append((len(drafts), len(made)) if made else None)
+                    drafts.extend(made)
+            if not drafts:
+                raise _NothingToLogError
+            return drafts
+
+        try:
+            result = self.ledger.append_at(build, known_size=known)
+        except _NothingToLogError:
+            return outcomes
+        except OSError as exc:
+            raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
+        with self._lock:
+            self._catch_up(result.size, result.indices)
+        for i, span in enumerate(spans):
+            if span is not None:
+                start, count = span
+                outcomes[i] = tuple(result.indices[start : start + count])
+        return outcomes
+
+    def _catch_up(self, size: int, mine: Sequence[int]) -> None:
+        index = self._trusted_index()
+        if index.size < size:
+            index.apply_all(self.reader().events(index.size, size), skip_applied=True, strict=False)
+        illegal = dict(index.illegal_events())
+        for position in mine:
+            if position in illegal:  # pragma: no cover - acts are checked at their position
+                raise ConflictError(f"another act came first: {illegal[position]}")
 
     # ----- principals ----------------------------------------------------------------
 
@@ -578,20 +697,15 @@ class Vault:
         _require_signed_params(
             request, principal_params(principal_id, attributes, public_key), "principal"
         )
-        _, verdict = self._authorize(request, "manage-principals")
-        with contextlib.suppress(NotFoundError):
-            self.index.principal(principal_id)
-            raise InputError(f"principal {principal_id!r} already exists")
-        self._append(
-            [
-                self._decision_event(
-                    "principal.registered",
-                    request,
-                    verdict,
-                    details={"principal": principal.model_dump(mode="json")},
-                )
-            ]
-        )
+
+        def register(_admin: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
+            with contextlib.suppress(NotFoundError):
+                self.index.principal(principal_id)
+                raise InputError(f"principal {principal_id!r} already exists")
+            details = {"principal": principal.model_dump(mode="json")}
+            return [self._decision_event("principal.registered", request, verdict, details=details)]
+
+        self._act(request, "manage-principals", register)
         return principal
 
     def update_principal(
@@ -609,37 +723,30 @@ class Vault:
             raise InputError(f"principal changes must be among {', '.join(sorted(_CHANGEABLE))}")
         if changes.get("status") == "revoked":
             raise InputError("revoke with `principal revoke`, not an update")
-        current = self._principal_for_change(principal_id, changes)
-        merged = {**current.model_dump(mode="json"), **changed}
-        try:
-            Principal.model_validate(merged)
-        except ValidationError as exc:
-            raise InputError(describe(exc, "invalid principal update")) from exc
-        _, verdict = self._authorize(request, "manage-principals")
-        self._append(
-            [
-                self._decision_event(
-                    "principal.updated",
-                    request,
-                    verdict,
-                    details={"principal": principal_id, "changes": changed},
-                )
-            ]
-        )
+
+        def update(_admin: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
+            current = self._principal_for_change(principal_id, changes)
+            merged = {**current.model_dump(mode="json"), **changed}
+            try:
+                Principal.model_validate(merged)
+            except ValidationError as exc:
+                raise InputError(describe(exc, "invalid principal update")) from exc
+            details = {"principal": principal_id, "changes": changed}
+            return [self._decision_event("principal.updated", request, verdict, details=details)]
+
+        self._act(request, "manage-principals", update)
         return self.index.principal(principal_id)
 
     def revoke_principal(self, request: SignedRequest, principal_id: str) -> Principal:
         """Revoke a user for good (an admin's act); the request signs who."""
         _require_signed_params(request, {"op": "revoke", "principal": principal_id}, "principal")
-        self._principal_for_change(principal_id)
-        _, verdict = self._authorize(request, "manage-principals")
-        self._append(
-            [
-                self._decision_event(
-                    "principal.revoked", request, verdict, details={"principal": principal_id}
-                )
-            ]
-        )
+
+        def revoke(_admin: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
+            self._principal_for_change(principal_id)
+            details = {"principal": principal_id}
+            return [self._decision_event("principal.revoked", request, verdict, details=details)]
+
+        self._act(request, "manage-principals", revoke)
         return self.index.principal(principal_id)
 
     def _principal_for_change(
@@ -648,9 +755,9 @@ class Vault:
         """The principal about to change; refuses to leave the vault without an admin.
 
         Revoking, suspending or demoting the last active admin would leave nobody able to
-        register users or manage keys: refused (register another admin first).
+        register users or manage keys: refused (register another admin first). Runs on
+        the state at the act's log position.
         """
-        self.sync()
         current = self.index.principal(principal_id)
         if current.status == "revoked":
             raise InputError(f"principal {principal_id!r} is revoked; register a new one")
@@ -700,21 +807,38 @@ class Vault:
         tracking = sealed.tracking_number
         if request.body.record != tracking:
             raise IntegrityError("request names another tracking number than the upload")
+        if request.body.params.get("files") != list(sealed.files):
+            raise IntegrityError("request does not sign the uploaded files' hashes")
         # A tracking number that is already a record is not this upload's: its objects are
         # another submission's and must survive whatever goes wrong here.
-        self.sync()
-        with contextlib.suppress(NotFoundError):
-            self.index.record(tracking)
-            raise ConflictError(f"tracking number {tracking} is already a record")
         try:
-            event = self._accept(request, sealed)
+            # Refuse (and log the denial) before the intake key opens anything.
+            self._act(request, "submit", None, record=tracking, new_record=True)
+        except ConflictError:
+            raise  # the tracking number is another record's: its objects stay
         except BaseException:
+            self._discard_unless_recorded(tracking)
+            raise
+        try:
+            details = self._accept(sealed)
+        except BaseException:
+            self._discard_unless_recorded(tracking)
+            raise
+
+        def receive(owner: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
+            facts = {**details, "submitter_org": owner.organisation}
+            return [self._decision_event("submission.received", request, verdict, details=facts)]
+
+        try:
+            done = self._act(request, "submit", receive, record=tracking, new_record=True)
+        except (PolicyDenied, InputError, IntegrityError, NotFoundError):
+            # Refused at its position (nothing of it was logged but a denial).
             self._discard_unless_recorded(tracking)
             raise
         # From here on the objects are never discarded: even when the append fails, its
         # claim may already be in the store, and the next append would commit it; the
         # record must then find its ciphertext and wrapped key in place.
-        [index] = self._append([event])
+        [index] = done.indices
         return Receipt(
             tracking_number=tracking,
             files=tuple(sealed.files),
@@ -722,25 +846,19 @@ class Vault:
             proof=prove(self.reader(), index),
         )
 
-    def _accept(self, request: SignedRequest, sealed: SealedUpload) -> Event:
-        """Check an upload and re-wrap its key; return the event that makes it a record."""
-        body = request.body
-        if body.params.get("files") != list(sealed.files):
-            raise IntegrityError("request does not sign the uploaded files' hashes")
-        principal, verdict = self._authorize(request, "submit")
+    def _accept(self, sealed: SealedUpload) -> dict[str, Any]:
+        """Check an upload and re-wrap its key; return the facts its event records."""
         dek = self.keyring.open_intake(sealed.sealed_dek)
         submission = self._open_submission_document(dek, sealed)
         record_ctx = RecordContext(self.config.vault_id, sealed.tracking_number)
         wrapped = self.keyring.wrap(dek, record_ctx.to_bytes())
         self.store.put_if_absent(f"wrapped/{sealed.tracking_number}", wrapped)
-        details = {
+        return {
             "sector": submission.sector,
             "tlp": submission.tlp,
-            "submitter_org": principal.organisation,
             "files": list(sealed.files),
             "kek_version": self.keyring.current_version,
         }
-        return self._decision_event("submission.received", request, verdict, details=details)
 
     def _open_submission_document(self, dek: bytes, sealed: SealedUpload) -> Submission:
         ctx = ObjectContext(self.config.vault_id, sealed.tracking_number, "document")
@@ -799,17 +917,20 @@ class Vault:
         if details is not None and to_jsonable_python(details) != signed:
             raise ValueError("details must be the request's signed parameters")
         tracking = _require_record_id(request)
-        record = self._record(tracking)
-        _, verdict = self._authorize(request, TRANSITION_ACTIONS[event_type], record)
-        _check_transition(record, event_type)
-        events = [self._decision_event(event_type, request, verdict, details=signed)]
-        if event_type == "record.decontrolled":
-            # PCII.md: a status change is sent to every earlier recipient.
-            events.extend(
-                self._notice(verdict, tracking, recipient["principal"], "decontrolled")
-                for recipient in _unique_recipients(self.index.recipients(tracking))
-            )
-        self._append(events)
+
+        def change(_actor: Principal, row: RecordRow | None, verdict: _Verdict) -> list[Event]:
+            assert row is not None  # noqa: S101 -- the act names a record
+            _check_transition(row, event_type)
+            events = [self._decision_event(event_type, request, verdict, details=signed)]
+            if event_type == "record.decontrolled":
+                # PCII.md: a status change is sent to every earlier recipient.
+                events.extend(
+                    self._notice(verdict, tracking, recipient["principal"], "decontrolled")
+                    for recipient in _unique_recipients(self.index.recipients(tracking))
+                )
+            return events
+
+        self._act(request, TRANSITION_ACTIONS[event_type], change, record=tracking)
         if event_type == "submission.withdrawn":
             self._shred(tracking)
         return self.index.record(tracking)
@@ -817,16 +938,14 @@ class Vault:
     def destroy(self, request: SignedRequest) -> RecordRow:
         """Destroy a record by crypto-shredding: log first, then delete its wrapped key."""
         tracking = _require_record_id(request)
-        record = self._record(tracking)
-        _, verdict = self._authorize(request, "destroy", record)
-        _check_transition(record, "record.destroyed")
-        self._append(
-            [
-                self._decision_event(
-                    "record.destroyed", request, verdict, details=_signed_params(request)
-                )
-            ]
-        )
+
+        def destroy(_actor: Principal, row: RecordRow | None, verdict: _Verdict) -> list[Event]:
+            assert row is not None  # noqa: S101 -- the act names a record
+            _check_transition(row, "record.destroyed")
+            details = _signed_params(request)
+            return [self._decision_event("record.destroyed", request, verdict, details=details)]
+
+        self._act(request, "destroy", destroy, record=tracking)
         self._shred(tracking)
         return self.index.record(tracking)
 
@@ -863,10 +982,12 @@ class Vault:
         action = request.body.action
         if action not in {"retrieve", "review"}:
             raise ValueError(f"release is for retrieve or review, not {action}")
-        record = self._record(tracking)
         target = out_dir / tracking
         if target.exists():
             raise InputError(f"{target} already exists; choose another --out")
+        # Refuse (and log the denial) before any key is unwrapped.
+        record = self._act(request, action, None, record=tracking).record
+        assert record is not None  # noqa: S101 -- the act names a record
         # --out is created up front, so an unusable one is refused before an access is
         # logged, and removed again if nothing gets released into it.
         created = _missing_ancestors(out_dir)
@@ -887,8 +1008,6 @@ class Vault:
     ) -> Release:
         tracking = record.tracking
         action = request.body.action
-        _, verdict = self._authorize(request, action, record)
-        decision = verdict.decision
         try:
             wrapped = self.store.get(f"wrapped/{tracking}")
         except NotFoundError as exc:
@@ -899,18 +1018,23 @@ class Vault:
         dek = self.keyring.unwrap(wrapped, RecordContext(self.config.vault_id, tracking).to_bytes())
         doc_ctx = ObjectContext(self.config.vault_id, tracking, "document")
         document = b"".join(open_object(dek, doc_ctx, self.store.open_stream(_doc_key(doc_ctx))))
-        events = [self._decision_event("access.decided", request, verdict)]
-        if "notify:program-office" in decision.obligations:
-            # 6 CFR 29.8(f): a contemporaneous written notice to the program office.
-            events.append(
-                self._notice(
-                    verdict,
-                    tracking,
-                    "program-office",
-                    f"disclosed under {request.body.authority}",
-                )
-            )
-        index = self._append(events)[0]
+
+        def access(_actor: Principal, row: RecordRow | None, verdict: _Verdict) -> list[Event]:
+            assert row is not None  # noqa: S101 -- the act names a record
+            if not releasable(action, row.state):
+                raise ConflictError(f"record {tracking} is {row.state} now: nothing released")
+            events = [self._decision_event("access.decided", request, verdict)]
+            if "notify:program-office" in verdict.decision.obligations:
+                # 6 CFR 29.8(f): a contemporaneous written notice to the program office.
+                notice = f"disclosed under {request.body.authority}"
+                events.append(self._notice(verdict, tracking, "program-office", notice))
+            return events
+
+        done = self._act(request, action, access, record=tracking)
+        decision = done.verdict.decision
+        assert done.record is not None  # noqa: S101 -- the act names a record
+        record = done.record
+        index = done.indices[0]
         staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=out_dir))
         try:
             files = self._write_release(
@@ -1000,7 +1124,8 @@ class Vault:
             IntegrityError: the request is forged, replayed, stale or for another op.
         """
         self._authorize_key_op(request, "status")
-        keyring = self.keyring
+        with self._key_lock() as fresh_keyring:
+            keyring = fresh_keyring()  # another process may have rotated meanwhile
         rewrapped = self.index.meta("key.rewrapped")
         return KeyStatus(
             current_version=keyring.current_version,
@@ -1031,7 +1156,7 @@ class Vault:
             BackendError: the log or the keyring file could not be written.
         """
         with self._key_lock() as fresh_keyring:
-            verdict = self._authorize_key_op(request, "rotate")
+            self._authorize_key_op(request, "rotate")
             keyring = fresh_keyring()
             logged, held = self.current_kek_version(), keyring.current_version
             if logged == held + 1:
@@ -1042,8 +1167,14 @@ class Vault:
                     f"the keyring's current KEK version is {held} but the log says {logged}: "
                     "the keyring was changed outside the vault"
                 )
-            details = {"version": held + 1, "previous": held}
-            self._append([self._decision_event("key.rotated", request, verdict, details=details)])
+
+            def rotate(_admin: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
+                if self.current_kek_version() != held:
+                    raise ConflictError("another key rotation was logged first: run it again")
+                details = {"version": held + 1, "previous": held}
+                return [self._decision_event("key.rotated", request, verdict, details=details)]
+
+            self._act(request, "rotate-keys", rotate)
             return self._rotate_keyring(keyring, expected=held + 1)
 
     def _rotate_keyring(self, keyring: LocalKeyring, *, expected: int) -> int:
@@ -1080,7 +1211,7 @@ class Vault:
             BackendError: the store or the log is unavailable.
         """
         with self._key_lock() as fresh_keyring:
-            verdict = self._authorize_key_op(request, "rewrap")
+            self._authorize_key_op(request, "rewrap")
             keyring = fresh_keyring()
             version = keyring.current_version
             if self.current_kek_version() != version:
@@ -1098,7 +1229,15 @@ class Vault:
                 except IntegrityError:
                     failed.append(record.tracking)
             details = {"count": count, "version": version}
-            self._append([self._decision_event("key.rewrapped", request, verdict, details=details)])
+
+            def rewrapped(
+                _admin: Principal, _row: RecordRow | None, verdict: _Verdict
+            ) -> list[Event]:
+                if self.current_kek_version() != version:
+                    raise ConflictError("a key rotation was logged meanwhile: rewrap again")
+                return [self._decision_event("key.rewrapped", request, verdict, details=details)]
+
+            self._act(request, "rotate-keys", rewrapped)
         if failed:
             raise IntegrityError(
                 f"{len(failed)} wrapped keys did not unwrap (tampered, or KEK retired): "
@@ -1136,7 +1275,7 @@ class Vault:
             IntegrityError: forged/replayed request, or a wrapped key is not readable.
         """
         with self._key_lock() as fresh_keyring:
-            verdict = self._authorize_key_op(request, "retire", version=version)
+            self._authorize_key_op(request, "retire", version=version)
             keyring = fresh_keyring()
             info = {v.version: v for v in keyring.versions}
             if version not in info or version == keyring.current_version:
@@ -1155,7 +1294,13 @@ class Vault:
                     f"(e.g. {in_use[0]}): run `pcii keys rewrap` first"
                 )
             details = {"version": version}
-            self._append([self._decision_event("key.retired", request, verdict, details=details)])
+
+            def retired(
+                _admin: Principal, _row: RecordRow | None, verdict: _Verdict
+            ) -> list[Event]:
+                return [self._decision_event("key.retired", request, verdict, details=details)]
+
+            self._act(request, "rotate-keys", retired)
             keyring.retire(version)
 
     def _wrapped_version(self, tracking: str) -> int | None:
@@ -1164,15 +1309,14 @@ class Vault:
         except NotFoundError:
             return None
 
-    def _authorize_key_op(self, request: SignedRequest, op: str, **params: Any) -> _Verdict:  # noqa: ANN401
-        """Verify, decide (`rotate-keys`, no record) and check the request names this op."""
-        _, verdict = self._authorize(request, "rotate-keys")
+    def _authorize_key_op(self, request: SignedRequest, op: str, **params: Any) -> None:  # noqa: ANN401
+        """Check the request names this op, then verify and decide (`rotate-keys`)."""
         expected = {"op": op, **params}
         if request.body.params != expected:
             raise IntegrityError(
                 f"request was signed for key operation {request.body.params!r}, not {expected!r}"
             )
-        return verdict
+        self._act(request, "rotate-keys", None)
 
     @contextlib.contextmanager
     def _key_lock(self) -> Iterator[Callable[[], LocalKeyring]]:
@@ -1199,8 +1343,8 @@ class Vault:
     def status(self, request: SignedRequest) -> RecordRow:
         """A record's state, for its submitter or the office (metadata, not content)."""
         tracking = _require_record_id(request)
-        record = self._record(tracking)
-        self._authorize(request, "status", record)
+        record = self._act(request, "status", None, record=tracking).record
+        assert record is not None  # noqa: S101 -- the act names a record
         return record
 
     def search(
@@ -1255,6 +1399,24 @@ class _Verdict:
 
     decision: Decision
     at: datetime
+
+
+@dataclass
+class _Done:
+    """An act as decided at its log position: who, on which record, and where it landed."""
+
+    principal: Principal
+    record: RecordRow | None
+    verdict: _Verdict
+    indices: tuple[int, ...] = ()
+
+
+# What a permitted act logs, decided on the state at its position (or raises).
+Effect = Callable[[Principal, RecordRow | None, _Verdict], list[Event]]
+
+
+class _NothingToLogError(Exception):
+    """A read that the policies permit at its position: nothing to append."""
 
 
 _CHANGEABLE = frozenset(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pcii_vault.cli.output import CliState
+from pcii_vault.config import Settings
 from pcii_vault.errors import ConfigError
 from pcii_vault.identity import Identity
 from pcii_vault.keys.local import UNSEAL_SECRET_ENV, unseal_secret_from_env_or_prompt
@@ -41,7 +42,8 @@ def unseal_secret(*, confirm: bool = False) -> bytes:
 
 def open_vault(state: CliState) -> Vault:
     """Open the vault named by the global options; the keyring unseals on first need."""
-    return Vault(vault_dir(state), unseal=unseal_secret)
+    batching = Settings.from_environment().batching()
+    return Vault(vault_dir(state), unseal=unseal_secret, batching=batching)
 
 
 def identity(state: CliState) -> Identity:

@@ -74,6 +74,7 @@ __all__ = [
     "CLAIM_PREFIX",
     "HISTORY_PREFIX",
     "AppendResult",
+    "Builder",
     "Ledger",
     "claim_key",
     "decode_claim",
@@ -140,6 +141,10 @@ def decode_claim(
     if count == 0:
         raise IntegrityError(f"{key} claims no entries")
     return _tiles.decode_bundle(body[4:], count, key)
+
+
+# build(first free position, entries before it that the caller has not seen) -> drafts
+Builder = Callable[[int, Sequence[bytes]], Sequence[Event]]
 
 
 @dataclass(frozen=True)
@@ -383,7 +388,9 @@ class Ledger:
     def append(self, drafts: Sequence[Event]) -> AppendResult:
         """Append events; return once a checkpoint covering them is installed.
 
-        Each draft's `seq` is replaced by the index it lands at.
+        Each draft's `seq` is replaced by the index it lands at. The events are not
+        checked against the log before them: callers whose events must be legal at their
+        position use `append_at`.
 
         Raises:
             InputError: no events, or an entry larger than 65,535 bytes.
@@ -391,17 +398,38 @@ class Ledger:
             BackendError: the store is unavailable.
             ValueError: this ledger has no signing key.
         """
-        if self._signer is None:
-            raise ValueError("this ledger is read-only (no signing key)")
         if not drafts:
             raise InputError("nothing to append")
-        pos, events, entries = self._claim(drafts)
+        return self.append_at(lambda _pos, _before: drafts, known_size=None)
+
+    def append_at(self, build: Builder, known_size: int | None) -> AppendResult:
+        """Append the events `build` makes for the position they will get.
+
+        `build(position, before)` is called with the first free position and the
+        entries between `known_size` (what the caller's state already holds) and that
+        position: committed ones, authenticated against the signed root, and claimed
+        ones not yet committed, in log order. It returns the drafts to append, decided
+        against exactly that state, or raises to abort (nothing is claimed then). When
+        another writer takes the position first, `build` is called again with the
+        winner's entries added: an act is always checked at the position it gets.
+
+        Raises:
+            InputError: `build` made no events, or an entry is too large.
+            IntegrityError: the log is inconsistent, or `known_size` is past the log.
+            BackendError: the store is unavailable.
+            ValueError: this ledger has no signing key.
+        """
+        if self._signer is None:
+            raise ValueError("this ledger is read-only (no signing key)")
+        pos, events, entries = self._claim(build, known_size)
         end = pos + len(entries)
         checkpoint = self._commit_until(end)
         self._check_included(pos, entries, checkpoint)
         return AppendResult(tuple(range(pos, end)), tuple(events), checkpoint, self)
 
     def _assign(self, drafts: Sequence[Event], pos: int) -> tuple[list[Event], list[bytes]]:
+        if not drafts:
+            raise InputError("nothing to append")
         events = [d.model_copy(update={"seq": pos + i}) for i, d in enumerate(drafts)]
         entries = [e.entry_bytes() for e in events]
         for i, entry in enumerate(entries):
@@ -409,11 +437,28 @@ class Ledger:
                 raise InputError(f"event {i} is {len(entry)} bytes; log entries are < 65536")
         return events, entries
 
-    def _claim(self, drafts: Sequence[Event]) -> tuple[int, list[Event], list[bytes]]:
+    def _before(
+        self, known_size: int | None, cp: Checkpoint | None, pending: Sequence[bytes]
+    ) -> list[bytes]:
+        """Entries from `known_size` to the first free position: committed, then claimed."""
+        if known_size is None:
+            return []
+        size = cp.size if cp else 0
+        if known_size > size:
+            raise IntegrityError(
+                f"the caller has seen {known_size} events but the log holds {size}: rollback"
+            )
+        committed = list(self.verified(cp).entries(known_size, size)) if cp else []
+        return committed + list(pending)
+
+    def _claim(
+        self, build: Builder, known_size: int | None
+    ) -> tuple[int, list[Event], list[bytes]]:
         cp, _ = self._read_checkpoint()
         pos = cp.size if cp else 0
+        pending: list[bytes] = []  # entries of other writers' claims in [checkpoint, pos)
         for attempt in range(_MAX_ATTEMPTS):
-            events, entries = self._assign(drafts, pos)
+            events, entries = self._assign(build(pos, self._before(known_size, cp, pending)), pos)
             try:
                 self.store.put_if_absent(
                     claim_key(pos), encode_claim(entries, pos, self._signer_key())
@@ -424,25 +469,32 @@ class Ledger:
                 except NotFoundError:
                     # Committed and cleaned while we looked: start again from the checkpoint.
                     cp, _ = self._read_checkpoint()
-                    pos = max(pos, cp.size if cp else 0)
+                    pos, pending = (cp.size if cp else 0), []
                     continue
                 try:
-                    pos += len(self._decode_claim(other, pos))
+                    batch = self._decode_claim(other, pos)
                 except IntegrityError:
                     # A forged claim squats on the position: remove it and take the slot.
                     self._drop_forged_claim(pos)
+                    continue
+                pending.extend(batch)
+                pos += len(batch)
                 continue
-            cp, _ = self._read_checkpoint()
-            size = cp.size if cp else 0
+            latest, _ = self._read_checkpoint()
+            size = latest.size if latest else 0
             if size <= pos:
                 return pos, events, entries
             # The checkpoint is past our claim: either someone committed it already (our
             # entries are in the tree) or the slot was committed and cleaned before we
             # arrived (other entries there): then ours is a stale claim; drop it, retry.
-            if cp is not None and size >= pos + len(entries) and self._holds(pos, entries, cp):
+            if (
+                latest is not None
+                and size >= pos + len(entries)
+                and self._holds(pos, entries, latest)
+            ):
                 return pos, events, entries
             self.store.delete(claim_key(pos))
-            pos = size
+            cp, pos, pending = latest, size, []
             self._backoff(attempt)
         raise BackendError("could not claim a log position: too much contention")
 
