@@ -314,7 +314,7 @@ class Index:
             self._set_meta("vault_id", str(event.details["vault_id"]))
         elif kind == "policy.loaded":
             self._set_meta("policy_set", str(event.policy_set))
-        elif kind in {"key.rotated", "key.rewrapped", "key.retired"}:
+        elif kind in {"key.rotated", "key.rewrapped", "key.retired", "key.migrated"}:
             self._set_meta(kind, json.dumps(event.details, sort_keys=True))
         elif kind == "principal.registered":
             self._register(event)

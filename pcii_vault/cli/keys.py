@@ -28,7 +28,11 @@ def _status_json(status: KeyStatus) -> dict[str, Any]:
         "logged_version": status.logged_version,
         "min_decryption_version": status.min_decryption_version,
         "versions": [
-            {"version": v.version, "created": v.created.isoformat(), "retired": v.retired}
+            {
+                "version": v.version,
+                "created": v.created.isoformat() if v.created else None,
+                "retired": v.retired,
+            }
             for v in status.versions
         ],
         "last_rewrap": status.last_rewrap,
