@@ -35,7 +35,7 @@ from typing import Final, Protocol, runtime_checkable
 import structlog
 
 from pcii_vault.crypto.signing import Signer
-from pcii_vault.errors import IntegrityError
+from pcii_vault.errors import InputError, IntegrityError
 
 __all__ = [
     "EXTERNAL_WRAPPED_FORMAT",
@@ -43,6 +43,7 @@ __all__ = [
     "KekProvider",
     "KeyLocation",
     "KeyProvider",
+    "VersionedKek",
     "external_header",
     "owned_by",
     "parse_unverified_external",
@@ -213,3 +214,52 @@ def owned_by(blob: bytes, key_id: str) -> bool:
         and blob[0] == EXTERNAL_WRAPPED_FORMAT
         and blob[5:13] == provider_id(key_id)
     )
+
+
+class VersionedKek:
+    """What every external KEK provider shares: its key id and the versions it listed.
+
+    Subclasses set `_key_id` and keep `_versions` (oldest first) current.
+    """
+
+    _key_id: str
+    _versions: tuple[KekInfo, ...]
+
+    @property
+    def key_id(self) -> str:
+        """The provider's stable key name."""
+        return self._key_id
+
+    @property
+    def current_version(self) -> int:
+        """The newest version."""
+        return self._versions[-1].version
+
+    @property
+    def min_decryption_version(self) -> int:
+        """The oldest unretired version."""
+        return min(v.version for v in self._versions if not v.retired)
+
+    @property
+    def versions(self) -> tuple[KekInfo, ...]:
+        """Every version, oldest first."""
+        return self._versions
+
+    def owns(self, wrapped: bytes) -> bool:
+        """Whether the blob names this key (unauthenticated routing)."""
+        return owned_by(wrapped, self._key_id)
+
+    def wrapped_version(self, wrapped: bytes) -> int:
+        """The version a blob names (unauthenticated)."""
+        return parse_unverified_external(wrapped, self._key_id)[0]
+
+    def _check_retirable(self, version: int) -> None:
+        """Refuse to retire the current version or one that does not exist.
+
+        Raises:
+            InputError: current or unknown version.
+        """
+        if version == self.current_version:
+            raise InputError(f"KEK version {version} is current; rotate before retiring it")
+        if all(v.version != version for v in self._versions):
+            raise InputError(f"no KEK version {version} for {self._key_id}")
