@@ -44,6 +44,12 @@ class VaultConfig(BaseModel):
         description="where KEKs live at init: local, pkcs11:..., openbao:..., awskms:... "
         "(no secrets: a PKCS#11 pin-value is never recorded); migrations are in the log",
     )
+    unseal_threshold: int | None = Field(
+        default=None,
+        ge=2,
+        le=16,
+        description="when set, the unseal secret is split into SLIP-39 shares: how many unseal",
+    )
     log_signer: str = Field(
         default="local", description="where the log's Ed25519 key lives: local or a provider"
     )

@@ -178,12 +178,15 @@ class Vault:
         clock: Clock = _utcnow,
         kdf_params: ScryptParams = DEFAULT_SCRYPT,
         kek_uri: str = LOCAL,
+        unseal_threshold: int | None = None,
     ) -> tuple[Vault, Identity]:
         """Create a vault: config, sealed keyring, store layout, log, and the first admin.
 
         `kek_uri` names where the KEKs live (`local`, `pkcs11:`, `openbao:`, `awskms:`):
         the key is created there when missing (generated inside, never exported) and used
         when present; the log key goes into the provider where it can hold one.
+        `unseal_threshold` records that the secret was split into shares (see
+        `pcii_vault.keys.shares`), so that opening asks for shares, not a passphrase.
 
         Raises:
             ConfigError: the directory already holds a vault, or the store is unusable.
@@ -220,6 +223,7 @@ class Vault:
                 intake_public_key=base64.b64encode(keyring.intake_public_key).decode(),
                 kek=stored_kek_uri,
                 log_signer=public_uri(log_signer_uri_for(kek_uri)),
+                unseal_threshold=unseal_threshold,
             )
             admin_key = Ed25519PrivateKey.generate()
             admin = Principal(
@@ -1093,7 +1097,8 @@ class Vault:
             keyring = fresh_keyring()
             migrated = self.index.meta("key.migrated")
             last = json.loads(migrated) if migrated else None
-            if last is not None and last["phase"] == "started":
+            resumed = last is not None and last["phase"] == "started"
+            if last is not None and resumed:
                 if last["to"] != target:
                     raise InputError(
                         f"the migration to {last['to']} is unfinished: run `pcii keys migrate "
@@ -1122,7 +1127,13 @@ class Vault:
                     f"{', '.join(failed[:5])}; the migration stays unfinished"
                 )
             details = {"phase": "finished", "from": source, "to": target, "count": count}
-            self._append([self._decision_event("key.migrated", request, decision, details=details)])
+            # A request's nonce is logged once: the run that logged `started` with the
+            # admin's request finishes as the vault; a resuming run logs its own request.
+            if resumed:
+                finished = self._decision_event("key.migrated", request, decision, details=details)
+            else:
+                finished = _draft("key.migrated", self._clock(), details=details)
+            self._append([finished])
         return Migration(count=count, source=source, target=target)
 
     def _rewrap_live(self, keyring: KeyCustody) -> tuple[int, list[str]]:

@@ -1,4 +1,4 @@
-"""Key holders for the provider conformance suite, one per session, stopped by PID.
+"""Provider kits for the conformance suite (the key holders: tests/key_fixtures.py).
 
 `provider_kit` parametrises a test over every provider: the local sealed keyring,
 SoftHSM2 (PKCS#11), OpenBao transit (`bao server -dev`) and moto's KMS emulator.
@@ -7,19 +7,12 @@ SoftHSM2 (PKCS#11), OpenBao transit (`bao server -dev`) and moto's KMS emulator.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from key_servers import (
-    BaoServer,
-    KmsEmulator,
-    SoftHsm,
-    start_bao,
-    start_kms_emulator,
-    start_softhsm,
-)
+from key_servers import BaoServer, KmsEmulator, SoftHsm
 
 from pcii_vault.crypto.seal import ScryptParams
 from pcii_vault.keys.base import KekProvider
@@ -28,30 +21,6 @@ from pcii_vault.keys.providers import open_kek_provider
 
 SECRET = b"correct horse battery staple"
 CHEAP = ScryptParams(n=2**10, r=8, p=1)
-
-
-@pytest.fixture(scope="session")
-def softhsm() -> Iterator[SoftHsm]:
-    """A SoftHSM2 token for the session."""
-    token = start_softhsm()
-    yield token
-    token.cleanup()
-
-
-@pytest.fixture(scope="session")
-def bao() -> Iterator[BaoServer]:
-    """A `bao server -dev` for the session."""
-    server = start_bao()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def kms_emulator() -> Iterator[KmsEmulator]:
-    """moto's KMS emulator for the session."""
-    emulator = start_kms_emulator()
-    yield emulator
-    emulator.stop()
 
 
 @dataclass
@@ -79,7 +48,20 @@ def provider_kit(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> ProviderKit:
     """The same test against every provider."""
-    name: str = request.param
+    return _kit(request.param, request, tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=PROVIDERS[1:])
+def external_kit(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> ProviderKit:
+    """The same test against every provider outside the vault directory."""
+    return _kit(request.param, request, tmp_path, monkeypatch)
+
+
+def _kit(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> ProviderKit:
     if name == "local":
         counter = iter(range(1_000_000))
 

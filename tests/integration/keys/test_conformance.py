@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from conftest import ProviderKit
-from key_servers import SoftHsm, start_bao, start_kms_emulator
+from key_servers import start_bao, start_kms_emulator
 
 from pcii_vault.crypto.envelope import RecordContext
 from pcii_vault.errors import BackendError, ConfigError, InputError, IntegrityError
@@ -131,7 +133,7 @@ def test_a_missing_key_is_not_created_without_create(provider_kit: ProviderKit) 
 
 
 def test_a_key_holder_stopped_mid_run_gives_backend_error(
-    provider_kit: ProviderKit, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    provider_kit: ProviderKit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stop the server (or remove the token) after a wrap: unwrap is exit 5, no key."""
     name = provider_kit.name
@@ -150,19 +152,8 @@ def test_a_key_holder_stopped_mid_run_gives_backend_error(
         kek = open_kek_provider("awskms:alias/stopping", provider_kit.local, create=True)
         stop = emulator.stop
     else:
-        hsm: SoftHsm = request.getfixturevalue("softhsm")
-        kek = open_kek_provider(
-            hsm.uri("kek", token=hsm.spare_token), provider_kit.local, create=True
-        )
-
-        def stop() -> None:
-            # The token is removed while the provider holds sessions on it.
-            subprocess.run(
-                ["softhsm2-util", "--delete-token", "--token", hsm.spare_token],
-                check=True,
-                capture_output=True,
-            )
-
+        _pkcs11_token_removed_in_a_child_process()
+        return
     wrapped = kek.wrap(os.urandom(32), CTX)
     stop()
     with pytest.raises(BackendError):
@@ -170,3 +161,45 @@ def test_a_key_holder_stopped_mid_run_gives_backend_error(
     with pytest.raises(BackendError):
         kek.wrap(os.urandom(32), CTX)
     kek.close()
+
+
+_CHILD_SCRIPT = """
+import os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from key_servers import start_softhsm
+from pcii_vault.errors import VaultError
+from pcii_vault.keys.pkcs11 import Pkcs11Kek
+hsm = start_softhsm()
+kek = Pkcs11Kek.open(hsm.uri("kek", token=hsm.spare_token), create=True)
+wrapped = kek.wrap(os.urandom(32), b"ctx")
+subprocess.run(["softhsm2-util", "--delete-token", "--token", hsm.spare_token], check=True,
+               capture_output=True)
+for attempt in (lambda: kek.unwrap(wrapped, b"ctx"), lambda: kek.wrap(os.urandom(32), b"ctx")):
+    try:
+        attempt()
+        print("RESULT no error")
+    except VaultError as exc:
+        print("RESULT", type(exc).__name__, exc.exit_code)
+hsm.cleanup()
+"""
+
+
+def _pkcs11_token_removed_in_a_child_process() -> None:
+    """SoftHSM2 is a library: its token is removed under a child process that uses it.
+
+    A child, because SoftHSM2 reads its slots once per process and a removed token
+    disturbs the other tokens of that process.
+    """
+    tests = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD_SCRIPT, str(tests)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    results = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert results == ["RESULT BackendError 5", "RESULT BackendError 5"], done.stdout
