@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/s3_upload.py
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/policy.py
+	$(BIN)/python benchmarks/keys.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
