@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ProviderKit
+from key_fixtures import ProviderKit
 from vault_support import VaultBench
 
 from pcii_vault.errors import InputError, IntegrityError

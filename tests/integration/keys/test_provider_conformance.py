@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import ProviderKit
+from key_fixtures import ProviderKit
 from key_servers import start_bao, start_kms_emulator
 
 from pcii_vault.crypto.envelope import RecordContext
