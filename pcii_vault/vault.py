@@ -959,6 +959,13 @@ class Vault:
             details = json.loads(rotated)
             if details.get("kek", LOCAL) == keyring.key_id:
                 return int(details["version"])
+        # Rotated elsewhere since: the migration that brought the KEKs back says where
+        # this provider stood (`started` records the target's version).
+        migrated = self.index.meta("key.migrated")
+        if migrated:
+            details = json.loads(migrated)
+            if details["to"] == self.current_kek_uri() and "version" in details:
+                return int(details["version"])
         return 1 if keyring.key_id == LOCAL else keyring.current_version
 
     def rotate_keys(self, request: SignedRequest) -> int:
@@ -1126,7 +1133,13 @@ class Vault:
                     f"{len(failed)} wrapped keys did not unwrap (tampered, or KEK retired): "
                     f"{', '.join(failed[:5])}; the migration stays unfinished"
                 )
-            details = {"phase": "finished", "from": source, "to": target, "count": count}
+            details = {
+                "phase": "finished",
+                "from": source,
+                "to": target,
+                "count": count,
+                "version": keyring.current_version,
+            }
             # A request's nonce is logged once: the run that logged `started` with the
             # admin's request finishes as the vault; a resuming run logs its own request.
             if resumed:

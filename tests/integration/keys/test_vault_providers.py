@@ -8,6 +8,7 @@ with every record readable and the log sound after each step.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,8 @@ def chain(
     bao = request.getfixturevalue("bao")
     for key, value in bao.env.items():
         monkeypatch.setenv(key, value)
-    yield {"pkcs11": hsm.uri("migrated"), "openbao": bao.uri("migrated"), "local": "local"}
+    name = f"migrated-{secrets.token_hex(4)}"
+    yield {"pkcs11": hsm.uri(name), "openbao": bao.uri(name), "local": "local"}
 
 
 def test_migration_local_to_softhsm_to_openbao_and_back(
@@ -145,6 +147,28 @@ def test_migration_local_to_softhsm_to_openbao_and_back(
             for step in ("pkcs11", "openbao", "local")
             for phase in ("started", "finished")
         ]
+        assert bench.audit().size > 0
+    finally:
+        bench.vault.close()
+
+
+def test_rotation_bookkeeping_survives_a_round_trip_between_providers(
+    chain: dict[str, str], tmp_path: Path
+) -> None:
+    """Rotate local, migrate to SoftHSM2, rotate there, come back: local rotates on."""
+    bench = Bench(tmp_path, "local")
+    try:
+        tracking = bench.submit()
+        assert bench.vault.rotate_keys(bench.key_request("rotate")) == 2
+        for target in (chain["pkcs11"], "local"):
+            bench.vault.migrate_keys(bench.key_request("migrate", to=target), target)
+            if target != "local":
+                assert bench.vault.rotate_keys(bench.key_request("rotate")) == 2
+        status = bench.status()
+        assert status.current_version == status.logged_version == 2
+        assert bench.vault.rotate_keys(bench.key_request("rotate")) == 3
+        assert bench.vault.rewrap_keys(bench.key_request("rewrap")).count == 1
+        assert bench.review(tracking) == bench.attachment.read_bytes()
         assert bench.audit().size > 0
     finally:
         bench.vault.close()
