@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,pkcs11,openbao,kms]'
+	./scripts/install-softhsm2.sh
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/s3_upload.py
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/policy.py
+	$(BIN)/python benchmarks/keys.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -40,6 +40,20 @@ class VaultConfig(BaseModel):
     log_key: str = Field(description="the log's signed-note verifier key")
     intake_public_key: str = Field(description="X25519 public key, base64, for owner-side sealing")
     request_window_seconds: int = Field(default=300, ge=10, le=3600)
+    kek: str = Field(
+        default="local",
+        description="where KEKs live at init: local, pkcs11:..., openbao:..., awskms:... "
+        "(no secrets: a PKCS#11 pin-value is never recorded); migrations are in the log",
+    )
+    unseal_threshold: int | None = Field(
+        default=None,
+        ge=2,
+        le=16,
+        description="when set, the unseal secret is split into SLIP-39 shares: how many unseal",
+    )
+    log_signer: str = Field(
+        default="local", description="where the log's Ed25519 key lives: local or a provider"
+    )
 
     def save_new(self, path: Path) -> None:
         """Write the config file; refuses to replace an existing one."""

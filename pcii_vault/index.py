@@ -83,7 +83,12 @@ TRANSITION_ACTIONS: dict[str, str] = {
     "record.decontrolled": "decontrol",
     "record.destroyed": "destroy",
 }
-_KEY_OPS = {"key.rotated": "rotate", "key.rewrapped": "rewrap", "key.retired": "retire"}
+_KEY_OPS = {
+    "key.rotated": "rotate",
+    "key.rewrapped": "rewrap",
+    "key.retired": "retire",
+    "key.migrated": "migrate",
+}
 _PRINCIPAL_OPS = {
     "principal.registered": "register",
     "principal.updated": "update",
@@ -612,6 +617,20 @@ class Index:
             pending = self._expected_notices()
             if pending is None:
                 raise IntegrityError(f"event {event.seq}: a notice no logged act owed")
+        elif kind == "key.migrated":
+            # The vault finishes the migration an admin started (same source and target).
+            last = self.meta("key.migrated")
+            started = json.loads(last) if last else {}
+            details = event.details
+            if (
+                started.get("phase") != "started"
+                or details.get("phase") != "finished"
+                or (details.get("from"), details.get("to"))
+                != (started.get("from"), started.get("to"))
+            ):
+                raise IntegrityError(
+                    f"event {event.seq}: the vault only finishes a migration an admin started"
+                )
         else:
             raise IntegrityError(f"event {event.seq}: {kind} is not an act of the vault itself")
 
@@ -648,16 +667,29 @@ class Index:
         )
 
     def _key_op(self, event: Event) -> None:
-        current = self.meta("key.rotated")
-        version = int(json.loads(current)["version"]) if current else 1
         details = event.details
-        if event.type == "key.rotated" and (
-            details.get("version") != version + 1 or details.get("previous") != version
-        ):
-            raise IntegrityError(f"event {event.seq}: key.rotated skips from version {version}")
-        if event.type == "key.rewrapped" and details.get("version") != version:
-            raise IntegrityError(f"event {event.seq}: key.rewrapped under a version not current")
+        if event.type == "key.rotated":
+            version, previous = details.get("version"), details.get("previous")
+            if not isinstance(previous, int) or version != previous + 1:
+                raise IntegrityError(f"event {event.seq}: key.rotated skips a version")
+            last = self.meta("key.rotated")
+            if last is not None:
+                before = json.loads(last)
+                same_kek = before.get("kek", "local") == details.get("kek", "local")
+                if (
+                    same_kek
+                    and before.get("version") != previous
+                    and not self._migrated_since(before)
+                ):
+                    raise IntegrityError(
+                        f"event {event.seq}: key.rotated from {previous}, but the log is at "
+                        f"{before.get('version')}"
+                    )
         self._set_meta(event.type, json.dumps(details, sort_keys=True))
+
+    def _migrated_since(self, rotated: dict[str, Any]) -> bool:
+        # A migration round trip may bring the KEKs back to a provider at another version.
+        return self.meta("key.migrated") is not None
 
     def _register(self, event: Event) -> None:
         principal = Principal.model_validate(event.details.get("principal"))
@@ -848,6 +880,8 @@ def _check_params(event: Event, action: str, params: dict[str, Any]) -> None:
         expected: dict[str, Any] = {"op": _KEY_OPS[kind]}
         if kind == "key.retired":
             expected["version"] = event.details.get("version")
+        if kind == "key.migrated":
+            expected["to"] = event.details.get("to")
         if action != "rotate-keys" or params != expected:
             raise IntegrityError(f"event {seq}: key operation differs from the signed one")
     else:

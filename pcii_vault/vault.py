@@ -45,7 +45,6 @@ from pcii_vault.crypto.envelope import (
     decrypt_to_file,
     open_object,
 )
-from pcii_vault.crypto.keywrap import parse_unverified_wrapped_kek_version
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.decisions import decide, principal_facts, record_facts
@@ -63,7 +62,10 @@ from pcii_vault.errors import (
 )
 from pcii_vault.identity import Identity
 from pcii_vault.index import TRANSITION_ACTIONS, Deadline, Index, IndexTamperedError, RecordRow
-from pcii_vault.keys.local import MIN_SECRET_BYTES, KekInfo, LocalKeyring
+from pcii_vault.keys.base import KekInfo, KeyLocation, KeyProvider
+from pcii_vault.keys.custody import KeyCustody, open_custody
+from pcii_vault.keys.local import MIN_SECRET_BYTES, LocalKeyring
+from pcii_vault.keys.providers import LOCAL, log_signer_uri_for, public_uri
 from pcii_vault.ledger.anchor import CheckpointAnchor
 from pcii_vault.ledger.log import Ledger, parse_event
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
@@ -88,7 +90,7 @@ from pcii_vault.store import open_store
 from pcii_vault.store.base import ObjectStore
 from pcii_vault.submitter import SealedUpload
 
-__all__ = ["KeyStatus", "Release", "Rewrap", "Vault", "principal_params"]
+__all__ = ["KeyStatus", "Migration", "Release", "Rewrap", "Vault", "principal_params"]
 
 _log = structlog.get_logger(__name__)
 
@@ -121,6 +123,8 @@ class KeyStatus:
     min_decryption_version: int
     versions: tuple[KekInfo, ...]
     last_rewrap: dict[str, Any] | None
+    locations: tuple[KeyLocation, ...] = ()
+    migration: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,15 @@ class Rewrap:
 
     count: int
     version: int
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What `migrate_keys` did: records re-wrapped into the target provider."""
+
+    count: int
+    source: str
+    target: str
 
 
 _REWRAP_ATTEMPTS = 3
@@ -151,7 +164,8 @@ class Vault:
         self.store: ObjectStore = open_store(self.config.store, root_for_file=self.paths.objects)
         self._unseal = unseal
         self._clock = clock
-        self._keyring: LocalKeyring | None = None
+        self._keyring: KeyCustody | None = None
+        self._local_keys: LocalKeyring | None = None
         self._ledger: Ledger | None = None
         self._index: Index | None = None
         # The index connection and its overlay transaction are shared by the threads
@@ -175,13 +189,23 @@ class Vault:
         admin_organisation: str = "PCII Program Office",
         clock: Clock = _utcnow,
         kdf_params: ScryptParams = DEFAULT_SCRYPT,
+        kek_uri: str = LOCAL,
+        unseal_threshold: int | None = None,
     ) -> tuple[Vault, Identity]:
         """Create a vault: config, sealed keyring, store layout, log, and the first admin.
 
+        `kek_uri` names where the KEKs live (`local`, `pkcs11:`, `openbao:`, `awskms:`):
+        the key is created there when missing (generated inside, never exported) and used
+        when present; the log key goes into the provider where it can hold one.
+        `unseal_threshold` records that the secret was split into shares (see
+        `pcii_vault.keys.shares`), so that opening asks for shares, not a passphrase.
+
         Raises:
             ConfigError: the directory already holds a vault, or the store is unusable.
-            InputError: the admin key file cannot be created.
+            InputError: the admin key file cannot be created, or `kek_uri` is malformed.
+            BackendError: the key provider cannot be reached.
         """
+        stored_kek_uri = public_uri(kek_uri)
         paths = VaultPaths(root)
         _check_new_vault_directory(root)
         if len(secret) < MIN_SECRET_BYTES:
@@ -189,6 +213,7 @@ class Vault:
         created_root = not root.exists()
         claimed = False
         store: ObjectStore | None = None
+        custody: KeyCustody | None = None
         try:
             # Owner-only: the directory holds the sealed keyring and the index's metadata.
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -198,8 +223,9 @@ class Vault:
             _check_store_holds_no_log(store)
             vault_id = f"v-{secrets.token_hex(8)}"
             keyring = LocalKeyring.create(paths.keyring, secret, kdf_params=kdf_params, clock=clock)
+            custody = open_custody(keyring, kek_uri, log_signer_uri_for(kek_uri), create=True)
             origin = f"pcii-vault.local/{vault_id}"
-            signer = keyring.log_signing_key()
+            signer = custody.log_signer
             config = VaultConfig(
                 vault_id=vault_id,
                 created=clock(),
@@ -207,6 +233,9 @@ class Vault:
                 log_origin=origin,
                 log_key=verifier_key_string(origin, signer.public_key),
                 intake_public_key=base64.b64encode(keyring.intake_public_key).decode(),
+                kek=stored_kek_uri,
+                log_signer=public_uri(log_signer_uri_for(kek_uri)),
+                unseal_threshold=unseal_threshold,
             )
             admin_key = Ed25519PrivateKey.generate()
             admin = Principal(
@@ -247,23 +276,29 @@ class Vault:
             # Nothing half-created survives: a failed init leaves what was there before.
             if claimed:
                 admin_key_out.unlink(missing_ok=True)
+            if custody is not None:
+                custody.close()
             _remove_partial_vault(paths, store, created_root=created_root)
             raise
         vault = cls(root, unseal=lambda: secret, clock=clock)
-        vault._keyring = keyring
+        vault._keyring = custody
+        vault._local_keys = custody.local
         vault.sync()
         return vault, identity
 
     # ----- plumbing ------------------------------------------------------------------
 
     def close(self) -> None:
-        """Commit what is queued, stop the group commit, release the index."""
+        """Commit what is queued, stop the group commit, release the index and keys."""
         if self._sequencer is not None:
             self._sequencer.close()
             self._sequencer = None
         if self._index is not None:
             self._index.close()
             self._index = None
+        if self._keyring is not None:
+            self._keyring.close()
+            self._keyring = None
 
     def now(self) -> datetime:
         """The vault's clock."""
@@ -279,24 +314,54 @@ class Vault:
         return local if local.is_dir() else default_policy_directory()
 
     @property
-    def keyring(self) -> LocalKeyring:
-        """The unsealed keyring (asks for the unseal secret on first use)."""
+    def keyring(self) -> KeyCustody:
+        """The vault's keys behind their seam (asks for the unseal secret on first use)."""
         if self._keyring is None:
-            self._keyring = LocalKeyring.open(self.paths.keyring, self._unseal())
+            self._keyring = self._open_keys()
         return self._keyring
+
+    def _local(self) -> LocalKeyring:
+        """The unsealed local keyring (the index's key, the intake key; maybe the KEKs)."""
+        if self._local_keys is None:
+            self._local_keys = LocalKeyring.open(
+                self.paths.keyring, self._unseal(), clock=self._clock
+            )
+        return self._local_keys
+
+    def _open_keys(self, kek_uri: str | None = None) -> KeyCustody:
+        """Open the keys; `kek_uri` (with its secrets) overrides the logged public URI."""
+        return open_custody(
+            self._local(),
+            kek_uri or self.current_kek_uri(),
+            self.config.log_signer,
+            readers=self._migration_source(),
+        )
+
+    def current_kek_uri(self) -> str:
+        """Where the KEKs live now: the last migration the log records, else `init`'s."""
+        migrated = self.index.meta("key.migrated")
+        return str(json.loads(migrated)["to"]) if migrated else self.config.kek
+
+    def _migration_source(self) -> tuple[str, ...]:
+        """A migration's source while it is unfinished (its blobs must still unwrap)."""
+        migrated = self.index.meta("key.migrated")
+        if migrated is None:
+            return ()
+        details = json.loads(migrated)
+        return (str(details["from"]),) if details["phase"] == "started" else ()
 
     @property
     def index(self) -> Index:
         """The authenticated projection (its key comes from the keyring: unseals)."""
         if self._index is None:
-            self._index = Index.open(self.paths.index, seal=self.keyring.index_authenticator())
+            self._index = Index.open(self.paths.index, seal=self._local().index_authenticator())
         return self._index
 
     @property
     def ledger(self) -> Ledger:
         """The log, able to append (needs the keyring's log signing key)."""
         if self._ledger is None:
-            signer = self.keyring.log_signing_key()
+            signer = self.keyring.log_signer
             self._ledger = Ledger(
                 self.store,
                 self.config.log_origin,
@@ -403,7 +468,7 @@ class Vault:
 
     def rebuild_index(self) -> int:
         """Throw the index away and replay the whole verified log; return the event count."""
-        seal = self.keyring.index_authenticator()
+        seal = self._local().index_authenticator()
         self.close()
         for suffix in ("", "-wal", "-shm", "-journal", ".mac"):
             Path(f"{self.paths.index}{suffix}").unlink(missing_ok=True)
@@ -1127,13 +1192,36 @@ class Vault:
         with self._key_lock() as fresh_keyring:
             keyring = fresh_keyring()  # another process may have rotated meanwhile
         rewrapped = self.index.meta("key.rewrapped")
+        migrated = self.index.meta("key.migrated")
         return KeyStatus(
             current_version=keyring.current_version,
-            logged_version=self.current_kek_version(),
+            logged_version=self._logged_kek_version(keyring),
             min_decryption_version=keyring.min_decryption_version,
             versions=keyring.versions,
             last_rewrap=json.loads(rewrapped) if rewrapped else None,
+            locations=keyring.locations(),
+            migration=self._migration_progress(keyring, json.loads(migrated)) if migrated else None,
         )
+
+    def _logged_kek_version(self, keyring: KeyProvider) -> int:
+        """The current provider's KEK version as the log last recorded it.
+
+        A provider the log has never rotated is at the version it had when the vault
+        started using it (an existing transit or KMS key may already be past 1).
+        """
+        rotated = self.index.meta("key.rotated")
+        if rotated:
+            details = json.loads(rotated)
+            if details.get("kek", LOCAL) == keyring.key_id:
+                return int(details["version"])
+        # Rotated elsewhere since: the migration that brought the KEKs back says where
+        # this provider stood (`started` records the target's version).
+        migrated = self.index.meta("key.migrated")
+        if migrated:
+            details = json.loads(migrated)
+            if details["to"] == self.current_kek_uri() and "version" in details:
+                return int(details["version"])
+        return 1 if keyring.key_id == LOCAL else keyring.current_version
 
     def rotate_keys(self, request: SignedRequest) -> int:
         """Add a KEK version and make it current: the log says so first, then the keyring.
@@ -1158,7 +1246,7 @@ class Vault:
         with self._key_lock() as fresh_keyring:
             self._authorize_key_op(request, "rotate")
             keyring = fresh_keyring()
-            logged, held = self.current_kek_version(), keyring.current_version
+            logged, held = self._logged_kek_version(keyring), keyring.current_version
             if logged == held + 1:
                 _log.warning("completing_logged_rotation", version=logged)
                 return self._rotate_keyring(keyring, expected=logged)
@@ -1169,15 +1257,17 @@ class Vault:
                 )
 
             def rotate(_admin: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
-                if self.current_kek_version() != held:
+                if self._logged_kek_version(keyring) != held:
                     raise ConflictError("another key rotation was logged first: run it again")
-                details = {"version": held + 1, "previous": held}
+                details: dict[str, Any] = {"version": held + 1, "previous": held}
+                if keyring.key_id != LOCAL:
+                    details["kek"] = keyring.key_id
                 return [self._decision_event("key.rotated", request, verdict, details=details)]
 
             self._act(request, "rotate-keys", rotate)
             return self._rotate_keyring(keyring, expected=held + 1)
 
-    def _rotate_keyring(self, keyring: LocalKeyring, *, expected: int) -> int:
+    def _rotate_keyring(self, keyring: KeyProvider, *, expected: int) -> int:
         try:
             version = keyring.rotate()
         except OSError as exc:
@@ -1214,26 +1304,19 @@ class Vault:
             self._authorize_key_op(request, "rewrap")
             keyring = fresh_keyring()
             version = keyring.current_version
-            if self.current_kek_version() != version:
+            logged = self._logged_kek_version(keyring)
+            if logged != version:
                 raise IntegrityError(
-                    f"the log says KEK version {self.current_kek_version()} but the keyring "
+                    f"the log says KEK version {logged} but the keyring "
                     f"is at {version}: run `pcii keys rotate` again to complete the rotation"
                 )
-            count = 0
-            failed: list[str] = []
-            for record in self.index.records():
-                if record.state in SHREDDED_STATES:
-                    continue
-                try:
-                    count += self._rewrap_one(keyring, record.tracking, version)
-                except IntegrityError:
-                    failed.append(record.tracking)
+            count, failed = self._rewrap_live(keyring)
             details = {"count": count, "version": version}
 
             def rewrapped(
                 _admin: Principal, _row: RecordRow | None, verdict: _Verdict
             ) -> list[Event]:
-                if self.current_kek_version() != version:
+                if self._logged_kek_version(keyring) != version:
                     raise ConflictError("a key rotation was logged meanwhile: rewrap again")
                 return [self._decision_event("key.rewrapped", request, verdict, details=details)]
 
@@ -1245,7 +1328,7 @@ class Vault:
             )
         return Rewrap(count=count, version=version)
 
-    def _rewrap_one(self, keyring: LocalKeyring, tracking: str, version: int) -> int:
+    def _rewrap_one(self, keyring: KeyCustody, tracking: str) -> int:
         key = f"wrapped/{tracking}"
         context = RecordContext(self.config.vault_id, tracking).to_bytes()
         for _ in range(_REWRAP_ATTEMPTS):
@@ -1253,15 +1336,123 @@ class Vault:
                 blob, etag = self.store.get_with_etag(key)
             except NotFoundError:
                 return 0  # shredded meanwhile: stays shredded
-            if parse_unverified_wrapped_kek_version(blob) == version:
+            if keyring.is_current(blob):
                 return 0
-            rewrapped = keyring.wrap(keyring.unwrap(blob, context), context)
+            rewrapped = keyring.rewrap(blob, context)
             try:
                 self.store.put_if_match(key, rewrapped, etag)
             except PreconditionFailedError:
                 continue  # changed or deleted since read: look again
             return 1
         raise ConflictError(f"{key} keeps changing; run `pcii keys rewrap` again")
+
+    def migrate_keys(self, request: SignedRequest, target_uri: str) -> Migration:
+        """Move every live record's data key from the current KEK provider to another.
+
+        Order (a decision): `key.migrated` with phase `started` (from, to, the target's
+        KEK version) is logged first; from then on new records are wrapped by the target
+        and the source only unwraps. Each live record's `wrapped/<id>` is re-wrapped by
+        compare-and-swap (a destroy meanwhile stays destroyed; withdrawn and destroyed
+        records are never re-wrapped); then phase `finished` (count) is logged. A blob
+        already under the target is skipped, so an interrupted migration is finished by
+        running the same command again, and no key is wrapped twice.
+
+        Raises:
+            InputError: the KEKs already live at `target_uri`, or another migration is
+                unfinished.
+            PolicyDenied: the caller is not an admin (logged).
+            IntegrityError: a record's wrapped key does not unwrap (named, after the
+                others are done; the migration then stays unfinished).
+            BackendError: a provider, the store or the log is unavailable.
+        """
+        target = public_uri(target_uri)
+        with self._key_lock() as fresh_keyring:
+            self._authorize_key_op(request, "migrate", to=target)
+            keyring = fresh_keyring()
+            migrated = self.index.meta("key.migrated")
+            last = json.loads(migrated) if migrated else None
+            resumed = last is not None and last["phase"] == "started"
+            if last is not None and resumed:
+                if last["to"] != target:
+                    raise InputError(
+                        f"the migration to {last['to']} is unfinished: run `pcii keys migrate "
+                        f"--to {last['to']}` first"
+                    )
+                source = str(last["from"])
+            else:
+                source = self.current_kek_uri()
+                if target == source:
+                    raise InputError(f"the KEKs already live at {target}")
+                # Create (or find) the target key before anything is logged.
+                probe = open_custody(keyring.local, target_uri, LOCAL, create=True)
+                version = probe.current_version
+                probe.close()
+                details = {"phase": "started", "from": source, "to": target, "version": version}
+
+                def started(
+                    _admin: Principal, _row: RecordRow | None, verdict: _Verdict
+                ) -> list[Event]:
+                    if self.index.meta("key.migrated") != migrated:
+                        raise ConflictError("another key migration was logged first: run it again")
+                    return [self._decision_event("key.migrated", request, verdict, details=details)]
+
+                self._act(request, "rotate-keys", started)
+                keyring.close()
+                self._keyring = self._open_keys(target_uri)
+                keyring = self._keyring
+            count, failed = self._rewrap_live(keyring)
+            if failed:
+                raise IntegrityError(
+                    f"{len(failed)} wrapped keys did not unwrap (tampered, or KEK retired): "
+                    f"{', '.join(failed[:5])}; the migration stays unfinished"
+                )
+            details = {
+                "phase": "finished",
+                "from": source,
+                "to": target,
+                "count": count,
+                "version": keyring.current_version,
+            }
+            # A request's nonce is logged once: the run that logged `started` with the
+            # admin's request finishes as the vault (an act of its closed list); a
+            # resuming run logs its own request.
+            if resumed:
+
+                def finished(
+                    _admin: Principal, _row: RecordRow | None, verdict: _Verdict
+                ) -> list[Event]:
+                    return [self._decision_event("key.migrated", request, verdict, details=details)]
+
+                self._act(request, "rotate-keys", finished)
+            else:
+                self._append([_draft("key.migrated", self._clock(), details=details)])
+        return Migration(count=count, source=source, target=target)
+
+    def _rewrap_live(self, keyring: KeyCustody) -> tuple[int, list[str]]:
+        count = 0
+        failed: list[str] = []
+        for record in self.index.records():
+            if record.state in SHREDDED_STATES:
+                continue
+            try:
+                count += self._rewrap_one(keyring, record.tracking)
+            except IntegrityError:
+                failed.append(record.tracking)
+        return count, failed
+
+    def _migration_progress(self, keyring: KeyCustody, last: dict[str, Any]) -> dict[str, Any]:
+        """The last migration and, while unfinished, how many live records have moved."""
+        progress = dict(last)
+        if last["phase"] == "started":
+            live = [r for r in self.index.records() if r.state not in SHREDDED_STATES]
+            moved = 0
+            for record in live:
+                try:
+                    moved += keyring.owns(self.store.get(f"wrapped/{record.tracking}"))
+                except NotFoundError:
+                    continue
+            progress.update(moved=moved, live=len(live))
+        return progress
 
     def retire_key(self, request: SignedRequest, version: int) -> None:
         """Retire a KEK version (it no longer unwraps): logged first, then the keyring.
@@ -1286,7 +1477,7 @@ class Vault:
                 record.tracking
                 for record in self.index.records()
                 if record.state not in SHREDDED_STATES
-                and self._wrapped_version(record.tracking) == version
+                and self._wrapped_under(keyring, record.tracking, version)
             ]
             if in_use:
                 raise InputError(
@@ -1303,11 +1494,13 @@ class Vault:
             self._act(request, "rotate-keys", retired)
             keyring.retire(version)
 
-    def _wrapped_version(self, tracking: str) -> int | None:
+    def _wrapped_under(self, keyring: KeyCustody, tracking: str, version: int) -> bool:
         try:
-            return parse_unverified_wrapped_kek_version(self.store.get(f"wrapped/{tracking}"))
+            blob = self.store.get(f"wrapped/{tracking}")
         except NotFoundError:
-            return None
+            return False
+        # A blob of another provider (an unfinished migration) is not under this version.
+        return keyring.owns(blob) and keyring.wrapped_version(blob) == version
 
     def _authorize_key_op(self, request: SignedRequest, op: str, **params: Any) -> None:  # noqa: ANN401
         """Check the request names this op, then verify and decide (`rotate-keys`)."""
@@ -1319,19 +1512,20 @@ class Vault:
         self._act(request, "rotate-keys", None)
 
     @contextlib.contextmanager
-    def _key_lock(self) -> Iterator[Callable[[], LocalKeyring]]:
+    def _key_lock(self) -> Iterator[Callable[[], KeyCustody]]:
         """Hold the vault's key lock; yield a getter for a keyring read under it."""
         loaded_before = self._keyring is not None
         fd = os.open(self.paths.root / _KEY_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
 
-            def fresh() -> LocalKeyring:
+            def fresh() -> KeyCustody:
                 # A keyring unsealed before the lock may predate another process's change.
-                if loaded_before:
-                    self._keyring = LocalKeyring.open(
-                        self.paths.keyring, self._unseal(), clock=self._clock
-                    )
+                if loaded_before and self._keyring is not None:
+                    self._keyring.close()
+                    self._keyring = None
+                    self._local_keys = None  # read the keyring file again
+                    self._ledger = None  # it held the closed custody's signer
                 return self.keyring
 
             yield fresh

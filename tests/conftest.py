@@ -23,6 +23,9 @@ from seaweed import SeaweedServer, new_bucket_name, start_seaweed
 from pcii_vault.store.filesystem import FilesystemStore
 from pcii_vault.store.s3 import S3Store
 
+# SoftHSM2, OpenBao and the KMS emulator for the key-provider tests.
+pytest_plugins = ["key_fixtures"]
+
 
 @pytest.fixture
 def fs_store(tmp_path: Path) -> FilesystemStore:

@@ -39,6 +39,7 @@ class VaultBench:
         secret: bytes,
         attachment_bytes: bytes,
         wrap_store: Callable[[ObjectStore], ObjectStore] | None = None,
+        kek_uri: str = "local",
     ) -> None:
         self.root = root
         self.vault, admin = Vault.create(
@@ -48,6 +49,7 @@ class VaultBench:
             admin_name="admin",
             admin_key_out=root / "admin.key",
             kdf_params=FAST_KDF,
+            kek_uri=kek_uri,
         )
         self.real: ObjectStore = self.vault.store
         if wrap_store is not None:

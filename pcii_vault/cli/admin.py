@@ -16,6 +16,7 @@ from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import InputError
 from pcii_vault.identity import Identity
+from pcii_vault.keys.shares import split_secret, write_shares
 from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN, Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
 from pcii_vault.store import open_store
@@ -47,6 +48,26 @@ def init(
             "--admin-key-out", help="Where to write the first admin's private key (mode 0600)."
         ),
     ] = None,
+    kek: Annotated[
+        str,
+        typer.Option(
+            "--kek",
+            help="Where KEKs live: local (the sealed keyring), pkcs11:..., "
+            "openbao:https://HOST:PORT/MOUNT/keys/NAME or awskms:KEY. Created when missing.",
+        ),
+    ] = "local",
+    unseal_shares: Annotated[
+        int | None,
+        typer.Option("--unseal-shares", help="Split the unseal secret into N SLIP-39 shares."),
+    ] = None,
+    unseal_threshold: Annotated[
+        int | None,
+        typer.Option("--unseal-threshold", help="How many shares unseal (M of N)."),
+    ] = None,
+    shares_out: Annotated[
+        Path | None,
+        typer.Option("--shares-out", help="Directory for the share files (one per custodian)."),
+    ] = None,
     insecure_fast_kdf: Annotated[
         bool,
         typer.Option(
@@ -60,28 +81,53 @@ def init(
     state: CliState = ctx.obj
     root = vault_dir(state)
     key_out = admin_key_out or root / "admin.key"
-    secret = unseal_secret(confirm=True)
+    split = (unseal_shares, unseal_threshold, shares_out)
+    if any(v is not None for v in split) and any(v is None for v in split):
+        raise InputError("--unseal-shares, --unseal-threshold and --shares-out go together")
+    share_files: list[Path] = []
+    if unseal_shares is not None and unseal_threshold is not None and shares_out is not None:
+        # A random secret nobody sees: the custodians hold it only as shares.
+        secret, mnemonics = split_secret(unseal_threshold, unseal_shares)
+        share_files = write_shares(shares_out, mnemonics)
+    else:
+        secret = unseal_secret(confirm=True)
     kdf = DEFAULT_SCRYPT
     if insecure_fast_kdf:
         state.output.note("warning: --insecure-fast-kdf: the keyring is cheap to brute-force")
         kdf = _INSECURE_TEST_SCRYPT
-    vault, _ = Vault.create(
-        root,
-        store_url=store,
-        secret=secret,
-        admin_name=admin,
-        admin_key_out=key_out,
-        kdf_params=kdf,
-    )
     try:
-        data = {
+        vault, _ = Vault.create(
+            root,
+            store_url=store,
+            secret=secret,
+            admin_name=admin,
+            admin_key_out=key_out,
+            kdf_params=kdf,
+            kek_uri=kek,
+            unseal_threshold=unseal_threshold if share_files else None,
+        )
+    except BaseException:
+        for path in share_files:  # shares of a vault that does not exist are noise
+            path.unlink(missing_ok=True)
+        raise
+    try:
+        data: dict[str, Any] = {
             "vault_id": vault.config.vault_id,
             "vault": str(root),
             "store": vault.config.store,
             "admin": admin,
             "admin_key": str(key_out),
             "log_key": vault.config.log_key,
+            "kek": vault.config.kek,
+            "log_signer": vault.config.log_signer,
         }
+        if share_files:
+            data["unseal_shares"] = [str(p) for p in share_files]
+            data["unseal_threshold"] = unseal_threshold
+            state.output.note(
+                f"note: {len(share_files)} unseal shares in {shares_out}, {unseal_threshold} "
+                "unseal: hand one to each custodian and delete them here"
+            )
         if admin_key_out is None:
             state.output.note(
                 f"note: the admin key is in {key_out}; move it off this machine "

@@ -1,4 +1,4 @@
-"""Key custodian commands: KEK status, rotation, re-wrapping and retirement (admin only).
+"""Key custodian commands: KEK status, rotation, re-wrapping, retirement, migration (admin).
 
 Each command is a signed `rotate-keys` request naming its operation; the core decides,
 logs and acts (see `Vault.rotate_keys` for the order of log and keyring). Nothing here
@@ -13,12 +13,14 @@ import typer
 
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.session import acting
+from pcii_vault.keys.providers import public_uri
 from pcii_vault.vault import KeyStatus
 
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Key-encryption keys: status, rotate, rewrap, retire (admin).", no_args_is_help=True
+    help="Key-encryption keys: status, rotate, rewrap, retire, migrate (admin).",
+    no_args_is_help=True,
 )
 
 
@@ -28,10 +30,16 @@ def _status_json(status: KeyStatus) -> dict[str, Any]:
         "logged_version": status.logged_version,
         "min_decryption_version": status.min_decryption_version,
         "versions": [
-            {"version": v.version, "created": v.created.isoformat(), "retired": v.retired}
+            {
+                "version": v.version,
+                "created": v.created.isoformat() if v.created else None,
+                "retired": v.retired,
+            }
             for v in status.versions
         ],
         "last_rewrap": status.last_rewrap,
+        "locations": {loc.name: loc.where for loc in status.locations},
+        "migration": status.migration,
     }
 
 
@@ -56,6 +64,18 @@ def status(ctx: typer.Context) -> None:
         for v in data["versions"]
     ]
     state.output.rows(rows, ["version", "created", "state"], title="Key-encryption keys")
+    state.output.rows(
+        [{"key": loc.name, "lives in": loc.where} for loc in key_status.locations],
+        ["key", "lives in"],
+        title="Where the keys live",
+    )
+    migration = key_status.migration
+    if migration is not None and migration["phase"] == "started":
+        state.output.note(
+            f"migration from {migration['from']} to {migration['to']} unfinished: "
+            f"{migration['moved']} of {migration['live']} live records moved; run "
+            f"`pcii keys migrate --to {migration['to']}` to finish it"
+        )
     if key_status.logged_version != key_status.current_version:
         state.output.note(
             f"warning: the log says KEK version {key_status.logged_version}, the keyring is "
@@ -100,4 +120,29 @@ def retire(
         )
     state.output.result(
         {"retired": version}, human=f"KEK version {version} retired: it no longer unwraps"
+    )
+
+
+@app.command("migrate")
+def migrate(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Where the KEKs go: local, pkcs11:..., openbao:https://... or awskms:KEY "
+            "(created when missing).",
+        ),
+    ],
+) -> None:
+    """Re-wrap every live record's data key into another key provider (logged, resumable)."""
+    state: CliState = ctx.obj
+    with acting(state) as (vault, me):
+        target = public_uri(to)
+        done = vault.migrate_keys(
+            vault.sign(me, "rotate-keys", params={"op": "migrate", "to": target}), to
+        )
+    state.output.result(
+        {"count": done.count, "from": done.source, "to": done.target},
+        human=f"moved {done.count} data keys from {done.source} to {done.target}",
     )

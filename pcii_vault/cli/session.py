@@ -13,6 +13,7 @@ from pcii_vault.config import Settings
 from pcii_vault.errors import ConfigError
 from pcii_vault.identity import Identity
 from pcii_vault.keys.local import UNSEAL_SECRET_ENV, unseal_secret_from_env_or_prompt
+from pcii_vault.keys.shares import SHARES_ENV, shares_from_env_or_prompt
 from pcii_vault.vault import Vault
 
 __all__ = ["acting", "identity", "open_vault", "opened", "unseal_secret", "vault_dir"]
@@ -29,12 +30,19 @@ def vault_dir(state: CliState) -> Path:
     return state.vault
 
 
-def unseal_secret(*, confirm: bool = False) -> bytes:
-    """The unseal secret from `PCII_UNSEAL_SECRET`, else a prompt on a terminal.
+def unseal_secret(*, confirm: bool = False, shares: bool = False) -> bytes:
+    """The unseal secret: from shares when the vault was split, else the passphrase.
+
+    Shares come from the files in `PCII_UNSEAL_SHARES` (which also works for a vault
+    whose config does not say so), else from custodians typing them at a terminal; the
+    passphrase from `PCII_UNSEAL_SECRET`, else a prompt on a terminal.
 
     Raises:
-        ConfigError: no secret in the environment and no terminal to ask on.
+        ConfigError: nothing in the environment and no terminal to ask on.
+        InputError: too few, corrupted or foreign shares.
     """
+    if shares or os.environ.get(SHARES_ENV):
+        return shares_from_env_or_prompt(interactive=sys.stdin.isatty())
     if not os.environ.get(UNSEAL_SECRET_ENV) and not sys.stdin.isatty():
         raise ConfigError(f"the vault is sealed: set {UNSEAL_SECRET_ENV} or run on a terminal")
     return unseal_secret_from_env_or_prompt(confirm=confirm)
@@ -42,8 +50,15 @@ def unseal_secret(*, confirm: bool = False) -> bytes:
 
 def open_vault(state: CliState) -> Vault:
     """Open the vault named by the global options; the keyring unseals on first need."""
+    vault: Vault | None = None
+
+    def unseal() -> bytes:
+        split = vault is not None and vault.config.unseal_threshold is not None
+        return unseal_secret(shares=split)
+
     batching = Settings.from_environment().batching()
-    return Vault(vault_dir(state), unseal=unseal_secret, batching=batching)
+    vault = Vault(vault_dir(state), unseal=unseal, batching=batching)
+    return vault
 
 
 def identity(state: CliState) -> Identity:

@@ -6,13 +6,14 @@ Verification raises `IntegrityError`; it never returns False.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import nacl.exceptions
 import nacl.signing
 
 from pcii_vault.errors import IntegrityError
 
-__all__ = ["SEED_BYTES", "Ed25519PrivateKey", "Ed25519PublicKey"]
+__all__ = ["SEED_BYTES", "Ed25519PrivateKey", "Ed25519PublicKey", "Signer"]
 
 SEED_BYTES = 32
 
@@ -37,6 +38,28 @@ class Ed25519PublicKey:
             nacl.signing.VerifyKey(self.raw).verify(message, signature)
         except (nacl.exceptions.BadSignatureError, ValueError, TypeError) as exc:
             raise IntegrityError("signature does not verify") from exc
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """Something that makes Ed25519 signatures without handing out its private key.
+
+    The log signs checkpoints and claims through this seam, so the key may live in the
+    sealed keyring, a PKCS#11 token or an OpenBao transit mount.
+    """
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The verifying key matching every signature `sign` makes."""
+        ...
+
+    def sign(self, message: bytes) -> bytes:
+        """Return the 64-byte Ed25519 signature of `message`.
+
+        Raises:
+            BackendError: the key holder is unavailable.
+        """
+        ...
 
 
 class Ed25519PrivateKey:

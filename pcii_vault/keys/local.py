@@ -50,7 +50,13 @@ import structlog
 
 from pcii_vault.crypto.canonical import canonical_json
 from pcii_vault.crypto.intake import generate_intake_keypair, intake_public_key, open_from_intake
-from pcii_vault.crypto.keywrap import KEK_BYTES, unwrap_key, wrap_key
+from pcii_vault.crypto.keywrap import (
+    KEK_BYTES,
+    WRAPPED_KEY_FORMAT,
+    parse_unverified_wrapped_kek_version,
+    unwrap_key,
+    wrap_key,
+)
 from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.seal import (
     DEFAULT_SCRYPT,
@@ -61,7 +67,7 @@ from pcii_vault.crypto.seal import (
     random_bytes,
     seal,
 )
-from pcii_vault.crypto.signing import SEED_BYTES, Ed25519PrivateKey
+from pcii_vault.crypto.signing import SEED_BYTES, Ed25519PrivateKey, Ed25519PublicKey, Signer
 from pcii_vault.durable import replace_file, write_new_file
 from pcii_vault.errors import (
     ConfigError,
@@ -70,6 +76,7 @@ from pcii_vault.errors import (
     IntegrityError,
     NotFoundError,
 )
+from pcii_vault.keys.base import KekInfo
 
 __all__ = [
     "KEYRING_FORMAT_VERSION",
@@ -109,15 +116,6 @@ class KekVersion:
 
     def __repr__(self) -> str:
         return f"KekVersion(version={self.version}, retired={self.retired}, key=<redacted>)"
-
-
-@dataclass(frozen=True, slots=True)
-class KekInfo:
-    """What may be shown about a KEK version: never the key."""
-
-    version: int
-    created: datetime
-    retired: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +176,8 @@ def _now_utc() -> datetime:
 class LocalKeyring:
     """KEK versions, the log signing key and the intake key, sealed in one local file.
 
-    Implements the `KeyProvider` protocol. Obtain one with `create` or `open`.
+    Implements the `KekProvider` protocol, and hands out the log's signer and the intake
+    opener (never their private keys). Obtain one with `create` or `open`.
     """
 
     __slots__ = ("_clock", "_contents", "_envelope", "_path", "_sealing_key")
@@ -272,7 +271,17 @@ class LocalKeyring:
         contents = _unseal(raw, envelope, sealing_key, path)
         return cls(path, envelope, sealing_key, contents, clock)
 
-    # -- KeyProvider ---------------------------------------------------------------
+    # -- KekProvider ---------------------------------------------------------------
+
+    @property
+    def key_id(self) -> str:
+        """The local keyring's name in wrapped blobs (format 1 is always local)."""
+        return "local"
+
+    @property
+    def path(self) -> Path:
+        """The sealed file."""
+        return self._path
 
     @property
     def current_version(self) -> int:
@@ -305,6 +314,29 @@ class LocalKeyring:
             IntegrityError: tampered blob, wrong context, unknown or retired KEK version.
         """
         return unwrap_key(self._kek_for_unwrap, wrapped, context)
+
+    def rewrap(self, wrapped: bytes, context: bytes) -> bytes:
+        """Re-wrap `wrapped` under the current KEK (the DEK stays in this process).
+
+        Raises:
+            IntegrityError: as `unwrap`.
+        """
+        return self.wrap(self.unwrap(wrapped, context), context)
+
+    def owns(self, wrapped: bytes) -> bool:
+        """Whether `wrapped` is a local-keyring blob (format 1; unauthenticated)."""
+        return len(wrapped) > 0 and wrapped[0] == WRAPPED_KEY_FORMAT
+
+    def wrapped_version(self, wrapped: bytes) -> int:
+        """The KEK version a local blob names (unauthenticated).
+
+        Raises:
+            IntegrityError: not a local-keyring blob.
+        """
+        return parse_unverified_wrapped_kek_version(wrapped)
+
+    def close(self) -> None:
+        """Nothing to release: the keyring holds no session."""
 
     def rotate(self) -> int:
         """Add a new KEK version, make it current, persist atomically, return its number.
@@ -345,9 +377,9 @@ class LocalKeyring:
 
     # -- other keys ----------------------------------------------------------------
 
-    def log_signing_key(self) -> Ed25519PrivateKey:
-        """Return the access log's Ed25519 signing key."""
-        return Ed25519PrivateKey(self._contents.log_signing_seed)
+    def log_signer(self) -> Signer:
+        """The access log's signer; its private key stays inside the returned object."""
+        return _SealedSigner(Ed25519PrivateKey(self._contents.log_signing_seed))
 
     def index_authenticator(self) -> Authenticator:
         """An authenticator for the vault's index, keyed from this keyring's secrets.
@@ -402,6 +434,27 @@ class LocalKeyring:
         data = _serialise(self._envelope, self._sealing_key, contents)
         _write_replace(self._path, data)
         self._contents = contents
+
+
+class _SealedSigner:
+    """Signs with the keyring's log key without exposing it (no seed, no key attribute)."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "LogSigner(local sealed keyring)"
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The log's verifying key."""
+        return self._key.public_key
+
+    def sign(self, message: bytes) -> bytes:
+        """Sign `message` with the log key."""
+        return self._key.sign(message)
 
 
 # -- the file format -------------------------------------------------------------------

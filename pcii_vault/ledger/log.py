@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
+from pcii_vault.crypto.signing import Ed25519PublicKey, Signer
 from pcii_vault.errors import (
     BackendError,
     InputError,
@@ -109,7 +109,7 @@ def _claim_message(index: int, body: bytes) -> bytes:
     return _CLAIM_MAGIC + index.to_bytes(8, "big") + body
 
 
-def encode_claim(entries: Sequence[bytes], index: int, signer: Ed25519PrivateKey) -> bytes:
+def encode_claim(entries: Sequence[bytes], index: int, signer: Signer) -> bytes:
     """A claim object: magic line, the log key's signature, entry count, entry bundle.
 
     The signature covers the magic, the claimed position and the body: only a holder of
@@ -176,7 +176,7 @@ class Ledger:
         self,
         store: ObjectStore,
         origin: str,
-        signer: Ed25519PrivateKey | None,
+        signer: Signer | None,
         verifier: Ed25519PublicKey,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
@@ -555,7 +555,7 @@ class Ledger:
                 return new
         raise BackendError("could not commit to the log: too much contention")
 
-    def _signer_key(self) -> Ed25519PrivateKey:
+    def _signer_key(self) -> Signer:
         if self._signer is None:
             raise ValueError("this ledger is read-only (no signing key)")
         return self._signer

@@ -24,7 +24,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
+from pcii_vault.crypto.signing import Ed25519PublicKey, Signer
 from pcii_vault.errors import IntegrityError
 
 __all__ = [
@@ -108,7 +108,7 @@ class NoteVerifier:
         return verifier
 
 
-def sign_note(text: str, name: str, signer: Ed25519PrivateKey) -> str:
+def sign_note(text: str, name: str, signer: Signer) -> str:
     """Sign `text` (which must end in a newline) and return the signed note.
 
     Raises:
@@ -201,7 +201,7 @@ class Checkpoint:
         return checkpoint_body(self.origin, self.size, self.root)
 
     @classmethod
-    def sign(cls, origin: str, size: int, root: bytes, signer: Ed25519PrivateKey) -> Checkpoint:
+    def sign(cls, origin: str, size: int, root: bytes, signer: Signer) -> Checkpoint:
         """Build and sign the checkpoint of a tree, the key named by `origin`."""
         text = checkpoint_body(origin, size, root)
         return cls(origin, size, root, sign_note(text, origin, signer))

@@ -28,6 +28,7 @@ EventType = Literal[
     "key.rotated",
     "key.rewrapped",
     "key.retired",
+    "key.migrated",
     # principals
     "principal.registered",
     "principal.updated",

@@ -13,8 +13,9 @@ import pytest
 from pcii_vault.crypto.envelope import RecordContext
 from pcii_vault.crypto.intake import seal_to_intake
 from pcii_vault.crypto.seal import ScryptParams
+from pcii_vault.crypto.signing import Signer
 from pcii_vault.errors import ConfigError, InputError, IntegrityError, NotFoundError
-from pcii_vault.keys.base import KeyProvider
+from pcii_vault.keys.base import KekProvider
 from pcii_vault.keys.local import (
     KekVersion,
     LocalKeyring,
@@ -61,13 +62,13 @@ def rewrite(path: Path, **changes: object) -> None:
 
 
 def test_created_keyring_is_a_key_provider_and_reopens(keyring: LocalKeyring, path: Path) -> None:
-    assert isinstance(keyring, KeyProvider)
+    assert isinstance(keyring, KekProvider)
     assert keyring.current_version == keyring.min_decryption_version == 1
     assert keyring.versions[0].created == T0 + timedelta(hours=1)
     wrapped = keyring.wrap(DEK, CTX)
     again = LocalKeyring.open(path, SECRET)
     assert again.unwrap(wrapped, CTX) == DEK
-    assert again.log_signing_key().seed == keyring.log_signing_key().seed
+    assert again.log_signer().public_key == keyring.log_signer().public_key
     assert again.intake_public_key == keyring.intake_public_key
 
 
@@ -85,7 +86,7 @@ def test_file_is_private_and_records_kdf_parameters(keyring: LocalKeyring, path:
     }
     assert len(base64.b64decode(doc["kdf"]["salt"])) == 16
     text = path.read_text()
-    for secret in (keyring._contents.keks[0].key, keyring.log_signing_key().seed):
+    for secret in (keyring._contents.keks[0].key, keyring._contents.log_signing_seed):
         assert base64.b64encode(secret).decode() not in text  # every secret is sealed
 
 
@@ -356,9 +357,14 @@ def test_intake_boxes_open_with_the_keyring(keyring: LocalKeyring) -> None:
         keyring.open_intake(sealed[:-1])
 
 
-def test_log_signing_key_signs_verifiably(keyring: LocalKeyring) -> None:
-    key = keyring.log_signing_key()
-    key.public_key.verify(b"checkpoint", key.sign(b"checkpoint"))
+def test_log_signer_signs_verifiably_and_never_exposes_its_key(keyring: LocalKeyring) -> None:
+    signer = keyring.log_signer()
+    assert isinstance(signer, Signer)
+    signer.public_key.verify(b"checkpoint", signer.sign(b"checkpoint"))
+    # The seam hands out a signer, not a key: no seed, no key attribute, nothing in repr.
+    assert not hasattr(signer, "seed")
+    assert not hasattr(signer, "__dict__")
+    assert keyring._contents.log_signing_seed.hex() not in repr(signer)
 
 
 def test_repr_never_shows_key_material(keyring: LocalKeyring) -> None:

@@ -1,0 +1,163 @@
+"""Key custody through the `pcii` CLI: vaults whose KEKs live in SoftHSM2 or OpenBao
+transit run the core of the end-to-end suite; M-of-N unseal shares; migration.
+
+The lifecycle tests imported below run here again, against a vault initialised with
+`--kek pkcs11:...` or `--kek openbao:...` (this module's `cli` fixture replaces the
+suite's); the rest of the suite covers the local keyring.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+from key_servers import BaoServer, SoftHsm
+from shamir_mnemonic.wordlist import WORDLIST
+
+from tests.e2e.conftest import Cli
+from tests.e2e.test_lifecycle import (
+    test_destroy_is_logged_then_crypto_shredded,
+    test_index_rebuild_reproduces_the_index_exactly,
+    test_submit_validate_retrieve_is_marked_logged_and_verifiable,
+    test_withdrawal_shreds_the_key_and_blocks_later_release,
+)
+
+pytestmark = pytest.mark.slow
+
+__all__ = [
+    "test_destroy_is_logged_then_crypto_shredded",
+    "test_index_rebuild_reproduces_the_index_exactly",
+    "test_submit_validate_retrieve_is_marked_logged_and_verifiable",
+    "test_withdrawal_shreds_the_key_and_blocks_later_release",
+]
+
+
+class KekCli(Cli):
+    """A `pcii` runner whose vault keeps its KEKs (and log key) at `kek`."""
+
+    def __init__(self, root: Path, kek: str, env: dict[str, str]) -> None:
+        super().__init__(root)
+        self.kek = kek
+        self.env.update(env)
+
+    def init(self) -> None:
+        self.ok(
+            "init",
+            "--insecure-fast-kdf",
+            "--kek",
+            self.kek,
+            "--admin-key-out",
+            str(self.key("admin")),
+        )
+
+
+@pytest.fixture(params=["pkcs11", "openbao"])
+def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
+    """The end-to-end runner, on a vault whose keys live in SoftHSM2 or OpenBao."""
+    name = f"e2e-{secrets.token_hex(4)}"
+    if request.param == "pkcs11":
+        hsm: SoftHsm = request.getfixturevalue("softhsm")
+        return KekCli(tmp_path, hsm.uri(name), {})
+    bao: BaoServer = request.getfixturevalue("bao")
+    return KekCli(tmp_path, bao.uri(name), bao.env)
+
+
+def test_keys_status_says_where_each_key_lives(cli: KekCli) -> None:
+    cli.init()
+    status = cli.ok("keys", "status", who="admin").json()
+    scheme = cli.kek.split(":", 1)[0]
+    assert status["locations"]["key-encryption keys"].startswith(scheme)
+    assert status["locations"]["log signing key"].startswith(scheme)
+    assert status["locations"]["intake key"].startswith("local sealed keyring")
+    human = cli.run("keys", "status", who="admin")
+    assert human.code == 0
+    assert "Where the keys live" in human.out
+
+
+def test_an_unreachable_key_service_is_exit_5_and_releases_nothing(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    bao: BaoServer = request.getfixturevalue("bao")
+    runner = KekCli(tmp_path, bao.uri("unreachable"), bao.env)
+    runner.init()
+    # The same vault, with OpenBao's address pointing at a closed port.
+    config = runner.vault / "vault.json"
+    text = config.read_text()
+    config.write_text(text.replace(bao.address, "https://127.0.0.1:9"))
+    done = runner.run("keys", "status", who="admin")
+    assert done.code == 5, done.err
+    assert len(done.err.strip().splitlines()) == 1
+    assert "OpenBao" in done.err
+
+
+def _shares_cli(tmp_path: Path) -> tuple[Cli, list[Path]]:
+    runner = Cli(tmp_path)
+    del runner.env["PCII_UNSEAL_SECRET"]
+    out = tmp_path / "shares"
+    result = runner.ok(
+        "init",
+        "--insecure-fast-kdf",
+        "--unseal-shares",
+        "5",
+        "--unseal-threshold",
+        "3",
+        "--shares-out",
+        str(out),
+        "--admin-key-out",
+        str(runner.key("admin")),
+    ).json()
+    shares = [Path(p) for p in result["unseal_shares"]]
+    assert result["unseal_threshold"] == 3
+    assert len(shares) == 5
+    return runner, shares
+
+
+def test_m_of_n_shares_unseal_and_fewer_refuse(tmp_path: Path) -> None:
+    runner, shares = _shares_cli(tmp_path)
+    three = {"PCII_UNSEAL_SHARES": os.pathsep.join(str(p) for p in shares[1:4])}
+    two = {"PCII_UNSEAL_SHARES": os.pathsep.join(str(p) for p in shares[:2])}
+    add = ("principal", "add", "aud", "--role", "auditor", "--key-out", str(runner.key("aud")))
+    refused = runner.run(*add, who="admin", env=two)
+    assert refused.code == 2
+    assert refused.err.strip().endswith("2 of 3 unseal shares given: 1 missing")
+    assert runner.run(*add, who="admin", env=three).code == 0
+    words = shares[4].read_text().split()
+    words[9] = next(w for w in WORDLIST if w != words[9])
+    shares[4].write_text(" ".join(words))
+    bad = {"PCII_UNSEAL_SHARES": os.pathsep.join(str(p) for p in shares[2:])}
+    flipped = runner.run("keys", "status", who="admin", env=bad)
+    assert flipped.code == 2
+    assert f"unseal share {shares[4]} fails its checksum: word 10 is wrong" in flipped.err
+    # With no shares and no terminal, the sealed vault says what to set.
+    sealed = runner.run("keys", "status", who="admin")
+    assert sealed.code == 2
+    assert "PCII_UNSEAL_SHARES" in sealed.err
+
+
+def test_keys_migrate_through_the_cli_and_status_shows_it(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    hsm: SoftHsm = request.getfixturevalue("softhsm")
+    runner = Cli(tmp_path)
+    runner.init()
+    runner.add("owner", "owner", "--org", "Riverbend Municipal Water Authority")
+    runner.add(
+        "office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01"
+    )
+    submitted = runner.ok(
+        "submit", str(runner.write_submission()), "--attach", str(runner.attachment()), who="owner"
+    ).json()["tracking_number"]
+    target = hsm.uri(f"cli-{secrets.token_hex(4)}")
+    moved = runner.ok("keys", "migrate", "--to", target, who="admin").json()
+    assert moved == {"count": 1, "from": "local", "to": target.split("&pin-value")[0]}
+    status = runner.ok("keys", "status", who="admin").json()
+    assert status["migration"]["phase"] == "finished"
+    assert status["locations"]["key-encryption keys"].startswith("pkcs11:")
+    again = runner.run("keys", "migrate", "--to", target, who="admin")
+    assert again.code == 2
+    assert "already live" in again.err
+    released = runner.ok("review", submitted, "--out", str(tmp_path / "rev"), who="office")
+    assert released.code == 0
+    assert runner.ok("audit", "verify").code == 0

@@ -1,0 +1,174 @@
+"""A whole vault with its KEKs in SoftHSM2, OpenBao transit or moto's KMS emulator.
+
+Submissions, releases, rotation, rewrap and retirement through the core, as the CLI
+drives them; where each key lives; and migration local -> SoftHSM2 -> OpenBao -> local
+with every record readable and the log sound after each step.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from key_fixtures import ProviderKit
+from vault_support import VaultBench
+
+from pcii_vault.errors import InputError, IntegrityError
+from pcii_vault.models.request import SignedRequest
+from pcii_vault.vault import Vault
+
+SECRET = b"provider-tests-unseal-secret"
+
+
+class Bench(VaultBench):
+    """A vault bench whose KEKs live where `kek_uri` says."""
+
+    def __init__(self, root: Path, kek_uri: str) -> None:
+        super().__init__(
+            root, secret=SECRET, attachment_bytes=b"%PDF-1.4 fictional " * 500, kek_uri=kek_uri
+        )
+
+    def submit(self) -> str:
+        return self.submit_receipt().tracking_number
+
+    def key_request(self, op: str, **params: Any) -> SignedRequest:
+        return self.vault.sign(self.ids["admin"], "rotate-keys", params={"op": op, **params})
+
+    def review(self, tracking: str) -> bytes:
+        out = self.root / f"review-{tracking}-{self.vault.index.size}"
+        request = self.vault.sign(self.ids["office"], "review", record=tracking, purpose="r")
+        release = self.vault.release(request, out)
+        return (release.directory / "attachments" / self.attachment.name).read_bytes()
+
+    def status(self) -> Any:
+        return self.vault.key_status(self.key_request("status"))
+
+
+def test_a_vault_with_external_keks_submits_releases_rotates_and_retires(
+    external_kit: ProviderKit, tmp_path: Path
+) -> None:
+    uri = external_kit.new_uri()
+    bench = Bench(tmp_path, uri)
+    try:
+        where = {loc.name: loc.where for loc in bench.status().locations}
+        assert where["key-encryption keys"].startswith(external_kit.name)
+        assert "pin-value" not in json.dumps(bench.vault.config.model_dump(mode="json"))
+        if external_kit.name == "awskms":
+            assert where["log signing key"].startswith("local sealed keyring")
+        else:
+            # The log's private key lives in the token or transit mount, not in the file.
+            assert where["log signing key"].startswith(external_kit.name)
+            assert where["log signing key"] == bench.vault.config.log_signer
+        first, second = bench.submit(), bench.submit()
+        assert bench.review(first) == bench.attachment.read_bytes()
+        assert bench.vault.rotate_keys(bench.key_request("rotate")) == 2
+        assert bench.vault.rewrap_keys(bench.key_request("rewrap")).count == 2
+        bench.vault.retire_key(bench.key_request("retire", version=1), 1)
+        assert bench.status().min_decryption_version == 2
+        assert bench.review(second) == bench.attachment.read_bytes()
+        # Another process opening the vault finds the keys where init put them.
+        again = Vault(bench.vault.paths.root, unseal=lambda: SECRET)
+        try:
+            assert again.keyring.current_version == 2
+            assert again.keyring.log_signer.public_key == bench.vault.log_public_key
+        finally:
+            again.close()
+        assert bench.audit().size > 0
+    finally:
+        bench.vault.close()
+
+
+def test_a_blob_moved_to_another_record_fails_with_integrity_error(
+    external_kit: ProviderKit, tmp_path: Path
+) -> None:
+    bench = Bench(tmp_path, external_kit.new_uri())
+    try:
+        first, second = bench.submit(), bench.submit()
+        store = bench.vault.store
+        store.delete(f"wrapped/{second}")
+        store.put_if_absent(f"wrapped/{second}", store.get(f"wrapped/{first}"))
+        with pytest.raises(IntegrityError):
+            bench.review(second)
+    finally:
+        bench.vault.close()
+
+
+@pytest.fixture
+def chain(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """Fresh key URIs on SoftHSM2 and OpenBao (both servers of the session)."""
+    hsm = request.getfixturevalue("softhsm")
+    bao = request.getfixturevalue("bao")
+    for key, value in bao.env.items():
+        monkeypatch.setenv(key, value)
+    name = f"migrated-{secrets.token_hex(4)}"
+    yield {"pkcs11": hsm.uri(name), "openbao": bao.uri(name), "local": "local"}
+
+
+def test_migration_local_to_softhsm_to_openbao_and_back(
+    chain: dict[str, str], tmp_path: Path
+) -> None:
+    bench = Bench(tmp_path, "local")
+    try:
+        records = [bench.submit() for _ in range(4)]
+        withdraw = bench.vault.sign(bench.ids["owner"], "withdraw", record=records[0], params={})
+        bench.vault.transition(withdraw, "submission.withdrawn")
+        live = records[1:]
+        for step in ("pkcs11", "openbao", "local"):
+            target = chain[step]
+            request = bench.key_request("migrate", to=target)
+            done = bench.vault.migrate_keys(request, target)
+            assert done.count == len(live)
+            custody = bench.vault.keyring
+            for tracking in live:
+                assert custody.owns(bench.vault.store.get(f"wrapped/{tracking}"))
+                assert bench.review(tracking) == bench.attachment.read_bytes()
+            # The withdrawn record stays shredded: migration never brings a key back.
+            assert f"wrapped/{records[0]}" not in set(bench.vault.store.list("wrapped/"))
+            status = bench.status()
+            assert status.migration["phase"] == "finished"
+            assert status.migration["to"] == target
+            with pytest.raises(InputError, match="already live"):
+                bench.vault.migrate_keys(bench.key_request("migrate", to=target), target)
+            # New records go to the new provider too.
+            live.append(bench.submit())
+        migrated = [
+            e.details
+            for e in bench.vault.reader().events(0, bench.vault.reader().size())
+            if e.type == "key.migrated"
+        ]
+        assert [(d["phase"], d["to"]) for d in migrated] == [
+            (phase, chain[step])
+            for step in ("pkcs11", "openbao", "local")
+            for phase in ("started", "finished")
+        ]
+        assert bench.audit().size > 0
+    finally:
+        bench.vault.close()
+
+
+def test_rotation_bookkeeping_survives_a_round_trip_between_providers(
+    chain: dict[str, str], tmp_path: Path
+) -> None:
+    """Rotate local, migrate to SoftHSM2, rotate there, come back: local rotates on."""
+    bench = Bench(tmp_path, "local")
+    try:
+        tracking = bench.submit()
+        assert bench.vault.rotate_keys(bench.key_request("rotate")) == 2
+        for target in (chain["pkcs11"], "local"):
+            bench.vault.migrate_keys(bench.key_request("migrate", to=target), target)
+            if target != "local":
+                assert bench.vault.rotate_keys(bench.key_request("rotate")) == 2
+        status = bench.status()
+        assert status.current_version == status.logged_version == 2
+        assert bench.vault.rotate_keys(bench.key_request("rotate")) == 3
+        assert bench.vault.rewrap_keys(bench.key_request("rewrap")).count == 1
+        assert bench.review(tracking) == bench.attachment.read_bytes()
+        assert bench.audit().size > 0
+    finally:
+        bench.vault.close()
