@@ -183,7 +183,7 @@ def timeline(name: str, title: str, points: Iterable[tuple[datetime, str]], capt
         x_value_formatter=lambda when: when.strftime("%Y-%m-%d %H:%M"),
     )
     rows: dict[str, list[tuple[datetime, int]]] = {}
-    for when, kind in points:
+    for _, kind in points:
         rows.setdefault(kind, [])
     order = {kind: i + 1 for i, kind in enumerate(sorted(rows))}
     for when, kind in points:

@@ -101,10 +101,10 @@ def write_csv(report: AuditReport, directory: Path) -> list[Path]:
         written.append(path)
     findings = directory / "findings.csv"
     with findings.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["rule", "subject", "text", "events_total", "events"])
+        lines = csv.writer(handle)
+        lines.writerow(["rule", "subject", "text", "events_total", "events"])
         for finding in report.figures.findings.all():
-            writer.writerow(
+            lines.writerow(
                 [
                     finding.rule,
                     _cell(finding.subject),

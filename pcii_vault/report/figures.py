@@ -228,28 +228,9 @@ class ReportFigures:
         kind = event.type
         details = event.details
         if kind == "policy.loaded" and event.policy_set is not None:
-            previous = self._policy_in_force
-            current = self.policy_sets.get(event.policy_set) or PolicySetUse(
-                event.policy_set, event.seq, event.time
-            )
-            self._policy_in_force = current
-            if self.period.covers_time(event.time):
-                self.policy_sets.setdefault(current.hash, current)
-                if previous is not None and previous.hash != current.hash:
-                    self.findings.policy_changed(event)
-        elif kind == "principal.registered":
-            doc = details.get("principal")
-            if isinstance(doc, dict) and "id" in doc:
-                self._principals[str(doc["id"])] = _PrincipalFacts.from_document(doc)
-        elif kind in {"principal.updated", "principal.revoked"}:
-            facts = self._principals.get(str(details.get("principal")))
-            if facts is not None:
-                changes = details.get("changes", {})
-                facts.update(
-                    {"status": "revoked"}
-                    if kind == "principal.revoked"
-                    else (changes if isinstance(changes, dict) else {})
-                )
+            self._policy_loaded(event, event.policy_set)
+        elif kind.startswith("principal."):
+            self._track_principal(event)
         elif kind == "submission.received" and event.record is not None:
             self._states[event.record] = "received"
             self._awaiting_decision[event.record] = (event.seq, event.time, inside)
@@ -262,9 +243,34 @@ class ReportFigures:
             self._check_key_use(event, details.get("version"))
         elif kind == "notice.sent" and event.record is not None:
             self._notice(event)
-        elif kind == "access.decided" and event.decision == "permit" and event.record:
-            if (event.action or "") in RELEASE_ACTIONS:
-                self._recipients[event.record].add(event.actor)
+        elif _is_release(event):
+            self._recipients[str(event.record)].add(event.actor)
+
+    def _policy_loaded(self, event: Event, policy_set: str) -> None:
+        previous = self._policy_in_force
+        current = self.policy_sets.get(policy_set) or PolicySetUse(
+            policy_set, event.seq, event.time
+        )
+        self._policy_in_force = current
+        if self.period.covers_time(event.time):
+            self.policy_sets.setdefault(current.hash, current)
+            if previous is not None and previous.hash != current.hash:
+                self.findings.policy_changed(event)
+
+    def _track_principal(self, event: Event) -> None:
+        details = event.details
+        if event.type == "principal.registered":
+            doc = details.get("principal")
+            if isinstance(doc, dict) and "id" in doc:
+                self._principals[str(doc["id"])] = _PrincipalFacts.from_document(doc)
+            return
+        facts = self._principals.get(str(details.get("principal")))
+        if facts is None:
+            return
+        changes = details.get("changes", {})
+        if event.type == "principal.revoked":
+            changes = {"status": "revoked"}
+        facts.update(changes if isinstance(changes, dict) else {})
 
     def _transition(self, event: Event, *, inside: bool) -> None:
         record = str(event.record)
@@ -338,12 +344,7 @@ class ReportFigures:
             for policy in event.policies or ("(none: default deny)",):
                 self.denials_by_policy[policy] += 1
             self.findings.denial(event)
-        elif (
-            event.type == "access.decided"
-            and event.decision == "permit"
-            and event.record is not None
-            and (event.action or "") in RELEASE_ACTIONS
-        ):
+        elif _is_release(event):
             self._release(event, day)
 
     def _release(self, event: Event, day: str) -> None:
@@ -470,6 +471,16 @@ class ReportFigures:
             for tracking in self._states
             if record in {None, tracking}
         }
+
+
+def _is_release(event: Event) -> bool:
+    """A permitted act that put a record's content in someone's hands."""
+    return (
+        event.type == "access.decided"
+        and event.decision == "permit"
+        and event.record is not None
+        and (event.action or "") in RELEASE_ACTIONS
+    )
 
 
 def _day(when: datetime) -> str:
