@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from pcii_vault.report import (
     AuditReport,
     Period,
     compile_report,
+    ensure_pdf_support,
     figures_json,
     write_csv,
     write_html,
@@ -73,6 +75,11 @@ def report(
     period = Period(_parse_time(since, "--since"), _parse_time(until, "--until"), record)
     if period.since and period.until and period.since > period.until:
         raise InputError("--since is after --until")
+    for target in (html, pdf):
+        if target is not None:
+            _writable(target)
+    if pdf is not None:
+        ensure_pdf_support()  # before the long pass over the log, not after it
     store, _, verifier = open_log(state, log, key)
     trusted = None
     if trusted_checkpoint is not None:
@@ -80,7 +87,6 @@ def report(
             trusted = parse_checkpoint(trusted_checkpoint.read_bytes(), verifier)
         except OSError as exc:
             raise InputError(f"cannot read {trusted_checkpoint}: {exc.strerror}") from exc
-    written: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pcii-report-") as scratch:
         result = compile_report(
             store,
@@ -91,23 +97,10 @@ def report(
             trusted=trusted,
         )
         try:
-            proof_href = None
-            if proofs is not None and result.checkpoint is not None:
-                ledger = Ledger(store, verifier.name, signer=None, verifier=verifier.public_key)
-                proof_href = _write_proofs(result, ledger, proofs, html or pdf or proofs)
-                written["proofs"] = str(proofs)
-            page = html if html is not None else (Path(scratch) / "report.html" if pdf else None)
-            if page is not None:
-                _writable(page)
-                write_html(result, page, proof_href=proof_href)
-                if html is not None:
-                    written["html"] = str(html)
-            if pdf is not None and page is not None:
-                _writable(pdf)
-                write_pdf(page, pdf)
-                written["pdf"] = str(pdf)
-            if csv_dir is not None:
-                written["csv"] = [str(p) for p in write_csv(result, csv_dir)]
+            outputs = _Outputs(html, pdf, csv_dir, proofs, Path(scratch))
+            written = outputs.write(
+                result, Ledger(store, verifier.name, signer=None, verifier=verifier.public_key)
+            )
             data = {**figures_json(result), "files": written}
         finally:
             result.spool.close()
@@ -116,6 +109,36 @@ def report(
     if not verification.sound:
         where = f"; report written to {', '.join(map(str, _paths(written)))}" if written else ""
         raise IntegrityError(f"log NOT sound: {verification.problem}{where}")
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    html: Path | None
+    pdf: Path | None
+    csv_dir: Path | None
+    proofs: Path | None
+    scratch: Path
+
+    def write(self, result: AuditReport, ledger: Ledger) -> dict[str, Any]:
+        """Write every file asked for; return what was written."""
+        written: dict[str, Any] = {}
+        proof_href = None
+        # Proofs only of a sound log: a bundle from a broken tree would prove nothing.
+        if self.proofs is not None and result.verification.sound:
+            page_dir = self.html or self.pdf or self.proofs
+            proof_href = _write_proofs(result, ledger, self.proofs, page_dir)
+            written["proofs"] = str(self.proofs)
+        page = self.html or (self.scratch / "report.html" if self.pdf else None)
+        if page is not None:
+            write_html(result, page, proof_href=proof_href)
+            if self.html is not None:
+                written["html"] = str(self.html)
+        if self.pdf is not None and page is not None:
+            write_pdf(page, self.pdf)
+            written["pdf"] = str(self.pdf)
+        if self.csv_dir is not None:
+            written["csv"] = [str(p) for p in write_csv(result, self.csv_dir)]
+        return written
 
 
 def _writable(path: Path) -> None:

@@ -10,7 +10,7 @@ from pcii_vault.report.audit import AuditReport, Verification, compile_report
 from pcii_vault.report.data import figures_json, write_csv
 from pcii_vault.report.figures import Period
 from pcii_vault.report.page import HEADINGS, write_html
-from pcii_vault.report.pdf import write_pdf
+from pcii_vault.report.pdf import ensure_pdf_support, write_pdf
 
 __all__ = [
     "HEADINGS",
@@ -18,6 +18,7 @@ __all__ = [
     "Period",
     "Verification",
     "compile_report",
+    "ensure_pdf_support",
     "figures_json",
     "write_csv",
     "write_html",
