@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/s3_upload.py
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/policy.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
