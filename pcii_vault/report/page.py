@@ -300,6 +300,7 @@ def _verification(page: _Page, report: AuditReport) -> None:
     page.facts(
         [
             ("origin", f"<code>{_e(v.origin)}</code>"),
+            ("checkpoint", _e(_checkpoint_status(report))),
             ("checkpoint size", _e(v.size if v.size is not None else "unreadable")),
             ("checkpoint root", f"<code>{_e(v.root or 'unreadable')}</code>"),
             ("trusted checkpoint", trusted),
@@ -329,6 +330,14 @@ def _verification(page: _Page, report: AuditReport) -> None:
         lambda c, row: f"<code>{_e(row[c])}</code>" if c == "policy_set" else _e(row[c]),
     )
     page.w("</section>\n")
+
+
+def _checkpoint_status(report: AuditReport) -> str:
+    if report.verification.sound:
+        return "verified: the log below is exactly the tree it signs"
+    if report.checkpoint is None:
+        return "unreadable or not signed by the log key"
+    return "signed by the log key, but the log does not match it"
 
 
 def _findings(page: _Page, report: AuditReport) -> None:

@@ -291,3 +291,13 @@ def test_a_broken_log_is_reported_not_sound_and_still_rendered(vault: Cli, tmp_p
     assert "does not match its leaf hash" in verdict.split("origin", 1)[0]
     assert seen.headings == ["Access log audit report", *HEADINGS]
     assert all(chart["svg"] == 1 for chart in seen.charts.values())
+
+
+def test_the_trusted_checkpoint_is_named_in_the_report(vault: Cli) -> None:
+    saved = vault.root / "trusted.note"
+    if not saved.exists():
+        vault.ok("audit", "checkpoint", "--out", str(saved))
+    got = _report(vault, "--trusted-checkpoint", str(saved))
+    size = int(saved.read_text().splitlines()[1])
+    assert got["verification"]["trusted_checkpoint"]["size"] == size
+    assert got["verification"]["sound"] is True
