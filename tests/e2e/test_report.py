@@ -301,3 +301,10 @@ def test_the_trusted_checkpoint_is_named_in_the_report(vault: Cli) -> None:
     size = int(saved.read_text().splitlines()[1])
     assert got["verification"]["trusted_checkpoint"]["size"] == size
     assert got["verification"]["sound"] is True
+
+
+def test_help_lists_the_report_options(cli: Cli) -> None:
+    helped = cli.run("audit", "report", "--help")
+    assert helped.code == 0, helped.err
+    for option in ("--html", "--pdf", "--csv", "--proofs", "--since", "--until", "--record"):
+        assert option in helped.out
