@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,pkcs11,openbao,kms]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,pkcs11,openbao,kms,report]'
 	./scripts/install-softhsm2.sh
 	touch $(STAMP)
 
@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/policy.py
 	$(BIN)/python benchmarks/keys.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -30,8 +30,15 @@ __all__ = ["HistoryAuditor"]
 class HistoryAuditor:
     """Checks each event of a log in order; `finish` after the last one."""
 
-    def __init__(self, store: ObjectStore | None, *, replay_decisions: bool = True) -> None:
-        self.index = Index.in_memory()
+    def __init__(
+        self,
+        store: ObjectStore | None,
+        *,
+        replay_decisions: bool = True,
+        index: Index | None = None,
+    ) -> None:
+        # A scratch index on disk keeps memory flat for long logs; in memory by default.
+        self.index = index if index is not None else Index.in_memory()
         self._store = store
         self._replay = replay_decisions and store is not None
         self._engines: dict[str, PolicyEngine] = {}

@@ -40,7 +40,8 @@ LogOption = Annotated[
     str | None,
     typer.Option(
         "--log",
-        help="A directory holding log/ or an s3://BUCKET[/PREFIX] URL (default: the vault's).",
+        help="A directory holding log/, or an s3://BUCKET or s3://BUCKET/PREFIX URL "
+        "(default: the vault's).",
         show_default=False,
     ),
 ]

@@ -1,23 +1,19 @@
-"""Auditor commands over the lifecycle projection: who received a record, a log report."""
+"""Auditor commands over the lifecycle projection: who received a record, the checkpoint."""
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from pcii_vault.cli.audit import KeyOption, LogOption, open_log
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import InputError, IntegrityError
-from pcii_vault.history import HistoryAuditor
 from pcii_vault.index import Index
 from pcii_vault.ledger.log import Ledger
-from pcii_vault.ledger.verify import verify_log
-from pcii_vault.models.event import Event
 
-__all__ = ["checkpoint", "recipients", "report"]
+__all__ = ["checkpoint", "recipients"]
 
 
 def recipients(
@@ -46,59 +42,6 @@ def recipients(
         ["principal", "seq", "time", "action", "purpose", "use", "authority"],
         title=f"Recipients of {tracking}",
     )
-
-
-def report(ctx: typer.Context, log: LogOption = None, key: KeyOption = None) -> None:
-    """A self-inspection report from the verified log: events, denials, releases, states."""
-    state: CliState = ctx.obj
-    store, _, verifier = open_log(state, log, key)
-    auditor = HistoryAuditor(store)
-    history = auditor.index
-    by_type: Counter[str] = Counter()
-    denials: Counter[str] = Counter()
-
-    def tally(event: Event) -> None:
-        auditor(event)  # the legal-history check and decision replay of `audit verify`
-        by_type[event.type] += 1
-        if event.decision == "deny":
-            denials[event.actor] += 1
-
-    try:
-        verified = verify_log(store, verifier, event_checker=tally)
-        auditor.finish()
-        records = history.records()
-        data: dict[str, Any] = {
-            "size": verified.size,
-            "root": verified.checkpoint.root.hex(),
-            "events_by_type": dict(sorted(by_type.items())),
-            "denials_by_principal": dict(sorted(denials.items())),
-            "records_by_state": dict(sorted(Counter(r.state for r in records).items())),
-            "releases_by_record": {
-                r.tracking: len(history.recipients(r.tracking)) for r in records
-            },
-            "principals_by_status": dict(
-                sorted(Counter(p.status for p in history.principals()).items())
-            ),
-        }
-    finally:
-        auditor.close()
-    if state.output.json_mode:
-        state.output.result(data)
-        return
-    state.output.note(f"log verified: {data['size']} events, root {data['root']}")
-    for title in (
-        "events_by_type",
-        "denials_by_principal",
-        "records_by_state",
-        "releases_by_record",
-        "principals_by_status",
-    ):
-        counts: dict[str, int] = data[title]
-        state.output.rows(
-            [{"name": name, "count": count} for name, count in counts.items()],
-            ["name", "count"],
-            title=title.replace("_", " "),
-        )
 
 
 def checkpoint(

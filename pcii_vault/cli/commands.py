@@ -13,6 +13,7 @@ from pcii_vault.cli import (
     office,
     owner,
     policy,
+    report,
     submission,
 )
 
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
     app.command("search")(analyst.search)
     # auditor
     audit.app.command("recipients")(auditor.recipients)
-    audit.app.command("report")(auditor.report)
+    audit.app.command("report")(report.report)
     audit.app.command("checkpoint")(auditor.checkpoint)
     app.add_typer(audit.app, name="audit")
     # policy authors and admins

@@ -1,0 +1,200 @@
+"""`pcii audit report`: the auditor's report from the verified log (page, PDF, JSON, CSV).
+
+Without an output option it prints the report's counts (as it always did); with `--html`,
+`--pdf`, `--csv` or `--proofs` it writes those files. A log that is not sound still gets
+its report (which says so at the top), then the command exits 4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pcii_vault.cli.audit import KeyOption, LogOption, _parse_time, open_log
+from pcii_vault.cli.output import CliState
+from pcii_vault.errors import InputError, IntegrityError
+from pcii_vault.ledger.log import Ledger
+from pcii_vault.ledger.note import parse_checkpoint
+from pcii_vault.ledger.proof import prove
+from pcii_vault.report import (
+    AuditReport,
+    Period,
+    compile_report,
+    ensure_pdf_support,
+    figures_json,
+    write_csv,
+    write_html,
+    write_pdf,
+)
+
+__all__ = ["report"]
+
+_COUNTS = (
+    "events_by_type",
+    "denials_by_principal",
+    "records_by_state",
+    "releases_by_record",
+    "principals_by_status",
+)
+
+
+def _option(flag: str, text: str) -> Any:  # noqa: ANN401 -- typer's OptionInfo
+    return typer.Option(flag, help=text, show_default=False)
+
+
+def report(
+    ctx: typer.Context,
+    html: Annotated[Path | None, _option("--html", "Write the report page here.")] = None,
+    pdf: Annotated[Path | None, _option("--pdf", "Write the report as PDF here.")] = None,
+    since: Annotated[str | None, _option("--since", "Period start (ISO 8601).")] = None,
+    until: Annotated[str | None, _option("--until", "Period end (ISO 8601).")] = None,
+    record: Annotated[str | None, _option("--record", "Only this tracking number.")] = None,
+    proofs: Annotated[
+        Path | None,
+        _option("--proofs", "Write each release's inclusion proof bundle into this directory."),
+    ] = None,
+    csv_dir: Annotated[
+        Path | None, _option("--csv", "Write each table as CSV into this directory.")
+    ] = None,
+    trusted_checkpoint: Annotated[
+        Path | None, _option("--trusted-checkpoint", "A checkpoint file seen before.")
+    ] = None,
+    log: LogOption = None,
+    key: KeyOption = None,
+) -> None:
+    """The auditor's report from the verified log: page, PDF, figures, tables, findings."""
+    state: CliState = ctx.obj
+    period = Period(_parse_time(since, "--since"), _parse_time(until, "--until"), record)
+    if period.since and period.until and period.since > period.until:
+        raise InputError("--since is after --until")
+    for target in (html, pdf):
+        if target is not None:
+            _writable(target)
+    if pdf is not None:
+        ensure_pdf_support()  # before the long pass over the log, not after it
+    store, _, verifier = open_log(state, log, key)
+    trusted = None
+    if trusted_checkpoint is not None:
+        try:
+            trusted = parse_checkpoint(trusted_checkpoint.read_bytes(), verifier)
+        except OSError as exc:
+            raise InputError(f"cannot read {trusted_checkpoint}: {exc.strerror}") from exc
+    with tempfile.TemporaryDirectory(prefix="pcii-report-") as scratch:
+        result = compile_report(
+            store,
+            verifier,
+            period=period,
+            scratch=Path(scratch),
+            now=datetime.now(UTC),
+            trusted=trusted,
+        )
+        try:
+            outputs = _Outputs(html, pdf, csv_dir, proofs, Path(scratch))
+            written = outputs.write(
+                result, Ledger(store, verifier.name, signer=None, verifier=verifier.public_key)
+            )
+            data = {**figures_json(result), "files": written}
+        finally:
+            result.spool.close()
+    _show(state, data, written)
+    verification = result.verification
+    if not verification.sound:
+        where = f"; report written to {', '.join(map(str, _paths(written)))}" if written else ""
+        raise IntegrityError(f"log NOT sound: {verification.problem}{where}")
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    html: Path | None
+    pdf: Path | None
+    csv_dir: Path | None
+    proofs: Path | None
+    scratch: Path
+
+    def write(self, result: AuditReport, ledger: Ledger) -> dict[str, Any]:
+        """Write every file asked for; return what was written."""
+        written: dict[str, Any] = {}
+        proof_href = None
+        # Proofs only of a sound log: a bundle from a broken tree would prove nothing.
+        if self.proofs is not None and result.verification.sound:
+            page_dir = self.html or self.pdf or self.proofs
+            proof_href = _write_proofs(result, ledger, self.proofs, page_dir)
+            written["proofs"] = str(self.proofs)
+        page = self.html or (self.scratch / "report.html" if self.pdf else None)
+        if page is not None:
+            write_html(result, page, proof_href=proof_href)
+            if self.html is not None:
+                written["html"] = str(self.html)
+        if self.pdf is not None and page is not None:
+            write_pdf(page, self.pdf)
+            written["pdf"] = str(self.pdf)
+        if self.csv_dir is not None:
+            written["csv"] = [str(p) for p in write_csv(result, self.csv_dir)]
+        return written
+
+
+def _writable(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent} is not a directory")
+
+
+def _paths(written: dict[str, Any]) -> list[str]:
+    return [str(written[k]) for k in ("html", "pdf", "csv", "proofs") if k in written]
+
+
+def _write_proofs(
+    result: AuditReport, ledger: Ledger, directory: Path, page: Path
+) -> Callable[[int], str]:
+    """Write every release's proof bundle against the report's checkpoint.
+
+    Returns:
+        Each release's link target, relative to the page's directory.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {directory}: {exc.strerror}") from exc
+    checkpoint = result.checkpoint
+    for row in result.spool.rows("releases"):
+        seq = int(row["seq"])
+        bundle = prove(ledger, seq, checkpoint)
+        (directory / f"access-{seq}.json").write_text(
+            json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+    base = page.resolve().parent
+
+    def href(seq: int) -> str:
+        target = (directory / f"access-{seq}.json").resolve()
+        return Path(os.path.relpath(target, base)).as_posix()
+
+    return href
+
+
+def _show(state: CliState, data: dict[str, Any], written: dict[str, Any]) -> None:
+    output = state.output
+    if output.json_mode:
+        output.result(data)
+        return
+    verification = data["verification"]
+    verdict = "log sound" if verification["sound"] else "log NOT sound"
+    output.note(f"{verdict}: {verification['size']} events, root {verification['root']}")
+    if written:
+        for name in _paths(written):
+            output.result({"file": name}, f"report: {name}")
+        output.note(f"findings: {len(data['findings'])}")
+        return
+    for title in _COUNTS:
+        counts: dict[str, int] = data[title]
+        output.rows(
+            [{"name": name, "count": count} for name, count in counts.items()],
+            ["name", "count"],
+            title=title.replace("_", " "),
+        )
