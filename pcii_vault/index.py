@@ -96,6 +96,16 @@ _PRINCIPAL_OPS = {
 }
 _MAC_FORMAT = b"pcii-index-mac/1 "
 
+# Why each of the vault's own acts was refused (see `_check_vault_event`).
+_VAULT_RULES = {
+    "vault.initialized": "vault initialised twice",
+    "policy.loaded": "policy.loaded names no policy set",
+    "principal.registered": "the vault registers only the first admin, at init",
+    "notice.sent": "a notice no logged act owed",
+    "release.failed": "a failure of no logged release",
+    "key.migrated": "the vault only finishes a migration an admin started",
+}
+
 
 class IndexTamperedError(IntegrityError):
     """The index file does not carry the vault's tag: edited outside the vault."""
@@ -598,41 +608,54 @@ class Index:
         """The vault's own events are a closed list, each with its own rule."""
         if event.request is not None:
             raise IntegrityError(f"event {event.seq}: the vault does not sign requests")
-        kind = event.type
-        if kind == "vault.initialized":
-            if event.seq != 0:
-                raise IntegrityError(f"event {event.seq}: vault initialised twice")
-        elif kind == "policy.loaded":
-            if not _is_sha256_hex(event.policy_set):
-                raise IntegrityError(f"event {event.seq}: policy.loaded names no policy set")
-        elif kind == "principal.registered":
-            # Only the first administrator, registered by `init` itself.
-            first = self._db.execute("SELECT 1 FROM principals LIMIT 1").fetchone()
-            role = event.details.get("principal", {}).get("role")
-            if first is not None or event.seq > 2 or role != "admin":
-                raise IntegrityError(
-                    f"event {event.seq}: the vault registers only the first admin, at init"
-                )
-        elif kind == "notice.sent":
-            pending = self._expected_notices()
-            if pending is None:
-                raise IntegrityError(f"event {event.seq}: a notice no logged act owed")
-        elif kind == "key.migrated":
-            # The vault finishes the migration an admin started (same source and target).
-            last = self.meta("key.migrated")
-            started = json.loads(last) if last else {}
-            details = event.details
-            if (
-                started.get("phase") != "started"
-                or details.get("phase") != "finished"
-                or (details.get("from"), details.get("to"))
-                != (started.get("from"), started.get("to"))
-            ):
-                raise IntegrityError(
-                    f"event {event.seq}: the vault only finishes a migration an admin started"
-                )
-        else:
-            raise IntegrityError(f"event {event.seq}: {kind} is not an act of the vault itself")
+        rule = {
+            "vault.initialized": self._rule_initialized,
+            "policy.loaded": self._rule_policy_loaded,
+            "principal.registered": self._rule_first_admin,
+            "notice.sent": self._rule_notice,
+            "release.failed": self._rule_release_failed,
+            "key.migrated": self._rule_migration_finished,
+        }.get(event.type)
+        if rule is None:
+            raise IntegrityError(
+                f"event {event.seq}: {event.type} is not an act of the vault itself"
+            )
+        if not rule(event):
+            raise IntegrityError(f"event {event.seq}: {_VAULT_RULES[event.type]}")
+
+    def _rule_initialized(self, event: Event) -> bool:
+        return event.seq == 0
+
+    def _rule_policy_loaded(self, event: Event) -> bool:
+        return _is_sha256_hex(event.policy_set)
+
+    def _rule_first_admin(self, event: Event) -> bool:
+        # Only the first administrator, registered by `init` itself.
+        first = self._db.execute("SELECT 1 FROM principals LIMIT 1").fetchone()
+        role = event.details.get("principal", {}).get("role")
+        return first is None and event.seq <= 2 and role == "admin"
+
+    def _rule_notice(self, _event: Event) -> bool:
+        return self._expected_notices() is not None
+
+    def _rule_release_failed(self, event: Event) -> bool:
+        # Only of a permitted release of this record, logged by the vault after it.
+        found = self._db.execute(
+            "SELECT 1 FROM recipients WHERE tracking=? AND seq=?",
+            (event.record, event.details.get("access")),
+        ).fetchone()
+        return found is not None
+
+    def _rule_migration_finished(self, event: Event) -> bool:
+        # The vault finishes the migration an admin started (same source and target).
+        last = self.meta("key.migrated")
+        started = json.loads(last) if last else {}
+        details = event.details
+        return (
+            started.get("phase") == "started"
+            and details.get("phase") == "finished"
+            and (details.get("from"), details.get("to")) == (started.get("from"), started.get("to"))
+        )
 
     # ----- effects ---------------------------------------------------------------------
 
@@ -656,6 +679,8 @@ class Index:
             self._notice(event)
         elif kind == "access.decided":
             self._access(event)
+        elif kind == "release.failed":
+            pass  # a fact for the auditor; the recipient row stays (the permit was logged)
         else:  # pragma: no cover - Event's type Literal makes this unreachable
             raise IntegrityError(f"event {event.seq}: unknown type {kind!r}")
 

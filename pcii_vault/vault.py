@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import os
@@ -67,7 +68,7 @@ from pcii_vault.keys.custody import KeyCustody, open_custody
 from pcii_vault.keys.local import MIN_SECRET_BYTES, LocalKeyring
 from pcii_vault.keys.providers import LOCAL, log_signer_uri_for, public_uri
 from pcii_vault.ledger.anchor import CheckpointAnchor
-from pcii_vault.ledger.log import Ledger, parse_event
+from pcii_vault.ledger.log import CLAIM_PREFIX, Ledger, parse_event
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
@@ -88,9 +89,18 @@ from pcii_vault.receipt import Receipt
 from pcii_vault.sequencer import Act, Sequencer
 from pcii_vault.store import open_store
 from pcii_vault.store.base import ObjectStore
+from pcii_vault.store.filesystem import FilesystemStore
 from pcii_vault.submitter import SealedUpload
 
-__all__ = ["KeyStatus", "Migration", "Release", "Rewrap", "Vault", "principal_params"]
+__all__ = [
+    "KeyStatus",
+    "Maintenance",
+    "Migration",
+    "Release",
+    "Rewrap",
+    "Vault",
+    "principal_params",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -133,6 +143,18 @@ class Rewrap:
 
     count: int
     version: int
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What `maintain` found (and, unless a dry run, removed)."""
+
+    unfinished_shreds: tuple[str, ...]
+    orphans: tuple[str, ...]
+    stale_claims: tuple[str, ...]
+    leftovers: tuple[str, ...]
+    kept: tuple[str, ...]
+    dry_run: bool
 
 
 @dataclass(frozen=True)
@@ -1100,7 +1122,10 @@ class Vault:
         assert done.record is not None  # noqa: S101 -- the act names a record
         record = done.record
         index = done.indices[0]
-        staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=out_dir))
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=out_dir))
+        except OSError as exc:
+            raise self._release_failed(tracking, index, exc) from exc
         try:
             files = self._write_release(
                 dek=dek,
@@ -1112,12 +1137,38 @@ class Vault:
                 staging=staging,
             )
             staging.rename(target)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise self._release_failed(tracking, index, exc) from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return Release(
             tracking, target, files, index, tuple(decision.obligations), tuple(decision.policy_ids)
         )
+
+    def _release_failed(self, tracking: str, access: int, exc: OSError) -> VaultError:
+        """Log that a permitted release was not written; the error to raise."""
+        reason = exc.strerror or type(exc).__name__
+        with contextlib.suppress(VaultError, OSError):
+            self._append(
+                [
+                    _draft(
+                        "release.failed",
+                        self._clock(),
+                        record=tracking,
+                        details={"access": access, "reason": reason},
+                    )
+                ]
+            )
+        where = f" ({exc.filename})" if exc.filename else ""
+        message = (
+            f"the release of {tracking} (access event {access}) could not be written: "
+            f"{reason}{where}; nothing was released, and the log records the failure"
+        )
+        if exc.errno in {errno.ENOSPC, errno.EDQUOT, errno.EIO}:
+            return BackendError(message)
+        return InputError(message)
 
     def _write_release(
         self,
@@ -1531,6 +1582,76 @@ class Vault:
             yield fresh
         finally:
             os.close(fd)  # closing the descriptor releases the lock
+
+    # ----- maintenance ------------------------------------------------------------------
+
+    def maintain(self, *, grace: timedelta, dry_run: bool) -> Maintenance:
+        """Finish what a crash left half-done; remove what never became part of the vault.
+
+        - a withdrawn or destroyed record whose wrapped key (or ciphertext) is still in the
+          store: the log says it is shredded, so the shredding is finished;
+        - objects under ``records/`` and ``wrapped/`` of no logged record (an upload whose
+          submission never reached the log), once older than `grace` (an upload in
+          flight is younger);
+        - claims below the checkpoint (already committed), and temporary files of writes
+          that never finished (filesystem store), older than `grace`.
+        Objects the store refuses to delete (Object Lock retention) are listed as kept.
+
+        Raises:
+            IntegrityError: the log or the index does not verify.
+            BackendError: the store is unavailable.
+        """
+        with self._lock:
+            self.sync()
+            records = {r.tracking: r for r in self.index.records()}
+            size = self.reader().size()
+        cutoff = self._clock() - grace
+        shreds = [
+            tracking
+            for tracking, row in records.items()
+            if row.state in SHREDDED_STATES and self._holds_objects_of(tracking)
+        ]
+        orphans = [
+            info.key
+            for prefix in ("records/", "wrapped/")
+            for info in self.store.list(prefix)
+            if info.key.split("/")[1] not in records
+            and info.modified is not None
+            and info.modified < cutoff
+        ]
+        claims = [
+            info.key
+            for info in self.store.list(CLAIM_PREFIX)
+            if info.key[len(CLAIM_PREFIX) :].isdigit() and int(info.key[len(CLAIM_PREFIX) :]) < size
+        ]
+        leftovers = (
+            [str(path) for path in self.store.leftovers(cutoff)]
+            if isinstance(self.store, FilesystemStore)
+            else []
+        )
+        kept: list[str] = []
+        if not dry_run:
+            for tracking in shreds:
+                self._shred(tracking)
+                if self._holds_objects_of(tracking):
+                    kept.append(f"records/{tracking}/")
+            for key in [*orphans, *claims]:
+                try:
+                    self.store.delete(key)
+                except VaultError:
+                    kept.append(key)
+            for path in leftovers:
+                Path(path).unlink(missing_ok=True)
+        return Maintenance(
+            tuple(shreds), tuple(orphans), tuple(claims), tuple(leftovers), tuple(kept), dry_run
+        )
+
+    def _holds_objects_of(self, tracking: str) -> bool:
+        try:
+            self.store.head(f"wrapped/{tracking}")
+        except NotFoundError:
+            return any(True for _ in self.store.list(f"records/{tracking}/"))
+        return True
 
     # ----- reads that are not releases --------------------------------------------------
 

@@ -10,6 +10,7 @@ from pcii_vault.cli import (
     audit,
     auditor,
     keys,
+    maintenance,
     office,
     owner,
     policy,
@@ -28,6 +29,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(admin.store_app, name="store")
     app.add_typer(admin.index_app, name="index")
     app.add_typer(keys.app, name="keys")
+    app.command("maintenance")(maintenance.maintenance)
     # owner
     app.command("submit")(owner.submit)
     app.command("status")(owner.status)

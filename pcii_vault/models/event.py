@@ -45,6 +45,8 @@ EventType = Literal[
     "notice.sent",
     # access decisions: review, retrieval, reads of the log; permit or deny
     "access.decided",
+    # a permitted release that could not be written to the recipient's disk
+    "release.failed",
 ]
 
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]

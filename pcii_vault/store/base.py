@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from pcii_vault.errors import InputError
@@ -31,6 +32,7 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+    modified: datetime | None = None  # when listed: the last write, if the store says
 
 
 def validate_key(key: str) -> str:

@@ -24,6 +24,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -286,7 +287,20 @@ class FilesystemStore:
                 if len(self._etag_cache) >= _ETAG_CACHE_MAX:
                     self._etag_cache.clear()
                 self._etag_cache[sig] = etag
-        return ObjectInfo(key=key, size=st.st_size, etag=etag)
+        modified = datetime.fromtimestamp(st.st_mtime, UTC)
+        return ObjectInfo(key=key, size=st.st_size, etag=etag, modified=modified)
+
+    def leftovers(self, before: datetime) -> list[Path]:
+        """Temporary files of writes that never finished (a crash), older than `before`."""
+        found: list[Path] = []
+        for dirpath, _dirnames, filenames in os.walk(self._root):
+            for name in filenames:
+                path = Path(dirpath) / name
+                if name.startswith(_TMP_PREFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        if datetime.fromtimestamp(path.stat().st_mtime, UTC) < before:
+                            found.append(path)
+        return sorted(found)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield every object whose key starts with `prefix`, in lexicographic key order.

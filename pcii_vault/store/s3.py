@@ -551,7 +551,14 @@ class S3Store:
                     key = item["Key"][len(self._prefix) :]
                     if key.endswith("/"):
                         continue  # directory markers some servers report
-                    infos.append(ObjectInfo(key=key, size=item["Size"], etag=_etag(item["ETag"])))
+                    infos.append(
+                        ObjectInfo(
+                            key=key,
+                            size=item["Size"],
+                            etag=_etag(item["ETag"]),
+                            modified=item.get("LastModified"),
+                        )
+                    )
         except (ClientError, BotoCoreError) as exc:
             raise self._map(exc, "list", prefix) from exc
         # S3 orders by UTF-8 bytes; keys are ASCII, but sort so every server agrees.

@@ -55,7 +55,7 @@ class Target:
     def ledger(self) -> Ledger:
         """The log with its signing key: only for planting what a key holder could."""
         keyring = LocalKeyring.open(self.cli.vault / "keyring.sealed", SECRET.encode())
-        signer = keyring.log_signing_key()
+        signer = keyring.log_signer()
         config = json.loads((self.cli.vault / "vault.json").read_text())
         return Ledger(self.store, config["log_origin"], signer=signer, verifier=signer.public_key)
 

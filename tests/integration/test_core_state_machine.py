@@ -111,7 +111,11 @@ class CoreMachine(RuleBasedStateMachine):
             return
         vault = self.vaults[who]
         request = vault.sign(
-            self.bench.ids["analyst"], "retrieve", record=tracking, purpose="drought planning"
+            self.bench.ids["analyst"],
+            "retrieve",
+            record=tracking,
+            purpose="drought planning",
+            use="infrastructure-protection",
         )
         out = self.tmp / f"out-{len(self.records)}-{self.people}-{who}"
         self._try(lambda: vault.release(request, out))

@@ -1,0 +1,506 @@
+"""Logged acts per second through the group commit, and per-act latency.
+
+Run:  .venv/bin/python benchmarks/acts.py [--seconds 4] [--acts 2000] [--no-s3]
+
+One process, one `Vault` object shared by 1, 8 and 64 requester threads (what a server
+in front of the vault does), on the filesystem store and on SeaweedFS (started here with
+tests/seaweed.py; `--no-s3` skips it). Two acts:
+- validate: the office validates a freshly received record (a status change: signature
+  check, policy decision, lifecycle check at the log position, one logged event); the
+  records are submitted beforehand, outside the timed part;
+- release: an analyst retrieves a validated record whose document is about 1 KiB
+  (`Vault.release`: decision, access event durable in the log, unwrap, decrypt, marked
+  package written to a fresh directory).
+
+Each runs twice on the same vault: batched (the default `Batching`) and "one act, one
+append" (`Batching(max_acts=1, max_age=0)`: each act its own claim and commit, the path
+before group commit). Each configuration runs until `--acts` acts or `--seconds`
+seconds, whichever comes first; latency is the vault call only (the requester signs its
+request before the clock starts). The table gives acts/s, p50 and p99 in ms, and the
+ratio batched/unbatched at the same concurrency; the targets are printed met or missed.
+
+Then one configuration (`--profile-store`, 64 requesters, batched validate) runs again
+with manual timers around the request check (signature, principal, nonce), the policy
+decision, and every object-store call; what is left of the wall time is sequencing,
+the index overlay and projection, and waiting. The timers add up thread time: with 64
+threads the components overlap, so they are given per act, beside the wall time per act.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from vault_support import FAST_KDF
+
+from pcii_vault.config import Batching
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.identity import Identity
+from pcii_vault.models.principal import PrincipalAttributes
+from pcii_vault.models.submission import example_submission
+from pcii_vault.store.base import ObjectStore
+from pcii_vault.submitter import upload
+from pcii_vault.vault import Vault, principal_params
+
+SECRET = b"acts-benchmark-unseal-secret"
+WATER = "Water and Wastewater Systems"
+REQUESTERS = (1, 8, 64)
+BATCHED = Batching()
+UNBATCHED = Batching(max_acts=1, max_age=0)
+# Targets at 64 requesters, batched.
+TARGET_RATE = {"fs": 5_000, "s3": 2_000}
+TARGET_P99_MS = 300
+TARGET_SPEEDUP_S3 = 50
+
+
+def small_document() -> bytes:
+    """The example submission cut down to about 1 KiB (one short finding, no attachment)."""
+    doc = example_submission()
+    doc["attachments"] = []
+    doc.pop("secondary_contact", None)
+    doc["summary"] = doc["summary"][:80]
+    doc["facility"]["description"] = doc["facility"]["description"][:40]
+    finding = doc["findings"][0]
+    finding["description"] = finding["description"][:60]
+    finding["recommendation"] = finding["recommendation"][:60]
+    doc["findings"] = [finding]
+    return json.dumps(doc).encode()
+
+
+# ----- one vault with its requesters ---------------------------------------------------
+
+
+class Bench:
+    """A vault with admin, owner, office and analysts; records submitted on demand."""
+
+    def __init__(self, root: Path, store_url: str) -> None:
+        self.root = root
+        vault, admin = Vault.create(
+            root / "vault",
+            store_url=store_url,
+            secret=SECRET,
+            admin_name="admin",
+            admin_key_out=root / "admin.key",
+            kdf_params=FAST_KDF,
+        )
+        self.vault_dir = root / "vault"
+        self.vault_id = vault.config.vault_id
+        self.ids: dict[str, Identity] = {"admin": admin}
+        self.document = small_document()
+        try:
+            self._add(vault, "owner", "owner", "Riverbend Municipal Water Authority", "private")
+            self._add(vault, "office", "office", "PCII Program Office", "federal")
+            for n in range(max(REQUESTERS)):
+                self._add(vault, f"analyst{n}", "analyst", "EPA Water", "federal", sectors=[WATER])
+        finally:
+            vault.close()
+
+    def _add(self, vault: Vault, name: str, role: str, org: str, level: str, **extra: Any) -> None:  # noqa: ANN401
+        key = Ed25519PrivateKey.generate()
+        attributes = PrincipalAttributes.model_validate(
+            {"role": role, "organisation": org, "level": level, "training_expires": "2099-01-01"}
+            | extra
+        )
+        request = vault.sign(
+            self.ids["admin"],
+            "manage-principals",
+            params=principal_params(name, attributes, key.public_key),
+        )
+        vault.add_principal(request, name, attributes, key.public_key)
+        self.ids[name] = Identity(self.vault_id, name, key)
+
+    def open(self, batching: Batching) -> Vault:
+        return Vault(self.vault_dir, unseal=lambda: SECRET, batching=batching)
+
+    def submit(self, vault: Vault, count: int) -> list[str]:
+        """Submit `count` fresh records (64 threads, batched), outside any timing."""
+
+        def one(_: int) -> str:
+            tracking = vault.new_tracking_number()
+            sealed = upload(
+                vault.store,
+                vault_id=self.vault_id,
+                tracking_number=tracking,
+                intake_public_key=vault.intake_key(),
+                kek_version=vault.current_kek_version(),
+                document=self.document,
+                attachments=[],
+            )
+            request = vault.sign(
+                self.ids["owner"], "submit", record=tracking, params={"files": list(sealed.files)}
+            )
+            return vault.receive(request, sealed).tracking_number
+
+        with ThreadPoolExecutor(64) as pool:
+            return list(pool.map(one, range(count)))
+
+    def validate(self, vault: Vault, tracking: str) -> None:
+        request = vault.sign(self.ids["office"], "validate", record=tracking)
+        vault.transition(request, "submission.validated")
+
+
+# A requester's n-th act: sign its request, return the vault call to time.
+Prepare = Callable[[int, int], Callable[[], object]]
+
+
+# ----- timing -----------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    acts: int
+    seconds: float
+    latencies: list[float]  # seconds, sorted
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.acts / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        return self.latencies[min(len(self.latencies) - 1, int(len(self.latencies) * q))] * 1e3
+
+
+def run_requesters(
+    requesters: int,
+    acts: int,
+    seconds: float,
+    prepare: Prepare,
+) -> Result:
+    """`requesters` threads run acts until `acts` are done or `seconds` have passed.
+
+    `prepare(thread, n)` signs the n-th request of a thread and returns the vault call
+    to time (signing stays outside the latency).
+    """
+    latencies: list[list[float]] = [[] for _ in range(requesters)]
+    errors = [0] * requesters
+    taken = 0
+    lock = threading.Lock()
+    start = threading.Barrier(requesters + 1)
+    stop_at = [0.0]
+
+    def requester(me: int) -> None:
+        nonlocal taken
+        start.wait()
+        n = 0
+        while time.perf_counter() < stop_at[0]:
+            with lock:
+                if taken >= acts:
+                    return
+                taken += 1
+            call = prepare(me, n)
+            n += 1
+            t0 = time.perf_counter()
+            try:
+                call()
+            except Exception as exc:  # noqa: BLE001 -- counted, and the first one shown
+                if not sum(errors):
+                    print(f"  first error: {type(exc).__name__}: {exc}")
+                errors[me] += 1
+                continue
+            latencies[me].append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=requester, args=(i,)) for i in range(requesters)]
+    for thread in threads:
+        thread.start()
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    start.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    done = sorted(x for per in latencies for x in per)
+    return Result(len(done), elapsed, done, sum(errors))
+
+
+def validate_acts(bench: Bench, vault: Vault, requesters: int, acts: int, seconds: float) -> Result:
+    records = bench.submit(vault, acts)
+    vault.sync()
+    return run_requesters(requesters, acts, seconds, validating(bench, vault, records))
+
+
+def validating(bench: Bench, vault: Vault, records: list[str]) -> Prepare:
+    """Each request validates the next fresh record (at most one per record)."""
+    fresh = list(reversed(records))
+    office = bench.ids["office"]
+
+    def prepare(_me: int, _n: int) -> Callable[[], object]:
+        request = vault.sign(office, "validate", record=fresh.pop())  # atomic in CPython
+        return lambda: vault.transition(request, "submission.validated")
+
+    return prepare
+
+
+def release_acts(
+    bench: Bench, vault: Vault, tracking: str, *, requesters: int, acts: int, seconds: float
+) -> Result:
+    out = Path(tempfile.mkdtemp(prefix="out-", dir=bench.root))
+
+    def prepare(me: int, n: int) -> Callable[[], object]:
+        request = vault.sign(
+            bench.ids[f"analyst{me}"],
+            "retrieve",
+            record=tracking,
+            purpose="drought planning",
+            use="infrastructure-protection",
+        )
+        return lambda: vault.release(request, out / f"{me}-{n}")
+
+    try:
+        return run_requesters(requesters, acts, seconds, prepare)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+# ----- where the time goes ------------------------------------------------------------
+
+
+class _TimedStore:
+    """Forwards every call to the store and adds its duration to `spent['store']`."""
+
+    def __init__(self, inner: ObjectStore, spent: dict[str, float], calls: dict[str, int]) -> None:
+        self._inner = inner
+        self._spent = spent
+        self._calls = calls
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401
+        target = getattr(self._inner, name)
+        if not callable(target):
+            return target
+        spent, calls = self._spent, self._calls
+
+        def timed(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+            t0 = time.perf_counter()
+            try:
+                result = target(*args, **kwargs)
+                if name in {"list", "open_stream"}:
+                    result = list(result)  # the time of a lazy read is the caller's
+                return iter(result) if name in {"list", "open_stream"} else result
+            finally:
+                spent[f"store {name}"] += time.perf_counter() - t0
+                calls[f"store {name}"] += 1
+
+        return timed
+
+
+@contextlib.contextmanager
+def _timing(vault: Vault, spent: dict[str, float], calls: dict[str, int]) -> Iterator[None]:
+    """Wrap the request check and the policy decision of `vault` (instance attributes)."""
+    for label, name in (("request check (signature)", "_verify_request"), ("policy", "_decide")):
+        original = getattr(vault, name)
+
+        def timed(*args: Any, _f: Any = original, _l: str = label) -> Any:  # noqa: ANN401
+            t0 = time.perf_counter()
+            try:
+                return _f(*args)
+            finally:
+                spent[_l] += time.perf_counter() - t0
+                calls[_l] += 1
+
+        setattr(vault, name, timed)
+    try:
+        yield
+    finally:
+        for name in ("_verify_request", "_decide"):
+            delattr(vault, name)
+
+
+def profile(bench: Bench, store_label: str, acts: int, seconds: float) -> None:
+    spent: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    vault = bench.open(BATCHED)
+    try:
+        records = bench.submit(vault, acts)
+    finally:
+        vault.close()
+    vault = bench.open(BATCHED)
+    try:
+        # Before the log is opened: every store call of this vault goes through the timer.
+        vault.store = _TimedStore(vault.store, spent, calls)  # type: ignore[assignment]
+        vault.sync()
+        with _timing(vault, spent, calls):
+            result = run_requesters(64, acts, seconds, validating(bench, vault, records))
+    finally:
+        vault.close()
+    n = max(result.acts, 1)
+    wall_us = result.seconds / n * 1e6
+    print(
+        f"\nwhere the time goes: {store_label}, validate, 64 requesters, batched: "
+        f"{result.acts} acts in {result.seconds:.2f} s = {wall_us:.0f} us wall per act"
+    )
+    print(f"{'component':38} {'calls/act':>9} {'us/act':>9} {'share of wall':>13}")
+    store_total = 0.0
+    for label in sorted(spent, key=lambda k: -spent[k]):
+        us = spent[label] / n * 1e6
+        if label.startswith("store"):
+            store_total += spent[label]
+        print(f"{label:38} {calls[label] / n:9.2f} {us:9.0f} {us / wall_us:13.1%}")
+    checked = spent["request check (signature)"] + spent["policy"] + store_total
+    rest = result.seconds - checked
+    print(
+        f"{'rest: sequencing, index overlay, wait':38} {'':9} {rest / n * 1e6:9.0f} "
+        f"{rest / result.seconds:13.1%}  (negative: components overlapped across threads)"
+    )
+
+
+# ----- the whole run ------------------------------------------------------------------
+
+
+def bench_store(
+    label: str, bench: Bench, acts: int, seconds: float
+) -> dict[tuple[str, int, str], Result]:
+    results: dict[tuple[str, int, str], Result] = {}
+    # One validated record for every release (the analysts all read it).
+    vault = bench.open(BATCHED)
+    try:
+        tracking = bench.submit(vault, 1)[0]
+        bench.validate(vault, tracking)
+    finally:
+        vault.close()
+    for mode, batching in (("batched", BATCHED), ("unbatched", UNBATCHED)):
+        vault = bench.open(batching)
+        try:
+            for requesters in REQUESTERS:
+                for act in ("validate", "release"):
+                    if act == "validate":
+                        result = validate_acts(bench, vault, requesters, acts, seconds)
+                    else:
+                        result = release_acts(
+                            bench,
+                            vault,
+                            tracking,
+                            requesters=requesters,
+                            acts=acts,
+                            seconds=seconds,
+                        )
+                    results[act, requesters, mode] = result
+                    print(
+                        f"  {label} {act:8} {requesters:2} requesters {mode:9}: "
+                        f"{result.rate:8.0f} acts/s  p50 {result.percentile(0.5):7.1f} ms  "
+                        f"p99 {result.percentile(0.99):7.1f} ms  ({result.acts} acts, "
+                        f"{result.errors} errors)",
+                        flush=True,
+                    )
+        finally:
+            vault.close()
+    return results
+
+
+def report(all_results: dict[str, dict[tuple[str, int, str], Result]]) -> None:
+    print()
+    print(
+        f"{'store':5} {'act':8} {'req':>3} {'acts/s':>8} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'1-append acts/s':>15} {'p50 ms':>7} {'p99 ms':>7} | {'batched/unbatched':>17}"
+    )
+    for store, results in all_results.items():
+        for act in ("validate", "release"):
+            for requesters in REQUESTERS:
+                b = results[act, requesters, "batched"]
+                u = results[act, requesters, "unbatched"]
+                ratio = b.rate / u.rate if u.rate else float("nan")
+                print(
+                    f"{store:5} {act:8} {requesters:3} {b.rate:8.0f} {b.percentile(0.5):7.1f} "
+                    f"{b.percentile(0.99):7.1f} | {u.rate:15.0f} {u.percentile(0.5):7.1f} "
+                    f"{u.percentile(0.99):7.1f} | {ratio:16.1f}x"
+                )
+    print("\ntargets (64 requesters, batched):")
+    for store, results in all_results.items():
+        for act in ("validate", "release"):
+            b = results[act, 64, "batched"]
+            single = results[act, 1, "unbatched"]
+            checks = [
+                (f"{b.rate:,.0f} acts/s >= {TARGET_RATE[store]:,}", b.rate >= TARGET_RATE[store]),
+                (
+                    f"p99 {b.percentile(0.99):.0f} ms < {TARGET_P99_MS} ms",
+                    b.percentile(0.99) < TARGET_P99_MS,
+                ),
+            ]
+            if store == "s3":
+                speedup = b.rate / single.rate if single.rate else float("nan")
+                checks.append(
+                    (
+                        f"{speedup:.1f}x the single-act rate >= {TARGET_SPEEDUP_S3}x",
+                        speedup >= TARGET_SPEEDUP_S3,
+                    )
+                )
+            for text, met in checks:
+                print(f"  {store:3} {act:8} {text:45} {'MET' if met else 'MISSED'}")
+
+
+@contextlib.contextmanager
+def _aws_environment(server: Any) -> Iterator[None]:  # noqa: ANN401
+    """The standard AWS variables the vault's S3 store reads, for this process only."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": server.access_key,
+            "AWS_SECRET_ACCESS_KEY": server.secret_key,
+            "AWS_ENDPOINT_URL_S3": server.endpoint_url,
+            "AWS_REGION": server.region,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith("AWS_")]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per configuration")
+    parser.add_argument(
+        "--acts",
+        type=int,
+        default=3_000,
+        help="per configuration, at most (records submitted beforehand)",
+    )
+    parser.add_argument("--no-s3", action="store_true", help="skip SeaweedFS")
+    parser.add_argument("--profile-store", choices=("fs", "s3", "none"), default="fs")
+    args = parser.parse_args()
+    print(
+        f"document {len(small_document())} bytes; {os.cpu_count()} CPUs; "
+        f"{args.seconds} s or {args.acts} acts per configuration"
+    )
+
+    results: dict[str, dict[tuple[str, int, str], Result]] = {}
+    with tempfile.TemporaryDirectory(prefix="pcii-bench-acts-") as tmp:
+        fs = Bench(Path(tmp) / "fs", "file")
+        results["fs"] = bench_store("fs", fs, args.acts, args.seconds)
+        if args.profile_store == "fs":
+            profile(fs, "filesystem", args.acts, args.seconds)
+        if not args.no_s3:
+            from seaweed import new_bucket_name, running_seaweed
+
+            with running_seaweed(Path(tmp) / "weed") as server, _aws_environment(server):
+                bucket = new_bucket_name()
+                server.client().create_bucket(Bucket=bucket)
+                s3 = Bench(Path(tmp) / "s3", f"s3://{bucket}/bench")
+                results["s3"] = bench_store("s3", s3, args.acts, args.seconds)
+                if args.profile_store == "s3":
+                    profile(s3, "SeaweedFS", args.acts, args.seconds)
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

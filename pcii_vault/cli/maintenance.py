@@ -1,0 +1,52 @@
+"""`pcii maintenance`: finish what crashes left half-done, remove what never became a record."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from pcii_vault.cli.output import CliState
+from pcii_vault.cli.session import opened
+
+__all__ = ["maintenance"]
+
+
+def maintenance(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="List what would be finished or removed; change nothing."),
+    ] = False,
+    grace_hours: Annotated[
+        float,
+        typer.Option(
+            "--grace-hours",
+            min=0,
+            help="Leave uploads and temporary files younger than this (an act in flight).",
+        ),
+    ] = 24.0,
+) -> None:
+    """Finish shredding that a crash interrupted; remove orphaned uploads and leftovers."""
+    state: CliState = ctx.obj
+    with opened(state) as vault:
+        done = vault.maintain(grace=timedelta(hours=grace_hours), dry_run=dry_run)
+    verb = "would finish" if dry_run else "finished"
+    gone = "would remove" if dry_run else "removed"
+    state.output.result(
+        {
+            "dry_run": done.dry_run,
+            "unfinished_shreds": list(done.unfinished_shreds),
+            "orphans": list(done.orphans),
+            "stale_claims": list(done.stale_claims),
+            "leftovers": list(done.leftovers),
+            "kept": list(done.kept),
+        },
+        f"{verb} shredding {len(done.unfinished_shreds)} records; {gone} "
+        f"{len(done.orphans)} orphaned objects, {len(done.stale_claims)} committed claims, "
+        f"{len(done.leftovers)} temporary files"
+        + (f"; kept {len(done.kept)} (locked by the store)" if done.kept else ""),
+    )
+    for item in (*done.unfinished_shreds, *done.orphans, *done.leftovers):
+        state.output.note(f"  {item}")

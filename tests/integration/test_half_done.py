@@ -1,0 +1,119 @@
+"""Nothing left half-done: interrupted shredding, orphaned uploads, failed release writes.
+
+`Vault.maintain` (`pcii maintenance`) finishes the shredding the log already records and
+removes what never became part of the vault; a release that cannot be written after its
+permit is logged says so in one line and in the log.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from vault_support import VaultBench
+
+from pcii_vault.errors import BackendError, InputError
+from pcii_vault.models.submission import example_attachment_bytes, example_submission
+from pcii_vault.submitter import upload
+from pcii_vault.vault import Vault
+
+SECRET = b"half-done-secret"
+WATER = "Water and Wastewater Systems"
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> VaultBench:
+    made = VaultBench(tmp_path, secret=SECRET, attachment_bytes=example_attachment_bytes())
+    made.add("analyst", "analyst", "EPA Water", "federal", sectors=[WATER])
+    return made
+
+
+def _destroyed(bench: VaultBench) -> str:
+    tracking = bench.submit_receipt().tracking_number
+    vault = bench.vault
+    vault.transition(
+        vault.sign(bench.ids["office"], "validate", record=tracking), "submission.validated"
+    )
+    vault.destroy(vault.sign(bench.ids["office"], "destroy", record=tracking, params={}))
+    return tracking
+
+
+def test_a_destroy_whose_key_deletion_crashed_is_finished_by_maintenance(
+    bench: VaultBench,
+) -> None:
+    tracking = _destroyed(bench)
+    # The crash: the event is logged, the wrapped key and ciphertext are still there.
+    bench.real.put_if_absent(f"wrapped/{tracking}", b"\x01" * 65)
+    bench.real.put_if_absent(f"records/{tracking}/document", b"ciphertext")
+    listed = bench.vault.maintain(grace=timedelta(hours=24), dry_run=True)
+    assert listed.unfinished_shreds == (tracking,)
+    assert bench.real.head(f"wrapped/{tracking}")  # a dry run changes nothing
+    done = bench.vault.maintain(grace=timedelta(hours=24), dry_run=False)
+    assert done.unfinished_shreds == (tracking,)
+    assert list(bench.real.list(f"wrapped/{tracking}")) == []
+    assert list(bench.real.list(f"records/{tracking}/")) == []
+    again = bench.vault.maintain(grace=timedelta(hours=24), dry_run=False)
+    assert again.unfinished_shreds == ()
+    bench.audit()
+
+
+def test_an_upload_that_never_reached_the_log_is_removed_after_the_grace_period(
+    bench: VaultBench,
+) -> None:
+    vault = bench.vault
+    tracking = vault.new_tracking_number()
+    upload(
+        vault.store,
+        vault_id=vault.config.vault_id,
+        tracking_number=tracking,
+        intake_public_key=vault.intake_key(),
+        kek_version=vault.current_kek_version(),
+        document=json.dumps(example_submission()).encode(),
+        attachments=[bench.attachment],
+    )
+    kept = bench.submit_receipt().tracking_number
+    young = vault.maintain(grace=timedelta(hours=24), dry_run=True)
+    assert young.orphans == ()  # an upload in flight is younger than the grace period
+    done = vault.maintain(grace=timedelta(0), dry_run=False)
+    assert done.orphans and all(key.split("/")[1] == tracking for key in done.orphans)
+    assert list(bench.real.list(f"records/{tracking}/")) == []
+    assert list(bench.real.list(f"records/{kept}/"))  # a record's objects stay
+    bench.audit()
+
+
+@pytest.mark.parametrize(
+    ("code", "error"), [(errno.ENOSPC, BackendError), (errno.EACCES, InputError)]
+)
+def test_a_release_that_cannot_be_written_is_one_line_and_logged(
+    bench: VaultBench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, error: type
+) -> None:
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number
+    vault.transition(
+        vault.sign(bench.ids["office"], "validate", record=tracking), "submission.validated"
+    )
+
+    def fail(*_args: object, **_kwargs: object) -> tuple[str, ...]:
+        raise OSError(code, "simulated", str(tmp_path / "out"))
+
+    monkeypatch.setattr(Vault, "_write_release", fail)
+    request = vault.sign(
+        bench.ids["analyst"],
+        "retrieve",
+        record=tracking,
+        purpose="drought planning",
+        use="infrastructure-protection",
+    )
+    with pytest.raises(error, match="could not be written") as raised:
+        vault.release(request, tmp_path / "out")
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "out" / tracking).exists()
+    reader = vault.reader()
+    events = list(reader.events(0, reader.size()))
+    access = next(e for e in events if e.type == "access.decided" and e.record == tracking)
+    [failed] = [e for e in events if e.type == "release.failed"]
+    assert failed.details["access"] == access.seq
+    bench.audit()
