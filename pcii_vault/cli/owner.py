@@ -38,22 +38,46 @@ def submit(
     state: CliState = ctx.obj
     attachments = check_attachments(list(attach or []))
     document = read_document(assessment)
-    if receipt_out is not None and receipt_out.exists():
-        raise InputError(f"{receipt_out} already exists: refusing to overwrite a receipt")
-    with acting(state) as (vault, me):
-        receipt = _submit(state, vault, me, document=document, attachments=attachments)
-    receipt_json = receipt.to_json()
     if receipt_out is not None:
-        receipt_out.write_text(json.dumps(receipt_json, indent=2) + "\n")
+        _claim_receipt_path(receipt_out)  # before anything is sent
+    try:
+        with acting(state) as (vault, me):
+            receipt = _submit(state, vault, me, document=document, attachments=attachments)
+    except BaseException:
+        if receipt_out is not None:
+            receipt_out.unlink(missing_ok=True)
+        raise
+    # The submission is logged: its tracking number is printed whatever happens next.
+    written = None
+    if receipt_out is not None:
+        try:
+            receipt_out.write_text(json.dumps(receipt.to_json(), indent=2) + "\n")
+            written = str(receipt_out)
+        except OSError as exc:
+            state.output.note(
+                f"warning: the receipt could not be written to {receipt_out} "
+                f"({exc.strerror}); `pcii audit prove --index {receipt.log_index}` proves "
+                "the submission"
+            )
     state.output.result(
         {
             "tracking_number": receipt.tracking_number,
             "log_index": receipt.log_index,
             "files": list(receipt.files),
-            "receipt": str(receipt_out) if receipt_out else None,
+            "receipt": written,
         },
         human=receipt.tracking_number,
     )
+
+
+def _claim_receipt_path(path: Path) -> None:
+    """Create the receipt file now (empty), so an unusable path fails before any upload."""
+    try:
+        path.open("x", encoding="utf-8").close()
+    except FileExistsError as exc:
+        raise InputError(f"{path} already exists: refusing to overwrite a receipt") from exc
+    except OSError as exc:
+        raise InputError(f"cannot write the receipt to {path}: {exc.strerror}") from exc
 
 
 def _submit(
