@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.config import VaultConfig, VaultPaths
 from pcii_vault.errors import ConfigError, InputError
@@ -30,7 +31,7 @@ from pcii_vault.store import ObjectStore, open_store
 
 __all__ = ["app"]
 
-app = typer.Typer(
+app = CliTyper(
     name="audit",
     help="Verify the access log offline, prove inclusion, read and export events.",
     no_args_is_help=True,
@@ -40,7 +41,9 @@ LogOption = Annotated[
     str | None,
     typer.Option(
         "--log",
-        help="A directory holding log/ or an s3://BUCKET[/PREFIX] URL (default: the vault's).",
+        metavar="DIR|URL",
+        help="A vault directory, a directory holding log/, or an s3://BUCKET[/PREFIX] URL "
+        "(default: the vault's).",
         show_default=False,
     ),
 ]
@@ -48,6 +51,7 @@ KeyOption = Annotated[
     str | None,
     typer.Option(
         "--key",
+        metavar="KEY|FILE",
         help="The log's verifier key string, or a file holding it (default: the vault's).",
         show_default=False,
     ),
@@ -115,7 +119,10 @@ def verify_command(
     trusted_checkpoint: Annotated[
         Path | None,
         typer.Option(
-            "--trusted-checkpoint", help="A checkpoint file seen before.", show_default=False
+            "--trusted-checkpoint",
+            metavar="FILE",
+            help="A checkpoint file seen before: the log must have only grown from it.",
+            show_default=False,
         ),
     ] = None,
     log: LogOption = None,
@@ -162,9 +169,14 @@ def verify_command(
 @app.command("prove")
 def prove_command(
     ctx: typer.Context,
-    index: Annotated[int, typer.Option("--index", min=0, help="Log index of the event.")],
+    index: Annotated[
+        int, typer.Option("--index", metavar="N", min=0, help="Log index of the event.")
+    ],
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the bundle here.", show_default=False)
+        Path | None,
+        typer.Option(
+            "--out", metavar="FILE", help="Write the bundle to this file.", show_default=False
+        ),
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,
@@ -184,7 +196,9 @@ def prove_command(
 @app.command("verify-proof")
 def verify_proof_command(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="A proof bundle file.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="A proof bundle file.", show_default=False)
+    ],
     key: KeyOption = None,
 ) -> None:
     """Check a proof bundle offline (exit 4 if it does not verify)."""
@@ -256,12 +270,49 @@ def _parse_time(value: str | None, what: str) -> datetime | None:
 @app.command("log")
 def log_command(
     ctx: typer.Context,
-    record: Annotated[str | None, typer.Option("--record", show_default=False)] = None,
-    principal: Annotated[str | None, typer.Option("--principal", show_default=False)] = None,
-    event_type: Annotated[str | None, typer.Option("--type", show_default=False)] = None,
-    decision: Annotated[str | None, typer.Option("--decision", show_default=False)] = None,
-    since: Annotated[str | None, typer.Option("--since", show_default=False)] = None,
-    until: Annotated[str | None, typer.Option("--until", show_default=False)] = None,
+    record: Annotated[
+        str | None,
+        typer.Option(
+            "--record", metavar="TRACKING", help="Only this record's events.", show_default=False
+        ),
+    ] = None,
+    principal: Annotated[
+        str | None,
+        typer.Option(
+            "--principal", metavar="NAME", help="Only events by this user.", show_default=False
+        ),
+    ] = None,
+    event_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            metavar="TYPE",
+            help="Only events of this type, e.g. access.permitted.",
+            show_default=False,
+        ),
+    ] = None,
+    decision: Annotated[
+        str | None,
+        typer.Option("--decision", metavar="DECISION", help="permit or deny.", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="TIME",
+            help="From this ISO 8601 time with zone, e.g. 2026-11-01T00:00Z.",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="TIME",
+            help="Until this ISO 8601 time with zone.",
+            show_default=False,
+        ),
+    ] = None,
     log: LogOption = None,
     key: KeyOption = None,
 ) -> None:
@@ -284,9 +335,12 @@ def log_command(
 @app.command("export")
 def export_command(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="jsonl or csv.")] = "jsonl",
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write here (default stdout).", show_default=False)
+        Path | None,
+        typer.Option(
+            "--out", metavar="FILE", help="Write here (default stdout).", show_default=False
+        ),
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,

@@ -10,6 +10,7 @@ import typer
 
 from pcii_vault.cli.audit import KeyOption, LogOption, open_log
 from pcii_vault.cli.output import CliState
+from pcii_vault.cli.params import TRACKING
 from pcii_vault.cli.session import opened
 from pcii_vault.errors import InputError, IntegrityError
 from pcii_vault.index import Index
@@ -20,9 +21,7 @@ from pcii_vault.models.event import Event
 __all__ = ["checkpoint", "recipients", "report"]
 
 
-def recipients(
-    ctx: typer.Context, tracking: Annotated[str, typer.Argument(help="Tracking number.")]
-) -> None:
+def recipients(ctx: typer.Context, tracking: Annotated[str, TRACKING]) -> None:
     """Everyone who received a record's content: who, when, why, under what authority."""
     state: CliState = ctx.obj
     with opened(state) as vault:
@@ -90,7 +89,13 @@ def report(ctx: typer.Context, log: LogOption = None, key: KeyOption = None) -> 
 def checkpoint(
     ctx: typer.Context,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the signed checkpoint to this file.")
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Write the signed checkpoint to this new file.",
+            show_default=False,
+        ),
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,

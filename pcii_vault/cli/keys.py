@@ -11,14 +11,16 @@ from typing import Annotated, Any
 
 import typer
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.session import acting
 from pcii_vault.vault import KeyStatus
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    help="Key-encryption keys: status, rotate, rewrap, retire (admin).", no_args_is_help=True
+app = CliTyper(
+    help="Key-encryption keys: status, rotate, rewrap, retire (admin).",
+    no_args_is_help=True,
 )
 
 

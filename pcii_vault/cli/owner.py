@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
+from pcii_vault.cli.params import TRACKING
 from pcii_vault.cli.render import record_row
 from pcii_vault.cli.session import acting
 from pcii_vault.config import VaultConfig, VaultPaths
@@ -21,17 +23,36 @@ from pcii_vault.vault import Vault
 
 __all__ = ["receipt_app", "status", "submit", "withdraw"]
 
-receipt_app = typer.Typer(help="Submitters' receipts.", no_args_is_help=True)
+receipt_app = CliTyper(help="Submitters' receipts.", no_args_is_help=True)
 
 
 def submit(
     ctx: typer.Context,
-    assessment: Annotated[Path, typer.Argument(help="The assessment JSON file.")],
+    assessment: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="The assessment JSON file (start from `pcii submission template`).",
+            show_default=False,
+        ),
+    ],
     attach: Annotated[
-        list[Path] | None, typer.Option("--attach", help="An attachment (repeatable).")
+        list[Path] | None,
+        typer.Option(
+            "--attach",
+            metavar="FILE",
+            help="An attachment the assessment describes (repeatable).",
+            show_default=False,
+        ),
     ] = None,
     receipt_out: Annotated[
-        Path | None, typer.Option("--receipt-out", help="Where to write the receipt.")
+        Path | None,
+        typer.Option(
+            "--receipt-out",
+            metavar="FILE",
+            help="Write the receipt (with its inclusion proof) to this new file.",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Validate, encrypt and submit an assessment; prints its tracking number."""
@@ -87,9 +108,7 @@ def _submit(
     return vault.receive(request, sealed)
 
 
-def status(
-    ctx: typer.Context, tracking: Annotated[str, typer.Argument(help="Tracking number.")]
-) -> None:
+def status(ctx: typer.Context, tracking: Annotated[str, TRACKING]) -> None:
     """Show a submission's state (its submitter and the program office)."""
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
@@ -99,8 +118,10 @@ def status(
 
 def withdraw(
     ctx: typer.Context,
-    tracking: Annotated[str, typer.Argument(help="Tracking number.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    tracking: Annotated[str, TRACKING],
+    reason: Annotated[
+        str, typer.Option("--reason", metavar="TEXT", help="Why (recorded in the log).")
+    ] = "",
 ) -> None:
     """Withdraw your submission before the final decision (its data key is destroyed)."""
     state: CliState = ctx.obj
@@ -113,10 +134,20 @@ def withdraw(
 @receipt_app.command("verify")
 def receipt_verify(
     ctx: typer.Context,
-    receipt: Annotated[Path, typer.Argument(help="The receipt file from `pcii submit`.")],
+    receipt: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE", help="The receipt file from `pcii submit`.", show_default=False
+        ),
+    ],
     key: Annotated[
         str | None,
-        typer.Option("--key", help="The log's verifier key (default: from the vault config)."),
+        typer.Option(
+            "--key",
+            metavar="KEY",
+            help="The log's verifier key (default: from the vault config).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Check a receipt offline: its event is in the log the vault's key signed."""

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import InputError
 from pcii_vault.models.submission import (
@@ -22,7 +23,10 @@ from pcii_vault.models.submission import (
 
 __all__ = ["app", "schema_command"]
 
-app = typer.Typer(help="Write a submission: a filled example to start from.", no_args_is_help=True)
+app = CliTyper(
+    help="Write a submission: a filled example to start from.",
+    no_args_is_help=True,
+)
 
 
 def _dump(document: dict[str, Any]) -> str:
@@ -44,12 +48,19 @@ def template(
     ctx: typer.Context,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Write the example to this new file instead of stdout."),
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Write the example to this new file instead of stdout.",
+            show_default=False,
+        ),
     ] = None,
     attachment_out: Annotated[
         Path | None,
         typer.Option(
             "--attachment-out",
+            metavar="FILE",
+            show_default=False,
             help="Also write the example's PDF attachment to this new file "
             "(name it riverbend-scada-assessment.pdf to submit the example as is).",
         ),

@@ -93,7 +93,7 @@ def test_lifecycle_on_an_s3_store(tmp_path: Path, seaweed: SeaweedServer, s3_buc
     )  # fmt: skip
     cli.ok(
         "principal", "add", "analyst", "--role", "analyst", "--org", "EPA Water Security",
-        "--sectors", "Water and Wastewater Systems", "--training-expires", "2099-01-01",
+        "--sector", "Water and Wastewater Systems", "--training-expires", "2099-01-01",
         "--key-out", str(cli.key("analyst")),
         who="admin",
     )  # fmt: skip
