@@ -20,7 +20,7 @@ import typer
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.config import VaultConfig, VaultPaths
-from pcii_vault.errors import ConfigError, InputError
+from pcii_vault.errors import ConfigError, InputError, IntegrityError
 from pcii_vault.index import Index
 from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.note import NoteVerifier, parse_checkpoint
@@ -92,10 +92,7 @@ def open_log(
         if log.startswith("s3://"):
             store = open_store(log, root_for_file=Path())
         else:
-            directory = Path(log)
-            if not (directory / "log").is_dir():
-                raise ConfigError(f"{log} holds no log/ directory")
-            store = open_store(f"file://{directory.resolve()}", root_for_file=directory)
+            store = _log_store(Path(log))
     elif config is not None and state.vault is not None:
         store = open_store(config.store, root_for_file=VaultPaths(state.vault).objects)
     else:
@@ -107,6 +104,17 @@ def open_log(
     else:
         raise ConfigError("no log key: give --key KEY|FILE or --vault DIR")
     return store, verifier.name, verifier
+
+
+def _log_store(directory: Path) -> ObjectStore:
+    """The store holding `log/`: a copied log directory, or a vault directory (any store)."""
+    if (directory / "log").is_dir():
+        return open_store(f"file://{directory.resolve()}", root_for_file=directory)
+    paths = VaultPaths(directory)
+    if paths.config.is_file():
+        config = VaultConfig.load(paths.config)
+        return open_store(config.store, root_for_file=paths.objects)
+    raise ConfigError(f"{directory} holds no log/ directory and is not a vault directory")
 
 
 def _reader(store: ObjectStore, verifier: NoteVerifier) -> Ledger:
@@ -152,12 +160,20 @@ def verify_command(
     try:
         checker = None if structure_only else history.apply
         report = verify_log(store, verifier, trusted=trusted, event_checker=checker)
+    except IntegrityError as exc:
+        if not state.output.json_mode:
+            raise
+        # A verdict, not only an error: programs read `sound` whatever the outcome.
+        state.output.result(
+            {"sound": False, "error": exc.diagnostics(), "exit_code": exc.exit_code}
+        )
+        raise typer.Exit(code=exc.exit_code) from None
     finally:
         history.close()
     pending = f"; pending: {len(report.pending)}" if report.pending else ""
     legal = "" if structure_only else ", event history legal"
     state.output.result(
-        {**report.to_json(), "legal_history": not structure_only},
+        {**report.to_json(), "sound": True, "legal_history": not structure_only},
         f"log sound: {report.size} events, root {report.checkpoint.root.hex()}, "
         f"{report.tiles} tiles and {report.history} historic checkpoints checked"
         f"{legal}{pending}",
@@ -185,10 +201,12 @@ def prove_command(
     state = _state(ctx)
     store, _, verifier = open_log(state, log, key)
     bundle = prove(_reader(store, verifier), index)
-    text = json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n"
     if out is None:
-        sys.stdout.write(text)
+        # The bundle is JSON by nature: one line with --json, like every other command.
+        indent = None if state.output.json_mode else 2
+        sys.stdout.write(json.dumps(bundle.to_json(), indent=indent, sort_keys=True) + "\n")
         return
+    text = json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n"
     out.write_text(text, encoding="utf-8")
     state.output.result({"index": index, "out": str(out)}, f"proof of event {index} -> {out}")
 

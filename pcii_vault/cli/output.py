@@ -132,6 +132,11 @@ class Output:
         from rich.text import Text  # noqa: PLC0415
 
         shown, hidden = fit_columns(cells, columns, self.console.width)
+        if _needed_width(cells, shown) > self.console.width:
+            # Even the identifiers alone are wider than the terminal: one block per row,
+            # `column: value` per line, so each value stays whole and copyable.
+            self._blocks(cells, columns, title)
+            return
         table = Table(title=Text(printable(title)) if title else None)
         for column in shown:
             if column in IDENTIFIER_COLUMNS:
@@ -144,6 +149,17 @@ class Output:
         self.console.print(table)
         if hidden:
             self.note(f"(not shown to fit the terminal: {', '.join(hidden)}; --json has all)")
+
+    def _blocks(
+        self, cells: list[dict[str, str]], columns: Sequence[str], title: str | None
+    ) -> None:
+        if title:
+            self._line(printable(title))
+        label = max(len(c) for c in columns) + 1
+        for row in cells:
+            self._line("")
+            for column in columns:
+                self._line(f"{column + ':':<{label}} {row[column]}")
 
     def note(self, text: str) -> None:
         """Tell a person something on stderr (never pollutes --json stdout)."""
@@ -164,28 +180,26 @@ def fit_columns(
     Identifier columns always stay, at their full width; other columns are left out from
     the right until each remaining one has room for at least a few characters.
     """
-
-    def needed(names: Sequence[str]) -> int:
-        total = 1
-        for name in names:
-            if name in IDENTIFIER_COLUMNS:
-                total += max([len(name), *(len(row.get(name, "")) for row in cells)])
-            else:
-                total += min(
-                    _MIN_WRAPPED_WIDTH, max([len(name), *(len(row.get(name, "")) for row in cells)])
-                )
-            total += _COLUMN_OVERHEAD
-        return total
-
     shown = list(columns)
     hidden: list[str] = []
     for name in reversed(columns):
-        if needed(shown) <= width:
+        if _needed_width(cells, shown) <= width:
             break
         if name not in IDENTIFIER_COLUMNS:
             shown.remove(name)
             hidden.insert(0, name)
     return shown, hidden
+
+
+def _needed_width(cells: Sequence[Mapping[str, str]], names: Sequence[str]) -> int:
+    """Terminal columns a table needs: identifiers whole, other columns a few characters."""
+    total = 1
+    for name in names:
+        widest = max([len(name), *(len(row.get(name, "")) for row in cells)])
+        total += _COLUMN_OVERHEAD + (
+            widest if name in IDENTIFIER_COLUMNS else min(_MIN_WRAPPED_WIDTH, widest)
+        )
+    return total
 
 
 def _cell(value: Any) -> str:  # noqa: ANN401 -- any printable value

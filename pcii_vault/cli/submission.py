@@ -73,10 +73,17 @@ def template(
         _write_new(attachment_out, example_attachment_bytes())
         state.output.note(f"wrote example attachment {attachment_out}")
     if out is None:
-        typer.echo(text, nl=False)
+        # The template is a JSON document: with --json, the same document on one line.
+        typer.echo(json.dumps(example_submission()) if state.output.json_mode else text, nl=False)
+        if state.output.json_mode:
+            typer.echo("")
         return
     _write_new(out, text.encode("utf-8"))
     state.output.note(f"wrote example submission {out}; edit it, then: pcii submit {out}")
+    if state.output.json_mode:
+        state.output.result(
+            {"out": str(out), "attachment": str(attachment_out) if attachment_out else None}
+        )
 
 
 def schema_command() -> None:

@@ -67,7 +67,7 @@ class Cli:
 
     def ok(self, *args: str, who: str | None = None) -> Result:
         result = self.run("--json", *args, who=who)
-        assert result.code == 0, f"pcii {' '.join(args)} -> {result.code}: {result.err}"
+        assert result.code == 0, f"pcii {' '.join(args)} -> {result.code}: {result.err}{result.out}"
         return result
 
     def init(self) -> None:

@@ -1,0 +1,198 @@
+"""What a new user meets in the first hour (issue 12): hostile text, JSON errors, sectors.
+
+Markup-like text, control characters and right-to-left marks go into every free-text
+field a user can fill; then every listing runs and shows them as written (escaped),
+never as Rich markup and never as raw control characters.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.conftest import WATER, Cli
+
+pytestmark = pytest.mark.slow
+
+HOSTILE = "pump station [/draft] [bold red]x[/] \u202eevil\u202c \u200f\x1b[31m\x07end"
+MARKUP = "pump station [/draft] review [bold]"
+# How the listings must show it: markup as text, control and bidi marks as escapes.
+SHOWN = "pump station [/draft] [bold red]x[/] \\u202eevil\\u202c \\u200f\\u001b[31m\\u0007end"
+
+
+def _submit(cli: Cli, **changes: object) -> str:
+    path = cli.write_submission(**changes)
+    result = cli.ok("submit", str(path), "--attach", str(cli.attachment()), who="owner")
+    return str(result.json()["tracking_number"])
+
+
+def test_hostile_text_in_every_free_text_field_never_breaks_a_listing(populated: Cli) -> None:
+    cli = populated
+    cli.add(
+        "odd", "analyst", "--org", HOSTILE, "--sector", WATER, "--training-expires", "2099-01-01"
+    )
+    # A submission refuses control characters itself; markup-like text it takes as text.
+    tracking = _submit(cli, title=MARKUP, summary=MARKUP)
+    cli.ok("validate", tracking, who="office")
+    cli.ok("get", tracking, "--purpose", HOSTILE, "--out", str(cli.root / "r1"), who="fedwater")
+    withdrawn = _submit(cli)
+    cli.ok("withdraw", withdrawn, "--reason", HOSTILE, who="owner")
+    rejected = _submit(cli)
+    cli.ok("reject", rejected, "--ground", "not-cii", "--reason", HOSTILE, who="office")
+    listings = [
+        (["principal", "list"], None),
+        (["search"], "fedwater"),
+        (["audit", "recipients", tracking], None),
+        (["audit", "log"], None),
+        (["audit", "report"], None),
+        (["office", "due", "--within", "60"], None),
+        (["status", tracking], "owner"),
+    ]
+    for args, who in listings:
+        result = cli.run(*args, who=who)
+        assert result.code == 0, f"pcii {' '.join(args)} -> {result.code}: {result.err}"
+        assert "\x1b" not in result.out and "\u202e" not in result.out, args
+        assert "\x07" not in result.out, args
+    principals = cli.run("principal", "list").out
+    assert SHOWN in principals
+    recipients = cli.run("audit", "recipients", tracking).out
+    assert SHOWN in recipients
+    # The same data under --json is the data, exactly as given.
+    rows = cli.ok("audit", "recipients", tracking).lines()
+    assert rows[0]["purpose"] == HOSTILE
+
+
+def test_listings_are_plain_rows_with_whole_identifiers_when_not_a_terminal(
+    populated: Cli,
+) -> None:
+    cli = populated
+    tracking = _submit(cli)
+    out = cli.run("search", who="office").out
+    header, *rows = out.splitlines()
+    assert header.split("\t")[0] == "tracking_number"
+    assert any(row.split("\t")[0] == tracking for row in rows)
+    log = cli.run("audit", "log", "--record", tracking).out.splitlines()
+    assert log[0].split("\t") == [
+        "seq",
+        "time",
+        "type",
+        "actor",
+        "record",
+        "action",
+        "decision",
+        "policies",
+    ]
+    assert all(row.split("\t")[4] == tracking for row in log[1:])
+
+
+def test_sector_is_repeatable_checked_and_suggested(populated: Cli) -> None:
+    cli = populated
+    nuclear = "Nuclear Reactors, Materials, and Waste"
+    cli.add("nuke", "analyst", "--sector", nuclear, "--sector", "Energy")
+    listed = {p["id"]: p for p in cli.ok("principal", "list").lines()}
+    assert listed["nuke"]["sectors"] == [nuclear, "Energy"]
+    typo = cli.run(
+        "principal",
+        "add",
+        "typo",
+        "--role",
+        "analyst",
+        "--key-out",
+        str(cli.key("typo")),
+        "--sector",
+        "Watr",
+        who="admin",
+    )
+    assert typo.code == 2
+    assert "did you mean 'Water and Wastewater Systems'" in typo.err
+    assert not cli.key("typo").exists()
+    update = cli.run("principal", "update", "nuke", "--sector", "Enrgy", who="admin")
+    assert update.code == 2 and "did you mean 'Energy'" in update.err
+    cli.ok("principal", "update", "nuke", "--sector", WATER, who="admin")
+    listed = {p["id"]: p for p in cli.ok("principal", "list").lines()}
+    assert listed["nuke"]["sectors"] == [WATER]
+
+
+def test_every_error_under_json_is_one_json_object(populated: Cli) -> None:
+    cli = populated
+    # A submission with several problems: each with its field path.
+    bad = cli.write_submission("bad.json", tlp="TLP:PURPLE", sector="Watr")
+    result = cli.run("--json", "submit", str(bad), who="owner")
+    assert result.code == 2
+    error = result.json()
+    assert error["exit_code"] == 2
+    paths = {p["path"] for p in error["problems"]}
+    assert {"tlp", "sector"} <= paths, error
+    # A usage error.
+    usage = cli.run("--json", "get")
+    assert usage.code == 2 and usage.json()["exit_code"] == 2
+    assert "pcii get --help" in usage.json()["error"]
+    # A denial.
+    tracking = _submit(cli)
+    denied = cli.run(
+        "--json",
+        "get",
+        tracking,
+        "--purpose",
+        "curious",
+        "--out",
+        str(cli.root / "x"),
+        who="energy",
+    )
+    assert denied.code == 3 and denied.json()["exit_code"] == 3
+    # --debug never changes the exit code.
+    debug = cli.run(
+        "--debug",
+        "get",
+        tracking,
+        "--purpose",
+        "curious",
+        "--out",
+        str(cli.root / "y"),
+        who="energy",
+    )
+    assert debug.code == 3
+    assert "pcii: error:" in debug.err
+
+
+def test_version_template_and_proof_are_json_on_one_line(populated: Cli) -> None:
+    cli = populated
+    version = cli.run("--json", "--version")
+    assert version.code == 0 and version.json()["name"] == "pcii-vault"
+    template = cli.run("--json", "submission", "template")
+    assert template.code == 0 and len(template.out.splitlines()) == 1
+    assert json.loads(template.out)["sector"]
+    proof = cli.run("--json", "audit", "prove", "--index", "0")
+    assert proof.code == 0 and len(proof.out.splitlines()) == 1
+    assert json.loads(proof.out)
+
+
+def test_audit_verify_json_on_a_broken_log_says_not_sound(populated: Cli) -> None:
+    cli = populated
+    assert cli.ok("audit", "verify").json()["sound"] is True
+    # --log takes the vault directory itself.
+    assert cli.ok("audit", "verify", "--log", str(cli.vault)).json()["sound"] is True
+    entries = sorted((cli.vault / "objects" / "log" / "tile" / "entries").rglob("*"))
+    bundle = next(p for p in entries if p.is_file())
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bundle.chmod(0o600)
+    bundle.write_bytes(bytes(data))
+    result = cli.run("--json", "audit", "verify")
+    assert result.code == 4, result.err
+    verdict = result.json()
+    assert verdict["sound"] is False and verdict["exit_code"] == 4 and verdict["error"]
+
+
+def test_usage_errors_are_one_pcii_error_line(cli: Cli) -> None:
+    result = cli.run("submit")
+    assert result.code == 2
+    assert result.err.startswith("pcii: error:") and len(result.err.splitlines()) == 1
+    unknown = cli.run("frobnicate")
+    assert unknown.code == 2 and unknown.err.startswith("pcii: error:")
+
+
+def test_help_of_a_group_alone_is_its_help(cli: Cli) -> None:
+    result = cli.run("principal")
+    assert result.code == 0 and "Usage: pcii principal" in result.out
