@@ -70,6 +70,7 @@ from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
 from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.models.submission import Submission, validate_submission_bytes
+from pcii_vault.policy.denial import explain_denial
 from pcii_vault.policy.engine import (
     Decision,
     EntityDirectory,
@@ -400,20 +401,22 @@ class Vault:
         record: RecordRow | None,
         directory: EntityDirectory | None = None,
     ) -> Decision:
+        return self.policy.decide(
+            _principal_facts(principal),
+            request.body.action,
+            _record_facts(record) if record is not None else None,
+            self._request_facts(request),
+            directory=directory,
+        )
+
+    def _request_facts(self, request: SignedRequest) -> RequestFacts:
         body = request.body
-        context = RequestFacts(
+        return RequestFacts(
             purpose=body.purpose or "",
             use=body.use or "",
             authority=body.authority,
             emergency=bool(body.params.get("emergency", False)),
             now=self._clock(),
-        )
-        return self.policy.decide(
-            _principal_facts(principal),
-            body.action,
-            _record_facts(record) if record is not None else None,
-            context,
-            directory=directory,
         )
 
     def _decision_event(
@@ -453,13 +456,17 @@ class Vault:
         decision = self._decide(principal, request, record)
         if not decision.allowed:
             self._append([self._decision_event("access.decided", request, decision)])
-            if decision.errors:
-                reason = "policy evaluation failed: " + "; ".join(decision.errors)
-            elif decision.policy_ids:
-                reason = "forbidden by " + ", ".join(decision.policy_ids)
-            else:
-                reason = "no policy permits it"
-            raise PolicyDenied(f"{action} denied for {principal.id!r}: {reason}")
+            # Name the reason a person can act on, and the command that replays it.
+            raise PolicyDenied(
+                explain_denial(
+                    self.policy,
+                    _principal_facts(principal),
+                    action=action,
+                    record=_record_facts(record) if record is not None else None,
+                    context=self._request_facts(request),
+                    decision=decision,
+                )
+            )
         return principal, decision
 
     def _record(self, tracking: str) -> RecordRow:

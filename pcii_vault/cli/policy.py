@@ -228,6 +228,9 @@ def explain(
             show_default=False,
         ),
     ] = None,
+    no_sectors: Annotated[
+        bool, typer.Option("--no-sectors", help="Principal has no sector of need to know.")
+    ] = False,
     contractor: Annotated[
         bool, typer.Option("--contractor", help="Principal is a contractor.")
     ] = False,
@@ -286,7 +289,7 @@ def explain(
         "role": role,
         "organisation": org,
         "level": level,
-        "sectors": sector if sector is not None else ["Energy"],
+        "sectors": [] if no_sectors else (sector if sector is not None else ["Energy"]),
         "training_expires": None if untrained else moment + timedelta(days=365),
         "nda_signed": None if no_nda else (moment - timedelta(days=30)).date(),
         "contractor": contractor,

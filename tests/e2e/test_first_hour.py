@@ -8,6 +8,8 @@ never as Rich markup and never as raw control characters.
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +198,64 @@ def test_usage_errors_are_one_pcii_error_line(cli: Cli) -> None:
 def test_help_of_a_group_alone_is_its_help(cli: Cli) -> None:
     result = cli.run("principal")
     assert result.code == 0 and "Usage: pcii principal" in result.out
+
+
+def _replay(cli: Cli, message: str) -> dict[str, object]:
+    """Run the `pcii policy explain ...` command a denial printed, against the vault."""
+    command = shlex.split(message.split("see why: ", 1)[1])
+    assert command[:3] == ["pcii", "policy", "explain"]
+    result = cli.run("--json", *command[1:])
+    assert result.code == 0, result.err
+    return dict(result.json())
+
+
+def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli)
+    owner = cli.run("validate", tracking, who="owner")
+    assert owner.code == 3
+    assert "an owner cannot validate; only: office" in owner.err, owner.err
+    assert _replay(cli, owner.err)["decision"] == "deny"
+    # The office cannot destroy a submission still owed a decision: the message says
+    # which states it can destroy in, as the README does.
+    destroy = cli.run("destroy", tracking, "--reason", "schedule", who="office")
+    assert destroy.code == 3
+    assert "a received record cannot be given 'destroy'" in destroy.err
+    assert "validated, categorical" in destroy.err and "withdrawn" in destroy.err
+    assert _replay(cli, destroy.err)["decision"] == "deny"
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert "may\n`destroy` any record" not in readme and "`destroy` any record" not in readme
+
+
+def test_policy_explain_takes_the_same_defaults_as_get(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli)
+    cli.ok("validate", tracking, who="office")
+    got = cli.run(
+        "get",
+        tracking,
+        "--purpose",
+        "drought planning",
+        "--out",
+        str(cli.root / "g"),
+        who="fedwater",
+    )
+    assert got.code == 0, got.err
+    explained = cli.ok(
+        "policy",
+        "explain",
+        "--action",
+        "retrieve",
+        "--org",
+        "EPA Water Security Division",
+        "--sector",
+        WATER,
+        "--no-nda",
+        "--record-sector",
+        WATER,
+        "--submitter-org",
+        "Riverbend Municipal Water Authority",
+        "--purpose",
+        "drought planning",
+    ).json()
+    assert explained["decision"] == "permit", explained
