@@ -27,7 +27,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -81,7 +81,7 @@ from pcii_vault.policy.entities import PrincipalFacts, RecordFacts, RequestFacts
 from pcii_vault.receipt import Receipt
 from pcii_vault.store import open_store
 from pcii_vault.store.base import ObjectStore
-from pcii_vault.submitter import SealedUpload
+from pcii_vault.submitter import MAX_DOCUMENT_BYTES, SealedUpload
 
 __all__ = ["KeyStatus", "Release", "Rewrap", "Vault"]
 
@@ -645,7 +645,7 @@ class Vault:
 
     def _open_submission_document(self, dek: bytes, sealed: SealedUpload) -> Submission:
         ctx = ObjectContext(self.config.vault_id, sealed.tracking_number, "document")
-        document = b"".join(open_object(dek, ctx, self.store.open_stream(_doc_key(ctx))))
+        document = _read_document(self.store, dek, ctx, sealed.files)
         names = [f["name"] for f in sealed.files if f["object"] != "document"]
         return validate_submission_bytes(document, attachment_names=names)
 
@@ -784,7 +784,7 @@ class Vault:
         # nothing touches the disk until the access event is in the log.
         dek = self.keyring.unwrap(wrapped, RecordContext(self.config.vault_id, tracking).to_bytes())
         doc_ctx = ObjectContext(self.config.vault_id, tracking, "document")
-        document = b"".join(open_object(dek, doc_ctx, self.store.open_stream(_doc_key(doc_ctx))))
+        document = _read_document(self.store, dek, doc_ctx, record.files)
         events = [self._decision_event("access.decided", request, decision)]
         if "notify:program-office" in decision.obligations:
             # 6 CFR 29.8(f): a contemporaneous written notice to the program office.
@@ -1156,6 +1156,43 @@ def _draft(event_type: EventType, now: datetime, **fields: Any) -> Event:  # noq
 
 def _doc_key(ctx: ObjectContext) -> str:
     return f"records/{ctx.record_id}/{ctx.object_name}"
+
+
+# Stored bytes per plaintext byte are bounded: 16 KiB chunks, each with a small tag; 64
+# bytes per chunk plus a header is a generous bound for the size check before decrypting.
+_MAX_DOCUMENT_STORED = MAX_DOCUMENT_BYTES + (MAX_DOCUMENT_BYTES // 16384 + 2) * 64 + 4096
+
+
+def _read_document(
+    store: ObjectStore, dek: bytes, ctx: ObjectContext, files: Iterable[Mapping[str, Any]]
+) -> bytes:
+    """Decrypt a record's document into memory, never past its declared size.
+
+    A document is JSON of at most `MAX_DOCUMENT_BYTES` (the owner's client refuses larger
+    ones). The declared plaintext size and the stored object's size are checked before
+    decrypting, and the plaintext is counted while it streams, so a forged 256 MiB
+    "document" is refused at its first excess chunk instead of filling memory.
+
+    Raises:
+        IntegrityError: the declared size is missing, over the limit, or not the size
+            the stored object decrypts to.
+    """
+    declared = next((f.get("size") for f in files if f.get("object") == ctx.object_name), None)
+    if not isinstance(declared, int) or not 0 <= declared <= MAX_DOCUMENT_BYTES:
+        raise IntegrityError(f"document of {ctx.record_id}: declared size is not within limits")
+    key = _doc_key(ctx)
+    if store.head(key).size > _MAX_DOCUMENT_STORED:
+        raise IntegrityError(f"document of {ctx.record_id}: stored object is too large")
+    parts: list[bytes] = []
+    total = 0
+    for chunk in open_object(dek, ctx, store.open_stream(key)):
+        total += len(chunk)
+        if total > declared:
+            raise IntegrityError(f"document of {ctx.record_id}: larger than its declared size")
+        parts.append(chunk)
+    if total != declared:
+        raise IntegrityError(f"document of {ctx.record_id}: smaller than its declared size")
+    return b"".join(parts)
 
 
 def _require_record_id(request: SignedRequest) -> str:

@@ -9,7 +9,6 @@ here changes a vault.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ import typer
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import DEFAULT_USE
+from pcii_vault.crypto.canonical import parse_json_object
 from pcii_vault.errors import InputError
 from pcii_vault.policy.cases import CaseRequest, load_case_file, run_cases
 from pcii_vault.policy.engine import PolicyEngine, PolicyLoadError, default_policy_directory
@@ -175,13 +175,7 @@ def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
             text = Path(value).read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"{name}: cannot read {value}: {exc.strerror}") from None
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{name}: not JSON: {exc.msg}") from None
-    if not isinstance(parsed, dict):
-        raise InputError(f"{name}: expected a JSON object")
-    return parsed
+    return parse_json_object(text.encode("utf-8"), name)
 
 
 @app.command("explain")

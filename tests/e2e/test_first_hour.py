@@ -259,3 +259,32 @@ def test_policy_explain_takes_the_same_defaults_as_get(populated: Cli) -> None:
         "drought planning",
     ).json()
     assert explained["decision"] == "permit", explained
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deep", "[" * 100_000 + "]" * 100_000),
+        ("deep-object", '{"a":' * 100_000 + "1" + "}" * 100_000),
+        ("huge-int", '{"title": ' + "9" * 5000 + "}"),
+    ],
+)
+def test_pathological_json_is_bad_input_everywhere(cli: Cli, name: str, text: str) -> None:
+    """Exit 2 with one line, never 1: submissions, policy cases and explain inputs."""
+    cli.init()
+    cli.add("owner", "owner")
+    path = cli.root / f"{name}.json"
+    path.write_text(text)
+    for args, who in (
+        (["submit", str(path)], "owner"),
+        (["policy", "test", str(path)], None),
+        (["policy", "explain", "--action", "retrieve", "--principal-json", str(path)], None),
+    ):
+        result = cli.run(*args, who=who)
+        assert result.code == 2, f"{args}: {result.code} {result.err}"
+        assert result.err.startswith("pcii: error:") and len(result.err.splitlines()) == 1
+
+
+def test_a_request_time_without_a_zone_is_bad_input(cli: Cli) -> None:
+    result = cli.run("policy", "explain", "--action", "retrieve", "--now", "2026-06-01T12:00:00")
+    assert result.code == 2 and "time zone" in result.err
