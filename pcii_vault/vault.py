@@ -22,6 +22,7 @@ import base64
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import secrets
@@ -65,6 +66,7 @@ from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
 from pcii_vault.marking import render_release
+from pcii_vault.marking_pdf import UnmarkablePdf, stamp_pdf
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
@@ -832,7 +834,8 @@ class Vault:
         submission = validate_submission_bytes(
             document, attachment_names=[f["name"] for f in attachments]
         )
-        package = render_release(
+        render = functools.partial(
+            render_release,
             submission,
             attachments,
             decision.obligations,
@@ -843,27 +846,44 @@ class Vault:
             purpose=request.body.purpose or "",
             authority=request.body.authority,
         )
-        written: list[str] = []
-        for name, data in package.files.items():
-            write_new_file(staging / name, data, mode=0o600)
-            written.append(name)
-        # Redaction cannot reach inside binary attachments: the package names the ones
-        # that may be released; the others are withheld.
+        package = render()
+        # The package names the attachments the policy releases; PDFs among them are
+        # stamped page by page, and one that cannot be stamped is withheld (the cover
+        # sheet, rendered again, says why). Plaintext stays inside the staging directory.
         released = [m for m in attachments if m["name"] in package.attachments]
         files_dir = staging / "attachments"
         if released:
             files_dir.mkdir()
-        for meta in released:
+        unmarkable: dict[str, str] = {}
+        for number, meta in enumerate(released):
+            stamp = package.stamps.get(meta["name"])
+            dest = files_dir / package.file_names[meta["name"]]
+            plain = dest if stamp is None else staging / f".attachment-{number}.plain"
             ctx = ObjectContext(vault_id, record.tracking, meta["object"])
             digest, _ = decrypt_to_file(
                 dek,
                 ctx,
                 self.store.open_stream(f"records/{record.tracking}/{meta['object']}"),
-                files_dir / meta["name"],
+                plain,
             )
             if digest != meta["sha256"]:
                 raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
-            written.append(f"attachments/{meta['name']}")
+            if stamp is not None:
+                try:
+                    stamp_pdf(plain, dest, stamp)
+                except UnmarkablePdf as exc:
+                    unmarkable[meta["name"]] = str(exc)
+                finally:
+                    plain.unlink()
+        if unmarkable:
+            package = render(unmarkable=unmarkable)
+        written: list[str] = []
+        for name, data in package.files.items():
+            write_new_file(staging / name, data, mode=0o600)
+            written.append(name)
+        written += [f"attachments/{package.file_names[n]}" for n in package.attachments]
+        if released and not package.attachments:
+            files_dir.rmdir()
         return tuple(written)
 
     # ----- keys ----------------------------------------------------------------------

@@ -222,12 +222,12 @@ def load_case_file(path: Path) -> list[PolicyCase]:
         raise InputError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
     except RecursionError:
         raise InputError(f"{path}: JSON nested too deeply") from None
-    except ValueError:  # an integer of thousands of digits
-        raise InputError(f"{path}: a JSON number is too large to read") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InputError(f"{path}: bad case file at {where}: {first['msg']}") from None
+    except ValueError:  # after ValidationError (a ValueError): a number of 5,000 digits
+        raise InputError(f"{path}: a JSON number is too large to read") from None
     cases: list[PolicyCase] = []
     seen: set[str] = set()
     for case in spec.cases:
