@@ -15,7 +15,7 @@ from pcii_vault.cli.params import (
     USE_HELP,
     check_sectors,
 )
-from pcii_vault.cli.render import record_row, release_row
+from pcii_vault.cli.render import record_row, release_row, release_summary
 from pcii_vault.cli.session import acting
 from pcii_vault.errors import InputError
 from pcii_vault.models.reference import reference_data
@@ -63,11 +63,7 @@ def get(
             me, "retrieve", record=tracking, purpose=purpose, use=use, authority=authority
         )
         release = vault.release(request, out)
-    state.output.result(
-        release_row(release),
-        human=f"{release.tracking_number} released to {release.directory} "
-        f"(access event {release.access_index})",
-    )
+    state.output.result(release_row(release), human=release_summary(release))
 
 
 def search(

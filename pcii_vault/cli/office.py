@@ -11,7 +11,7 @@ import typer
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import PURPOSE_HELP, TRACKING, suggest
-from pcii_vault.cli.render import record_row, release_row
+from pcii_vault.cli.render import record_row, release_row, release_summary
 from pcii_vault.cli.session import acting, opened
 from pcii_vault.errors import InputError
 from pcii_vault.models.event import EventType
@@ -67,10 +67,7 @@ def review(
     with acting(state) as (vault, me):
         request = vault.sign(me, "review", record=tracking, purpose=purpose)
         release = vault.release(request, out)
-    state.output.result(
-        release_row(release),
-        human=f"{release.tracking_number} written to {release.directory}",
-    )
+    state.output.result(release_row(release), human=release_summary(release))
 
 
 def validate(

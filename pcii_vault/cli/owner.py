@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
@@ -84,16 +91,22 @@ def _submit(
     tracking = vault.new_tracking_number()
     total = sum(p.stat().st_size for p in attachments)
     show = bool(attachments) and not state.output.json_mode and state.output.errors.is_terminal
+    # One 80-column line: the file being sent, a short bar, bytes, speed and time left.
     with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
+        TextColumn("{task.description}", markup=False),
+        BarColumn(bar_width=16),
         DownloadColumn(),
         TransferSpeedColumn(),
+        TimeRemainingColumn(compact=True),
         console=state.output.errors,
         disable=not show,
         transient=True,
     ) as bar:
-        task = bar.add_task("encrypting and uploading", total=total)
+        task = bar.add_task("encrypting", total=total)
+
+        def advance(name: str, done: int) -> None:
+            bar.update(task, advance=done, description=_short(name))
+
         sealed = upload(
             vault.store,
             vault_id=vault.config.vault_id,
@@ -102,10 +115,15 @@ def _submit(
             kek_version=vault.current_kek_version(),
             document=document,
             attachments=attachments,
-            progress=lambda _name, n: bar.advance(task, n),
+            progress=advance,
         )
     request = vault.sign(me, "submit", record=tracking, params={"files": list(sealed.files)})
     return vault.receive(request, sealed)
+
+
+def _short(name: str, width: int = 20) -> str:
+    """A file name cut to `width` for the progress line (the name, not an identifier)."""
+    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 def status(ctx: typer.Context, tracking: Annotated[str, TRACKING]) -> None:
