@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from pcii_vault.demo import keep_instructions
 from tests.e2e.conftest import WATER, Cli
 
 pytestmark = pytest.mark.slow
@@ -288,3 +290,29 @@ def test_pathological_json_is_bad_input_everywhere(cli: Cli, name: str, text: st
 def test_a_request_time_without_a_zone_is_bad_input(cli: Cli) -> None:
     result = cli.run("policy", "explain", "--action", "retrieve", "--now", "2026-06-01T12:00:00")
     assert result.code == 2 and "time zone" in result.err
+
+
+def test_store_check_leaves_no_probe_objects(cli: Cli) -> None:
+    cli.init()
+    objects = cli.vault / "objects"
+    before = {p for p in objects.rglob("*") if p.name != ".pcii-store.lock"}
+    cli.ok("store", "check")
+    after = {p for p in objects.rglob("*") if p.name != ".pcii-store.lock"}
+    assert after == before
+
+
+def test_kept_demo_prints_export_lines_that_work(cli: Cli) -> None:
+    """The lines `PCII_DEMO_KEEP=1 make demo` prints, pasted into a clean shell."""
+    cli.init()
+    exports = [line for line in keep_instructions(cli.root) if line.startswith("export ")]
+    script = "\n".join([*exports, "pcii --json principal list"])
+    done = subprocess.run(
+        ["bash", "-c", script],
+        env={"HOME": str(cli.root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["id"] == "admin"
