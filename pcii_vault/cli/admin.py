@@ -5,24 +5,17 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import check_sectors
-from pcii_vault.cli.session import acting, identity, opened, unseal_secret, vault_dir
-from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
-from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import InputError
-from pcii_vault.identity import Identity
-from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN, Principal, PrincipalAttributes
-from pcii_vault.models.problems import describe
-from pcii_vault.store import open_store
-from pcii_vault.store.probe import check_store
-from pcii_vault.vault import Vault
+
+if TYPE_CHECKING:
+    from pcii_vault.models.principal import Principal, PrincipalAttributes
 
 __all__ = ["index_app", "init", "principal_app", "store_app"]
 
@@ -37,7 +30,7 @@ index_app = CliTyper(
 )
 
 # Cheap enough for a test suite that creates hundreds of vaults; never for real keyrings.
-_INSECURE_TEST_SCRYPT = ScryptParams(n=2**10, r=8, p=1)
+_INSECURE_TEST_SCRYPT = {"n": 2**10, "r": 8, "p": 1}
 
 _ROLE = typer.Option(
     "--role", metavar="ROLE", help="owner, office, analyst, auditor or admin.", show_default=False
@@ -98,6 +91,10 @@ def init(
     ] = False,
 ) -> None:
     """Create a vault: config, sealed keyring, store layout, log, and the first admin."""
+    from pcii_vault.cli.session import unseal_secret, vault_dir
+    from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
+    from pcii_vault.vault import Vault
+
     state: CliState = ctx.obj
     root = vault_dir(state)
     key_out = admin_key_out or root / "admin.key"
@@ -105,7 +102,7 @@ def init(
     kdf = DEFAULT_SCRYPT
     if insecure_fast_kdf:
         state.output.note("warning: --insecure-fast-kdf: the keyring is cheap to brute-force")
-        kdf = _INSECURE_TEST_SCRYPT
+        kdf = ScryptParams(**_INSECURE_TEST_SCRYPT)
     vault, _ = Vault.create(
         root,
         store_url=store,
@@ -142,6 +139,11 @@ def _attributes(
     nda_signed: date | None,
     contractor: bool,
 ) -> PrincipalAttributes:
+    from pydantic import ValidationError
+
+    from pcii_vault.models.principal import PrincipalAttributes
+    from pcii_vault.models.problems import describe
+
     try:
         return PrincipalAttributes.model_validate(
             {
@@ -195,6 +197,11 @@ def principal_add(
     ] = False,
 ) -> None:
     """Register a user and write their new private key file (an admin's act)."""
+    from pcii_vault.cli.session import identity, opened
+    from pcii_vault.crypto.signing import Ed25519PrivateKey
+    from pcii_vault.identity import Identity
+    from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN
+
     state: CliState = ctx.obj
     me = identity(state)
     attributes = _attributes(
@@ -265,6 +272,8 @@ def principal_update(
     ] = None,
 ) -> None:
     """Change a user's attributes or suspend / reactivate them (an admin's act)."""
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     changes: dict[str, Any] = {}
     if org is not None:
@@ -298,6 +307,8 @@ def principal_update(
 @principal_app.command("revoke")
 def principal_revoke(ctx: typer.Context, name: Annotated[str, _NAME]) -> None:
     """Revoke a user for good (an admin's act)."""
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         request = vault.sign(me, "manage-principals", params={"revoke": name})
@@ -308,6 +319,8 @@ def principal_revoke(ctx: typer.Context, name: Annotated[str, _NAME]) -> None:
 @principal_app.command("list")
 def principal_list(ctx: typer.Context) -> None:
     """List every registered user (from the index of the log)."""
+    from pcii_vault.cli.session import opened
+
     state: CliState = ctx.obj
     with opened(state) as vault:
         vault.sync()
@@ -332,9 +345,13 @@ def principal_list(ctx: typer.Context) -> None:
 @store_app.command("check")
 def store_check(ctx: typer.Context) -> None:
     """Run the conformance probe (conditional writes, checksums, ranges) on the vault's store."""
+    from pcii_vault.cli.session import vault_dir
+    from pcii_vault.store import open_store
+    from pcii_vault.store.probe import check_store
+
     state: CliState = ctx.obj
     root = vault_dir(state)
-    from pcii_vault.config import VaultConfig, VaultPaths  # noqa: PLC0415
+    from pcii_vault.config import VaultConfig, VaultPaths
 
     paths = VaultPaths(root)
     config = VaultConfig.load(paths.config)
@@ -347,6 +364,8 @@ def store_check(ctx: typer.Context) -> None:
 @index_app.command("rebuild")
 def index_rebuild(ctx: typer.Context) -> None:
     """Rebuild the local index from the log (it is only a cache of the log)."""
+    from pcii_vault.cli.session import opened
+
     state: CliState = ctx.obj
     with opened(state) as vault:
         count = vault.rebuild_index()

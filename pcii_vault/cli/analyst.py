@@ -15,10 +15,7 @@ from pcii_vault.cli.params import (
     USE_HELP,
     check_sectors,
 )
-from pcii_vault.cli.render import record_row, release_row, release_summary
-from pcii_vault.cli.session import acting
 from pcii_vault.errors import InputError
-from pcii_vault.models.reference import reference_data
 
 __all__ = ["get", "search"]
 
@@ -44,6 +41,10 @@ def get(
     ] = None,
 ) -> None:
     """Retrieve a record: the policy decides, the log records, the release is marked."""
+    from pcii_vault.cli.render import release_row, release_summary
+    from pcii_vault.cli.session import acting
+    from pcii_vault.models.reference import reference_data
+
     if not purpose.strip():
         raise InputError("--purpose must state why you need the record")
     reference = reference_data()
@@ -94,6 +95,9 @@ def search(
     use: Annotated[str, typer.Option("--use", metavar="USE", help=USE_HELP)] = DEFAULT_USE,
 ) -> None:
     """List the records you may act on (metadata only)."""
+    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.session import acting
+
     sectors = check_sectors(sector or [])
     state: CliState = ctx.obj
     with acting(state) as (vault, me):

@@ -13,21 +13,19 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.config import VaultConfig, VaultPaths
 from pcii_vault.errors import ConfigError, InputError, IntegrityError
-from pcii_vault.index import Index
-from pcii_vault.ledger.log import Ledger
-from pcii_vault.ledger.note import NoteVerifier, parse_checkpoint
-from pcii_vault.ledger.proof import ProofBundle, iter_events, prove, verify_bundle
-from pcii_vault.ledger.verify import verify_log
-from pcii_vault.models.event import Event
-from pcii_vault.store import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from pcii_vault.ledger.log import Ledger
+    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.models.event import Event
+    from pcii_vault.store import ObjectStore
 
 __all__ = ["app"]
 
@@ -64,6 +62,8 @@ def _state(ctx: typer.Context) -> CliState:
 
 
 def _read_key(key: str) -> NoteVerifier:
+    from pcii_vault.ledger.note import NoteVerifier
+
     path = Path(key)
     text = key
     if "+" not in key or path.is_file():
@@ -85,6 +85,10 @@ def open_log(
     Raises:
         ConfigError: no log or no key can be found.
     """
+    from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.store import open_store
+
     config: VaultConfig | None = None
     if state.vault is not None:
         config = VaultConfig.load(VaultPaths(state.vault).config)
@@ -108,6 +112,9 @@ def open_log(
 
 def _log_store(directory: Path) -> ObjectStore:
     """The store holding `log/`: a copied log directory, or a vault directory (any store)."""
+    from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.store import open_store
+
     if (directory / "log").is_dir():
         return open_store(f"file://{directory.resolve()}", root_for_file=directory)
     paths = VaultPaths(directory)
@@ -118,6 +125,8 @@ def _log_store(directory: Path) -> ObjectStore:
 
 
 def _reader(store: ObjectStore, verifier: NoteVerifier) -> Ledger:
+    from pcii_vault.ledger.log import Ledger
+
     return Ledger(store, verifier.name, signer=None, verifier=verifier.public_key)
 
 
@@ -145,6 +154,10 @@ def verify_command(
     ] = False,
 ) -> None:
     """Audit the whole log: signatures, entries, tiles, history, legal events (exit 4 if not)."""
+    from pcii_vault.index import Index
+    from pcii_vault.ledger.note import parse_checkpoint
+    from pcii_vault.ledger.verify import verify_log
+
     state = _state(ctx)
     store, _, verifier = open_log(state, log, key)
     trusted = None
@@ -198,6 +211,8 @@ def prove_command(
     key: KeyOption = None,
 ) -> None:
     """Print (or write) the inclusion proof bundle of one event."""
+    from pcii_vault.ledger.proof import prove
+
     state = _state(ctx)
     store, _, verifier = open_log(state, log, key)
     bundle = prove(_reader(store, verifier), index)
@@ -220,6 +235,10 @@ def verify_proof_command(
     key: KeyOption = None,
 ) -> None:
     """Check a proof bundle offline (exit 4 if it does not verify)."""
+    from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.ledger.proof import ProofBundle, verify_bundle
+
     state = _state(ctx)
     if key is not None:
         verifier = _read_key(key)
@@ -243,6 +262,9 @@ def verify_proof_command(
 @app.command("key")
 def key_command(ctx: typer.Context, log: LogOption = None, key: KeyOption = None) -> None:
     """Print the log's signed-note verifier key."""
+    from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.ledger.note import NoteVerifier
+
     state = _state(ctx)
     if key is not None:
         verifier = _read_key(key)
@@ -269,6 +291,8 @@ def _filtered(
     key: str | None,
     filters: dict[str, Any],
 ) -> Iterator[Event]:
+    from pcii_vault.ledger.proof import iter_events
+
     store, _, verifier = open_log(state, log, key)
     return iter_events(_reader(store, verifier), **filters)
 
@@ -364,6 +388,8 @@ def export_command(
     key: KeyOption = None,
 ) -> None:
     """Export every event as JSON lines or CSV, streaming."""
+    from pcii_vault.models.event import Event
+
     state = _state(ctx)
     if fmt not in {"jsonl", "csv"}:
         raise InputError("--format must be jsonl or csv")

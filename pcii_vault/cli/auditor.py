@@ -11,18 +11,15 @@ import typer
 from pcii_vault.cli.audit import KeyOption, LogOption, open_log
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import TRACKING
-from pcii_vault.cli.session import opened
 from pcii_vault.errors import InputError, IntegrityError
-from pcii_vault.index import Index
-from pcii_vault.ledger.log import Ledger
-from pcii_vault.ledger.verify import verify_log
-from pcii_vault.models.event import Event
 
 __all__ = ["checkpoint", "recipients", "report"]
 
 
 def recipients(ctx: typer.Context, tracking: Annotated[str, TRACKING]) -> None:
     """Everyone who received a record's content: who, when, why, under what authority."""
+    from pcii_vault.cli.session import opened
+
     state: CliState = ctx.obj
     with opened(state) as vault:
         vault.sync()
@@ -37,6 +34,10 @@ def recipients(ctx: typer.Context, tracking: Annotated[str, TRACKING]) -> None:
 
 def report(ctx: typer.Context, log: LogOption = None, key: KeyOption = None) -> None:
     """A self-inspection report from the verified log: events, denials, releases, states."""
+    from pcii_vault.index import Index
+    from pcii_vault.ledger.verify import verify_log
+    from pcii_vault.models.event import Event
+
     state: CliState = ctx.obj
     store, _, verifier = open_log(state, log, key)
     history = Index.in_memory()
@@ -105,6 +106,8 @@ def checkpoint(
     `pcii audit verify --trusted-checkpoint FILE` then proves the log only grew from it:
     no rollback, no fork.
     """
+    from pcii_vault.ledger.log import Ledger
+
     state: CliState = ctx.obj
     store, origin, verifier = open_log(state, log, key)
     current = Ledger(store, origin, signer=None, verifier=verifier.public_key).checkpoint()

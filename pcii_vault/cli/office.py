@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import PURPOSE_HELP, TRACKING, suggest
-from pcii_vault.cli.render import record_row, release_row, release_summary
-from pcii_vault.cli.session import acting, opened
 from pcii_vault.errors import InputError
-from pcii_vault.models.event import EventType
-from pcii_vault.models.reference import reference_data
+
+if TYPE_CHECKING:
+    from pcii_vault.models.event import EventType
 
 __all__ = ["app", "decontrol", "deficient", "destroy", "reject", "review", "validate"]
 
@@ -44,6 +43,9 @@ def _transition(
     event_type: EventType,
     params: dict[str, object],
 ) -> None:
+    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         request = vault.sign(me, action, record=tracking, params=params)
@@ -63,6 +65,9 @@ def review(
     ] = "validation review",
 ) -> None:
     """Decrypt a submission for review (logged, marked)."""
+    from pcii_vault.cli.render import release_row, release_summary
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         request = vault.sign(me, "review", record=tracking, purpose=purpose)
@@ -98,6 +103,8 @@ def reject(
     ] = False,
 ) -> None:
     """Find a submission not PCII (initially; with --final, finally)."""
+    from pcii_vault.models.reference import reference_data
+
     grounds = [g.id for g in reference_data().non_validation_grounds]
     if ground not in grounds:
         raise InputError(
@@ -135,6 +142,9 @@ def destroy(
     reason: Annotated[str, _REASON],
 ) -> None:
     """Destroy a record by crypto-shredding its data key (logged first)."""
+    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.session import acting
+
     _require_reason(reason)
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
@@ -151,6 +161,8 @@ def due(
     ] = 7,
 ) -> None:
     """Items whose 30-day deadlines (PCII.md) fall within the window, overdue ones included."""
+    from pcii_vault.cli.session import opened
+
     if within < 0:
         raise InputError("--within must not be negative")
     state: CliState = ctx.obj

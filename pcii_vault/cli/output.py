@@ -70,7 +70,7 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
 
 
 def _console(*, stderr: bool) -> Console:
-    from rich.console import Console  # noqa: PLC0415 -- lazy: see TYPE_CHECKING above
+    from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
@@ -128,8 +128,8 @@ class Output:
     def _table(
         self, cells: list[dict[str, str]], columns: Sequence[str], title: str | None
     ) -> None:
-        from rich.table import Table  # noqa: PLC0415 -- lazy: see TYPE_CHECKING above
-        from rich.text import Text  # noqa: PLC0415
+        from rich.table import Table
+        from rich.text import Text
 
         shown, hidden = fit_columns(cells, columns, self.console.width)
         if _needed_width(cells, shown) > self.console.width:

@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import TRACKING
-from pcii_vault.cli.render import record_row
-from pcii_vault.cli.session import acting
-from pcii_vault.config import VaultConfig, VaultPaths
 from pcii_vault.errors import InputError
-from pcii_vault.identity import Identity
-from pcii_vault.receipt import Receipt, verify_receipt
-from pcii_vault.submitter import check_attachments, read_document, upload
-from pcii_vault.vault import Vault
+
+if TYPE_CHECKING:
+    from pcii_vault.identity import Identity
+    from pcii_vault.receipt import Receipt
+    from pcii_vault.vault import Vault
 
 __all__ = ["receipt_app", "status", "submit", "withdraw"]
 
@@ -63,6 +53,9 @@ def submit(
     ] = None,
 ) -> None:
     """Validate, encrypt and submit an assessment; prints its tracking number."""
+    from pcii_vault.cli.session import acting
+    from pcii_vault.submitter import check_attachments, read_document
+
     state: CliState = ctx.obj
     attachments = check_attachments(list(attach or []))
     document = read_document(assessment)
@@ -87,6 +80,17 @@ def submit(
 def _submit(
     state: CliState, vault: Vault, me: Identity, *, document: bytes, attachments: list[Path]
 ) -> Receipt:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from pcii_vault.submitter import upload
+
     vault.check_identity(me)
     tracking = vault.new_tracking_number()
     total = sum(p.stat().st_size for p in attachments)
@@ -128,6 +132,9 @@ def _short(name: str, width: int = 20) -> str:
 
 def status(ctx: typer.Context, tracking: Annotated[str, TRACKING]) -> None:
     """Show a submission's state (its submitter and the program office)."""
+    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         record = vault.status(vault.sign(me, "status", record=tracking))
@@ -142,6 +149,9 @@ def withdraw(
     ] = "",
 ) -> None:
     """Withdraw your submission before the final decision (its data key is destroyed)."""
+    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         request = vault.sign(me, "withdraw", record=tracking, params={"reason": reason})
@@ -169,6 +179,8 @@ def receipt_verify(
     ] = None,
 ) -> None:
     """Check a receipt offline: its event is in the log the vault's key signed."""
+    from pcii_vault.receipt import verify_receipt
+
     state: CliState = ctx.obj
     verified = verify_receipt(_read_receipt(receipt), _log_key(state, key))
     state.output.result(
@@ -194,6 +206,8 @@ def _read_receipt(path: Path) -> bytes:
 
 
 def _log_key(state: CliState, key: str | None) -> str:
+    from pcii_vault.config import VaultConfig, VaultPaths
+
     if key is not None:
         return key
     if state.vault is None:

@@ -44,7 +44,7 @@ def check_sectors(values: Sequence[str], option: str = "--sector") -> tuple[str,
     Raises:
         InputError: a value is not a sector (with the closest name, when one is close).
     """
-    from pcii_vault.models.reference import reference_data  # noqa: PLC0415 -- start-up cost
+    from pcii_vault.models.reference import reference_data
 
     names = reference_data().sector_names
     by_fold = {name.casefold(): name for name in names}

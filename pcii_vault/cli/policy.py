@@ -18,10 +18,7 @@ import typer
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import DEFAULT_USE
-from pcii_vault.crypto.canonical import parse_json_object
 from pcii_vault.errors import InputError
-from pcii_vault.policy.cases import CaseRequest, load_case_file, run_cases
-from pcii_vault.policy.engine import PolicyEngine, PolicyLoadError, default_policy_directory
 
 __all__ = ["app"]
 
@@ -43,6 +40,8 @@ _DirOption = Annotated[
 
 def _policy_directory(state: CliState, directory: Path | None) -> Path:
     """The directory given, else the vault's own copy (with --vault), else the defaults."""
+    from pcii_vault.policy.engine import default_policy_directory
+
     if directory is not None:
         return directory
     if state.vault is not None and (state.vault / "policies").is_dir():
@@ -71,6 +70,8 @@ def check(
     ] = None,
 ) -> None:
     """Parse the policies and validate them against the schema; list every problem."""
+    from pcii_vault.policy.engine import PolicyEngine, PolicyLoadError
+
     state = _state(ctx)
     directory = _policy_directory(state, directory)
     try:
@@ -114,6 +115,9 @@ def test(
     directory: _DirOption = None,
 ) -> None:
     """Run declarative policy cases; exit 2 if any case fails."""
+    from pcii_vault.policy.cases import load_case_file, run_cases
+    from pcii_vault.policy.engine import PolicyEngine
+
     state = _state(ctx)
     directory = _policy_directory(state, directory)
     engine = PolicyEngine.load(directory)
@@ -167,6 +171,8 @@ def _aware_time(text: str, option: str) -> datetime:
 
 
 def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
+    from pcii_vault.crypto.canonical import parse_json_object
+
     if value is None:
         return None
     text = value
@@ -275,6 +281,9 @@ def explain(
     directory: _DirOption = None,
 ) -> None:
     """Decide one request and show which policies determined it, and why."""
+    from pcii_vault.policy.cases import CaseRequest
+    from pcii_vault.policy.engine import PolicyEngine
+
     cli = _state(ctx)
     engine = PolicyEngine.load(_policy_directory(cli, directory))
     moment = datetime.now(UTC) if now is None else _aware_time(now, "--now")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pcii_vault.index import RecordRow
-from pcii_vault.marking import DOCUMENT_JSON_NAME
-from pcii_vault.vault import Release
+if TYPE_CHECKING:
+    from pcii_vault.index import RecordRow
+    from pcii_vault.vault import Release
+
 
 __all__ = ["record_row", "release_row", "release_summary"]
 
@@ -59,6 +60,8 @@ def release_summary(release: Release) -> str:
 
 def _marking(directory: Path) -> dict[str, Any]:
     """The release's own marking record (document.json), written by the vault."""
+    from pcii_vault.marking import DOCUMENT_JSON_NAME
+
     try:
         document = json.loads((directory / DOCUMENT_JSON_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):

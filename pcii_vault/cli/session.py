@@ -7,12 +7,14 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import ConfigError
-from pcii_vault.identity import Identity
-from pcii_vault.keys.local import UNSEAL_SECRET_ENV, unseal_secret_from_env_or_prompt
-from pcii_vault.vault import Vault
+
+if TYPE_CHECKING:
+    from pcii_vault.identity import Identity
+    from pcii_vault.vault import Vault
 
 __all__ = ["acting", "identity", "open_vault", "opened", "unseal_secret", "vault_dir"]
 
@@ -34,6 +36,8 @@ def unseal_secret(*, confirm: bool = False) -> bytes:
     Raises:
         ConfigError: no secret in the environment and no terminal to ask on.
     """
+    from pcii_vault.keys.local import UNSEAL_SECRET_ENV, unseal_secret_from_env_or_prompt
+
     if not os.environ.get(UNSEAL_SECRET_ENV) and not sys.stdin.isatty():
         raise ConfigError(f"the vault is sealed: set {UNSEAL_SECRET_ENV} or run on a terminal")
     return unseal_secret_from_env_or_prompt(confirm=confirm)
@@ -41,6 +45,8 @@ def unseal_secret(*, confirm: bool = False) -> bytes:
 
 def open_vault(state: CliState) -> Vault:
     """Open the vault named by the global options; the keyring unseals on first need."""
+    from pcii_vault.vault import Vault
+
     return Vault(vault_dir(state), unseal=unseal_secret)
 
 
@@ -50,6 +56,8 @@ def identity(state: CliState) -> Identity:
     Raises:
         ConfigError: none given, or the file is unusable.
     """
+    from pcii_vault.identity import Identity
+
     vault_dir(state)  # no vault is the first thing to tell a user
     if state.identity is None:
         raise ConfigError("no identity given: pass --as KEYFILE or set PCII_IDENTITY")

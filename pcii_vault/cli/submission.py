@@ -15,11 +15,6 @@ import typer
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import InputError
-from pcii_vault.models.submission import (
-    Submission,
-    example_attachment_bytes,
-    example_submission,
-)
 
 __all__ = ["app", "schema_command"]
 
@@ -67,6 +62,8 @@ def template(
     ] = None,
 ) -> None:
     """Print a filled, fictional example submission (a water utility's assessment)."""
+    from pcii_vault.models.submission import example_attachment_bytes, example_submission
+
     state: CliState = ctx.obj
     text = _dump(example_submission())
     if attachment_out is not None:
@@ -88,4 +85,6 @@ def template(
 
 def schema_command() -> None:
     """Print the JSON Schema of a submission."""
+    from pcii_vault.models.submission import Submission
+
     typer.echo(_dump(Submission.model_json_schema()), nl=False)
