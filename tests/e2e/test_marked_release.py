@@ -5,6 +5,7 @@ sheet), and `get` says what it withheld or redacted and where the files are."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pypdf
 import pytest
@@ -26,6 +27,13 @@ def _validated(cli: Cli, attachment: Path) -> str:
     )
     cli.ok("validate", tracking, who="office")
     return tracking
+
+
+def _get(cli: Cli, tracking: str, out: str, *, who: str) -> dict[str, Any]:
+    result = cli.ok(
+        "get", tracking, "--purpose", "drought planning", "--out", str(cli.root / out), who=who
+    )
+    return dict(result.json())
 
 
 def test_a_contractor_gets_the_assessment_but_not_its_attachments(populated: Cli) -> None:
@@ -62,15 +70,7 @@ def test_an_unparseable_pdf_is_withheld_with_a_note_on_the_cover_sheet(populated
     broken = cli.root / PDF
     broken.write_bytes(b"%PDF-1.7\n" + b"\x00 not really a pdf " * 50)
     tracking = _validated(cli, broken)
-    got = cli.ok(
-        "get",
-        tracking,
-        "--purpose",
-        "drought planning",
-        "--out",
-        str(cli.root / "r"),
-        who="fedwater",
-    ).json()
+    got = _get(cli, tracking, "r", who="fedwater")
     assert got["withheld"] and "cannot be parsed" in got["withheld"][0]
     release = Path(got["directory"])
     assert not (release / "attachments").exists()
@@ -81,15 +81,7 @@ def test_an_unparseable_pdf_is_withheld_with_a_note_on_the_cover_sheet(populated
 def test_a_state_analyst_gets_the_report_stamped_on_every_page(populated: Cli) -> None:
     cli = populated
     tracking = _validated(cli, cli.attachment())
-    got = cli.ok(
-        "get",
-        tracking,
-        "--purpose",
-        "drought planning",
-        "--out",
-        str(cli.root / "s"),
-        who="water",
-    ).json()
+    got = _get(cli, tracking, "s", who="water")
     assert got["redacted"] == ["contacts"] and got["withheld"] == []
     reader = pypdf.PdfReader(Path(got["directory"]) / "attachments" / PDF)
     original = pypdf.PdfReader(cli.attachment())
