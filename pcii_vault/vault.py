@@ -90,6 +90,8 @@ __all__ = ["KeyStatus", "Release", "Rewrap", "Vault"]
 _log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+# progress(attachment name, stored bytes read so far, its plaintext size)
+Progress = Callable[[str, int, int], None]
 
 
 def _utcnow() -> datetime:
@@ -742,11 +744,15 @@ class Vault:
 
     # ----- release -------------------------------------------------------------------
 
-    def release(self, request: SignedRequest, out_dir: Path) -> Release:
+    def release(
+        self, request: SignedRequest, out_dir: Path, *, progress: Progress | None = None
+    ) -> Release:
         """Retrieve (analyst) or review (office) a record into `out_dir/<tracking>/`.
 
         The access event is in the log before any byte is written; on permit the
         obligations (marking, redaction, cover sheet) are applied to what is written.
+        `progress(name, done, total)` is told the bytes of each attachment as it is
+        decrypted (for a progress bar; no effect on what is released).
         """
         tracking = _require_record_id(request)
         action = request.body.action
@@ -764,7 +770,7 @@ class Vault:
         except OSError as exc:
             raise InputError(f"cannot create {out_dir}: {exc.strerror}") from exc
         try:
-            return self._release(request, record, out_dir, target)
+            return self._release(request, record, out_dir, target, progress)
         except BaseException:
             for directory in created:
                 with contextlib.suppress(OSError):
@@ -772,7 +778,12 @@ class Vault:
             raise
 
     def _release(
-        self, request: SignedRequest, record: RecordRow, out_dir: Path, target: Path
+        self,
+        request: SignedRequest,
+        record: RecordRow,
+        out_dir: Path,
+        target: Path,
+        progress: Progress | None = None,
     ) -> Release:
         tracking = record.tracking
         action = request.body.action
@@ -809,6 +820,7 @@ class Vault:
                 decision=decision,
                 access_index=index,
                 staging=staging,
+                progress=progress,
             )
             staging.rename(target)
         except BaseException:
@@ -828,6 +840,7 @@ class Vault:
         decision: Decision,
         access_index: int,
         staging: Path,
+        progress: Progress | None,
     ) -> tuple[str, ...]:
         vault_id = self.config.vault_id
         attachments = [f for f in record.files if f["object"] != "document"]
@@ -863,7 +876,11 @@ class Vault:
             digest, _ = decrypt_to_file(
                 dek,
                 ctx,
-                self.store.open_stream(f"records/{record.tracking}/{meta['object']}"),
+                _reporting(
+                    self.store.open_stream(f"records/{record.tracking}/{meta['object']}"),
+                    meta,
+                    progress,
+                ),
                 plain,
             )
             if digest != meta["sha256"]:
@@ -1172,6 +1189,20 @@ def _check_transition(record: RecordRow, event_type: EventType) -> None:
 
 def _draft(event_type: EventType, now: datetime, **fields: Any) -> Event:  # noqa: ANN401
     return Event(seq=0, time=now, type=event_type, actor="vault", **fields)
+
+
+def _reporting(
+    chunks: Iterable[bytes], meta: Mapping[str, Any], progress: Progress | None
+) -> Iterable[bytes]:
+    """`chunks`, telling `progress` how far a release's attachment has been read."""
+    if progress is None:
+        yield from chunks
+        return
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        progress(str(meta["name"]), done, int(meta.get("size") or 0))
+        yield chunk
 
 
 def _doc_key(ctx: ObjectContext) -> str:

@@ -15,6 +15,7 @@ from pcii_vault.cli.params import (
     USE_HELP,
     check_sectors,
 )
+from pcii_vault.cli.progress import release_progress
 from pcii_vault.errors import InputError
 
 __all__ = ["get", "search"]
@@ -63,7 +64,8 @@ def get(
         request = vault.sign(
             me, "retrieve", record=tracking, purpose=purpose, use=use, authority=authority
         )
-        release = vault.release(request, out)
+        with release_progress(state.output) as progress:
+            release = vault.release(request, out, progress=progress)
     state.output.result(release_row(release), human=release_summary(release))
 
 

@@ -11,6 +11,7 @@ import typer
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import PURPOSE_HELP, TRACKING, suggest
+from pcii_vault.cli.progress import release_progress
 from pcii_vault.errors import InputError
 
 if TYPE_CHECKING:
@@ -71,7 +72,8 @@ def review(
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         request = vault.sign(me, "review", record=tracking, purpose=purpose)
-        release = vault.release(request, out)
+        with release_progress(state.output) as progress:
+            release = vault.release(request, out, progress=progress)
     state.output.result(release_row(release), human=release_summary(release))
 
 

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pcii_vault.cli.help import CliTyper
-from pcii_vault.cli.output import CliState
+from pcii_vault.cli.output import CliState, Output
 from pcii_vault.cli.params import TRACKING
+from pcii_vault.cli.progress import progress_bar, short_name
 from pcii_vault.errors import InputError
 
 if TYPE_CHECKING:
@@ -80,36 +81,19 @@ def submit(
 def _submit(
     state: CliState, vault: Vault, me: Identity, *, document: bytes, attachments: list[Path]
 ) -> Receipt:
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
 
     from pcii_vault.submitter import upload
 
     vault.check_identity(me)
     tracking = vault.new_tracking_number()
     total = sum(p.stat().st_size for p in attachments)
-    show = bool(attachments) and not state.output.json_mode and state.output.errors.is_terminal
     # One 80-column line: the file being sent, a short bar, bytes, speed and time left.
-    with Progress(
-        TextColumn("{task.description}", markup=False),
-        BarColumn(bar_width=16),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(compact=True),
-        console=state.output.errors,
-        disable=not show,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("encrypting", total=total)
+    with progress_bar(state.output if attachments else Output(json_mode=True)) as bar:
+        task = bar.add_task("encrypting", total=total) if bar is not None else None
 
         def advance(name: str, done: int) -> None:
-            bar.update(task, advance=done, description=_short(name))
+            if bar is not None and task is not None:
+                bar.update(task, advance=done, description=short_name(name))
 
         sealed = upload(
             vault.store,
@@ -123,11 +107,6 @@ def _submit(
         )
     request = vault.sign(me, "submit", record=tracking, params={"files": list(sealed.files)})
     return vault.receive(request, sealed)
-
-
-def _short(name: str, width: int = 20) -> str:
-    """A file name cut to `width` for the progress line (the name, not an identifier)."""
-    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 def status(ctx: typer.Context, tracking: Annotated[str, TRACKING]) -> None:
