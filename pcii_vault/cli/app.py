@@ -157,9 +157,17 @@ def _configure_logging(*, debug: bool, log_format: str) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # sys.stderr is looked up at each log call, not bound once: a caller that swaps it
+        # (a test harness, an embedding program) must not leave a closed stream behind.
+        logger_factory=_stderr_logger,
+        cache_logger_on_first_use=False,
     )
+
+
+def _stderr_logger(*_args: object) -> Any:  # noqa: ANN401 -- structlog's WrappedLogger
+    import structlog
+
+    return structlog.PrintLogger(sys.stderr)
 
 
 def _fail(message: str, code: int, *, json_mode: bool, problems: tuple[str, ...] = ()) -> NoReturn:
