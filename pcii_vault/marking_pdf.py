@@ -219,9 +219,24 @@ def _stamp_page(
     page.add_resource(bold, pikepdf.Name.Font, pikepdf.Name.PCIIB)
     page.add_resource(regular, pikepdf.Name.Font, pikepdf.Name.PCIIR)
     width, height = _visible_size(page)
-    overlay = f"Q\nq {_matrix(page)}\n{_marking(stamp, width, height)}Q\n"
+    # Close every graphics state the page leaves open, then ours: the marking is drawn in
+    # the page's own coordinates, never inside a clip or transform the content set up.
+    restore = "Q\n" * (1 + _open_states(page))
+    overlay = f"{restore}q {_matrix(page)}\n{_marking(stamp, width, height)}Q\n"
     page.contents_add(pikepdf.Stream(pdf, b"q\n"), prepend=True)
     page.contents_add(pikepdf.Stream(pdf, overlay.encode("latin-1")))
+
+
+def _open_states(page: pikepdf.Page) -> int:
+    """How many `q` the page's content leaves without a matching `Q`."""
+    import pikepdf  # noqa: PLC0415
+
+    if "/Contents" not in page.obj:
+        return 0
+    depth = 0
+    for instruction in pikepdf.parse_content_stream(page, "q Q"):
+        depth = depth + 1 if str(instruction.operator) == "q" else max(depth - 1, 0)
+    return depth
 
 
 def _first_page(

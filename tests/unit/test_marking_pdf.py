@@ -97,6 +97,27 @@ def test_rotated_pages_are_stamped(tmp_path: Path, rotate: int) -> None:
     _check_released(tmp_path / "out.pdf", 2)
 
 
+def test_a_page_that_leaves_states_open_cannot_clip_or_move_the_marking(tmp_path: Path) -> None:
+    """Three unclosed `q`, a clip to a 1-point square and a far-off transform."""
+    source = make_pdf(tmp_path / "in.pdf", 2)
+    with pikepdf.open(source, allow_overwriting_input=True) as pdf:
+        for page in pdf.pages:
+            page.contents_add(
+                pikepdf.Stream(pdf, b"q q 0 0 1 1 re W n q 1 0 0 1 5000 5000 cm"), prepend=False
+            )
+        pdf.save(source)
+    stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    _check_released(tmp_path / "out.pdf", 2)
+    with pikepdf.open(tmp_path / "out.pdf") as pdf:
+        operators = [str(i.operator) for i in pikepdf.parse_content_stream(pdf.pages[1], "q Q")]
+    # Balanced: every state opened is closed before the marking is drawn.
+    depth = 0
+    for operator in operators:
+        depth += 1 if operator == "q" else -1
+        assert depth >= 0
+    assert depth == 0
+
+
 def test_a_rotation_inherited_from_the_page_tree_is_honoured(tmp_path: Path) -> None:
     source = make_pdf(tmp_path / "in.pdf", 2, LETTER, inherited_rotate=90)
     stamp_pdf(source, tmp_path / "out.pdf", STAMP)
