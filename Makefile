@@ -4,18 +4,25 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Two install stamps: the demo needs only the package and its runtime dependencies; the
+# tests, linters and benchmarks add their extras on top (make test installs them).
+RUN    := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck bench clean
 
-$(STAMP): pyproject.toml
+$(RUN): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN)
+
+$(STAMP): $(RUN)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench,pkcs11,openbao,kms,report]'
 	./scripts/install-softhsm2.sh
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUN)
 	$(BIN)/python -m pcii_vault.demo
 
 lint: $(STAMP)
@@ -35,6 +42,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/policy.py
 	$(BIN)/python benchmarks/keys.py
 	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/pdf_stamp.py
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pcii_vault.models.submission import example_attachment_bytes, example_submission
 
 _console = Console(highlight=False)
+DEMO_SECRET = "demo-unseal-secret-not-for-production"  # noqa: S105 -- a throw-away demo vault
 
 
 class _Demo:
@@ -35,7 +37,7 @@ class _Demo:
         self.env = {
             **os.environ,
             "PCII_VAULT": str(self.vault),
-            "PCII_UNSEAL_SECRET": "demo-unseal-secret-not-for-production",
+            "PCII_UNSEAL_SECRET": DEMO_SECRET,
         }
         self.summary: list[tuple[str, str, str]] = []
 
@@ -46,7 +48,7 @@ class _Demo:
         identity = ["--as", str(self.keys / f"{who}.key")] if who else []
         argv = ["pcii", *identity, "--json", *args]
         shown = " ".join(shlex.quote(a) for a in argv).replace(str(self.root) + "/", "")
-        _console.print(f"[bold cyan]$ {shown}[/]")
+        _console.print(f"[bold cyan]$ {escape(shown)}[/]")
         done = subprocess.run(  # noqa: S603 -- our own CLI, fixed arguments
             [sys.executable, "-m", "pcii_vault", *argv[1:]],
             env=self.env,
@@ -58,12 +60,12 @@ class _Demo:
             _console.print(done.stdout, done.stderr, markup=False)
             raise SystemExit(f"demo step failed: exit {done.returncode}, expected {expect}")
         if done.stderr.strip():
-            _console.print(f"  [yellow]{done.stderr.strip()}[/]", markup=True)
+            _console.print(f"  [yellow]{escape(done.stderr.strip())}[/]", markup=True)
         rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
         result: dict[str, Any] = rows[0] if len(rows) == 1 else {"rows": rows}
         if show:
             for key in show:
-                _console.print(f"  [green]→ {key}: {result.get(key)}[/]", markup=True)
+                _console.print(f"  [green]→ {escape(f'{key}: {result.get(key)}')}[/]", markup=True)
         return result
 
     def step(self, title: str) -> None:
@@ -112,7 +114,7 @@ def _users(demo: _Demo) -> None:
         "State Water Resources Control Board",
         "--level",
         "state",
-        "--sectors",
+        "--sector",
         "Water and Wastewater Systems",
         "--training-expires",
         "2027-06-30",
@@ -132,7 +134,7 @@ def _users(demo: _Demo) -> None:
         "DHS Office of Intelligence and Analysis",
         "--level",
         "federal",
-        "--sectors",
+        "--sector",
         "Energy",
         "--training-expires",
         "2027-06-30",
@@ -275,6 +277,23 @@ def run(root: Path) -> None:
     _console.print(f"The auditor's report of this vault: [bold]{page}[/]")
 
 
+def keep_instructions(root: Path) -> list[str]:
+    """Copy-pasteable shell lines to go on with the kept demo vault."""
+    keys = root / "keys"
+    lines = [
+        f"# the demo vault is kept in {root}; to look around:",
+        f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH",
+        f"export PCII_VAULT={shlex.quote(str(root / 'vault'))} "
+        f"PCII_UNSEAL_SECRET={shlex.quote(DEMO_SECRET)}",
+        f"export PCII_IDENTITY={shlex.quote(str(keys / 'admin.key'))}",
+        "pcii principal list; pcii audit log; pcii audit verify",
+    ]
+    others = sorted(p.name for p in keys.glob("*.key") if p.name != "admin.key")
+    if others:
+        lines.append(f"# other identities (pcii --as FILE ...) in {keys}: {', '.join(others)}")
+    return lines
+
+
 def main() -> None:
     """Entry point for `python -m pcii_vault.demo`."""
     root = Path(tempfile.mkdtemp(prefix="pcii-demo-"))
@@ -282,7 +301,8 @@ def main() -> None:
         run(root)
     finally:
         if os.environ.get("PCII_DEMO_KEEP"):
-            _console.print(f"vault kept in {root}")
+            # Plain lines, never wrapped: they are meant to be pasted into a shell.
+            sys.stdout.write("\n".join(keep_instructions(root)) + "\n")
         else:
             shutil.rmtree(root, ignore_errors=True)
 

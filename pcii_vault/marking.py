@@ -13,11 +13,14 @@ bytes; the caller writes the files atomically. Invariants:
   scrubs the redacted values (emails, phone digits, names, addresses) wherever they
   recur in the free text that remains, so a summary that names the submitter does not
   leak it; free text is otherwise released as written;
-- attachments are binary files the vault cannot mark in place: each released attachment
-  is written as-is by the caller under `attachments/<name>` and accompanied by a marking
-  sidecar `<name>.PCII.txt` here. Under any `redact:*` obligation the attachments are
-  withheld (listed in `ReleasePackage.withheld`), because their content cannot be
-  redacted: fail closed;
+- whether attachments go to the recipient is the policy's decision, stated by its own
+  obligation `withhold:attachments` (never a side effect of a redaction). A released PDF
+  is stamped page by page by the caller (`ReleasePackage.stamps`, see marking_pdf.py);
+  any other attachment is written as-is under `attachments/<name>` with a marking sidecar
+  `<name>.PCII.txt` here. A PDF the caller could not parse is withheld, and the cover
+  sheet says so (`unmarkable`);
+- user text in document.md is HTML-escaped, so `<!--` or a tag in a summary cannot hide
+  the footer or the watermark when the Markdown is rendered;
 - an unknown obligation is a programmer error (`ValueError`): policies are validated at
   load, so an obligation this module does not know must never be silently skipped.
 """
@@ -27,11 +30,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
+from pcii_vault.marking_pdf import PdfStamp, is_pdf_name
 from pcii_vault.models.reference import reference_data
 from pcii_vault.models.submission import TRACKING_NUMBER_PATTERN, Submission
 
@@ -69,6 +74,7 @@ OBLIGATIONS = frozenset(
         "watermark:recipient",
         "cover-sheet",
         "notify:program-office",
+        "withhold:attachments",
     }
 )
 
@@ -108,7 +114,9 @@ _PERSON_NAME_PATHS = frozenset(
     }
 )
 _SCRUBBED = "[REDACTED]"
-_MIN_SCRUB_LENGTH = 4
+# Every removed value recurs as a whole word or not at all: names of two letters ("Wu")
+# are scrubbed like longer ones (a single letter is an initial, not a name).
+_MIN_SCRUB_LENGTH = 2
 
 
 @dataclass(frozen=True)
@@ -118,8 +126,11 @@ class ReleasePackage:
     Attributes:
         files: relative file name to bytes (document.md, document.json, COVER-SHEET.txt,
             one `<attachment>.PCII.txt` sidecar per released attachment).
-        attachments: names of the attachments to write as-is under `attachments/`.
-        withheld: names of the attachments not released (they cannot be redacted).
+        attachments: names of the stored attachments to release.
+        file_names: for each, its file name under `attachments/`: its own, or
+            `attachment-<n>.<ext>` when redaction scrubbed something from its name.
+        withheld: names of the attachments not released (by policy, or unparseable).
+        stamps: for each released PDF attachment, the marking to stamp on its pages.
         redacted: the redaction groups applied, e.g. `("contacts",)`.
         notices: notices the caller must record, e.g. `("program-office",)`.
         obligations: the obligations applied, sorted.
@@ -127,7 +138,9 @@ class ReleasePackage:
 
     files: Mapping[str, bytes]
     attachments: tuple[str, ...] = ()
+    file_names: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     withheld: tuple[str, ...] = ()
+    stamps: Mapping[str, PdfStamp] = field(default_factory=lambda: MappingProxyType({}))
     redacted: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()
     obligations: tuple[str, ...] = field(default=())
@@ -240,6 +253,7 @@ def render_release(
     released_at: datetime,
     purpose: str,
     authority: str | None,
+    unmarkable: Mapping[str, str] | None = None,
 ) -> ReleasePackage:
     """Apply a permit's obligations to a decrypted submission.
 
@@ -255,6 +269,8 @@ def render_release(
         released_at: time of release (timezone-aware).
         purpose: the recipient's stated purpose, recorded on the cover sheet.
         authority: a 29.8(f) disclosure-exception id when one is invoked, else None.
+        unmarkable: PDF attachments the caller could not stamp, with the reason; they
+            are withheld and the cover sheet says why.
 
     Returns:
         The files to write and what to do with the attachments.
@@ -287,16 +303,31 @@ def render_release(
     if pattern is not None:
         document = _scrub(document, pattern, _SCRUBBED)
     shown = [a["name"] for a in document["attachments"]]  # scrubbed under redaction
-    # Attachments cannot be redacted: under any redaction they are withheld (fail closed).
-    released = () if redacted else tuple(described)
-    withheld = tuple(described) if redacted else ()
+    shown_name = dict(zip(described, shown, strict=True))
+    failed = dict(unmarkable or {})
+    by_policy = "withhold:attachments" in applied
+    released = () if by_policy else tuple(n for n in described if n not in failed)
+    withheld = tuple(n for n in described if n not in released)
+    file_name = {n: _release_file_name(n, shown_name[n], i) for i, n in enumerate(described, 1)}
+    notes = {
+        shown_name[n]: "withheld by policy (withhold:attachments)"
+        if by_policy
+        else f"withheld: {_one_line(failed[n])}; the program office holds it"
+        for n in withheld
+    }
+    for n in released:
+        where = f"released as {_ATTACHMENTS_DIR}/{file_name[n]}"
+        notes[shown_name[n]] = (
+            f"{where}, stamped on every page"
+            if is_pdf_name(n)
+            else f"{where} with marking sidecar {sidecar_name(file_name[n])}"
+        )
     notices = ("program-office",) if "notify:program-office" in applied else ()
-    watermark = (
+    recipient_line = (
         f"Released to {recipient} - {tracking_number} - access event {access_index} - "
         f"{_timestamp(released_at)}"
-        if "watermark:recipient" in applied
-        else None
     )
+    watermark = recipient_line if "watermark:recipient" in applied else None
     context = _Context(
         tracking_number=tracking_number,
         recipient=recipient,
@@ -307,8 +338,11 @@ def render_release(
         obligations=applied,
         redacted=redacted,
         watermark=watermark,
-        released=released,
-        withheld=tuple(shown) if redacted else (),  # as shown: scrubbed
+        recipient_line=recipient_line,
+        released=tuple(file_name[n] for n in released),
+        withheld=tuple(f"{shown_name[n]} ({notes[shown_name[n]]})" for n in withheld),
+        stamped=tuple(file_name[n] for n in released if is_pdf_name(n)),
+        attachment_notes=notes,
         notices=notices,
     )
     files: dict[str, bytes] = {
@@ -316,15 +350,22 @@ def render_release(
         DOCUMENT_JSON_NAME: _render_json(document, context),
         COVER_SHEET_NAME: _render_cover_sheet(context),
     }
-    for attachment in model.attachments:
-        if attachment.name in released:
-            files[sidecar_name(attachment.name)] = _render_sidecar(
-                attachment.name, attachment.description, stored[attachment.name], context
+    for attachment, shown_attachment in zip(
+        model.attachments, document["attachments"], strict=True
+    ):
+        name = attachment.name
+        if name in released and not is_pdf_name(name):
+            files[sidecar_name(file_name[name])] = _render_sidecar(
+                file_name[name], shown_attachment["description"], stored[name], context
             )
     return ReleasePackage(
         files=MappingProxyType(files),
         attachments=released,
+        file_names=MappingProxyType({n: file_name[n] for n in released}),
         withheld=withheld,
+        stamps=MappingProxyType(
+            {n: _pdf_stamp(file_name[n], context) for n in released if is_pdf_name(n)}
+        ),
         redacted=redacted,
         notices=notices,
         obligations=applied,
@@ -342,8 +383,11 @@ class _Context:
     obligations: tuple[str, ...]
     redacted: tuple[str, ...]
     watermark: str | None
+    recipient_line: str
     released: tuple[str, ...]
     withheld: tuple[str, ...]
+    stamped: tuple[str, ...]
+    attachment_notes: Mapping[str, str]
     notices: tuple[str, ...]
 
     def header(self) -> list[str]:
@@ -376,6 +420,7 @@ def _render_json(document: dict[str, Any], ctx: _Context) -> bytes:
         "obligations": list(ctx.obligations),
         "redacted": list(ctx.redacted),
         "attachments_released": list(ctx.released),
+        "attachments_stamped": list(ctx.stamped),
         "attachments_withheld": list(ctx.withheld),
     }
     if ctx.watermark:
@@ -394,7 +439,22 @@ def _md_text(text: str) -> list[str]:
     return [*text.splitlines(), ""]
 
 
-def _render_markdown(doc: dict[str, Any], ctx: _Context) -> bytes:
+def _escape_html(value: Any) -> Any:  # noqa: ANN401 -- any JSON value
+    """Strings with `& < >` as entities: user text renders as text, never as HTML."""
+    if isinstance(value, dict):
+        return {k: _escape_html(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape_html(v) for v in value]
+    if isinstance(value, str):
+        return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return value
+
+
+def _render_markdown(document: dict[str, Any], ctx: _Context) -> bytes:
+    # User text is escaped: `<!--` in a summary must not comment out the footer.
+    doc: dict[str, Any] = _escape_html(document)
+    notes = {_escape_html(k): _escape_html(v) for k, v in ctx.attachment_notes.items()}
+    ctx = replace(ctx, attachment_notes=notes)
     lines = [*ctx.header(), "", f"> {PCII_STATEMENT}", ""]
     lines += [f"# {_one_line(doc['title'])}", ""]
     lines += [
@@ -466,12 +526,8 @@ def _render_markdown(doc: dict[str, Any], ctx: _Context) -> bytes:
         ]
     if doc["attachments"]:
         lines += ["## Attachments", ""]
-        for attachment, name in zip(doc["attachments"], ctx.released + ctx.withheld, strict=True):
-            state = (
-                f"released as attachments/{name} with marking sidecar {sidecar_name(name)}"
-                if name in ctx.released
-                else "withheld: an attachment cannot be redacted"
-            )
+        for attachment in doc["attachments"]:
+            state = ctx.attachment_notes.get(attachment["name"], "")
             lines.append(
                 f"- {attachment['name']}: {_one_line(attachment['description'])} ({state})"
             )
@@ -483,7 +539,9 @@ def _render_markdown(doc: dict[str, Any], ctx: _Context) -> bytes:
 def _render_cover_sheet(ctx: _Context) -> bytes:
     files = [DOCUMENT_MD_NAME, DOCUMENT_JSON_NAME]
     for name in ctx.released:
-        files += [f"{_ATTACHMENTS_DIR}/{name}", sidecar_name(name)]
+        files.append(f"{_ATTACHMENTS_DIR}/{name}")
+        if name not in ctx.stamped:
+            files.append(sidecar_name(name))
     notice = (
         "required: a contemporaneous written notice to the PCII Program Office"
         if ctx.notices
@@ -516,6 +574,38 @@ def _render_cover_sheet(ctx: _Context) -> bytes:
         *ctx.footer(),
     ]
     return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _release_file_name(name: str, shown: str, number: int) -> str:
+    """The released file's name: its own unless redaction scrubbed part of it."""
+    if name == shown:
+        return name
+    suffix = PurePosixPath(name).suffix.lower()
+    keep = re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) and shown.lower().endswith(suffix)
+    return f"attachment-{number}{suffix if keep else ''}"
+
+
+def _pdf_stamp(name: str, ctx: _Context) -> PdfStamp:
+    """The marking stamped on a released PDF: every page, and an added first page."""
+    return PdfStamp(
+        header=PCII_HEADER,
+        watermark=ctx.recipient_line,
+        first_page=(
+            PCII_HEADER,
+            "",
+            f"PCII record {ctx.tracking_number}, attachment {_ATTACHMENTS_DIR}/{name}",
+            f"Released to {ctx.recipient} at {ctx.released_at}, access event {ctx.access_index}",
+            f"Purpose: {ctx.purpose}",
+            f"Authority: {ctx.authority}",
+            "",
+            "Every page of this file carries the PCII marking and the recipient's watermark;",
+            "this page was added by the vault. Do not remove it or the markings.",
+            "",
+            PCII_STATEMENT,
+            "",
+            PCII_HEADER,
+        ),
+    )
 
 
 def _render_sidecar(name: str, description: str, meta: Mapping[str, Any], ctx: _Context) -> bytes:

@@ -23,13 +23,14 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import json
 import os
 import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,7 +49,7 @@ from pcii_vault.crypto.envelope import (
 )
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
-from pcii_vault.decisions import decide, principal_facts, record_facts
+from pcii_vault.decisions import decide, principal_facts, record_facts, request_facts
 from pcii_vault.durable import write_new_file
 from pcii_vault.errors import (
     BackendError,
@@ -73,12 +74,14 @@ from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
 from pcii_vault.marking import render_release
+from pcii_vault.marking_pdf import UnmarkablePdf, stamp_pdf
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
 from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.models.submission import Submission, validate_submission_bytes
 from pcii_vault.policy.archive import store_policy_set
+from pcii_vault.policy.denial import explain_denial
 from pcii_vault.policy.engine import (
     Decision,
     EntityDirectory,
@@ -90,7 +93,7 @@ from pcii_vault.sequencer import Act, Sequencer
 from pcii_vault.store import open_store
 from pcii_vault.store.base import ObjectStore
 from pcii_vault.store.filesystem import FilesystemStore
-from pcii_vault.submitter import SealedUpload
+from pcii_vault.submitter import MAX_DOCUMENT_BYTES, SealedUpload
 
 __all__ = [
     "KeyStatus",
@@ -106,6 +109,8 @@ _log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 _DEFAULT_BATCHING = Batching()
+# progress(attachment name, stored bytes read so far, its plaintext size)
+Progress = Callable[[str, int, int], None]
 
 
 def _utcnow() -> datetime:
@@ -660,13 +665,17 @@ class Vault:
         done.indices = tuple(indices)
         decision = done.verdict.decision
         if not decision.allowed:
-            if decision.errors:
-                reason = "policy evaluation failed: " + "; ".join(decision.errors)
-            elif decision.policy_ids:
-                reason = "forbidden by " + ", ".join(decision.policy_ids)
-            else:
-                reason = "no policy permits it"
-            raise PolicyDenied(f"{action} denied for {done.principal.id!r}: {reason}")
+            # Name the reason a person can act on, and the command that replays it.
+            raise PolicyDenied(
+                explain_denial(
+                    self.policy,
+                    principal_facts(done.principal),
+                    action=action,
+                    record=record_facts(done.record) if done.record is not None else None,
+                    context=request_facts(request.body, done.verdict.at),
+                    decision=decision,
+                )
+            )
         return done
 
     def _record_at_position(self, tracking: str | None, *, new_record: bool) -> RecordRow | None:
@@ -949,7 +958,7 @@ class Vault:
 
     def _open_submission_document(self, dek: bytes, sealed: SealedUpload) -> Submission:
         ctx = ObjectContext(self.config.vault_id, sealed.tracking_number, "document")
-        document = b"".join(open_object(dek, ctx, self.store.open_stream(_doc_key(ctx))))
+        document = _read_document(self.store, dek, ctx, sealed.files)
         names = [f["name"] for f in sealed.files if f["object"] != "document"]
         return validate_submission_bytes(document, attachment_names=names)
 
@@ -1059,11 +1068,15 @@ class Vault:
 
     # ----- release -------------------------------------------------------------------
 
-    def release(self, request: SignedRequest, out_dir: Path) -> Release:
+    def release(
+        self, request: SignedRequest, out_dir: Path, *, progress: Progress | None = None
+    ) -> Release:
         """Retrieve (analyst) or review (office) a record into `out_dir/<tracking>/`.
 
         The access event is in the log before any byte is written; on permit the
         obligations (marking, redaction, cover sheet) are applied to what is written.
+        `progress(name, done, total)` is told the bytes of each attachment as it is
+        decrypted (for a progress bar; no effect on what is released).
         """
         tracking = _require_record_id(request)
         action = request.body.action
@@ -1083,7 +1096,7 @@ class Vault:
         except OSError as exc:
             raise InputError(f"cannot create {out_dir}: {exc.strerror}") from exc
         try:
-            return self._release(request, record, out_dir, target)
+            return self._release(request, record, out_dir, target, progress)
         except BaseException:
             for directory in created:
                 with contextlib.suppress(OSError):
@@ -1091,7 +1104,12 @@ class Vault:
             raise
 
     def _release(
-        self, request: SignedRequest, record: RecordRow, out_dir: Path, target: Path
+        self,
+        request: SignedRequest,
+        record: RecordRow,
+        out_dir: Path,
+        target: Path,
+        progress: Progress | None = None,
     ) -> Release:
         tracking = record.tracking
         action = request.body.action
@@ -1104,7 +1122,7 @@ class Vault:
         # nothing touches the disk until the access event is in the log.
         dek = self.keyring.unwrap(wrapped, RecordContext(self.config.vault_id, tracking).to_bytes())
         doc_ctx = ObjectContext(self.config.vault_id, tracking, "document")
-        document = b"".join(open_object(dek, doc_ctx, self.store.open_stream(_doc_key(doc_ctx))))
+        document = _read_document(self.store, dek, doc_ctx, record.files)
 
         def access(_actor: Principal, row: RecordRow | None, verdict: _Verdict) -> list[Event]:
             assert row is not None  # noqa: S101 -- the act names a record
@@ -1135,6 +1153,7 @@ class Vault:
                 decision=decision,
                 access_index=index,
                 staging=staging,
+                progress=progress,
             )
             staging.rename(target)
         except OSError as exc:
@@ -1180,13 +1199,15 @@ class Vault:
         decision: Decision,
         access_index: int,
         staging: Path,
+        progress: Progress | None,
     ) -> tuple[str, ...]:
         vault_id = self.config.vault_id
         attachments = [f for f in record.files if f["object"] != "document"]
         submission = validate_submission_bytes(
             document, attachment_names=[f["name"] for f in attachments]
         )
-        package = render_release(
+        render = functools.partial(
+            render_release,
             submission,
             attachments,
             decision.obligations,
@@ -1197,27 +1218,48 @@ class Vault:
             purpose=request.body.purpose or "",
             authority=request.body.authority,
         )
-        written: list[str] = []
-        for name, data in package.files.items():
-            write_new_file(staging / name, data, mode=0o600)
-            written.append(name)
-        # Redaction cannot reach inside binary attachments: the package names the ones
-        # that may be released; the others are withheld.
+        package = render()
+        # The package names the attachments the policy releases; PDFs among them are
+        # stamped page by page, and one that cannot be stamped is withheld (the cover
+        # sheet, rendered again, says why). Plaintext stays inside the staging directory.
         released = [m for m in attachments if m["name"] in package.attachments]
         files_dir = staging / "attachments"
         if released:
             files_dir.mkdir()
-        for meta in released:
+        unmarkable: dict[str, str] = {}
+        for number, meta in enumerate(released):
+            stamp = package.stamps.get(meta["name"])
+            dest = files_dir / package.file_names[meta["name"]]
+            plain = dest if stamp is None else staging / f".attachment-{number}.plain"
             ctx = ObjectContext(vault_id, record.tracking, meta["object"])
             digest, _ = decrypt_to_file(
                 dek,
                 ctx,
-                self.store.open_stream(f"records/{record.tracking}/{meta['object']}"),
-                files_dir / meta["name"],
+                _reporting(
+                    self.store.open_stream(f"records/{record.tracking}/{meta['object']}"),
+                    meta,
+                    progress,
+                ),
+                plain,
             )
             if digest != meta["sha256"]:
                 raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
-            written.append(f"attachments/{meta['name']}")
+            if stamp is not None:
+                try:
+                    stamp_pdf(plain, dest, stamp)
+                except UnmarkablePdf as exc:
+                    unmarkable[meta["name"]] = str(exc)
+                finally:
+                    plain.unlink()
+        if unmarkable:
+            package = render(unmarkable=unmarkable)
+        written: list[str] = []
+        for name, data in package.files.items():
+            write_new_file(staging / name, data, mode=0o600)
+            written.append(name)
+        written += [f"attachments/{package.file_names[n]}" for n in package.attachments]
+        if released and not package.attachments:
+            files_dir.rmdir()
         return tuple(written)
 
     # ----- keys ----------------------------------------------------------------------
@@ -1786,8 +1828,59 @@ def _draft(event_type: EventType, now: datetime, **fields: Any) -> Event:  # noq
     return Event(seq=0, time=now, type=event_type, actor="vault", **fields)
 
 
+def _reporting(
+    chunks: Iterable[bytes], meta: Mapping[str, Any], progress: Progress | None
+) -> Iterable[bytes]:
+    """`chunks`, telling `progress` how far a release's attachment has been read."""
+    if progress is None:
+        yield from chunks
+        return
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        progress(str(meta["name"]), done, int(meta.get("size") or 0))
+        yield chunk
+
+
 def _doc_key(ctx: ObjectContext) -> str:
     return f"records/{ctx.record_id}/{ctx.object_name}"
+
+
+# Stored bytes per plaintext byte are bounded: 16 KiB chunks, each with a small tag; 64
+# bytes per chunk plus a header is a generous bound for the size check before decrypting.
+_MAX_DOCUMENT_STORED = MAX_DOCUMENT_BYTES + (MAX_DOCUMENT_BYTES // 16384 + 2) * 64 + 4096
+
+
+def _read_document(
+    store: ObjectStore, dek: bytes, ctx: ObjectContext, files: Iterable[Mapping[str, Any]]
+) -> bytes:
+    """Decrypt a record's document into memory, never past its declared size.
+
+    A document is JSON of at most `MAX_DOCUMENT_BYTES` (the owner's client refuses larger
+    ones). The declared plaintext size and the stored object's size are checked before
+    decrypting, and the plaintext is counted while it streams, so a forged 256 MiB
+    "document" is refused at its first excess chunk instead of filling memory.
+
+    Raises:
+        IntegrityError: the declared size is missing, over the limit, or not the size
+            the stored object decrypts to.
+    """
+    declared = next((f.get("size") for f in files if f.get("object") == ctx.object_name), None)
+    if not isinstance(declared, int) or not 0 <= declared <= MAX_DOCUMENT_BYTES:
+        raise IntegrityError(f"document of {ctx.record_id}: declared size is not within limits")
+    key = _doc_key(ctx)
+    if store.head(key).size > _MAX_DOCUMENT_STORED:
+        raise IntegrityError(f"document of {ctx.record_id}: stored object is too large")
+    parts: list[bytes] = []
+    total = 0
+    for chunk in open_object(dek, ctx, store.open_stream(key)):
+        total += len(chunk)
+        if total > declared:
+            raise IntegrityError(f"document of {ctx.record_id}: larger than its declared size")
+        parts.append(chunk)
+    if total != declared:
+        raise IntegrityError(f"document of {ctx.record_id}: smaller than its declared size")
+    return b"".join(parts)
 
 
 def _require_record_id(request: SignedRequest) -> str:

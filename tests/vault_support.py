@@ -26,7 +26,9 @@ from pcii_vault.submitter import upload
 from pcii_vault.vault import Vault, principal_params
 
 FAST_KDF = ScryptParams(n=2**10, r=8, p=1)
-ATTACHMENT = "riverbend-scada-assessment.pdf"
+# Not a PDF, so a review returns it byte for byte (released PDFs are stamped page by page:
+# tests/unit/test_marking_pdf.py); the key and failure suites compare the bytes.
+ATTACHMENT = "riverbend-scada-capture.bin"
 
 
 class VaultBench:
@@ -87,6 +89,7 @@ class VaultBench:
         self.vault.check_identity(me)
         tracking = self.vault.new_tracking_number()
         document = example_submission()
+        document["attachments"][0]["name"] = ATTACHMENT
         if not attach:
             document["attachments"] = []
         sealed = upload(

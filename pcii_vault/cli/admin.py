@@ -5,68 +5,106 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.session import acting, identity, opened, unseal_secret, vault_dir
-from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
-from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.cli.params import check_sectors
 from pcii_vault.errors import InputError
-from pcii_vault.identity import Identity
-from pcii_vault.keys.shares import split_secret, write_shares
-from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN, Principal, PrincipalAttributes
-from pcii_vault.models.problems import describe
-from pcii_vault.store import open_store
-from pcii_vault.store.probe import check_store
-from pcii_vault.vault import Vault, principal_params
+
+if TYPE_CHECKING:
+    from pcii_vault.models.principal import Principal, PrincipalAttributes
 
 __all__ = ["index_app", "init", "principal_app", "store_app"]
 
-principal_app = typer.Typer(help="Register, change, revoke and list users.", no_args_is_help=True)
-store_app = typer.Typer(help="Check the vault's object store.", no_args_is_help=True)
-index_app = typer.Typer(help="The local index (a projection of the log).", no_args_is_help=True)
+principal_app = CliTyper(
+    rich_markup_mode=None, help="Register, change, revoke and list users.", no_args_is_help=True
+)
+store_app = CliTyper(
+    rich_markup_mode=None, help="Check the vault's object store.", no_args_is_help=True
+)
+index_app = CliTyper(
+    rich_markup_mode=None, help="The local index (a projection of the log).", no_args_is_help=True
+)
 
 # Cheap enough for a test suite that creates hundreds of vaults; never for real keyrings.
-_INSECURE_TEST_SCRYPT = ScryptParams(n=2**10, r=8, p=1)
+_INSECURE_TEST_SCRYPT = {"n": 2**10, "r": 8, "p": 1}
 
-_ROLE = typer.Option("--role", help="owner, office, analyst, auditor or admin.")
+_ROLE = typer.Option(
+    "--role", metavar="ROLE", help="owner, office, analyst, auditor or admin.", show_default=False
+)
+_ORG_HELP = "Organisation (free text, shown on releases and listings)."
+_LEVEL_HELP = "Government level: federal, state, local, tribal, territorial or private."
+_SECTOR_HELP = (
+    "A sector of need to know, as the sector list spells it (repeatable: "
+    "--sector Energy --sector 'Nuclear Reactors, Materials, and Waste')."
+)
+_TrainingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--training-expires",
+        metavar="DATE",
+        help="PCII training expiry, YYYY-MM-DD.",
+        show_default=False,
+    ),
+]
+_NdaOption = Annotated[
+    str | None,
+    typer.Option(
+        "--nda-signed", metavar="DATE", help="NDA signature date, YYYY-MM-DD.", show_default=False
+    ),
+]
+_NAME = typer.Argument(metavar="NAME", help="The user's id.", show_default=False)
 
 
 def init(
     ctx: typer.Context,
     store: Annotated[
         str,
-        typer.Option("--store", help="'file' (in the vault directory) or s3://BUCKET[/PREFIX]."),
+        typer.Option(
+            "--store",
+            metavar="STORE",
+            help="'file' (objects in the vault directory) or s3://BUCKET[/PREFIX].",
+        ),
     ] = "file",
-    admin: Annotated[str, typer.Option("--admin", help="Name of the first admin.")] = "admin",
+    admin: Annotated[
+        str, typer.Option("--admin", metavar="NAME", help="Principal id of the first admin.")
+    ] = "admin",
     admin_key_out: Annotated[
         Path | None,
         typer.Option(
-            "--admin-key-out", help="Where to write the first admin's private key (mode 0600)."
+            "--admin-key-out",
+            metavar="FILE",
+            help="Where to write the first admin's private key (mode 0600; default DIR/admin.key).",
+            show_default=False,
         ),
     ] = None,
     kek: Annotated[
         str,
         typer.Option(
             "--kek",
+            metavar="URI",
             help="Where KEKs live: local (the sealed keyring), pkcs11:..., "
             "openbao:https://HOST:PORT/MOUNT/keys/NAME or awskms:KEY. Created when missing.",
         ),
     ] = "local",
     unseal_shares: Annotated[
         int | None,
-        typer.Option("--unseal-shares", help="Split the unseal secret into N SLIP-39 shares."),
+        typer.Option(
+            "--unseal-shares", metavar="N", help="Split the unseal secret into N SLIP-39 shares."
+        ),
     ] = None,
     unseal_threshold: Annotated[
         int | None,
-        typer.Option("--unseal-threshold", help="How many shares unseal (M of N)."),
+        typer.Option("--unseal-threshold", metavar="M", help="How many shares unseal (M of N)."),
     ] = None,
     shares_out: Annotated[
         Path | None,
-        typer.Option("--shares-out", help="Directory for the share files (one per custodian)."),
+        typer.Option(
+            "--shares-out", metavar="DIR", help="Directory for the share files (one per custodian)."
+        ),
     ] = None,
     insecure_fast_kdf: Annotated[
         bool,
@@ -78,6 +116,11 @@ def init(
     ] = False,
 ) -> None:
     """Create a vault: config, sealed keyring, store layout, log, and the first admin."""
+    from pcii_vault.cli.session import unseal_secret, vault_dir
+    from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
+    from pcii_vault.keys.shares import split_secret, write_shares
+    from pcii_vault.vault import Vault
+
     state: CliState = ctx.obj
     root = vault_dir(state)
     key_out = admin_key_out or root / "admin.key"
@@ -94,7 +137,7 @@ def init(
     kdf = DEFAULT_SCRYPT
     if insecure_fast_kdf:
         state.output.note("warning: --insecure-fast-kdf: the keyring is cheap to brute-force")
-        kdf = _INSECURE_TEST_SCRYPT
+        kdf = ScryptParams(**_INSECURE_TEST_SCRYPT)
     try:
         vault, _ = Vault.create(
             root,
@@ -142,18 +185,23 @@ def _attributes(
     role: str,
     org: str,
     level: str,
-    sectors: str | None,
+    sectors: tuple[str, ...],
     training_expires: date | None,
     nda_signed: date | None,
     contractor: bool,
 ) -> PrincipalAttributes:
+    from pydantic import ValidationError
+
+    from pcii_vault.models.principal import PrincipalAttributes
+    from pcii_vault.models.problems import describe
+
     try:
         return PrincipalAttributes.model_validate(
             {
                 "role": role,
                 "organisation": org,
                 "level": level,
-                "sectors": tuple(s.strip() for s in (sectors or "").split(",") if s.strip()),
+                "sectors": sectors,
                 "training_expires": training_expires,
                 "nda_signed": nda_signed,
                 "contractor": contractor,
@@ -172,32 +220,47 @@ def _principal_row(principal: Principal) -> dict[str, Any]:
 @principal_app.command("add")
 def principal_add(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The new user's id (lower case, digits, . _ -).")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="The new user's id (lower case, digits, . _ -).",
+            show_default=False,
+        ),
+    ],
     role: Annotated[str, _ROLE],
-    key_out: Annotated[Path, typer.Option("--key-out", help="Where to write the user's key.")],
-    org: Annotated[str, typer.Option("--org", help="Organisation.")] = "unspecified",
-    level: Annotated[
-        str, typer.Option("--level", help="federal, state, local, tribal, territorial, private.")
-    ] = "federal",
-    sectors: Annotated[
-        str | None, typer.Option("--sectors", help="Comma-separated sectors of need to know.")
+    key_out: Annotated[
+        Path,
+        typer.Option(
+            "--key-out", metavar="FILE", help="Where to write the user's new private key."
+        ),
+    ],
+    org: Annotated[str, typer.Option("--org", metavar="ORG", help=_ORG_HELP)] = "unspecified",
+    level: Annotated[str, typer.Option("--level", metavar="LEVEL", help=_LEVEL_HELP)] = "federal",
+    sector: Annotated[
+        list[str] | None,
+        typer.Option("--sector", metavar="SECTOR", help=_SECTOR_HELP, show_default=False),
     ] = None,
-    training_expires: Annotated[
-        str | None, typer.Option("--training-expires", help="PCII training expiry, YYYY-MM-DD.")
-    ] = None,
-    nda_signed: Annotated[
-        str | None, typer.Option("--nda-signed", help="NDA signature date, YYYY-MM-DD.")
-    ] = None,
-    contractor: Annotated[bool, typer.Option("--contractor", help="A contractor.")] = False,
+    training_expires: _TrainingOption = None,
+    nda_signed: _NdaOption = None,
+    contractor: Annotated[
+        bool, typer.Option("--contractor", help="The user is a contractor, not an employee.")
+    ] = False,
 ) -> None:
     """Register a user and write their new private key file (an admin's act)."""
+    from pcii_vault.cli.session import identity, opened
+    from pcii_vault.crypto.signing import Ed25519PrivateKey
+    from pcii_vault.identity import Identity
+    from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN
+    from pcii_vault.vault import principal_params
+
     state: CliState = ctx.obj
     me = identity(state)
     attributes = _attributes(
         role,
         org,
         level,
-        sectors,
+        check_sectors(sector or []),
         _date(training_expires, "--training-expires"),
         _date(nda_signed, "--nda-signed"),
         contractor,
@@ -232,25 +295,53 @@ def principal_add(
 @principal_app.command("update")
 def principal_update(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The user's id.")],
-    org: Annotated[str | None, typer.Option("--org")] = None,
-    level: Annotated[str | None, typer.Option("--level")] = None,
-    sectors: Annotated[str | None, typer.Option("--sectors")] = None,
-    training_expires: Annotated[str | None, typer.Option("--training-expires")] = None,
-    nda_signed: Annotated[str | None, typer.Option("--nda-signed")] = None,
+    name: Annotated[str, _NAME],
+    org: Annotated[
+        str | None, typer.Option("--org", metavar="ORG", help=_ORG_HELP, show_default=False)
+    ] = None,
+    level: Annotated[
+        str | None,
+        typer.Option("--level", metavar="LEVEL", help=_LEVEL_HELP, show_default=False),
+    ] = None,
+    sector: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sector",
+            metavar="SECTOR",
+            help=_SECTOR_HELP + " Replaces the user's sectors.",
+            show_default=False,
+        ),
+    ] = None,
+    no_sectors: Annotated[
+        bool, typer.Option("--no-sectors", help="Remove every sector of need to know.")
+    ] = False,
+    training_expires: _TrainingOption = None,
+    nda_signed: _NdaOption = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="active or suspended (use revoke to revoke).")
+        str | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="active or suspended (use `principal revoke` to revoke).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Change a user's attributes or suspend / reactivate them (an admin's act)."""
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     changes: dict[str, Any] = {}
     if org is not None:
         changes["organisation"] = org
     if level is not None:
         changes["level"] = level
-    if sectors is not None:
-        changes["sectors"] = [s.strip() for s in sectors.split(",") if s.strip()]
+    if sector and no_sectors:
+        raise InputError("give --sector or --no-sectors, not both")
+    if sector:
+        changes["sectors"] = list(check_sectors(sector))
+    if no_sectors:
+        changes["sectors"] = []
     if training_expires is not None:
         changes["training_expires"] = _required_date(training_expires, "--training-expires")
     if nda_signed is not None:
@@ -272,10 +363,10 @@ def principal_update(
 
 
 @principal_app.command("revoke")
-def principal_revoke(
-    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The user's id.")]
-) -> None:
+def principal_revoke(ctx: typer.Context, name: Annotated[str, _NAME]) -> None:
     """Revoke a user for good (an admin's act)."""
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         request = vault.sign(me, "manage-principals", params={"op": "revoke", "principal": name})
@@ -286,6 +377,8 @@ def principal_revoke(
 @principal_app.command("list")
 def principal_list(ctx: typer.Context) -> None:
     """List every registered user (from the index of the log)."""
+    from pcii_vault.cli.session import opened
+
     state: CliState = ctx.obj
     with opened(state) as vault:
         vault.sync()
@@ -310,9 +403,13 @@ def principal_list(ctx: typer.Context) -> None:
 @store_app.command("check")
 def store_check(ctx: typer.Context) -> None:
     """Run the conformance probe (conditional writes, checksums, ranges) on the vault's store."""
+    from pcii_vault.cli.session import vault_dir
+    from pcii_vault.store import open_store
+    from pcii_vault.store.probe import check_store
+
     state: CliState = ctx.obj
     root = vault_dir(state)
-    from pcii_vault.config import VaultConfig, VaultPaths  # noqa: PLC0415
+    from pcii_vault.config import VaultConfig, VaultPaths
 
     paths = VaultPaths(root)
     config = VaultConfig.load(paths.config)
@@ -325,6 +422,8 @@ def store_check(ctx: typer.Context) -> None:
 @index_app.command("rebuild")
 def index_rebuild(ctx: typer.Context) -> None:
     """Rebuild the local index from the log (it is only a cache of the log)."""
+    from pcii_vault.cli.session import opened
+
     state: CliState = ctx.obj
     with opened(state) as vault:
         count = vault.rebuild_index()

@@ -8,27 +8,44 @@ from typing import Annotated
 import typer
 
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.render import record_row, release_row
-from pcii_vault.cli.session import acting
+from pcii_vault.cli.params import (
+    DEFAULT_USE,
+    PURPOSE_HELP,
+    TRACKING,
+    USE_HELP,
+    check_sectors,
+)
+from pcii_vault.cli.progress import release_progress
 from pcii_vault.errors import InputError
-from pcii_vault.models.reference import reference_data
 
 __all__ = ["get", "search"]
 
 
 def get(
     ctx: typer.Context,
-    tracking: Annotated[str, typer.Argument(help="Tracking number.")],
-    purpose: Annotated[str, typer.Option("--purpose", help="Why you need it, in your words.")],
-    out: Annotated[Path, typer.Option("--out", help="Directory to write the release into.")],
-    use: Annotated[
-        str, typer.Option("--use", help="Intended use the policies reason about.")
-    ] = "infrastructure-protection",
+    tracking: Annotated[str, TRACKING],
+    purpose: Annotated[str, typer.Option("--purpose", metavar="TEXT", help=PURPOSE_HELP)],
+    out: Annotated[
+        Path,
+        typer.Option("--out", metavar="DIR", help="New directory to write the release into."),
+    ],
+    use: Annotated[str, typer.Option("--use", metavar="USE", help=USE_HELP)] = DEFAULT_USE,
     authority: Annotated[
-        str | None, typer.Option("--authority", help="A 29.8(f) exception, when invoked.")
+        str | None,
+        typer.Option(
+            "--authority",
+            metavar="EXCEPTION",
+            help="A 6 CFR 29.8(f) disclosure exception, when you invoke one: "
+            "criminal-investigation, submitter, congress, gao or dhs-oig.",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Retrieve a record: the policy decides, the log records, the release is marked."""
+    from pcii_vault.cli.render import release_row, release_summary
+    from pcii_vault.cli.session import acting
+    from pcii_vault.models.reference import reference_data
+
     if not purpose.strip():
         raise InputError("--purpose must state why you need the record")
     reference = reference_data()
@@ -47,32 +64,50 @@ def get(
         request = vault.sign(
             me, "retrieve", record=tracking, purpose=purpose, use=use, authority=authority
         )
-        release = vault.release(request, out)
-    state.output.result(
-        release_row(release),
-        human=f"{release.tracking_number} released to {release.directory} "
-        f"(access event {release.access_index})",
-    )
+        with release_progress(state.output) as progress:
+            release = vault.release(request, out, progress=progress)
+    state.output.result(release_row(release), human=release_summary(release))
 
 
 def search(
     ctx: typer.Context,
-    sector: Annotated[str | None, typer.Option("--sector", help="Only this sector.")] = None,
+    sector: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sector",
+            metavar="SECTOR",
+            help="Only this sector (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     state_filter: Annotated[
-        str | None, typer.Option("--state", help="Only records in this state.")
+        str | None,
+        typer.Option(
+            "--state", metavar="STATE", help="Only records in this state.", show_default=False
+        ),
     ] = None,
     purpose: Annotated[
-        str, typer.Option("--purpose", help="Why you are searching (the policies require one).")
+        str,
+        typer.Option(
+            "--purpose",
+            metavar="TEXT",
+            help="Why you are searching (the policies require one).",
+        ),
     ] = "find records within my need to know",
-    use: Annotated[
-        str, typer.Option("--use", help="Intended use the policies reason about.")
-    ] = "infrastructure-protection",
+    use: Annotated[str, typer.Option("--use", metavar="USE", help=USE_HELP)] = DEFAULT_USE,
 ) -> None:
     """List the records you may act on (metadata only)."""
+    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.session import acting
+
+    sectors = check_sectors(sector or [])
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         request = vault.sign(me, "search", purpose=purpose, use=use)
-        records = vault.search(request, sector=sector, state=state_filter)
+        records = vault.search(
+            request, sector=sectors[0] if len(sectors) == 1 else None, state=state_filter
+        )
+    records = [r for r in records if not sectors or r.sector in sectors]
     state.output.rows(
         [record_row(r) for r in records],
         ["tracking_number", "state", "sector", "tlp", "received_at"],

@@ -8,28 +8,31 @@ stderr and exits with the error family's code (0 ok, 1 unexpected, 2 bad input, 
 from __future__ import annotations
 
 import functools
-import importlib.metadata
-import logging
+import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import structlog
 import typer
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState, Output
-from pcii_vault.config import Settings
 from pcii_vault.errors import VaultError
+
+if TYPE_CHECKING:
+    from typer import _click
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
+app = CliTyper(
     name="pcii",
     help="pcii-vault: submit, validate, release and audit Protected Critical "
     "Infrastructure Information.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help text is plain text (see cli/help.py); plain help needs no rich import.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # Global options may also be written after the subcommand; main() moves them to the front.
@@ -37,9 +40,15 @@ _GLOBAL_VALUED = ("--vault", "--as")
 _GLOBAL_FLAGS = ("--json", "--debug")
 
 
-def _print_version(value: bool) -> None:
+def _print_version(ctx: typer.Context, value: bool) -> None:
     if value:
-        print(f"pcii-vault {importlib.metadata.version('pcii-vault')}")  # noqa: T201
+        from pcii_vault import __version__ as version  # not importlib.metadata: 20-90 ms
+
+        state = ctx.obj
+        if isinstance(state, CliState) and state.output.json_mode:
+            state.output.result({"name": "pcii-vault", "version": version})
+        else:
+            print(f"pcii-vault {version}")  # noqa: T201
         raise typer.Exit
 
 
@@ -48,19 +57,31 @@ def _root(
     ctx: typer.Context,
     vault: Annotated[
         Path | None,
-        typer.Option("--vault", envvar="PCII_VAULT", help="Vault directory.", show_default=False),
+        typer.Option(
+            "--vault",
+            envvar="PCII_VAULT",
+            metavar="DIR",
+            help="Vault directory.",
+            show_default=False,
+        ),
     ] = None,
     identity: Annotated[
         Path | None,
         typer.Option(
             "--as",
             envvar="PCII_IDENTITY",
+            metavar="KEYFILE",
             help="Your identity (private key) file.",
             show_default=False,
         ),
     ] = None,
-    json_mode: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    json_mode: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output (errors too).")
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Debug logs and tracebacks (the exit code is the same)."),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -71,6 +92,10 @@ def _root(
         ),
     ] = False,
 ) -> None:
+    # Read once at the edge, and only when a command runs (`pcii --help` reads nothing).
+    from pcii_vault.config import Settings
+
+    _configure_logging(debug=debug, log_format=Settings.from_environment().log_format)
     ctx.obj = CliState(
         vault=vault, identity=identity, output=Output(json_mode=json_mode), debug=debug
     )
@@ -105,7 +130,7 @@ def _hoist_global_options(argv: list[str]) -> list[str]:
 def _register_commands() -> None:
     # Imported here so each audience's module stays independent of the others; cached so
     # calling main() twice in one process does not register every command twice.
-    from pcii_vault.cli import commands  # noqa: PLC0415
+    from pcii_vault.cli import commands
 
     commands.register(app)
 
@@ -113,7 +138,11 @@ def _register_commands() -> None:
 def _configure_logging(*, debug: bool, log_format: str) -> None:
     # Logs go to stderr (stdout is for results, JSON with --json): warnings and errors only,
     # unless --debug; JSON lines in production (or PCII_LOG_FORMAT=json), key=value on a
-    # terminal.
+    # terminal. structlog is imported here, not at start-up: `pcii --help` never logs.
+    import logging
+
+    import structlog
+
     level = logging.DEBUG if debug else logging.WARNING
     json_logs = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
@@ -128,30 +157,94 @@ def _configure_logging(*, debug: bool, log_format: str) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # sys.stderr is looked up at each log call, not bound once: a caller that swaps it
+        # (a test harness, an embedding program) must not leave a closed stream behind.
+        logger_factory=_stderr_logger,
+        cache_logger_on_first_use=False,
     )
 
 
+def _stderr_logger(*_args: object) -> Any:  # noqa: ANN401 -- structlog's WrappedLogger
+    import structlog
+
+    return structlog.PrintLogger(sys.stderr)
+
+
+def _fail(message: str, code: int, *, json_mode: bool, problems: tuple[str, ...] = ()) -> NoReturn:
+    """Report an error: one JSON object on stdout with --json, else `pcii: error:` lines."""
+    if json_mode:
+        data: dict[str, Any] = {"error": message.splitlines()[0], "exit_code": code}
+        if problems:
+            data["problems"] = [_problem(p) for p in problems]
+        sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+    else:
+        print(f"pcii: error: {message}", file=sys.stderr)  # noqa: T201
+    sys.exit(code)
+
+
+def _problem(text: str) -> dict[str, str]:
+    """`"findings[0].severity: must be one of ..."` as `{"path": ..., "message": ...}`."""
+    path, sep, message = text.partition(": ")
+    if not sep or " " in path:
+        return {"path": "", "message": text}
+    return {"path": path, "message": message}
+
+
+def _usage_message(exc: _click.ClickException) -> str:
+    message = exc.format_message().rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        return f"{message} (see '{ctx.command_path} --help')"
+    return message
+
+
+def _wants_help(exc: _click.ClickException) -> bool:
+    return type(exc).__name__ == "NoArgsIsHelpError"
+
+
+def _print_traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI and exit with the documented code."""
+    """Run the CLI and exit with the documented code.
+
+    `--debug` adds logs and tracebacks but never changes the exit code.
+    """
+    from typer import _click
+
     args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
-    debug = "--debug" in args
+    options = args[: args.index("--")] if "--" in args else args
+    debug = "--debug" in options
+    json_mode = "--json" in options
     _register_commands()
     try:
-        _configure_logging(debug=debug, log_format=Settings.from_environment().log_format)
-        # Standalone mode: typer reports usage errors itself (exit 2) and exits.
-        app(args=args, prog_name="pcii")
+        code = app(
+            args=args,
+            prog_name="pcii",
+            standalone_mode=False,
+            obj=CliState(output=Output(json_mode=json_mode), debug=debug),
+        )
     except VaultError as exc:
         if debug:
-            raise
-        print(f"pcii: error: {exc.diagnostics()}", file=sys.stderr)  # noqa: T201
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("pcii: interrupted", file=sys.stderr)  # noqa: T201
-        sys.exit(1)
-    except Exception as exc:  # the last resort: one line, exit 1
+            _print_traceback()
+        _fail(
+            exc.diagnostics(),
+            exc.exit_code,
+            json_mode=json_mode,
+            problems=tuple(getattr(exc, "problems", ())),
+        )
+    except _click.ClickException as exc:
+        if _wants_help(exc):  # `pcii principal` alone: its help, as `-h` would
+            sys.stdout.write(exc.format_message() + "\n")
+            sys.exit(0)
+        _fail(" ".join(_usage_message(exc).split()), 2, json_mode=json_mode)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted", 1, json_mode=json_mode)
+    except Exception as exc:  # noqa: BLE001 -- the last resort: one line, exit 1
         if debug:
-            raise
-        print(f"pcii: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
-        sys.exit(1)
+            _print_traceback()
+        _fail(f"unexpected error: {type(exc).__name__}: {exc}", 1, json_mode=json_mode)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -13,24 +13,23 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.config import VaultConfig, VaultPaths
-from pcii_vault.errors import ConfigError, InputError
-from pcii_vault.history import HistoryAuditor
-from pcii_vault.ledger.log import Ledger
-from pcii_vault.ledger.note import NoteVerifier, parse_checkpoint
-from pcii_vault.ledger.proof import ProofBundle, iter_events, prove, verify_bundle
-from pcii_vault.ledger.verify import verify_log
-from pcii_vault.models.event import Event
-from pcii_vault.store import ObjectStore, open_store
+from pcii_vault.errors import ConfigError, InputError, IntegrityError
+
+if TYPE_CHECKING:
+    from pcii_vault.ledger.log import Ledger
+    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.models.event import Event
+    from pcii_vault.store import ObjectStore
 
 __all__ = ["app"]
 
-app = typer.Typer(
+app = CliTyper(
     name="audit",
     help="Verify the access log offline, prove inclusion, read and export events.",
     no_args_is_help=True,
@@ -40,7 +39,8 @@ LogOption = Annotated[
     str | None,
     typer.Option(
         "--log",
-        help="A directory holding log/, or an s3://BUCKET or s3://BUCKET/PREFIX URL "
+        metavar="DIR|URL",
+        help="A vault directory, a directory holding log/, or an s3://BUCKET[/PREFIX] URL "
         "(default: the vault's).",
         show_default=False,
     ),
@@ -49,6 +49,7 @@ KeyOption = Annotated[
     str | None,
     typer.Option(
         "--key",
+        metavar="KEY|FILE",
         help="The log's verifier key string, or a file holding it (default: the vault's).",
         show_default=False,
     ),
@@ -61,6 +62,8 @@ def _state(ctx: typer.Context) -> CliState:
 
 
 def _read_key(key: str) -> NoteVerifier:
+    from pcii_vault.ledger.note import NoteVerifier
+
     path = Path(key)
     text = key
     if "+" not in key or path.is_file():
@@ -82,6 +85,10 @@ def open_log(
     Raises:
         ConfigError: no log or no key can be found.
     """
+    from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.store import open_store
+
     config: VaultConfig | None = None
     if state.vault is not None:
         config = VaultConfig.load(VaultPaths(state.vault).config)
@@ -89,10 +96,7 @@ def open_log(
         if log.startswith("s3://"):
             store = open_store(log, root_for_file=Path())
         else:
-            directory = Path(log)
-            if not (directory / "log").is_dir():
-                raise ConfigError(f"{log} holds no log/ directory")
-            store = open_store(f"file://{directory.resolve()}", root_for_file=directory)
+            store = _log_store(Path(log))
     elif config is not None and state.vault is not None:
         store = open_store(config.store, root_for_file=VaultPaths(state.vault).objects)
     else:
@@ -106,7 +110,23 @@ def open_log(
     return store, verifier.name, verifier
 
 
+def _log_store(directory: Path) -> ObjectStore:
+    """The store holding `log/`: a copied log directory, or a vault directory (any store)."""
+    from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.store import open_store
+
+    if (directory / "log").is_dir():
+        return open_store(f"file://{directory.resolve()}", root_for_file=directory)
+    paths = VaultPaths(directory)
+    if paths.config.is_file():
+        config = VaultConfig.load(paths.config)
+        return open_store(config.store, root_for_file=paths.objects)
+    raise ConfigError(f"{directory} holds no log/ directory and is not a vault directory")
+
+
 def _reader(store: ObjectStore, verifier: NoteVerifier) -> Ledger:
+    from pcii_vault.ledger.log import Ledger
+
     return Ledger(store, verifier.name, signer=None, verifier=verifier.public_key)
 
 
@@ -116,7 +136,10 @@ def verify_command(
     trusted_checkpoint: Annotated[
         Path | None,
         typer.Option(
-            "--trusted-checkpoint", help="A checkpoint file seen before.", show_default=False
+            "--trusted-checkpoint",
+            metavar="FILE",
+            help="A checkpoint file seen before: the log must have only grown from it.",
+            show_default=False,
         ),
     ] = None,
     log: LogOption = None,
@@ -139,6 +162,10 @@ def verify_command(
     ] = False,
 ) -> None:
     """Audit the whole log: signatures, entries, tiles, history, legal events (exit 4 if not)."""
+    from pcii_vault.history import HistoryAuditor
+    from pcii_vault.ledger.note import parse_checkpoint
+    from pcii_vault.ledger.verify import verify_log
+
     state = _state(ctx)
     store, _, verifier = open_log(state, log, key)
     trusted = None
@@ -157,6 +184,14 @@ def verify_command(
         report = verify_log(store, verifier, trusted=trusted, event_checker=checker)
         if not structure_only:
             history.finish()
+    except IntegrityError as exc:
+        if not state.output.json_mode:
+            raise
+        # A verdict, not only an error: programs read `sound` whatever the outcome.
+        state.output.result(
+            {"sound": False, "error": exc.diagnostics(), "exit_code": exc.exit_code}
+        )
+        raise typer.Exit(code=exc.exit_code) from None
     finally:
         history.close()
     pending = f"; pending: {len(report.pending)}" if report.pending else ""
@@ -169,6 +204,7 @@ def verify_command(
     state.output.result(
         {
             **report.to_json(),
+            "sound": True,
             "legal_history": not structure_only,
             "decisions_replayed": None
             if structure_only or skip_decision_replay
@@ -185,21 +221,30 @@ def verify_command(
 @app.command("prove")
 def prove_command(
     ctx: typer.Context,
-    index: Annotated[int, typer.Option("--index", min=0, help="Log index of the event.")],
+    index: Annotated[
+        int, typer.Option("--index", metavar="N", min=0, help="Log index of the event.")
+    ],
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the bundle here.", show_default=False)
+        Path | None,
+        typer.Option(
+            "--out", metavar="FILE", help="Write the bundle to this file.", show_default=False
+        ),
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,
 ) -> None:
     """Print (or write) the inclusion proof bundle of one event."""
+    from pcii_vault.ledger.proof import prove
+
     state = _state(ctx)
     store, _, verifier = open_log(state, log, key)
     bundle = prove(_reader(store, verifier), index)
-    text = json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n"
     if out is None:
-        sys.stdout.write(text)
+        # The bundle is JSON by nature: one line with --json, like every other command.
+        indent = None if state.output.json_mode else 2
+        sys.stdout.write(json.dumps(bundle.to_json(), indent=indent, sort_keys=True) + "\n")
         return
+    text = json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n"
     out.write_text(text, encoding="utf-8")
     state.output.result({"index": index, "out": str(out)}, f"proof of event {index} -> {out}")
 
@@ -207,10 +252,16 @@ def prove_command(
 @app.command("verify-proof")
 def verify_proof_command(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="A proof bundle file.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="A proof bundle file.", show_default=False)
+    ],
     key: KeyOption = None,
 ) -> None:
     """Check a proof bundle offline (exit 4 if it does not verify)."""
+    from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.ledger.proof import ProofBundle, verify_bundle
+
     state = _state(ctx)
     if key is not None:
         verifier = _read_key(key)
@@ -234,6 +285,9 @@ def verify_proof_command(
 @app.command("key")
 def key_command(ctx: typer.Context, log: LogOption = None, key: KeyOption = None) -> None:
     """Print the log's signed-note verifier key."""
+    from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.ledger.note import NoteVerifier
+
     state = _state(ctx)
     if key is not None:
         verifier = _read_key(key)
@@ -260,6 +314,8 @@ def _filtered(
     key: str | None,
     filters: dict[str, Any],
 ) -> Iterator[Event]:
+    from pcii_vault.ledger.proof import iter_events
+
     store, _, verifier = open_log(state, log, key)
     return iter_events(_reader(store, verifier), **filters)
 
@@ -279,12 +335,49 @@ def _parse_time(value: str | None, what: str) -> datetime | None:
 @app.command("log")
 def log_command(
     ctx: typer.Context,
-    record: Annotated[str | None, typer.Option("--record", show_default=False)] = None,
-    principal: Annotated[str | None, typer.Option("--principal", show_default=False)] = None,
-    event_type: Annotated[str | None, typer.Option("--type", show_default=False)] = None,
-    decision: Annotated[str | None, typer.Option("--decision", show_default=False)] = None,
-    since: Annotated[str | None, typer.Option("--since", show_default=False)] = None,
-    until: Annotated[str | None, typer.Option("--until", show_default=False)] = None,
+    record: Annotated[
+        str | None,
+        typer.Option(
+            "--record", metavar="TRACKING", help="Only this record's events.", show_default=False
+        ),
+    ] = None,
+    principal: Annotated[
+        str | None,
+        typer.Option(
+            "--principal", metavar="NAME", help="Only events by this user.", show_default=False
+        ),
+    ] = None,
+    event_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            metavar="TYPE",
+            help="Only events of this type, e.g. access.permitted.",
+            show_default=False,
+        ),
+    ] = None,
+    decision: Annotated[
+        str | None,
+        typer.Option("--decision", metavar="DECISION", help="permit or deny.", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="TIME",
+            help="From this ISO 8601 time with zone, e.g. 2026-11-01T00:00Z.",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="TIME",
+            help="Until this ISO 8601 time with zone.",
+            show_default=False,
+        ),
+    ] = None,
     log: LogOption = None,
     key: KeyOption = None,
 ) -> None:
@@ -307,14 +400,19 @@ def log_command(
 @app.command("export")
 def export_command(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="jsonl or csv.")] = "jsonl",
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write here (default stdout).", show_default=False)
+        Path | None,
+        typer.Option(
+            "--out", metavar="FILE", help="Write here (default stdout).", show_default=False
+        ),
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,
 ) -> None:
     """Export every event as JSON lines or CSV, streaming."""
+    from pcii_vault.models.event import Event
+
     state = _state(ctx)
     if fmt not in {"jsonl", "csv"}:
         raise InputError("--format must be jsonl or csv")

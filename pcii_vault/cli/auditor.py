@@ -9,16 +9,15 @@ import typer
 
 from pcii_vault.cli.audit import KeyOption, LogOption, open_log
 from pcii_vault.cli.output import CliState
+from pcii_vault.cli.params import TRACKING
 from pcii_vault.errors import InputError, IntegrityError
-from pcii_vault.index import Index
-from pcii_vault.ledger.log import Ledger
 
 __all__ = ["checkpoint", "recipients"]
 
 
 def recipients(
     ctx: typer.Context,
-    tracking: Annotated[str, typer.Argument(help="Tracking number.")],
+    tracking: Annotated[str, TRACKING],
     log: LogOption = None,
     key: KeyOption = None,
 ) -> None:
@@ -27,6 +26,9 @@ def recipients(
     Read from the log itself, every entry checked against the signed checkpoint (never
     from the local index, which could have been edited).
     """
+    from pcii_vault.index import Index
+    from pcii_vault.ledger.log import Ledger
+
     state: CliState = ctx.obj
     store, origin, verifier = open_log(state, log, key)
     ledger = Ledger(store, origin, signer=None, verifier=verifier.public_key)
@@ -47,7 +49,13 @@ def recipients(
 def checkpoint(
     ctx: typer.Context,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the signed checkpoint to this file.")
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Write the signed checkpoint to this new file.",
+            show_default=False,
+        ),
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,
@@ -57,6 +65,8 @@ def checkpoint(
     `pcii audit verify --trusted-checkpoint FILE` then proves the log only grew from it:
     no rollback, no fork.
     """
+    from pcii_vault.ledger.log import Ledger
+
     state: CliState = ctx.obj
     store, origin, verifier = open_log(state, log, key)
     current = Ledger(store, origin, signer=None, verifier=verifier.public_key).checkpoint()

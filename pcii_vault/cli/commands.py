@@ -17,6 +17,7 @@ from pcii_vault.cli import (
     report,
     submission,
 )
+from pcii_vault.cli.help import CliTyper
 
 __all__ = ["register"]
 
@@ -44,7 +45,9 @@ def register(app: typer.Typer) -> None:
     app.command("destroy")(office.destroy)
     app.add_typer(office.app, name="office")
     app.add_typer(submission.app, name="submission")
-    schema_app = typer.Typer(help="JSON Schemas of the vault's documents.", no_args_is_help=True)
+    schema_app = CliTyper(
+        rich_markup_mode=None, help="JSON Schemas of the vault's documents.", no_args_is_help=True
+    )
     schema_app.command("submission")(submission.schema_command)
     app.add_typer(schema_app, name="schema")
     # analyst

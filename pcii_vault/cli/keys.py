@@ -7,18 +7,19 @@ ever prints key material: versions, dates and counts only.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.session import acting
-from pcii_vault.keys.providers import public_uri
-from pcii_vault.vault import KeyStatus
+
+if TYPE_CHECKING:
+    from pcii_vault.vault import KeyStatus
 
 __all__ = ["app"]
 
-app = typer.Typer(
+app = CliTyper(
     help="Key-encryption keys: status, rotate, rewrap, retire, migrate (admin).",
     no_args_is_help=True,
 )
@@ -46,6 +47,8 @@ def _status_json(status: KeyStatus) -> dict[str, Any]:
 @app.command("status")
 def status(ctx: typer.Context) -> None:
     """Show KEK versions (created, retired), the current and oldest usable one (admin)."""
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         key_status = vault.key_status(vault.sign(me, "rotate-keys", params={"op": "status"}))
@@ -86,6 +89,8 @@ def status(ctx: typer.Context) -> None:
 @app.command("rotate")
 def rotate(ctx: typer.Context) -> None:
     """Add a KEK version and make it current (logged first); then run `pcii keys rewrap`."""
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         version = vault.rotate_keys(vault.sign(me, "rotate-keys", params={"op": "rotate"}))
@@ -98,6 +103,8 @@ def rotate(ctx: typer.Context) -> None:
 @app.command("rewrap")
 def rewrap(ctx: typer.Context) -> None:
     """Re-wrap every live record's data key under the current KEK (payloads untouched)."""
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         done = vault.rewrap_keys(vault.sign(me, "rotate-keys", params={"op": "rewrap"}))
@@ -113,6 +120,8 @@ def retire(
     version: Annotated[int, typer.Argument(help="The KEK version to retire.")],
 ) -> None:
     """Retire an old KEK version (refused while a live record still uses it)."""
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         vault.retire_key(
@@ -130,12 +139,16 @@ def migrate(
         str,
         typer.Option(
             "--to",
+            metavar="URI",
             help="Where the KEKs go: local, pkcs11:..., openbao:https://... or awskms:KEY "
             "(created when missing).",
         ),
     ],
 ) -> None:
     """Re-wrap every live record's data key into another key provider (logged, resumable)."""
+    from pcii_vault.cli.session import acting
+    from pcii_vault.keys.providers import public_uri
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         target = public_uri(to)

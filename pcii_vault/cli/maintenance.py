@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.session import opened
 
 __all__ = ["maintenance"]
 
@@ -23,12 +22,15 @@ def maintenance(
         float,
         typer.Option(
             "--grace-hours",
+            metavar="HOURS",
             min=0,
             help="Leave uploads and temporary files younger than this (an act in flight).",
         ),
     ] = 24.0,
 ) -> None:
     """Finish shredding that a crash interrupted; remove orphaned uploads and leftovers."""
+    from pcii_vault.cli.session import opened
+
     state: CliState = ctx.obj
     with opened(state) as vault:
         done = vault.maintain(grace=timedelta(hours=grace_hours), dry_run=dry_run)

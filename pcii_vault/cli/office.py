@@ -4,23 +4,32 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.render import record_row, release_row
-from pcii_vault.cli.session import acting, opened
+from pcii_vault.cli.params import PURPOSE_HELP, TRACKING, suggest
+from pcii_vault.cli.progress import release_progress
 from pcii_vault.errors import InputError
-from pcii_vault.models.event import EventType
-from pcii_vault.models.reference import reference_data
+
+if TYPE_CHECKING:
+    from pcii_vault.models.event import EventType
 
 __all__ = ["app", "decontrol", "deficient", "destroy", "reject", "review", "validate"]
 
-app = typer.Typer(help="Program office work lists.", no_args_is_help=True)
+app = CliTyper(help="Program office work lists.", no_args_is_help=True)
 
-_TRACKING = typer.Argument(help="Tracking number.")
-_REASON = typer.Option("--reason", help="Why (recorded in the log).")
+_REASON = typer.Option("--reason", metavar="TEXT", help="Why (recorded in the log).")
+# The grounds of 6 CFR 29.6(e); tests check this list against the reference data.
+GROUNDS = (
+    "not-cii",
+    "not-voluntary",
+    "public-domain",
+    "in-lieu-of-regulation",
+    "statement-or-certification-missing",
+)
 
 
 def _require_reason(reason: str) -> None:
@@ -35,6 +44,9 @@ def _transition(
     event_type: EventType,
     params: dict[str, object],
 ) -> None:
+    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         request = vault.sign(me, action, record=tracking, params=params)
@@ -44,26 +56,30 @@ def _transition(
 
 def review(
     ctx: typer.Context,
-    tracking: Annotated[str, _TRACKING],
-    out: Annotated[Path, typer.Option("--out", help="Directory for the decrypted copy.")],
+    tracking: Annotated[str, TRACKING],
+    out: Annotated[
+        Path,
+        typer.Option("--out", metavar="DIR", help="New directory for the marked, decrypted copy."),
+    ],
     purpose: Annotated[
-        str, typer.Option("--purpose", help="Why (recorded).")
+        str, typer.Option("--purpose", metavar="TEXT", help=PURPOSE_HELP)
     ] = "validation review",
 ) -> None:
     """Decrypt a submission for review (logged, marked)."""
+    from pcii_vault.cli.render import release_row, release_summary
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         request = vault.sign(me, "review", record=tracking, purpose=purpose)
-        release = vault.release(request, out)
-    state.output.result(
-        release_row(release),
-        human=f"{release.tracking_number} written to {release.directory}",
-    )
+        with release_progress(state.output) as progress:
+            release = vault.release(request, out, progress=progress)
+    state.output.result(release_row(release), human=release_summary(release))
 
 
 def validate(
     ctx: typer.Context,
-    tracking: Annotated[str, _TRACKING],
+    tracking: Annotated[str, TRACKING],
     categorical: Annotated[
         bool, typer.Option("--categorical", help="Validated by categorical inclusion.")
     ] = False,
@@ -74,17 +90,29 @@ def validate(
 
 def reject(
     ctx: typer.Context,
-    tracking: Annotated[str, _TRACKING],
-    ground: Annotated[str, typer.Option("--ground", help="Ground for non-validation.")],
+    tracking: Annotated[str, TRACKING],
+    ground: Annotated[
+        str,
+        typer.Option(
+            "--ground",
+            metavar="GROUND",
+            help=f"Ground for non-validation: {', '.join(GROUNDS)}.",
+        ),
+    ],
     reason: Annotated[str, _REASON],
     final: Annotated[
         bool, typer.Option("--final", help="The final decision (after the 30-day answer period).")
     ] = False,
 ) -> None:
     """Find a submission not PCII (initially; with --final, finally)."""
-    grounds = {g.id for g in reference_data().non_validation_grounds}
+    from pcii_vault.models.reference import reference_data
+
+    grounds = [g.id for g in reference_data().non_validation_grounds]
     if ground not in grounds:
-        raise InputError(f"--ground must be one of: {', '.join(sorted(grounds))}")
+        raise InputError(
+            f"--ground {ground!r} is not a ground{suggest(ground, grounds)}; "
+            f"one of: {', '.join(grounds)}"
+        )
     _require_reason(reason)
     event: EventType = "submission.final-not-pcii" if final else "submission.rejected"
     _transition(ctx, tracking, "reject", event, {"ground": ground, "reason": reason})
@@ -92,7 +120,7 @@ def reject(
 
 def deficient(
     ctx: typer.Context,
-    tracking: Annotated[str, _TRACKING],
+    tracking: Annotated[str, TRACKING],
     reason: Annotated[str, _REASON],
 ) -> None:
     """Notify the submitter that the statement or certification is deficient (30 days to cure)."""
@@ -102,7 +130,7 @@ def deficient(
 
 def decontrol(
     ctx: typer.Context,
-    tracking: Annotated[str, _TRACKING],
+    tracking: Annotated[str, TRACKING],
     reason: Annotated[str, _REASON],
 ) -> None:
     """Decontrol a record; every earlier recipient gets a notice."""
@@ -112,10 +140,13 @@ def decontrol(
 
 def destroy(
     ctx: typer.Context,
-    tracking: Annotated[str, _TRACKING],
+    tracking: Annotated[str, TRACKING],
     reason: Annotated[str, _REASON],
 ) -> None:
     """Destroy a record by crypto-shredding its data key (logged first)."""
+    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.session import acting
+
     _require_reason(reason)
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
@@ -127,9 +158,13 @@ def destroy(
 @app.command("due")
 def due(
     ctx: typer.Context,
-    within: Annotated[int, typer.Option("--within", help="Window in days from now.")] = 7,
+    within: Annotated[
+        int, typer.Option("--within", metavar="DAYS", help="Window in days from now.")
+    ] = 7,
 ) -> None:
     """Items whose 30-day deadlines (PCII.md) fall within the window, overdue ones included."""
+    from pcii_vault.cli.session import opened
+
     if within < 0:
         raise InputError("--within must not be negative")
     state: CliState = ctx.obj

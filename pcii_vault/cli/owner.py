@@ -4,37 +4,59 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from pcii_vault.cli.output import CliState
-from pcii_vault.cli.render import record_row
-from pcii_vault.cli.session import acting
-from pcii_vault.config import VaultConfig, VaultPaths
+from pcii_vault.cli.help import CliTyper
+from pcii_vault.cli.output import CliState, Output
+from pcii_vault.cli.params import TRACKING
+from pcii_vault.cli.progress import progress_bar, short_name
 from pcii_vault.errors import InputError
-from pcii_vault.identity import Identity
-from pcii_vault.receipt import Receipt, verify_receipt
-from pcii_vault.submitter import check_attachments, read_document, upload
-from pcii_vault.vault import Vault
+
+if TYPE_CHECKING:
+    from pcii_vault.identity import Identity
+    from pcii_vault.receipt import Receipt
+    from pcii_vault.vault import Vault
 
 __all__ = ["receipt_app", "status", "submit", "withdraw"]
 
-receipt_app = typer.Typer(help="Submitters' receipts.", no_args_is_help=True)
+receipt_app = CliTyper(help="Submitters' receipts.", no_args_is_help=True)
 
 
 def submit(
     ctx: typer.Context,
-    assessment: Annotated[Path, typer.Argument(help="The assessment JSON file.")],
+    assessment: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="The assessment JSON file (start from `pcii submission template`).",
+            show_default=False,
+        ),
+    ],
     attach: Annotated[
-        list[Path] | None, typer.Option("--attach", help="An attachment (repeatable).")
+        list[Path] | None,
+        typer.Option(
+            "--attach",
+            metavar="FILE",
+            help="An attachment the assessment describes (repeatable).",
+            show_default=False,
+        ),
     ] = None,
     receipt_out: Annotated[
-        Path | None, typer.Option("--receipt-out", help="Where to write the receipt.")
+        Path | None,
+        typer.Option(
+            "--receipt-out",
+            metavar="FILE",
+            help="Write the receipt (with its inclusion proof) to this new file.",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Validate, encrypt and submit an assessment; prints its tracking number."""
+    from pcii_vault.cli.session import acting
+    from pcii_vault.submitter import check_attachments, read_document
+
     state: CliState = ctx.obj
     attachments = check_attachments(list(attach or []))
     document = read_document(assessment)
@@ -83,20 +105,20 @@ def _claim_receipt_path(path: Path) -> None:
 def _submit(
     state: CliState, vault: Vault, me: Identity, *, document: bytes, attachments: list[Path]
 ) -> Receipt:
+
+    from pcii_vault.submitter import upload
+
     vault.check_identity(me)
     tracking = vault.new_tracking_number()
     total = sum(p.stat().st_size for p in attachments)
-    show = bool(attachments) and not state.output.json_mode and state.output.errors.is_terminal
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=state.output.errors,
-        disable=not show,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("encrypting and uploading", total=total)
+    # One 80-column line: the file being sent, a short bar, bytes, speed and time left.
+    with progress_bar(state.output if attachments else Output(json_mode=True)) as bar:
+        task = bar.add_task("encrypting", total=total) if bar is not None else None
+
+        def advance(name: str, done: int) -> None:
+            if bar is not None and task is not None:
+                bar.update(task, advance=done, description=short_name(name))
+
         sealed = upload(
             vault.store,
             vault_id=vault.config.vault_id,
@@ -105,16 +127,17 @@ def _submit(
             kek_version=vault.current_kek_version(),
             document=document,
             attachments=attachments,
-            progress=lambda _name, n: bar.advance(task, n),
+            progress=advance,
         )
     request = vault.sign(me, "submit", record=tracking, params={"files": list(sealed.files)})
     return vault.receive(request, sealed)
 
 
-def status(
-    ctx: typer.Context, tracking: Annotated[str, typer.Argument(help="Tracking number.")]
-) -> None:
+def status(ctx: typer.Context, tracking: Annotated[str, TRACKING]) -> None:
     """Show a submission's state (its submitter and the program office)."""
+    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         record = vault.status(vault.sign(me, "status", record=tracking))
@@ -123,10 +146,15 @@ def status(
 
 def withdraw(
     ctx: typer.Context,
-    tracking: Annotated[str, typer.Argument(help="Tracking number.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    tracking: Annotated[str, TRACKING],
+    reason: Annotated[
+        str, typer.Option("--reason", metavar="TEXT", help="Why (recorded in the log).")
+    ] = "",
 ) -> None:
     """Withdraw your submission before the final decision (its data key is destroyed)."""
+    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.session import acting
+
     state: CliState = ctx.obj
     with acting(state) as (vault, me):
         request = vault.sign(me, "withdraw", record=tracking, params={"reason": reason})
@@ -137,13 +165,25 @@ def withdraw(
 @receipt_app.command("verify")
 def receipt_verify(
     ctx: typer.Context,
-    receipt: Annotated[Path, typer.Argument(help="The receipt file from `pcii submit`.")],
+    receipt: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE", help="The receipt file from `pcii submit`.", show_default=False
+        ),
+    ],
     key: Annotated[
         str | None,
-        typer.Option("--key", help="The log's verifier key (default: from the vault config)."),
+        typer.Option(
+            "--key",
+            metavar="KEY",
+            help="The log's verifier key (default: from the vault config).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Check a receipt offline: its event is in the log the vault's key signed."""
+    from pcii_vault.receipt import verify_receipt
+
     state: CliState = ctx.obj
     verified = verify_receipt(_read_receipt(receipt), _log_key(state, key))
     state.output.result(
@@ -169,6 +209,8 @@ def _read_receipt(path: Path) -> bytes:
 
 
 def _log_key(state: CliState, key: str | None) -> str:
+    from pcii_vault.config import VaultConfig, VaultPaths
+
     if key is not None:
         return key
     if state.vault is None:

@@ -9,21 +9,20 @@ here changes a vault.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
+from pcii_vault.cli.params import DEFAULT_USE
 from pcii_vault.errors import InputError
-from pcii_vault.policy.cases import CaseRequest, load_case_file, run_cases
-from pcii_vault.policy.engine import PolicyEngine, PolicyLoadError, default_policy_directory
 
 __all__ = ["app"]
 
-app = typer.Typer(
+app = CliTyper(
     help="Check, test and explain the protection policies.",
     no_args_is_help=True,
 )
@@ -31,13 +30,18 @@ app = typer.Typer(
 _DirOption = Annotated[
     Path | None,
     typer.Option(
-        "--dir", help="Policy directory (default: the shipped policies/).", show_default=False
+        "--dir",
+        metavar="DIR",
+        help="Policy directory (default: the shipped policies/).",
+        show_default=False,
     ),
 ]
 
 
 def _policy_directory(state: CliState, directory: Path | None) -> Path:
     """The directory given, else the vault's own copy (with --vault), else the defaults."""
+    from pcii_vault.policy.engine import default_policy_directory
+
     if directory is not None:
         return directory
     if state.vault is not None and (state.vault / "policies").is_dir():
@@ -59,11 +63,15 @@ def check(
     directory: Annotated[
         Path | None,
         typer.Argument(
-            help="Policy directory (default: the shipped policies/).", show_default=False
+            metavar="DIR",
+            help="Policy directory (default: the shipped policies/).",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
     """Parse the policies and validate them against the schema; list every problem."""
+    from pcii_vault.policy.engine import PolicyEngine, PolicyLoadError
+
     state = _state(ctx)
     directory = _policy_directory(state, directory)
     try:
@@ -99,6 +107,7 @@ def test(
     cases_file: Annotated[
         Path | None,
         typer.Argument(
+            metavar="FILE",
             help="Case file (default: every tests/*.json of the policy directory).",
             show_default=False,
         ),
@@ -106,6 +115,9 @@ def test(
     directory: _DirOption = None,
 ) -> None:
     """Run declarative policy cases; exit 2 if any case fails."""
+    from pcii_vault.policy.cases import load_case_file, run_cases
+    from pcii_vault.policy.engine import PolicyEngine
+
     state = _state(ctx)
     directory = _policy_directory(state, directory)
     engine = PolicyEngine.load(directory)
@@ -147,7 +159,20 @@ def test(
         raise typer.Exit(code=2)
 
 
+def _aware_time(text: str, option: str) -> datetime:
+    """An ISO 8601 time that names its zone: a naive time would be read in a guessed zone."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option}: not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise InputError(f"{option}: give a time zone, e.g. {text}Z or {text}+00:00")
+    return moment
+
+
 def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
+    from pcii_vault.crypto.canonical import parse_json_object
+
     if value is None:
         return None
     text = value
@@ -156,24 +181,22 @@ def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
             text = Path(value).read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"{name}: cannot read {value}: {exc.strerror}") from None
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{name}: not JSON: {exc.msg}") from None
-    if not isinstance(parsed, dict):
-        raise InputError(f"{name}: expected a JSON object")
-    return parsed
+    return parse_json_object(text.encode("utf-8"), name)
 
 
 @app.command("explain")
 def explain(
     ctx: typer.Context,
     *,
-    action: Annotated[str, typer.Option("--action", help="Action, e.g. retrieve, read-log.")],
+    action: Annotated[
+        str,
+        typer.Option("--action", metavar="ACTION", help="Action, e.g. retrieve, read-log."),
+    ],
     principal_json: Annotated[
         str | None,
         typer.Option(
             "--principal-json",
+            metavar="JSON|FILE",
             help="Principal attributes (JSON text or file); overrides the options below.",
             show_default=False,
         ),
@@ -181,53 +204,95 @@ def explain(
     record_json: Annotated[
         str | None,
         typer.Option(
-            "--record-json", help="Record attributes (JSON text or file).", show_default=False
+            "--record-json",
+            metavar="JSON|FILE",
+            help="Record attributes (JSON text or file).",
+            show_default=False,
         ),
     ] = None,
-    role: Annotated[str, typer.Option(help="Principal role.")] = "analyst",
-    level: Annotated[str, typer.Option(help="Government level.")] = "federal",
-    organisation: Annotated[str, typer.Option(help="Principal organisation.")] = "DHS CISA",
+    role: Annotated[
+        str, typer.Option("--role", metavar="ROLE", help="Principal role.")
+    ] = "analyst",
+    level: Annotated[
+        str, typer.Option("--level", metavar="LEVEL", help="Government level.")
+    ] = "federal",
+    org: Annotated[
+        str, typer.Option("--org", metavar="ORG", help="Principal organisation.")
+    ] = "DHS CISA",
     sector: Annotated[
-        list[str] | None, typer.Option("--sector", help="Need-to-know sector (repeat).")
+        list[str] | None,
+        typer.Option(
+            "--sector",
+            metavar="SECTOR",
+            help="Need-to-know sector (repeatable; default: Energy).",
+            show_default=False,
+        ),
     ] = None,
+    no_sectors: Annotated[
+        bool, typer.Option("--no-sectors", help="Principal has no sector of need to know.")
+    ] = False,
     contractor: Annotated[
         bool, typer.Option("--contractor", help="Principal is a contractor.")
     ] = False,
-    status: Annotated[str, typer.Option(help="Principal status.")] = "active",
+    status: Annotated[
+        str, typer.Option("--status", metavar="STATUS", help="Principal status.")
+    ] = "active",
     untrained: Annotated[bool, typer.Option("--untrained", help="No current training.")] = False,
     no_nda: Annotated[bool, typer.Option("--no-nda", help="No signed NDA.")] = False,
-    state: Annotated[str, typer.Option("--state", help="Record state.")] = "validated",
-    record_sector: Annotated[str, typer.Option(help="Record sector.")] = "Energy",
-    submitter_org: Annotated[str, typer.Option(help="Submitter organisation.")] = "Acme Power",
+    state: Annotated[
+        str, typer.Option("--state", metavar="STATE", help="Record state.")
+    ] = "validated",
+    record_sector: Annotated[
+        str, typer.Option("--record-sector", metavar="SECTOR", help="Record sector.")
+    ] = "Energy",
+    submitter_org: Annotated[
+        str, typer.Option("--submitter-org", metavar="ORG", help="Submitter organisation.")
+    ] = "Acme Power",
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Action on the vault itself.")
     ] = False,
-    purpose: Annotated[str, typer.Option(help="Stated purpose.")] = "",
-    use: Annotated[str, typer.Option(help="Intended use.")] = "",
+    purpose: Annotated[
+        str,
+        typer.Option("--purpose", metavar="TEXT", help="Stated purpose (as `pcii get --purpose`)."),
+    ] = "stated purpose",
+    use: Annotated[
+        str,
+        typer.Option("--use", metavar="USE", help="Intended use (same default as `pcii get`)."),
+    ] = DEFAULT_USE,
     authority: Annotated[
-        str | None, typer.Option(help="Disclosure exception.", show_default=False)
+        str | None,
+        typer.Option(
+            "--authority",
+            metavar="EXCEPTION",
+            help="Disclosure exception (as `pcii get --authority`).",
+            show_default=False,
+        ),
     ] = None,
     emergency: Annotated[bool, typer.Option("--emergency", help="Emergency request.")] = False,
     now: Annotated[
-        datetime | None, typer.Option(help="Request time (default: now, UTC).", show_default=False)
+        str | None,
+        typer.Option(
+            "--now",
+            metavar="TIME",
+            help="Request time, ISO 8601 with a time zone (default: now).",
+            show_default=False,
+        ),
     ] = None,
     directory: _DirOption = None,
 ) -> None:
     """Decide one request and show which policies determined it, and why."""
+    from pcii_vault.policy.cases import CaseRequest
+    from pcii_vault.policy.engine import PolicyEngine
+
     cli = _state(ctx)
     engine = PolicyEngine.load(_policy_directory(cli, directory))
-    if now is None:
-        moment = datetime.now(UTC)
-    elif now.tzinfo is None:
-        moment = now.replace(tzinfo=UTC)  # typer parses naive times; read them as UTC
-    else:
-        moment = now
+    moment = datetime.now(UTC) if now is None else _aware_time(now, "--now")
     principal = _parse_json_option("--principal-json", principal_json) or {
         "id": "explain-principal",
         "role": role,
-        "organisation": organisation,
+        "organisation": org,
         "level": level,
-        "sectors": sector if sector is not None else ["Energy"],
+        "sectors": [] if no_sectors else (sector if sector is not None else ["Energy"]),
         "training_expires": None if untrained else moment + timedelta(days=365),
         "nda_signed": None if no_nda else (moment - timedelta(days=30)).date(),
         "contractor": contractor,

@@ -14,26 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pcii_vault.cli.audit import KeyOption, LogOption, _parse_time, open_log
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import InputError, IntegrityError
-from pcii_vault.ledger.log import Ledger
-from pcii_vault.ledger.note import parse_checkpoint
-from pcii_vault.ledger.proof import prove
-from pcii_vault.report import (
-    AuditReport,
-    Period,
-    compile_report,
-    ensure_pdf_support,
-    figures_json,
-    write_csv,
-    write_html,
-    write_pdf,
-)
+
+if TYPE_CHECKING:
+    from pcii_vault.ledger.log import Ledger
+    from pcii_vault.report import AuditReport
 
 __all__ = ["report"]
 
@@ -71,6 +62,10 @@ def report(
     key: KeyOption = None,
 ) -> None:
     """The auditor's report from the verified log: page, PDF, figures, tables, findings."""
+    from pcii_vault.ledger.log import Ledger
+    from pcii_vault.ledger.note import parse_checkpoint
+    from pcii_vault.report import Period, compile_report, ensure_pdf_support, figures_json
+
     state: CliState = ctx.obj
     period = Period(_parse_time(since, "--since"), _parse_time(until, "--until"), record)
     if period.since and period.until and period.since > period.until:
@@ -121,6 +116,8 @@ class _Outputs:
 
     def write(self, result: AuditReport, ledger: Ledger) -> dict[str, Any]:
         """Write every file asked for; return what was written."""
+        from pcii_vault.report import write_csv, write_html, write_pdf
+
         written: dict[str, Any] = {}
         proof_href = None
         # Proofs only of a sound log: a bundle from a broken tree would prove nothing.
@@ -158,6 +155,8 @@ def _write_proofs(
     Returns:
         Each release's link target, relative to the page's directory.
     """
+    from pcii_vault.ledger.proof import prove
+
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

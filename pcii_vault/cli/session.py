@@ -7,14 +7,14 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pcii_vault.cli.output import CliState
-from pcii_vault.config import Settings
 from pcii_vault.errors import ConfigError
-from pcii_vault.identity import Identity
-from pcii_vault.keys.local import UNSEAL_SECRET_ENV, unseal_secret_from_env_or_prompt
-from pcii_vault.keys.shares import SHARES_ENV, shares_from_env_or_prompt
-from pcii_vault.vault import Vault
+
+if TYPE_CHECKING:
+    from pcii_vault.identity import Identity
+    from pcii_vault.vault import Vault
 
 __all__ = ["acting", "identity", "open_vault", "opened", "unseal_secret", "vault_dir"]
 
@@ -41,6 +41,9 @@ def unseal_secret(*, confirm: bool = False, shares: bool = False) -> bytes:
         ConfigError: nothing in the environment and no terminal to ask on.
         InputError: too few, corrupted or foreign shares.
     """
+    from pcii_vault.keys.local import UNSEAL_SECRET_ENV, unseal_secret_from_env_or_prompt
+    from pcii_vault.keys.shares import SHARES_ENV, shares_from_env_or_prompt
+
     if shares or os.environ.get(SHARES_ENV):
         return shares_from_env_or_prompt(interactive=sys.stdin.isatty())
     if not os.environ.get(UNSEAL_SECRET_ENV) and not sys.stdin.isatty():
@@ -50,6 +53,9 @@ def unseal_secret(*, confirm: bool = False, shares: bool = False) -> bytes:
 
 def open_vault(state: CliState) -> Vault:
     """Open the vault named by the global options; the keyring unseals on first need."""
+    from pcii_vault.config import Settings
+    from pcii_vault.vault import Vault
+
     vault: Vault | None = None
 
     def unseal() -> bytes:
@@ -67,6 +73,8 @@ def identity(state: CliState) -> Identity:
     Raises:
         ConfigError: none given, or the file is unusable.
     """
+    from pcii_vault.identity import Identity
+
     vault_dir(state)  # no vault is the first thing to tell a user
     if state.identity is None:
         raise ConfigError("no identity given: pass --as KEYFILE or set PCII_IDENTITY")

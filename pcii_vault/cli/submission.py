@@ -12,17 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
+from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import InputError
-from pcii_vault.models.submission import (
-    Submission,
-    example_attachment_bytes,
-    example_submission,
-)
 
 __all__ = ["app", "schema_command"]
 
-app = typer.Typer(help="Write a submission: a filled example to start from.", no_args_is_help=True)
+app = CliTyper(
+    help="Write a submission: a filled example to start from.",
+    no_args_is_help=True,
+)
 
 
 def _dump(document: dict[str, Any]) -> str:
@@ -44,30 +43,48 @@ def template(
     ctx: typer.Context,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Write the example to this new file instead of stdout."),
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Write the example to this new file instead of stdout.",
+            show_default=False,
+        ),
     ] = None,
     attachment_out: Annotated[
         Path | None,
         typer.Option(
             "--attachment-out",
+            metavar="FILE",
+            show_default=False,
             help="Also write the example's PDF attachment to this new file "
             "(name it riverbend-scada-assessment.pdf to submit the example as is).",
         ),
     ] = None,
 ) -> None:
     """Print a filled, fictional example submission (a water utility's assessment)."""
+    from pcii_vault.models.submission import example_attachment_bytes, example_submission
+
     state: CliState = ctx.obj
     text = _dump(example_submission())
     if attachment_out is not None:
         _write_new(attachment_out, example_attachment_bytes())
         state.output.note(f"wrote example attachment {attachment_out}")
     if out is None:
-        typer.echo(text, nl=False)
+        # The template is a JSON document: with --json, the same document on one line.
+        typer.echo(json.dumps(example_submission()) if state.output.json_mode else text, nl=False)
+        if state.output.json_mode:
+            typer.echo("")
         return
     _write_new(out, text.encode("utf-8"))
     state.output.note(f"wrote example submission {out}; edit it, then: pcii submit {out}")
+    if state.output.json_mode:
+        state.output.result(
+            {"out": str(out), "attachment": str(attachment_out) if attachment_out else None}
+        )
 
 
 def schema_command() -> None:
     """Print the JSON Schema of a submission."""
+    from pcii_vault.models.submission import Submission
+
     typer.echo(_dump(Submission.model_json_schema()), nl=False)

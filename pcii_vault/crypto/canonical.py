@@ -32,7 +32,8 @@ def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
     """Parse bytes that must hold one JSON object.
 
     Raises:
-        InputError: not UTF-8, not JSON (with line and column), or not an object.
+        InputError: not UTF-8, not JSON (with line and column), nested too deeply, a
+            number too large to convert, or not an object.
     """
     try:
         value = json.loads(data.decode("utf-8"))
@@ -42,6 +43,12 @@ def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
         raise InputError(
             f"{what}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from exc
+    except RecursionError:
+        # Arrays or objects nested thousands deep: no document of ours nests so.
+        raise InputError(f"{what}: JSON nested too deeply") from None
+    except ValueError:
+        # An integer of thousands of digits (Python refuses to convert it): input, not a bug.
+        raise InputError(f"{what}: a JSON number is too large to read") from None
     if not isinstance(value, dict):
         raise InputError(f"{what}: expected a JSON object, got {type(value).__name__}")
     return value

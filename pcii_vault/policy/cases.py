@@ -213,16 +213,21 @@ def load_case_file(path: Path) -> list[PolicyCase]:
         InputError: the file is unreadable, not JSON, or not a valid case file.
     """
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        document = json.loads(text)
         spec = _CaseFile.model_validate(document)
     except OSError as exc:
         raise InputError(f"cannot read case file {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InputError(f"{path}: bad case file at {where}: {first['msg']}") from None
+    except ValueError:  # after ValidationError (a ValueError): a number of 5,000 digits
+        raise InputError(f"{path}: a JSON number is too large to read") from None
     cases: list[PolicyCase] = []
     seen: set[str] = set()
     for case in spec.cases:

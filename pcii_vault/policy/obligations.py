@@ -28,6 +28,7 @@ class Obligation(StrEnum):
     REDACT_CONTACTS = "redact:contacts"
     REDACT_SUBMITTER = "redact:submitter"
     NOTIFY_PROGRAM_OFFICE = "notify:program-office"
+    WITHHOLD_ATTACHMENTS = "withhold:attachments"
 
 
 OBLIGATION_MEANINGS: dict[Obligation, str] = {
@@ -51,6 +52,11 @@ OBLIGATION_MEANINGS: dict[Obligation, str] = {
     Obligation.NOTIFY_PROGRAM_OFFICE: (
         "send the program office a contemporaneous written notice of the release "
         "(who, what, when, purpose, authority)"
+    ),
+    Obligation.WITHHOLD_ATTACHMENTS: (
+        "release the assessment but none of its attachments (listed as withheld on the "
+        "cover sheet); without it, PDF attachments are stamped page by page and other "
+        "attachments go with a marking sidecar"
     ),
 }
 

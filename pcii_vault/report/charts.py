@@ -110,15 +110,20 @@ def _inert(chart: pygal.graph.graph.Graph, name: str) -> tuple[str, tuple[str, .
     """Serialise without scripts, tooltips or style attributes; ids from `name`."""
     root = chart.render_tree()
     uuid = str(chart.uuid)
+    # Collect first, then remove: removing while iterating skips elements (lxml, which
+    # pygal uses when it is installed, walks the live tree).
+    doomed = []
     for parent in root.iter():
-        for child in list(parent):
+        for child in parent:
             if not isinstance(child.tag, str):  # a comment (pygal's credits)
-                parent.remove(child)
+                doomed.append((parent, child))
                 continue
             tag = child.tag.rsplit("}", 1)[-1]
             classes = (child.get("class") or "").split()
             if tag == "script" or "tooltip" in classes:
-                parent.remove(child)
+                doomed.append((parent, child))
+    for parent, child in doomed:
+        parent.remove(child)
     for element in root.iter():
         element.attrib.pop("style", None)
     ident = f"report-{name}"

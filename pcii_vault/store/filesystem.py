@@ -351,6 +351,20 @@ class FilesystemStore:
                 return
             _fsync_dir(path.parent)
 
+    def remove_empty_prefix(self, prefix: str) -> None:
+        """Remove the directories of `prefix` (e.g. `probe/<nonce>/`) that are empty.
+
+        Only for a prefix no other writer uses (the conformance probe's scratch space):
+        removing a directory a concurrent `put` is about to link into would fail it.
+        """
+        directory = self._path(prefix.rstrip("/") + "/x").parent
+        while directory != self._root and self._root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (another probe), or already gone
+                return
+            directory = directory.parent
+
 
 def _fsync_dir(directory: Path) -> None:
     """Make a directory's entries durable."""

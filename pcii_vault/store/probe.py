@@ -163,6 +163,10 @@ def check_store(store: ObjectStore, *, nonce: str | None = None) -> list[ProbeRe
                 store.delete(probe.base + key)
             except Exception:  # noqa: BLE001, S112 -- best-effort cleanup must not hide the result
                 continue
+        # A filesystem store keeps the emptied scratch directories: leave nothing behind.
+        remove_empty_prefix = getattr(store, "remove_empty_prefix", None)
+        if remove_empty_prefix is not None:
+            remove_empty_prefix(probe.base)
     failed = [result for result in probe.results if result.passed is False]
     if any(result.check in _CONDITIONAL_CHECKS for result in failed):
         raise ConfigError(

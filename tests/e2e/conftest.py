@@ -67,7 +67,7 @@ class Cli:
 
     def ok(self, *args: str, who: str | None = None) -> Result:
         result = self.run("--json", *args, who=who)
-        assert result.code == 0, f"pcii {' '.join(args)} -> {result.code}: {result.err}"
+        assert result.code == 0, f"pcii {' '.join(args)} -> {result.code}: {result.err}{result.out}"
         return result
 
     def init(self) -> None:
@@ -120,7 +120,7 @@ def populated(cli: Cli) -> Iterator[Cli]:
         "state",
         "--org",
         "State Water Board",
-        "--sectors",
+        "--sector",
         WATER,
         "--training-expires",
         "2099-01-01",
@@ -134,7 +134,7 @@ def populated(cli: Cli) -> Iterator[Cli]:
         "federal",
         "--org",
         "EPA Water Security Division",
-        "--sectors",
+        "--sector",
         WATER,
         "--training-expires",
         "2099-01-01",
@@ -146,7 +146,7 @@ def populated(cli: Cli) -> Iterator[Cli]:
         "federal",
         "--org",
         "DHS I&A",
-        "--sectors",
+        "--sector",
         "Energy",
         "--training-expires",
         "2099-01-01",

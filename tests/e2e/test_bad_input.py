@@ -189,7 +189,7 @@ def test_expired_training_is_denied_with_exit_3(populated: Cli) -> None:
         "analyst",
         "--level",
         "federal",
-        "--sectors",
+        "--sector",
         "Water and Wastewater Systems",
         "--training-expires",
         "2020-01-01",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pypdf
 import pytest
 
 from pcii_vault.index import Index
@@ -44,15 +45,19 @@ def test_submit_validate_retrieve_is_marked_logged_and_verifiable(populated: Cli
     assert document.splitlines()[0] == STATEMENT_HEAD
     assert document.rstrip().splitlines()[-1] == STATEMENT_HEAD
     assert "6 CFR part 29" in document
-    assert (release / "attachments" / "riverbend-scada-assessment.pdf").read_bytes() == (
-        cli.attachment().read_bytes()
-    )
+    # The PDF attachment is stamped on every page, with a marking first page.
+    stamped = pypdf.PdfReader(release / "attachments" / "riverbend-scada-assessment.pdf")
+    original = pypdf.PdfReader(cli.attachment())
+    assert len(stamped.pages) == len(original.pages) + 1
+    for page in stamped.pages:
+        text = page.extract_text()
+        assert text.count(STATEMENT_HEAD) >= 2 and "fedwater" in text and tracking in text
     assert "mark:pcii" in got["obligations"]
     cover = (release / "COVER-SHEET.txt").read_text()
     assert tracking in cover and "fedwater" in cover
 
-    # A state analyst gets the contacts redacted, and attachments (which cannot be
-    # redacted) withheld.
+    # A state analyst gets the contacts redacted, and the report (stamped): whether
+    # attachments go is the policy's own obligation, not a side effect of redaction.
     state_out = cli.root / "state-release"
     got = cli.ok(
         "get", tracking, "--purpose", "drought planning", "--out", str(state_out), who="water"
@@ -62,7 +67,14 @@ def test_submit_validate_retrieve_is_marked_logged_and_verifiable(populated: Cli
     assert (
         "dana.okafor@riverbend-water.example.org" not in (state_release / "document.md").read_text()
     )
-    assert not (state_release / "attachments").exists()
+    assert "withhold:attachments" not in got["obligations"]
+    assert "attachments/riverbend-scada-assessment.pdf" in got["files"]
+    assert (
+        "water"
+        in pypdf.PdfReader(state_release / "attachments" / "riverbend-scada-assessment.pdf")
+        .pages[1]
+        .extract_text()
+    )
 
     recipients = cli.ok("audit", "recipients", tracking).lines()
     assert [r["principal"] for r in recipients] == ["fedwater", "water"]

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pypdf
 import pytest
 from seaweed import SeaweedServer
 
@@ -93,7 +94,7 @@ def test_lifecycle_on_an_s3_store(tmp_path: Path, seaweed: SeaweedServer, s3_buc
     )  # fmt: skip
     cli.ok(
         "principal", "add", "analyst", "--role", "analyst", "--org", "EPA Water Security",
-        "--sectors", "Water and Wastewater Systems", "--training-expires", "2099-01-01",
+        "--sector", "Water and Wastewater Systems", "--training-expires", "2099-01-01",
         "--key-out", str(cli.key("analyst")),
         who="admin",
     )  # fmt: skip
@@ -114,7 +115,11 @@ def test_lifecycle_on_an_s3_store(tmp_path: Path, seaweed: SeaweedServer, s3_buc
     out = tmp_path / "release"
     got = cli.ok("get", tracking, "--purpose", "drought planning", "--out", str(out), who="analyst")
     released = Path(got["directory"]) / "attachments" / attachment.name
-    assert released.read_bytes() == attachment.read_bytes()
+    # The PDF comes back stamped: the original's pages plus the marking first page.
+    assert len(pypdf.PdfReader(released).pages) == len(pypdf.PdfReader(attachment).pages) + 1
+    assert "PROTECTED CRITICAL INFRASTRUCTURE INFORMATION" in (
+        pypdf.PdfReader(released).pages[1].extract_text()
+    )
 
     assert cli.ok("audit", "verify")["legal_history"] is True
     checks = cli.ok("store", "check")

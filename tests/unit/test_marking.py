@@ -109,19 +109,61 @@ def test_unredacted_release_carries_the_whole_submission() -> None:
         assert finding["recommendation"] in md
 
 
-def test_attachments_are_released_with_a_marking_sidecar() -> None:
-    package = _release(["mark:pcii"])
-    assert package.attachments == (ATTACHMENT,)
+def _with_attachment(name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    doc = example_submission()
+    doc["attachments"][0]["name"] = name
+    return doc, [{"name": name, "sha256": "ab" * 32, "size": 1234}]
+
+
+def test_other_attachments_are_released_with_a_marking_sidecar() -> None:
+    doc, meta = _with_attachment("site-plan.dwg")
+    package = render_release(
+        doc,
+        meta,
+        ["mark:pcii"],
+        tracking_number=TRACKING,
+        recipient="analyst-ana",
+        access_index=42,
+        released_at=WHEN,
+        purpose="review",
+        authority=None,
+    )
+    assert package.attachments == ("site-plan.dwg",)
     assert package.withheld == ()
-    sidecar = package.files[sidecar_name(ATTACHMENT)].decode()
-    assert sidecar == package.files[f"{ATTACHMENT}.PCII.txt"].decode()
+    assert package.stamps == {}
+    sidecar = package.files[sidecar_name("site-plan.dwg")].decode()
     assert sidecar.splitlines()[0] == PCII_HEADER
     assert sidecar.splitlines()[-1] == PCII_HEADER
     assert PCII_STATEMENT in sidecar
-    assert f"attachments/{ATTACHMENT}" in sidecar
+    assert "attachments/site-plan.dwg" in sidecar
     assert "ab" * 32 in sidecar
     assert "1234 bytes" in sidecar
     assert TRACKING in sidecar
+
+
+def test_pdf_attachments_are_stamped_instead_of_sidecarred() -> None:
+    package = _release(["mark:pcii"], recipient="analyst-ana")
+    assert package.attachments == (ATTACHMENT,)
+    assert sidecar_name(ATTACHMENT) not in package.files
+    stamp = package.stamps[ATTACHMENT]
+    assert stamp.header == PCII_HEADER
+    # The recipient line is on every PDF page whatever the obligations: protection is
+    # added, never removed.
+    assert "analyst-ana" in stamp.watermark and TRACKING in stamp.watermark
+    assert "access event 42" in stamp.watermark
+    assert PCII_STATEMENT in stamp.first_page
+    cover = package.files[COVER_SHEET_NAME].decode()
+    assert f"attachments/{ATTACHMENT}" in cover
+    md = package.files[DOCUMENT_MD_NAME].decode()
+    assert "stamped on every page" in md
+
+
+def test_an_unmarkable_pdf_is_withheld_with_a_note_on_the_cover_sheet() -> None:
+    package = _release(["mark:pcii"], unmarkable={ATTACHMENT: "the PDF cannot be parsed"})
+    assert package.attachments == ()
+    assert package.withheld == (ATTACHMENT,)
+    cover = package.files[COVER_SHEET_NAME].decode()
+    assert "the PDF cannot be parsed" in cover and ATTACHMENT in cover
 
 
 def test_release_is_deterministic() -> None:
@@ -209,14 +251,47 @@ def test_redact_submitter_removes_identity_and_facility() -> None:
     assert body["findings"][0]["description"] == doc["findings"][0]["description"]
 
 
-def test_redaction_withholds_attachments() -> None:
-    """Binary attachments cannot be redacted, so a redacted release withholds them."""
+def test_redaction_alone_withholds_no_attachment() -> None:
+    """Attachments go or stay by the policy's own obligation, not as a side effect."""
     package = _release(["redact:contacts"])
+    assert package.attachments == (ATTACHMENT,)
+    assert package.withheld == ()
+
+
+def test_withhold_attachments_obligation_withholds_them() -> None:
+    package = _release(["mark:pcii", "withhold:attachments"])
     assert package.attachments == ()
     assert package.withheld == (ATTACHMENT,)
+    assert package.stamps == {}
     assert sidecar_name(ATTACHMENT) not in package.files
     cover = package.files[COVER_SHEET_NAME].decode()
-    assert f"Attachments withheld: {ATTACHMENT}" in cover
+    assert f"Attachments withheld: {ATTACHMENT} (withheld by policy" in cover
+
+
+def test_a_released_attachment_whose_name_was_scrubbed_gets_a_neutral_name() -> None:
+    package = _release(["redact:submitter"])
+    assert package.file_names[ATTACHMENT] == "attachment-1.pdf"
+    assert "attachments/attachment-1.pdf" in package.files[COVER_SHEET_NAME].decode()
+
+
+def test_contact_names_of_any_length_are_scrubbed() -> None:
+    doc = example_submission()
+    doc["primary_contact"]["name"] = "Li Wu"
+    doc["summary"] += " Ms. Wu and Li reviewed the findings; Wu signed off."
+    package = _release(["redact:contacts"], doc)
+    body = json.loads(package.files[DOCUMENT_JSON_NAME])["submission"]
+    assert not re.search(r"\bWu\b|\bLi\b", body["summary"]), body["summary"]
+    assert not re.search(r"\bWu\b", package.files[DOCUMENT_MD_NAME].decode())
+
+
+def test_user_text_cannot_comment_out_the_marking_in_markdown() -> None:
+    doc = example_submission()
+    doc["summary"] = "Findings follow. <!-- hidden"
+    doc["findings"][0]["description"] = "<div style='display:none'> &amp;"
+    md = _release(["mark:pcii", "watermark:recipient"], doc).files[DOCUMENT_MD_NAME].decode()
+    assert "<!--" not in md and "<div" not in md
+    assert "&lt;!-- hidden" in md and "&amp;amp;" in md
+    assert md.rstrip().splitlines()[-1] == PCII_HEADER
 
 
 def test_both_redactions_leave_no_placeholder_mangled() -> None:

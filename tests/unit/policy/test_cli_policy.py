@@ -101,7 +101,7 @@ def test_explain_names_the_forbid_and_its_source() -> None:
             "--use",
             "homeland-security",
             "--now",
-            "2026-06-01T12:00:00",
+            "2026-06-01T12:00:00Z",
         ],
     )
     assert result.exit_code == 0, result.output

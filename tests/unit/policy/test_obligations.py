@@ -29,4 +29,5 @@ def test_every_obligation_has_a_meaning() -> None:
         "redact:contacts",
         "redact:submitter",
         "notify:program-office",
+        "withhold:attachments",
     }

@@ -1,0 +1,59 @@
+"""Options and arguments shared by several commands: one name, placeholder and help each.
+
+Invariant: a concept has one option name everywhere (`--org`, `--sector`, `--purpose`),
+its placeholder is an upper-case word (`TRACKING`, `FILE`, `DIR`), and every value a
+user types for a closed vocabulary (sectors) is checked against it, with a suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+import typer
+
+from pcii_vault.errors import InputError
+
+__all__ = ["DEFAULT_USE", "PURPOSE_HELP", "TRACKING", "USE_HELP", "check_sectors", "suggest"]
+
+TRACKING = typer.Argument(metavar="TRACKING", help="Tracking number.", show_default=False)
+PURPOSE_HELP = "Why you need it, in your words (recorded in the log)."
+# The intended use `get`, `search` and `policy explain` assume when none is given.
+DEFAULT_USE = "infrastructure-protection"
+USE_HELP = "Intended use the policies reason about (see `pcii policy explain`)."
+
+
+def suggest(value: str, known: Iterable[str]) -> str:
+    """`" (did you mean 'Water and Wastewater Systems'?)"` or `""`."""
+    names = list(known)
+    folded = {name.casefold(): name for name in names}
+    close = difflib.get_close_matches(value.casefold(), list(folded), n=1, cutoff=0.5)
+    if not close:
+        # "Watr" is a prefix-ish typo of a long name: compare with each name's first words.
+        close = [
+            name
+            for name in folded
+            if name.startswith(value.casefold()[:3]) and len(value.strip()) >= 3
+        ][:1]
+    return f" (did you mean {folded[close[0]]!r}?)" if close else ""
+
+
+def check_sectors(values: Sequence[str], option: str = "--sector") -> tuple[str, ...]:
+    """Each of `values` as the sector list spells it.
+
+    Raises:
+        InputError: a value is not a sector (with the closest name, when one is close).
+    """
+    from pcii_vault.models.reference import reference_data
+
+    names = reference_data().sector_names
+    by_fold = {name.casefold(): name for name in names}
+    checked: list[str] = []
+    for value in values:
+        name = by_fold.get(" ".join(value.split()).casefold())
+        if name is None:
+            hint = suggest(value, names) or f"; one of: {'; '.join(names)}"
+            raise InputError(f"{option} {value!r} is not a sector{hint}")
+        if name not in checked:
+            checked.append(name)
+    return tuple(checked)

@@ -1,0 +1,273 @@
+"""PCII marking stamped into a released PDF, page by page.
+
+`stamp_pdf` writes a copy of a PDF attachment in which every original page carries the
+header and footer "PROTECTED CRITICAL INFRASTRUCTURE INFORMATION" and the recipient's
+watermark (principal, tracking number, access event index), and which starts with one
+added page: the marking, the release facts and the 6 CFR 29.6(c) statement verbatim. So
+the released file has the original's pages plus one.
+
+Invariants:
+- the original page content is wrapped in `q ... Q` and the marking drawn after it, in
+  the page's visible orientation (`/Rotate` and the crop box honoured), so a page's own
+  graphics state can neither hide nor displace the marking;
+- the text uses the standard Helvetica fonts (nothing embedded, nothing fetched);
+- the input is untrusted: a file that cannot be opened, is encrypted with a password, or
+  fails anywhere while being stamped raises `UnmarkablePdf` and no output is left, so
+  the caller withholds it (fail closed) and says why on the cover sheet;
+- encryption is removed from the copy (the recipient's copy is protected by its marking
+  and by PCII handling rules, not by a password the recipient does not have).
+
+pikepdf (qpdf) was chosen over pypdf by measurement: see benchmarks/pdf_stamp.py.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pikepdf
+
+__all__ = ["PdfStamp", "UnmarkablePdf", "is_pdf_name", "stamp_pdf"]
+
+# Letter, for the added first page when the original's first page has no usable size.
+_LETTER = (612.0, 792.0)
+_HELVETICA_WIDTH = 0.6  # average glyph width per point of font size (capitals: wider)
+_MARGIN = 18.0
+
+
+class UnmarkablePdf(Exception):  # noqa: N818 -- a verdict on an attachment, not a failure
+    """The file cannot be stamped; `str()` is a short reason for the cover sheet."""
+
+
+@dataclass(frozen=True)
+class PdfStamp:
+    """What every released page of one PDF attachment carries.
+
+    Attributes:
+        header: the marking, e.g. "PROTECTED CRITICAL INFRASTRUCTURE INFORMATION".
+        watermark: the recipient line (principal, tracking number, access event index).
+        first_page: the lines of the added first page (facts and the 29.6(c) statement).
+    """
+
+    header: str
+    watermark: str
+    first_page: tuple[str, ...]
+
+
+def is_pdf_name(name: str) -> bool:
+    """Whether an attachment is treated as a PDF (and so stamped): its name ends in .pdf."""
+    return name.lower().endswith(".pdf")
+
+
+def stamp_pdf(source: Path, dest: Path, stamp: PdfStamp) -> int:
+    """Write `source`, stamped on every page and with a marking first page, to `dest`.
+
+    Args:
+        source: the decrypted attachment.
+        dest: a new file to write (must not exist).
+        stamp: the marking to apply.
+
+    Returns:
+        The page count of the stamped copy (the original's plus one).
+
+    Raises:
+        UnmarkablePdf: the file cannot be parsed or stamped; `dest` is not left behind.
+    """
+    import pikepdf  # noqa: PLC0415 -- qpdf is loaded only by releases that carry PDFs
+
+    try:
+        with pikepdf.open(source) as pdf:
+            fonts = _fonts(pdf)
+            pages = _pages(pdf)
+            for page in pages:
+                _stamp_page(pdf, page, fonts, stamp)
+            width, height = _visible_size(pages[0])
+            pdf.pages.insert(0, _first_page(pdf, fonts, stamp, width, height))
+            count = len(pdf.pages)
+            # A new file, readable by its owner only, like every released file.
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                pdf.save(handle, encryption=False)
+    except UnmarkablePdf:
+        dest.unlink(missing_ok=True)
+        raise
+    except pikepdf.PasswordError:
+        dest.unlink(missing_ok=True)
+        raise UnmarkablePdf("the PDF is encrypted with a password") from None
+    except FileExistsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- untrusted input: any failure withholds it
+        dest.unlink(missing_ok=True)
+        raise UnmarkablePdf(f"the PDF cannot be parsed ({type(exc).__name__})") from None
+    return count
+
+
+def _pages(pdf: pikepdf.Pdf) -> list[pikepdf.Page]:
+    pages = list(pdf.pages)
+    if not pages:
+        raise UnmarkablePdf("the PDF has no pages")
+    return pages
+
+
+def _fonts(pdf: pikepdf.Pdf) -> tuple[pikepdf.Object, pikepdf.Object]:
+    import pikepdf  # noqa: PLC0415
+
+    def font(base: str) -> pikepdf.Object:
+        return pdf.make_indirect(
+            pikepdf.Dictionary(
+                Type=pikepdf.Name.Font,
+                Subtype=pikepdf.Name.Type1,
+                BaseFont=pikepdf.Name(base),
+                Encoding=pikepdf.Name.WinAnsiEncoding,
+            )
+        )
+
+    return font("/Helvetica-Bold"), font("/Helvetica")
+
+
+def _box(page: pikepdf.Page) -> tuple[float, float, float, float]:
+    box = [float(Decimal(str(v))) for v in page.cropbox]
+    x0, y0, x1, y1 = (
+        min(box[0], box[2]),
+        min(box[1], box[3]),
+        max(box[0], box[2]),
+        max(box[1], box[3]),
+    )
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise UnmarkablePdf("a page has no usable size")
+    return x0, y0, x1, y1
+
+
+def _rotation(page: pikepdf.Page) -> int:
+    node: pikepdf.Object = page.obj
+    for _ in range(64):  # /Rotate is inheritable from the page tree
+        if "/Rotate" in node:
+            return int(node.Rotate) % 360
+        if "/Parent" not in node:
+            break
+        node = node.Parent
+    return 0
+
+
+def _visible_size(page: pikepdf.Page) -> tuple[float, float]:
+    x0, y0, x1, y1 = _box(page)
+    width, height = x1 - x0, y1 - y0
+    return (height, width) if _rotation(page) in {90, 270} else (width, height)
+
+
+def _matrix(page: pikepdf.Page) -> str:
+    """`cm` operands from visible coordinates (origin bottom left as shown) to user space."""
+    x0, y0, x1, y1 = _box(page)
+    width, height = x1 - x0, y1 - y0
+    a, b, c, d, e, f = {
+        0: (1, 0, 0, 1, x0, y0),
+        90: (0, 1, -1, 0, x0 + width, y0),
+        180: (-1, 0, 0, -1, x0 + width, y0 + height),
+        270: (0, -1, 1, 0, x0, y0 + height),
+    }.get(_rotation(page), (1, 0, 0, 1, x0, y0))
+    return f"{a} {b} {c} {d} {e:.2f} {f:.2f} cm"
+
+
+def _literal(text: str) -> str:
+    """A PDF literal string in WinAnsi: printable Latin-1, backslash and parentheses escaped."""
+    safe = "".join(ch if ch.isprintable() and ord(ch) < 256 else "?" for ch in text)
+    return "(" + safe.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ")"
+
+
+def _fitted(text: str, size: float, width: float) -> float:
+    """The font size (at most `size`) at which `text` fits across `width`."""
+    room = max(width - 2 * _MARGIN, 10.0)
+    return max(min(size, room / max(len(text) * _HELVETICA_WIDTH, 1.0)), 2.0)
+
+
+def _centred(font: str, text: str, size: float, width: float, y: float) -> str:
+    size = _fitted(text, size, width)
+    x = max((width - len(text) * size * _HELVETICA_WIDTH) / 2, 2.0)
+    return f"BT /{font} {size:.2f} Tf {x:.2f} {y:.2f} Td {_literal(text)} Tj ET\n"
+
+
+def _marking(stamp: PdfStamp, width: float, height: float) -> str:
+    """Header, watermark line and footer, plus a light diagonal watermark, as operators."""
+    diagonal = _fitted(stamp.watermark, 14.0, (width**2 + height**2) ** 0.5 * 0.8)
+    return (
+        "q 0.75 g\n"
+        f"BT /PCIIR {diagonal:.2f} Tf 0.7071 0.7071 -0.7071 0.7071 "
+        f"{width * 0.15:.2f} {height * 0.2:.2f} Tm {_literal(stamp.watermark)} Tj ET\nQ\n"
+        "q 0 g\n"
+        + _centred("PCIIB", stamp.header, 9.0, width, height - 14)
+        + _centred("PCIIR", stamp.watermark, 7.0, width, height - 24)
+        + _centred("PCIIR", stamp.watermark, 7.0, width, 18)
+        + _centred("PCIIB", stamp.header, 9.0, width, 7)
+        + "Q\n"
+    )
+
+
+def _stamp_page(
+    pdf: pikepdf.Pdf,
+    page: pikepdf.Page,
+    fonts: tuple[pikepdf.Object, pikepdf.Object],
+    stamp: PdfStamp,
+) -> None:
+    import pikepdf  # noqa: PLC0415
+
+    bold, regular = fonts
+    page.add_resource(bold, pikepdf.Name.Font, pikepdf.Name.PCIIB)
+    page.add_resource(regular, pikepdf.Name.Font, pikepdf.Name.PCIIR)
+    width, height = _visible_size(page)
+    # Close every graphics state the page leaves open, then ours: the marking is drawn in
+    # the page's own coordinates, never inside a clip or transform the content set up.
+    restore = "Q\n" * (1 + _open_states(page))
+    overlay = f"{restore}q {_matrix(page)}\n{_marking(stamp, width, height)}Q\n"
+    page.contents_add(pikepdf.Stream(pdf, b"q\n"), prepend=True)
+    page.contents_add(pikepdf.Stream(pdf, overlay.encode("latin-1")))
+
+
+def _open_states(page: pikepdf.Page) -> int:
+    """How many `q` the page's content leaves without a matching `Q`."""
+    import pikepdf  # noqa: PLC0415
+
+    if "/Contents" not in page.obj:
+        return 0
+    depth = 0
+    for instruction in pikepdf.parse_content_stream(page, "q Q"):
+        depth = depth + 1 if str(instruction.operator) == "q" else max(depth - 1, 0)
+    return depth
+
+
+def _first_page(
+    pdf: pikepdf.Pdf,
+    fonts: tuple[pikepdf.Object, pikepdf.Object],
+    stamp: PdfStamp,
+    width: float,
+    height: float,
+) -> pikepdf.Page:
+    import pikepdf  # noqa: PLC0415
+
+    if width < 200 or height < 200:
+        width, height = _LETTER
+    size = 10.0
+    columns = max(int((width - 2 * _MARGIN * 2) / (size * 0.5)), 20)
+    lines: list[str] = []
+    for line in stamp.first_page:
+        lines.extend(textwrap.wrap(line, columns) or [""])
+    leading = min(size * 1.3, (height - 80) / max(len(lines), 1))
+    size = min(size, leading / 1.3)
+    body = [f"BT /PCIIR {size:.2f} Tf {leading:.2f} TL {2 * _MARGIN:.2f} {height - 60:.2f} Td"]
+    body += [f"{_literal(line)} '" for line in lines]
+    body.append("ET")
+    content = "q 0 g\n" + "\n".join(body) + "\nQ\n" + _marking(stamp, width, height)
+    bold, regular = fonts
+    page = pikepdf.Dictionary(
+        Type=pikepdf.Name.Page,
+        MediaBox=[0, 0, width, height],
+        Resources=pikepdf.Dictionary(
+            Font=pikepdf.Dictionary(PCIIB=bold, PCIIR=regular),
+        ),
+        Contents=pikepdf.Stream(pdf, content.encode("latin-1")),
+    )
+    return pikepdf.Page(pdf.make_indirect(page))

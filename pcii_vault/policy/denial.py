@@ -1,0 +1,146 @@
+"""Why a request was denied, in words a person can act on, and how to replay the decision.
+
+A bare "no policy permits it" sends a user to the policy files. `explain_denial` asks the
+same engine a few counterfactual questions (would another role be permitted? would the
+record in another state be?) and names the fact that decided it, then gives the exact
+`pcii policy explain` command that reproduces the decision offline. Pure: no I/O, no
+clock (the request's own time is used), so the message is the same on every replay.
+
+Invariant: the explanation never widens access; it only reads decisions the engine
+makes with the same policy set, and reveals nothing about the record beyond its state.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import replace
+from datetime import UTC, timedelta
+
+from pcii_vault.policy.engine import Decision, PolicyEngine
+from pcii_vault.policy.entities import ROLES, STATES, PrincipalFacts, RecordFacts, RequestFacts
+
+__all__ = ["explain_command", "explain_denial"]
+
+# Orders for messages (the frozensets carry no order).
+_ROLE_ORDER = ("owner", "office", "analyst", "auditor", "admin")
+_STATE_ORDER = (
+    "received",
+    "deficient",
+    "validated",
+    "categorical",
+    "initially-not-pcii",
+    "final-not-pcii",
+    "withdrawn",
+    "decontrolled",
+    "destroyed",
+)
+assert set(_ROLE_ORDER) == ROLES and set(_STATE_ORDER) == STATES  # noqa: S101 -- import-time
+
+
+def explain_denial(
+    engine: PolicyEngine,
+    principal: PrincipalFacts,
+    *,
+    action: str,
+    record: RecordFacts | None,
+    context: RequestFacts,
+    decision: Decision,
+) -> str:
+    """One line: what was denied, the reason a person can act on, and how to explain it."""
+    reason = _reason(
+        engine, principal, action=action, record=record, context=context, decision=decision
+    )
+    command = explain_command(principal, action, record, context)
+    return f"{action} denied for {principal.id!r}: {reason}; see why: {command}"
+
+
+def _reason(
+    engine: PolicyEngine,
+    principal: PrincipalFacts,
+    *,
+    action: str,
+    record: RecordFacts | None,
+    context: RequestFacts,
+    decision: Decision,
+) -> str:
+    if decision.errors:
+        return "policy evaluation failed (any error denies)"
+
+    def allowed(who: PrincipalFacts, what: RecordFacts | None) -> bool:
+        return engine.decide(who, action, what, context).allowed
+
+    # The first question: may anyone in your role do this at all, in good standing?
+    standing = replace(
+        principal,
+        status="active",
+        training_expires=context.now + timedelta(days=365),
+        nda_signed=context.now.date() - timedelta(days=30),
+    )
+    roles = [r for r in _ROLE_ORDER if allowed(replace(standing, role=r), record)]
+    if roles and principal.role not in roles:
+        role = principal.role
+        return f"{_article(role)} {role} cannot {action}; only: {', '.join(roles)}"
+    if record is not None:
+        states = [s for s in _STATE_ORDER if allowed(standing, replace(record, state=s))]
+        if states and record.state not in states:
+            state = record.state
+            return (
+                f"{_article(state)} {state} record cannot be given {action!r}; "
+                f"it can in the states: {', '.join(states)}"
+            )
+    if decision.policy_ids:
+        return "forbidden by " + ", ".join(decision.policy_ids)
+    return "no policy permits it (your sectors, level or stated use may not fit)"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def explain_command(
+    principal: PrincipalFacts, action: str, record: RecordFacts | None, context: RequestFacts
+) -> str:
+    """The `pcii policy explain` command line that reproduces this decision."""
+    args = [
+        "pcii",
+        "policy",
+        "explain",
+        "--action",
+        action,
+        "--role",
+        principal.role,
+        "--level",
+        principal.level,
+        "--org",
+        principal.organisation,
+        "--status",
+        principal.status,
+    ]
+    for sector in sorted(principal.sectors):
+        args += ["--sector", sector]
+    if not principal.sectors:
+        args.append("--no-sectors")
+    if principal.training_expires is None or principal.training_expires <= context.now:
+        args.append("--untrained")
+    if principal.nda_signed is None:
+        args.append("--no-nda")
+    if principal.contractor:
+        args.append("--contractor")
+    if record is None:
+        args.append("--no-record")
+    else:
+        args += [
+            "--state",
+            record.state,
+            "--record-sector",
+            record.sector,
+            "--submitter-org",
+            record.submitter_org,
+        ]
+    args += ["--purpose", context.purpose, "--use", context.use]
+    if context.authority is not None:
+        args += ["--authority", context.authority]
+    if context.emergency:
+        args.append("--emergency")
+    args += ["--now", context.now.astimezone(UTC).isoformat()]
+    return shlex.join(args)

@@ -1,0 +1,318 @@
+"""What a new user meets in the first hour (issue 12): hostile text, JSON errors, sectors.
+
+Markup-like text, control characters and right-to-left marks go into every free-text
+field a user can fill; then every listing runs and shows them as written (escaped),
+never as Rich markup and never as raw control characters.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pcii_vault.demo import keep_instructions
+from tests.e2e.conftest import WATER, Cli
+
+pytestmark = pytest.mark.slow
+
+HOSTILE = "pump station [/draft] [bold red]x[/] \u202eevil\u202c \u200f\x1b[31m\x07end"
+MARKUP = "pump station [/draft] review [bold]"
+# How the listings must show it: markup as text, control and bidi marks as escapes.
+SHOWN = "pump station [/draft] [bold red]x[/] \\u202eevil\\u202c \\u200f\\u001b[31m\\u0007end"
+
+
+def _submit(cli: Cli, **changes: object) -> str:
+    path = cli.write_submission(**changes)
+    result = cli.ok("submit", str(path), "--attach", str(cli.attachment()), who="owner")
+    return str(result.json()["tracking_number"])
+
+
+def test_hostile_text_in_every_free_text_field_never_breaks_a_listing(populated: Cli) -> None:
+    cli = populated
+    cli.add(
+        "odd", "analyst", "--org", HOSTILE, "--sector", WATER, "--training-expires", "2099-01-01"
+    )
+    # A submission refuses control characters itself; markup-like text it takes as text.
+    tracking = _submit(cli, title=MARKUP, summary=MARKUP)
+    cli.ok("validate", tracking, who="office")
+    cli.ok("get", tracking, "--purpose", HOSTILE, "--out", str(cli.root / "r1"), who="fedwater")
+    withdrawn = _submit(cli)
+    cli.ok("withdraw", withdrawn, "--reason", HOSTILE, who="owner")
+    rejected = _submit(cli)
+    cli.ok("reject", rejected, "--ground", "not-cii", "--reason", HOSTILE, who="office")
+    listings = [
+        (["principal", "list"], None),
+        (["search"], "fedwater"),
+        (["audit", "recipients", tracking], None),
+        (["audit", "log"], None),
+        (["audit", "report"], None),
+        (["office", "due", "--within", "60"], None),
+        (["status", tracking], "owner"),
+    ]
+    for args, who in listings:
+        result = cli.run(*args, who=who)
+        assert result.code == 0, f"pcii {' '.join(args)} -> {result.code}: {result.err}"
+        assert "\x1b" not in result.out and "\u202e" not in result.out, args
+        assert "\x07" not in result.out, args
+    principals = cli.run("principal", "list").out
+    assert SHOWN in principals
+    recipients = cli.run("audit", "recipients", tracking).out
+    assert SHOWN in recipients
+    # The same data under --json is the data, exactly as given.
+    rows = cli.ok("audit", "recipients", tracking).lines()
+    assert rows[0]["purpose"] == HOSTILE
+
+
+def test_listings_are_plain_rows_with_whole_identifiers_when_not_a_terminal(
+    populated: Cli,
+) -> None:
+    cli = populated
+    tracking = _submit(cli)
+    out = cli.run("search", who="office").out
+    header, *rows = out.splitlines()
+    assert header.split("\t")[0] == "tracking_number"
+    assert any(row.split("\t")[0] == tracking for row in rows)
+    log = cli.run("audit", "log", "--record", tracking).out.splitlines()
+    assert log[0].split("\t") == [
+        "seq",
+        "time",
+        "type",
+        "actor",
+        "record",
+        "action",
+        "decision",
+        "policies",
+    ]
+    assert all(row.split("\t")[4] == tracking for row in log[1:])
+
+
+def test_sector_is_repeatable_checked_and_suggested(populated: Cli) -> None:
+    cli = populated
+    nuclear = "Nuclear Reactors, Materials, and Waste"
+    cli.add("nuke", "analyst", "--sector", nuclear, "--sector", "Energy")
+    listed = {p["id"]: p for p in cli.ok("principal", "list").lines()}
+    assert listed["nuke"]["sectors"] == [nuclear, "Energy"]
+    typo = cli.run(
+        "principal",
+        "add",
+        "typo",
+        "--role",
+        "analyst",
+        "--key-out",
+        str(cli.key("typo")),
+        "--sector",
+        "Watr",
+        who="admin",
+    )
+    assert typo.code == 2
+    assert "did you mean 'Water and Wastewater Systems'" in typo.err
+    assert not cli.key("typo").exists()
+    update = cli.run("principal", "update", "nuke", "--sector", "Enrgy", who="admin")
+    assert update.code == 2 and "did you mean 'Energy'" in update.err
+    cli.ok("principal", "update", "nuke", "--sector", WATER, who="admin")
+    listed = {p["id"]: p for p in cli.ok("principal", "list").lines()}
+    assert listed["nuke"]["sectors"] == [WATER]
+
+
+def test_every_error_under_json_is_one_json_object(populated: Cli) -> None:
+    cli = populated
+    # A submission with several problems: each with its field path.
+    bad = cli.write_submission("bad.json", tlp="TLP:PURPLE", sector="Watr")
+    result = cli.run("--json", "submit", str(bad), who="owner")
+    assert result.code == 2
+    error = result.json()
+    assert error["exit_code"] == 2
+    paths = {p["path"] for p in error["problems"]}
+    assert {"tlp", "sector"} <= paths, error
+    # A usage error.
+    usage = cli.run("--json", "get")
+    assert usage.code == 2 and usage.json()["exit_code"] == 2
+    assert "pcii get --help" in usage.json()["error"]
+    # A denial.
+    tracking = _submit(cli)
+    denied = cli.run(
+        "--json",
+        "get",
+        tracking,
+        "--purpose",
+        "curious",
+        "--out",
+        str(cli.root / "x"),
+        who="energy",
+    )
+    assert denied.code == 3 and denied.json()["exit_code"] == 3
+    # --debug never changes the exit code.
+    debug = cli.run(
+        "--debug",
+        "get",
+        tracking,
+        "--purpose",
+        "curious",
+        "--out",
+        str(cli.root / "y"),
+        who="energy",
+    )
+    assert debug.code == 3
+    assert "pcii: error:" in debug.err
+
+
+def test_version_template_and_proof_are_json_on_one_line(populated: Cli) -> None:
+    cli = populated
+    version = cli.run("--json", "--version")
+    assert version.code == 0 and version.json()["name"] == "pcii-vault"
+    template = cli.run("--json", "submission", "template")
+    assert template.code == 0 and len(template.out.splitlines()) == 1
+    assert json.loads(template.out)["sector"]
+    proof = cli.run("--json", "audit", "prove", "--index", "0")
+    assert proof.code == 0 and len(proof.out.splitlines()) == 1
+    assert json.loads(proof.out)
+
+
+def test_audit_verify_json_on_a_broken_log_says_not_sound(populated: Cli) -> None:
+    cli = populated
+    assert cli.ok("audit", "verify").json()["sound"] is True
+    # --log takes the vault directory itself.
+    assert cli.ok("audit", "verify", "--log", str(cli.vault)).json()["sound"] is True
+    entries = sorted((cli.vault / "objects" / "log" / "tile" / "entries").rglob("*"))
+    bundle = next(p for p in entries if p.is_file())
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bundle.chmod(0o600)
+    bundle.write_bytes(bytes(data))
+    result = cli.run("--json", "audit", "verify")
+    assert result.code == 4, result.err
+    verdict = result.json()
+    assert verdict["sound"] is False and verdict["exit_code"] == 4 and verdict["error"]
+
+
+def test_usage_errors_are_one_pcii_error_line(cli: Cli) -> None:
+    result = cli.run("submit")
+    assert result.code == 2
+    assert result.err.startswith("pcii: error:") and len(result.err.splitlines()) == 1
+    unknown = cli.run("frobnicate")
+    assert unknown.code == 2 and unknown.err.startswith("pcii: error:")
+
+
+def test_help_of_a_group_alone_is_its_help(cli: Cli) -> None:
+    result = cli.run("principal")
+    assert result.code == 0 and "Usage: pcii principal" in result.out
+
+
+def _replay(cli: Cli, message: str) -> dict[str, object]:
+    """Run the `pcii policy explain ...` command a denial printed, against the vault."""
+    command = shlex.split(message.split("see why: ", 1)[1])
+    assert command[:3] == ["pcii", "policy", "explain"]
+    result = cli.run("--json", *command[1:])
+    assert result.code == 0, result.err
+    return dict(result.json())
+
+
+def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli)
+    owner = cli.run("validate", tracking, who="owner")
+    assert owner.code == 3
+    assert "an owner cannot validate; only: office" in owner.err, owner.err
+    assert _replay(cli, owner.err)["decision"] == "deny"
+    # The office cannot destroy a submission still owed a decision: the message says
+    # which states it can destroy in, as the README does.
+    destroy = cli.run("destroy", tracking, "--reason", "schedule", who="office")
+    assert destroy.code == 3
+    assert "a received record cannot be given 'destroy'" in destroy.err
+    assert "validated, categorical" in destroy.err and "withdrawn" in destroy.err
+    assert _replay(cli, destroy.err)["decision"] == "deny"
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert "may\n`destroy` any record" not in readme and "`destroy` any record" not in readme
+
+
+def test_policy_explain_takes_the_same_defaults_as_get(populated: Cli) -> None:
+    cli = populated
+    tracking = _submit(cli)
+    cli.ok("validate", tracking, who="office")
+    got = cli.run(
+        "get",
+        tracking,
+        "--purpose",
+        "drought planning",
+        "--out",
+        str(cli.root / "g"),
+        who="fedwater",
+    )
+    assert got.code == 0, got.err
+    explained = cli.ok(
+        "policy",
+        "explain",
+        "--action",
+        "retrieve",
+        "--org",
+        "EPA Water Security Division",
+        "--sector",
+        WATER,
+        "--no-nda",
+        "--record-sector",
+        WATER,
+        "--submitter-org",
+        "Riverbend Municipal Water Authority",
+        "--purpose",
+        "drought planning",
+    ).json()
+    assert explained["decision"] == "permit", explained
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deep", "[" * 100_000 + "]" * 100_000),
+        ("deep-object", '{"a":' * 100_000 + "1" + "}" * 100_000),
+        ("huge-int", '{"title": ' + "9" * 5000 + "}"),
+    ],
+)
+def test_pathological_json_is_bad_input_everywhere(cli: Cli, name: str, text: str) -> None:
+    """Exit 2 with one line, never 1: submissions, policy cases and explain inputs."""
+    cli.init()
+    cli.add("owner", "owner")
+    path = cli.root / f"{name}.json"
+    path.write_text(text)
+    for args, who in (
+        (["submit", str(path)], "owner"),
+        (["policy", "test", str(path)], None),
+        (["policy", "explain", "--action", "retrieve", "--principal-json", str(path)], None),
+    ):
+        result = cli.run(*args, who=who)
+        assert result.code == 2, f"{args}: {result.code} {result.err}"
+        assert result.err.startswith("pcii: error:") and len(result.err.splitlines()) == 1
+
+
+def test_a_request_time_without_a_zone_is_bad_input(cli: Cli) -> None:
+    result = cli.run("policy", "explain", "--action", "retrieve", "--now", "2026-06-01T12:00:00")
+    assert result.code == 2 and "time zone" in result.err
+
+
+def test_store_check_leaves_no_probe_objects(cli: Cli) -> None:
+    cli.init()
+    objects = cli.vault / "objects"
+    before = {p for p in objects.rglob("*") if p.name != ".pcii-store.lock"}
+    cli.ok("store", "check")
+    after = {p for p in objects.rglob("*") if p.name != ".pcii-store.lock"}
+    assert after == before
+
+
+def test_kept_demo_prints_export_lines_that_work(cli: Cli) -> None:
+    """The lines `PCII_DEMO_KEEP=1 make demo` prints, pasted into a clean shell."""
+    cli.init()
+    exports = [line for line in keep_instructions(cli.root) if line.startswith("export ")]
+    script = "\n".join([*exports, "pcii --json principal list"])
+    done = subprocess.run(
+        ["bash", "-c", script],
+        env={"HOME": str(cli.root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["id"] == "admin"

@@ -1,0 +1,197 @@
+"""PDF attachments stamped page by page, on PDFs the tests generate.
+
+Each released page's extracted text (pypdf, pure Python: no Debian package needed) must
+carry the header, the footer and the recipient watermark, and the released file has the
+original's pages plus one (the marking first page with the 6 CFR 29.6(c) statement).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pikepdf
+import pypdf
+import pytest
+
+from pcii_vault.marking import PCII_HEADER, PCII_STATEMENT
+from pcii_vault.marking_pdf import PdfStamp, UnmarkablePdf, is_pdf_name, stamp_pdf
+
+WATERMARK = "Released to analyst-ana - PCII-2026-00000123 - access event 42 - 2026-11-28T12:30:05Z"
+STAMP = PdfStamp(
+    header=PCII_HEADER,
+    watermark=WATERMARK,
+    first_page=(PCII_HEADER, "", "PCII record PCII-2026-00000123", "", PCII_STATEMENT),
+)
+LETTER = (612, 792)
+A4 = (595, 842)
+
+
+def make_pdf(
+    path: Path,
+    pages: int,
+    size: tuple[float, float] = LETTER,
+    *,
+    rotate: int = 0,
+    inherited_rotate: int | None = None,
+    encryption: pikepdf.Encryption | None = None,
+) -> Path:
+    """A PDF whose page i says "Original page i" in Times, drawn inside a scaled CTM."""
+    pdf = pikepdf.new()
+    font = pdf.make_indirect(
+        pikepdf.Dictionary(
+            Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Times_Roman
+        )
+    )
+    for number in range(1, pages + 1):
+        # A page that leaves its graphics state changed (no closing Q) must not move or
+        # hide the marking drawn after it.
+        content = f"q 2 0 0 2 0 0 cm BT /F1 6 Tf 10 {size[1] / 4} Td (Original page {number}) Tj ET"
+        page = pikepdf.Dictionary(
+            Type=pikepdf.Name.Page,
+            MediaBox=[0, 0, *size],
+            Resources=pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font)),
+            Contents=pikepdf.Stream(pdf, content.encode()),
+        )
+        if rotate:
+            page.Rotate = rotate
+        pdf.pages.append(pikepdf.Page(page))
+    if inherited_rotate is not None:
+        pdf.Root.Pages.Rotate = inherited_rotate
+    if encryption is not None:
+        pdf.save(path, encryption=encryption)
+    else:
+        pdf.save(path)
+    return path
+
+
+def _check_released(path: Path, original_pages: int) -> None:
+    reader = pypdf.PdfReader(path)
+    assert len(reader.pages) == original_pages + 1
+    first = reader.pages[0].extract_text()
+    assert "6 CFR part 29" in first
+    for number, page in enumerate(reader.pages):
+        text = page.extract_text()
+        assert text.count(PCII_HEADER) >= 2, f"page {number}: header and footer\n{text}"
+        assert WATERMARK in text, f"page {number}: watermark\n{text}"
+        if number:
+            assert f"Original page {number}" in text
+
+
+@pytest.mark.parametrize(
+    ("pages", "size"),
+    [(1, LETTER), (3, A4), (2, (144, 144)), (2, (1224, 792)), (5, (300, 1800))],
+    ids=["letter", "a4", "tiny", "tabloid-landscape", "tall"],
+)
+def test_every_page_of_every_size_is_stamped(
+    tmp_path: Path, pages: int, size: tuple[float, float]
+) -> None:
+    source = make_pdf(tmp_path / "in.pdf", pages, size)
+    assert stamp_pdf(source, tmp_path / "out.pdf", STAMP) == pages + 1
+    _check_released(tmp_path / "out.pdf", pages)
+
+
+@pytest.mark.parametrize("rotate", [90, 180, 270, -90])
+def test_rotated_pages_are_stamped(tmp_path: Path, rotate: int) -> None:
+    source = make_pdf(tmp_path / "in.pdf", 2, A4, rotate=rotate)
+    stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    _check_released(tmp_path / "out.pdf", 2)
+
+
+def test_a_page_that_leaves_states_open_cannot_clip_or_move_the_marking(tmp_path: Path) -> None:
+    """Three unclosed `q`, a clip to a 1-point square and a far-off transform."""
+    source = make_pdf(tmp_path / "in.pdf", 2)
+    with pikepdf.open(source, allow_overwriting_input=True) as pdf:
+        for page in pdf.pages:
+            page.contents_add(
+                pikepdf.Stream(pdf, b"q q 0 0 1 1 re W n q 1 0 0 1 5000 5000 cm"), prepend=False
+            )
+        pdf.save(source)
+    stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    _check_released(tmp_path / "out.pdf", 2)
+    with pikepdf.open(tmp_path / "out.pdf") as pdf:
+        operators = [str(i.operator) for i in pikepdf.parse_content_stream(pdf.pages[1], "q Q")]
+    # Balanced: every state opened is closed before the marking is drawn.
+    depth = 0
+    for operator in operators:
+        depth += 1 if operator == "q" else -1
+        assert depth >= 0
+    assert depth == 0
+
+
+def test_a_rotation_inherited_from_the_page_tree_is_honoured(tmp_path: Path) -> None:
+    source = make_pdf(tmp_path / "in.pdf", 2, LETTER, inherited_rotate=90)
+    stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    _check_released(tmp_path / "out.pdf", 2)
+    # The added first page is upright in the orientation the reader sees (landscape).
+    first = pypdf.PdfReader(tmp_path / "out.pdf").pages[0]
+    assert float(first.mediabox.width) > float(first.mediabox.height)
+
+
+def test_an_owner_password_pdf_is_stamped_and_released_without_encryption(
+    tmp_path: Path,
+) -> None:
+    source = make_pdf(
+        tmp_path / "in.pdf", 3, encryption=pikepdf.Encryption(owner="secret", user="")
+    )
+    stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert not pypdf.PdfReader(tmp_path / "out.pdf").is_encrypted
+    _check_released(tmp_path / "out.pdf", 3)
+
+
+def test_a_user_password_pdf_is_unmarkable(tmp_path: Path) -> None:
+    source = make_pdf(tmp_path / "in.pdf", 3, encryption=pikepdf.Encryption(owner="o", user="u"))
+    with pytest.raises(UnmarkablePdf, match="encrypted"):
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: b"%PDF-1.7\n" + b"\x00garbage" * 100,
+        lambda data: b"not a pdf at all",
+        lambda data: b"",
+    ],
+    ids=["garbage-after-header", "not-pdf", "empty"],
+)
+def test_a_damaged_pdf_is_unmarkable_and_leaves_nothing(tmp_path: Path, damage: object) -> None:
+    source = make_pdf(tmp_path / "in.pdf", 2)
+    assert callable(damage)
+    source.write_bytes(damage(source.read_bytes()))
+    with pytest.raises(UnmarkablePdf):
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
+
+
+def test_a_truncated_pdf_is_either_repaired_and_fully_stamped_or_unmarkable(
+    tmp_path: Path,
+) -> None:
+    """qpdf repairs what it can; whatever it releases is marked on every page."""
+    source = make_pdf(tmp_path / "in.pdf", 4)
+    source.write_bytes(source.read_bytes()[:-200])
+    try:
+        count = stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    except UnmarkablePdf:
+        assert not (tmp_path / "out.pdf").exists()
+        return
+    _check_released(tmp_path / "out.pdf", count - 1)
+
+
+def test_markup_and_non_latin_text_in_the_watermark_is_safe(tmp_path: Path) -> None:
+    stamp = PdfStamp(PCII_HEADER, "Released to x (a) \\\\ [b] 名前", (PCII_HEADER,))
+    source = make_pdf(tmp_path / "in.pdf", 1)
+    stamp_pdf(source, tmp_path / "out.pdf", stamp)
+    text = pypdf.PdfReader(tmp_path / "out.pdf").pages[1].extract_text()
+    assert "Released to x (a)" in text
+
+
+def test_the_output_is_never_overwritten(tmp_path: Path) -> None:
+    source = make_pdf(tmp_path / "in.pdf", 1)
+    (tmp_path / "out.pdf").write_bytes(b"keep")
+    with pytest.raises(FileExistsError):
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert (tmp_path / "out.pdf").read_bytes() == b"keep"
+
+
+def test_pdf_names() -> None:
+    assert is_pdf_name("report.PDF") and not is_pdf_name("report.pdf.zip")
