@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/envelope.py
 	$(BIN)/python benchmarks/s3_upload.py
 	$(BIN)/python benchmarks/ledger.py
+	$(BIN)/python benchmarks/acts.py
 	$(BIN)/python benchmarks/policy.py
 	$(BIN)/python benchmarks/keys.py
 	$(BIN)/python benchmarks/report.py

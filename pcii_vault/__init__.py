@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         PolicyDenied,
         VaultError,
     )
+    from pcii_vault.history import HistoryAuditor
     from pcii_vault.identity import Identity
     from pcii_vault.keys.local import LocalKeyring
     from pcii_vault.ledger.log import Ledger
@@ -52,6 +53,7 @@ _LAZY = {
     "NotFoundError": "pcii_vault.errors",
     "PolicyDenied": "pcii_vault.errors",
     "VaultError": "pcii_vault.errors",
+    "HistoryAuditor": "pcii_vault.history",
     "Identity": "pcii_vault.identity",
     "LocalKeyring": "pcii_vault.keys.local",
     "Ledger": "pcii_vault.ledger.log",
@@ -92,6 +94,7 @@ __all__ = [
     "Checkpoint",
     "ConfigError",
     "Event",
+    "HistoryAuditor",
     "Identity",
     "InputError",
     "IntegrityError",

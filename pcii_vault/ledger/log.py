@@ -199,6 +199,7 @@ class Ledger:
         self._trusted: set[tuple[int, bytes]] = set()
         self._history_seen: set[tuple[int, bytes]] = set()
         self._verified: VerifiedTiles | None = None
+        self._edge_checked: Checkpoint | None = None
 
     # ----- reading ------------------------------------------------------------------
 
@@ -242,11 +243,14 @@ class Ledger:
             IntegrityError: rollback, fork, or a tampered recent tile or entry.
         """
         cp = self.checkpoint()
-        if cp is not None and cp.size:
+        if cp is not None and cp.size and cp != self._edge_checked:
+            # Once per checkpoint per ledger object: a long-lived process re-proves the
+            # edge when the log moves (and every append checks before extending anyway).
             tiles = VerifiedTiles(self.store, cp)
             self._verified = tiles
             last = (cp.size - 1) // _tiles.TILE_WIDTH
             tiles.bundle(last)
+            self._edge_checked = cp
         return cp
 
     def _trust(self, cp: Checkpoint | None) -> None:

@@ -10,10 +10,9 @@ entry. Invariants:
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from pcii_vault.crypto.canonical import canonical_json
 
@@ -59,7 +58,7 @@ class Event(BaseModel):
 
     v: Literal[1] = 1
     seq: int = Field(ge=0, description="index of this entry in the log")
-    time: datetime = Field(description="when the vault appended it (UTC)")
+    time: AwareDatetime = Field(description="when the vault appended it (UTC)")
     type: EventType
     actor: str = Field(min_length=1, max_length=128, description="principal id, or 'vault'")
     request: dict[str, Any] | None = Field(

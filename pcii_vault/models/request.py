@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from pcii_vault.crypto.canonical import canonical_json
 from pcii_vault.crypto.signing import Ed25519PrivateKey
@@ -35,7 +35,7 @@ class RequestBody(BaseModel):
     use: str | None = Field(default=None, max_length=64)
     authority: str | None = Field(default=None, max_length=200)
     params: dict[str, Any] = Field(default_factory=dict)
-    time: datetime
+    time: AwareDatetime = Field(description="when it was signed, with its time zone")
     nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
 
     def signing_bytes(self) -> bytes:

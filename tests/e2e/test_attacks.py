@@ -100,11 +100,11 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
     cli.add(
         "water", "analyst", "--level", "federal", "--org", "EPA Water",
-        "--sectors", WATER, "--training-expires", "2099-01-01",
+        "--sector", WATER, "--training-expires", "2099-01-01",
     )  # fmt: skip
     cli.add(
         "energy", "analyst", "--level", "federal", "--org", "DOE",
-        "--sectors", "Energy", "--training-expires", "2099-01-01",
+        "--sector", "Energy", "--training-expires", "2099-01-01",
     )  # fmt: skip
     submitted = cli.ok("submit", str(cli.write_submission(attachments=[])), who="owner").json()
     tracking = submitted["tracking_number"]

@@ -46,13 +46,13 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
             level,
             "--org",
             org,
-            "--sectors",
+            "--sector",
             WATER,
             "--training-expires",
             "2099-01-01",
             *nda,
         )
-    cli.add("energy", "analyst", "--level", "federal", "--org", "DHS I&A", "--sectors", "Energy")
+    cli.add("energy", "analyst", "--level", "federal", "--org", "DHS I&A", "--sector", "Energy")
     cli.add("auditor", "auditor", "--org", "PCII Officer", "--training-expires", "2099-01-01")
     bare = str(cli.write_submission("bare.json", attachments=[]))
     a, b, c = (str(cli.ok("submit", bare, who="owner").json()["tracking_number"]) for _ in range(3))

@@ -11,6 +11,8 @@ After every kill the parent opens the vault, performs one more act (which commit
 claim the dead writer left above the checkpoint) and checks that:
 - the full verification passes (signatures, tree, tiles and the strict legal history);
 - the projection holds no illegal event (`Vault.illegal_events() == []`);
+- every claim the dead writer left above the checkpoint is now in the log, entry for
+  entry at the position it claimed;
 - every act the child reported as completed is in the log (a registration event for
   each reported principal, a validation event for each reported record);
 - no claim object remains under `log/claims/` below the checkpoint.
@@ -35,6 +37,7 @@ import pytest
 from vault_support import VaultBench
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.ledger.log import decode_claim
 from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.vault import Vault, principal_params
 
@@ -55,6 +58,7 @@ CHILD = r"""
 import json, os, sys, threading
 from pathlib import Path
 from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.ledger.log import decode_claim
 from pcii_vault.errors import VaultError
 from pcii_vault.identity import Identity
 from pcii_vault.models.principal import PrincipalAttributes
@@ -157,6 +161,17 @@ def _register(vault: Vault, bench: VaultBench, name: str) -> None:
     vault.add_principal(request, name, attributes, key.public_key)
 
 
+def _claims_above_checkpoint(vault: Vault) -> dict[int, list[bytes]]:
+    """The entries of every claim the dead writer left above the checkpoint, by position."""
+    committed = vault.reader().size()
+    verifier = vault.log_public_key
+    return {
+        pos: decode_claim(vault.store.get(info.key), pos, verifier)
+        for info in vault.store.list(CLAIMS)
+        if (pos := _claim_position(info.key)) >= committed
+    }
+
+
 def _claim_position(key: str) -> int:
     """The first log position a claim object (`log/claims/<20 digits>`) claims."""
     return int(key.removeprefix(CLAIMS))
@@ -209,14 +224,16 @@ def test_kill_9_during_batch_commits_loses_nothing_claimed(tmp_path: Path) -> No
 
         vault = Vault(root, unseal=lambda: SECRET)
         try:
-            committed = vault.reader().size()
-            left_claims += any(
-                _claim_position(info.key) >= committed for info in vault.store.list(CLAIMS)
-            )
+            claimed = _claims_above_checkpoint(vault)
+            left_claims += bool(claimed)
             _register(vault, bench, f"parent-{round_no}")
             context = f"round {round_no} (PCII_CRASH_SEED={SEED})"
             assert vault.illegal_events() == [], context
             size, principals, validated = _logged(vault)
+            reader = vault.reader()
+            for pos, entries in claimed.items():
+                logged_entries = list(reader.entries(pos, pos + len(entries)))
+                assert logged_entries == entries, f"{context}: the claim at {pos} was lost"
             for _, what, arg in reported:
                 logged = principals if what == "add" else validated
                 assert arg in logged, f"{context}: completed {what} {arg} is not in the log"

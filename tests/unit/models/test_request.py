@@ -1,0 +1,27 @@
+"""Signed requests: times carry their zone, and a signature covers every field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.models.request import RequestBody, SignedRequest, sign_request
+
+
+def test_a_request_time_without_a_time_zone_is_refused() -> None:
+    with pytest.raises(ValidationError, match="timezone"):
+        RequestBody(vault="v", principal="p", action="a", time=datetime(2026, 1, 1), nonce="0" * 32)
+
+
+def test_a_logged_request_with_a_naive_time_does_not_parse() -> None:
+    signed = sign_request(
+        Ed25519PrivateKey(b"\x01" * 32), vault="v", principal="p", action="a",
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    logged = signed.to_log()
+    logged["body"]["time"] = "2026-01-01T00:00:00"
+    with pytest.raises(ValidationError):
+        SignedRequest.model_validate(logged)
