@@ -37,26 +37,30 @@ _COUNTS = (
 )
 
 
-def _option(flag: str, text: str) -> Any:  # noqa: ANN401 -- typer's OptionInfo
-    return typer.Option(flag, help=text, show_default=False)
+def _option(flag: str, text: str, metavar: str) -> Any:  # noqa: ANN401 -- typer's OptionInfo
+    return typer.Option(flag, help=text, metavar=metavar, show_default=False)
 
 
 def report(
     ctx: typer.Context,
-    html: Annotated[Path | None, _option("--html", "Write the report page here.")] = None,
-    pdf: Annotated[Path | None, _option("--pdf", "Write the report as PDF here.")] = None,
-    since: Annotated[str | None, _option("--since", "Period start (ISO 8601).")] = None,
-    until: Annotated[str | None, _option("--until", "Period end (ISO 8601).")] = None,
-    record: Annotated[str | None, _option("--record", "Only this tracking number.")] = None,
+    html: Annotated[Path | None, _option("--html", "Write the report page here.", "FILE")] = None,
+    pdf: Annotated[Path | None, _option("--pdf", "Write the report as PDF here.", "FILE")] = None,
+    since: Annotated[str | None, _option("--since", "Period start (ISO 8601).", "TIME")] = None,
+    until: Annotated[str | None, _option("--until", "Period end (ISO 8601).", "TIME")] = None,
+    record: Annotated[
+        str | None, _option("--record", "Only this tracking number.", "TRACKING")
+    ] = None,
     proofs: Annotated[
         Path | None,
-        _option("--proofs", "Write each release's inclusion proof bundle into this directory."),
+        _option(
+            "--proofs", "Write each release's inclusion proof bundle into this directory.", "DIR"
+        ),
     ] = None,
     csv_dir: Annotated[
-        Path | None, _option("--csv", "Write each table as CSV into this directory.")
+        Path | None, _option("--csv", "Write each table as CSV into this directory.", "DIR")
     ] = None,
     trusted_checkpoint: Annotated[
-        Path | None, _option("--trusted-checkpoint", "A checkpoint file seen before.")
+        Path | None, _option("--trusted-checkpoint", "A checkpoint file seen before.", "FILE")
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pcii_vault.demo import keep_instructions
+from pcii_vault.demo import DEMO_SECRET, keep_instructions
 from tests.e2e.conftest import WATER, Cli
 
 pytestmark = pytest.mark.slow
@@ -303,6 +303,7 @@ def test_store_check_leaves_no_probe_objects(cli: Cli) -> None:
 
 def test_kept_demo_prints_export_lines_that_work(cli: Cli) -> None:
     """The lines `PCII_DEMO_KEEP=1 make demo` prints, pasted into a clean shell."""
+    cli.env["PCII_UNSEAL_SECRET"] = DEMO_SECRET  # the secret the demo's vault is made with
     cli.init()
     exports = [line for line in keep_instructions(cli.root) if line.startswith("export ")]
     script = "\n".join([*exports, "pcii --json principal list"])
