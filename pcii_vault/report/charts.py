@@ -155,7 +155,8 @@ def bars(name: str, title: str, counts: Counter[str], caption: str) -> Chart:
     labels, values, note = _top(counts)
     height = min(900, 110 + 30 * max(len(labels), 2))
     chart = pygal.HorizontalBar(**_config(title, legend=False, height=height))
-    chart.y_labels = _ticks(max(values, default=0))
+    if values:  # pygal fails on y labels of a chart without data
+        chart.y_labels = _ticks(max(values))
     chart.x_labels = list(reversed(labels))
     chart.add("count", list(reversed(values)))
     return Chart(name, title, f"{caption}{'; ' + note if note else ''}", *_inert(chart, name))
@@ -177,7 +178,8 @@ def stacked(
     chart = pygal.StackedBar(**_config(title, legend=True, rotate=rotate, height=height))
     chart.x_labels = list(buckets)
     totals = [sum(values.get(b) or 0 for values in series.values()) for b in buckets]
-    chart.y_labels = _ticks(max(totals, default=0))
+    if series and any(totals):  # pygal fails on y labels of a chart without data
+        chart.y_labels = _ticks(max(totals))
     for label, values in series.items():
         chart.add(label, [values.get(b) or None for b in buckets])
     return Chart(name, title, caption, *_inert(chart, name))
