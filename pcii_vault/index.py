@@ -36,7 +36,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -272,6 +272,30 @@ class Index:
         tag = self._seal.tag_file(self._path)
         replace_file(self._mac_path, _MAC_FORMAT + tag.hex().encode("ascii") + b"\n")
         self._known = _stat_key(self._path)
+
+    def verify_or_diagnose(
+        self, projection: Callable[[int], dict[str, list[tuple[Any, ...]]]]
+    ) -> list[str]:
+        """Check the tag under the write lock; when it fails, compare with the log.
+
+        `projection(size)` returns the rows a projection of the log's first `size` events
+        holds (`dump()` form). Run under the lock, so no other process of this vault
+        writes meanwhile: a file equal to the projection (a crash between a write and its
+        tag, or an index from before tags) is tagged again and `[]` returned; otherwise
+        the tables that differ are returned, nothing is changed.
+        """
+        if self._seal is None:
+            return []
+        with self._locked(fcntl.LOCK_EX):
+            try:
+                self._verify_locked()
+            except IndexTamperedError as exc:
+                differences = _differences(projection(self.size), self.dump())
+                if differences:
+                    return [str(exc), *differences]
+                _log.warning("index_tag_renewed", reason=str(exc))
+                self._retag()
+        return []
 
     def accept_as_is(self) -> None:
         """Tag the file as it is: only after proving it equals the log's projection."""
@@ -865,6 +889,26 @@ _CHANGEABLE = frozenset(
     {"role", "organisation", "level", "sectors", "training_expires", "nda_signed", "status"}
     | {"contractor"}
 )
+
+
+def _differences(
+    logged: dict[str, list[tuple[Any, ...]]], indexed: dict[str, list[tuple[Any, ...]]]
+) -> list[str]:
+    """What differs between the log's projection and the index, table by table."""
+    found: list[str] = []
+    for table, rows in logged.items():
+        want, have = set(rows), set(indexed.get(table, []))
+        if want == have:
+            continue
+        missing = sorted(want - have, key=repr)
+        extra = sorted(have - want, key=repr)
+        keys = {str(r[0]) for r in missing} | {str(r[0]) for r in extra}
+        shown = ", ".join(sorted(keys)[:3])
+        found.append(
+            f"{table} differs from the log ({len(missing)} rows missing or changed, "
+            f"{len(extra)} not from the log; {shown})"
+        )
+    return found
 
 
 def _check_binding(event: Event, request: SignedRequest) -> None:

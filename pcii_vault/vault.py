@@ -443,36 +443,34 @@ class Vault:
                 index.apply_all(reader.events(start, size), skip_applied=True, strict=False)
 
     def _trusted_index(self) -> Index:
-        """The index, after checking its tag; an edit is named and refused."""
+        """The index, after checking its tag; an edit is named and refused.
+
+        Raises:
+            IntegrityError: the index differs from a projection of the verified log.
+        """
         index = self.index
         try:
             index.verify()
-        except IndexTamperedError as exc:
-            self._diagnose_index(exc)
+        except IndexTamperedError:
+            # Look again under the write lock (another process may have been writing),
+            # and name what differs from the log, if anything does.
+            problems = index.verify_or_diagnose(self._projected_rows)
+            if problems:
+                raise IntegrityError(
+                    f"{'; '.join(problems)}; run `pcii index rebuild` to rebuild it from "
+                    "the verified log"
+                ) from None
         return index
 
-    def _diagnose_index(self, exc: IndexTamperedError) -> None:
-        """Compare the index with a projection of the verified log; name what differs.
-
-        An index equal to the log's projection (a crash between a write and its tag, or
-        an index from before tags) is accepted and tagged again.
-        """
+    def _projected_rows(self, size: int) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows a projection of the verified log's first `size` events holds."""
         reader = self.reader()
-        size = min(self.index.size, reader.size())
         replayed = Index.in_memory()
         try:
-            replayed.apply_all(reader.events(0, size), strict=False)
-            differences = _differences(replayed.dump(), self.index.dump())
+            replayed.apply_all(reader.events(0, min(size, reader.size())), strict=False)
+            return replayed.dump()
         finally:
             replayed.close()
-        if not differences:
-            _log.warning("index_tag_renewed", reason=str(exc))
-            self.index.accept_as_is()
-            return
-        raise IntegrityError(
-            f"{exc}: {'; '.join(differences)}; run `pcii index rebuild` to rebuild it from "
-            "the verified log"
-        ) from exc
 
     def _note_policy_change(self) -> None:
         """Log a changed policy set (a `policy.loaded` event) before it decides anything."""
@@ -1802,26 +1800,6 @@ def _signed_params(request: SignedRequest) -> dict[str, Any]:
 def _require_signed_params(request: SignedRequest, expected: dict[str, Any], what: str) -> None:
     if _signed_params(request) != to_jsonable_python(expected):
         raise IntegrityError(f"request does not sign the {what} it asks for")
-
-
-def _differences(
-    logged: dict[str, list[tuple[Any, ...]]], indexed: dict[str, list[tuple[Any, ...]]]
-) -> list[str]:
-    """What differs between the log's projection and the index, table by table."""
-    found: list[str] = []
-    for table, rows in logged.items():
-        want, have = set(rows), set(indexed.get(table, []))
-        if want == have:
-            continue
-        missing = sorted(want - have, key=repr)
-        extra = sorted(have - want, key=repr)
-        keys = {str(r[0]) for r in missing} | {str(r[0]) for r in extra}
-        shown = ", ".join(sorted(keys)[:3])
-        found.append(
-            f"{table} differs from the log ({len(missing)} rows missing or changed, "
-            f"{len(extra)} not from the log; {shown})"
-        )
-    return found
 
 
 def _draft(event_type: EventType, now: datetime, **fields: Any) -> Event:  # noqa: ANN401

@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 import typer
 from conftest import SECRET, WATER, Cli
+from seaweed import new_bucket_name
 
 from pcii_vault.errors import VaultError
 from pcii_vault.keys.local import LocalKeyring
@@ -65,37 +68,30 @@ def _overwrite(store: ObjectStore, key: str, data: bytes) -> None:
     store.put_if_match(key, data, etag)
 
 
-def _s3_init(request: pytest.FixtureRequest, cli: Cli, tmp_path: Path) -> ObjectStore:
-    """`pcii init` on a fresh SeaweedFS bucket with only the standard AWS environment."""
-    seaweed = request.getfixturevalue("seaweed")
-    bucket = request.getfixturevalue("s3_bucket")
-    cli.env.update(
-        {
-            "AWS_ACCESS_KEY_ID": seaweed.access_key,
-            "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-            "AWS_ENDPOINT_URL_S3": seaweed.endpoint_url,
-            "AWS_REGION": seaweed.region,
-            "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        }
-    )
+def _aws_env(seaweed: Any, root: Path) -> dict[str, str]:
+    """Only the standard AWS environment, pointing at the test's SeaweedFS server."""
+    return {
+        "AWS_ACCESS_KEY_ID": seaweed.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
+        "AWS_ENDPOINT_URL_S3": seaweed.endpoint_url,
+        "AWS_REGION": seaweed.region,
+        "AWS_CONFIG_FILE": str(root / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-aws-credentials"),
+    }
+
+
+def _init(cli: Cli, store: str | None) -> None:
+    if store is None:
+        cli.init()
+        return
     cli.ok(
-        "init", "--insecure-fast-kdf", "--store", f"s3://{bucket}/v",
+        "init", "--insecure-fast-kdf", "--store", store,
         "--admin-key-out", str(cli.key("admin")),
     )  # fmt: skip
-    store: ObjectStore = seaweed.s3_store(bucket, "v")
-    return store
 
 
-@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    """A vault with a validated record that the water analyst has retrieved."""
-    cli = Cli(tmp_path)
-    if request.param == "s3":
-        store: ObjectStore = _s3_init(request, cli, tmp_path)
-    else:
-        cli.init()
-        store = FilesystemStore(cli.vault / "objects")
+def _populate(cli: Cli) -> str:
+    """Users, a validated record, and the water analyst's retrieval of it (via the CLI)."""
     cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
     cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
     cli.add(
@@ -107,11 +103,87 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
         "--sector", "Energy", "--training-expires", "2099-01-01",
     )  # fmt: skip
     submitted = cli.ok("submit", str(cli.write_submission(attachments=[])), who="owner").json()
-    tracking = submitted["tracking_number"]
+    tracking: str = submitted["tracking_number"]
     cli.ok("validate", tracking, who="office")
-    cli.ok("get", tracking, "--purpose", "drought planning", "--out", str(tmp_path / "r1"),
+    cli.ok("get", tracking, "--purpose", "drought planning", "--out", str(cli.root / "r1"),
            who="water")  # fmt: skip
-    return Target(cli, store, tracking)
+    return tracking
+
+
+@dataclass
+class _Template:
+    """A populated vault built once through the CLI; each test gets its own copy."""
+
+    root: Path
+    tracking: str
+    bucket: str | None = None
+
+
+@pytest.fixture(scope="module")
+def fs_template(tmp_path_factory: pytest.TempPathFactory) -> _Template:
+    root = tmp_path_factory.mktemp("attack-fs")
+    cli = Cli(root)
+    _init(cli, None)
+    return _Template(root, _populate(cli))
+
+
+@pytest.fixture(scope="module")
+def s3_template(tmp_path_factory: pytest.TempPathFactory, seaweed: Any) -> Iterator[_Template]:
+    root = tmp_path_factory.mktemp("attack-s3")
+    bucket = new_bucket_name()
+    seaweed.client().create_bucket(Bucket=bucket)
+    cli = Cli(root)
+    cli.env.update(_aws_env(seaweed, root))
+    _init(cli, f"s3://{bucket}/v")
+    yield _Template(root, _populate(cli), bucket)
+
+
+def _copy_vault(template: _Template, root: Path) -> Cli:
+    for name in ("vault", "keys"):
+        shutil.rmtree(root / name, ignore_errors=True)
+        shutil.copytree(template.root / name, root / name)
+    return Cli(root)
+
+
+def _copy_bucket(seaweed: Any, source: str, target: str) -> None:
+    client = seaweed.client()
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=source)
+    for page in pages:
+        for item in page.get("Contents", []):
+            client.copy_object(
+                Bucket=target, Key=item["Key"], CopySource={"Bucket": source, "Key": item["Key"]}
+            )
+
+
+def _s3_init(request: pytest.FixtureRequest, cli: Cli, tmp_path: Path) -> ObjectStore:
+    """`pcii init` on a fresh SeaweedFS bucket with only the standard AWS environment."""
+    seaweed = request.getfixturevalue("seaweed")
+    bucket = request.getfixturevalue("s3_bucket")
+    cli.env.update(_aws_env(seaweed, tmp_path))
+    _init(cli, f"s3://{bucket}/v")
+    store: ObjectStore = seaweed.s3_store(bucket, "v")
+    return store
+
+
+@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    """A vault with a validated record that the water analyst has retrieved (a copy)."""
+    if request.param == "fs":
+        template: _Template = request.getfixturevalue("fs_template")
+        cli = _copy_vault(template, tmp_path)
+        return Target(cli, FilesystemStore(cli.vault / "objects"), template.tracking)
+    template = request.getfixturevalue("s3_template")
+    seaweed = request.getfixturevalue("seaweed")
+    bucket = request.getfixturevalue("s3_bucket")
+    assert template.bucket is not None
+    _copy_bucket(seaweed, template.bucket, bucket)
+    cli = _copy_vault(template, tmp_path)
+    cli.env.update(_aws_env(seaweed, tmp_path))
+    config_path = cli.vault / "vault.json"
+    config = json.loads(config_path.read_text())
+    config["store"] = f"s3://{bucket}/v"
+    config_path.write_text(json.dumps(config))
+    return Target(cli, seaweed.s3_store(bucket, "v"), template.tracking)
 
 
 def _exit4(result: Any, *needles: str) -> None:
