@@ -297,13 +297,6 @@ class Index:
                 self._retag()
         return []
 
-    def accept_as_is(self) -> None:
-        """Tag the file as it is: only after proving it equals the log's projection."""
-        if self._seal is None:
-            return
-        with self._locked(fcntl.LOCK_EX):
-            self._retag()
-
     # ----- reading -------------------------------------------------------------------
 
     @property
@@ -828,11 +821,12 @@ class Index:
         )
         if event.type == "record.decontrolled":
             # PCII.md: a status change is sent to every earlier recipient, in the same act.
-            self._owe_notices(event.seq, record.tracking, self._unique_recipients(record))
+            self._owe_notices(event.seq, record.tracking, self.notice_recipients(record.tracking))
 
-    def _unique_recipients(self, record: RecordRow) -> list[str]:
+    def notice_recipients(self, tracking: str) -> list[str]:
+        """Everyone a status change of the record is sent to: each recipient once, in order."""
         seen: list[str] = []
-        for row in self.recipients(record.tracking):
+        for row in self.recipients(tracking):
             if row["principal"] not in seen:
                 seen.append(row["principal"])
         return seen

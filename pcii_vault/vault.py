@@ -1019,8 +1019,8 @@ class Vault:
             if event_type == "record.decontrolled":
                 # PCII.md: a status change is sent to every earlier recipient.
                 events.extend(
-                    self._notice(verdict, tracking, recipient["principal"], "decontrolled")
-                    for recipient in _unique_recipients(self.index.recipients(tracking))
+                    self._notice(verdict, tracking, recipient, "decontrolled")
+                    for recipient in self.index.notice_recipients(tracking)
                 )
             return events
 
@@ -1865,14 +1865,6 @@ def _require_record_id(request: SignedRequest) -> str:
     if not request.body.record:
         raise InputError("the request names no record")
     return request.body.record
-
-
-def _unique_recipients(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    seen: set[str] = set()
-    for row in rows:
-        if row["principal"] not in seen:
-            seen.add(row["principal"])
-            yield row
 
 
 def _missing_ancestors(path: Path) -> list[Path]:

@@ -23,7 +23,7 @@ from pcii_vault.errors import ConfigError, InputError, IntegrityError
 
 if TYPE_CHECKING:
     from pcii_vault.ledger.log import Ledger
-    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.ledger.note import Checkpoint, NoteVerifier
     from pcii_vault.models.event import Event
     from pcii_vault.store import ObjectStore
 
@@ -124,6 +124,23 @@ def _log_store(directory: Path) -> ObjectStore:
     raise ConfigError(f"{directory} holds no log/ directory and is not a vault directory")
 
 
+def read_trusted_checkpoint(path: Path | None, verifier: NoteVerifier) -> Checkpoint | None:
+    """The checkpoint saved earlier (`audit checkpoint --out`), signature checked.
+
+    Raises:
+        InputError: the file cannot be read.
+        IntegrityError: it is not a checkpoint signed by the log key.
+    """
+    if path is None:
+        return None
+    from pcii_vault.ledger.note import parse_checkpoint
+
+    try:
+        return parse_checkpoint(path.read_bytes(), verifier)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+
+
 def _reader(store: ObjectStore, verifier: NoteVerifier) -> Ledger:
     from pcii_vault.ledger.log import Ledger
 
@@ -163,17 +180,11 @@ def verify_command(
 ) -> None:
     """Audit the whole log: signatures, entries, tiles, history, legal events (exit 4 if not)."""
     from pcii_vault.history import HistoryAuditor
-    from pcii_vault.ledger.note import parse_checkpoint
     from pcii_vault.ledger.verify import verify_log
 
     state = _state(ctx)
     store, _, verifier = open_log(state, log, key)
-    trusted = None
-    if trusted_checkpoint is not None:
-        try:
-            trusted = parse_checkpoint(trusted_checkpoint.read_bytes(), verifier)
-        except OSError as exc:
-            raise InputError(f"cannot read {trusted_checkpoint}: {exc.strerror}") from exc
+    trusted = read_trusted_checkpoint(trusted_checkpoint, verifier)
     # The lifecycle projection doubles as the legal-history check: replaying every event
     # into a scratch index raises on a release without a permit, a release of a withdrawn
     # or destroyed record, an unregistered or inactive actor, a forged or replayed request;

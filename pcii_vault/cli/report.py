@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pcii_vault.cli.audit import KeyOption, LogOption, _parse_time, open_log
+from pcii_vault.cli.audit import (
+    KeyOption,
+    LogOption,
+    _parse_time,
+    open_log,
+    read_trusted_checkpoint,
+)
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import InputError, IntegrityError
 
@@ -67,7 +73,6 @@ def report(
 ) -> None:
     """The auditor's report from the verified log: page, PDF, figures, tables, findings."""
     from pcii_vault.ledger.log import Ledger
-    from pcii_vault.ledger.note import parse_checkpoint
     from pcii_vault.report import Period, compile_report, ensure_pdf_support, figures_json
 
     state: CliState = ctx.obj
@@ -80,12 +85,7 @@ def report(
     if pdf is not None:
         ensure_pdf_support()  # before the long pass over the log, not after it
     store, _, verifier = open_log(state, log, key)
-    trusted = None
-    if trusted_checkpoint is not None:
-        try:
-            trusted = parse_checkpoint(trusted_checkpoint.read_bytes(), verifier)
-        except OSError as exc:
-            raise InputError(f"cannot read {trusted_checkpoint}: {exc.strerror}") from exc
+    trusted = read_trusted_checkpoint(trusted_checkpoint, verifier)
     with tempfile.TemporaryDirectory(prefix="pcii-report-") as scratch:
         result = compile_report(
             store,
