@@ -1483,7 +1483,11 @@ class Vault:
                 def started(
                     _admin: Principal, _row: RecordRow | None, verdict: _Verdict
                 ) -> list[Event]:
-                    if self.index.meta("key.migrated") != migrated:
+                    current = self.index.meta("key.migrated")
+                    if current != migrated:
+                        logged = json.loads(current) if current else {}
+                        if logged.get("phase") == "started" and logged.get("to") == target:
+                            return []  # an interrupted run logged it first: resume it
                         raise ConflictError("another key migration was logged first: run it again")
                     return [self._decision_event("key.migrated", request, verdict, details=details)]
 
