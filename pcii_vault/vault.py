@@ -355,13 +355,15 @@ class Vault:
             )
         return self._local_keys
 
-    def _open_keys(self, kek_uri: str | None = None) -> KeyCustody:
-        """Open the keys; `kek_uri` (with its secrets) overrides the logged public URI."""
+    def _open_keys(
+        self, kek_uri: str | None = None, *, readers: tuple[str, ...] | None = None
+    ) -> KeyCustody:
+        """Open the keys (`kek_uri` and `readers` override what the log names)."""
         return open_custody(
             self._local(),
             kek_uri or self.current_kek_uri(),
             self.config.log_signer,
-            readers=self._migration_source(),
+            readers=self._migration_source() if readers is None else readers,
         )
 
     def current_kek_uri(self) -> str:
@@ -1479,21 +1481,31 @@ class Vault:
                 version = probe.current_version
                 probe.close()
                 details = {"phase": "started", "from": source, "to": target, "version": version}
+                adopted: list[dict[str, Any]] = []
 
                 def started(
                     _admin: Principal, _row: RecordRow | None, verdict: _Verdict
                 ) -> list[Event]:
+                    adopted.clear()
                     current = self.index.meta("key.migrated")
                     if current != migrated:
                         logged = json.loads(current) if current else {}
                         if logged.get("phase") == "started" and logged.get("to") == target:
-                            return []  # an interrupted run logged it first: resume it
+                            # A run killed after claiming its `started` (not yet
+                            # committed, so the index did not show it): resume that one.
+                            adopted.append(logged)
+                            return []
                         raise ConflictError("another key migration was logged first: run it again")
                     return [self._decision_event("key.migrated", request, verdict, details=details)]
 
                 self._act(request, "rotate-keys", started)
+                if adopted:
+                    source, resumed = str(adopted[0]["from"]), True
                 keyring.close()
-                self._keyring = self._open_keys(target_uri)
+                self._ledger = None  # it held the closed custody's signer
+                # The source is named, not read back from the index: a `started` adopted
+                # from another run's claim is not in the index until that claim commits.
+                self._keyring = self._open_keys(target_uri, readers=(source,))
                 keyring = self._keyring
             count, failed = self._rewrap_live(keyring)
             if failed:

@@ -18,6 +18,7 @@ from key_fixtures import ProviderKit
 from vault_support import VaultBench
 
 from pcii_vault.errors import InputError, IntegrityError
+from pcii_vault.ledger.log import Ledger
 from pcii_vault.models.request import SignedRequest
 from pcii_vault.vault import Vault
 
@@ -172,3 +173,48 @@ def test_rotation_bookkeeping_survives_a_round_trip_between_providers(
         assert bench.audit().size > 0
     finally:
         bench.vault.close()
+
+
+class _DiedError(Exception):
+    """Stands for a writer killed between claiming its batch and committing it."""
+
+
+def test_a_migration_whose_start_was_claimed_but_never_committed_is_resumed(
+    chain: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = Bench(tmp_path, chain["pkcs11"])
+    try:
+        records = [bench.submit() for _ in range(3)]
+        target = chain["openbao"]
+        with monkeypatch.context() as patch:
+
+            def die(_self: Ledger, _end: int) -> None:
+                raise _DiedError
+
+            patch.setattr(Ledger, "_commit_until", die)
+            with pytest.raises(_DiedError):
+                bench.vault.migrate_keys(bench.key_request("migrate", to=target), target)
+        assert list(bench.vault.store.list("log/claims/"))  # `started` sits in a claim
+    finally:
+        bench.vault.close()
+    # Another process: its index does not show the claimed `started`, the log does.
+    vault = Vault(bench.vault.paths.root, unseal=lambda: SECRET)
+    try:
+        vault.sync()
+        assert vault.current_kek_uri() == chain["pkcs11"]
+        request = vault.sign(
+            bench.ids["admin"], "rotate-keys", params={"op": "migrate", "to": target}
+        )
+        done = vault.migrate_keys(request, target)
+        assert (done.source, done.count) == (chain["pkcs11"], len(records))
+        custody = vault.keyring
+        for tracking in records:
+            assert custody.owns(vault.store.get(f"wrapped/{tracking}"))
+        migrated = [
+            e.details
+            for e in vault.reader().events(0, vault.reader().size())
+            if e.type == "key.migrated"
+        ]
+        assert [d["phase"] for d in migrated] == ["started", "finished"]
+    finally:
+        vault.close()
