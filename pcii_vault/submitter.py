@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pcii_vault.crypto.envelope import ObjectContext, new_data_key, seal_object
 from pcii_vault.crypto.intake import seal_to_intake
 from pcii_vault.errors import InputError, VaultError
 from pcii_vault.models.submission import validate_submission_bytes
-from pcii_vault.store.base import ObjectStore
 
-__all__ = ["MAX_DOCUMENT_BYTES", "SealedUpload", "check_attachments", "read_document", "upload"]
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "SealedUpload",
+    "UploadSink",
+    "check_attachments",
+    "read_document",
+    "upload",
+]
 
 MAX_DOCUMENT_BYTES = 4 << 20
 _PIECE = 1 << 20
@@ -79,8 +85,18 @@ def check_attachments(paths: Sequence[Path]) -> list[Path]:
     return list(paths)
 
 
+class UploadSink(Protocol):
+    """Where an owner puts a submission's ciphertext objects before submitting it."""
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> object:
+        """Store a new object from its chunks (refused if it exists)."""
+
+    def delete(self, key: str) -> None:
+        """Remove an object this upload created (a failed submission)."""
+
+
 def upload(
-    store: ObjectStore,
+    store: UploadSink,
     *,
     vault_id: str,
     tracking_number: str,
@@ -122,7 +138,7 @@ def upload(
 
 
 def _put(
-    store: ObjectStore,
+    store: UploadSink,
     ctx: ObjectContext,
     name: str,
     pieces: Iterator[bytes],

@@ -130,6 +130,11 @@ class Release:
 
 
 @dataclass(frozen=True)
+class StagedRelease(Release):
+    """A permitted release staged by the core: `directory` is scratch space to move from."""
+
+
+@dataclass(frozen=True)
 class KeyStatus:
     """What may be shown about the vault's keys: versions and dates, never key material."""
 
@@ -504,6 +509,17 @@ class Vault:
         self._index.apply_all(reader.events(0, reader.size()), strict=False)
         return self._index.size
 
+    def lookup_principal(self, principal_id: str, *, refresh: bool = False) -> Principal:
+        """A registered principal (after catching up with the log when `refresh`).
+
+        Raises:
+            NotFoundError: nobody of that id is registered.
+        """
+        with self._lock:
+            if refresh:
+                self.sync()
+            return self.index.principal(principal_id)
+
     def principals(self) -> list[Principal]:
         """Every registered principal, from the verified, authenticated projection."""
         self.sync()
@@ -545,8 +561,17 @@ class Vault:
             PolicyDenied: the principal is not registered.
             IntegrityError: the key is not the registered principal's key.
         """
+        return self.identify(self.sign(identity, "identify"))
+
+    def identify(self, request: SignedRequest) -> Principal:
+        """The registered principal behind a signed `identify` request (nothing logged).
+
+        Raises:
+            IntegrityError: forged, stale, for another vault, or not the principal's key.
+            PolicyDenied: the principal is not registered, or not active.
+        """
         self.sync()
-        return self._verify_request(self.sign(identity, "identify"), "identify")
+        return self._verify_request(request, "identify")
 
     def _verify_request(self, request: SignedRequest, action: str) -> Principal:
         """Check who is asking. Failures here are not attributable, so not logged."""
@@ -1073,44 +1098,58 @@ class Vault:
     ) -> Release:
         """Retrieve (analyst) or review (office) a record into `out_dir/<tracking>/`.
 
-        The access event is in the log before any byte is written; on permit the
-        obligations (marking, redaction, cover sheet) are applied to what is written.
-        `progress(name, done, total)` is told the bytes of each attachment as it is
-        decrypted (for a progress bar; no effect on what is released).
+        The embedded composition of `open_release` (the core) and the client's writing:
+        the release is staged in a hidden directory under `out_dir` and renamed into
+        place; `progress(name, done, total)` is told the bytes of each attachment.
+        """
+        from pcii_vault.client import write_release  # noqa: PLC0415 -- client side
+
+        return write_release(
+            out_dir,
+            request,
+            lambda spool: self.open_release(request, spool, progress=progress),
+            self.release_failed,
+        )
+
+    @contextlib.contextmanager
+    def open_release(
+        self, request: SignedRequest, spool: Path, *, progress: Progress | None = None
+    ) -> Iterator[StagedRelease]:
+        """Decide and log a release; stage its files in a new directory under `spool`.
+
+        The access event is in the log before any byte is staged; on permit the
+        obligations (marking, redaction, cover sheet) are applied to what is staged. The
+        core never writes into a caller's directory: `spool` is the caller's choice of
+        scratch space (the server's private spool, or a hidden directory next to an
+        embedded caller's `--out`). What the caller has not moved away by the end of the
+        `with` block is removed.
+
+        Raises:
+            PolicyDenied: the policies refuse it (the denial is logged).
+            IntegrityError: a wrapped key, the document or an attachment fails.
+            InputError / BackendError: the spool cannot be written (logged as
+                `release.failed`).
         """
         tracking = _require_record_id(request)
         action = request.body.action
         if action not in {"retrieve", "review"}:
             raise ValueError(f"release is for retrieve or review, not {action}")
-        target = out_dir / tracking
-        if target.exists():
-            raise InputError(f"{target} already exists; choose another --out")
         # Refuse (and log the denial) before any key is unwrapped.
         record = self._act(request, action, None, record=tracking).record
         assert record is not None  # noqa: S101 -- the act names a record
-        # --out is created up front, so an unusable one is refused before an access is
-        # logged, and removed again if nothing gets released into it.
-        created = _missing_ancestors(out_dir)
+        staged = self._stage_release(request, record, spool, progress)
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create {out_dir}: {exc.strerror}") from exc
-        try:
-            return self._release(request, record, out_dir, target, progress)
-        except BaseException:
-            for directory in created:
-                with contextlib.suppress(OSError):
-                    directory.rmdir()  # only if still empty
-            raise
+            yield staged
+        finally:
+            shutil.rmtree(staged.directory, ignore_errors=True)
 
-    def _release(
+    def _stage_release(
         self,
         request: SignedRequest,
         record: RecordRow,
-        out_dir: Path,
-        target: Path,
+        spool: Path,
         progress: Progress | None = None,
-    ) -> Release:
+    ) -> StagedRelease:
         tracking = record.tracking
         action = request.body.action
         try:
@@ -1141,9 +1180,9 @@ class Vault:
         record = done.record
         index = done.indices[0]
         try:
-            staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=out_dir))
+            staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=spool))
         except OSError as exc:
-            raise self._release_failed(tracking, index, exc) from exc
+            raise self.release_failed(tracking, index, exc) from exc
         try:
             files = self._write_release(
                 dek=dek,
@@ -1155,18 +1194,17 @@ class Vault:
                 staging=staging,
                 progress=progress,
             )
-            staging.rename(target)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise self._release_failed(tracking, index, exc) from exc
+            raise self.release_failed(tracking, index, exc) from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return Release(
-            tracking, target, files, index, tuple(decision.obligations), tuple(decision.policy_ids)
+        return StagedRelease(
+            tracking, staging, files, index, tuple(decision.obligations), tuple(decision.policy_ids)
         )
 
-    def _release_failed(self, tracking: str, access: int, exc: OSError) -> VaultError:
+    def release_failed(self, tracking: str, access: int, exc: OSError) -> VaultError:
         """Log that a permitted release was not written; the error to raise."""
         reason = exc.strerror or type(exc).__name__
         with contextlib.suppress(VaultError, OSError):
@@ -1881,16 +1919,6 @@ def _require_record_id(request: SignedRequest) -> str:
     if not request.body.record:
         raise InputError("the request names no record")
     return request.body.record
-
-
-def _missing_ancestors(path: Path) -> list[Path]:
-    """`path` and its ancestors that do not exist yet, deepest first."""
-    missing: list[Path] = []
-    current = path
-    while not current.exists() and current != current.parent:
-        missing.append(current)
-        current = current.parent
-    return missing
 
 
 def _check_new_vault_directory(root: Path) -> None:

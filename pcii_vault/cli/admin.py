@@ -248,14 +248,12 @@ def principal_add(
     ] = False,
 ) -> None:
     """Register a user and write their new private key file (an admin's act)."""
-    from pcii_vault.cli.session import identity, opened
+    from pcii_vault.cli.session import client
     from pcii_vault.crypto.signing import Ed25519PrivateKey
     from pcii_vault.identity import Identity
     from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN
-    from pcii_vault.vault import principal_params
 
     state: CliState = ctx.obj
-    me = identity(state)
     attributes = _attributes(
         role,
         org,
@@ -272,17 +270,12 @@ def principal_add(
         )
     if key_out.exists():
         raise InputError(f"{key_out} already exists: refusing to overwrite a key file")
-    with opened(state) as vault:
+    with client(state) as me:
         key = Ed25519PrivateKey.generate()
-        new_identity = Identity(vault_id=vault.config.vault_id, principal=name, key=key)
+        new_identity = Identity(vault_id=me.info.vault_id, principal=name, key=key)
         new_identity.save_new(key_out)
         try:
-            request = vault.sign(
-                me,
-                "manage-principals",
-                params=principal_params(name, attributes, key.public_key),
-            )
-            principal = vault.add_principal(request, name, attributes, key.public_key)
+            principal = me.add_principal(name, attributes, key.public_key.raw)
         except BaseException:
             key_out.unlink(missing_ok=True)
             raise
@@ -328,7 +321,7 @@ def principal_update(
     ] = None,
 ) -> None:
     """Change a user's attributes or suspend / reactivate them (an admin's act)."""
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
     changes: dict[str, Any] = {}
@@ -354,35 +347,30 @@ def principal_update(
         changes["status"] = status
     if not changes:
         raise InputError("nothing to change: give at least one option")
-    with acting(state) as (vault, me):
-        request = vault.sign(
-            me, "manage-principals", params={"op": "update", "principal": name, "changes": changes}
-        )
-        principal = vault.update_principal(request, name, changes)
+    with client(state) as me:
+        principal = me.update_principal(name, changes)
         state.output.result(_principal_row(principal), human=f"updated {name}")
 
 
 @principal_app.command("revoke")
 def principal_revoke(ctx: typer.Context, name: Annotated[str, _NAME]) -> None:
     """Revoke a user for good (an admin's act)."""
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        request = vault.sign(me, "manage-principals", params={"op": "revoke", "principal": name})
-        principal = vault.revoke_principal(request, name)
+    with client(state) as me:
+        principal = me.revoke_principal(name)
         state.output.result(_principal_row(principal), human=f"revoked {name}")
 
 
 @principal_app.command("list")
 def principal_list(ctx: typer.Context) -> None:
     """List every registered user (from the index of the log)."""
-    from pcii_vault.cli.session import opened
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with opened(state) as vault:
-        vault.sync()
-        rows = [_principal_row(p) for p in vault.principals()]
+    with client(state, listing=True) as me:
+        rows = [_principal_row(p) for p in me.principals()]
         state.output.rows(
             rows,
             [

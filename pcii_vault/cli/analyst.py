@@ -43,7 +43,7 @@ def get(
 ) -> None:
     """Retrieve a record: the policy decides, the log records, the release is marked."""
     from pcii_vault.cli.render import release_row, release_summary
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
     from pcii_vault.models.reference import reference_data
 
     if not purpose.strip():
@@ -60,12 +60,16 @@ def get(
         # Invoking a 29.8(f) exception is itself the intended use the policies check.
         authority, use = f"exception:{name}", "disclosure-exception"
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        request = vault.sign(
-            me, "retrieve", record=tracking, purpose=purpose, use=use, authority=authority
+    with client(state) as me, release_progress(state.output) as progress:
+        release = me.release(
+            out,
+            action="retrieve",
+            tracking=tracking,
+            purpose=purpose,
+            use=use,
+            authority=authority,
+            progress=progress,
         )
-        with release_progress(state.output) as progress:
-            release = vault.release(request, out, progress=progress)
     state.output.result(release_row(release), human=release_summary(release))
 
 
@@ -98,14 +102,16 @@ def search(
 ) -> None:
     """List the records you may act on (metadata only)."""
     from pcii_vault.cli.render import record_row
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     sectors = check_sectors(sector or [])
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        request = vault.sign(me, "search", purpose=purpose, use=use)
-        records = vault.search(
-            request, sector=sectors[0] if len(sectors) == 1 else None, state=state_filter
+    with client(state) as me:
+        records = me.search(
+            purpose=purpose,
+            use=use,
+            sector=sectors[0] if len(sectors) == 1 else None,
+            state=state_filter,
         )
     records = [r for r in records if not sectors or r.sector in sectors]
     state.output.rows(

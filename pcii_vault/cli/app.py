@@ -36,7 +36,7 @@ app = CliTyper(
 )
 
 # Global options may also be written after the subcommand; main() moves them to the front.
-_GLOBAL_VALUED = ("--vault", "--as")
+_GLOBAL_VALUED = ("--vault", "--as", "--ca")
 _GLOBAL_FLAGS = ("--json", "--debug")
 
 
@@ -56,12 +56,22 @@ def _print_version(ctx: typer.Context, value: bool) -> None:
 def _root(
     ctx: typer.Context,
     vault: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--vault",
             envvar="PCII_VAULT",
-            metavar="DIR",
-            help="Vault directory.",
+            metavar="DIR|URL",
+            help="Vault directory, or the https://HOST:PORT of a `pcii serve`.",
+            show_default=False,
+        ),
+    ] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            envvar="PCII_CA",
+            metavar="FILE",
+            help="The server's certificate (or its CA) to trust, for an https --vault.",
             show_default=False,
         ),
     ] = None,
@@ -96,9 +106,29 @@ def _root(
     from pcii_vault.config import Settings
 
     _configure_logging(debug=debug, log_format=Settings.from_environment().log_format)
+    directory, server = _vault_location(vault)
     ctx.obj = CliState(
-        vault=vault, identity=identity, output=Output(json_mode=json_mode), debug=debug
+        vault=directory,
+        server=server,
+        ca=ca,
+        identity=identity,
+        output=Output(json_mode=json_mode),
+        debug=debug,
     )
+
+
+def _vault_location(value: str | None) -> tuple[Path | None, str | None]:
+    """`--vault` as a directory, or as the URL of a vault server."""
+    from pcii_vault.errors import ConfigError
+
+    if value is None or not value:
+        return None, None
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme == "https":
+        return None, value.rstrip("/")
+    if scheme:
+        raise ConfigError(f"--vault {value}: a vault server is reached over https:// only")
+    return Path(value), None
 
 
 def _hoist_global_options(argv: list[str]) -> list[str]:

@@ -47,11 +47,11 @@ def _status_json(status: KeyStatus) -> dict[str, Any]:
 @app.command("status")
 def status(ctx: typer.Context) -> None:
     """Show KEK versions (created, retired), the current and oldest usable one (admin)."""
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        key_status = vault.key_status(vault.sign(me, "rotate-keys", params={"op": "status"}))
+    with client(state) as me:
+        key_status = me.key_status()
     data = _status_json(key_status)
     if state.output.json_mode:
         state.output.result(data, human="")
@@ -89,11 +89,11 @@ def status(ctx: typer.Context) -> None:
 @app.command("rotate")
 def rotate(ctx: typer.Context) -> None:
     """Add a KEK version and make it current (logged first); then run `pcii keys rewrap`."""
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        version = vault.rotate_keys(vault.sign(me, "rotate-keys", params={"op": "rotate"}))
+    with client(state) as me:
+        version = me.rotate_keys()
     state.output.result(
         {"version": version},
         human=f"KEK version {version} is current; run `pcii keys rewrap` to move old records",
@@ -103,11 +103,11 @@ def rotate(ctx: typer.Context) -> None:
 @app.command("rewrap")
 def rewrap(ctx: typer.Context) -> None:
     """Re-wrap every live record's data key under the current KEK (payloads untouched)."""
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        done = vault.rewrap_keys(vault.sign(me, "rotate-keys", params={"op": "rewrap"}))
+    with client(state) as me:
+        done = me.rewrap_keys()
     state.output.result(
         {"count": done.count, "version": done.version},
         human=f"re-wrapped {done.count} data keys under KEK version {done.version}",
@@ -120,13 +120,11 @@ def retire(
     version: Annotated[int, typer.Argument(help="The KEK version to retire.")],
 ) -> None:
     """Retire an old KEK version (refused while a live record still uses it)."""
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        vault.retire_key(
-            vault.sign(me, "rotate-keys", params={"op": "retire", "version": version}), version
-        )
+    with client(state) as me:
+        me.retire_key(version)
     state.output.result(
         {"retired": version}, human=f"KEK version {version} retired: it no longer unwraps"
     )
@@ -146,15 +144,12 @@ def migrate(
     ],
 ) -> None:
     """Re-wrap every live record's data key into another key provider (logged, resumable)."""
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
     from pcii_vault.keys.providers import public_uri
 
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        target = public_uri(to)
-        done = vault.migrate_keys(
-            vault.sign(me, "rotate-keys", params={"op": "migrate", "to": target}), to
-        )
+    with client(state) as me:
+        done = me.migrate_keys(to, public_target=public_uri(to))
     state.output.result(
         {"count": done.count, "from": done.source, "to": done.target},
         human=f"moved {done.count} data keys from {done.source} to {done.target}",

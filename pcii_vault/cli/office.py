@@ -45,12 +45,11 @@ def _transition(
     params: dict[str, object],
 ) -> None:
     from pcii_vault.cli.render import record_row
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        request = vault.sign(me, action, record=tracking, params=params)
-        record = vault.transition(request, event_type, details=dict(params))
+    with client(state) as me:
+        record = me.transition(tracking, action, event_type, params)
     state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
 
 
@@ -67,13 +66,13 @@ def review(
 ) -> None:
     """Decrypt a submission for review (logged, marked)."""
     from pcii_vault.cli.render import release_row, release_summary
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        request = vault.sign(me, "review", record=tracking, purpose=purpose)
-        with release_progress(state.output) as progress:
-            release = vault.release(request, out, progress=progress)
+    with client(state) as me, release_progress(state.output) as progress:
+        release = me.release(
+            out, action="review", tracking=tracking, purpose=purpose, progress=progress
+        )
     state.output.result(release_row(release), human=release_summary(release))
 
 
@@ -145,13 +144,12 @@ def destroy(
 ) -> None:
     """Destroy a record by crypto-shredding its data key (logged first)."""
     from pcii_vault.cli.render import record_row
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     _require_reason(reason)
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        request = vault.sign(me, "destroy", record=tracking, params={"reason": reason})
-        record = vault.destroy(request)
+    with client(state) as me:
+        record = me.destroy(tracking, reason)
     state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
 
 
@@ -163,14 +161,15 @@ def due(
     ] = 7,
 ) -> None:
     """Items whose 30-day deadlines (PCII.md) fall within the window, overdue ones included."""
-    from pcii_vault.cli.session import opened
+    from datetime import UTC, datetime
+
+    from pcii_vault.cli.session import client
 
     if within < 0:
         raise InputError("--within must not be negative")
     state: CliState = ctx.obj
-    with opened(state) as vault:
-        vault.sync()
-        until = vault.now() + timedelta(days=within)
+    with client(state, listing=True) as me:
+        until = datetime.now(UTC) + timedelta(days=within)
         rows = [
             {
                 "tracking_number": d.tracking,
@@ -178,6 +177,6 @@ def due(
                 "due": d.due.isoformat(),
                 "what": d.what,
             }
-            for d in vault.deadlines(until)
+            for d in me.deadlines(until)
         ]
     state.output.rows(rows, ["tracking_number", "state", "due", "what"], title="Due")

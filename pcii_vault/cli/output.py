@@ -215,6 +215,8 @@ class CliState:
     """Global options, parsed once in the root callback and passed to every command."""
 
     vault: Path | None = None
+    server: str | None = None  # an https:// URL of `pcii serve`, instead of a directory
+    ca: Path | None = None  # the certificate that server's is pinned to
     identity: Path | None = None
     output: Output = field(default_factory=Output)
     debug: bool = False

@@ -15,9 +15,8 @@ from pcii_vault.cli.progress import progress_bar, short_name
 from pcii_vault.errors import InputError
 
 if TYPE_CHECKING:
-    from pcii_vault.identity import Identity
+    from pcii_vault.client import Client
     from pcii_vault.receipt import Receipt
-    from pcii_vault.vault import Vault
 
 __all__ = ["receipt_app", "status", "submit", "withdraw"]
 
@@ -54,7 +53,7 @@ def submit(
     ] = None,
 ) -> None:
     """Validate, encrypt and submit an assessment; prints its tracking number."""
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
     from pcii_vault.submitter import check_attachments, read_document
 
     state: CliState = ctx.obj
@@ -63,8 +62,8 @@ def submit(
     if receipt_out is not None:
         _claim_receipt_path(receipt_out)  # before anything is sent
     try:
-        with acting(state) as (vault, me):
-            receipt = _submit(state, vault, me, document=document, attachments=attachments)
+        with client(state) as me:
+            receipt = _submit(state, me, document=document, attachments=attachments)
     except BaseException:
         if receipt_out is not None:
             receipt_out.unlink(missing_ok=True)
@@ -102,14 +101,7 @@ def _claim_receipt_path(path: Path) -> None:
         raise InputError(f"cannot write the receipt to {path}: {exc.strerror}") from exc
 
 
-def _submit(
-    state: CliState, vault: Vault, me: Identity, *, document: bytes, attachments: list[Path]
-) -> Receipt:
-
-    from pcii_vault.submitter import upload
-
-    vault.check_identity(me)
-    tracking = vault.new_tracking_number()
+def _submit(state: CliState, me: Client, *, document: bytes, attachments: list[Path]) -> Receipt:
     total = sum(p.stat().st_size for p in attachments)
     # One 80-column line: the file being sent, a short bar, bytes, speed and time left.
     with progress_bar(state.output if attachments else Output(json_mode=True)) as bar:
@@ -119,28 +111,17 @@ def _submit(
             if bar is not None and task is not None:
                 bar.update(task, advance=done, description=short_name(name))
 
-        sealed = upload(
-            vault.store,
-            vault_id=vault.config.vault_id,
-            tracking_number=tracking,
-            intake_public_key=vault.intake_key(),
-            kek_version=vault.current_kek_version(),
-            document=document,
-            attachments=attachments,
-            progress=advance,
-        )
-    request = vault.sign(me, "submit", record=tracking, params={"files": list(sealed.files)})
-    return vault.receive(request, sealed)
+        return me.submit(document, attachments, progress=advance)
 
 
 def status(ctx: typer.Context, tracking: Annotated[str, TRACKING]) -> None:
     """Show a submission's state (its submitter and the program office)."""
     from pcii_vault.cli.render import record_row
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        record = vault.status(vault.sign(me, "status", record=tracking))
+    with client(state) as me:
+        record = me.status(tracking)
     state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
 
 
@@ -153,12 +134,11 @@ def withdraw(
 ) -> None:
     """Withdraw your submission before the final decision (its data key is destroyed)."""
     from pcii_vault.cli.render import record_row
-    from pcii_vault.cli.session import acting
+    from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with acting(state) as (vault, me):
-        request = vault.sign(me, "withdraw", record=tracking, params={"reason": reason})
-        record = vault.transition(request, "submission.withdrawn")
+    with client(state) as me:
+        record = me.transition(tracking, "withdraw", "submission.withdrawn", {"reason": reason})
     state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
 
 

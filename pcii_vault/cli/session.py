@@ -13,18 +13,32 @@ from pcii_vault.cli.output import CliState
 from pcii_vault.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pcii_vault.client import Client, Transport
     from pcii_vault.identity import Identity
     from pcii_vault.vault import Vault
 
-__all__ = ["acting", "identity", "open_vault", "opened", "unseal_secret", "vault_dir"]
+__all__ = [
+    "client",
+    "identity",
+    "open_vault",
+    "opened",
+    "transport",
+    "unseal_secret",
+    "vault_dir",
+]
 
 
 def vault_dir(state: CliState) -> Path:
     """The vault directory from `--vault` or `PCII_VAULT`.
 
     Raises:
-        ConfigError: neither is given.
+        ConfigError: neither is given, or a server URL is (the command runs where the
+            vault directory is).
     """
+    if state.server is not None:
+        raise ConfigError(
+            "this command runs on the vault's own machine: give --vault DIR, not a server URL"
+        )
     if state.vault is None:
         raise ConfigError("no vault given: pass --vault DIR or set PCII_VAULT")
     return state.vault
@@ -75,7 +89,8 @@ def identity(state: CliState) -> Identity:
     """
     from pcii_vault.identity import Identity
 
-    vault_dir(state)  # no vault is the first thing to tell a user
+    if state.server is None:
+        vault_dir(state)  # no vault is the first thing to tell a user
     if state.identity is None:
         raise ConfigError("no identity given: pass --as KEYFILE or set PCII_IDENTITY")
     return Identity.load(state.identity)
@@ -91,9 +106,30 @@ def opened(state: CliState) -> Iterator[Vault]:
         vault.close()
 
 
+def transport(state: CliState) -> Transport:
+    """The way to the core: a `pcii serve` process for an https URL, else this process."""
+    if state.server is not None:
+        from pcii_vault.service.transport import HttpTransport
+
+        return HttpTransport(state.server, ca=state.ca, identity=identity(state))
+    from pcii_vault.client import LocalTransport
+
+    return LocalTransport(open_vault(state))
+
+
 @contextlib.contextmanager
-def acting(state: CliState) -> Iterator[tuple[Vault, Identity]]:
-    """The vault and the caller's identity, for a command that signs a request."""
-    me = identity(state)
-    with opened(state) as vault:
-        yield vault, me
+def client(state: CliState, *, listing: bool = False) -> Iterator[Client]:
+    """The caller's client of the vault (server or embedded), closed when done.
+
+    `listing`: an embedded listing needs no identity (its caller holds the unseal
+    secret); a server always wants one.
+    """
+    from pcii_vault.client import Client
+
+    anonymous = listing and state.server is None and state.identity is None
+    me = None if anonymous else identity(state)
+    way = transport(state)
+    try:
+        yield Client(way, me)
+    finally:
+        way.close()
