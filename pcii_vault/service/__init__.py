@@ -1,0 +1,1 @@
+"""The vault as an HTTPS service."""

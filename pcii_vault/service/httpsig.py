@@ -1,0 +1,456 @@
+"""RFC 9421 HTTP Message Signatures for `pcii serve`: one profile, signed and checked strictly.
+
+The profile: exactly one signature, labelled `pcii`, Ed25519, covering exactly `@method`,
+`@target-uri` and `content-digest` (RFC 9530, sha-256 only), with exactly the parameters
+`created`, `keyid`, `alg="ed25519"` and `nonce` (128 random bits, base64url). For example
+(Signature-Input is one line on the wire):
+
+    Content-Digest: sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:
+    Signature-Input: pcii=("@method" "@target-uri" "content-digest")
+        ;created=1700000000;keyid="alice";alg="ed25519";nonce="q0Zy3r6BBm1Ju8xRwQJ0tw"
+    Signature: pcii=:<64 bytes, base64>:
+
+The client signs the exact URL it sends, after its HTTP library has normalised it: with
+httpx, `str(request.url)` (host lowercased, default port dropped, path percent-encoded).
+The server verifies against the URL as it reconstructs it: scheme, the Host header, then the
+raw path and query as received. `@target-uri` is compared as a string, so
+`https://vault:443/x` and `https://vault/x` are different requests.
+
+The http-message-signatures package builds and checks the signature base. Ed25519 goes
+through our own `Signer` and `Ed25519PublicKey` (a small `HTTPSignatureAlgorithm`), so a
+key that never leaves an HSM signs as well as one in memory.
+
+Invariants: verification either returns a `VerifiedSignature` or raises `SignatureRefused`
+(never a partial result); a nonce is remembered only once its signature has verified. The
+signature covers the body's digest, not the body: the server streams the body through a
+`DigestCheck` and refuses it unless `matches(verified.content_digest)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import hmac
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from http_message_signatures import (
+    HTTPMessageSignaturesException,
+    HTTPMessageSigner,
+    HTTPMessageVerifier,
+    HTTPSignatureAlgorithm,
+    HTTPSignatureKeyResolver,
+    InvalidSignature,
+)
+
+from pcii_vault.crypto.signing import Ed25519PublicKey, Signer
+from pcii_vault.errors import InputError, NotFoundError
+
+__all__ = [
+    "ALGORITHM",
+    "COVERED_COMPONENTS",
+    "LABEL",
+    "DigestCheck",
+    "NonceCache",
+    "RequestSigner",
+    "SignatureRefused",
+    "VerifiedSignature",
+    "content_digest",
+    "verify_request",
+]
+
+LABEL = "pcii"
+ALGORITHM = "ed25519"
+COVERED_COMPONENTS = ("@method", "@target-uri", "content-digest")
+_COVERED_IDS = tuple(f'"{name}"' for name in COVERED_COMPONENTS)  # as Signature-Input has them
+_PARAMETERS = frozenset({"created", "keyid", "alg", "nonce"})
+# base64url without padding; 16 characters (96 bits) at least, 128 at most, so that a
+# remembered nonce stays small. Ours are 22 characters (128 bits).
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_NONCE_BYTES = 16
+_SHA256_MEMBER = re.compile(r"sha-256=:([A-Za-z0-9+/]{43}=):")
+
+
+class SignatureRefused(InputError):  # noqa: N818 -- a decision about a request, like PolicyDenied
+    """A request's signature is missing, malformed, wrong, stale, replayed or by an unknown key.
+
+    An `InputError` (exit 2): the client fixes its identity, its clock or its request and
+    signs again. `status` is the HTTP status the server answers with.
+    """
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    """What a verified request signature vouches for."""
+
+    key_id: str
+    created: datetime
+    nonce: str
+    content_digest: str
+
+
+def content_digest(body: bytes) -> str:
+    """Return the RFC 9530 `Content-Digest` value of `body`: `sha-256=:<base64>:`."""
+    check = DigestCheck()
+    check.update(body)
+    return check.value()
+
+
+def _sha256_of(header_value: str) -> bytes | None:
+    """The digest in a `Content-Digest` that is exactly one canonical sha-256 member."""
+    match = _SHA256_MEMBER.fullmatch(header_value.strip(" \t"))
+    if match is None:
+        return None
+    digest = base64.b64decode(match.group(1), validate=True)
+    # Only the canonical encoding: the unused low bits of the last character are zero.
+    return digest if base64.b64encode(digest).decode() == match.group(1) else None
+
+
+class DigestCheck:
+    """A body's sha-256 computed chunk by chunk, compared with its `Content-Digest`."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def update(self, chunk: bytes) -> None:
+        """Add the next chunk of the body."""
+        self._hash.update(chunk)
+
+    def value(self) -> str:
+        """The `Content-Digest` value of the chunks so far."""
+        return f"sha-256=:{base64.b64encode(self._hash.digest()).decode()}:"
+
+    def matches(self, header_value: str) -> bool:
+        """Whether `header_value` is exactly one sha-256 digest equal to the chunks so far.
+
+        Other algorithms, several members, parameters and anything unparsable never match.
+        """
+        expected = _sha256_of(header_value)
+        return expected is not None and hmac.compare_digest(expected, self._hash.digest())
+
+
+class NonceCache:
+    """Nonces seen within the signature window, per key id; thread-safe, bounded by the window.
+
+    A nonce is remembered until its `created` falls out of the window (`created + window`
+    is past), when verification refuses the request as stale anyway. Expired entries go on
+    each insert, so memory holds only nonces created within one window of now. One cache
+    serves one process: several workers need a shared store instead.
+    """
+
+    def __init__(self, window: timedelta) -> None:
+        if window <= timedelta(0):
+            raise ValueError("the nonce window must be positive")
+        self._window = window
+        self._lock = threading.Lock()
+        self._expires: dict[tuple[str, str], datetime] = {}
+        self._queue: list[tuple[datetime, str, str]] = []  # a heap of (expires, key id, nonce)
+
+    @property
+    def window(self) -> timedelta:
+        """How long after its `created` a nonce is remembered."""
+        return self._window
+
+    def check_and_add(
+        self, key_id: str, nonce: str, created: datetime, *, now: datetime | None = None
+    ) -> bool:
+        """Remember `nonce` for `key_id`; False when it was seen already.
+
+        Also False when `created` is already out of the window at `now` (default: the
+        clock): such a nonce cannot be remembered long enough, and its request is stale.
+        """
+        now = datetime.now(UTC) if now is None else now
+        if created.tzinfo is None or now.tzinfo is None:
+            raise ValueError("created and now must carry a time zone")
+        expires = created + self._window
+        with self._lock:
+            while self._queue and self._queue[0][0] < now:
+                _, old_key, old_nonce = heapq.heappop(self._queue)
+                del self._expires[(old_key, old_nonce)]
+            if expires < now or (key_id, nonce) in self._expires:
+                return False
+            self._expires[(key_id, nonce)] = expires
+            heapq.heappush(self._queue, (expires, key_id, nonce))
+            return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._expires)
+
+
+@dataclass
+class _Message:
+    """The request as the package reads it: method, absolute URL and header fields."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+
+
+class _Ed25519(HTTPSignatureAlgorithm):
+    """Ed25519 through our keys: a `Signer` signs, an `Ed25519PublicKey` verifies.
+
+    The package's own ED25519 wants `cryptography` key objects; ours are PyNaCl seeds or
+    keys held by a provider that only signs.
+    """
+
+    algorithm_id = ALGORITHM
+
+    def __init__(self, public_key: object = None, private_key: object = None) -> None:
+        if public_key is not None and not isinstance(public_key, Ed25519PublicKey):
+            raise HTTPMessageSignaturesException("unexpected public key type")
+        if private_key is not None and not isinstance(private_key, Signer):
+            raise HTTPMessageSignaturesException("unexpected private key type")
+        self._public = public_key
+        self._private = private_key
+
+    def sign(self, message: bytes) -> bytes:
+        if self._private is None:
+            raise HTTPMessageSignaturesException("no signing key")
+        return self._private.sign(message)
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        if self._public is None:
+            raise HTTPMessageSignaturesException("no verifying key")
+        self._public.verify(message, signature)
+
+
+class _OneSigningKey(HTTPSignatureKeyResolver):
+    def __init__(self, key_id: str, signer: Signer) -> None:
+        self._key_id = key_id
+        self._signer = signer
+
+    def resolve_private_key(self, key_id: str) -> Signer:
+        if key_id != self._key_id:
+            raise KeyError(key_id)
+        return self._signer
+
+
+class _KeyLookup(HTTPSignatureKeyResolver):
+    """Calls the server's `resolve_key`, noting an unknown key or a failure.
+
+    The package turns any resolver exception into `InvalidSignature`; the notes let
+    `verify_request` tell an unknown key from a bad signature and let a store that is
+    down surface as its own error, not as a 401.
+    """
+
+    def __init__(self, resolve_key: Callable[[str], Ed25519PublicKey | bytes]) -> None:
+        self._resolve_key = resolve_key
+        self.unknown = False
+        self.failure: Exception | None = None
+
+    def resolve_public_key(self, key_id: str) -> Ed25519PublicKey | None:
+        try:
+            key = self._resolve_key(key_id)
+            return key if isinstance(key, Ed25519PublicKey) else Ed25519PublicKey(bytes(key))
+        except (KeyError, NotFoundError):
+            self.unknown = True
+            return None
+        except Exception as exc:
+            self.failure = exc
+            raise
+
+
+def _check_profile(
+    components: Sequence[str], parameters: Mapping[str, object], now: datetime, window: timedelta
+) -> tuple[str, datetime, str]:
+    """Check a signature's covered components and parameters; return keyid, created, nonce.
+
+    Raises:
+        SignatureRefused: anything but exactly our profile, or created outside the window.
+    """
+    for name, component in zip(COVERED_COMPONENTS, _COVERED_IDS, strict=True):
+        if component not in components:
+            raise SignatureRefused(f"signature does not cover {name}")
+    if len(components) != len(_COVERED_IDS):
+        raise SignatureRefused(
+            "signature covers components other than @method, @target-uri and content-digest"
+        )
+    for name in ("created", "keyid", "nonce"):
+        if name not in parameters:
+            raise SignatureRefused(f"signature has no {name} parameter")
+    if parameters.get("alg") != ALGORITHM:
+        raise SignatureRefused(f'signature algorithm must be alg="{ALGORITHM}"')
+    if set(parameters) != _PARAMETERS:
+        raise SignatureRefused("signature has parameters other than created, keyid, alg and nonce")
+    key_id, created, nonce = parameters["keyid"], parameters["created"], parameters["nonce"]
+    if not isinstance(key_id, str) or not key_id:
+        raise SignatureRefused("signature keyid is malformed")
+    if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+        raise SignatureRefused("signature nonce is malformed")
+    return key_id, _created_at(created, now, window), nonce
+
+
+def _created_at(created: object, now: datetime, window: timedelta) -> datetime:
+    """The signature's `created` as a time within +/- `window` of `now`.
+
+    Raises:
+        SignatureRefused: not an integer time, or outside the window.
+    """
+    if type(created) is not int:
+        raise SignatureRefused("signature created is malformed")
+    try:
+        created_at = datetime.fromtimestamp(created, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise SignatureRefused("signature created is malformed") from exc
+    if created_at > now + window:
+        raise SignatureRefused("signature created in the future: check the client's clock")
+    if created_at < now - window:
+        raise SignatureRefused(
+            f"signature is stale (created more than {window.total_seconds():g} s ago)"
+        )
+    return created_at
+
+
+class _SignatureInput(Protocol):
+    """One parsed Signature-Input member: its components, and its parameters."""
+
+    params: Mapping[str, object]
+
+    def __iter__(self) -> Iterator[object]: ...
+
+
+class _Verifier(HTTPMessageVerifier):
+    def __init__(self, resolver: _KeyLookup, now: datetime, window: timedelta) -> None:
+        super().__init__(signature_algorithm=_Ed25519, key_resolver=resolver)
+        self._now = now
+        self._window = window
+
+    def validate_created_and_expires(
+        self, sig_input: _SignatureInput, max_age: timedelta | None = None
+    ) -> None:
+        # The package's hook, called for each signature before its key is looked up: it
+        # would check `created` against its own clock and a 5 s skew. Ours is the caller's
+        # `now` and window, and the whole profile is checked here, before any key lookup.
+        del max_age
+        _check_profile(
+            [str(item) for item in sig_input], dict(sig_input.params), self._now, self._window
+        )
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] or type(exc).__name__
+
+
+def verify_request(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    resolve_key: Callable[[str], Ed25519PublicKey | bytes],
+    now: datetime,
+    window: timedelta = timedelta(seconds=60),
+    seen: NonceCache | None = None,
+) -> VerifiedSignature:
+    """Verify a request's `pcii` signature and, with `seen`, that its nonce is new.
+
+    `url` is the request's absolute URL as the server reconstructs it; `headers` every
+    header field (a mapping whose `items()` yields repeated fields keeps them apart).
+    `resolve_key` maps a key id to its public key (ours, or 32 raw bytes) and raises
+    `KeyError` or `NotFoundError` for an unknown one. The body is not read: check it
+    against the returned `content_digest` with a `DigestCheck`.
+
+    Raises:
+        SignatureRefused: no signature, not our profile, created outside +/- `window` of
+            `now`, an unknown key, a signature that does not verify, or a replayed nonce.
+        Exception: whatever else `resolve_key` raises (a store that is down) propagates.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must carry a time zone")
+    if seen is not None and seen.window < window:
+        raise ValueError("the nonce cache must remember nonces for the whole window")
+    present = {name.lower() for name in headers}
+    for name in ("Signature-Input", "Signature"):
+        if name.lower() not in present:
+            raise SignatureRefused(f"request is not signed: no {name} header")
+    lookup = _KeyLookup(resolve_key)
+    try:
+        results = _Verifier(lookup, now, window).verify(
+            _Message(method, url, headers), max_age=None
+        )
+    except InvalidSignature as exc:
+        if lookup.failure is not None:
+            raise lookup.failure from None
+        if lookup.unknown:
+            raise SignatureRefused("unknown key id") from None
+        raise SignatureRefused(f"signature refused: {_one_line(exc)}") from exc
+    except HTTPMessageSignaturesException as exc:
+        raise SignatureRefused(f"signature refused: {_one_line(exc)}") from exc
+    if len(results) != 1 or results[0].label != LABEL:
+        raise SignatureRefused(f"request must carry exactly one signature, labelled {LABEL}")
+    result = results[0]
+    components = [name for name in result.covered_components if name != '"@signature-params"']
+    key_id, created, nonce = _check_profile(components, result.parameters, now, window)
+    digest = result.covered_components['"content-digest"']
+    if _sha256_of(digest) is None:
+        raise SignatureRefused("Content-Digest must be exactly one sha-256 digest")
+    if seen is not None and not seen.check_and_add(key_id, nonce, created, now=now):
+        raise SignatureRefused("nonce already used: the request was replayed")
+    return VerifiedSignature(key_id=key_id, created=created, nonce=nonce, content_digest=digest)
+
+
+class RequestSigner:
+    """Signs requests as one key id: the `Content-Digest`, `Signature-Input` and `Signature`."""
+
+    def __init__(self, key_id: str, private_key: Signer) -> None:
+        if not key_id:
+            raise ValueError("key id must not be empty")
+        self.key_id = key_id
+        self._signer = HTTPMessageSigner(
+            signature_algorithm=_Ed25519, key_resolver=_OneSigningKey(key_id, private_key)
+        )
+
+    def headers(
+        self,
+        method: str,
+        url: str,
+        *,
+        body_digest: str,
+        now: datetime | None = None,
+        nonce: str | None = None,
+    ) -> dict[str, str]:
+        """Return the three headers that sign `method url` with the body of `body_digest`.
+
+        `url` is the exact absolute URL the request is sent to (with httpx,
+        `str(request.url)`); `body_digest` is `content_digest(body)` or a `DigestCheck`'s
+        value. `now` defaults to the clock, `nonce` to 128 fresh random bits.
+
+        Raises:
+            BackendError: a key provider that signs for us is unavailable.
+        """
+        if _sha256_of(body_digest) is None:
+            raise ValueError("body_digest must be a sha-256 Content-Digest (see content_digest)")
+        created = datetime.now(UTC) if now is None else now
+        if created.tzinfo is None:
+            raise ValueError("now must carry a time zone")
+        if nonce is None:
+            nonce = secrets.token_urlsafe(_NONCE_BYTES)
+        if not _NONCE.fullmatch(nonce):
+            raise ValueError("nonce must be 16 to 128 base64url characters")
+        headers = {"Content-Digest": body_digest}
+        try:
+            self._signer.sign(
+                _Message(method, url, headers),
+                key_id=self.key_id,
+                created=created,
+                nonce=nonce,
+                label=LABEL,
+                covered_component_ids=COVERED_COMPONENTS,
+                use_existing_digest=True,
+            )
+        except HTTPMessageSignaturesException as exc:
+            raise ValueError(f"cannot sign this request: {_one_line(exc)}") from exc
+        return headers
