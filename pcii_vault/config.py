@@ -148,6 +148,19 @@ class Settings(BaseSettings):
         default=4096, ge=1, le=1_000_000, description="acts waiting beyond this are refused"
     )
 
+    server_max_body: int = Field(
+        default=1 << 20, ge=1024, description="`pcii serve`: largest JSON body (bytes)"
+    )
+    server_max_upload: int = Field(
+        default=8 << 30, ge=1024, description="`pcii serve`: largest uploaded object (bytes)"
+    )
+    server_read_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="`pcii serve`: longest wait for body bytes"
+    )
+    server_skew_s: float = Field(
+        default=60.0, gt=0, le=3600, description="`pcii serve`: a signed request's max age"
+    )
+
     def batching(self) -> Batching:
         """The group-commit settings for the core."""
         return Batching(

@@ -205,6 +205,7 @@ class Vault:
         self._lock = threading.RLock()
         self._batching = batching
         self._sequencer: Sequencer | None = None
+        self._policy_stamp = _policy_stamp(self._policy_dir())
         self.policy = PolicyEngine.load(self._policy_dir())
 
     # ----- creation ------------------------------------------------------------------
@@ -480,7 +481,16 @@ class Vault:
             replayed.close()
 
     def _note_policy_change(self) -> None:
-        """Log a changed policy set (a `policy.loaded` event) before it decides anything."""
+        """Log a changed policy set (a `policy.loaded` event) before it decides anything.
+
+        A long-lived vault object (a server) reloads the policy directory when its files
+        change; a set that does not load refuses every act until it is fixed.
+        """
+        directory = self._policy_dir()
+        stamp = _policy_stamp(directory)
+        if stamp != self._policy_stamp:
+            self.policy = PolicyEngine.load(directory)
+            self._policy_stamp = stamp
         if self.index.size and self.index.meta("policy_set") != self.policy.policy_set_hash:
             # A changed policy set is itself an event, before it decides anything; its
             # text goes into the store first, so an auditor can re-run its decisions.
@@ -1919,6 +1929,17 @@ def _require_record_id(request: SignedRequest) -> str:
     if not request.body.record:
         raise InputError("the request names no record")
     return request.body.record
+
+
+def _policy_stamp(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """What changes when a policy file is edited, added or removed (stat, no reading)."""
+    stamp = [(str(directory), 0, 0, 0)]
+    with contextlib.suppress(OSError):
+        for path in sorted(directory.iterdir()):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                stamp.append((path.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
 
 
 def _check_new_vault_directory(root: Path) -> None:

@@ -15,6 +15,7 @@ from pcii_vault.cli import (
     owner,
     policy,
     report,
+    serve,
     submission,
 )
 from pcii_vault.cli.help import CliTyper
@@ -31,6 +32,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(admin.index_app, name="index")
     app.add_typer(keys.app, name="keys")
     app.command("maintenance")(maintenance.maintenance)
+    app.command("serve")(serve.serve)
     # owner
     app.command("submit")(owner.submit)
     app.command("status")(owner.status)

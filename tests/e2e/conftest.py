@@ -56,7 +56,7 @@ class Cli:
         identity = ["--as", str(self.key(who))] if who else []
         done = subprocess.run(
             [sys.executable, "-m", "pcii_vault", *identity, *args],
-            env={**self.env, **(env or {})},
+            env={**self.environment(args), **(env or {})},
             capture_output=True,
             text=True,
             check=False,
@@ -64,6 +64,10 @@ class Cli:
             timeout=120,
         )
         return Result(done.returncode, done.stdout, done.stderr)
+
+    def environment(self, _args: tuple[str, ...]) -> dict[str, str]:
+        """What a command runs with: the vault directory and its unseal secret."""
+        return self.env
 
     def ok(self, *args: str, who: str | None = None) -> Result:
         result = self.run("--json", *args, who=who)
@@ -100,8 +104,16 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path)
+def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
+    """The CLI on a vault directory; `@IN_BOTH_MODES` runs a test through a server too."""
+    if getattr(request, "param", "embedded") == "embedded":
+        yield Cli(tmp_path)
+        return
+    server_cli = ServerCli(tmp_path)
+    try:
+        yield server_cli
+    finally:
+        server_cli.close()
 
 
 WATER = "Water and Wastewater Systems"
@@ -153,3 +165,129 @@ def populated(cli: Cli) -> Iterator[Cli]:
     )
     cli.add("auditor", "auditor", "--org", "PCII Officer", "--training-expires", "2099-01-01")
     yield cli
+
+
+# Commands that run where the vault directory is, in either mode: creating the vault,
+# auditing its log and store, and what needs no vault at all.
+LOCAL_COMMANDS = {
+    "init",
+    "audit",
+    "index",
+    "store",
+    "maintenance",
+    "receipt",
+    "policy",
+    "submission",
+    "schema",
+    "serve",
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class VaultServer:
+    """A real `pcii serve` process on 127.0.0.1, stopped by its PID."""
+
+    def __init__(self, vault: Path, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        with log.open("ab") as err:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pcii_vault",
+                    "--json",
+                    "--vault",
+                    str(vault),
+                    "serve",
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, f"pcii serve did not start: {log.read_text()[-2000:]}"
+        started = json.loads(line)
+        self.url: str = started["url"]
+        self.ca = Path(started["certificate"])
+        self.fingerprint: str = started["fingerprint_sha256"]
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        import time
+
+        import httpx
+
+        from pcii_vault.service.tls import client_context
+
+        deadline = time.monotonic() + timeout
+        with httpx.Client(verify=client_context(self.ca)) as http:
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, self.log.read_text()[-2000:]
+                try:
+                    if http.get(f"{self.url}/readyz").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+        raise AssertionError(f"pcii serve never became ready: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> int:
+        """SIGTERM (graceful: in-flight requests finish, the batch commits), then wait."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
+
+
+class ServerCli(Cli):
+    """The same CLI, its users' commands sent to a `pcii serve` of the vault.
+
+    The server starts after `init` (on first use) and holds the unseal secret; the users'
+    commands carry only `--vault https://...`, `--ca` and their identity.
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.server: VaultServer | None = None
+
+    def start(self) -> VaultServer:
+        if self.server is None:
+            self.server = VaultServer(self.vault, self.env, self.root / "serve.log")
+        return self.server
+
+    def environment(self, args: tuple[str, ...]) -> dict[str, str]:
+        """A user's command goes to the server, without the unseal secret."""
+        command = next((a for a in args if not a.startswith("-")), None)
+        if command is None or command in LOCAL_COMMANDS:
+            return self.env
+        server = self.start()
+        remote = {k: v for k, v in self.env.items() if k != "PCII_UNSEAL_SECRET"}
+        remote.update(PCII_VAULT=server.url, PCII_CA=str(server.ca))
+        return remote
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+# A story run embedded and then through a real `pcii serve` of the same vault.
+IN_BOTH_MODES = pytest.mark.parametrize("cli", ["embedded", "server"], indirect=True)

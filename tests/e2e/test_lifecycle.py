@@ -1,4 +1,8 @@
-"""The whole PCII lifecycle through the `pcii` CLI, as its users meet it."""
+"""The whole PCII lifecycle through the `pcii` CLI, as its users meet it.
+
+The main stories run twice: on the vault directory (embedded) and through a real
+`pcii serve` process of the same vault (the users hold only their identity keys).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import pypdf
 import pytest
 
 from pcii_vault.index import Index
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import IN_BOTH_MODES, Cli
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +31,7 @@ def _submit(cli: Cli, *, attach: bool = True, receipt: Path | None = None) -> st
     return str(cli.ok(*args, who="owner").json()["tracking_number"])
 
 
+@IN_BOTH_MODES
 def test_submit_validate_retrieve_is_marked_logged_and_verifiable(populated: Cli) -> None:
     """The main story: submit, receipt, validate, permitted marked release, audit trail."""
     cli = populated
@@ -85,6 +90,7 @@ def test_submit_validate_retrieve_is_marked_logged_and_verifiable(populated: Cli
     assert cli.ok("audit", "verify").code == 0
 
 
+@IN_BOTH_MODES
 def test_analyst_without_need_to_know_is_denied_and_the_denial_is_logged(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)
@@ -106,6 +112,7 @@ def test_unvalidated_record_is_not_released_to_analysts(populated: Cli) -> None:
     assert result.code == 3
 
 
+@IN_BOTH_MODES
 def test_withdrawal_shreds_the_key_and_blocks_later_release(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)
@@ -117,6 +124,7 @@ def test_withdrawal_shreds_the_key_and_blocks_later_release(populated: Cli) -> N
     assert cli.ok("audit", "verify").code == 0
 
 
+@IN_BOTH_MODES
 def test_decontrol_notifies_every_recipient(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)
@@ -138,6 +146,7 @@ def test_destroy_is_logged_then_crypto_shredded(populated: Cli) -> None:
     assert cli.ok("audit", "verify").code == 0
 
 
+@IN_BOTH_MODES
 def test_review_rejection_and_deficiency_follow_the_lifecycle(populated: Cli) -> None:
     cli = populated
     first = _submit(cli, attach=False)
@@ -169,6 +178,7 @@ def test_review_rejection_and_deficiency_follow_the_lifecycle(populated: Cli) ->
     assert [d["tracking_number"] for d in due] == [first]
 
 
+@IN_BOTH_MODES
 def test_search_lists_only_what_the_caller_may_see(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)
@@ -267,6 +277,7 @@ def test_version_and_help_need_no_vault(cli: Cli) -> None:
     assert "submit" in helped.out and "audit" in helped.out
 
 
+@IN_BOTH_MODES
 def test_concurrent_submissions_by_separate_processes(populated: Cli) -> None:
     """Several `pcii` processes on one vault: every submission lands once, the log is sound."""
     import subprocess

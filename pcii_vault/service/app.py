@@ -1,0 +1,731 @@
+"""The HTTPS face of one unsealed vault: every route checks a signed message, then the core.
+
+Each request is authenticated twice over: the HTTP message is signed (RFC 9421, Ed25519,
+covering method, target URI and the body's `Content-Digest`, with `created` and `nonce`
+checked against a short window), and the act inside the body is the same canonical
+signed request embedded mode logs. The HTTP signer must be the act's principal.
+
+Routes run the core in worker threads (the core is synchronous and thread-safe; its
+group commit batches the acts of concurrent requests). Errors travel as
+`{"error", "exit_code", "kind", "problems"}` with the HTTP status of their family, so a
+client exits with the same code and line as in embedded mode. Access lines are JSON
+(structlog): request id, principal, route, status, latency; never PCII content.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import json
+import shutil
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import structlog
+from anyio import from_thread
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pcii_vault.errors import InputError, NotFoundError, PolicyDenied, VaultError
+from pcii_vault.models.principal import Principal, PrincipalAttributes
+from pcii_vault.models.request import SignedRequest
+from pcii_vault.service import wire
+from pcii_vault.service.httpsig import (
+    DigestCheck,
+    NonceCache,
+    SignatureRefused,
+    VerifiedSignature,
+    content_digest,
+    verify_request,
+)
+from pcii_vault.submitter import SealedUpload
+from pcii_vault.vault import Vault
+
+__all__ = ["Service", "ServiceLimits", "clean_spool", "create_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_UPLOADS = f"{wire.API_PREFIX}/uploads/"
+_TAR_BLOCK = 512
+_CHUNK = 1 << 20
+_CATCH_UP_SECONDS = 1.0
+_ED25519_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """What the server accepts from one request."""
+
+    max_body: int = 1 << 20
+    max_upload: int = 8 << 30
+    read_timeout: float = 30.0
+    skew: timedelta = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated HTTP message: its signer and the body it carried."""
+
+    principal: Principal
+    signature: VerifiedSignature
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _Context:
+    vault: Vault
+    spool: Path
+    limits: ServiceLimits
+    nonces: NonceCache
+
+
+def _context(request: Request) -> _Context:
+    context: _Context = request.app.state.context
+    return context
+
+
+# ----- authentication --------------------------------------------------------------------
+
+
+def _verify(request: Request, context: _Context) -> VerifiedSignature:
+    vault = context.vault
+
+    def resolve_key(key_id: str) -> bytes:
+        try:
+            principal = vault.lookup_principal(key_id)
+        except NotFoundError:
+            try:  # registered meanwhile, perhaps through another replica
+                principal = vault.lookup_principal(key_id, refresh=True)
+            except NotFoundError:
+                raise KeyError(key_id) from None
+        return base64.b64decode(principal.public_key)
+
+    return verify_request(
+        request.method,
+        _signed_url(request),
+        request.headers,
+        resolve_key=resolve_key,
+        now=datetime.now(UTC),
+        window=context.limits.skew,
+        seen=context.nonces,
+    )
+
+
+def _signed_url(request: Request) -> str:
+    """The target URI as the client sent it: https, its Host header, the raw path and query."""
+    scope = request.scope
+    host = request.headers.get("host", "")
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    return f"https://{host}{raw.decode('latin-1')}" + (
+        f"?{query.decode('latin-1')}" if query else ""
+    )
+
+
+def _signer(request: Request, context: _Context, verified: VerifiedSignature) -> Principal:
+    principal = context.vault.lookup_principal(verified.key_id)
+    request.state.principal = principal.id
+    if principal.status != "active":
+        raise PolicyDenied(f"principal {principal.id} is {principal.status}")
+    return principal
+
+
+async def signed_message(request: Request) -> Caller:
+    """A signed message whose body the route streams itself (uploads)."""
+    context = _context(request)
+    verified = await run_in_threadpool(_verify, request, context)
+    principal = await run_in_threadpool(_signer, request, context, verified)
+    return Caller(principal, verified, b"")
+
+
+async def signed_body(request: Request) -> Caller:
+    """A signed message with its whole (small) body, checked against its digest."""
+    caller = await signed_message(request)
+    body = await request.body()
+    if content_digest(body) != caller.signature.content_digest:
+        raise SignatureRefused("the body does not match its signed Content-Digest", 401)
+    return Caller(caller.principal, caller.signature, body)
+
+
+SignedMessage = Annotated[Caller, Depends(signed_message)]
+SignedBody = Annotated[Caller, Depends(signed_body)]
+
+
+def _act_of(caller: Caller, act: wire.Act) -> SignedRequest:
+    if act.request.body.principal != caller.principal.id:
+        raise SignatureRefused("the act is signed by another principal than the HTTP message", 401)
+    return act.request
+
+
+async def _core(function: Callable[..., Any], *args: Any) -> Any:  # noqa: ANN401
+    return await run_in_threadpool(function, *args)
+
+
+router = APIRouter()
+P = wire.API_PREFIX
+
+# ----- health ------------------------------------------------------------------------------
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(request: Request) -> JSONResponse:
+    """Unsealed, the store reachable, the log verified to its edge and appendable."""
+    try:
+        await run_in_threadpool(_ready, _context(request).vault)
+    except VaultError as exc:
+        return JSONResponse({"ready": False, "error": exc.diagnostics()}, status_code=503)
+    return JSONResponse({"ready": True})
+
+
+# ----- vault facts ---------------------------------------------------------------------------
+
+
+@router.get(f"{P}/info", tags=["vault"])
+async def info(request: Request) -> wire.VaultInfoBody:
+    """The vault's public facts: id, intake key, KEK version, log key."""
+    vault = _context(request).vault
+
+    def facts() -> wire.VaultInfoBody:
+        config = vault.config
+        return wire.VaultInfoBody(
+            vault_id=config.vault_id,
+            intake_public_key=config.intake_public_key,
+            kek_version=vault.current_kek_version(),
+            log_key=config.log_key,
+            log_origin=config.log_origin,
+        )
+
+    return await run_in_threadpool(facts)
+
+
+@router.post(f"{P}/identify", tags=["vault"])
+async def identify(request: Request, act: wire.Act, caller: SignedBody) -> dict[str, Any]:
+    """Who the vault takes the caller for."""
+    return wire.dump(await _core(_context(request).vault.identify, _act_of(caller, act)))
+
+
+@router.post(f"{P}/tracking-numbers", tags=["owner"])
+async def tracking_number(
+    request: Request, act: wire.Act, caller: SignedBody
+) -> wire.TrackingNumberBody:
+    """A tracking number no record has yet."""
+    vault = _context(request).vault
+    await _core(vault.identify, _act_of(caller, act))
+    return wire.TrackingNumberBody(tracking_number=await _core(vault.new_tracking_number))
+
+
+# ----- uploads -------------------------------------------------------------------------------
+
+
+@router.put(f"{P}/uploads/{{tracking}}/{{name:path}}", status_code=201, tags=["owner"])
+async def upload(
+    tracking: str, name: str, request: Request, caller: SignedMessage
+) -> dict[str, Any]:
+    """Store one ciphertext object of a submission not yet submitted (streamed)."""
+    vault = _context(request).vault
+    key = _upload_key(tracking, name)
+    check = DigestCheck()
+    stream = request.stream().__aiter__()
+
+    async def next_chunk() -> bytes | None:
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def chunks() -> Iterator[bytes]:
+        while (chunk := from_thread.run(next_chunk)) is not None:
+            check.update(chunk)
+            yield chunk
+
+    def put() -> None:
+        if _is_record(vault, tracking):
+            raise InputError(f"{tracking} is already a record")
+        vault.store.put_stream(key, chunks())
+        if not check.matches(caller.signature.content_digest):
+            with contextlib.suppress(VaultError):
+                vault.store.delete(key)
+            raise SignatureRefused("the body does not match its signed Content-Digest", 401)
+
+    await anyio.to_thread.run_sync(put)
+    return {"key": key}
+
+
+@router.delete(f"{P}/uploads/{{tracking}}/{{name:path}}", tags=["owner"])
+async def discard(
+    tracking: str, name: str, request: Request, caller: SignedMessage
+) -> dict[str, Any]:
+    """Remove an uploaded object of a submission that never became a record."""
+    del caller  # any active principal: the object is nobody's until submitted
+    vault = _context(request).vault
+    key = _upload_key(tracking, name)
+
+    def remove() -> None:
+        if _is_record(vault, tracking):
+            raise InputError(f"{tracking} is a record: its objects stay")
+        vault.store.delete(key)
+
+    await run_in_threadpool(remove)
+    return {"deleted": key}
+
+
+@router.post(f"{P}/submissions", tags=["owner"])
+async def submit(request: Request, body: wire.SubmissionBody, caller: SignedBody) -> dict[str, Any]:
+    """Submit uploaded objects: the vault opens the sealed key, checks, logs."""
+    sealed = SealedUpload(
+        body.tracking_number,
+        wire.decode_b64(body.sealed_dek, "sealed_dek"),
+        tuple(body.files),
+    )
+    receipt = await _core(_context(request).vault.receive, _act_of(caller, body), sealed)
+    return receipt.to_json()  # type: ignore[no-any-return]
+
+
+# ----- records -------------------------------------------------------------------------------
+
+
+@router.post(f"{P}/status", tags=["records"])
+async def status(request: Request, act: wire.Act, caller: SignedBody) -> dict[str, Any]:
+    """A record's state (its submitter, the office)."""
+    return wire.dump(await _core(_context(request).vault.status, _act_of(caller, act)))
+
+
+@router.post(f"{P}/search", tags=["records"])
+async def search(
+    request: Request, body: wire.SearchBody, caller: SignedBody
+) -> list[dict[str, Any]]:
+    """The records the caller may act on (metadata only)."""
+    vault = _context(request).vault
+
+    def run() -> list[Any]:
+        return vault.search(_act_of(caller, body), sector=body.sector, state=body.state)
+
+    return [wire.dump(r) for r in await run_in_threadpool(run)]
+
+
+@router.post(f"{P}/transitions", tags=["records"])
+async def transition(
+    request: Request, body: wire.TransitionBody, caller: SignedBody
+) -> dict[str, Any]:
+    """Validate, reject, mark deficient, withdraw or decontrol a record."""
+    from pcii_vault.index import TRANSITION_ACTIONS  # noqa: PLC0415
+
+    if body.event_type not in TRANSITION_ACTIONS or body.event_type == "record.destroyed":
+        raise InputError(f"{body.event_type} is not a lifecycle transition")
+    event_type: Any = body.event_type
+    vault = _context(request).vault
+    return wire.dump(await _core(vault.transition, _act_of(caller, body), event_type))
+
+
+@router.post(f"{P}/destroy", tags=["records"])
+async def destroy(request: Request, act: wire.Act, caller: SignedBody) -> dict[str, Any]:
+    """Destroy a record by crypto-shredding (logged first)."""
+    return wire.dump(await _core(_context(request).vault.destroy, _act_of(caller, act)))
+
+
+@router.post(f"{P}/releases", tags=["records"], response_class=StreamingResponse)
+async def release(request: Request, act: wire.Act, caller: SignedBody) -> StreamingResponse:
+    """Retrieve or review a record: logged first, then its marked files as a tar stream."""
+    context = _context(request)
+    vault = context.vault
+    signed = _act_of(caller, act)
+    if signed.body.action not in {"retrieve", "review"}:
+        raise InputError(f"a release is retrieve or review, not {signed.body.action}")
+    opened = vault.open_release(signed, context.spool)
+    staged = await run_in_threadpool(opened.__enter__)
+    meta = {
+        "tracking_number": staged.tracking_number,
+        "files": list(staged.files),
+        "access_index": staged.access_index,
+        "obligations": list(staged.obligations),
+        "policies": list(staged.policies),
+    }
+
+    def stream() -> Iterator[bytes]:
+        sent = False
+        try:
+            yield from _tar_stream(staged.directory, staged.files)
+            sent = True
+        finally:
+            if not sent:
+                # The client went away mid-stream: nothing was released to it.
+                cause = OSError(errno.ECONNRESET, "the client did not receive it")
+                with contextlib.suppress(VaultError, OSError):
+                    vault.release_failed(staged.tracking_number, staged.access_index, cause)
+            opened.__exit__(None, None, None)
+
+    return StreamingResponse(
+        stream(),
+        media_type="application/x-tar",
+        headers={wire.RELEASE_HEADER: json.dumps(meta, separators=(",", ":"))},
+    )
+
+
+# ----- principals ------------------------------------------------------------------------------
+
+
+@router.post(f"{P}/principals", tags=["principals"])
+async def add_principal(
+    request: Request, body: wire.PrincipalBody, caller: SignedBody
+) -> dict[str, Any]:
+    """Register a user (an admin's act; every registered fact signed)."""
+    from pcii_vault.crypto.signing import Ed25519PublicKey  # noqa: PLC0415
+
+    attributes = _attributes(body.attributes)
+    raw = wire.decode_b64(body.public_key, "public_key")
+    if len(raw) != _ED25519_KEY_BYTES:
+        raise InputError("public_key is not an Ed25519 public key (32 bytes)")
+    vault = _context(request).vault
+    principal = await _core(
+        vault.add_principal,
+        _act_of(caller, body),
+        body.principal_id,
+        attributes,
+        Ed25519PublicKey(raw),
+    )
+    return wire.dump(principal)
+
+
+@router.post(f"{P}/principals/update", tags=["principals"])
+async def update_principal(
+    request: Request, body: wire.PrincipalUpdateBody, caller: SignedBody
+) -> dict[str, Any]:
+    """Change a user's attributes or status (an admin's act)."""
+    vault = _context(request).vault
+    signed = _act_of(caller, body)
+    return wire.dump(
+        await _core(vault.update_principal, signed, body.principal_id, dict(body.changes))
+    )
+
+
+@router.post(f"{P}/principals/revoke", tags=["principals"])
+async def revoke_principal(
+    request: Request, body: wire.PrincipalIdBody, caller: SignedBody
+) -> dict[str, Any]:
+    """Revoke a user for good (an admin's act)."""
+    vault = _context(request).vault
+    return wire.dump(await _core(vault.revoke_principal, _act_of(caller, body), body.principal_id))
+
+
+@router.post(f"{P}/principals/list", tags=["principals"])
+async def list_principals(
+    request: Request, act: wire.Act, caller: SignedBody
+) -> list[dict[str, Any]]:
+    """Every registered user (admins and auditors)."""
+    vault = _context(request).vault
+    await _core(vault.identify, _act_of(caller, act))
+    _require_role(caller.principal, {"admin", "auditor"}, "list principals")
+    return [wire.dump(p) for p in await _core(vault.principals)]
+
+
+@router.post(f"{P}/deadlines", tags=["records"])
+async def deadlines(
+    request: Request, body: wire.DeadlinesBody, caller: SignedBody
+) -> list[dict[str, Any]]:
+    """30-day deadlines falling due (the program office, admins and auditors)."""
+    vault = _context(request).vault
+    await _core(vault.identify, _act_of(caller, body))
+    _require_role(caller.principal, {"office", "admin", "auditor"}, "list deadlines")
+    return [wire.dump(d) for d in await _core(vault.deadlines, body.until)]
+
+
+# ----- keys ----------------------------------------------------------------------------------
+
+
+@router.post(f"{P}/keys/status", tags=["keys"])
+async def key_status(request: Request, act: wire.Act, caller: SignedBody) -> dict[str, Any]:
+    """KEK versions, where each key lives, an unfinished migration (no key material)."""
+    return wire.dump(await _core(_context(request).vault.key_status, _act_of(caller, act)))
+
+
+@router.post(f"{P}/keys/rotate", tags=["keys"])
+async def rotate(request: Request, act: wire.Act, caller: SignedBody) -> dict[str, int]:
+    """A new KEK version, current from now on."""
+    return {"version": await _core(_context(request).vault.rotate_keys, _act_of(caller, act))}
+
+
+@router.post(f"{P}/keys/rewrap", tags=["keys"])
+async def rewrap(request: Request, act: wire.Act, caller: SignedBody) -> dict[str, Any]:
+    """Re-wrap every live data key under the current KEK."""
+    return wire.dump(await _core(_context(request).vault.rewrap_keys, _act_of(caller, act)))
+
+
+@router.post(f"{P}/keys/retire", tags=["keys"])
+async def retire(request: Request, body: wire.RetireBody, caller: SignedBody) -> dict[str, int]:
+    """Retire a KEK version no live record uses."""
+    await _core(_context(request).vault.retire_key, _act_of(caller, body), body.version)
+    return {"retired": body.version}
+
+
+@router.post(f"{P}/keys/migrate", tags=["keys"])
+async def migrate(request: Request, body: wire.MigrateBody, caller: SignedBody) -> dict[str, Any]:
+    """Move the KEKs to another provider (resumable)."""
+    vault = _context(request).vault
+    return wire.dump(await _core(vault.migrate_keys, _act_of(caller, body), body.target))
+
+
+# ----- the application -------------------------------------------------------------------------
+
+
+def create_app(vault: Vault, *, spool: Path, limits: ServiceLimits | None = None) -> Service:
+    """The ASGI application serving `vault` (unsealed by the caller)."""
+    limits = limits or ServiceLimits()
+    stop = threading.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # A replica catches up with what other replicas log (acts catch up anyway).
+        follower = threading.Thread(target=_follow, args=(vault, stop), daemon=True)
+        follower.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            follower.join(timeout=5)
+
+    app = FastAPI(
+        title="pcii-vault",
+        summary="Protected Critical Infrastructure Information vault: signed acts over HTTPS.",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.context = _Context(vault, spool, limits, NonceCache(limits.skew))
+    app.include_router(router)
+    app.add_exception_handler(VaultError, _vault_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_body)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(_BodyRefusedError, _body_refused)  # type: ignore[arg-type]
+    return Service(app, limits, structlog.get_logger("pcii.serve"))
+
+
+def _error(exc: VaultError, status: int | None = None) -> JSONResponse:
+    body = wire.ErrorBody(
+        error=exc.diagnostics(),
+        exit_code=exc.exit_code,
+        kind=type(exc).__name__,
+        problems=[str(p) for p in getattr(exc, "problems", ())],
+    )
+    return JSONResponse(body.model_dump(), status_code=status or wire.status_for(exc))
+
+
+async def _vault_error(_request: Request, exc: VaultError) -> JSONResponse:
+    if isinstance(exc, SignatureRefused):
+        return _error(exc, exc.status)
+    return _error(exc)
+
+
+async def _invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
+    ]
+    error = InputError(f"invalid request body: {problems[0] if problems else 'malformed'}")
+    error.problems = tuple(problems)  # type: ignore[attr-defined]
+    return _error(error, 400)
+
+
+async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    cause = exc.__cause__
+    if isinstance(cause, _BodyRefusedError):  # raised while FastAPI read a JSON body
+        return _error(InputError(cause.message), cause.status)
+    if exc.status_code == 404:
+        return _error(NotFoundError("no such route"), 404)
+    return _error(InputError(str(exc.detail)), exc.status_code)
+
+
+async def _body_refused(_request: Request, exc: _BodyRefusedError) -> JSONResponse:
+    return _error(InputError(exc.message), exc.status)
+
+
+def _require_role(principal: Principal, roles: set[str], what: str) -> None:
+    if principal.role not in roles:
+        raise PolicyDenied(f"a {principal.role} may not {what}")
+
+
+def _attributes(data: dict[str, Any]) -> PrincipalAttributes:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from pcii_vault.models.problems import describe  # noqa: PLC0415
+
+    try:
+        return PrincipalAttributes.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(describe(exc, "invalid principal attributes")) from exc
+
+
+def _upload_key(tracking: str, name: str) -> str:
+    import re  # noqa: PLC0415
+
+    from pcii_vault.models.submission import TRACKING_NUMBER_PATTERN  # noqa: PLC0415
+
+    if not re.fullmatch(TRACKING_NUMBER_PATTERN, tracking):
+        raise InputError(f"{tracking!r} is not a tracking number")
+    if name != "document" and not re.fullmatch(r"files/[0-9]{1,4}", name):
+        raise InputError(f"{name!r} is not an object of a submission")
+    return f"records/{tracking}/{name}"
+
+
+def _is_record(vault: Vault, tracking: str) -> bool:
+    try:
+        vault.sync()
+        with vault._lock:
+            vault.index.record(tracking)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _ready(vault: Vault) -> None:
+    """Raise unless the vault can act: keys open, log verified to its edge, store writable."""
+    signer = vault.keyring.log_signer  # unsealed, the providers open
+    del signer
+    vault.sync()  # the store answers and the log verifies to its signed edge
+    probe = f"health/{uuid.uuid4().hex}"  # outside the retained prefixes: deletable
+    vault.store.put_if_absent(probe, b"ready?")
+    vault.store.delete(probe)
+
+
+def _follow(vault: Vault, stop: threading.Event) -> None:
+    log = structlog.get_logger("pcii.serve")
+    while not stop.wait(_CATCH_UP_SECONDS):
+        try:
+            vault.sync()
+        except VaultError as exc:
+            log.warning("catch_up_failed", error=exc.diagnostics())
+
+
+def _tar_stream(directory: Path, names: tuple[str, ...]) -> Iterator[bytes]:
+    """The staged files as a POSIX tar stream, one file at a time, never whole in memory."""
+    for name in names:
+        path = directory / name
+        info = tarfile.TarInfo(name)
+        info.size = path.stat().st_size
+        info.mode = 0o600
+        info.mtime = int(time.time())
+        yield info.tobuf(format=tarfile.PAX_FORMAT)
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                yield chunk
+        if info.size % _TAR_BLOCK:
+            yield b"\0" * (_TAR_BLOCK - info.size % _TAR_BLOCK)
+    yield b"\0" * (2 * _TAR_BLOCK)
+
+
+class _BodyRefusedError(Exception):
+    """A body over its limit (413) or too slow to arrive (408)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Service:
+    """The application behind its guard: ids, body limits, read timeouts, access lines."""
+
+    def __init__(self, app: FastAPI, limits: ServiceLimits, log: Any) -> None:  # noqa: ANN401
+        self.app = app
+        self.limits = limits
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        path: str = scope.get("path", "")
+        limit = self.limits.max_upload if path.startswith(_UPLOADS) else self.limits.max_body
+        too_large = _BodyRefusedError(413, f"the body is larger than {limit} bytes")
+        status = [500]
+        scope.setdefault("state", {})
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        received = 0
+
+        async def guarded_receive() -> Message:
+            nonlocal received
+            try:
+                with anyio.fail_after(self.limits.read_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyRefusedError(408, "the body did not arrive in time") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise too_large
+            return message
+
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                await _refuse(tagged_send, too_large)
+            else:
+                await self.app(scope, guarded_receive, tagged_send)
+        finally:
+            route = scope.get("route")
+            self.log.info(
+                "access",
+                request_id=request_id,
+                principal=scope["state"].get("principal"),
+                method=scope.get("method"),
+                route=getattr(route, "path", path),
+                status=status[0],
+                latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+
+async def _refuse(send: Send, refused: _BodyRefusedError) -> None:
+    body = json.dumps(
+        {"error": refused.message, "exit_code": 2, "kind": "InputError", "problems": []}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": refused.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def clean_spool(spool: Path) -> None:
+    """Empty the server's private spool (left-overs of a killed server), keep it 0700."""
+    if spool.exists():
+        shutil.rmtree(spool, ignore_errors=True)
+    spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+    spool.chmod(0o700)

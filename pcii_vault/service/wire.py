@@ -1,0 +1,206 @@
+"""What travels between a client and `pcii serve`: one typed body per route, errors as data.
+
+Every act's body carries the canonical signed request (it goes into the log as in
+embedded mode) and the act's own fields. Results travel as JSON (pydantic dumps of the
+core's types); errors as `{"error", "exit_code", "kind", "problems"}`, so the client
+raises the same error class with the same one-line message as embedded mode.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from pcii_vault.errors import (
+    BackendError,
+    ConfigError,
+    ConflictError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    PolicyDenied,
+    VaultError,
+)
+from pcii_vault.models.request import SignedRequest
+
+__all__ = [
+    "API_PREFIX",
+    "ERROR_KINDS",
+    "RELEASE_HEADER",
+    "Act",
+    "ErrorBody",
+    "decode_b64",
+    "error_from_body",
+    "status_for",
+]
+
+API_PREFIX = "/v1"
+RELEASE_HEADER = "X-PCII-Release"  # the staged release's metadata (JSON), before its files
+
+# Error classes a server may name; anything else arrives as the family's base class.
+ERROR_KINDS: dict[str, type[VaultError]] = {
+    cls.__name__: cls
+    for cls in (
+        VaultError,
+        InputError,
+        ConfigError,
+        NotFoundError,
+        PolicyDenied,
+        IntegrityError,
+        BackendError,
+        ConflictError,
+    )
+}
+
+
+# The most specific family first: a NotFoundError is an InputError too.
+_STATUS: tuple[tuple[type[VaultError], int], ...] = (
+    (NotFoundError, 404),
+    (InputError, 400),
+    (PolicyDenied, 403),
+    (IntegrityError, 422),
+    (ConflictError, 409),
+    (BackendError, 503),
+)
+
+
+def status_for(exc: VaultError) -> int:
+    """The HTTP status a core error answers with (the exit code travels in the body)."""
+    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 500)
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ErrorBody(_Wire):
+    """Every error answer."""
+
+    error: str = Field(description="one line, safe to print")
+    exit_code: int = Field(ge=1, le=5)
+    kind: str = Field(description="the error class (e.g. PolicyDenied)")
+    problems: list[str] = Field(default_factory=list)
+
+
+def error_from_body(body: ErrorBody) -> VaultError:
+    """The error a client raises for a server's answer (same class, same message)."""
+    cls = ERROR_KINDS.get(body.kind)
+    if cls is None or cls.exit_code != body.exit_code:
+        cls = next((c for c in ERROR_KINDS.values() if c.exit_code == body.exit_code), VaultError)
+    error = cls(body.error)
+    if body.problems:
+        error.problems = tuple(body.problems)  # type: ignore[attr-defined]
+    return error
+
+
+class Act(_Wire):
+    """A signed request alone (status, identify, destroy, key acts...)."""
+
+    request: SignedRequest
+
+
+class SearchBody(Act):
+    """`search`: optional filters."""
+
+    sector: str | None = Field(default=None, max_length=100)
+    state: str | None = Field(default=None, max_length=40)
+
+
+class TransitionBody(Act):
+    """A lifecycle transition: the event type the signed action stands for."""
+
+    event_type: str = Field(max_length=40)
+
+
+class SubmissionBody(Act):
+    """`submit`: the uploaded objects' manifest and the data key sealed to the intake key."""
+
+    tracking_number: str = Field(max_length=64)
+    sealed_dek: str = Field(max_length=512, description="base64")
+    files: list[dict[str, Any]] = Field(max_length=1000)
+
+
+class PrincipalBody(Act):
+    """`principal add`."""
+
+    principal_id: str = Field(max_length=64)
+    attributes: dict[str, Any]
+    public_key: str = Field(max_length=64, description="base64 Ed25519 public key")
+
+
+class PrincipalUpdateBody(Act):
+    """`principal update`."""
+
+    principal_id: str = Field(max_length=64)
+    changes: dict[str, Any]
+
+
+class PrincipalIdBody(Act):
+    """`principal revoke`."""
+
+    principal_id: str = Field(max_length=64)
+
+
+class DeadlinesBody(Act):
+    """`office due`."""
+
+    until: AwareDatetime
+
+
+class RetireBody(Act):
+    """`keys retire`."""
+
+    version: int = Field(ge=1)
+
+
+class MigrateBody(Act):
+    """`keys migrate` (the target URI as the admin gave it)."""
+
+    target: str = Field(max_length=2000)
+
+
+class VaultInfoBody(_Wire):
+    """`GET /v1/info`: the vault's public facts."""
+
+    vault_id: str
+    intake_public_key: str = Field(description="base64 X25519 public key")
+    kek_version: int
+    log_key: str
+    log_origin: str
+
+
+class TrackingNumberBody(_Wire):
+    """A fresh tracking number."""
+
+    tracking_number: str
+
+
+def decode_b64(text: str, what: str) -> bytes:
+    """Strict base64, or an InputError naming the field."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise InputError(f"{what} is not base64") from exc
+
+
+def dump(value: object) -> dict[str, Any]:
+    """A core result (a dataclass or a model) as a JSON-ready object."""
+    data = TypeAdapter(type(value)).dump_python(value, mode="json")
+    if not isinstance(data, dict):  # pragma: no cover - every result type is a record
+        raise TypeError(f"{type(value).__name__} does not dump to an object")
+    return data
+
+
+def load(kind: type[Any], data: Any) -> Any:  # noqa: ANN401 -- any core result type
+    """A core result type from JSON data (strictly)."""
+    return TypeAdapter(kind).validate_python(data)
+
+
+def aware(value: datetime) -> datetime:
+    """A datetime that carries its time zone (the wire never sends naive times)."""
+    if value.tzinfo is None:
+        raise InputError("times on the wire carry their time zone")
+    return value
