@@ -44,11 +44,14 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the vault over HTTPS: unseal once here, users need only their identity key."""
+    import shutil
+    import signal
+
     import uvicorn
 
     from pcii_vault.cli.session import open_vault, vault_dir
     from pcii_vault.config import Settings
-    from pcii_vault.service.app import ServiceLimits, clean_spool, create_app
+    from pcii_vault.service.app import ServiceLimits, create_app, private_spool
     from pcii_vault.service.tls import ensure_self_signed, load_certificate
 
     state: CliState = ctx.obj
@@ -59,6 +62,7 @@ def serve(
     settings = Settings.from_environment()
     _log_access_lines(settings.log_format)
     vault = open_vault(state)
+    spool: Path | None = None
     try:
         # Unseal and catch up before the first request: a new replica rebuilds its index
         # from the verified log here.
@@ -68,8 +72,7 @@ def serve(
             certificate = load_certificate(tls_cert, tls_key)
         else:
             certificate = ensure_self_signed(root / "tls", [host])
-        spool = root / "spool"
-        clean_spool(spool)
+        spool = private_spool(root / "spool")
         limits = ServiceLimits(
             max_body=settings.server_max_body,
             max_upload=settings.server_max_upload,
@@ -107,9 +110,15 @@ def serve(
             timeout_graceful_shutdown=30,
             server_header=False,
         )
+        # uvicorn shuts down gracefully on SIGTERM (in-flight requests finish), then
+        # raises the signal again for the handler it found: ours only notes it, so the
+        # pending batch is committed below and the process exits 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         uvicorn.Server(config).run()
     finally:
         vault.close()  # commits the pending batch, then releases the keys
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
 
 
 def _listen_address(listen: str) -> tuple[str, int]:

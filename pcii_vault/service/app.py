@@ -18,6 +18,7 @@ import base64
 import contextlib
 import errno
 import json
+import os
 import shutil
 import tarfile
 import threading
@@ -53,7 +54,7 @@ from pcii_vault.service.httpsig import (
 from pcii_vault.submitter import SealedUpload
 from pcii_vault.vault import Vault
 
-__all__ = ["Service", "ServiceLimits", "clean_spool", "create_app"]
+__all__ = ["Service", "ServiceLimits", "create_app", "private_spool"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -723,9 +724,28 @@ async def _refuse(send: Send, refused: _BodyRefusedError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def clean_spool(spool: Path) -> None:
-    """Empty the server's private spool (left-overs of a killed server), keep it 0700."""
-    if spool.exists():
-        shutil.rmtree(spool, ignore_errors=True)
-    spool.mkdir(mode=0o700, parents=True, exist_ok=True)
-    spool.chmod(0o700)
+def private_spool(root: Path) -> Path:
+    """This process's own spool under `root` (0700); spools of dead servers are removed.
+
+    Several servers may share a vault directory (replicas on one host): each stages
+    releases in `root/<pid>` and never touches another live server's files.
+    """
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root.chmod(0o700)
+    for entry in root.iterdir():
+        if entry.name.isdigit() and not _alive(int(entry.name)):
+            shutil.rmtree(entry, ignore_errors=True)
+    mine = root / str(os.getpid())
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir(mode=0o700)
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

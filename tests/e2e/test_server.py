@@ -1,0 +1,475 @@
+"""`pcii serve` as its clients and its attackers meet it: a real server process on 127.0.0.1.
+
+Every bad input of the contract gets its precise answer (401 unsigned, forged, stale,
+replayed or unknown; 403 suspended; 413 too large; 404 unknown route; 400 malformed,
+with the field path), and the CLI maps answers to the same exit codes and one-line
+errors as embedded mode. Health, readiness, the OpenAPI document and the access lines;
+graceful SIGTERM; kill -9 during an upload; two servers on one vault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.identity import Identity
+from pcii_vault.models.principal import PrincipalAttributes
+from pcii_vault.models.request import sign_request
+from pcii_vault.service.httpsig import RequestSigner, content_digest
+from pcii_vault.service.tls import client_context
+from tests.e2e.conftest import ServerCli, VaultServer
+
+pytestmark = pytest.mark.slow
+
+
+class Caller:
+    """Signed HTTP requests as one principal, built by hand (to break them on purpose)."""
+
+    def __init__(self, server: VaultServer, identity: Identity) -> None:
+        self.server = server
+        self.identity = identity
+        self.http = httpx.Client(verify=client_context(server.ca), timeout=30)
+
+    def act(self, action: str, **fields: Any) -> dict[str, Any]:
+        request = sign_request(
+            self.identity.key,
+            vault=self.identity.vault_id,
+            principal=self.identity.principal,
+            action=action,
+            now=datetime.now(UTC),
+            **fields,
+        )
+        return {"request": request.model_dump(mode="json")}
+
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        *,
+        signer: RequestSigner | None = None,
+        digest: str | None = None,
+        now: datetime | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        url = f"{self.server.url}{path}"
+        signer = signer or RequestSigner(self.identity.principal, self.identity.key)
+        signed = signer.headers("POST", url, body_digest=digest or content_digest(body), now=now)
+        return self.http.post(
+            url,
+            content=body,
+            headers={**signed, "content-type": "application/json", **(headers or {})},
+        )
+
+    def post_act(self, path: str, action: str, **fields: Any) -> httpx.Response:
+        return self.post(path, json.dumps(self.act(action, **fields)).encode())
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerCli]:
+    cli = ServerCli(tmp_path_factory.mktemp("served"))
+    cli.init()
+    cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
+    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
+    cli.add("gone", "owner", "--org", "Former Member")
+    cli.ok("principal", "update", "gone", "--status", "suspended", who="admin")
+    cli.start()
+    try:
+        yield cli
+    finally:
+        cli.close()
+
+
+def _caller(cli: ServerCli, who: str) -> Caller:
+    assert cli.server is not None
+    return Caller(cli.server, Identity.load(cli.key(who)))
+
+
+def _error(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error", "exit_code", "kind", "problems"}, body
+    assert "\n" not in body["error"]
+    return dict(body)
+
+
+# ----- authentication ------------------------------------------------------------------------
+
+
+def test_a_signed_request_is_answered(served: ServerCli) -> None:
+    response = _caller(served, "owner").post_act("/v1/identify", "identify")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == "owner"
+    assert response.headers["x-request-id"]
+
+
+def test_an_unsigned_request_is_401(served: ServerCli) -> None:
+    caller = _caller(served, "owner")
+    body = json.dumps(caller.act("identify")).encode()
+    response = caller.http.post(
+        f"{caller.server.url}/v1/identify",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 401
+    assert _error(response)["exit_code"] == 2
+
+
+def test_a_signature_by_another_key_is_401(served: ServerCli) -> None:
+    caller = _caller(served, "owner")
+    forger = RequestSigner("owner", Ed25519PrivateKey.generate())
+    body = json.dumps(caller.act("identify")).encode()
+    assert caller.post("/v1/identify", body, signer=forger).status_code == 401
+
+
+def test_an_unknown_key_id_is_401(served: ServerCli) -> None:
+    caller = _caller(served, "owner")
+    stranger = RequestSigner("nobody", Ed25519PrivateKey.generate())
+    body = json.dumps(caller.act("identify")).encode()
+    response = caller.post("/v1/identify", body, signer=stranger)
+    assert response.status_code == 401
+    assert "nobody" in _error(response)["error"] or "unknown" in _error(response)["error"]
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=-10), timedelta(minutes=10)])
+def test_a_stale_or_future_request_is_401(served: ServerCli, skew: timedelta) -> None:
+    caller = _caller(served, "owner")
+    body = json.dumps(caller.act("identify")).encode()
+    response = caller.post("/v1/identify", body, now=datetime.now(UTC) + skew)
+    assert response.status_code == 401
+
+
+def test_a_replayed_message_is_401(served: ServerCli) -> None:
+    caller = _caller(served, "owner")
+    body = json.dumps(caller.act("identify")).encode()
+    url = f"{caller.server.url}/v1/identify"
+    signer = RequestSigner("owner", caller.identity.key)
+    headers = {
+        **signer.headers("POST", url, body_digest=content_digest(body)),
+        "content-type": "application/json",
+    }
+    assert caller.http.post(url, content=body, headers=headers).status_code == 200
+    again = caller.http.post(url, content=body, headers=headers)
+    assert again.status_code == 401
+    assert "nonce" in _error(again)["error"] or "replay" in _error(again)["error"]
+
+
+def test_a_body_that_does_not_match_its_digest_is_401(served: ServerCli) -> None:
+    caller = _caller(served, "owner")
+    body = json.dumps(caller.act("identify")).encode()
+    response = caller.post("/v1/identify", body, digest=content_digest(b"something else"))
+    assert response.status_code == 401
+
+
+def test_an_act_signed_by_someone_else_than_the_message_is_401(served: ServerCli) -> None:
+    owner, office = _caller(served, "owner"), _caller(served, "office")
+    body = json.dumps(office.act("identify")).encode()  # office's act, owner's message
+    response = owner.post("/v1/identify", body)
+    assert response.status_code == 401
+    assert "another principal" in _error(response)["error"]
+
+
+def test_a_suspended_principal_is_403(served: ServerCli) -> None:
+    response = _caller(served, "gone").post_act("/v1/identify", "identify")
+    assert response.status_code == 403
+    assert _error(response)["exit_code"] == 3
+
+
+# ----- malformed input -----------------------------------------------------------------------
+
+
+def test_malformed_json_is_400_with_the_field_path(served: ServerCli) -> None:
+    caller = _caller(served, "owner")
+    assert caller.post("/v1/status", b"{not json").status_code == 400
+    body = caller.act("status", record="PCII-2026-00000001")
+    body["request"]["body"]["nonce"] = "not-hex"
+    response = caller.post("/v1/status", json.dumps(body).encode())
+    assert response.status_code == 400
+    error = _error(response)
+    assert any(p.startswith("request.body.nonce") for p in error["problems"]), error
+    missing = caller.post("/v1/transitions", json.dumps(caller.act("validate")).encode())
+    assert missing.status_code == 400
+    assert any(p.startswith("event_type") for p in _error(missing)["problems"])
+
+
+def test_an_unknown_route_is_404(served: ServerCli) -> None:
+    caller = _caller(served, "owner")
+    response = caller.http.get(f"{caller.server.url}/v1/nothing-here")
+    assert response.status_code == 404
+    assert _error(response)["exit_code"] == 2
+
+
+def test_a_body_over_the_limit_is_413(served: ServerCli) -> None:
+    caller = _caller(served, "owner")
+    big = b"{" + b" " * (2 << 20) + b"}"
+    assert caller.post("/v1/status", big).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(3):
+            yield b" " * (1 << 20)
+
+    url = f"{caller.server.url}/v1/status"
+    signer = RequestSigner("owner", caller.identity.key)
+    headers = signer.headers("POST", url, body_digest=content_digest(b""))
+    response = caller.http.post(url, content=chunks(), headers=headers)
+    assert response.status_code == 413
+
+
+def test_uploads_are_refused_for_records_bad_names_and_wrong_digests(served: ServerCli) -> None:
+    caller = _caller(served, "owner")
+    tracking = served.ok(
+        "submit", str(served.write_submission("bare.json", attachments=[])), who="owner"
+    ).json()["tracking_number"]
+    signer = RequestSigner("owner", caller.identity.key)
+
+    def put(path: str, body: bytes, digest: str | None = None) -> httpx.Response:
+        url = f"{caller.server.url}/v1/uploads/{path}"
+        headers = signer.headers("PUT", url, body_digest=digest or content_digest(body))
+        return caller.http.put(url, content=body, headers=headers)
+
+    assert put(f"{tracking}/files/0", b"x").status_code == 400  # already a record
+    assert put("PCII-2026-99999998/../../etc", b"x").status_code in {400, 404}
+    assert put("not-a-tracking-number/document", b"x").status_code == 400
+    wrong = put("PCII-2026-99999997/document", b"payload", content_digest(b"other"))
+    assert wrong.status_code == 401
+    assert not (served.vault / "objects" / "records" / "PCII-2026-99999997").exists() or not any(
+        (served.vault / "objects" / "records" / "PCII-2026-99999997").iterdir()
+    )
+
+
+# ----- health, the document, the access lines -------------------------------------------------
+
+
+def test_health_readiness_and_the_openapi_document(served: ServerCli) -> None:
+    caller = _caller(served, "owner")
+    url = caller.server.url
+    assert caller.http.get(f"{url}/healthz").json() == {"status": "alive"}
+    assert caller.http.get(f"{url}/readyz").json() == {"ready": True}
+    document = caller.http.get(f"{url}/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    for path in ("/v1/submissions", "/v1/releases", "/v1/transitions", "/v1/keys/rotate"):
+        assert path in document["paths"], path
+
+
+def test_access_lines_are_json_and_carry_no_pcii_content(served: ServerCli) -> None:
+    purpose = "pump-station-vulnerability-purpose-text"
+    tracking = served.ok(
+        "submit", str(served.write_submission("bare2.json", attachments=[])), who="owner"
+    ).json()["tracking_number"]
+    served.run(
+        "review", tracking, "--purpose", purpose, "--out", str(served.root / "r"), who="office"
+    )
+    assert served.server is not None
+    text = served.server.log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("event") == "access"]
+    assert access
+    for line in access:
+        assert {"request_id", "principal", "route", "status", "latency_ms"} <= set(line)
+    assert any(line["route"] == "/v1/releases" and line["principal"] == "office" for line in access)
+    assert purpose not in text
+    assert "Riverbend" not in text
+
+
+# ----- the CLI's side ---------------------------------------------------------------------------
+
+
+def test_the_cli_maps_answers_to_the_embedded_exit_codes(served: ServerCli) -> None:
+    tracking = served.ok(
+        "submit", str(served.write_submission("bare3.json", attachments=[])), who="owner"
+    ).json()["tracking_number"]
+    denied = served.run("validate", tracking, who="owner")
+    assert denied.code == 3
+    assert denied.err.startswith("pcii: error: validate denied for 'owner'")
+    missing = served.run("--json", "status", "PCII-2026-00000002", who="owner")
+    assert missing.code == 2
+    assert json.loads(missing.out) == {
+        "error": "no record with tracking number 'PCII-2026-00000002'",
+        "exit_code": 2,
+    }
+    # The users hold no unseal secret and no store credentials.
+    assert "PCII_UNSEAL_SECRET" not in served.environment(("status",))
+
+
+def test_an_untrusted_certificate_or_no_server_is_a_clear_error(
+    served: ServerCli, tmp_path: Path
+) -> None:
+    assert served.server is not None
+    other = tmp_path / "other-ca.pem"
+    from pcii_vault.service.tls import ensure_self_signed
+
+    other.write_bytes(ensure_self_signed(tmp_path / "other", ["127.0.0.1"]).cert_path.read_bytes())
+    untrusted = served.run("status", "PCII-2026-00000001", who="owner", env={"PCII_CA": str(other)})
+    assert untrusted.code == 2
+    assert "not trusted" in untrusted.err and "--ca" in untrusted.err
+    from tests.e2e.conftest import free_port
+
+    down = served.run(
+        "status",
+        "PCII-2026-00000001",
+        who="owner",
+        env={"PCII_VAULT": f"https://127.0.0.1:{free_port()}"},
+    )
+    assert down.code == 5
+    assert "cannot reach" in down.err
+    plain = served.run("status", "X", who="owner", env={"PCII_VAULT": "http://127.0.0.1:1"})
+    assert plain.code == 2
+    assert "https" in plain.err
+
+
+# ----- the server's life ---------------------------------------------------------------------
+
+
+def _populated(root: Path) -> ServerCli:
+    cli = ServerCli(root)
+    cli.init()
+    cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
+    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
+    return cli
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path) -> None:
+    cli = _populated(tmp_path)
+    server = cli.start()
+    results: list[int] = []
+
+    def submit(n: int) -> None:
+        path = str(cli.write_submission(f"s{n}.json", attachments=[]))
+        results.append(cli.run("submit", path, who="owner").code)
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    code = server.stop()
+    for thread in threads:
+        thread.join()
+    cli.server = None
+    assert code == 0, server.log.read_text()[-2000:]
+    # Every submission either completed or was refused for the unreachable server: none
+    # is half-done, and the log verifies.
+    assert set(results) <= {0, 5}, results
+    verified = cli.ok("audit", "verify").json()
+    assert verified["sound"] is True
+    received = cli.ok("audit", "log", "--type", "submission.received").lines()
+    assert len(received) == results.count(0)
+
+
+def _arriving(records: Path) -> bool:
+    for path in records.glob("*/files/.tmp-*"):
+        try:
+            if path.stat().st_size > 0:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def test_kill_9_during_an_upload_leaves_no_record_and_a_sound_log(tmp_path: Path) -> None:
+    cli = _populated(tmp_path)
+    server = cli.start()
+    big = tmp_path / "big.bin"
+    with big.open("wb") as out:
+        out.write(os.urandom(1 << 20) * 200)
+    document = cli.write_submission(
+        "big.json",
+        attachments=[{"name": "big.bin", "description": "a large file"}],
+    )
+    env = cli.environment(("submit",))
+    submit = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pcii_vault",
+            "--as",
+            str(cli.key("owner")),
+            "submit",
+            str(document),
+            "--attach",
+            str(big),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Kill the server while the attachment is arriving (its temporary file is growing).
+    records = cli.vault / "objects" / "records"
+    deadline = time.monotonic() + 60
+    while not _arriving(records):
+        assert time.monotonic() < deadline and submit.poll() is None, "the upload never began"
+        time.sleep(0.005)
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    out, err = submit.communicate(timeout=120)
+    cli.server = None
+    assert submit.returncode == 5, (out, err)
+    assert err.startswith("pcii: error:") and err.count("\n") == 1
+    assert cli.ok("audit", "verify").json()["sound"] is True
+    assert cli.ok("audit", "log", "--type", "submission.received").lines() == []
+    # A restarted server serves on; what the dead upload left is an orphan for maintenance.
+    cli.start()
+    assert cli.ok("principal", "list", who="admin").code == 0
+    listed = cli.ok("maintenance", "--dry-run", "--grace-hours", "0").json()
+    assert all("records/" in key or "wrapped/" in key for key in listed["orphans"])
+
+
+def test_two_servers_on_one_vault_sequence_their_acts(tmp_path: Path) -> None:
+    cli = _populated(tmp_path)
+    first = cli.start()
+    second = VaultServer(cli.vault, cli.env, tmp_path / "second.log")
+    try:
+        trackings = [
+            cli.ok(
+                "submit", str(cli.write_submission(f"t{n}.json", attachments=[])), who="owner"
+            ).json()["tracking_number"]
+            for n in range(4)
+        ]
+        results: list[tuple[str, int]] = []
+
+        def validate(server: VaultServer, tracking: str) -> None:
+            env = {"PCII_VAULT": server.url, "PCII_CA": str(server.ca)}
+            results.append((tracking, cli.run("validate", tracking, who="office", env=env).code))
+
+        threads = [
+            threading.Thread(target=validate, args=(server, tracking))
+            for tracking in trackings
+            for server in (first, second)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # Exactly one of the two validations of each record wins; the other is refused.
+        for tracking in trackings:
+            codes = sorted(code for t, code in results if t == tracking)
+            assert codes[0] == 0 and codes[1] != 0 and codes.count(0) == 1, (tracking, codes)
+        assert cli.ok("audit", "verify").json()["sound"] is True
+        validated = cli.ok("audit", "log", "--type", "submission.validated").lines()
+        assert sorted(e["record"] for e in validated) == sorted(trackings)
+    finally:
+        second.stop()
+
+
+def test_a_malformed_public_key_is_400_not_a_crash(served: ServerCli) -> None:
+    admin = _caller(served, "admin")
+    body = admin.act(
+        "manage-principals",
+        params={"op": "register", "principal": "x", "attributes": {}, "public_key": "!!"},
+    )
+    attributes = PrincipalAttributes(role="auditor", organisation="IG", level="federal")
+    body.update(principal_id="x", attributes=attributes.model_dump(mode="json"), public_key="!!")
+    response = admin.post("/v1/principals", json.dumps(body).encode())
+    assert response.status_code == 400
+    assert "public_key" in _error(response)["error"]
