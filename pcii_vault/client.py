@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pcii_vault.errors import ConfigError, InputError, VaultError
+from pcii_vault.errors import BackendError, ConfigError, InputError, VaultError
 from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.submitter import UploadSink
 
@@ -60,7 +60,7 @@ class VaultInfo:
 
     vault_id: str
     intake_public_key: bytes
-    kek_version: int
+    kek_version: int | None  # None while a server is sealed
     log_key: str
     log_origin: str
 
@@ -142,6 +142,9 @@ class Transport(Protocol):
 
     def migrate_keys(self, request: SignedRequest, target: str) -> Migration:
         """Move the KEKs to another provider."""
+
+    def unseal(self, request: SignedRequest, share: str) -> dict[str, Any]:
+        """Offer one custodian's share to a sealed server."""
 
     def close(self) -> None:
         """Release what the transport holds."""
@@ -247,6 +250,13 @@ class LocalTransport:
     def migrate_keys(self, request: SignedRequest, target: str) -> Migration:
         return self.vault.migrate_keys(request, target)
 
+    def unseal(self, request: SignedRequest, share: str) -> dict[str, Any]:
+        del request, share
+        raise ConfigError(
+            "`pcii unseal` is for a sealed `pcii serve` (--vault https://...); embedded "
+            "commands read the share files named in PCII_UNSEAL_SHARES"
+        )
+
     def close(self) -> None:
         self.vault.close()
 
@@ -311,13 +321,16 @@ class Client:
         from pcii_vault.submitter import upload  # noqa: PLC0415
 
         self.identify()
+        kek_version = self.info.kek_version
+        if kek_version is None:  # pragma: no cover - identify() already refused a sealed one
+            raise BackendError("the vault server is sealed")
         tracking = self.transport.new_tracking_number(self.sign("identify"))
         sealed = upload(
             self.transport.uploads(self.sign("identify", record=tracking)),
             vault_id=self.info.vault_id,
             tracking_number=tracking,
             intake_public_key=self.info.intake_public_key,
-            kek_version=self.info.kek_version,
+            kek_version=kek_version,
             document=document,
             attachments=attachments,
             progress=progress,
@@ -425,6 +438,10 @@ class Client:
         """Move the KEKs to `target` (the signed request names its public form)."""
         request = self.sign("rotate-keys", params={"op": "migrate", "to": public_target})
         return self.transport.migrate_keys(request, target)
+
+    def unseal(self, share: str) -> dict[str, Any]:
+        """Offer one custodian's share to a sealed server (signed as this user)."""
+        return self.transport.unseal(self.sign("unseal"), share)
 
     def close(self) -> None:
         """Close the transport."""

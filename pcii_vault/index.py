@@ -104,6 +104,7 @@ _VAULT_RULES = {
     "notice.sent": "a notice no logged act owed",
     "release.failed": "a failure of no logged release",
     "key.migrated": "the vault only finishes a migration an admin started",
+    "vault.unsealed": "an unseal record without the attempts it reports",
 }
 
 
@@ -632,6 +633,7 @@ class Index:
             "notice.sent": self._rule_notice,
             "release.failed": self._rule_release_failed,
             "key.migrated": self._rule_migration_finished,
+            "vault.unsealed": self._rule_unsealed,
         }.get(event.type)
         if rule is None:
             raise IntegrityError(
@@ -662,6 +664,21 @@ class Index:
             (event.record, event.details.get("access")),
         ).fetchone()
         return found is not None
+
+    def _rule_unsealed(self, event: Event) -> bool:
+        # The custodians' attempts, each by a principal registered before it.
+        attempts = event.details.get("attempts")
+        if not isinstance(attempts, list) or not attempts:
+            return False
+        for attempt in attempts:
+            if not isinstance(attempt, dict) or set(attempt) != {"principal", "at", "outcome"}:
+                return False
+            found = self._db.execute(
+                "SELECT 1 FROM principals WHERE id=?", (attempt["principal"],)
+            ).fetchone()
+            if found is None:
+                return False
+        return True
 
     def _rule_migration_finished(self, event: Event) -> bool:
         # The vault finishes the migration an admin started (same source and target).
@@ -696,8 +713,8 @@ class Index:
             self._notice(event)
         elif kind == "access.decided":
             self._access(event)
-        elif kind == "release.failed":
-            pass  # a fact for the auditor; the recipient row stays (the permit was logged)
+        elif kind in {"release.failed", "vault.unsealed"}:
+            pass  # facts for the auditor (a failed release keeps its permit's recipient row)
         else:  # pragma: no cover - Event's type Literal makes this unreachable
             raise IntegrityError(f"event {event.seq}: unknown type {kind!r}")
 

@@ -1214,6 +1214,16 @@ class Vault:
             tracking, staging, files, index, tuple(decision.obligations), tuple(decision.policy_ids)
         )
 
+    def log_unsealed(self, attempts: Sequence[Mapping[str, str]]) -> int:
+        """Log the remote unseal that just succeeded: every custodian's attempt.
+
+        A sealed server cannot write its log; the attempts made while it was sealed are
+        logged here, first thing once it can (`vault.unsealed`, the vault's own act).
+        """
+        details = {"attempts": [dict(a) for a in attempts]}
+        [index] = self._append([_draft("vault.unsealed", self._clock(), details=details)])
+        return index
+
     def release_failed(self, tracking: str, access: int, exc: OSError) -> VaultError:
         """Log that a permitted release was not written; the error to raise."""
         reason = exc.strerror or type(exc).__name__

@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys.app, name="keys")
     app.command("maintenance")(maintenance.maintenance)
     app.command("serve")(serve.serve)
+    app.command("unseal")(serve.unseal)
     # owner
     app.command("submit")(owner.submit)
     app.command("status")(owner.status)

@@ -13,7 +13,9 @@ from pcii_vault.errors import InputError
 if TYPE_CHECKING:
     from datetime import timedelta
 
-__all__ = ["DEFAULT_LISTEN", "serve"]
+    from pcii_vault.service.seal import Seal
+
+__all__ = ["DEFAULT_LISTEN", "serve", "unseal"]
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
 
@@ -52,7 +54,9 @@ def serve(
     from pcii_vault.cli.session import open_vault, vault_dir
     from pcii_vault.config import Settings
     from pcii_vault.service.app import ServiceLimits, create_app, private_spool
+    from pcii_vault.service.seal import Seal
     from pcii_vault.service.tls import ensure_self_signed, load_certificate
+    from pcii_vault.vault import Vault
 
     state: CliState = ctx.obj
     root = vault_dir(state)
@@ -61,13 +65,21 @@ def serve(
         raise InputError("give --tls-cert and --tls-key together (or neither)")
     settings = Settings.from_environment()
     _log_access_lines(settings.log_format)
-    vault = open_vault(state)
+    skew = _seconds(settings.server_skew_s)
+    seal: Seal | None = None
+    if _starts_sealed(root):
+        # Shares and no PCII_UNSEAL_SHARES: custodians unseal it remotely (`pcii unseal`).
+        vault = Vault(root, unseal=lambda: _sealed(seal).secret(), batching=settings.batching())
+        seal = Seal(vault, skew=skew)
+    else:
+        vault = open_vault(state)
     spool: Path | None = None
     try:
-        # Unseal and catch up before the first request: a new replica rebuilds its index
-        # from the verified log here.
-        vault.keyring  # noqa: B018 -- opens the keys (asks for the unseal secret)
-        vault.sync()
+        if seal is None:
+            # Unseal and catch up before the first request: a new replica rebuilds its
+            # index from the verified log here.
+            vault.keyring  # noqa: B018 -- opens the keys (asks for the unseal secret)
+            vault.sync()
         if tls_cert is not None and tls_key is not None:
             certificate = load_certificate(tls_cert, tls_key)
         else:
@@ -77,9 +89,9 @@ def serve(
             max_body=settings.server_max_body,
             max_upload=settings.server_max_upload,
             read_timeout=settings.server_read_timeout_s,
-            skew=_seconds(settings.server_skew_s),
+            skew=skew,
         )
-        app = create_app(vault, spool=spool, limits=limits)
+        app = create_app(vault, spool=spool, limits=limits, seal=seal)
         url = f"https://{_url_host(host)}:{port}"
         state.output.result(
             {
@@ -87,12 +99,20 @@ def serve(
                 "vault_id": vault.config.vault_id,
                 "certificate": str(certificate.cert_path),
                 "fingerprint_sha256": certificate.fingerprint_sha256,
+                "sealed": seal is not None,
             },
             human=(
                 f"serving vault {vault.config.vault_id} at {url}\n"
                 f"certificate: {certificate.cert_path}\n"
                 f"SHA-256 fingerprint: {certificate.fingerprint_sha256}\n"
                 f"clients: pcii --vault {url} --ca {certificate.cert_path} --as KEYFILE ..."
+                + (
+                    "\nsealed: custodians unseal it with "
+                    f"`pcii --vault {url} --ca {certificate.cert_path} --as KEYFILE "
+                    "unseal --share FILE`"
+                    if seal is not None
+                    else ""
+                )
             ),
         )
         import sys
@@ -119,6 +139,23 @@ def serve(
         vault.close()  # commits the pending batch, then releases the keys
         if spool is not None:
             shutil.rmtree(spool, ignore_errors=True)
+
+
+def _starts_sealed(root: Path) -> bool:
+    """Split into shares, and no share files given: start sealed."""
+    import os
+
+    from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.keys.shares import SHARES_ENV
+
+    config = VaultConfig.load(VaultPaths(root).config)
+    return config.unseal_threshold is not None and not os.environ.get(SHARES_ENV)
+
+
+def _sealed(seal: Seal | None) -> Seal:
+    if seal is None:  # pragma: no cover - the vault asks only once the seal exists
+        raise RuntimeError("no seal")
+    return seal
 
 
 def _listen_address(listen: str) -> tuple[str, int]:
@@ -161,3 +198,34 @@ def _log_access_lines(log_format: str) -> None:
         logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def unseal(
+    ctx: typer.Context,
+    share: Annotated[
+        Path,
+        typer.Option(
+            "--share",
+            metavar="FILE",
+            help="Your unseal share (one SLIP-39 mnemonic) for the sealed server.",
+        ),
+    ],
+) -> None:
+    """Offer your unseal share to a sealed `pcii serve` (a custodian's signed act)."""
+    from pcii_vault.cli.session import client
+
+    state: CliState = ctx.obj
+    try:
+        text = share.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read unseal share {share}: {exc}") from None
+    with client(state) as me:
+        answer = me.unseal(text)
+    if answer.get("sealed"):
+        human = (
+            f"share accepted: {answer['shares']} of {answer['threshold']}; "
+            f"{answer['missing']} more needed"
+        )
+    else:
+        human = "unsealed: the server is ready (the attempts are in the log)"
+    state.output.result(answer, human=human)

@@ -35,6 +35,7 @@ __all__ = [
     "SHARES_ENV",
     "ShareText",
     "combine_shares",
+    "share_parameters",
     "shares_from_env_or_prompt",
     "split_secret",
     "write_shares",
@@ -118,6 +119,16 @@ def combine_shares(shares: Iterable[ShareText]) -> bytes:
     except MnemonicError:
         # Checksums passed and parameters agree, yet the digest does not: altered shares.
         raise InputError("the unseal shares do not combine (altered or mixed shares)") from None
+
+
+def share_parameters(text: ShareText) -> tuple[tuple[object, ...], int, int]:
+    """One share's split (what all its sibling shares share), member index and threshold.
+
+    Raises:
+        InputError: the share is corrupted (named, with the word when one word explains it).
+    """
+    share = _parse(text)
+    return tuple(share.common_parameters()), share.index, share.member_threshold
 
 
 def _parse(text: ShareText) -> Share:

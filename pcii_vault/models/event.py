@@ -46,6 +46,8 @@ EventType = Literal[
     "access.decided",
     # a permitted release that could not be written to the recipient's disk
     "release.failed",
+    # a server sealed by shares was unsealed remotely: who sent which share, and how
+    "vault.unsealed",
 ]
 
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]

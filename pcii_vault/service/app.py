@@ -39,7 +39,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pcii_vault.errors import InputError, NotFoundError, PolicyDenied, VaultError
+from pcii_vault.errors import BackendError, InputError, NotFoundError, PolicyDenied, VaultError
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.request import SignedRequest
 from pcii_vault.service import wire
@@ -51,6 +51,7 @@ from pcii_vault.service.httpsig import (
     content_digest,
     verify_request,
 )
+from pcii_vault.service.seal import SEALED_MESSAGE, Seal
 from pcii_vault.submitter import SealedUpload
 from pcii_vault.vault import Vault
 
@@ -93,6 +94,11 @@ class _Context:
     spool: Path
     limits: ServiceLimits
     nonces: NonceCache
+    seal: Seal | None = None
+
+    def require_unsealed(self) -> None:
+        if self.seal is not None and self.seal.sealed:
+            raise BackendError(SEALED_MESSAGE)
 
 
 def _context(request: Request) -> _Context:
@@ -149,6 +155,7 @@ def _signer(request: Request, context: _Context, verified: VerifiedSignature) ->
 async def signed_message(request: Request) -> Caller:
     """A signed message whose body the route streams itself (uploads)."""
     context = _context(request)
+    context.require_unsealed()
     verified = await run_in_threadpool(_verify, request, context)
     principal = await run_in_threadpool(_signer, request, context, verified)
     return Caller(principal, verified, b"")
@@ -192,8 +199,11 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", tags=["health"])
 async def readyz(request: Request) -> JSONResponse:
     """Unsealed, the store reachable, the log verified to its edge and appendable."""
+    context = _context(request)
+    if context.seal is not None and context.seal.sealed:
+        return JSONResponse({"ready": False, **context.seal.status()}, status_code=503)
     try:
-        await run_in_threadpool(_ready, _context(request).vault)
+        await run_in_threadpool(_ready, context.vault)
     except VaultError as exc:
         return JSONResponse({"ready": False, "error": exc.diagnostics()}, status_code=503)
     return JSONResponse({"ready": True})
@@ -204,15 +214,17 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get(f"{P}/info", tags=["vault"])
 async def info(request: Request) -> wire.VaultInfoBody:
-    """The vault's public facts: id, intake key, KEK version, log key."""
-    vault = _context(request).vault
+    """The vault's public facts: id, intake key, KEK version (null while sealed), log key."""
+    context = _context(request)
+    vault = context.vault
+    sealed = context.seal is not None and context.seal.sealed
 
     def facts() -> wire.VaultInfoBody:
         config = vault.config
         return wire.VaultInfoBody(
             vault_id=config.vault_id,
             intake_public_key=config.intake_public_key,
-            kek_version=vault.current_kek_version(),
+            kek_version=None if sealed else vault.current_kek_version(),
             log_key=config.log_key,
             log_origin=config.log_origin,
         )
@@ -383,6 +395,46 @@ async def release(request: Request, act: wire.Act, caller: SignedBody) -> Stream
     )
 
 
+# ----- unseal ------------------------------------------------------------------------------
+
+
+@router.post(f"{P}/unseal", tags=["vault"])
+async def unseal(request: Request, body: wire.UnsealBody) -> dict[str, Any]:
+    """One custodian's share (a registered administrator's signed act) for a sealed server."""
+    context = _context(request)
+    seal = context.seal
+    if seal is None:
+        raise InputError("this server was not started sealed: it has nothing to unseal")
+    raw = await request.body()
+
+    def resolve_key(key_id: str) -> bytes:
+        return base64.b64decode(seal.custodian(key_id).public_key)
+
+    def check() -> Principal:
+        verified = verify_request(
+            request.method,
+            _signed_url(request),
+            request.headers,
+            resolve_key=resolve_key,
+            now=datetime.now(UTC),
+            window=context.limits.skew,
+            seen=context.nonces,
+        )
+        if content_digest(raw) != verified.content_digest:
+            raise SignatureRefused("the body does not match its signed Content-Digest", 401)
+        principal = seal.custodian(verified.key_id)
+        request.state.principal = principal.id
+        if body.request.body.principal != principal.id:
+            raise SignatureRefused(
+                "the act is signed by another principal than the HTTP message", 401
+            )
+        seal.check_act(body.request, principal)
+        return principal
+
+    principal = await run_in_threadpool(check)
+    return await run_in_threadpool(seal.offer, principal.id, body.share)
+
+
 # ----- principals ------------------------------------------------------------------------------
 
 
@@ -489,15 +541,17 @@ async def migrate(request: Request, body: wire.MigrateBody, caller: SignedBody) 
 # ----- the application -------------------------------------------------------------------------
 
 
-def create_app(vault: Vault, *, spool: Path, limits: ServiceLimits | None = None) -> Service:
-    """The ASGI application serving `vault` (unsealed by the caller)."""
+def create_app(
+    vault: Vault, *, spool: Path, limits: ServiceLimits | None = None, seal: Seal | None = None
+) -> Service:
+    """The ASGI application serving `vault`: unsealed by the caller, or `seal`ed."""
     limits = limits or ServiceLimits()
     stop = threading.Event()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # A replica catches up with what other replicas log (acts catch up anyway).
-        follower = threading.Thread(target=_follow, args=(vault, stop), daemon=True)
+        follower = threading.Thread(target=_follow, args=(vault, seal, stop), daemon=True)
         follower.start()
         try:
             yield
@@ -513,7 +567,7 @@ def create_app(vault: Vault, *, spool: Path, limits: ServiceLimits | None = None
         docs_url=None,
         redoc_url=None,
     )
-    app.state.context = _Context(vault, spool, limits, NonceCache(limits.skew))
+    app.state.context = _Context(vault, spool, limits, NonceCache(limits.skew), seal)
     app.include_router(router)
     app.add_exception_handler(VaultError, _vault_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_body)  # type: ignore[arg-type]
@@ -608,9 +662,11 @@ def _ready(vault: Vault) -> None:
     vault.store.delete(probe)
 
 
-def _follow(vault: Vault, stop: threading.Event) -> None:
+def _follow(vault: Vault, seal: Seal | None, stop: threading.Event) -> None:
     log = structlog.get_logger("pcii.serve")
     while not stop.wait(_CATCH_UP_SECONDS):
+        if seal is not None and seal.sealed:
+            continue
         try:
             vault.sync()
         except VaultError as exc:

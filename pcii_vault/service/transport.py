@@ -235,6 +235,12 @@ class HttpTransport:
         body = wire.MigrateBody(request=request, target=target)
         return cast(Migration, _load(Migration, self._post("/keys/migrate", body)))
 
+    def unseal(self, request: SignedRequest, share: str) -> dict[str, Any]:
+        data = self._post("/unseal", wire.UnsealBody(request=request, share=share))
+        if not isinstance(data, dict):
+            raise IntegrityError("the vault server's answer is malformed")
+        return data
+
     def close(self) -> None:
         self._http.close()
 

@@ -162,12 +162,18 @@ class MigrateBody(Act):
     target: str = Field(max_length=2000)
 
 
+class UnsealBody(Act):
+    """`unseal`: one custodian's SLIP-39 share (the act is signed for `unseal`)."""
+
+    share: str = Field(max_length=2000, description="the share's words")
+
+
 class VaultInfoBody(_Wire):
     """`GET /v1/info`: the vault's public facts."""
 
     vault_id: str
     intake_public_key: str = Field(description="base64 X25519 public key")
-    kek_version: int
+    kek_version: int | None = Field(description="the current KEK version; null while sealed")
     log_key: str
     log_origin: str
 

@@ -194,7 +194,7 @@ def free_port() -> int:
 class VaultServer:
     """A real `pcii serve` process on 127.0.0.1, stopped by its PID."""
 
-    def __init__(self, vault: Path, env: dict[str, str], log: Path) -> None:
+    def __init__(self, vault: Path, env: dict[str, str], log: Path, *, ready: bool = True) -> None:
         self.port = free_port()
         self.log = log
         with log.open("ab") as err:
@@ -222,9 +222,9 @@ class VaultServer:
         self.url: str = started["url"]
         self.ca = Path(started["certificate"])
         self.fingerprint: str = started["fingerprint_sha256"]
-        self.wait_ready()
+        self.wait_ready(route="/readyz" if ready else "/healthz")
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 30.0, route: str = "/readyz") -> None:
         import time
 
         import httpx
@@ -236,7 +236,7 @@ class VaultServer:
             while time.monotonic() < deadline:
                 assert self.process.poll() is None, self.log.read_text()[-2000:]
                 try:
-                    if http.get(f"{self.url}/readyz").status_code == 200:
+                    if http.get(f"{self.url}{route}").status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass

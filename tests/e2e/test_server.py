@@ -473,3 +473,77 @@ def test_a_malformed_public_key_is_400_not_a_crash(served: ServerCli) -> None:
     response = admin.post("/v1/principals", json.dumps(body).encode())
     assert response.status_code == 400
     assert "public_key" in _error(response)["error"]
+
+
+# ----- a server split into shares --------------------------------------------------------------
+
+
+def test_a_server_split_into_shares_starts_sealed_and_custodians_unseal_it(
+    tmp_path: Path,
+) -> None:
+    cli = ServerCli(tmp_path)
+    del cli.env["PCII_UNSEAL_SECRET"]
+    shares = [
+        Path(p)
+        for p in cli.ok(
+            "init",
+            "--insecure-fast-kdf",
+            "--unseal-shares",
+            "3",
+            "--unseal-threshold",
+            "2",
+            "--shares-out",
+            str(tmp_path / "shares"),
+            "--admin-key-out",
+            str(cli.key("admin")),
+        ).json()["unseal_shares"]
+    ]
+    server = VaultServer(cli.vault, cli.env, tmp_path / "serve.log", ready=False)
+    cli.server = server
+    try:
+        with httpx.Client(verify=client_context(server.ca)) as http:
+            ready = http.get(f"{server.url}/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["sealed"] is True
+        sealed = cli.run("principal", "list", who="admin")
+        assert sealed.code == 5 and "sealed" in sealed.err
+
+        words = shares[2].read_text().split()
+        words[3] = "academic" if words[3] != "academic" else "acid"
+        corrupted = tmp_path / "corrupted.txt"
+        corrupted.write_text(" ".join(words))
+        bad = cli.run("unseal", "--share", str(corrupted), who="admin")
+        assert bad.code == 2 and "checksum" in bad.err, bad.err
+
+        first = cli.ok("unseal", "--share", str(shares[0]), who="admin").json()
+        assert (first["sealed"], first["shares"], first["missing"]) == (True, 1, 1)
+        again = cli.run("unseal", "--share", str(shares[0]), who="admin")
+        assert again.code == 2 and "already" in again.err
+        done = cli.ok("unseal", "--share", str(shares[1]), who="admin").json()
+        assert done["sealed"] is False
+
+        server.wait_ready()
+        assert cli.ok("principal", "list", who="admin").code == 0
+        cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority")
+        unsealed = cli.ok("audit", "log", "--type", "vault.unsealed").lines()
+        assert len(unsealed) == 1
+        outcomes = [a["outcome"] for a in unsealed[0]["details"]["attempts"]]
+        assert outcomes[0].startswith("refused") and "checksum" in outcomes[0]
+        assert outcomes[1] == "accepted" and outcomes[3] == "accepted"
+        assert outcomes[2].startswith("refused")
+        assert {a["principal"] for a in unsealed[0]["details"]["attempts"]} == {"admin"}
+    finally:
+        cli.close()
+    assert cli.ok("audit", "verify").json()["sound"] is True
+
+    # Started again, it is sealed again; only an administrator may offer a share.
+    server = VaultServer(cli.vault, cli.env, tmp_path / "serve2.log", ready=False)
+    cli.server = server
+    try:
+        refused = cli.run("unseal", "--share", str(shares[2]), who="owner")
+        assert refused.code == 3 and "administrator" in refused.err
+        cli.ok("unseal", "--share", str(shares[2]), who="admin")
+        cli.ok("unseal", "--share", str(shares[0]), who="admin")
+        server.wait_ready()
+    finally:
+        cli.close()

@@ -427,6 +427,21 @@ def test_vault_initialized_twice_is_refused(history: History) -> None:
     )
 
 
+def test_an_unseal_record_names_registered_custodians_and_their_attempts(
+    history: History,
+) -> None:
+    at = history.time().isoformat()
+    history.apply(
+        history.vault_event(
+            "vault.unsealed",
+            details={"attempts": [{"principal": "admin", "at": at, "outcome": "accepted"}]},
+        )
+    )
+    stranger = [{"principal": "mallory", "at": at, "outcome": "accepted"}]
+    for details in ({"attempts": []}, {"attempts": stranger}, {"attempts": [{"x": 1}]}, {}):
+        _refused(history, history.vault_event("vault.unsealed", details=details), "unseal")
+
+
 def test_transition_of_an_unknown_record_is_refused(history: History) -> None:
     _refused(history, history.office("submission.validated", "validate"), "no record")
 
