@@ -109,10 +109,15 @@ def _context(request: Request) -> _Context:
 # ----- authentication --------------------------------------------------------------------
 
 
-def _verify(request: Request, context: _Context) -> VerifiedSignature:
+def _verify(
+    request: Request,
+    context: _Context,
+    resolve_key: Callable[[str], bytes] | None = None,
+) -> VerifiedSignature:
+    """Check the HTTP message's signature; keys from the index, or from `resolve_key`."""
     vault = context.vault
 
-    def resolve_key(key_id: str) -> bytes:
+    def from_index(key_id: str) -> bytes:
         try:
             principal = vault.lookup_principal(key_id)
         except NotFoundError:
@@ -126,7 +131,7 @@ def _verify(request: Request, context: _Context) -> VerifiedSignature:
         request.method,
         _signed_url(request),
         request.headers,
-        resolve_key=resolve_key,
+        resolve_key=resolve_key or from_index,
         now=datetime.now(UTC),
         window=context.limits.skew,
         seen=context.nonces,
@@ -411,15 +416,7 @@ async def unseal(request: Request, body: wire.UnsealBody) -> dict[str, Any]:
         return base64.b64decode(seal.custodian(key_id).public_key)
 
     def check() -> Principal:
-        verified = verify_request(
-            request.method,
-            _signed_url(request),
-            request.headers,
-            resolve_key=resolve_key,
-            now=datetime.now(UTC),
-            window=context.limits.skew,
-            seen=context.nonces,
-        )
+        verified = _verify(request, context, resolve_key)
         if content_digest(raw) != verified.content_digest:
             raise SignatureRefused("the body does not match its signed Content-Digest", 401)
         principal = seal.custodian(verified.key_id)
