@@ -89,6 +89,8 @@ def open_log(
     from pcii_vault.ledger.note import NoteVerifier
     from pcii_vault.store import open_store
 
+    if state.server is not None and log is None:
+        return _server_log(state, key)
     config: VaultConfig | None = None
     if state.vault is not None:
         config = VaultConfig.load(VaultPaths(state.vault).config)
@@ -108,6 +110,26 @@ def open_log(
     else:
         raise ConfigError("no log key: give --key KEY|FILE or --vault DIR")
     return store, verifier.name, verifier
+
+
+def _server_log(state: CliState, key: str | None) -> tuple[ObjectStore, str, NoteVerifier]:
+    """A vault server's log, read-only over HTTPS (signed requests by an auditor).
+
+    The objects are verified here against the log key exactly as from a bucket; the key
+    comes from `--key` (best: obtained out of band) or, without it, from the server.
+    """
+    from pcii_vault.cli.session import identity
+    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.service.transport import HttpTransport, RemoteLog
+
+    assert state.server is not None  # noqa: S101 -- the caller checked
+    transport = HttpTransport(state.server, ca=state.ca, identity=identity(state))
+    verifier = (
+        _read_key(key)
+        if key is not None
+        else NoteVerifier.from_key_string(transport.info().log_key)
+    )
+    return RemoteLog(transport), verifier.name, verifier
 
 
 def _log_store(directory: Path) -> ObjectStore:

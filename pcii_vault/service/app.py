@@ -35,7 +35,7 @@ import structlog
 from anyio import from_thread
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -400,6 +400,53 @@ async def release(request: Request, act: wire.Act, caller: SignedBody) -> Stream
     )
 
 
+# ----- the log, read-only, for auditors -----------------------------------------------------
+
+_READABLE_PREFIXES = ("log/", "policysets/")
+_LOG_READERS = {"auditor", "admin", "office"}
+
+
+def _readable(key: str) -> str:
+    from pcii_vault.store.base import validate_key  # noqa: PLC0415
+
+    if not key.startswith(_READABLE_PREFIXES):
+        raise NotFoundError("only log/ and policysets/ objects are served")
+    return validate_key(key)
+
+
+@router.get(f"{P}/objects", tags=["audit"])
+async def list_objects(request: Request, prefix: str, caller: SignedMessage) -> list[Any]:
+    """The log's objects under `prefix` (auditors verify them with the log key)."""
+    _require_role(caller.principal, _LOG_READERS, "read the log")
+    if prefix and not prefix.startswith(_READABLE_PREFIXES):
+        raise NotFoundError("only log/ and policysets/ objects are served")
+    vault = _context(request).vault
+
+    def listing() -> list[Any]:
+        if not prefix:
+            return [wire.dump(i) for p in _READABLE_PREFIXES for i in vault.store.list(p)]
+        return [wire.dump(i) for i in vault.store.list(prefix)]
+
+    return await run_in_threadpool(listing)
+
+
+@router.get(f"{P}/objects/{{key:path}}", tags=["audit"], response_class=Response)
+async def get_object(key: str, request: Request, caller: SignedMessage) -> Response:
+    """One object of the log or of the policy-set archive, as stored."""
+    _require_role(caller.principal, _LOG_READERS, "read the log")
+    vault = _context(request).vault
+    data, etag = await run_in_threadpool(vault.store.get_with_etag, _readable(key))
+    return Response(data, media_type="application/octet-stream", headers={"etag": f'"{etag}"'})
+
+
+@router.get(f"{P}/objects-info/{{key:path}}", tags=["audit"])
+async def object_info(key: str, request: Request, caller: SignedMessage) -> dict[str, Any]:
+    """What the store knows of one log object (size, etag)."""
+    _require_role(caller.principal, _LOG_READERS, "read the log")
+    vault = _context(request).vault
+    return wire.dump(await run_in_threadpool(vault.store.head, _readable(key)))
+
+
 # ----- unseal ------------------------------------------------------------------------------
 
 
@@ -613,7 +660,8 @@ async def _body_refused(_request: Request, exc: _BodyRefusedError) -> JSONRespon
 
 def _require_role(principal: Principal, roles: set[str], what: str) -> None:
     if principal.role not in roles:
-        raise PolicyDenied(f"a {principal.role} may not {what}")
+        allowed = ", ".join(sorted(roles))
+        raise PolicyDenied(f"{principal.id} ({principal.role}) may not {what}: only {allowed}")
 
 
 def _attributes(data: dict[str, Any]) -> PrincipalAttributes:

@@ -34,6 +34,7 @@ from pcii_vault.receipt import Receipt
 from pcii_vault.service import wire
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
+from pcii_vault.store.base import ObjectInfo
 from pcii_vault.vault import KeyStatus, Migration, Rewrap, StagedRelease
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from pcii_vault.models.request import SignedRequest
     from pcii_vault.submitter import SealedUpload
 
-__all__ = ["HttpTransport"]
+__all__ = ["HttpTransport", "RemoteLog"]
 
 _CHUNK = 1 << 20
 _TIMEOUT = httpx.Timeout(30.0, read=600.0)
@@ -65,13 +66,20 @@ class HttpTransport:
             raise ConfigError("no identity given: pass --as KEYFILE or set PCII_IDENTITY")
         return self._signer.headers(method, url, body_digest=digest)
 
-    def _send(self, method: str, path: str, body: bytes = b"", **extra: Any) -> httpx.Response:  # noqa: ANN401
-        url = f"{self.url}{path}"
-        headers = self._headers(method, url, content_digest(body))
-        if body:
-            headers["content-type"] = "application/json"
+    def _send(
+        self, method: str, path: str, body: bytes = b"", params: dict[str, str] | None = None
+    ) -> httpx.Response:
+        # The signature covers the URI exactly as httpx will send it (encoded query).
+        request = self._http.build_request(
+            method,
+            f"{self.url}{path}",
+            params=params,
+            content=body or None,
+            headers={"content-type": "application/json"} if body else None,
+        )
+        request.headers.update(self._headers(method, str(request.url), content_digest(body)))
         with _network(self.url):
-            response = self._http.request(method, url, content=body, headers=headers, **extra)
+            response = self._http.send(request)
         _raise_for(response)
         return response
 
@@ -243,6 +251,79 @@ class HttpTransport:
 
     def close(self) -> None:
         self._http.close()
+
+
+class RemoteLog:
+    """The server's `log/` and `policysets/`, read-only: what the audit commands verify.
+
+    Nothing read here is trusted because the server sent it: every checkpoint, tile and
+    entry is verified against the log key by the audit commands, as from a bucket.
+    """
+
+    def __init__(self, transport: HttpTransport) -> None:
+        self._transport = transport
+
+    @property
+    def url(self) -> str:
+        """Where the objects come from."""
+        return f"{self._transport.url}{wire.API_PREFIX}/objects"
+
+    def get(self, key: str) -> bytes:
+        """One object's bytes."""
+        return self.get_with_etag(key)[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """One object's bytes and its etag."""
+        response = self._transport._send("GET", f"{wire.API_PREFIX}/objects/{key}")
+        return response.content, response.headers.get("etag", "").strip('"')
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Part of one object."""
+        return self.get(key)[start : start + length]
+
+    def open_stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """One object in chunks."""
+        data = self.get(key)
+        for offset in range(0, len(data), chunk_size):
+            yield data[offset : offset + chunk_size]
+
+    def head(self, key: str) -> ObjectInfo:
+        """What the server's store knows of one object."""
+        path = f"{wire.API_PREFIX}/objects-info/{key}"
+        return _object_info(_json(self._transport._send("GET", path)))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """The objects under `prefix` (within `log/` or `policysets/`)."""
+        path = f"{wire.API_PREFIX}/objects"
+        data = _json(self._transport._send("GET", path, params={"prefix": prefix}))
+        if not isinstance(data, list):
+            raise IntegrityError("the vault server's listing is malformed")
+        for item in data:
+            yield _object_info(item)
+
+    def put_if_absent(self, key: str, data: bytes) -> ObjectInfo:
+        """Refused: a read-only view."""
+        raise _read_only(key)
+
+    def put_if_match(self, key: str, data: bytes, etag: str | None) -> ObjectInfo:
+        """Refused: a read-only view."""
+        raise _read_only(key)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        """Refused: a read-only view."""
+        raise _read_only(key)
+
+    def delete(self, key: str) -> None:
+        """Refused: a read-only view."""
+        raise _read_only(key)
+
+
+def _read_only(key: str) -> VaultError:
+    return BackendError(f"the vault server's log is read-only here ({key})")
+
+
+def _object_info(data: Any) -> ObjectInfo:  # noqa: ANN401 -- JSON
+    return cast(ObjectInfo, _load(ObjectInfo, data))
 
 
 class _Uploads:

@@ -282,6 +282,25 @@ def test_access_lines_are_json_and_carry_no_pcii_content(served: ServerCli) -> N
     assert "Riverbend" not in text
 
 
+def test_an_auditor_verifies_the_log_through_the_server(served: ServerCli) -> None:
+    served.add("aud", "auditor", "--org", "PCII Officer", "--training-expires", "2099-01-01")
+    remote = served.environment(("status",))  # the server, no unseal secret, no directory
+    key = served.ok("audit", "key").json()["key"]  # obtained out of band
+    verified = served.run("--json", "audit", "verify", "--key", key, who="aud", env=remote)
+    assert verified.code == 0, verified.err
+    assert verified.json()["sound"] is True
+    assert verified.json()["size"] == served.ok("audit", "verify").json()["size"]
+    logged = served.run("--json", "audit", "log", who="aud", env=remote)
+    assert logged.code == 0 and logged.lines()[0]["type"] == "vault.initialized"
+    owner = served.run("audit", "verify", who="owner", env=remote)
+    assert owner.code == 3 and "may not read the log" in owner.err
+    caller = _caller(served, "aud")
+    url = f"{caller.server.url}/v1/objects/wrapped/x"
+    signer = RequestSigner("aud", caller.identity.key)
+    headers = signer.headers("GET", url, body_digest=content_digest(b""))
+    assert caller.http.get(url, headers=headers).status_code == 404
+
+
 # ----- the CLI's side ---------------------------------------------------------------------------
 
 
