@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -452,24 +453,26 @@ def _release_meta(response: httpx.Response) -> dict[str, Any]:
     return meta
 
 
-class _ChunkReader:
+class _ChunkReader(io.RawIOBase):
     """A file-like view of a byte-chunk iterator, for tarfile's stream mode."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._buffer = b""
+        self._pending = memoryview(b"")
 
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:  # noqa: ANN401 -- a writable buffer
+        while not self._pending:
             try:
-                self._buffer += next(self._chunks)
+                self._pending = memoryview(next(self._chunks))
             except StopIteration:
-                break
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
 
 
 def _safe_name(name: str) -> bool:
@@ -490,7 +493,8 @@ def _unpack(
     expected = set(files)
     seen: set[str] = set()
     try:
-        with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as archive:  # type: ignore[call-overload]
+        stream = io.BufferedReader(_ChunkReader(chunks), buffer_size=_CHUNK)
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
                 name = member.name
                 if not member.isfile() or name not in expected or name in seen:

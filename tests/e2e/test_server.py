@@ -301,6 +301,55 @@ def test_an_auditor_verifies_the_log_through_the_server(served: ServerCli) -> No
     assert caller.http.get(url, headers=headers).status_code == 404
 
 
+def test_a_1_gib_submit_and_review_through_the_server_stream(served: ServerCli) -> None:
+    """The server never holds a large object in memory: its RSS grows < 100 MiB."""
+    import hashlib
+
+    import psutil
+
+    assert served.server is not None
+    big = served.root / "one-gib.bin"
+    digest = hashlib.sha256()
+    piece = os.urandom(1 << 20)
+    with big.open("wb") as out:
+        for n in range(1024):
+            block = piece[n % 256 :] + piece[: n % 256]
+            digest.update(block)
+            out.write(block)
+    document = served.write_submission(
+        "one-gib.json", attachments=[{"name": big.name, "description": "a 1 GiB file"}]
+    )
+    server = psutil.Process(served.server.process.pid)
+    baseline = server.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], server.memory_info().rss)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        tracking = served.ok("submit", str(document), "--attach", str(big), who="owner").json()[
+            "tracking_number"
+        ]
+        out = served.root / "one-gib-review"
+        got = served.ok("review", tracking, "--out", str(out), who="office").json()
+    finally:
+        done.set()
+        sampler.join()
+    released = Path(got["directory"]) / "attachments" / big.name
+    check = hashlib.sha256()
+    with released.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            check.update(chunk)
+    assert check.hexdigest() == digest.hexdigest()
+    big.unlink()
+    released.unlink()
+    assert peak[0] - baseline < 100 << 20, f"server RSS grew {(peak[0] - baseline) >> 20} MiB"
+
+
 # ----- the CLI's side ---------------------------------------------------------------------------
 
 
