@@ -19,6 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pcii_vault.errors import BackendError, ConfigError, InputError, VaultError
+from pcii_vault.models.acts import (
+    ActParams,
+    KeyParams,
+    ReasonParams,
+    RevokeParams,
+    SubmitParams,
+    UpdateParams,
+    params_of,
+)
 from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.submitter import UploadSink
 
@@ -335,7 +344,8 @@ class Client:
             attachments=attachments,
             progress=progress,
         )
-        request = self.sign("submit", record=tracking, params={"files": list(sealed.files)})
+        params = params_of(SubmitParams(files=list(sealed.files)))
+        request = self.sign("submit", record=tracking, params=params)
         return self.transport.receive(request, sealed)
 
     def status(self, tracking: str) -> RecordRow:
@@ -350,15 +360,16 @@ class Client:
         return self.transport.search(request, sector=sector, state=state)
 
     def transition(
-        self, tracking: str, action: str, event_type: EventType, params: dict[str, Any]
+        self, tracking: str, action: str, event_type: EventType, params: ActParams
     ) -> RecordRow:
-        """A lifecycle act on a record, its parameters signed."""
-        request = self.sign(action, record=tracking, params=params)
+        """A lifecycle act on a record, its typed parameters signed."""
+        request = self.sign(action, record=tracking, params=params_of(params))
         return self.transport.transition(request, event_type)
 
     def destroy(self, tracking: str, reason: str) -> RecordRow:
         """Destroy a record (logged first, then its data key is deleted)."""
-        request = self.sign("destroy", record=tracking, params={"reason": reason})
+        params = params_of(ReasonParams(reason=reason))
+        request = self.sign("destroy", record=tracking, params=params)
         return self.transport.destroy(request)
 
     def release(
@@ -394,16 +405,15 @@ class Client:
 
     def update_principal(self, principal_id: str, changes: dict[str, Any]) -> Principal:
         """Change a user's attributes (an admin's act)."""
-        params = {"op": "update", "principal": principal_id, "changes": changes}
-        request = self.sign("manage-principals", params=params)
+        update = UpdateParams(op="update", principal=principal_id, changes=changes)
+        request = self.sign("manage-principals", params=params_of(update))
         return self.transport.update_principal(request, principal_id, changes)
 
     def revoke_principal(self, principal_id: str) -> Principal:
         """Revoke a user for good (an admin's act)."""
-        params = {"op": "revoke", "principal": principal_id}
-        return self.transport.revoke_principal(
-            self.sign("manage-principals", params=params), principal_id
-        )
+        revoke = RevokeParams(op="revoke", principal=principal_id)
+        request = self.sign("manage-principals", params=params_of(revoke))
+        return self.transport.revoke_principal(request, principal_id)
 
     def principals(self) -> list[Principal]:
         """Every registered user (signed when this client has an identity)."""
@@ -419,29 +429,32 @@ class Client:
 
     def key_status(self) -> KeyStatus:
         """The keys' versions and locations (an admin's or auditor's question)."""
-        return self.transport.key_status(self.sign("rotate-keys", params={"op": "status"}))
+        return self.transport.key_status(self._key_act(KeyParams(op="status")))
 
     def rotate_keys(self) -> int:
         """A new KEK version (an admin's act)."""
-        return self.transport.rotate_keys(self.sign("rotate-keys", params={"op": "rotate"}))
+        return self.transport.rotate_keys(self._key_act(KeyParams(op="rotate")))
 
     def rewrap_keys(self) -> Rewrap:
         """Re-wrap every live data key under the current KEK (an admin's act)."""
-        return self.transport.rewrap_keys(self.sign("rotate-keys", params={"op": "rewrap"}))
+        return self.transport.rewrap_keys(self._key_act(KeyParams(op="rewrap")))
 
     def retire_key(self, version: int) -> None:
         """Retire a KEK version (an admin's act)."""
-        request = self.sign("rotate-keys", params={"op": "retire", "version": version})
+        request = self._key_act(KeyParams(op="retire", version=version))
         self.transport.retire_key(request, version)
 
     def migrate_keys(self, target: str, *, public_target: str) -> Migration:
         """Move the KEKs to `target` (the signed request names its public form)."""
-        request = self.sign("rotate-keys", params={"op": "migrate", "to": public_target})
+        request = self._key_act(KeyParams(op="migrate", to=public_target))
         return self.transport.migrate_keys(request, target)
 
     def unseal(self, share: str) -> dict[str, Any]:
         """Offer one custodian's share to a sealed server (signed as this user)."""
         return self.transport.unseal(self.sign("unseal"), share)
+
+    def _key_act(self, params: KeyParams) -> SignedRequest:
+        return self.sign("rotate-keys", params=params_of(params))
 
     def close(self) -> None:
         """Close the transport."""

@@ -47,7 +47,7 @@ import structlog
 from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.signing import Ed25519PublicKey
 from pcii_vault.durable import replace_file
-from pcii_vault.errors import IntegrityError, NotFoundError
+from pcii_vault.errors import InputError, IntegrityError, NotFoundError
 from pcii_vault.lifecycle import (
     DEADLINE_DAYS,
     LIFECYCLE_TRANSITIONS,
@@ -57,6 +57,7 @@ from pcii_vault.lifecycle import (
     next_state,
     releasable,
 )
+from pcii_vault.models.acts import check_params
 from pcii_vault.models.event import Event
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.request import SignedRequest
@@ -930,6 +931,10 @@ def _check_binding(event: Event, request: SignedRequest) -> None:
             authority or parameter than its signed request.
     """
     body = request.body
+    try:
+        check_params(body.action, body.params)
+    except InputError as exc:
+        raise IntegrityError(f"event {event.seq}: {exc}") from None
     for name in ("record", "action", "purpose", "use", "authority"):
         if getattr(event, name) != getattr(body, name):
             raise IntegrityError(f"event {event.seq}: {name} differs from the signed request")

@@ -75,6 +75,7 @@ from pcii_vault.ledger.proof import prove
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
 from pcii_vault.marking import render_release
 from pcii_vault.marking_pdf import UnmarkablePdf, stamp_pdf
+from pcii_vault.models.acts import check_params
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
@@ -610,6 +611,7 @@ class Vault:
             )
         if self.index.nonce_seen(body.nonce):
             raise IntegrityError("replayed request: this request is already in the log")
+        check_params(body.action, body.params)  # the action's typed parameters, or exit 2
         return principal
 
     def _decide(

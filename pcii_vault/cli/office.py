@@ -15,6 +15,7 @@ from pcii_vault.cli.progress import release_progress
 from pcii_vault.errors import InputError
 
 if TYPE_CHECKING:
+    from pcii_vault.models.acts import ActParams
     from pcii_vault.models.event import EventType
 
 __all__ = ["app", "decontrol", "deficient", "destroy", "reject", "review", "validate"]
@@ -42,7 +43,7 @@ def _transition(
     tracking: str,
     action: str,
     event_type: EventType,
-    params: dict[str, object],
+    params: ActParams,
 ) -> None:
     from pcii_vault.cli.render import record_row
     from pcii_vault.cli.session import client
@@ -84,7 +85,10 @@ def validate(
     ] = False,
 ) -> None:
     """Validate a submission as PCII."""
-    _transition(ctx, tracking, "validate", "submission.validated", {"categorical": categorical})
+    from pcii_vault.models.acts import ValidateParams
+
+    params = ValidateParams(categorical=categorical)
+    _transition(ctx, tracking, "validate", "submission.validated", params)
 
 
 def reject(
@@ -114,7 +118,10 @@ def reject(
         )
     _require_reason(reason)
     event: EventType = "submission.final-not-pcii" if final else "submission.rejected"
-    _transition(ctx, tracking, "reject", event, {"ground": ground, "reason": reason})
+    from pcii_vault.models.acts import RejectParams
+
+    params = RejectParams.model_validate({"ground": ground, "reason": reason})
+    _transition(ctx, tracking, "reject", event, params)
 
 
 def deficient(
@@ -124,7 +131,10 @@ def deficient(
 ) -> None:
     """Notify the submitter that the statement or certification is deficient (30 days to cure)."""
     _require_reason(reason)
-    _transition(ctx, tracking, "mark-deficient", "submission.deficient", {"reason": reason})
+    from pcii_vault.models.acts import ReasonParams
+
+    params = ReasonParams(reason=reason)
+    _transition(ctx, tracking, "mark-deficient", "submission.deficient", params)
 
 
 def decontrol(
@@ -134,7 +144,9 @@ def decontrol(
 ) -> None:
     """Decontrol a record; every earlier recipient gets a notice."""
     _require_reason(reason)
-    _transition(ctx, tracking, "decontrol", "record.decontrolled", {"reason": reason})
+    from pcii_vault.models.acts import ReasonParams
+
+    _transition(ctx, tracking, "decontrol", "record.decontrolled", ReasonParams(reason=reason))
 
 
 def destroy(

@@ -137,8 +137,11 @@ def withdraw(
     from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
+    from pcii_vault.models.acts import ReasonParams
+
     with client(state) as me:
-        record = me.transition(tracking, "withdraw", "submission.withdrawn", {"reason": reason})
+        params = ReasonParams(reason=reason)
+        record = me.transition(tracking, "withdraw", "submission.withdrawn", params)
     state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
 
 
@@ -193,6 +196,14 @@ def _log_key(state: CliState, key: str | None) -> str:
 
     if key is not None:
         return key
+    if state.server is not None:
+        from pcii_vault.service.transport import HttpTransport
+
+        server = HttpTransport(state.server, ca=state.ca, identity=None)
+        try:
+            return server.info().log_key
+        finally:
+            server.close()
     if state.vault is None:
         raise InputError("give --key (the log's verifier key) or --vault")
     return VaultConfig.load(VaultPaths(state.vault).config).log_key

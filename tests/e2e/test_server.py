@@ -366,6 +366,18 @@ def test_the_cli_maps_answers_to_the_embedded_exit_codes(served: ServerCli) -> N
         "error": "no record with tracking number 'PCII-2026-00000002'",
         "exit_code": 2,
     }
+    # A receipt is checked against the server's log key (or --key).
+    receipt = served.root / "receipt-over-the-wire.json"
+    served.ok(
+        "submit",
+        str(served.write_submission("bare4.json", attachments=[])),
+        "--receipt-out",
+        str(receipt),
+        who="owner",
+    )
+    remote = served.environment(("status",))
+    checked = served.run("--json", "receipt", "verify", str(receipt), env=remote)
+    assert checked.code == 0 and checked.json()["verified"] is True, checked.err
     # The users hold no unseal secret and no store credentials.
     assert "PCII_UNSEAL_SECRET" not in served.environment(("status",))
 
@@ -541,6 +553,53 @@ def test_a_malformed_public_key_is_400_not_a_crash(served: ServerCli) -> None:
     response = admin.post("/v1/principals", json.dumps(body).encode())
     assert response.status_code == 400
     assert "public_key" in _error(response)["error"]
+
+
+def test_slow_and_truncated_uploads_store_nothing(tmp_path: Path) -> None:
+    import socket
+
+    cli = _populated(tmp_path)
+    server = VaultServer(
+        cli.vault, {**cli.env, "PCII_SERVER_READ_TIMEOUT_S": "1"}, tmp_path / "slow.log"
+    )
+    cli.server = server
+    try:
+        identity = Identity.load(cli.key("owner"))
+        signer = RequestSigner("owner", identity.key)
+        host, port = "127.0.0.1", server.port
+        context = client_context(server.ca)
+
+        def raw_put(tracking: str, send: bytes, declared: int, then: str) -> bytes:
+            path = f"/v1/uploads/{tracking}/document"
+            body = send + b"x" * (declared - len(send))
+            headers = signer.headers("PUT", f"{server.url}{path}", body_digest=content_digest(body))
+            head = f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            head += f"Content-Length: {declared}\r\n"
+            head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+            with (
+                socket.create_connection((host, port)) as sock,
+                context.wrap_socket(sock, server_hostname=host) as tls,
+            ):
+                tls.sendall(head.encode() + send)
+                if then == "close":
+                    return b""
+                tls.settimeout(20)
+                return tls.recv(4096)
+
+        # Stalls after 1 KiB of a declared 1 MiB: 408 after the read timeout.
+        answer = raw_put("PCII-2026-99999991", b"y" * 1024, 1 << 20, then="wait")
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        # Sends half and hangs up.
+        raw_put("PCII-2026-99999992", b"z" * 4096, 1 << 20, then="close")
+        time.sleep(1.0)
+        records = cli.vault / "objects" / "records"
+        for tracking in ("PCII-2026-99999991", "PCII-2026-99999992"):
+            leftovers = [p for p in (records / tracking).rglob("*") if p.is_file()]
+            assert leftovers == []  # no object, and no temporary file either
+        with httpx.Client(verify=client_context(server.ca)) as http:
+            assert http.get(f"{server.url}/readyz").status_code == 200
+    finally:
+        cli.close()
 
 
 # ----- a server split into shares --------------------------------------------------------------

@@ -392,18 +392,38 @@ def test_decision_the_lifecycle_forbids_is_refused_before_it_is_logged(
     office = bench.ids["office"]
     if prior == "initially-not-pcii":
         bench.vault.transition(
-            bench.vault.sign(office, "reject", record=tracking, params={"ground": "x"}),
+            bench.vault.sign(office, "reject", record=tracking, params={"ground": "not-cii"}),
             "submission.rejected",
         )
     assert bench.vault.index.record(tracking).state == prior
     size = bench.vault.index.size
     with pytest.raises(InputError, match=f"is {prior}"):
+        params = {"ground": "public-domain"}
         bench.vault.transition(
-            bench.vault.sign(office, action, record=tracking, params={}), event_type
+            bench.vault.sign(office, action, record=tracking, params=params), event_type
         )
     bench.vault.sync()
     assert bench.vault.index.size == size
     bench.assert_log_sound()
+
+
+def test_parameters_the_action_does_not_take_are_refused_before_anything_is_logged(
+    bench: Bench,
+) -> None:
+    tracking = bench.submit(attach=False).tracking_number
+    office = bench.ids["office"]
+    size = bench.vault.index.size
+    for action, event_type, params in [
+        ("validate", "submission.validated", {"ground": "not-cii"}),
+        ("reject", "submission.rejected", {"ground": "because"}),
+        ("mark-deficient", "submission.deficient", {"reason": "r", "smuggled": True}),
+    ]:
+        request = bench.vault.sign(office, action, record=tracking, params=params)
+        with pytest.raises(InputError, match=f"{action} parameters"):
+            bench.vault.transition(request, event_type)
+    bench.vault.sync()
+    assert bench.vault.index.size == size
+    assert bench.vault.index.record(tracking).state == "received"
 
 
 def test_transition_is_not_for_other_event_types(bench: Bench) -> None:

@@ -404,7 +404,12 @@ def test_review_of_a_validated_record_is_refused(history: History) -> None:
 
 def test_tracking_number_reused_is_refused(history: History) -> None:
     history.receive()
-    details = {"sector": WATER, "tlp": "TLP:AMBER", "submitter_org": "Riverbend MWA"}
+    details = {
+        "sector": WATER,
+        "tlp": "TLP:AMBER",
+        "submitter_org": "Riverbend MWA",
+        "files": [{"object": "document", "name": "submission.json", "sha256": "1" * 64}],
+    }
     again = history.act("owner", "submission.received", "submit", record=TRACKING, details=details)
     _refused(history, again, f"tracking number {TRACKING} reused")
 
@@ -440,6 +445,16 @@ def test_an_unseal_record_names_registered_custodians_and_their_attempts(
     stranger = [{"principal": "mallory", "at": at, "outcome": "accepted"}]
     for details in ({"attempts": []}, {"attempts": stranger}, {"attempts": [{"x": 1}]}, {}):
         _refused(history, history.vault_event("vault.unsealed", details=details), "unseal")
+
+
+def test_a_logged_request_with_parameters_its_action_does_not_take_is_refused(
+    history: History,
+) -> None:
+    history.receive()
+    smuggled = history.act(
+        "office", "submission.validated", "validate", record=TRACKING, details={"ground": "x"}
+    )
+    _refused(history, smuggled, "validate parameters: ground")
 
 
 def test_transition_of_an_unknown_record_is_refused(history: History) -> None:
