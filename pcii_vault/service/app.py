@@ -113,9 +113,14 @@ def _verify(
     request: Request,
     context: _Context,
     resolve_key: Callable[[str], bytes] | None = None,
-) -> VerifiedSignature:
-    """Check the HTTP message's signature; keys from the index, or from `resolve_key`."""
+) -> tuple[VerifiedSignature, Principal | None]:
+    """Check the HTTP message's signature; keys from the index, or from `resolve_key`.
+
+    Returns the signature and, for keys from the index, the principal it resolved (one
+    lookup per request).
+    """
     vault = context.vault
+    found: list[Principal] = []
 
     def from_index(key_id: str) -> bytes:
         try:
@@ -125,9 +130,10 @@ def _verify(
                 principal = vault.lookup_principal(key_id, refresh=True)
             except NotFoundError:
                 raise KeyError(key_id) from None
+        found.append(principal)
         return base64.b64decode(principal.public_key)
 
-    return verify_request(
+    verified = verify_request(
         request.method,
         _signed_url(request),
         request.headers,
@@ -136,6 +142,7 @@ def _verify(
         window=context.limits.skew,
         seen=context.nonces,
     )
+    return verified, (found[-1] if found else None)
 
 
 def _signed_url(request: Request) -> str:
@@ -149,21 +156,22 @@ def _signed_url(request: Request) -> str:
     )
 
 
-def _signer(request: Request, context: _Context, verified: VerifiedSignature) -> Principal:
-    principal = context.vault.lookup_principal(verified.key_id)
+def _authenticate(request: Request, context: _Context) -> Caller:
+    """The signed message's signer: registered, its signature good, and active."""
+    verified, principal = _verify(request, context)
+    if principal is None or principal.id != verified.key_id:  # pragma: no cover - resolved
+        principal = context.vault.lookup_principal(verified.key_id)
     request.state.principal = principal.id
     if principal.status != "active":
         raise PolicyDenied(f"principal {principal.id} is {principal.status}")
-    return principal
+    return Caller(principal, verified, b"")
 
 
 async def signed_message(request: Request) -> Caller:
     """A signed message whose body the route streams itself (uploads)."""
     context = _context(request)
     context.require_unsealed()
-    verified = await run_in_threadpool(_verify, request, context)
-    principal = await run_in_threadpool(_signer, request, context, verified)
-    return Caller(principal, verified, b"")
+    return await run_in_threadpool(_authenticate, request, context)
 
 
 async def signed_body(request: Request) -> Caller:
@@ -463,7 +471,7 @@ async def unseal(request: Request, body: wire.UnsealBody) -> dict[str, Any]:
         return base64.b64decode(seal.custodian(key_id).public_key)
 
     def check() -> Principal:
-        verified = _verify(request, context, resolve_key)
+        verified, _ = _verify(request, context, resolve_key)
         if content_digest(raw) != verified.content_digest:
             raise SignatureRefused("the body does not match its signed Content-Digest", 401)
         principal = seal.custodian(verified.key_id)
@@ -719,20 +727,29 @@ def _follow(vault: Vault, seal: Seal | None, stop: threading.Event) -> None:
 
 
 def _tar_stream(directory: Path, names: tuple[str, ...]) -> Iterator[bytes]:
-    """The staged files as a POSIX tar stream, one file at a time, never whole in memory."""
+    """The staged files as a POSIX tar stream, never a large file whole in memory.
+
+    Small files are gathered into one chunk (each chunk is one hop of the event loop to
+    a worker thread); a large one is sent a megabyte at a time.
+    """
+    pending = bytearray()
     for name in names:
         path = directory / name
         info = tarfile.TarInfo(name)
         info.size = path.stat().st_size
         info.mode = 0o600
         info.mtime = int(time.time())
-        yield info.tobuf(format=tarfile.PAX_FORMAT)
+        pending += info.tobuf(format=tarfile.PAX_FORMAT)
         with path.open("rb") as handle:
             while chunk := handle.read(_CHUNK):
-                yield chunk
+                pending += chunk
+                if len(pending) >= _CHUNK:
+                    yield bytes(pending)
+                    pending.clear()
         if info.size % _TAR_BLOCK:
-            yield b"\0" * (_TAR_BLOCK - info.size % _TAR_BLOCK)
-    yield b"\0" * (2 * _TAR_BLOCK)
+            pending += b"\0" * (_TAR_BLOCK - info.size % _TAR_BLOCK)
+    pending += b"\0" * (2 * _TAR_BLOCK)
+    yield bytes(pending)
 
 
 class _BodyRefusedError(Exception):

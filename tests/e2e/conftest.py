@@ -191,6 +191,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Every server a test started, stopped at the end of the session whatever happened.
+RUNNING: set[VaultServer] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_server_outlives_the_tests() -> Iterator[None]:
+    yield
+    for server in list(RUNNING):
+        server.stop()
+
+
 class VaultServer:
     """A real `pcii serve` process on 127.0.0.1, stopped by its PID."""
 
@@ -215,6 +226,7 @@ class VaultServer:
                 stderr=err,
                 text=True,
             )
+        RUNNING.add(self)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         assert line, f"pcii serve did not start: {log.read_text()[-2000:]}"
@@ -254,6 +266,7 @@ class VaultServer:
                 self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+        RUNNING.discard(self)
         return self.process.returncode
 
 

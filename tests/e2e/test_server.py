@@ -411,16 +411,27 @@ def test_an_untrusted_certificate_or_no_server_is_a_clear_error(
 # ----- the server's life ---------------------------------------------------------------------
 
 
-def _populated(root: Path) -> ServerCli:
+def _populated(root: Path, **env: str) -> ServerCli:
     cli = ServerCli(root)
+    cli.env.update(env)
     cli.init()
     cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
     cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
     return cli
 
 
-def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path) -> None:
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[ServerCli]:
+    """A vault of its own with an owner and an office user, served; stopped afterwards."""
     cli = _populated(tmp_path)
+    try:
+        yield cli
+    finally:
+        cli.close()
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits(fresh: ServerCli) -> None:
+    cli = fresh
     server = cli.start()
     results: list[int] = []
 
@@ -456,10 +467,10 @@ def _arriving(records: Path) -> bool:
     return False
 
 
-def test_kill_9_during_an_upload_leaves_no_record_and_a_sound_log(tmp_path: Path) -> None:
-    cli = _populated(tmp_path)
+def test_kill_9_during_an_upload_leaves_no_record_and_a_sound_log(fresh: ServerCli) -> None:
+    cli = fresh
     server = cli.start()
-    big = tmp_path / "big.bin"
+    big = cli.root / "big.bin"
     with big.open("wb") as out:
         out.write(os.urandom(1 << 20) * 200)
     document = cli.write_submission(
@@ -505,10 +516,10 @@ def test_kill_9_during_an_upload_leaves_no_record_and_a_sound_log(tmp_path: Path
     assert all("records/" in key or "wrapped/" in key for key in listed["orphans"])
 
 
-def test_two_servers_on_one_vault_sequence_their_acts(tmp_path: Path) -> None:
-    cli = _populated(tmp_path)
+def test_two_servers_on_one_vault_sequence_their_acts(fresh: ServerCli) -> None:
+    cli = fresh
     first = cli.start()
-    second = VaultServer(cli.vault, cli.env, tmp_path / "second.log")
+    second = VaultServer(cli.vault, cli.env, cli.root / "second.log")
     try:
         trackings = [
             cli.ok(
@@ -558,11 +569,8 @@ def test_a_malformed_public_key_is_400_not_a_crash(served: ServerCli) -> None:
 def test_slow_and_truncated_uploads_store_nothing(tmp_path: Path) -> None:
     import socket
 
-    cli = _populated(tmp_path)
-    server = VaultServer(
-        cli.vault, {**cli.env, "PCII_SERVER_READ_TIMEOUT_S": "1"}, tmp_path / "slow.log"
-    )
-    cli.server = server
+    cli = _populated(tmp_path, PCII_SERVER_READ_TIMEOUT_S="1")
+    server = cli.start()
     try:
         identity = Identity.load(cli.key("owner"))
         signer = RequestSigner("owner", identity.key)
