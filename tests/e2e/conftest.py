@@ -215,14 +215,18 @@ class VaultServer:
                 stderr=err,
                 text=True,
             )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, f"pcii serve did not start: {log.read_text()[-2000:]}"
-        started = json.loads(line)
-        self.url: str = started["url"]
-        self.ca = Path(started["certificate"])
-        self.fingerprint: str = started["fingerprint_sha256"]
-        self.wait_ready()
+        try:
+            assert self.process.stdout is not None
+            line = self.process.stdout.readline()
+            assert line, f"pcii serve did not start: {log.read_text()[-2000:]}"
+            started = json.loads(line)
+            self.url: str = started["url"]
+            self.ca = Path(started["certificate"])
+            self.fingerprint: str = started["fingerprint_sha256"]
+            self.wait_ready()
+        except BaseException:
+            self.stop()  # a server that never became ready is not left running
+            raise
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         import time
