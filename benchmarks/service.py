@@ -533,7 +533,7 @@ class Profile:
         for line in self.out.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
             frames = stack.split(";")
-            thread = frames[0].partition(": ")[2].split(" ", 1)[0] or "?"
+            thread = frames[0].partition(": ")[2] or "?"  # e.g. "AnyIO worker thread"
             samples[f"{thread}: {frames[-1]}"] += int(count)
         total = sum(samples.values()) or 1
         top = sorted(samples.items(), key=lambda kv: -kv[1])[:PROFILE_LINES]
