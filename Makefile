@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/acts.py
 	$(BIN)/python benchmarks/policy.py
 	$(BIN)/python benchmarks/keys.py
+	$(BIN)/python benchmarks/service.py
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/pdf_stamp.py
 	$(BIN)/python benchmarks/startup.py

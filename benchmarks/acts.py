@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +143,7 @@ class Bench:
     def open(self, batching: Batching) -> Vault:
         return Vault(self.vault_dir, unseal=lambda: SECRET, batching=batching)
 
-    def submit(self, vault: Vault, count: int) -> list[str]:
+    def submit(self, vault: Vault, count: int, attachments: Sequence[Path] = ()) -> list[str]:
         """Submit `count` fresh records (64 threads, batched), outside any timing."""
 
         def one(_: int) -> str:
@@ -155,7 +155,7 @@ class Bench:
                 intake_public_key=vault.intake_key(),
                 kek_version=vault.current_kek_version(),
                 document=self.document,
-                attachments=[],
+                attachments=attachments,
             )
             request = vault.sign(
                 self.ids["owner"], "submit", record=tracking, params={"files": list(sealed.files)}
@@ -480,16 +480,7 @@ def report(all_results: dict[str, dict[tuple[str, int, str], Result]]) -> None:
 def _aws_environment(server: Any) -> Iterator[None]:  # noqa: ANN401
     """The standard AWS variables the vault's S3 store reads, for this process only."""
     saved = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": server.access_key,
-            "AWS_SECRET_ACCESS_KEY": server.secret_key,
-            "AWS_ENDPOINT_URL_S3": server.endpoint_url,
-            "AWS_REGION": server.region,
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        }
-    )
+    os.environ.update(server.env)
     try:
         yield
     finally:

