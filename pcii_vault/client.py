@@ -326,9 +326,16 @@ class Client:
         *,
         progress: Callable[[str, int], None] | None = None,
     ) -> Receipt:
-        """Validate and encrypt here, upload the ciphertext, submit; returns the receipt."""
-        from pcii_vault.submitter import upload  # noqa: PLC0415
+        """Validate and encrypt here, upload the ciphertext, submit; returns the receipt.
 
+        Every problem of the document or the attachments is found before the vault is
+        asked anything.
+        """
+        from pcii_vault.models.submission import validate_submission_bytes  # noqa: PLC0415
+        from pcii_vault.submitter import check_attachments, upload  # noqa: PLC0415
+
+        check_attachments(attachments)
+        validate_submission_bytes(document, attachment_names=[p.name for p in attachments])
         self.identify()
         kek_version = self.info.kek_version
         if kek_version is None:  # pragma: no cover - identify() already refused a sealed one
