@@ -1,13 +1,15 @@
 """pcii-vault: a vault for Protected Critical Infrastructure Information.
 
-The public front: the vault core, its errors, and the recipes and formats an integrator or
-auditor needs. Everything else is internal and may change.
+The public front: the client (a user's side, over a transport: the vault in this process,
+or a `pcii serve` over HTTPS), the vault core, its errors, and the recipes and formats an
+integrator or auditor needs. Everything else is internal and may change.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pcii_vault.client import Client, LocalTransport, Transport, VaultInfo
     from pcii_vault.crypto.envelope import (
         ObjectContext,
         RecordContext,
@@ -36,11 +38,17 @@ if TYPE_CHECKING:
     from pcii_vault.models.request import SignedRequest
     from pcii_vault.models.submission import Submission
     from pcii_vault.receipt import Receipt, verify_receipt
+    from pcii_vault.service.transport import HttpTransport
     from pcii_vault.vault import Release, Vault
 
 # Each public name and the module that defines it: imported on first use (PEP 562), so
 # `import pcii_vault.cli` (and `pcii --help`) does not load the whole core.
 _LAZY = {
+    "Client": "pcii_vault.client",
+    "LocalTransport": "pcii_vault.client",
+    "Transport": "pcii_vault.client",
+    "VaultInfo": "pcii_vault.client",
+    "HttpTransport": "pcii_vault.service.transport",
     "ObjectContext": "pcii_vault.crypto.envelope",
     "RecordContext": "pcii_vault.crypto.envelope",
     "decrypt_to_file": "pcii_vault.crypto.envelope",
@@ -92,14 +100,17 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendError",
     "Checkpoint",
+    "Client",
     "ConfigError",
     "Event",
     "HistoryAuditor",
+    "HttpTransport",
     "Identity",
     "InputError",
     "IntegrityError",
     "Ledger",
     "LocalKeyring",
+    "LocalTransport",
     "NotFoundError",
     "NoteVerifier",
     "ObjectContext",
@@ -111,8 +122,10 @@ __all__ = [
     "Release",
     "SignedRequest",
     "Submission",
+    "Transport",
     "Vault",
     "VaultError",
+    "VaultInfo",
     "VerifyReport",
     "__version__",
     "decrypt_to_file",
