@@ -581,7 +581,13 @@ class Vault:
             PolicyDenied: the principal is not registered, or not active.
         """
         self.sync()
-        return self._verify_request(request, "identify")
+        principal = self._verify_request(request, "identify")
+        # Routes gated by `identify` alone (listing principals and deadlines, tracking
+        # numbers) rely on this: a server's own lookup may be a moment behind the log
+        # when the change came through another replica.
+        if principal.status != "active":
+            raise PolicyDenied(f"principal {principal.id} is {principal.status}")
+        return principal
 
     def _verify_request(self, request: SignedRequest, action: str) -> Principal:
         """Check who is asking. Failures here are not attributable, so not logged."""

@@ -296,3 +296,19 @@ def test_keys_commands_through_the_cli(tmp_path: Path) -> None:
 
 def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PCII_", "AWS_"))}
+
+
+def test_identify_refuses_a_principal_who_is_not_active(setup: Setup) -> None:
+    # `identify` alone gates some server routes (principal and deadline lists, tracking
+    # numbers); it reads the log first, so a suspension made through another replica
+    # counts at once, whatever that server's own lookup still says.
+    changes = {"status": "suspended"}
+    request = setup.vault.sign(
+        setup.ids["admin"],
+        "manage-principals",
+        params={"op": "update", "principal": "office", "changes": changes},
+    )
+    setup.vault.update_principal(request, "office", changes)
+    with pytest.raises(PolicyDenied, match="office is suspended"):
+        setup.vault.check_identity(setup.ids["office"])
+    assert setup.vault.check_identity(setup.ids["owner"]).id == "owner"
