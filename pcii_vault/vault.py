@@ -706,6 +706,10 @@ class Vault:
         done.indices = tuple(indices)
         decision = done.verdict.decision
         if not decision.allowed:
+            try:
+                context = request_facts(request.body, done.verdict.at)
+            except ValueError as exc:  # facts the policies do not know (an unknown use) deny
+                raise PolicyDenied(f"{action} denied for {done.principal.id!r}: {exc}") from None
             # Name the reason a person can act on, and the command that replays it.
             raise PolicyDenied(
                 explain_denial(
@@ -713,7 +717,7 @@ class Vault:
                     principal_facts(done.principal),
                     action=action,
                     record=record_facts(done.record) if done.record is not None else None,
-                    context=request_facts(request.body, done.verdict.at),
+                    context=context,
                     decision=decision,
                 )
             )

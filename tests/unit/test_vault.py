@@ -312,3 +312,14 @@ def test_identify_refuses_a_principal_who_is_not_active(setup: Setup) -> None:
     with pytest.raises(PolicyDenied, match="office is suspended"):
         setup.vault.check_identity(setup.ids["office"])
     assert setup.vault.check_identity(setup.ids["owner"]).id == "owner"
+
+
+def test_a_request_with_an_unknown_use_is_denied_and_says_why(setup: Setup) -> None:
+    # Facts the policy schema does not know deny (an evaluation error); the denial is
+    # logged and named, never a crash (a server answered 500 here).
+    tracking = setup.submit()
+    request = setup.vault.sign(setup.ids["owner"], "status", record=tracking, use="no\nsuch")
+    with pytest.raises(PolicyDenied, match=r"status denied for 'owner': unknown use 'no\\nsuch'"):
+        setup.vault.status(request)
+    [denial] = setup.events("access.decided")
+    assert denial.request["body"]["use"] == "no\nsuch"
