@@ -679,9 +679,16 @@ class Vault:
 
         Raises:
             IntegrityError: forged, replayed or stale request.
+            InputError: the request names another record than `record` (or one at all).
             PolicyDenied: the policies refuse it at its position (the denial is logged).
             NotFoundError: the record does not exist (ConflictError: it does, for a new one).
         """
+        if request.body.record != record:
+            # The auditor replays each logged decision on the record its request names:
+            # a signed record the act is not about would make the replay differ.
+            raise InputError(
+                f"the {action} request names a record ({request.body.record!r}) it does not act on"
+            )
         outcome: list[_Done] = []
 
         def act() -> list[Event]:
