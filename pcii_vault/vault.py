@@ -582,7 +582,13 @@ class Vault:
             PolicyDenied: the principal is not registered, or not active.
         """
         self.sync()
-        return self._verify_request(request, "identify")
+        principal = self._verify_request(request, "identify")
+        # Routes gated by `identify` alone (listing principals and deadlines, tracking
+        # numbers) rely on this: a server's own lookup may be a moment behind the log
+        # when the change came through another replica.
+        if principal.status != "active":
+            raise PolicyDenied(f"principal {principal.id} is {principal.status}")
+        return principal
 
     def _verify_request(self, request: SignedRequest, action: str) -> Principal:
         """Check who is asking. Failures here are not attributable, so not logged."""
@@ -675,9 +681,16 @@ class Vault:
 
         Raises:
             IntegrityError: forged, replayed or stale request.
+            InputError: the request names another record than `record` (or one at all).
             PolicyDenied: the policies refuse it at its position (the denial is logged).
             NotFoundError: the record does not exist (ConflictError: it does, for a new one).
         """
+        if request.body.record != record:
+            # The auditor replays each logged decision on the record its request names:
+            # a signed record the act is not about would make the replay differ.
+            raise InputError(
+                f"the {action} request names a record ({request.body.record!r}) it does not act on"
+            )
         outcome: list[_Done] = []
 
         def act() -> list[Event]:
@@ -702,6 +715,10 @@ class Vault:
         done.indices = tuple(indices)
         decision = done.verdict.decision
         if not decision.allowed:
+            try:
+                context = request_facts(request.body, done.verdict.at)
+            except ValueError as exc:  # facts the policies do not know (an unknown use) deny
+                raise PolicyDenied(f"{action} denied for {done.principal.id!r}: {exc}") from None
             # Name the reason a person can act on, and the command that replays it.
             raise PolicyDenied(
                 explain_denial(
@@ -709,7 +726,7 @@ class Vault:
                     principal_facts(done.principal),
                     action=action,
                     record=record_facts(done.record) if done.record is not None else None,
-                    context=request_facts(request.body, done.verdict.at),
+                    context=context,
                     decision=decision,
                 )
             )

@@ -116,6 +116,21 @@ class SeaweedServer:
             **options,
         )
 
+    def aws_environment(self, root: Path) -> dict[str, str]:
+        """Only the standard AWS environment, for a `pcii` process using this server.
+
+        Credentials, endpoint and region; the config and credentials files point into
+        `root` (where none exist), so no stray profile decides where the vault writes.
+        """
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+            "AWS_REGION": self.region,
+            "AWS_CONFIG_FILE": str(root / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-aws-credentials"),
+        }
+
     def log_tail(self, lines: int = 30) -> str:
         """Return the last lines of the server's logs (stderr and glog files)."""
         texts: list[str] = []

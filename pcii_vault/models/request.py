@@ -9,11 +9,12 @@ vault is useless at another), a time (stale requests are refused) and a random n
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from pcii_vault.crypto.canonical import canonical_json
 from pcii_vault.crypto.signing import Ed25519PrivateKey
@@ -37,6 +38,18 @@ class RequestBody(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     time: AwareDatetime = Field(description="when it was signed, with its time zone")
     nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+    @field_validator("params")
+    @classmethod
+    def _survives_the_log(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Parameters are signed and logged as canonical JSON, and read back from the log.
+
+        They must read back as they were: NaN and infinity have no JSON form, and a whole
+        float from 2**53 on is written as an integer beyond JSON's exact ones, which the
+        audit could not canonicalise again.
+        """
+        canonical_json(json.loads(canonical_json(params)))  # ValueError names the number
+        return params
 
     def signing_bytes(self) -> bytes:
         """The exact bytes the principal signs."""

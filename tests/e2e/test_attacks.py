@@ -68,18 +68,6 @@ def _overwrite(store: ObjectStore, key: str, data: bytes) -> None:
     store.put_if_match(key, data, etag)
 
 
-def _aws_env(seaweed: Any, root: Path) -> dict[str, str]:
-    """Only the standard AWS environment, pointing at the test's SeaweedFS server."""
-    return {
-        "AWS_ACCESS_KEY_ID": seaweed.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-        "AWS_ENDPOINT_URL_S3": seaweed.endpoint_url,
-        "AWS_REGION": seaweed.region,
-        "AWS_CONFIG_FILE": str(root / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-aws-credentials"),
-    }
-
-
 def _init(cli: Cli, store: str | None) -> None:
     if store is None:
         cli.init()
@@ -133,7 +121,7 @@ def s3_template(tmp_path_factory: pytest.TempPathFactory, seaweed: Any) -> Itera
     bucket = new_bucket_name()
     seaweed.client().create_bucket(Bucket=bucket)
     cli = Cli(root)
-    cli.env.update(_aws_env(seaweed, root))
+    cli.env.update(seaweed.aws_environment(root))
     _init(cli, f"s3://{bucket}/v")
     yield _Template(root, _populate(cli), bucket)
 
@@ -159,7 +147,7 @@ def _s3_init(request: pytest.FixtureRequest, cli: Cli, tmp_path: Path) -> Object
     """`pcii init` on a fresh SeaweedFS bucket with only the standard AWS environment."""
     seaweed = request.getfixturevalue("seaweed")
     bucket = request.getfixturevalue("s3_bucket")
-    cli.env.update(_aws_env(seaweed, tmp_path))
+    cli.env.update(seaweed.aws_environment(tmp_path))
     _init(cli, f"s3://{bucket}/v")
     store: ObjectStore = seaweed.s3_store(bucket, "v")
     return store
@@ -178,7 +166,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     assert template.bucket is not None
     _copy_bucket(seaweed, template.bucket, bucket)
     cli = _copy_vault(template, tmp_path)
-    cli.env.update(_aws_env(seaweed, tmp_path))
+    cli.env.update(seaweed.aws_environment(tmp_path))
     config_path = cli.vault / "vault.json"
     config = json.loads(config_path.read_text())
     config["store"] = f"s3://{bucket}/v"

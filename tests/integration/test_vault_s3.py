@@ -37,19 +37,9 @@ class S3Cli:
         self.keys = root / "keys"
         self.keys.mkdir(mode=0o700)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PCII_", "AWS_"))}
-        self.env.update(
-            {
-                "PCII_VAULT": str(self.vault),
-                "PCII_UNSEAL_SECRET": SECRET,
-                "AWS_ACCESS_KEY_ID": seaweed.access_key,
-                "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-                "AWS_ENDPOINT_URL_S3": seaweed.endpoint_url,
-                "AWS_REGION": seaweed.region,
-                # No stray profile or config file may decide where the vault writes.
-                "AWS_CONFIG_FILE": str(root / "no-aws-config"),
-                "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-aws-credentials"),
-            }
-        )
+        self.env.update(PCII_VAULT=str(self.vault), PCII_UNSEAL_SECRET=SECRET)
+        # No stray profile or config file may decide where the vault writes.
+        self.env.update(seaweed.aws_environment(root))
 
     def key(self, who: str) -> Path:
         return self.keys / f"{who}.key"

@@ -21,11 +21,16 @@ import pytest
 from vault_support import VaultBench
 
 from pcii_vault.crypto.keywrap import parse_unverified_wrapped_kek_version
+from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import BackendError, InputError, IntegrityError, PolicyDenied
+from pcii_vault.history import HistoryAuditor
 from pcii_vault.keys.local import LocalKeyring
+from pcii_vault.ledger.note import NoteVerifier
+from pcii_vault.ledger.verify import verify_log
+from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.models.request import SignedRequest
 from pcii_vault.store.base import ObjectStore
-from pcii_vault.vault import Vault
+from pcii_vault.vault import Vault, principal_params
 
 SECRET = b"key-tests-unseal-secret"
 
@@ -296,3 +301,61 @@ def test_keys_commands_through_the_cli(tmp_path: Path) -> None:
 
 def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PCII_", "AWS_"))}
+
+
+def test_identify_refuses_a_principal_who_is_not_active(setup: Setup) -> None:
+    # `identify` alone gates some server routes (principal and deadline lists, tracking
+    # numbers); it reads the log first, so a suspension made through another replica
+    # counts at once, whatever that server's own lookup still says.
+    changes = {"status": "suspended"}
+    request = setup.vault.sign(
+        setup.ids["admin"],
+        "manage-principals",
+        params={"op": "update", "principal": "office", "changes": changes},
+    )
+    setup.vault.update_principal(request, "office", changes)
+    with pytest.raises(PolicyDenied, match="office is suspended"):
+        setup.vault.check_identity(setup.ids["office"])
+    assert setup.vault.check_identity(setup.ids["owner"]).id == "owner"
+
+
+def test_a_request_with_an_unknown_use_is_denied_and_says_why(setup: Setup) -> None:
+    # Facts the policy schema does not know deny (an evaluation error); the denial is
+    # logged and named, never a crash (a server answered 500 here).
+    tracking = setup.submit()
+    request = setup.vault.sign(setup.ids["owner"], "status", record=tracking, use="no\nsuch")
+    with pytest.raises(PolicyDenied, match=r"status denied for 'owner': unknown use 'no\\nsuch'"):
+        setup.vault.status(request)
+    [denial] = setup.events("access.decided")
+    assert denial.request["body"]["use"] == "no\nsuch"
+
+
+def test_an_act_naming_a_record_it_is_not_about_is_refused_unlogged(setup: Setup) -> None:
+    # The vault decides a principal or key act without a record; the auditor replays
+    # each logged decision on the record its request names. A denied act naming a record
+    # (any user can sign one) was logged and then made `pcii audit verify` report the
+    # log unsound; such a request is refused before anything is decided or logged.
+    tracking = setup.submit()
+    key = Ed25519PrivateKey.generate().public_key
+    attributes = PrincipalAttributes(role="auditor", organisation="IG", level="federal")
+    request = setup.vault.sign(
+        setup.ids["owner"],
+        "manage-principals",
+        record=tracking,
+        authority="x",
+        params=principal_params("ig", attributes, key),
+    )
+    with pytest.raises(InputError, match=r"names a record .* it does not act on"):
+        setup.vault.add_principal(request, "ig", attributes, key)
+    assert setup.events("access.decided") == []
+    history = HistoryAuditor(setup.real)
+    try:
+        verify_log(
+            setup.real,
+            NoteVerifier.from_key_string(setup.vault.config.log_key),
+            event_checker=history,
+        )
+        history.finish()
+    finally:
+        history.close()
+    assert history.decisions_replayed > 0
