@@ -178,6 +178,7 @@ class Migration:
 
 
 _REWRAP_ATTEMPTS = 3
+_ROTATION_PENDING = "rotation-pending"  # in the vault directory: a rotation this vault logs
 _KEY_LOCK_NAME = "keys.lock"
 
 
@@ -998,6 +999,7 @@ class Vault:
 
     def _accept(self, sealed: SealedUpload) -> dict[str, Any]:
         """Check an upload and re-wrap its key; return the facts its event records."""
+        self._require_logged_kek()
         dek = self.keyring.open_intake(sealed.sealed_dek)
         submission = self._open_submission_document(dek, sealed)
         record_ctx = RecordContext(self.config.vault_id, sealed.tracking_number)
@@ -1373,6 +1375,29 @@ class Vault:
             migration=self._migration_progress(keyring, json.loads(migrated)) if migrated else None,
         )
 
+    def _require_logged_kek(self) -> None:
+        """Wrap only under the KEK version the log says is current.
+
+        A keyring behind the log was rotated elsewhere (another replica of the vault with
+        its own copy of a local keyring): wrapping under the old version, or making a
+        second, different version, would strand records. Another process on this host
+        may have rotated the same file: read it again first.
+
+        Raises:
+            BackendError: this keyring does not hold the logged current version.
+        """
+        keyring = self.keyring
+        logged = self._logged_kek_version(keyring)
+        if logged > keyring.current_version:
+            with self._key_lock() as fresh_keyring:
+                keyring = fresh_keyring()
+        if logged > keyring.current_version:
+            raise BackendError(
+                f"the log says KEK version {logged} is current but this vault's keyring "
+                f"holds {keyring.current_version}: the keys were rotated by another replica; "
+                "copy its keyring.sealed here and restart"
+            )
+
     def _logged_kek_version(self, keyring: KeyProvider) -> int:
         """The current provider's KEK version as the log last recorded it.
 
@@ -1417,6 +1442,19 @@ class Vault:
             self._authorize_key_op(request, "rotate")
             keyring = fresh_keyring()
             logged, held = self._logged_kek_version(keyring), keyring.current_version
+            pending = self.paths.root / _ROTATION_PENDING
+            if logged == held + 1 and _pending_version(pending) == logged:
+                # This vault logged the rotation and died before its keyring changed.
+                _log.warning("completing_logged_rotation", version=logged)
+                version = self._rotate_keyring(keyring, expected=logged)
+                pending.unlink(missing_ok=True)
+                return version
+            if logged > held and keyring.key_id == LOCAL:
+                raise BackendError(
+                    f"the log says KEK version {logged} is current but this vault's keyring "
+                    f"holds {held}: the keys were rotated by another replica; copy its "
+                    "keyring.sealed here and restart"
+                )
             if logged == held + 1:
                 _log.warning("completing_logged_rotation", version=logged)
                 return self._rotate_keyring(keyring, expected=logged)
@@ -1434,8 +1472,18 @@ class Vault:
                     details["kek"] = keyring.key_id
                 return [self._decision_event("key.rotated", request, verdict, details=details)]
 
-            self._act(request, "rotate-keys", rotate)
-            return self._rotate_keyring(keyring, expected=held + 1)
+            # Noted before the event is logged: a re-run after a crash between the two
+            # completes this vault's own rotation, never another replica's.
+            pending.unlink(missing_ok=True)
+            write_new_file(pending, str(held + 1).encode(), mode=0o600)
+            try:
+                self._act(request, "rotate-keys", rotate)
+            except (PolicyDenied, InputError, IntegrityError, ConflictError):
+                pending.unlink(missing_ok=True)  # refused: nothing was logged
+                raise
+            version = self._rotate_keyring(keyring, expected=held + 1)
+            pending.unlink(missing_ok=True)
+            return version
 
     def _rotate_keyring(self, keyring: KeyProvider, *, expected: int) -> int:
         try:
@@ -1958,6 +2006,14 @@ def _require_record_id(request: SignedRequest) -> str:
     if not request.body.record:
         raise InputError("the request names no record")
     return request.body.record
+
+
+def _pending_version(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def _policy_stamp(directory: Path) -> tuple[tuple[str, int, int, int], ...]:

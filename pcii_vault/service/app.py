@@ -625,6 +625,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid_body)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(_BodyRefusedError, _body_refused)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
     return Service(app, limits, structlog.get_logger("pcii.serve"))
 
 
@@ -660,6 +661,14 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
     if exc.status_code == 404:
         return _error(NotFoundError("no such route"), 404)
     return _error(InputError(str(exc.detail)), exc.status_code)
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    """A bug: one line in the error shape (exit 1), the traceback in the server's log."""
+    structlog.get_logger("pcii.serve").error(
+        "unexpected_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc
+    )
+    return _error(VaultError(f"unexpected server error: {type(exc).__name__}"), 500)
 
 
 async def _body_refused(_request: Request, exc: _BodyRefusedError) -> JSONResponse:

@@ -220,6 +220,42 @@ def test_keyring_rotated_outside_the_vault_is_refused(setup: Setup) -> None:
     assert setup.vault.index.size == size
 
 
+def test_a_rotation_logged_here_whose_keyring_change_failed_is_completed(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(_self: LocalKeyring) -> int:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalKeyring, "rotate", fail)
+        with pytest.raises(BackendError, match="completes the logged rotation"):
+            setup.vault.rotate_keys(setup.key_request("rotate"))
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
+    assert [e.details["version"] for e in setup.events("key.rotated")] == [2]
+    setup.assert_log_sound()
+
+
+def test_a_keyring_behind_a_rotation_logged_elsewhere_wraps_nothing(setup: Setup) -> None:
+    """Another replica (its own copy of the local keyring) rotated: this one must not wrap
+    under the old version, nor make a second, different version 2."""
+    root = setup.vault.paths.root
+    stale = (root / "keyring.sealed").read_bytes()
+    setup.vault.keyring  # noqa: B018
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
+    setup.vault.close()
+    (root / "keyring.sealed").write_bytes(stale)  # this replica's copy, never rotated
+    replica = Vault(root, unseal=lambda: SECRET)
+    setup.vault = replica
+    replica.sync()
+    size = replica.index.size
+    with pytest.raises(BackendError, match="rotated by another replica"):
+        setup.submit()
+    with pytest.raises(BackendError, match="rotated by another replica"):
+        replica.rotate_keys(setup.key_request("rotate"))
+    replica.sync()
+    assert not [e for e in setup.events("key.rotated") if e.seq >= size]
+
+
 def test_rotation_by_another_process_is_seen(setup: Setup) -> None:
     """A Vault whose keyring was unsealed earlier reads it again under the key lock."""
     setup.vault.keyring  # noqa: B018 -- unseal now, before the other process rotates
