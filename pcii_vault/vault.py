@@ -691,6 +691,10 @@ class Vault:
     @property
     def sequencer(self) -> Sequencer:
         """The group commit of this vault object (started on first use)."""
+        started = self._sequencer
+        if started is not None:
+            # Every requester passes here after its first look: not through the lock.
+            return started
         with self._lock:
             if self._sequencer is None:
                 self._sequencer = Sequencer(
