@@ -50,7 +50,7 @@ from pcii_vault.crypto.envelope import (
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.decisions import decide, principal_facts, record_facts, request_facts
-from pcii_vault.durable import write_new_file
+from pcii_vault.durable import fsync_directory, write_new_file
 from pcii_vault.errors import (
     BackendError,
     ConfigError,
@@ -627,6 +627,7 @@ class Vault:
         *,
         record: str | None = None,
         new_record: bool = False,
+        look_first: bool = True,
     ) -> _Done:
         """Verify, decide and log one act, all against the state at its log position.
 
@@ -635,6 +636,9 @@ class Vault:
         `None` makes a read (nothing is logged on permit). A denial is logged and
         raised as PolicyDenied. If another writer takes the position first, the whole
         act is checked again at the next one: of two conflicting acts, exactly one wins.
+        `look_first=False` skips the first look on the current state, for a caller
+        that has just looked at the same request (a release): the act is verified and
+        decided at its position all the same, and refused there as it would have been.
 
         Raises:
             IntegrityError: forged, replayed or stale request.
@@ -653,13 +657,15 @@ class Vault:
                 return [self._decision_event("access.decided", request, verdict)]
             return effect(principal, row, verdict) if effect is not None else []
 
-        with self._lock:
-            self.sync()
-            self._note_policy_change()
-            # A first look on the current state: refuse early, and a permitted read
-            # logs nothing. What is logged is decided again at its position.
-            with self.index.overlay([]):
-                to_log = act()
+        to_log = True
+        if look_first:
+            with self._lock:
+                self.sync()
+                self._note_policy_change()
+                # A first look on the current state: refuse early, and a permitted read
+                # logs nothing. What is logged is decided again at its position.
+                with self.index.overlay([]):
+                    to_log = bool(act())
         indices = self.sequencer.run(act) if to_log else ()
         done = outcome[0]
         done.indices = tuple(indices)
@@ -1139,7 +1145,9 @@ class Vault:
                 events.append(self._notice(verdict, tracking, "program-office", notice))
             return events
 
-        done = self._act(request, action, access, record=tracking)
+        # The read above was this request's first look: the access is decided at its
+        # position only (the unwrap and the document read happened in between).
+        done = self._act(request, action, access, record=tracking, look_first=False)
         decision = done.verdict.decision
         assert done.record is not None  # noqa: S101 -- the act names a record
         record = done.record
@@ -1259,8 +1267,9 @@ class Vault:
             package = render(unmarkable=unmarkable)
         written: list[str] = []
         for name, data in package.files.items():
-            write_new_file(staging / name, data, mode=0o600)
+            write_new_file(staging / name, data, mode=0o600, sync_directory=False)
             written.append(name)
+        fsync_directory(staging)  # the names of all of them, at once
         written += [f"attachments/{package.file_names[n]}" for n in package.attachments]
         if released and not package.attachments:
             files_dir.rmdir()

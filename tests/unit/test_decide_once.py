@@ -179,8 +179,8 @@ def test_a_principal_revoked_before_the_position_gets_nothing(
     out = tmp_path / "released"
     with pytest.raises(PolicyDenied, match="principal-not-active"):
         _retrieve(bench, tracking, out)
-    # A release looks three times: the read, the access's first look, its position.
-    assert decisions == ["permit", "permit", "deny"]
+    # A release looks twice: the read (its first look), then the access at its position.
+    assert decisions == ["permit", "deny"]
     assert not (out / tracking).exists()
     denial = _last_event(bench.fixed)
     assert (denial.type, denial.actor, denial.decision) == ("access.decided", "analyst", "deny")
