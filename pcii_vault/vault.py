@@ -194,6 +194,7 @@ class Vault:
         self._keyring: KeyCustody | None = None
         self._local_keys: LocalKeyring | None = None
         self._ledger: Ledger | None = None
+        self._reader: Ledger | None = None
         self._index: Index | None = None
         # The index connection and its overlay transaction are shared by the threads
         # that use this object: one of them at a time touches the index.
@@ -402,17 +403,27 @@ class Vault:
         return self._ledger
 
     def reader(self) -> Ledger:
-        """The log, read-only (no unseal secret needed)."""
+        """The log, read-only (no unseal secret needed).
+
+        One reader per vault object and store, kept like the appending ledger: what it
+        proved (a checkpoint against the anchor, the right edge of a checkpoint's tree)
+        is proved again when the log moves, not on every call. Until the first append,
+        every first look of every requester used to prove it all afresh.
+        """
         if self._ledger is not None:
             return self._ledger
-        return Ledger(
-            self.store,
-            self.config.log_origin,
-            signer=None,
-            verifier=self.log_public_key,
-            clock=self._clock,
-            anchor=self._anchor(),
-        )
+        reader = self._reader
+        if reader is None or reader.store is not self.store:
+            reader = Ledger(
+                self.store,
+                self.config.log_origin,
+                signer=None,
+                verifier=self.log_public_key,
+                clock=self._clock,
+                anchor=self._anchor(),
+            )
+            self._reader = reader
+        return reader
 
     def _anchor(self) -> CheckpointAnchor:
         return CheckpointAnchor(self.paths.anchor)
