@@ -485,9 +485,15 @@ class Vault:
         finally:
             replayed.close()
 
+    def _policy_set_unlogged(self) -> bool:
+        """Whether the index's last logged policy set is not the one this vault runs."""
+        return bool(self.index.size) and self.index.meta("policy_set") != (
+            self.policy.policy_set_hash
+        )
+
     def _note_policy_change(self) -> None:
         """Log a changed policy set (a `policy.loaded` event) before it decides anything."""
-        if self.index.size and self.index.meta("policy_set") != self.policy.policy_set_hash:
+        if self._policy_set_unlogged():
             # A changed policy set is itself an event, before it decides anything; its
             # text goes into the store first, so an auditor can re-run its decisions.
             store_policy_set(self.store, self.policy)
@@ -671,12 +677,7 @@ class Vault:
         to_log = True
         if look_first:
             with self._lock:
-                self.sync()
-                self._note_policy_change()
-                # A first look on the current state: refuse early, and a permitted read
-                # logs nothing. What is logged is decided again at its position.
-                with self.index.overlay([]):
-                    to_log = bool(act())
+                to_log = self._first_look(act, read=effect is None)
         indices = self.sequencer.run(act) if to_log else ()
         done = outcome[0]
         done.indices = tuple(indices)
@@ -694,6 +695,35 @@ class Vault:
                 )
             )
         return done
+
+    def _first_look(self, act: Act, *, read: bool) -> bool:
+        """Look at an act on the current state: refuse early; whether it logs anything.
+
+        A read (nothing logged on permit) is decided by this look, so it looks at the
+        latest log: the index is synced first. An act that logs is decided again at its
+        position on the latest log, so this look only refuses early: it is made on the
+        index as it is (this process's batches keep it caught up); anything but events
+        to log there (a refusal: an unknown record or principal, an illegal transition,
+        a replay, a tampered index, a policy set not yet logged; or nothing to log) is
+        looked at again after a sync, so that nothing is refused or decided here on a
+        stale index. Saves every logged act a read of the checkpoint.
+
+        The caller holds the vault lock.
+        """
+        if not read:
+            # Whatever this look raises, and a look that would log nothing (decided
+            # here alone), is made again on the latest log.
+            with contextlib.suppress(Exception):
+                if not self._policy_set_unlogged():
+                    with self.index.overlay([]):
+                        if act():
+                            return True
+        self.sync()
+        self._note_policy_change()
+        # A first look on the current state: refuse early, and a permitted read logs
+        # nothing. What is logged is decided again at its position.
+        with self.index.overlay([]):
+            return bool(act())
 
     def _record_at_position(self, tracking: str | None, *, new_record: bool) -> RecordRow | None:
         if tracking is None:
