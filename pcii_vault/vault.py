@@ -13,7 +13,10 @@ Invariants:
 - no plaintext leaves the vault unless its access event is durably in the log;
 - a record's objects become a record only through its `submission.received` event; if that
   append fails, the uploaded ciphertext and wrapped key are removed;
-- the index is a projection of the log, caught up before every decision.
+- the index is a projection of the log, caught up before every decision that counts: a
+  read (nothing logged) syncs before its look; an act that logs is decided at its log
+  position on every event before it, and its first look, made on the index as it is,
+  refuses nothing without looking again after a sync.
 """
 
 from __future__ import annotations
