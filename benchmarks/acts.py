@@ -376,9 +376,11 @@ def profile(bench: Bench, store_label: str, acts: int, seconds: float) -> None:
         f"{result.acts} acts in {result.seconds:.2f} s = {wall_us:.0f} us wall per act"
     )
     print(
-        "(thread time, summed over the requesters and the sequencer thread, per act; the "
-        "request check and the decision run twice per act: a first look in the requester, "
-        "then again at the log position; store calls are counted once, under store)"
+        "(wall time of each call, summed over the requesters and the sequencer thread, per "
+        "act, waits for the interpreter lock included; the request check and the decision "
+        "are called twice per act, a first look in the requester and again at the log "
+        "position, the second served from the signature and decision memos when nothing "
+        "changed; store calls are counted once, under store)"
     )
     print(f"{'component':38} {'calls/act':>9} {'us/act':>9} {'/ wall':>7}")
     for label in sorted(spent, key=lambda k: -spent[k]):

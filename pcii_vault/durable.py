@@ -40,8 +40,14 @@ def _write_temp(path: Path, data: bytes, mode: int) -> Path:
     return tmp
 
 
-def write_new_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+def write_new_file(
+    path: Path, data: bytes, *, mode: int = 0o600, sync_directory: bool = True
+) -> None:
     """Create `path` holding `data`, atomically and durably.
+
+    With `sync_directory=False` the caller makes the new name durable: it writes several
+    files into one directory and fsyncs that directory once, after the last (each fsync
+    is a journal commit; the files' bytes are fsynced here all the same).
 
     Raises:
         FileExistsError: `path` already exists (it is left untouched).
@@ -52,7 +58,8 @@ def write_new_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_directory(path.parent)
+    if sync_directory:
+        fsync_directory(path.parent)
 
 
 def replace_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:

@@ -504,7 +504,10 @@ class Index:
             self._apply_one(event, strict=strict)
             expected += 1
             applied += 1
-        self._set_meta("size", str(expected))
+        if applied:
+            # Nothing applied, nothing written: a look on the current state (an overlay
+            # of no events) leaves SQLite no page to journal.
+            self._set_meta("size", str(expected))
         return applied
 
     def finish(self) -> None:

@@ -13,7 +13,10 @@ Invariants:
 - no plaintext leaves the vault unless its access event is durably in the log;
 - a record's objects become a record only through its `submission.received` event; if that
   append fails, the uploaded ciphertext and wrapped key are removed;
-- the index is a projection of the log, caught up before every decision.
+- the index is a projection of the log, caught up before every decision that counts: a
+  read (nothing logged) syncs before its look; an act that logs is decided at its log
+  position on every event before it, and its first look, made on the index as it is,
+  refuses nothing without looking again after a sync.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from pcii_vault.crypto.envelope import (
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.decisions import decide, principal_facts, record_facts, request_facts
-from pcii_vault.durable import write_new_file
+from pcii_vault.durable import fsync_directory, write_new_file
 from pcii_vault.errors import (
     BackendError,
     ConfigError,
@@ -201,6 +204,7 @@ class Vault:
         self._keyring: KeyCustody | None = None
         self._local_keys: LocalKeyring | None = None
         self._ledger: Ledger | None = None
+        self._reader: Ledger | None = None
         self._index: Index | None = None
         # The index connection and its overlay transaction are shared by the threads
         # that use this object: one of them at a time touches the index.
@@ -410,17 +414,27 @@ class Vault:
         return self._ledger
 
     def reader(self) -> Ledger:
-        """The log, read-only (no unseal secret needed)."""
+        """The log, read-only (no unseal secret needed).
+
+        One reader per vault object and store, kept like the appending ledger: what it
+        proved (a checkpoint against the anchor, the right edge of a checkpoint's tree)
+        is proved again when the log moves, not on every call. Until the first append,
+        every first look of every requester used to prove it all afresh.
+        """
         if self._ledger is not None:
             return self._ledger
-        return Ledger(
-            self.store,
-            self.config.log_origin,
-            signer=None,
-            verifier=self.log_public_key,
-            clock=self._clock,
-            anchor=self._anchor(),
-        )
+        reader = self._reader
+        if reader is None or reader.store is not self.store:
+            reader = Ledger(
+                self.store,
+                self.config.log_origin,
+                signer=None,
+                verifier=self.log_public_key,
+                clock=self._clock,
+                anchor=self._anchor(),
+            )
+            self._reader = reader
+        return reader
 
     def _anchor(self) -> CheckpointAnchor:
         return CheckpointAnchor(self.paths.anchor)
@@ -482,18 +496,33 @@ class Vault:
         finally:
             replayed.close()
 
-    def _note_policy_change(self) -> None:
-        """Log a changed policy set (a `policy.loaded` event) before it decides anything.
+    def _policy_set_unlogged(self) -> bool:
+        """Whether the index's last logged policy set is not the one this vault runs."""
+        return bool(self.index.size) and self.index.meta("policy_set") != (
+            self.policy.policy_set_hash
+        )
 
-        A long-lived vault object (a server) reloads the policy directory when its files
-        change; a set that does not load refuses every act until it is fixed.
+    def _refresh_policy(self) -> None:
+        """Load the policy directory again when its files changed (a long-lived vault).
+
+        Raises:
+            PolicyLoadError: the changed set does not load (every act is refused until
+                it is fixed; the set loaded before is not used either).
         """
         directory = self._policy_dir()
         stamp = _policy_stamp(directory)
         if stamp != self._policy_stamp:
             self.policy = PolicyEngine.load(directory)
             self._policy_stamp = stamp
-        if self.index.size and self.index.meta("policy_set") != self.policy.policy_set_hash:
+
+    def _note_policy_change(self) -> None:
+        """Log a changed policy set (a `policy.loaded` event) before it decides anything.
+
+        A long-lived vault object (a server) reloads the policy directory when its files
+        change; a set that does not load refuses every act until it is fixed.
+        """
+        self._refresh_policy()
+        if self._policy_set_unlogged():
             # A changed policy set is itself an event, before it decides anything; its
             # text goes into the store first, so an auditor can re-run its decisions.
             store_policy_set(self.store, self.policy)
@@ -671,6 +700,7 @@ class Vault:
         *,
         record: str | None = None,
         new_record: bool = False,
+        look_first: bool = True,
     ) -> _Done:
         """Verify, decide and log one act, all against the state at its log position.
 
@@ -679,6 +709,9 @@ class Vault:
         `None` makes a read (nothing is logged on permit). A denial is logged and
         raised as PolicyDenied. If another writer takes the position first, the whole
         act is checked again at the next one: of two conflicting acts, exactly one wins.
+        `look_first=False` skips the first look on the current state, for a caller
+        that has just looked at the same request (a release): the act is verified and
+        decided at its position all the same, and refused there as it would have been.
 
         Raises:
             IntegrityError: forged, replayed or stale request.
@@ -704,13 +737,10 @@ class Vault:
                 return [self._decision_event("access.decided", request, verdict)]
             return effect(principal, row, verdict) if effect is not None else []
 
-        with self._lock:
-            self.sync()
-            self._note_policy_change()
-            # A first look on the current state: refuse early, and a permitted read
-            # logs nothing. What is logged is decided again at its position.
-            with self.index.overlay([]):
-                to_log = act()
+        to_log = True
+        if look_first:
+            with self._lock:
+                to_log = self._first_look(act, read=effect is None)
         indices = self.sequencer.run(act) if to_log else ()
         done = outcome[0]
         done.indices = tuple(indices)
@@ -733,6 +763,36 @@ class Vault:
             )
         return done
 
+    def _first_look(self, act: Act, *, read: bool) -> bool:
+        """Look at an act on the current state: refuse early; whether it logs anything.
+
+        A read (nothing logged on permit) is decided by this look, so it looks at the
+        latest log: the index is synced first. An act that logs is decided again at its
+        position on the latest log, so this look only refuses early: it is made on the
+        index as it is (this process's batches keep it caught up); anything but events
+        to log there (a refusal: an unknown record or principal, an illegal transition,
+        a replay, a tampered index, a policy set not yet logged; or nothing to log) is
+        looked at again after a sync, so that nothing is refused or decided here on a
+        stale index. Saves every logged act a read of the checkpoint.
+
+        The caller holds the vault lock.
+        """
+        self._refresh_policy()
+        if not read:
+            # Whatever this look raises, and a look that would log nothing (decided
+            # here alone), is made again on the latest log.
+            with contextlib.suppress(Exception):
+                if not self._policy_set_unlogged():
+                    with self.index.overlay([]):
+                        if act():
+                            return True
+        self.sync()
+        self._note_policy_change()
+        # A first look on the current state: refuse early, and a permitted read logs
+        # nothing. What is logged is decided again at its position.
+        with self.index.overlay([]):
+            return bool(act())
+
     def _record_at_position(self, tracking: str | None, *, new_record: bool) -> RecordRow | None:
         if tracking is None:
             return None
@@ -746,6 +806,10 @@ class Vault:
     @property
     def sequencer(self) -> Sequencer:
         """The group commit of this vault object (started on first use)."""
+        started = self._sequencer
+        if started is not None:
+            # Every requester passes here after its first look: not through the lock.
+            return started
         with self._lock:
             if self._sequencer is None:
                 self._sequencer = Sequencer(
@@ -1205,7 +1269,9 @@ class Vault:
                 events.append(self._notice(verdict, tracking, "program-office", notice))
             return events
 
-        done = self._act(request, action, access, record=tracking)
+        # The read above was this request's first look: the access is decided at its
+        # position only (the unwrap and the document read happened in between).
+        done = self._act(request, action, access, record=tracking, look_first=False)
         decision = done.verdict.decision
         assert done.record is not None  # noqa: S101 -- the act names a record
         record = done.record
@@ -1334,8 +1400,9 @@ class Vault:
             package = render(unmarkable=unmarkable)
         written: list[str] = []
         for name, data in package.files.items():
-            write_new_file(staging / name, data, mode=0o600)
+            write_new_file(staging / name, data, mode=0o600, sync_directory=False)
             written.append(name)
+        fsync_directory(staging)  # the names of all of them, at once
         written += [f"attachments/{package.file_names[n]}" for n in package.attachments]
         if released and not package.attachments:
             files_dir.rmdir()

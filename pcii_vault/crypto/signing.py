@@ -1,10 +1,18 @@
 """Ed25519 signatures (PyNaCl) for requests, checkpoints and identities.
 
 Verification raises `IntegrityError`; it never returns False.
+
+Verify once: verification is a pure function of (key, message, signature), and the
+vault checks the same signature several times per act (the request before and at its
+log position, again when its event is projected; a checkpoint on every read). A
+signature that verified is remembered by the SHA-256 of its key, signature and message
+(lengths included, so no two inputs share an encoding), and the same triple is not
+verified again; anything else is verified in full. A failure is never remembered.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -16,6 +24,10 @@ from pcii_vault.errors import IntegrityError
 __all__ = ["SEED_BYTES", "Ed25519PrivateKey", "Ed25519PublicKey", "Signer"]
 
 SEED_BYTES = 32
+# Digests of (key, signature, message) triples that verified; cleared when full.
+_VERIFIED: set[bytes] = set()
+_VERIFIED_MAX = 65536
+_VERIFIED_DOMAIN = b"pcii-vault verified ed25519 v1\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +47,28 @@ class Ed25519PublicKey:
             IntegrityError: the signature does not verify.
         """
         try:
+            digest = hashlib.sha256(
+                b"".join(
+                    (
+                        _VERIFIED_DOMAIN,
+                        self.raw,
+                        len(signature).to_bytes(8, "big"),
+                        signature,
+                        message,
+                    )
+                )
+            ).digest()
+        except TypeError as exc:  # not bytes: nacl would refuse it too
+            raise IntegrityError("signature does not verify") from exc
+        if digest in _VERIFIED:
+            return
+        try:
             nacl.signing.VerifyKey(self.raw).verify(message, signature)
         except (nacl.exceptions.BadSignatureError, ValueError, TypeError) as exc:
             raise IntegrityError("signature does not verify") from exc
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED.add(digest)
 
 
 @runtime_checkable

@@ -200,6 +200,9 @@ class Ledger:
         self._history_seen: set[tuple[int, bytes]] = set()
         self._verified: VerifiedTiles | None = None
         self._edge_checked: Checkpoint | None = None
+        # The last checkpoint note parsed, by its exact bytes (parsing is pure: the same
+        # bytes verify and parse the same way every time; other bytes are parsed anew).
+        self._parsed: tuple[bytes, Checkpoint] | None = None
 
     # ----- reading ------------------------------------------------------------------
 
@@ -213,10 +216,15 @@ class Ledger:
         except NotFoundError:
             self._trust(None)
             return None, None
-        try:
-            cp = parse_checkpoint(data, self.verifier, self.origin)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{CHECKPOINT_KEY}: {exc}") from exc
+        parsed = self._parsed
+        if parsed is not None and parsed[0] == data:
+            cp = parsed[1]
+        else:
+            try:
+                cp = parse_checkpoint(data, self.verifier, self.origin)
+            except IntegrityError as exc:
+                raise IntegrityError(f"{CHECKPOINT_KEY}: {exc}") from exc
+            self._parsed = (data, cp)
         self._trust(cp)
         return cp, etag
 

@@ -31,6 +31,14 @@ obligations on a forbid, a template, an empty file, or an empty directory.
   Cedar's request validation refuses it). Per request the engine only adds the cached
   record JSON to the cached principal entities (Cedar has no way to merge two parsed
   handles), serialises the context once, and evaluates.
+- Decide once: a decision is a pure function of this engine (its policy set and
+  schema), the action, the principal's facts, the record's facts and the context
+  document (purpose, use, authority, emergency flag, and the time in whole seconds, as
+  Cedar sees it). Decisions are memoised on exactly that key, so an act checked first on
+  the current state and again at its log position is evaluated once when nothing it
+  depends on changed, and afresh when anything did (a suspended principal, a record
+  that moved on, another second, another policy set: another engine). Only outcomes
+  Cedar returned are memoised, never a deny made of an exception.
 
 Many decisions over the same entities (`search`, a long-running server) can share one
 `EntityDirectory` (every principal and record parsed and schema-checked once). It is used
@@ -87,6 +95,7 @@ _POLICY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,79}")
 _INTERNAL_ID = re.compile(r"\bpolicy0\b")
 _PRINCIPAL_CACHE_SIZE = 4096
 _RECORD_CACHE_SIZE = 16384  # about 1 KB each; cleared when full, like the principal cache
+_DECISION_CACHE_SIZE = 16384  # cleared when full, like the others
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,6 +514,9 @@ class PolicyEngine:
     _obligations: dict[tuple[str, ...], tuple[str, ...]] = field(
         repr=False, default_factory=dict, compare=False
     )
+    _decisions: dict[tuple[str, PrincipalFacts, RecordFacts | None, str], Decision] = field(
+        repr=False, default_factory=dict, compare=False
+    )
 
     @classmethod
     def load(cls, directory: Path) -> PolicyEngine:
@@ -597,6 +609,12 @@ class PolicyEngine:
         """
         policy_set = self._slices.get(action, self._policy_set)
         try:
+            # The whole input of the decision (see "Decide once" in the module docstring).
+            context_document = context_json(context)
+            key = (action, principal, resource, context_document)
+            cached = self._decisions.get(key)
+            if cached is not None:
+                return cached
             if resource is None:
                 resource_uid = {"type": self._vault.entity_type, "id": self._vault.entity_id}
             else:
@@ -615,11 +633,19 @@ class PolicyEngine:
                 "action": {"type": "Action", "id": action},
                 "resource": resource_uid,
                 # A string: cedarpy passes it through instead of serialising a dict.
-                "context": context_json(context),
+                "context": context_document,
             }
             result = cedarpy.is_authorized(request, policy_set, entities, self._schema)
         except Exception as exc:  # noqa: BLE001 -- fail closed on anything Cedar raises
             return self._deny((), (f"{type(exc).__name__}: {exc}",))
+        decision = self._outcome(result)
+        if len(self._decisions) >= _DECISION_CACHE_SIZE:
+            self._decisions.clear()
+        self._decisions[key] = decision
+        return decision
+
+    def _outcome(self, result: cedarpy.AuthzResult) -> Decision:
+        """The decision Cedar's answer stands for (default deny)."""
         diagnostics = result.diagnostics
         errors = tuple(str(e) for e in diagnostics.errors)
         reasons = tuple(sorted(diagnostics.reasons))

@@ -62,6 +62,8 @@ class FilesystemStore:
         except OSError as exc:
             raise BackendError(f"cannot create store directory {root}: {exc.strerror}") from exc
         self._root = root.resolve()
+        self._root_text = str(self._root)
+        self._root_prefix = os.path.join(self._root_text, "")  # noqa: PTH118 -- see _path
         self._etag_cache: dict[_StatSig, str] = {}
 
     @property
@@ -79,11 +81,14 @@ class FilesystemStore:
     def _path(self, key: str) -> Path:
         """Map a validated key to its path, refusing anything outside the root."""
         validate_key(key)
-        path = self._root.joinpath(*key.split("/"))
+        # Safe segments (validated), so the key joins the root as it is; strings, not
+        # Path objects, on this path that every store call takes.
+        text = os.path.join(self._root_text, key)  # noqa: PTH118
         # Resolve symlinks planted inside the root: the real path must stay under it.
-        if not path.resolve().is_relative_to(self._root):
+        real = _resolved(text)
+        if real != self._root_text and not real.startswith(self._root_prefix):
             raise InputError(f"object key {key!r} resolves outside the store root")
-        return path
+        return Path(text)
 
     def _ensure_parent(self, path: Path) -> None:
         """Create the missing directories above `path`, fsyncing each new entry's parent."""
@@ -364,6 +369,45 @@ class FilesystemStore:
             except OSError:  # not empty (another probe), or already gone
                 return
             directory = directory.parent
+
+
+_O_PATH = getattr(os, "O_PATH", 0)
+
+
+def _resolved(path: str) -> str:
+    """`os.path.realpath(path)`, in three system calls where the kernel can tell.
+
+    The kernel resolves an existing path (every symlink on the way, the last one
+    included) when it opens it; /proc names what it opened. A name that does not exist
+    (not even as a dangling symlink) resolves to its resolved directory and the name,
+    as `realpath` does. Anything else (another system, no /proc, a dangling symlink, a
+    missing directory) goes through `realpath` itself.
+    """
+    if not _O_PATH:
+        return os.path.realpath(path)
+    try:
+        return _opened_path(path)
+    except FileNotFoundError:
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            directory, name = os.path.split(path)
+            with contextlib.suppress(OSError):
+                return os.path.join(_opened_path(directory), name)  # noqa: PTH118
+    except OSError:
+        pass
+    return os.path.realpath(path)
+
+
+def _opened_path(path: str) -> str:
+    fd = os.open(path, _O_PATH | os.O_CLOEXEC)
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")  # noqa: PTH115
+    finally:
+        os.close(fd)
+    if not real.startswith("/"):  # not a path ("anon_inode:", say): ask realpath
+        raise OSError(errno.EINVAL, "not a path")
+    return real
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -225,6 +225,7 @@ def test_global_options_after_the_subcommand_are_accepted(populated: Cli) -> Non
     assert json.loads(result.out)["tracking_number"]
 
 
+@IN_BOTH_MODES
 def test_a_changed_policy_set_is_logged_before_it_decides(populated: Cli) -> None:
     cli = populated
     policy = cli.vault / "policies" / "submitter.cedar"
@@ -238,6 +239,7 @@ def test_a_changed_policy_set_is_logged_before_it_decides(populated: Cli) -> Non
     assert received[0]["policy_set"] == loaded[1]["policy_set"]
 
 
+@IN_BOTH_MODES
 def test_a_broken_policy_refuses_to_start(populated: Cli) -> None:
     cli = populated
     (cli.vault / "policies" / "broken.cedar").write_text("permit (principal, action, resource")

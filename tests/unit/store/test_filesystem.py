@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pcii_vault.errors import BackendError, InputError, NotFoundError, ObjectExistsError
+from pcii_vault.store import filesystem
 from pcii_vault.store.filesystem import FilesystemStore
 
 
@@ -33,6 +34,54 @@ def test_symlink_inside_root_cannot_lead_outside(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="outside the store root"):
         store.put_if_absent("records/new", b"x")
     assert [p.name for p in outside.iterdir()] == ["secret"]
+
+
+def test_a_symlinked_object_leading_outside_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not for the vault")
+    store = FilesystemStore(tmp_path / "objects")
+    store.put_if_absent("records/r1/document", b"abc")
+    (store.root / "records" / "r1" / "copy").symlink_to(outside / "secret")
+    (store.root / "records" / "r1" / "dangling").symlink_to(outside / "missing")
+    for key in ("records/r1/copy", "records/r1/dangling"):
+        with pytest.raises(InputError, match="outside the store root"):
+            store.get(key)
+    with pytest.raises(InputError, match="outside the store root"):
+        store.put_if_absent("records/r1/dangling", b"x")
+    assert not (outside / "missing").exists()
+
+
+def test_the_fast_resolution_is_realpath(tmp_path: Path) -> None:
+    """What the store checks is what `os.path.realpath` says, in every shape of path."""
+    root = tmp_path / "root"
+    (root / "log" / "tile").mkdir(parents=True)
+    (root / "log" / "checkpoint").write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (root / "inner").symlink_to(root / "log")
+    (root / "relative").symlink_to("log/tile")
+    (root / "out").symlink_to(tmp_path / "elsewhere")
+    (root / "log" / "loop").symlink_to(root / "log" / "loop")
+    (root / "log" / "dangling").symlink_to(tmp_path / "nowhere" / "x")
+    (root / "log" / "file-link").symlink_to(root / "log" / "checkpoint")
+    paths = [
+        "log/checkpoint",
+        "log/missing",
+        "log/tile",
+        "missing-dir/x/y",
+        "inner/checkpoint",
+        "inner/missing",
+        "relative/x",
+        "out",
+        "out/new",
+        "log/loop",
+        "log/dangling",
+        "log/file-link",
+        "log/checkpoint/below-a-file",
+    ]
+    for relative in paths:
+        path = str(root / relative)
+        assert filesystem._resolved(path) == os.path.realpath(path), relative
 
 
 def test_leftover_temporary_files_are_not_listed(fs_store: FilesystemStore) -> None:
