@@ -169,7 +169,9 @@ def _retention(seaweed: SeaweedServer, bucket: str, key: str) -> dict[str, Any] 
 def test_object_lock_retains_log_and_records_but_not_wrapped_or_claims(
     seaweed: SeaweedServer, lock_bucket: str
 ) -> None:
-    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    # The server refuses a retention date in the past: a clock at the real time (whole
+    # seconds, as the server stores them), not a fixed date that the calendar overtakes.
+    now = datetime.now(UTC).replace(microsecond=0)
     store = seaweed.s3_store(
         lock_bucket, retention_mode="GOVERNANCE", retention_days=2, clock=lambda: now
     )
