@@ -82,7 +82,7 @@ from pcii_vault.models.acts import check_params
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
-from pcii_vault.models.request import SignedRequest, sign_request
+from pcii_vault.models.request import SignedRequest, sign_request, verify_act
 from pcii_vault.models.submission import Submission, validate_submission_bytes
 from pcii_vault.policy.archive import store_policy_set
 from pcii_vault.policy.denial import explain_denial
@@ -623,28 +623,20 @@ class Vault:
     def _verify_request(self, request: SignedRequest, action: str) -> Principal:
         """Check who is asking. Failures here are not attributable, so not logged."""
         body = request.body
-        if body.vault != self.config.vault_id:
-            raise IntegrityError("request is for another vault")
-        if body.action != action:
-            raise IntegrityError(f"request was signed for {body.action!r}, not {action!r}")
         try:
             principal = self.index.principal(body.principal)
         except NotFoundError as exc:
+            if body.vault != self.config.vault_id:
+                raise IntegrityError("request is for another vault") from None
             raise PolicyDenied(f"{body.principal!r} is not a registered principal") from exc
-        key = Ed25519PublicKey(base64.b64decode(principal.public_key))
-        try:
-            key.verify(body.signing_bytes(), request.signature_bytes())
-        except IntegrityError as exc:
-            raise IntegrityError(
-                f"request signature of {body.principal!r} does not verify"
-            ) from exc
-        window = timedelta(seconds=self.config.request_window_seconds)
-        now = self._clock()
-        if not now - window <= body.time <= now + window:
-            raise IntegrityError(
-                f"request time {body.time.isoformat()} is outside the "
-                f"{self.config.request_window_seconds} s window: check the clock"
-            )
+        verify_act(
+            request,
+            vault=self.config.vault_id,
+            action=action,
+            public_key=principal.public_key,
+            now=self._clock(),
+            window=timedelta(seconds=self.config.request_window_seconds),
+        )
         if self.index.nonce_seen(body.nonce):
             raise IntegrityError("replayed request: this request is already in the log")
         check_params(body.action, body.params)  # the action's typed parameters, or exit 2
@@ -777,11 +769,11 @@ class Vault:
 
         The caller holds the vault lock.
         """
-        self._refresh_policy()
         if not read:
             # Whatever this look raises, and a look that would log nothing (decided
             # here alone), is made again on the latest log.
             with contextlib.suppress(Exception):
+                self._refresh_policy()
                 if not self._policy_set_unlogged():
                     with self.index.overlay([]):
                         if act():

@@ -22,7 +22,7 @@ from pcii_vault.errors import VaultError
 if TYPE_CHECKING:
     from typer import _click
 
-__all__ = ["app", "main"]
+__all__ = ["app", "configure_logging", "main"]
 
 app = CliTyper(
     name="pcii",
@@ -171,10 +171,14 @@ def _configure_logging(*, debug: bool, log_format: str) -> None:
     # terminal. structlog is imported here, not at start-up: `pcii --help` never logs.
     import logging
 
+    json_logs = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    configure_logging(level=logging.DEBUG if debug else logging.WARNING, json_logs=json_logs)
+
+
+def configure_logging(*, level: int, json_logs: bool) -> None:
+    """Structlog to stderr at `level`: JSON lines, or key=value for a person."""
     import structlog
 
-    level = logging.DEBUG if debug else logging.WARNING
-    json_logs = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if json_logs

@@ -179,25 +179,10 @@ def _seconds(value: float) -> timedelta:
 def _log_access_lines(log_format: str) -> None:
     """Access lines are the server's record of who called what: INFO, JSON by default."""
     import logging
-    import sys
 
-    import structlog
+    from pcii_vault.cli.app import configure_logging
 
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if log_format == "console"
-        else structlog.processors.JSONRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    configure_logging(level=logging.INFO, json_logs=log_format != "console")
 
 
 def unseal(

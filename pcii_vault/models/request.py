@@ -11,15 +11,16 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from pcii_vault.crypto.canonical import canonical_json
-from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
+from pcii_vault.errors import IntegrityError
 
-__all__ = ["RequestBody", "SignedRequest", "sign_request"]
+__all__ = ["RequestBody", "SignedRequest", "sign_request", "verify_act"]
 
 
 class RequestBody(BaseModel):
@@ -105,3 +106,37 @@ def sign_request(
     )
     signature = key.sign(body.signing_bytes())
     return SignedRequest(body=body, signature=base64.b64encode(signature).decode())
+
+
+def verify_act(
+    request: SignedRequest,
+    *,
+    vault: str,
+    action: str,
+    public_key: str,
+    now: datetime,
+    window: timedelta,
+) -> None:
+    """Check a signed act: for this vault and action, signed by `public_key`, fresh.
+
+    The nonce (replay) and the principal's standing are the caller's to check.
+
+    Raises:
+        IntegrityError: another vault, another action, a bad signature, or a time
+            outside `now +- window`.
+    """
+    body = request.body
+    if body.vault != vault:
+        raise IntegrityError("request is for another vault")
+    if body.action != action:
+        raise IntegrityError(f"request was signed for {body.action!r}, not {action!r}")
+    key = Ed25519PublicKey(base64.b64decode(public_key))
+    try:
+        key.verify(body.signing_bytes(), request.signature_bytes())
+    except IntegrityError as exc:
+        raise IntegrityError(f"request signature of {body.principal!r} does not verify") from exc
+    if not now - window <= body.time <= now + window:
+        raise IntegrityError(
+            f"request time {body.time.isoformat()} is outside the "
+            f"{int(window.total_seconds())} s window: check the clock"
+        )

@@ -835,9 +835,8 @@ class Service:
 
 
 async def _refuse(send: Send, refused: _BodyRefusedError) -> None:
-    body = json.dumps(
-        {"error": refused.message, "exit_code": 2, "kind": "InputError", "problems": []}
-    ).encode()
+    error = wire.ErrorBody(error=refused.message, exit_code=2, kind="InputError")
+    body = error.model_dump_json().encode()
     await send(
         {
             "type": "http.response.start",

@@ -13,17 +13,16 @@ included, is logged as one `vault.unsealed` event as soon as the log is writable
 
 from __future__ import annotations
 
-import base64
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pcii_vault.crypto.signing import Ed25519PublicKey
 from pcii_vault.errors import BackendError, InputError, IntegrityError, PolicyDenied
 from pcii_vault.index import Index
 from pcii_vault.keys.local import LocalKeyring
 from pcii_vault.keys.shares import ShareText, combine_shares, share_parameters
+from pcii_vault.models.request import verify_act
 
 if TYPE_CHECKING:
     from pcii_vault.models.principal import Principal
@@ -106,15 +105,14 @@ class Seal:
             IntegrityError: another vault, another action, stale, or a bad signature.
             PolicyDenied: the signer is not an active administrator.
         """
-        body = request.body
-        if body.vault != self._vault.config.vault_id:
-            raise IntegrityError("request is for another vault")
-        if body.action != "unseal":
-            raise IntegrityError(f"request was signed for {body.action!r}, not 'unseal'")
-        if abs(datetime.now(UTC) - body.time) > self._skew:
-            raise IntegrityError("the unseal request is stale: sign it again")
-        key = Ed25519PublicKey(base64.b64decode(principal.public_key))
-        key.verify(body.signing_bytes(), request.signature_bytes())
+        verify_act(
+            request,
+            vault=self._vault.config.vault_id,
+            action="unseal",
+            public_key=principal.public_key,
+            now=datetime.now(UTC),
+            window=self._skew,
+        )
         if principal.role != "admin" or principal.status != "active":
             raise PolicyDenied(f"{principal.id} is not an active administrator: no unseal")
 
