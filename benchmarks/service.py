@@ -540,6 +540,8 @@ class Profile:
         return {frame: n / total for frame, n in top}
 
 
+WORKLOADS = ("status", "release", "submit")
+
 # ----- the whole run -----------------------------------------------------------------------
 
 
@@ -548,6 +550,7 @@ class Settings:
     clients: int
     seconds: float
     py_spy: str | None = None
+    only: tuple[str, ...] = WORKLOADS
 
 
 async def bench_store(
@@ -578,6 +581,8 @@ async def bench_store(
             ("submit 1 MiB", ours.submit, 1, watched, tls),
         ]
         for name, op, logged, watch, context in workloads:
+            if name.split()[0] not in ("openbao", *settings.only):
+                continue
             ours_now = not name.startswith("openbao")
             profile = None
             if settings.py_spy and ours_now:
@@ -706,7 +711,7 @@ def _environment(variables: dict[str, str]) -> Iterator[None]:
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> list[Result]:
-    settings = Settings(args.clients, args.seconds, args.py_spy)
+    settings = Settings(args.clients, args.seconds, args.py_spy, tuple(args.only))
     results: list[Result] = []
     with contextlib.ExitStack() as stack:
         bao = start_bao_server()
@@ -749,6 +754,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="per workload (default 30, --quick 3)")
     parser.add_argument("--no-s3", action="store_true", help="skip SeaweedFS")
     parser.add_argument("--quick", action="store_true", help="3 s a workload")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=WORKLOADS,
+        default=list(WORKLOADS),
+        help="run only these workloads (OpenBao's decrypt always runs, for the ratio)",
+    )
     parser.add_argument(
         "--py-spy",
         nargs="?",

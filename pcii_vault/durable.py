@@ -26,14 +26,15 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+def _write_temp(path: Path, data: bytes, mode: int, *, sync: bool = True) -> Path:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
+            if sync:
+                out.flush()
+                os.fsync(out.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -41,24 +42,31 @@ def _write_temp(path: Path, data: bytes, mode: int) -> Path:
 
 
 def write_new_file(
-    path: Path, data: bytes, *, mode: int = 0o600, sync_directory: bool = True
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    sync_directory: bool = True,
+    durable: bool = True,
 ) -> None:
     """Create `path` holding `data`, atomically and durably.
 
     With `sync_directory=False` the caller makes the new name durable: it writes several
     files into one directory and fsyncs that directory once, after the last (each fsync
-    is a journal commit; the files' bytes are fsynced here all the same).
+    is a journal commit; the files' bytes are fsynced here all the same). With
+    `durable=False` nothing is fsynced: for scratch files that a crash may lose (a
+    server's spool), still atomic.
 
     Raises:
         FileExistsError: `path` already exists (it is left untouched).
         OSError: the file could not be written (nothing is left behind).
     """
-    tmp = _write_temp(path, data, mode)
+    tmp = _write_temp(path, data, mode, sync=durable)
     try:
         os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    if sync_directory:
+    if sync_directory and durable:
         fsync_directory(path.parent)
 
 

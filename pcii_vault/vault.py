@@ -1200,7 +1200,12 @@ class Vault:
 
     @contextlib.contextmanager
     def open_release(
-        self, request: SignedRequest, spool: Path, *, progress: Progress | None = None
+        self,
+        request: SignedRequest,
+        spool: Path,
+        *,
+        progress: Progress | None = None,
+        durable: bool = True,
     ) -> Iterator[StagedRelease]:
         """Decide and log a release; stage its files in a new directory under `spool`.
 
@@ -1209,7 +1214,8 @@ class Vault:
         core never writes into a caller's directory: `spool` is the caller's choice of
         scratch space (the server's private spool, or a hidden directory next to an
         embedded caller's `--out`). What the caller has not moved away by the end of the
-        `with` block is removed.
+        `with` block is removed. Staged files are fsynced unless `durable` is false (a
+        server's spool: a crash loses it, and the client writes its own copy durably).
 
         Raises:
             PolicyDenied: the policies refuse it (the denial is logged).
@@ -1224,7 +1230,7 @@ class Vault:
         # Refuse (and log the denial) before any key is unwrapped.
         record = self._act(request, action, None, record=tracking).record
         assert record is not None  # noqa: S101 -- the act names a record
-        staged = self._stage_release(request, record, spool, progress)
+        staged = self._stage_release(request, record, spool, progress, durable=durable)
         try:
             yield staged
         finally:
@@ -1236,6 +1242,8 @@ class Vault:
         record: RecordRow,
         spool: Path,
         progress: Progress | None = None,
+        *,
+        durable: bool = True,
     ) -> StagedRelease:
         tracking = record.tracking
         action = request.body.action
@@ -1282,6 +1290,7 @@ class Vault:
                 access_index=index,
                 staging=staging,
                 progress=progress,
+                durable=durable,
             )
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -1337,6 +1346,7 @@ class Vault:
         access_index: int,
         staging: Path,
         progress: Progress | None,
+        durable: bool,
     ) -> tuple[str, ...]:
         vault_id = self.config.vault_id
         attachments = [f for f in record.files if f["object"] != "document"]
@@ -1378,6 +1388,7 @@ class Vault:
                     progress,
                 ),
                 plain,
+                durable=durable,
             )
             if digest != meta["sha256"]:
                 raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
@@ -1392,9 +1403,10 @@ class Vault:
             package = render(unmarkable=unmarkable)
         written: list[str] = []
         for name, data in package.files.items():
-            write_new_file(staging / name, data, mode=0o600, sync_directory=False)
+            write_new_file(staging / name, data, mode=0o600, sync_directory=False, durable=durable)
             written.append(name)
-        fsync_directory(staging)  # the names of all of them, at once
+        if durable:
+            fsync_directory(staging)  # the names of all of them, at once
         written += [f"attachments/{package.file_names[n]}" for n in package.attachments]
         if released and not package.attachments:
             files_dir.rmdir()

@@ -253,6 +253,7 @@ def decrypt_to_file(
     dest: Path,
     *,
     overwrite: bool = False,
+    durable: bool = True,
 ) -> tuple[str, int]:
     """Decrypt a stored object into `dest`, all or nothing.
 
@@ -266,6 +267,8 @@ def decrypt_to_file(
         chunks: the stored bytes in pieces of any size.
         dest: where the plaintext goes.
         overwrite: replace `dest` if it exists (refused by default).
+        durable: fsync the file and its directory (not for scratch space a crash may
+            lose, such as a server's spool).
 
     Returns:
         (plaintext SHA-256 as hex, plaintext size in bytes).
@@ -283,8 +286,9 @@ def decrypt_to_file(
             opened = open_object(dek, ctx, chunks)
             for piece in opened:
                 out.write(piece)
-            out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
         # Only now, with every byte authenticated, may the plaintext get its name.
         if overwrite:
             tmp.replace(dest)
@@ -294,7 +298,8 @@ def decrypt_to_file(
             except FileExistsError as exc:
                 raise InputError(f"{dest} already exists; refusing to overwrite it") from exc
             tmp.unlink()
-        fsync_directory(dest.parent)
+        if durable:
+            fsync_directory(dest.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -378,7 +378,9 @@ async def release(request: Request, act: wire.Act, caller: SignedBody) -> Stream
     signed = _act_of(caller, act)
     if signed.body.action not in {"retrieve", "review"}:
         raise InputError(f"a release is retrieve or review, not {signed.body.action}")
-    opened = vault.open_release(signed, context.spool)
+    # The spool is scratch space: a crash loses it, and the client writes its copy
+    # durably, so nothing is fsynced here.
+    opened = vault.open_release(signed, context.spool, durable=False)
     staged = await run_in_threadpool(opened.__enter__)
     meta = {
         "tracking_number": staged.tracking_number,
