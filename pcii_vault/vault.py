@@ -454,10 +454,13 @@ class Vault:
         """
         with self._lock:
             index = self._trusted_index()
+            # The index's size before the checkpoint: another process of this vault may
+            # commit and apply in between, and a checkpoint read first would look older
+            # than the index (a rollback that is none).
+            start = index.size
             reader = self.reader()
             checkpoint = reader.check_edge()
             size = checkpoint.size if checkpoint else 0
-            start = index.size
             if start > size:
                 raise IntegrityError(
                     f"the index has {start} events but the log only {size}: the log was "
@@ -821,10 +824,9 @@ class Vault:
         is left out; the others are claimed together and committed at once.
         """
         index = self.index
-        with self._lock:
-            known = index.size
         outcomes: list[tuple[int, ...] | BaseException] = []
         spans: list[tuple[int, int] | None] = []
+        known = 0
 
         def build(position: int, before: Sequence[bytes]) -> list[Event]:
             outcomes.clear()
@@ -832,6 +834,11 @@ class Vault:
             drafts: list[Event] = []
             events = [parse_event(entry, known + i) for i, entry in enumerate(before)]
             with self._lock, index.overlay(events):
+                if index.size != position:
+                    # Another process of this vault (a worker, a replica on this host)
+                    # applied events past the log tip this claim read: build again
+                    # from the newer tip, never on a state ahead of the position.
+                    raise _StalePositionError
                 for act in acts:
                     try:
                         made = act()
@@ -855,12 +862,20 @@ class Vault:
                 raise _NothingToLogError
             return drafts
 
-        try:
-            result = self.ledger.append_at(build, known_size=known)
-        except _NothingToLogError:
-            return outcomes
-        except OSError as exc:
-            raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
+        for _ in range(_STALE_ATTEMPTS):
+            with self._lock:
+                known = index.size
+            try:
+                result = self.ledger.append_at(build, known_size=known)
+                break
+            except _StalePositionError:
+                continue
+            except _NothingToLogError:
+                return outcomes
+            except OSError as exc:
+                raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
+        else:
+            raise BackendError("the log kept moving on while this batch was decided: try again")
         with self._lock:
             self._catch_up(result.size, result.indices)
         for i, span in enumerate(spans):
@@ -1984,6 +1999,13 @@ Effect = Callable[[Principal, RecordRow | None, _Verdict], list[Event]]
 
 class _NothingToLogError(Exception):
     """A read that the policies permit at its position: nothing to append."""
+
+
+class _StalePositionError(Exception):
+    """Another process of this vault applied events past the position being built."""
+
+
+_STALE_ATTEMPTS = 1000  # each one means another process appended: progress, not a spin
 
 
 _CHANGEABLE = frozenset(
