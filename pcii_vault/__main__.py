@@ -2,4 +2,5 @@
 
 from pcii_vault.cli.app import main
 
-main()
+if __name__ == "__main__":  # not when a `pcii serve` worker process is spawned
+    main()

@@ -201,7 +201,8 @@ def configure_logging(*, level: int, json_logs: bool) -> None:
 def _stderr_logger(*_args: object) -> Any:  # noqa: ANN401 -- structlog's WrappedLogger
     import structlog
 
-    return structlog.PrintLogger(sys.stderr)
+    # One write per line: lines of several processes (a server's workers) never mix.
+    return structlog.WriteLogger(sys.stderr)
 
 
 def _fail(message: str, code: int, *, json_mode: bool, problems: tuple[str, ...] = ()) -> NoReturn:

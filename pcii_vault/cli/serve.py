@@ -13,7 +13,10 @@ from pcii_vault.errors import InputError
 if TYPE_CHECKING:
     from datetime import timedelta
 
+    from pcii_vault.config import Batching
     from pcii_vault.service.seal import Seal
+    from pcii_vault.service.tls import ServerCertificate
+    from pcii_vault.vault import Vault
 
 __all__ = ["DEFAULT_LISTEN", "serve", "unseal"]
 
@@ -44,36 +47,45 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            help="Serving processes on the one address (one per core is a good start).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the vault over HTTPS: unseal once here, users need only their identity key."""
     import shutil
-    import signal
+    import socket
 
-    import uvicorn
-
-    from pcii_vault.cli.session import open_vault, vault_dir
+    from pcii_vault.cli.session import vault_dir
     from pcii_vault.config import Settings
     from pcii_vault.service.app import ServiceLimits, create_app, private_spool
-    from pcii_vault.service.seal import Seal
     from pcii_vault.service.tls import ensure_self_signed, load_certificate
-    from pcii_vault.vault import Vault
+    from pcii_vault.service.workers import (
+        MAX_WORKERS,
+        Listener,
+        WorkerSpec,
+        bind,
+        run_server,
+        supervise,
+    )
 
     state: CliState = ctx.obj
     root = vault_dir(state)
     host, port = _listen_address(listen)
     if (tls_cert is None) != (tls_key is None):
         raise InputError("give --tls-cert and --tls-key together (or neither)")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InputError(f"--workers {workers}: give 1 to {MAX_WORKERS} serving processes")
     settings = Settings.from_environment()
     _log_access_lines(settings.log_format)
     skew = _seconds(settings.server_skew_s)
-    seal: Seal | None = None
-    if _starts_sealed(root):
-        # Shares and no PCII_UNSEAL_SHARES: custodians unseal it remotely (`pcii unseal`).
-        vault = Vault(root, unseal=lambda: _sealed(seal).secret(), batching=settings.batching())
-        seal = Seal(vault, skew=skew)
-    else:
-        vault = open_vault(state)
+    vault, seal, secrets = _open(state, root, workers, settings.batching(), skew)
     spool: Path | None = None
+    sock: socket.socket | None = None
     try:
         if seal is None:
             # Unseal and catch up before the first request: a new replica rebuilds its
@@ -84,61 +96,100 @@ def serve(
             certificate = load_certificate(tls_cert, tls_key)
         else:
             certificate = ensure_self_signed(root / "tls", [host])
-        spool = private_spool(root / "spool")
+        sock = bind(host, port)
         limits = ServiceLimits(
             max_body=settings.server_max_body,
             max_upload=settings.server_max_upload,
             read_timeout=settings.server_read_timeout_s,
             skew=skew,
         )
-        app = create_app(vault, spool=spool, limits=limits, seal=seal)
-        url = f"https://{_url_host(host)}:{port}"
-        state.output.result(
-            {
-                "url": url,
-                "vault_id": vault.config.vault_id,
-                "certificate": str(certificate.cert_path),
-                "fingerprint_sha256": certificate.fingerprint_sha256,
-                "sealed": seal is not None,
-            },
-            human=(
-                f"serving vault {vault.config.vault_id} at {url}\n"
-                f"certificate: {certificate.cert_path}\n"
-                f"SHA-256 fingerprint: {certificate.fingerprint_sha256}\n"
-                f"clients: pcii --vault {url} --ca {certificate.cert_path} --as KEYFILE ..."
-                + (
-                    "\nsealed: custodians unseal it with "
-                    f"`pcii --vault {url} --ca {certificate.cert_path} --as KEYFILE "
-                    "unseal --share FILE`"
-                    if seal is not None
-                    else ""
-                )
-            ),
+        _announce(state, vault, f"https://{_url_host(host)}:{port}", certificate, seal, workers)
+        listener = Listener(host, port, certificate.cert_path, certificate.key_path)
+        if workers == 1:
+            spool = private_spool(root / "spool")
+            run_server(create_app(vault, spool=spool, limits=limits, seal=seal), sock, listener)
+            return
+        vault.close()  # each worker opens its own
+        spool = private_spool(root / "spool")  # the parent's: the workers' shared nonces
+        spec = WorkerSpec(
+            root,
+            secrets[-1] if secrets else None,
+            listener,
+            limits,
+            settings.batching(),
+            json_logs=settings.log_format != "console",
+            nonces=spool / "nonces.sqlite",
         )
-        import sys
-
-        sys.stdout.flush()
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            ssl_certfile=str(certificate.cert_path),
-            ssl_keyfile=str(certificate.key_path),
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=30,
-            server_header=False,
-        )
-        # uvicorn shuts down gracefully on SIGTERM (in-flight requests finish), then
-        # raises the signal again for the handler it found: ours only notes it, so the
-        # pending batch is committed below and the process exits 0.
-        signal.signal(signal.SIGTERM, lambda *_: None)
-        uvicorn.Server(config).run()
+        if failed := supervise(spec, sock, workers):
+            raise typer.Exit(failed)
     finally:
         vault.close()  # commits the pending batch, then releases the keys
+        if sock is not None:
+            sock.close()
         if spool is not None:
             shutil.rmtree(spool, ignore_errors=True)
+
+
+def _open(
+    state: CliState, root: Path, workers: int, batching: Batching, skew: timedelta
+) -> tuple[Vault, Seal | None, list[bytes]]:
+    """The vault, its seal if custodians unseal it remotely, and where its secret goes."""
+    from pcii_vault.cli.session import open_vault
+    from pcii_vault.service.seal import Seal
+    from pcii_vault.vault import Vault
+
+    if not _starts_sealed(root):
+        secrets: list[bytes] = []  # what unseals the keys here, for worker processes
+        return open_vault(state, keep_secret=secrets), None, secrets
+    if workers > 1:
+        raise InputError(
+            f"--workers {workers}: this vault is split into shares and starts sealed, "
+            "and custodians unseal one process; serve with one worker, or give the "
+            "share files in PCII_UNSEAL_SHARES"
+        )
+    # Shares and no PCII_UNSEAL_SHARES: custodians unseal it remotely (`pcii unseal`).
+    seal: Seal | None = None
+    vault = Vault(root, unseal=lambda: _sealed(seal).secret(), batching=batching)
+    seal = Seal(vault, skew=skew)
+    return vault, seal, []
+
+
+def _announce(
+    state: CliState,
+    vault: Vault,
+    url: str,
+    certificate: ServerCertificate,
+    seal: Seal | None,
+    workers: int,
+) -> None:
+    """The first line a server prints: where it is and the certificate to pin."""
+    import sys
+
+    cert = certificate.cert_path
+    lines = [
+        f"serving vault {vault.config.vault_id} at {url}",
+        f"certificate: {cert}",
+        f"SHA-256 fingerprint: {certificate.fingerprint_sha256}",
+        *([f"workers: {workers} processes"] if workers > 1 else []),
+        f"clients: pcii --vault {url} --ca {cert} --as KEYFILE ...",
+    ]
+    if seal is not None:
+        lines.append(
+            f"sealed: custodians unseal it with `pcii --vault {url} --ca {cert} --as KEYFILE "
+            "unseal --share FILE`"
+        )
+    state.output.result(
+        {
+            "url": url,
+            "vault_id": vault.config.vault_id,
+            "certificate": str(cert),
+            "fingerprint_sha256": certificate.fingerprint_sha256,
+            "sealed": seal is not None,
+            "workers": workers,
+        },
+        human="\n".join(lines),
+    )
+    sys.stdout.flush()
 
 
 def _starts_sealed(root: Path) -> bool:

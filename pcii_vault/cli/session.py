@@ -65,8 +65,11 @@ def unseal_secret(*, confirm: bool = False, shares: bool = False) -> bytes:
     return unseal_secret_from_env_or_prompt(confirm=confirm)
 
 
-def open_vault(state: CliState) -> Vault:
-    """Open the vault named by the global options; the keyring unseals on first need."""
+def open_vault(state: CliState, *, keep_secret: list[bytes] | None = None) -> Vault:
+    """Open the vault named by the global options; the keyring unseals on first need.
+
+    `keep_secret` receives the secret that unsealed it (a server hands it to its workers).
+    """
     from pcii_vault.config import Settings
     from pcii_vault.vault import Vault
 
@@ -74,7 +77,10 @@ def open_vault(state: CliState) -> Vault:
 
     def unseal() -> bytes:
         split = vault is not None and vault.config.unseal_threshold is not None
-        return unseal_secret(shares=split)
+        secret = unseal_secret(shares=split)
+        if keep_secret is not None:
+            keep_secret.append(secret)
+        return secret
 
     batching = Settings.from_environment().batching()
     vault = Vault(vault_dir(state), unseal=unseal, batching=batching)

@@ -46,6 +46,7 @@ from pcii_vault.service import wire
 from pcii_vault.service.httpsig import (
     DigestCheck,
     NonceCache,
+    Nonces,
     SignatureRefused,
     VerifiedSignature,
     content_digest,
@@ -93,7 +94,7 @@ class _Context:
     vault: Vault
     spool: Path
     limits: ServiceLimits
-    nonces: NonceCache
+    nonces: Nonces
     seal: Seal | None = None
 
     def require_unsealed(self) -> None:
@@ -596,9 +597,18 @@ async def migrate(request: Request, body: wire.MigrateBody, caller: SignedBody) 
 
 
 def create_app(
-    vault: Vault, *, spool: Path, limits: ServiceLimits | None = None, seal: Seal | None = None
+    vault: Vault,
+    *,
+    spool: Path,
+    limits: ServiceLimits | None = None,
+    seal: Seal | None = None,
+    nonces: Nonces | None = None,
 ) -> Service:
-    """The ASGI application serving `vault`: unsealed by the caller, or `seal`ed."""
+    """The ASGI application serving `vault`: unsealed by the caller, or `seal`ed.
+
+    `nonces`: where accepted HTTP nonces are remembered (default: in this process; the
+    workers of one server share a `SharedNonceCache`).
+    """
     limits = limits or ServiceLimits()
     stop = threading.Event()
 
@@ -621,7 +631,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.context = _Context(vault, spool, limits, NonceCache(limits.skew), seal)
+    nonces = NonceCache(limits.skew) if nonces is None else nonces
+    app.state.context = _Context(vault, spool, limits, nonces, seal)
     app.include_router(router)
     app.add_exception_handler(VaultError, _vault_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_body)  # type: ignore[arg-type]
@@ -828,6 +839,7 @@ class Service:
             self.log.info(
                 "access",
                 request_id=request_id,
+                pid=os.getpid(),
                 principal=scope["state"].get("principal"),
                 method=scope.get("method"),
                 route=getattr(route, "path", path),

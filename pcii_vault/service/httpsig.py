@@ -32,12 +32,15 @@ import base64
 import hashlib
 import heapq
 import hmac
+import os
 import re
 import secrets
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from http_message_signatures import (
@@ -58,7 +61,9 @@ __all__ = [
     "LABEL",
     "DigestCheck",
     "NonceCache",
+    "Nonces",
     "RequestSigner",
+    "SharedNonceCache",
     "SignatureRefused",
     "VerifiedSignature",
     "content_digest",
@@ -141,22 +146,29 @@ class DigestCheck:
         return expected is not None and hmac.compare_digest(expected, self._hash.digest())
 
 
-class NonceCache:
-    """Nonces seen within the signature window, per key id; thread-safe, bounded by the window.
+class Nonces(Protocol):
+    """Where a server remembers the nonces it accepted within the signature window."""
 
-    A nonce is remembered until its `created` falls out of the window (`created + window`
-    is past), when verification refuses the request as stale anyway. Expired entries go on
-    each insert, so memory holds only nonces created within one window of now. One cache
-    serves one process: several workers need a shared store instead.
-    """
+    @property
+    def window(self) -> timedelta:
+        """How long after its `created` a nonce is remembered."""
+        ...
+
+    def check_and_add(
+        self, key_id: str, nonce: str, created: datetime, *, now: datetime | None = None
+    ) -> bool:
+        """Remember `nonce` for `key_id`; False when it was seen already (or is stale)."""
+        ...
+
+
+class _Windowed:
+    """What both nonce caches share: the window, and when a nonce may be forgotten."""
 
     def __init__(self, window: timedelta) -> None:
         if window <= timedelta(0):
             raise ValueError("the nonce window must be positive")
         self._window = window
         self._lock = threading.Lock()
-        self._expires: dict[tuple[str, str], datetime] = {}
-        self._queue: list[tuple[datetime, str, str]] = []  # a heap of (expires, key id, nonce)
 
     @property
     def window(self) -> timedelta:
@@ -174,20 +186,87 @@ class NonceCache:
         now = datetime.now(UTC) if now is None else now
         if created.tzinfo is None or now.tzinfo is None:
             raise ValueError("created and now must carry a time zone")
-        expires = created + self._window
         with self._lock:
-            while self._queue and self._queue[0][0] < now:
-                _, old_key, old_nonce = heapq.heappop(self._queue)
-                del self._expires[(old_key, old_nonce)]
-            if expires < now or (key_id, nonce) in self._expires:
-                return False
-            self._expires[(key_id, nonce)] = expires
-            heapq.heappush(self._queue, (expires, key_id, nonce))
-            return True
+            return self._remember(key_id, nonce, created + self._window, now)
+
+    def _remember(self, key_id: str, nonce: str, expires: datetime, now: datetime) -> bool:
+        raise NotImplementedError
+
+
+class NonceCache(_Windowed):
+    """Nonces seen within the signature window, per key id; thread-safe, bounded by the window.
+
+    A nonce is remembered until its `created` falls out of the window (`created + window`
+    is past), when verification refuses the request as stale anyway. Expired entries go on
+    each insert, so memory holds only nonces created within one window of now. One cache
+    serves one process: the workers of one server share a `SharedNonceCache` instead.
+    """
+
+    def __init__(self, window: timedelta) -> None:
+        super().__init__(window)
+        self._expires: dict[tuple[str, str], datetime] = {}
+        self._queue: list[tuple[datetime, str, str]] = []  # a heap of (expires, key id, nonce)
+
+    def _remember(self, key_id: str, nonce: str, expires: datetime, now: datetime) -> bool:
+        while self._queue and self._queue[0][0] < now:
+            _, old_key, old_nonce = heapq.heappop(self._queue)
+            del self._expires[(old_key, old_nonce)]
+        if expires < now or (key_id, nonce) in self._expires:
+            return False
+        self._expires[(key_id, nonce)] = expires
+        heapq.heappush(self._queue, (expires, key_id, nonce))
+        return True
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._expires)
+
+
+class SharedNonceCache(_Windowed):
+    """A `NonceCache` that the worker processes of one server share: a SQLite file.
+
+    Each process opens the same file (private to the server: 0600 in its spool); the
+    primary key makes the first insert of a (key id, nonce) win across processes, so a
+    message replayed to another worker is refused as it is to the same one. Nothing is
+    fsynced: the cache lives as long as the server, like the in-memory one. Expired rows
+    are deleted now and then by whichever process inserts.
+    """
+
+    _PURGE_EVERY = 512  # inserts between deletions of expired rows
+
+    def __init__(self, path: Path, window: timedelta) -> None:
+        super().__init__(window)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # never readable by others
+        os.close(fd)
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS nonces (key_id TEXT NOT NULL, nonce TEXT NOT NULL, "
+            "expires REAL NOT NULL, PRIMARY KEY (key_id, nonce)) WITHOUT ROWID"
+        )
+        self._inserts = 0
+
+    def _remember(self, key_id: str, nonce: str, expires: datetime, now: datetime) -> bool:
+        if expires < now:
+            return False
+        self._inserts += 1
+        if self._inserts % self._PURGE_EVERY == 0:
+            self._db.execute("DELETE FROM nonces WHERE expires < ?", (now.timestamp(),))
+        added = self._db.execute(
+            "INSERT OR IGNORE INTO nonces (key_id, nonce, expires) VALUES (?, ?, ?)",
+            (key_id, nonce, expires.timestamp()),
+        )
+        return added.rowcount == 1
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM nonces").fetchone()[0])
+
+    def close(self) -> None:
+        """Close this process's connection."""
+        with self._lock:
+            self._db.close()
 
 
 @dataclass
@@ -353,7 +432,7 @@ def verify_request(
     resolve_key: Callable[[str], Ed25519PublicKey | bytes],
     now: datetime,
     window: timedelta = timedelta(seconds=60),
-    seen: NonceCache | None = None,
+    seen: Nonces | None = None,
 ) -> VerifiedSignature:
     """Verify a request's `pcii` signature and, with `seen`, that its nonce is new.
 

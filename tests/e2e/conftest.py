@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,7 +205,15 @@ def _no_server_outlives_the_tests() -> Iterator[None]:
 class VaultServer:
     """A real `pcii serve` process on 127.0.0.1, stopped by its PID."""
 
-    def __init__(self, vault: Path, env: dict[str, str], log: Path, *, ready: bool = True) -> None:
+    def __init__(
+        self,
+        vault: Path,
+        env: dict[str, str],
+        log: Path,
+        *,
+        ready: bool = True,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.log = log
         with log.open("ab") as err:
@@ -220,6 +228,7 @@ class VaultServer:
                     "serve",
                     "--listen",
                     f"127.0.0.1:{self.port}",
+                    *extra,
                 ],
                 env=env,
                 stdout=subprocess.PIPE,
@@ -308,3 +317,55 @@ class ServerCli(Cli):
 
 # A story run embedded and then through a real `pcii serve` of the same vault.
 IN_BOTH_MODES = pytest.mark.parametrize("cli", ["embedded", "server"], indirect=True)
+
+
+def stop_during_submissions(
+    cli: ServerCli, *, before_stop: Callable[[], None] = lambda: None
+) -> tuple[int, list[int]]:
+    """SIGTERM a served vault while six owners submit; its exit code and theirs.
+
+    Afterwards every submission completed or was refused as unreachable (exit 5), none is
+    half-done, and the log verifies (checked here).
+    """
+    import threading
+    import time
+
+    server = cli.start()
+    results: list[int] = []
+
+    def submit(n: int) -> None:
+        path = str(cli.write_submission(f"s{n}.json", attachments=[]))
+        results.append(cli.run("submit", path, who="owner").code)
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    before_stop()
+    code = server.stop()
+    for thread in threads:
+        thread.join()
+    cli.server = None
+    assert set(results) <= {0, 5}, results
+    assert cli.ok("audit", "verify").json()["sound"] is True
+    received = cli.ok("audit", "log", "--type", "submission.received").lines()
+    assert len(received) == results.count(0)
+    return code, results
+
+
+def init_split(cli: Cli, shares_dir: Path) -> list[Path]:
+    """`init` a vault whose unseal secret is split 2 of 3 (no secret in the environment)."""
+    cli.env.pop("PCII_UNSEAL_SECRET", None)
+    made = cli.ok(
+        "init",
+        "--insecure-fast-kdf",
+        "--unseal-shares",
+        "3",
+        "--unseal-threshold",
+        "2",
+        "--shares-out",
+        str(shares_dir),
+        "--admin-key-out",
+        str(cli.key("admin")),
+    )
+    return [Path(p) for p in made.json()["unseal_shares"]]

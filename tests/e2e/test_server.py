@@ -30,7 +30,7 @@ from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.models.request import sign_request
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
-from tests.e2e.conftest import ServerCli, VaultServer
+from tests.e2e.conftest import ServerCli, VaultServer, init_split, stop_during_submissions
 
 pytestmark = pytest.mark.slow
 
@@ -431,30 +431,9 @@ def fresh(tmp_path: Path) -> Iterator[ServerCli]:
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits(fresh: ServerCli) -> None:
-    cli = fresh
-    server = cli.start()
-    results: list[int] = []
-
-    def submit(n: int) -> None:
-        path = str(cli.write_submission(f"s{n}.json", attachments=[]))
-        results.append(cli.run("submit", path, who="owner").code)
-
-    threads = [threading.Thread(target=submit, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)
-    code = server.stop()
-    for thread in threads:
-        thread.join()
-    cli.server = None
+    server = fresh.start()
+    code, _ = stop_during_submissions(fresh)
     assert code == 0, server.log.read_text()[-2000:]
-    # Every submission either completed or was refused for the unreachable server: none
-    # is half-done, and the log verifies.
-    assert set(results) <= {0, 5}, results
-    verified = cli.ok("audit", "verify").json()
-    assert verified["sound"] is True
-    received = cli.ok("audit", "log", "--type", "submission.received").lines()
-    assert len(received) == results.count(0)
 
 
 def _arriving(records: Path) -> bool:
@@ -617,22 +596,7 @@ def test_a_server_split_into_shares_starts_sealed_and_custodians_unseal_it(
     tmp_path: Path,
 ) -> None:
     cli = ServerCli(tmp_path)
-    del cli.env["PCII_UNSEAL_SECRET"]
-    shares = [
-        Path(p)
-        for p in cli.ok(
-            "init",
-            "--insecure-fast-kdf",
-            "--unseal-shares",
-            "3",
-            "--unseal-threshold",
-            "2",
-            "--shares-out",
-            str(tmp_path / "shares"),
-            "--admin-key-out",
-            str(cli.key("admin")),
-        ).json()["unseal_shares"]
-    ]
+    shares = init_split(cli, tmp_path / "shares")
     server = VaultServer(cli.vault, cli.env, tmp_path / "serve.log", ready=False)
     cli.server = server
     try:

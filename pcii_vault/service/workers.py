@@ -1,0 +1,211 @@
+"""Serving processes: one, or several on one listening socket (`pcii serve --workers N`).
+
+A Python process runs Python code on one core at a time; a server with more cores runs
+several worker processes. The parent checks the vault once (unseal, catch up, the
+certificate), binds the socket, then spawns the workers: fresh interpreters, not forks,
+so no thread, lock, index connection or key-provider session is shared. Each worker
+opens the vault with the secret the parent was given (handed over the spawn pipe, never
+through the environment or the command line) and serves the one socket; the kernel
+gives each new connection to one of them. Workers share what replicas share, the vault
+directory and the store: the log's claims sequence their acts, every act is decided at
+its log position, and each stages releases in its own spool. They also share the HTTP
+nonces they accepted (a SQLite file in the parent's spool), so a signed message
+replayed to another worker is refused as it is to the same one.
+
+The parent only supervises: SIGTERM (or Ctrl-C) is passed on to every worker, which
+finishes its in-flight requests and commits its pending batch; the parent exits 0 when
+all have. A worker that dies while serving is replaced; one that fails while starting
+stops the server with its exit code (its one-line error is on stderr): a worker is
+started once it has opened the vault and is about to serve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from pcii_vault.errors import InputError, VaultError
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.synchronize import Event
+
+    from pcii_vault.config import Batching
+    from pcii_vault.service.app import Service, ServiceLimits
+
+__all__ = ["MAX_WORKERS", "Listener", "WorkerSpec", "bind", "run_server", "supervise"]
+
+MAX_WORKERS = 64
+_GRACEFUL_S = 30  # what uvicorn gives in-flight requests on SIGTERM
+_log = structlog.get_logger("pcii.serve")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where the server listens and the certificate it presents."""
+
+    host: str
+    port: int
+    cert_path: Path
+    key_path: Path
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is announced or spawned.
+
+    Raises:
+        InputError: the address is in use or cannot be bound here.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InputError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --listen"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(app: Service, sock: socket.socket, listener: Listener) -> None:
+    """Serve `app` over HTTPS on `sock` until SIGTERM or Ctrl-C (graceful)."""
+    import uvicorn  # noqa: PLC0415 -- only a server pays for it
+
+    config = uvicorn.Config(
+        app,
+        host=listener.host,
+        port=listener.port,
+        ssl_certfile=str(listener.cert_path),
+        ssl_keyfile=str(listener.key_path),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=_GRACEFUL_S,
+        server_header=False,
+    )
+    # uvicorn shuts down gracefully on SIGTERM (in-flight requests finish), then raises
+    # the signal again for the handler it found: ours only notes it, so the caller
+    # commits the pending batch and the process exits 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process needs: pickled over the spawn pipe, never the environment."""
+
+    root: Path
+    secret: bytes | None
+    listener: Listener
+    limits: ServiceLimits
+    batching: Batching
+    json_logs: bool
+    nonces: Path  # the SQLite file of the HTTP nonces all workers accepted
+
+
+def supervise(spec: WorkerSpec, sock: socket.socket, workers: int) -> int:
+    """Run `workers` worker processes on `sock` until SIGTERM; the exit code.
+
+    0 after a graceful stop; a worker's own exit code when it failed to start.
+    """
+    context = multiprocessing.get_context("spawn")
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    running: dict[int, tuple[BaseProcess, Event]] = {}
+
+    def start(number: int) -> None:
+        started = context.Event()
+        process = context.Process(
+            target=_work, args=(spec, sock, number, started), name=f"pcii-serve-worker-{number}"
+        )
+        process.start()
+        running[number] = (process, started)
+
+    failed = 0
+    try:
+        for number in range(1, workers + 1):
+            start(number)
+        while not stopping and not failed:
+            sentinels = [process.sentinel for process, _ in running.values()]
+            multiprocessing.connection.wait(sentinels, timeout=0.5)
+            for number, (process, started) in list(running.items()):
+                code = process.exitcode
+                if code is None or stopping:
+                    continue
+                if not started.is_set():
+                    failed = code if code > 0 else 1
+                    break
+                _log.warning("worker_replaced", worker=number, pid=process.pid, exit_code=code)
+                start(number)
+    finally:
+        for process, _ in running.values():
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+        for process, _ in running.values():
+            process.join(timeout=_GRACEFUL_S + 15)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return failed
+
+
+def _work(spec: WorkerSpec, sock: socket.socket, number: int, started: Event) -> None:
+    """One worker process: open the vault with the parent's secret, serve `sock`."""
+    from pcii_vault.cli.app import configure_logging  # noqa: PLC0415
+    from pcii_vault.service.app import create_app, private_spool  # noqa: PLC0415
+    from pcii_vault.service.httpsig import SharedNonceCache  # noqa: PLC0415
+    from pcii_vault.vault import Vault  # noqa: PLC0415
+
+    configure_logging(level=logging.INFO, json_logs=spec.json_logs)
+    vault = Vault(spec.root, unseal=_unseal(spec), batching=spec.batching)
+    nonces = SharedNonceCache(spec.nonces, spec.limits.skew)
+    spool: Path | None = None
+    try:
+        vault.keyring  # noqa: B018 -- opens the keys before the first request
+        vault.sync()
+        spool = private_spool(spec.root / "spool")
+        app = create_app(vault, spool=spool, limits=spec.limits, nonces=nonces)
+        started.set()
+        run_server(app, sock, spec.listener)
+    except VaultError as exc:
+        sys.stderr.write(f"pcii serve (worker {number}): {exc.diagnostics()}\n")
+        sys.stderr.flush()
+        sys.exit(exc.exit_code)
+    finally:
+        vault.close()  # commits the pending batch, then releases the keys
+        nonces.close()
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
+
+
+def _unseal(spec: WorkerSpec) -> Callable[[], bytes]:
+    secret = spec.secret
+    if secret is not None:
+        return lambda: secret
+    # The parent's keys never asked for a secret (a key service): neither should these.
+    from pcii_vault.cli.session import unseal_secret  # noqa: PLC0415
+
+    return unseal_secret

@@ -1,0 +1,262 @@
+"""`pcii serve --workers N`: several serving processes on one address, as users meet them.
+
+Real `pcii serve` processes on 127.0.0.1, stopped by PID. The workers share what
+replicas share (the vault directory and the store), so a conflicting pair sent to two
+of them has exactly one winner; SIGTERM stops them all gracefully; a worker killed
+while serving is replaced; the server refuses a worker count it cannot honour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pcii_vault.client import Client
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.errors import VaultError
+from pcii_vault.identity import Identity
+from pcii_vault.models.principal import PrincipalAttributes
+from pcii_vault.models.request import sign_request
+from pcii_vault.service.httpsig import RequestSigner, content_digest
+from pcii_vault.service.tls import client_context
+from pcii_vault.service.transport import HttpTransport
+from tests.e2e.conftest import ServerCli, VaultServer, init_split, stop_during_submissions
+
+pytestmark = pytest.mark.slow
+
+WORKERS = 2
+ROUNDS = int(os.environ.get("PCII_CONFLICT_ROUNDS", "24"))
+LOAD_THREADS, LOAD_ROUNDS = 8, 40
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[ServerCli]:
+    """A vault with an owner, served by two worker processes; stopped afterwards."""
+    cli = ServerCli(tmp_path)
+    cli.init()
+    cli.server = VaultServer(
+        cli.vault, cli.env, tmp_path / "serve.log", extra=("--workers", str(WORKERS))
+    )
+    cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
+    try:
+        yield cli
+    finally:
+        cli.close()
+
+
+def _client(cli: ServerCli, who: str) -> Client:
+    assert cli.server is not None
+    identity = Identity.load(cli.key(who))
+    return Client(HttpTransport(cli.server.url, ca=cli.server.ca, identity=identity), identity)
+
+
+def _pids(log: Path) -> set[int]:
+    """The processes that wrote access lines."""
+    pids: set[int] = set()
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("event") == "access":
+                pids.add(int(entry["pid"]))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _register_twice(cli: ServerCli, principal_id: str) -> list[str]:
+    """The same principal added by two admins' connections at once: each outcome."""
+    attributes = PrincipalAttributes(
+        role="auditor", organisation="Inspector General", level="federal"
+    )
+    key = Ed25519PrivateKey.generate().public_key.raw
+    outcomes: list[str] = []
+    start = threading.Barrier(2)
+
+    def register() -> None:
+        client = _client(cli, "admin")
+        try:
+            start.wait()
+            client.add_principal(principal_id, attributes, key)
+            outcomes.append("ok")
+        except VaultError as exc:
+            outcomes.append(f"{exc.exit_code}: {exc}")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=register) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_workers_share_the_address_and_one_of_two_conflicting_acts_wins(cli: ServerCli) -> None:
+    assert cli.server is not None
+    for round_ in range(ROUNDS):
+        outcomes = _register_twice(cli, f"auditor-{round_}")
+        # Exactly one registration wins; the other is refused in one line (exit 2 or 3).
+        assert outcomes.count("ok") == 1, (round_, outcomes)
+        [refused] = [o for o in outcomes if o != "ok"]
+        assert refused.split(":")[0] in {"2", "3"} and "\n" not in refused, refused
+    # Both workers answered (the kernel hands connections to either).
+    assert len(_pids(cli.server.log)) == WORKERS, _pids(cli.server.log)
+    verified = cli.ok("audit", "verify").json()
+    assert verified["sound"] is True
+    # Every principal once, from the verified projection.
+    listed = [p["id"] for p in cli.ok("principal", "list", who="admin").lines()]
+    assert sorted(p for p in listed if p.startswith("auditor-")) == sorted(
+        f"auditor-{n}" for n in range(ROUNDS)
+    )
+    registered = cli.ok("audit", "log", "--type", "principal.registered").lines()
+    assert len(registered) == len(listed)
+
+
+def test_workers_under_load_never_report_a_race_as_tampering(cli: ServerCli) -> None:
+    """Acts and reads at once through both workers: each one answered, none exit 4.
+
+    Both processes apply the log to the one index; a batch built on a log tip that the
+    other worker has already passed is built again, and a catch-up never mistakes the
+    other's progress for a rollback.
+    """
+    assert cli.server is not None
+    attributes = PrincipalAttributes(
+        role="auditor", organisation="Inspector General", level="federal"
+    )
+    failures: list[str] = []
+
+    def register(thread: int) -> None:
+        client = _client(cli, "admin")
+        try:
+            for n in range(LOAD_ROUNDS):
+                key = Ed25519PrivateKey.generate().public_key.raw
+                client.add_principal(f"load-{thread}-{n}", attributes, key)
+        except VaultError as exc:
+            failures.append(f"{exc.exit_code}: {exc}")
+        finally:
+            client.close()
+
+    def look(_thread: int) -> None:
+        client = _client(cli, "owner")
+        try:
+            for _ in range(LOAD_ROUNDS):
+                client.identify()
+        except VaultError as exc:
+            failures.append(f"{exc.exit_code}: {exc}")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=register, args=(n,)) for n in range(LOAD_THREADS)]
+    threads += [threading.Thread(target=look, args=(n,)) for n in range(LOAD_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    assert len(_pids(cli.server.log)) == WORKERS
+    assert cli.ok("audit", "verify").json()["sound"] is True
+    listed = {p["id"] for p in cli.ok("principal", "list", who="admin").lines()}
+    assert {f"load-{t}-{n}" for t in range(LOAD_THREADS) for n in range(LOAD_ROUNDS)} <= listed
+
+
+def test_a_message_replayed_to_another_worker_is_refused(cli: ServerCli) -> None:
+    """The workers share the nonces they accepted: a replay fails on every worker."""
+    assert cli.server is not None
+    identity = Identity.load(cli.key("owner"))
+    url = f"{cli.server.url}/v1/identify"
+    for _ in range(ROUNDS):
+        body = json.dumps(
+            {
+                "request": sign_request(
+                    identity.key,
+                    vault=identity.vault_id,
+                    principal=identity.principal,
+                    action="identify",
+                    now=datetime.now(UTC),
+                ).model_dump(mode="json")
+            }
+        ).encode()
+        headers = RequestSigner(identity.principal, identity.key).headers(
+            "POST", url, body_digest=content_digest(body)
+        )
+        statuses = []
+        for _ in range(4):  # a new connection each time: either worker may answer
+            with httpx.Client(verify=client_context(cli.server.ca), timeout=30) as http:
+                response = http.post(
+                    url, content=body, headers={**headers, "content-type": "application/json"}
+                )
+                statuses.append(response.status_code)
+        assert statuses == [200, 401, 401, 401], statuses
+    assert len(_pids(cli.server.log)) == WORKERS
+
+
+def test_sigterm_stops_every_worker_gracefully(cli: ServerCli) -> None:
+    server = cli.server
+    assert server is not None
+    workers: set[int] = set()
+    code, _ = stop_during_submissions(cli, before_stop=lambda: workers.update(_pids(server.log)))
+    assert code == 0, server.log.read_text()[-2000:]
+    assert workers and not [pid for pid in workers if _alive(pid)], workers
+
+
+def test_a_worker_killed_while_serving_is_replaced(cli: ServerCli) -> None:
+    server = cli.server
+    assert server is not None
+    owner = _client(cli, "owner")
+    try:
+        deadline = time.monotonic() + 30
+        while len(_pids(server.log)) < WORKERS and time.monotonic() < deadline:
+            owner.identify()
+            owner.close()
+            owner = _client(cli, "owner")
+        victim = min(_pids(server.log))
+        os.kill(victim, signal.SIGKILL)
+        # The server keeps answering; a new worker takes the dead one's place.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            owner.close()
+            owner = _client(cli, "owner")
+            with contextlib.suppress(VaultError):  # a connection the dead worker held
+                owner.identify()
+            if len(_pids(server.log) - {victim}) == WORKERS:
+                break
+        assert len(_pids(server.log) - {victim}) == WORKERS, server.log.read_text()[-2000:]
+        assert "worker_replaced" in server.log.read_text()
+    finally:
+        owner.close()
+    assert server.stop() == 0
+    cli.server = None
+    assert cli.ok("audit", "verify").json()["sound"] is True
+
+
+def test_a_worker_count_it_cannot_honour_is_refused(tmp_path: Path) -> None:
+    cli = ServerCli(tmp_path)
+    cli.init()
+    for count in ("0", "65", "-1"):
+        refused = cli.run("serve", "--listen", "127.0.0.1:1", "--workers", count)
+        assert refused.code == 2, refused
+        assert "--workers" in refused.err and len(refused.err.strip().splitlines()) == 1
+
+
+def test_a_vault_sealed_by_shares_serves_one_worker(tmp_path: Path) -> None:
+    cli = ServerCli(tmp_path)
+    init_split(cli, tmp_path / "shares")
+    refused = cli.run("serve", "--listen", "127.0.0.1:1", "--workers", "2")
+    assert refused.code == 2, refused
+    assert "sealed" in refused.err and len(refused.err.strip().splitlines()) == 1

@@ -1,0 +1,95 @@
+"""The nonce cache the worker processes of one server share (`SharedNonceCache`).
+
+What one worker accepted, every other refuses: exactly one acceptance per nonce, across
+threads and across processes on one file; stale nonces are refused; expired rows go; the
+file is private to the server.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import stat
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pcii_vault.service.httpsig import SharedNonceCache
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(seconds=60)
+
+
+def test_a_nonce_accepted_by_one_worker_is_refused_by_another(tmp_path: Path) -> None:
+    path = tmp_path / "nonces.sqlite"
+    first, second = SharedNonceCache(path, WINDOW), SharedNonceCache(path, WINDOW)
+    try:
+        assert first.check_and_add("alice", "n1", NOW, now=NOW)
+        assert not second.check_and_add("alice", "n1", NOW, now=NOW + timedelta(seconds=30))
+        assert not first.check_and_add("alice", "n1", NOW, now=NOW)
+        assert second.check_and_add("bob", "n1", NOW, now=NOW)  # another key may use it
+        assert len(first) == len(second) == 2
+    finally:
+        first.close()
+        second.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_stale_nonce_is_refused_and_expired_rows_are_deleted(tmp_path: Path) -> None:
+    cache = SharedNonceCache(tmp_path / "nonces.sqlite", WINDOW)
+    try:
+        assert not cache.check_and_add("k", "old", NOW - timedelta(seconds=61), now=NOW)
+        assert len(cache) == 0
+        for n in range(SharedNonceCache._PURGE_EVERY + 1):
+            at = NOW + timedelta(seconds=n)
+            assert cache.check_and_add("k", f"n{n}", at, now=at)
+        # Only rows created within a window of the last purge are left.
+        assert len(cache) <= 62
+    finally:
+        cache.close()
+
+
+def test_the_shared_cache_needs_a_positive_window_and_aware_times(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        SharedNonceCache(tmp_path / "n.sqlite", timedelta(0))
+    cache = SharedNonceCache(tmp_path / "n.sqlite", WINDOW)
+    try:
+        with pytest.raises(ValueError, match="time zone"):
+            cache.check_and_add("k", "n", NOW.replace(tzinfo=None))
+    finally:
+        cache.close()
+
+
+def _accept_all(path: str, count: int, results: multiprocessing.Queue[int]) -> None:
+    cache = SharedNonceCache(Path(path), WINDOW)
+    accepted = 0
+    lock = threading.Lock()
+
+    def race() -> None:
+        nonlocal accepted
+        mine = sum(cache.check_and_add("k", f"n{i}", NOW, now=NOW) for i in range(count))
+        with lock:
+            accepted += mine
+
+    threads = [threading.Thread(target=race) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cache.close()
+    results.put(accepted)
+
+
+def test_each_nonce_is_accepted_once_across_processes_and_threads(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[int] = context.Queue()
+    path = str(tmp_path / "nonces.sqlite")
+    SharedNonceCache(Path(path), WINDOW).close()  # the parent makes it, as `pcii serve` does
+    processes = [context.Process(target=_accept_all, args=(path, 300, results)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    accepted = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join()
+    assert sum(accepted) == 300, accepted
