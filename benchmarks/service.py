@@ -496,19 +496,73 @@ class AccessLines:
 
 @contextlib.contextmanager
 def serving(
-    root: Path, bench: Bench, extra_env: dict[str, str], workers: int
-) -> Iterator[VaultServer]:
+    root: Path, bench: Bench, extra_env: dict[str, str], workers: int, asgi_server: str
+) -> Iterator[VaultServer | GranianServer]:
     """`pcii serve` of the bench's vault on 127.0.0.1, stopped by PID when done."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PCII_", "AWS_"))}
     env.update(extra_env)
     env.update(PCII_UNSEAL_SECRET=SECRET.decode(), PCII_LOG_FORMAT="json")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-    extra = ("--workers", str(workers)) if workers > 1 else ()
-    server = VaultServer(bench.vault_dir, env, root / "serve.log", extra=extra)
+    server: VaultServer | GranianServer
+    if asgi_server == "granian":
+        server = GranianServer(bench.vault_dir, env, root / "serve.log", workers)
+    else:
+        extra = ("--workers", str(workers)) if workers > 1 else ()
+        server = VaultServer(bench.vault_dir, env, root / "serve.log", extra=extra)
     try:
         yield server
     finally:
         server.stop()
+
+
+class GranianServer:
+    """The same application under granian (`--server granian`), stopped by its PID."""
+
+    def __init__(self, vault: Path, env: dict[str, str], log: Path, workers: int) -> None:
+        from pcii_vault.service.tls import ensure_self_signed
+        from tests.e2e.conftest import free_port
+
+        certificate = ensure_self_signed(vault / "tls", ["127.0.0.1"])
+        self.ca = certificate.cert_path
+        port = free_port()
+        self.url = f"https://127.0.0.1:{port}"
+        command = [
+            *(sys.executable, "-m", "granian", "--interface", "asgi", "--factory"),
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+            *("--ssl-certificate", str(certificate.cert_path)),
+            *("--ssl-keyfile", str(certificate.key_path)),
+            *("--loop", "uvloop", "--log-level", "warning", "--no-ws"),
+            "benchmarks.granian_app:app",
+        ]
+        with log.open("ab") as err:
+            self.process = subprocess.Popen(
+                command,
+                env={**env, "PCII_BENCH_VAULT": str(vault)},
+                cwd=_ROOT,
+                stdout=err,
+                stderr=err,
+            )
+        deadline = time.monotonic() + 60
+        with httpx.Client(verify=client_context(self.ca)) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"granian exited: {log.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if http.get(f"{self.url}/readyz").status_code == 200:
+                        return
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"granian never became ready: {log.read_text()[-2000:]}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
 
 
 class Profile:
@@ -568,6 +622,7 @@ class Settings:
     py_spy: str | None = None
     only: tuple[str, ...] = WORKLOADS
     workers: int = 1
+    server: str = "uvicorn"
 
 
 async def bench_store(
@@ -582,7 +637,7 @@ async def bench_store(
 ) -> list[Result]:
     results: list[Result] = []
     bench, tracking = prepare_vault(root, store_url)
-    with serving(root, bench, env, settings.workers) as server:
+    with serving(root, bench, env, settings.workers, settings.server) as server:
         tls = client_context(server.ca)
         ours = Ours(server.url, bench.vault_id, bench.ids, tracking, root)
         await ours.load_info(tls)
@@ -633,7 +688,7 @@ def print_run(r: Result) -> None:
 def report(results: list[Result], settings: Settings) -> None:
     print(
         f"\n{settings.clients} clients, {settings.seconds:g} s a workload, "
-        f"pcii serve --workers {settings.workers}"
+        f"{settings.server}, {settings.workers} worker(s)"
     )
     print(
         f"{'store':5} {'workload':16} {'ops':>6} {'ops/s':>8} {'logged/s':>8} "
@@ -733,7 +788,9 @@ def _environment(variables: dict[str, str]) -> Iterator[None]:
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> list[Result]:
-    settings = Settings(args.clients, args.seconds, args.py_spy, tuple(args.only), args.workers)
+    settings = Settings(
+        args.clients, args.seconds, args.py_spy, tuple(args.only), args.workers, args.server
+    )
     results: list[Result] = []
     with contextlib.ExitStack() as stack:
         bao = start_bao_server()
@@ -778,6 +835,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s a workload")
     parser.add_argument("--workers", type=int, default=1, help="pcii serve --workers N (default 1)")
     parser.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="the ASGI server: pcii serve (uvicorn), or the same app under granian "
+        "(benchmarks/granian_app.py; pip install granian, not a project dependency)",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         choices=WORKLOADS,
@@ -807,7 +871,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="pcii-bench-service-") as tmp:
         results = asyncio.run(run(args, Path(tmp)))
-    report(results, Settings(args.clients, args.seconds, workers=args.workers))
+    report(results, Settings(args.clients, args.seconds, workers=args.workers, server=args.server))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -93,6 +93,8 @@ def run_server(app: Service, sock: socket.socket, listener: Listener) -> None:
         port=listener.port,
         ssl_certfile=str(listener.cert_path),
         ssl_keyfile=str(listener.key_path),
+        http="httptools",  # C parser and event loop: the app, not HTTP, takes the time
+        loop="uvloop",
         log_config=None,
         access_log=False,
         lifespan="on",
