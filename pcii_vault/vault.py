@@ -27,6 +27,7 @@ import dataclasses
 import errno
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -76,7 +77,7 @@ from pcii_vault.ledger.log import CLAIM_PREFIX, Ledger, parse_event
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
-from pcii_vault.marking import render_release
+from pcii_vault.marking import ReleasePackage, render_release
 from pcii_vault.marking_pdf import UnmarkablePdf, stamp_pdf
 from pcii_vault.models.acts import check_params
 from pcii_vault.models.event import Event, EventType
@@ -136,6 +137,18 @@ class Release:
 @dataclass(frozen=True)
 class StagedRelease(Release):
     """A permitted release staged by the core: `directory` is scratch space to move from."""
+
+
+@dataclass(frozen=True)
+class HeldRelease:
+    """A permitted release the core holds in memory: each file's bytes, in `files` order."""
+
+    tracking_number: str
+    files: tuple[str, ...]
+    contents: Mapping[str, bytes]
+    access_index: int
+    obligations: tuple[str, ...]
+    policies: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -1215,22 +1228,16 @@ class Vault:
 
     @contextlib.contextmanager
     def open_release(
-        self,
-        request: SignedRequest,
-        spool: Path,
-        *,
-        progress: Progress | None = None,
-        durable: bool = True,
+        self, request: SignedRequest, spool: Path, *, progress: Progress | None = None
     ) -> Iterator[StagedRelease]:
         """Decide and log a release; stage its files in a new directory under `spool`.
 
         The access event is in the log before any byte is staged; on permit the
         obligations (marking, redaction, cover sheet) are applied to what is staged. The
         core never writes into a caller's directory: `spool` is the caller's choice of
-        scratch space (the server's private spool, or a hidden directory next to an
-        embedded caller's `--out`). What the caller has not moved away by the end of the
-        `with` block is removed. Staged files are fsynced unless `durable` is false (a
-        server's spool: a crash loses it, and the client writes its own copy durably).
+        scratch space (a hidden directory next to an embedded caller's `--out`), and the
+        staged files are fsynced, to be renamed into place. What the caller has not
+        moved away by the end of the `with` block is removed.
 
         Raises:
             PolicyDenied: the policies refuse it (the denial is logged).
@@ -1238,18 +1245,44 @@ class Vault:
             InputError / BackendError: the spool cannot be written (logged as
                 `release.failed`).
         """
-        tracking = _require_record_id(request)
-        action = request.body.action
-        if action not in {"retrieve", "review"}:
-            raise ValueError(f"release is for retrieve or review, not {action}")
-        # Refuse (and log the denial) before any key is unwrapped.
-        record = self._act(request, action, None, record=tracking).record
-        assert record is not None  # noqa: S101 -- the act names a record
-        staged = self._stage_release(request, record, spool, progress, durable=durable)
+        record = self._decide_release(request)
+        staged = self._stage_release(request, record, spool, progress)
+        assert isinstance(staged, StagedRelease)  # noqa: S101 -- nothing is held in memory
         try:
             yield staged
         finally:
             shutil.rmtree(staged.directory, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def serve_release(
+        self, request: SignedRequest, spool: Path, *, in_memory: int
+    ) -> Iterator[StagedRelease | HeldRelease]:
+        """`open_release` for a server streaming the release to its client.
+
+        A release whose attachments hold at most `in_memory` bytes and need no PDF
+        stamping is held in memory (`HeldRelease`): nothing touches the disk. A larger
+        one is staged under `spool` without fsyncs (scratch space a crash may lose; the
+        client writes its own copy durably). Raises as `open_release`.
+        """
+        record = self._decide_release(request)
+        staged = self._stage_release(
+            request, record, spool, None, durable=False, in_memory=in_memory
+        )
+        try:
+            yield staged
+        finally:
+            if isinstance(staged, StagedRelease):
+                shutil.rmtree(staged.directory, ignore_errors=True)
+
+    def _decide_release(self, request: SignedRequest) -> RecordRow:
+        """The first look at a release: refused (and a denial logged) before any unwrap."""
+        tracking = _require_record_id(request)
+        action = request.body.action
+        if action not in {"retrieve", "review"}:
+            raise ValueError(f"release is for retrieve or review, not {action}")
+        record = self._act(request, action, None, record=tracking).record
+        assert record is not None  # noqa: S101 -- the act names a record
+        return record
 
     def _stage_release(
         self,
@@ -1259,7 +1292,8 @@ class Vault:
         progress: Progress | None = None,
         *,
         durable: bool = True,
-    ) -> StagedRelease:
+        in_memory: int = 0,
+    ) -> StagedRelease | HeldRelease:
         tracking = record.tracking
         action = request.body.action
         try:
@@ -1291,6 +1325,12 @@ class Vault:
         assert done.record is not None  # noqa: S101 -- the act names a record
         record = done.record
         index = done.indices[0]
+        if in_memory and _attachment_bytes(record.files) <= in_memory:
+            held = self._hold_release(
+                dek, document, record, request, decision, access_index=index, limit=in_memory
+            )
+            if held is not None:
+                return held
         try:
             staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=spool))
         except OSError as exc:
@@ -1350,6 +1390,65 @@ class Vault:
             return BackendError(message)
         return InputError(message)
 
+    def _renderer(
+        self,
+        document: bytes,
+        record: RecordRow,
+        request: SignedRequest,
+        decision: Decision,
+        access_index: int,
+    ) -> tuple[list[dict[str, Any]], Callable[..., ReleasePackage]]:
+        """A record's attachments, and the marked package of a release (to render)."""
+        attachments = [f for f in record.files if f["object"] != "document"]
+        submission = validate_submission_bytes(
+            document, attachment_names=[f["name"] for f in attachments]
+        )
+        return attachments, functools.partial(
+            render_release,
+            submission,
+            attachments,
+            decision.obligations,
+            tracking_number=record.tracking,
+            recipient=request.body.principal,
+            access_index=access_index,
+            released_at=self._clock(),
+            purpose=request.body.purpose or "",
+            authority=request.body.authority,
+        )
+
+    def _hold_release(
+        self,
+        dek: bytes,
+        document: bytes,
+        record: RecordRow,
+        request: SignedRequest,
+        decision: Decision,
+        *,
+        access_index: int,
+        limit: int,
+    ) -> HeldRelease | None:
+        """The release in memory; None when a PDF must be stamped (that needs files)."""
+        attachments, render = self._renderer(document, record, request, decision, access_index)
+        package = render()
+        released = [m for m in attachments if m["name"] in package.attachments]
+        if any(package.stamps.get(m["name"]) is not None for m in released):
+            return None
+        contents = dict(package.files)
+        for meta in released:
+            ctx = ObjectContext(self.config.vault_id, record.tracking, meta["object"])
+            data = _read_bounded(self.store, dek, ctx, meta.get("size"), limit)
+            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
+            contents[f"attachments/{package.file_names[meta['name']]}"] = data
+        return HeldRelease(
+            record.tracking,
+            tuple(contents),
+            contents,
+            access_index,
+            tuple(decision.obligations),
+            tuple(decision.policy_ids),
+        )
+
     def _write_release(
         self,
         *,
@@ -1364,22 +1463,7 @@ class Vault:
         durable: bool,
     ) -> tuple[str, ...]:
         vault_id = self.config.vault_id
-        attachments = [f for f in record.files if f["object"] != "document"]
-        submission = validate_submission_bytes(
-            document, attachment_names=[f["name"] for f in attachments]
-        )
-        render = functools.partial(
-            render_release,
-            submission,
-            attachments,
-            decision.obligations,
-            tracking_number=record.tracking,
-            recipient=request.body.principal,
-            access_index=access_index,
-            released_at=self._clock(),
-            purpose=request.body.purpose or "",
-            authority=request.body.authority,
-        )
+        attachments, render = self._renderer(document, record, request, decision, access_index)
         package = render()
         # The package names the attachments the policy releases; PDFs among them are
         # stamped page by page, and one that cannot be stamped is withheld (the cover
@@ -2078,21 +2162,45 @@ def _read_document(
             the stored object decrypts to.
     """
     declared = next((f.get("size") for f in files if f.get("object") == ctx.object_name), None)
-    if not isinstance(declared, int) or not 0 <= declared <= MAX_DOCUMENT_BYTES:
-        raise IntegrityError(f"document of {ctx.record_id}: declared size is not within limits")
-    key = _doc_key(ctx)
-    if store.head(key).size > _MAX_DOCUMENT_STORED:
+    if store.head(_doc_key(ctx)).size > _MAX_DOCUMENT_STORED:
         raise IntegrityError(f"document of {ctx.record_id}: stored object is too large")
+    return _read_bounded(store, dek, ctx, declared, MAX_DOCUMENT_BYTES)
+
+
+def _read_bounded(
+    store: ObjectStore, dek: bytes, ctx: ObjectContext, declared: object, limit: int
+) -> bytes:
+    """Decrypt a stored object of a record into memory: exactly its declared size.
+
+    Raises:
+        IntegrityError: the declared size is missing or over `limit`, or the object
+            decrypts to more or fewer bytes (counted while it streams).
+    """
+    what = f"{ctx.object_name} of {ctx.record_id}"
+    if not isinstance(declared, int) or not 0 <= declared <= limit:
+        raise IntegrityError(f"{what}: declared size is not within limits")
     parts: list[bytes] = []
     total = 0
-    for chunk in open_object(dek, ctx, store.open_stream(key)):
+    for chunk in open_object(dek, ctx, store.open_stream(_doc_key(ctx))):
         total += len(chunk)
         if total > declared:
-            raise IntegrityError(f"document of {ctx.record_id}: larger than its declared size")
+            raise IntegrityError(f"{what}: larger than its declared size")
         parts.append(chunk)
     if total != declared:
-        raise IntegrityError(f"document of {ctx.record_id}: smaller than its declared size")
+        raise IntegrityError(f"{what}: smaller than its declared size")
     return b"".join(parts)
+
+
+def _attachment_bytes(files: Iterable[Mapping[str, Any]]) -> int:
+    """The declared plaintext bytes of a record's attachments (unknown: unbounded)."""
+    total = 0
+    for meta in files:
+        if meta.get("object") != "document":
+            size = meta.get("size")
+            if not isinstance(size, int) or size < 0:
+                return 1 << 62
+            total += size
+    return total
 
 
 def _require_record_id(request: SignedRequest) -> str:

@@ -24,7 +24,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,7 +54,7 @@ from pcii_vault.service.httpsig import (
 )
 from pcii_vault.service.seal import SEALED_MESSAGE, Seal
 from pcii_vault.submitter import SealedUpload
-from pcii_vault.vault import Vault
+from pcii_vault.vault import HeldRelease, Vault
 
 __all__ = ["Service", "ServiceLimits", "create_app", "private_spool"]
 
@@ -66,6 +66,7 @@ Send = Callable[[Message], Awaitable[None]]
 _UPLOADS = f"{wire.API_PREFIX}/uploads/"
 _TAR_BLOCK = 512
 _CHUNK = 1 << 20
+_HELD_RELEASE = 8 << 20  # attachments up to this many bytes are released from memory
 _CATCH_UP_SECONDS = 1.0
 _ED25519_KEY_BYTES = 32
 
@@ -379,9 +380,7 @@ async def release(request: Request, act: wire.Act, caller: SignedBody) -> Stream
     signed = _act_of(caller, act)
     if signed.body.action not in {"retrieve", "review"}:
         raise InputError(f"a release is retrieve or review, not {signed.body.action}")
-    # The spool is scratch space: a crash loses it, and the client writes its copy
-    # durably, so nothing is fsynced here.
-    opened = vault.open_release(signed, context.spool, durable=False)
+    opened = vault.serve_release(signed, context.spool, in_memory=_HELD_RELEASE)
     staged = await run_in_threadpool(opened.__enter__)
     meta = {
         "tracking_number": staged.tracking_number,
@@ -394,7 +393,10 @@ async def release(request: Request, act: wire.Act, caller: SignedBody) -> Stream
     def stream() -> Iterator[bytes]:
         sent = False
         try:
-            yield from _tar_stream(staged.directory, staged.files)
+            if isinstance(staged, HeldRelease):
+                yield _tar_bytes(staged.contents, staged.files)
+            else:
+                yield from _tar_stream(staged.directory, staged.files)
             sent = True
         finally:
             if not sent:
@@ -748,6 +750,28 @@ def _follow(vault: Vault, seal: Seal | None, stop: threading.Event) -> None:
             log.warning("catch_up_failed", error=exc.diagnostics())
 
 
+def _tar_bytes(contents: Mapping[str, bytes], names: tuple[str, ...]) -> bytes:
+    """A release held in memory as one POSIX tar stream."""
+    out = bytearray()
+    now = int(time.time())
+    for name in names:
+        data = contents[name]
+        out += _tar_header(name, len(data), now)
+        out += data
+        if len(data) % _TAR_BLOCK:
+            out += b"\0" * (_TAR_BLOCK - len(data) % _TAR_BLOCK)
+    out += b"\0" * (2 * _TAR_BLOCK)
+    return bytes(out)
+
+
+def _tar_header(name: str, size: int, mtime: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o600
+    info.mtime = mtime
+    return info.tobuf(format=tarfile.PAX_FORMAT)
+
+
 def _tar_stream(directory: Path, names: tuple[str, ...]) -> Iterator[bytes]:
     """The staged files as a POSIX tar stream, never a large file whole in memory.
 
@@ -757,19 +781,16 @@ def _tar_stream(directory: Path, names: tuple[str, ...]) -> Iterator[bytes]:
     pending = bytearray()
     for name in names:
         path = directory / name
-        info = tarfile.TarInfo(name)
-        info.size = path.stat().st_size
-        info.mode = 0o600
-        info.mtime = int(time.time())
-        pending += info.tobuf(format=tarfile.PAX_FORMAT)
+        size = path.stat().st_size
+        pending += _tar_header(name, size, int(time.time()))
         with path.open("rb") as handle:
             while chunk := handle.read(_CHUNK):
                 pending += chunk
                 if len(pending) >= _CHUNK:
                     yield bytes(pending)
                     pending.clear()
-        if info.size % _TAR_BLOCK:
-            pending += b"\0" * (_TAR_BLOCK - info.size % _TAR_BLOCK)
+        if size % _TAR_BLOCK:
+            pending += b"\0" * (_TAR_BLOCK - size % _TAR_BLOCK)
     pending += b"\0" * (2 * _TAR_BLOCK)
     yield bytes(pending)
 
