@@ -709,6 +709,7 @@ class Vault:
         record: str | None = None,
         new_record: bool = False,
         look_first: bool = True,
+        decided_again: bool = False,
     ) -> _Done:
         """Verify, decide and log one act, all against the state at its log position.
 
@@ -720,6 +721,8 @@ class Vault:
         `look_first=False` skips the first look on the current state, for a caller
         that has just looked at the same request (a release): the act is verified and
         decided at its position all the same, and refused there as it would have been.
+        `decided_again` marks a read that the caller decides again at its position (a
+        release's first look): permitted on the index as it is, it needs no sync.
 
         Raises:
             IntegrityError: forged, replayed or stale request.
@@ -748,7 +751,9 @@ class Vault:
         to_log = True
         if look_first:
             with self._lock:
-                to_log = self._first_look(act, read=effect is None)
+                to_log = self._first_look(
+                    act, read=effect is None and not decided_again, decided_again=decided_again
+                )
         indices = self.sequencer.run(act) if to_log else ()
         done = outcome[0]
         done.indices = tuple(indices)
@@ -771,7 +776,7 @@ class Vault:
             )
         return done
 
-    def _first_look(self, act: Act, *, read: bool) -> bool:
+    def _first_look(self, act: Act, *, read: bool, decided_again: bool = False) -> bool:
         """Look at an act on the current state: refuse early; whether it logs anything.
 
         A read (nothing logged on permit) is decided by this look, so it looks at the
@@ -781,7 +786,9 @@ class Vault:
         to log there (a refusal: an unknown record or principal, an illegal transition,
         a replay, a tampered index, a policy set not yet logged; or nothing to log) is
         looked at again after a sync, so that nothing is refused or decided here on a
-        stale index. Saves every logged act a read of the checkpoint.
+        stale index. Saves every logged act a read of the checkpoint. A release's first
+        look (`decided_again`) is made the same way, and a permit there is final for the
+        look: the release is decided again at its position before anything is released.
 
         The caller holds the vault lock.
         """
@@ -794,6 +801,8 @@ class Vault:
                     with self.index.overlay([]):
                         if act():
                             return True
+                        if decided_again:
+                            return False
         self.sync()
         self._note_policy_change()
         # A first look on the current state: refuse early, and a permitted read logs
@@ -1280,7 +1289,7 @@ class Vault:
         action = request.body.action
         if action not in {"retrieve", "review"}:
             raise ValueError(f"release is for retrieve or review, not {action}")
-        record = self._act(request, action, None, record=tracking).record
+        record = self._act(request, action, None, record=tracking, decided_again=True).record
         assert record is not None  # noqa: S101 -- the act names a record
         return record
 
@@ -1299,7 +1308,7 @@ class Vault:
         try:
             wrapped = self.store.get(f"wrapped/{tracking}")
         except NotFoundError as exc:
-            raise IntegrityError(f"record {tracking} has no data key (destroyed?)") from exc
+            raise self._missing_key(tracking) from exc
         # Unwrap the key and authenticate the document in memory before logging the
         # release, so a tampered key or document fails before a permit is on record;
         # nothing touches the disk until the access event is in the log.
@@ -1356,6 +1365,19 @@ class Vault:
         return StagedRelease(
             tracking, staging, files, index, tuple(decision.obligations), tuple(decision.policy_ids)
         )
+
+    def _missing_key(self, tracking: str) -> VaultError:
+        """Why a record's wrapped key is gone: a conflict, or tampering.
+
+        Shredded by an act logged meanwhile (another process or replica withdrew or
+        destroyed it: exit 3), or removed outside the vault (exit 4).
+        """
+        with self._lock:
+            self.sync()
+            row = self.index.find_record(tracking)
+        if row is not None and row.state in SHREDDED_STATES:
+            return ConflictError(f"record {tracking} is {row.state} now: nothing released")
+        return IntegrityError(f"record {tracking} has no data key (destroyed?)")
 
     def log_unsealed(self, attempts: Sequence[Mapping[str, str]]) -> int:
         """Log the remote unseal that just succeeded: every custodian's attempt.

@@ -113,3 +113,27 @@ def test_a_read_looks_at_the_latest_log(bench: Bench, monkeypatch: pytest.Monkey
     request = bench.vault.sign(bench.ids["owner"], "status", record=tracking)
     assert bench.vault.status(request).state == "withdrawn"
     assert syncs == [1]
+
+
+def test_a_release_permitted_on_a_stale_index_is_refused_at_its_position(
+    bench: Bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracking = bench.submit_receipt().tracking_number
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    review = bench.vault.sign(bench.ids["office"], "review", record=tracking, purpose="r")
+    syncs = _count_syncs(monkeypatch, bench.vault)
+    with bench.vault.serve_release(review, spool, in_memory=1 << 20):
+        pass
+    assert syncs == []  # a permitted release's first look reads no checkpoint
+    # Another process logs the owner's withdrawal; this index still shows it received.
+    bench.unprojected(lambda other: bench.withdraw(other, tracking))
+    assert bench.vault.index.record(tracking).state == "received"  # stale
+    again = bench.vault.sign(bench.ids["office"], "review", record=tracking, purpose="r")
+    with (
+        pytest.raises(ConflictError, match="withdrawn now: nothing released"),
+        bench.vault.serve_release(again, spool, in_memory=1 << 20),
+    ):
+        pytest.fail("a withdrawn record was released")
+    assert not list(spool.iterdir())
+    bench.audit()
