@@ -39,6 +39,8 @@ class CheckpointAnchor:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The last note read and checked, and the verifier that checked it.
+        self._parsed: tuple[bytes, NoteVerifier, Checkpoint] | None = None
 
     def load(self, verifier: NoteVerifier) -> Checkpoint | None:
         """The anchored checkpoint, signature checked (None before the first one).
@@ -50,10 +52,15 @@ class CheckpointAnchor:
             note = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        parsed = self._parsed
+        if parsed is not None and parsed[0] == note and parsed[1] is verifier:
+            return parsed[2]  # the same signed bytes: checked already
         try:
-            return parse_checkpoint(note, verifier)
+            checkpoint = parse_checkpoint(note, verifier)
         except IntegrityError as exc:
             raise IntegrityError(f"{self.path}: {exc}") from exc
+        self._parsed = (note, verifier, checkpoint)
+        return checkpoint
 
     def advance(self, checkpoint: Checkpoint, verifier: NoteVerifier) -> None:
         """Remember `checkpoint` if it is newer than the anchored one.

@@ -211,10 +211,14 @@ class Ledger:
         return self.verifier.key_string()
 
     def _read_checkpoint(self) -> tuple[Checkpoint | None, str | None]:
+        # The anchor before the store: other processes of this vault write the store's
+        # checkpoint first and the anchor after, so what the store holds now is never
+        # older than the anchor read before it (read after, it could be, with no rollback).
+        anchored = self._anchor.load(self.verifier) if self._anchor is not None else None
         try:
             data, etag = self.store.get_with_etag(CHECKPOINT_KEY)
         except NotFoundError:
-            self._trust(None)
+            self._trust(None, anchored)
             return None, None
         parsed = self._parsed
         if parsed is not None and parsed[0] == data:
@@ -225,7 +229,7 @@ class Ledger:
             except IntegrityError as exc:
                 raise IntegrityError(f"{CHECKPOINT_KEY}: {exc}") from exc
             self._parsed = (data, cp)
-        self._trust(cp)
+        self._trust(cp, anchored)
         return cp, etag
 
     def verified(self, checkpoint: Checkpoint) -> VerifiedTiles:
@@ -261,8 +265,8 @@ class Ledger:
             self._edge_checked = cp
         return cp
 
-    def _trust(self, cp: Checkpoint | None) -> None:
-        """Hold a checkpoint read from the store against the vault's anchor.
+    def _trust(self, cp: Checkpoint | None, anchored: Checkpoint | None) -> None:
+        """Hold a checkpoint read from the store against the vault's anchor (read first).
 
         Reject rollback: the log never shrinks below what this vault signed or verified.
         Reject fork: a larger tree must contain the anchored one. Report a vanished
@@ -273,9 +277,14 @@ class Ledger:
         """
         if self._anchor is None:
             return
-        if cp is not None and (cp.size, cp.root) in self._trusted:
+        if (
+            cp is not None
+            and (cp.size, cp.root) in self._trusted
+            and (anchored is None or cp.size >= anchored.size)
+        ):
+            # Proved before, and not older than the anchor: an older checkpoint this
+            # process once trusted, put back, is still a rollback.
             return
-        anchored = self._anchor.load(self.verifier)
         if anchored is not None:
             if cp is None:
                 raise IntegrityError(

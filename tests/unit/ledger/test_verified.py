@@ -117,6 +117,44 @@ def test_rollback_to_an_older_signed_checkpoint_is_refused(fs_store, tmp_path):
         _ledger(fs_store, anchor).append([_draft(2)])
 
 
+def test_a_long_lived_reader_refuses_a_rollback_to_a_checkpoint_it_trusted(fs_store, tmp_path):
+    """A server's reader once proved checkpoint 1; put back after 2, it is a rollback."""
+    anchor = CheckpointAnchor(tmp_path / "anchor")
+    writer = _ledger(fs_store, anchor)
+    writer.append([_draft(0)])
+    reader = Ledger(fs_store, ORIGIN, signer=None, verifier=KEY.public_key, anchor=anchor)
+    assert reader.size() == 1
+    old = fs_store.get(CHECKPOINT_KEY)
+    writer.append([_draft(1)])  # another process of the vault: the anchor moves to 2
+    _overwrite(fs_store, CHECKPOINT_KEY, old)
+    with pytest.raises(IntegrityError, match="rollback"):
+        reader.size()
+
+
+def test_a_checkpoint_read_while_another_process_commits_is_no_rollback(fs_store, tmp_path):
+    """The anchor is read before the store: a commit in between only makes it newer."""
+    anchor = CheckpointAnchor(tmp_path / "anchor")
+    writer = _ledger(fs_store, anchor)
+    writer.append([_draft(0)])
+    reader = Ledger(fs_store, ORIGIN, signer=None, verifier=KEY.public_key, anchor=anchor)
+    real_get = fs_store.get_with_etag
+    committing = []
+
+    def get_then_another_commit(key):
+        got = real_get(key)
+        if key == CHECKPOINT_KEY and not committing:
+            committing.append(1)  # the writer's own reads go straight through
+            try:
+                writer.append([_draft(len(committing))])  # store and anchor move on
+            finally:
+                committing.clear()
+        return got
+
+    fs_store.get_with_etag = get_then_another_commit
+    assert reader.size() == 1  # what it read; the anchor is at 2 by now
+    assert reader.size() == 2
+
+
 def test_a_vanished_checkpoint_the_vault_signed_is_reported(fs_store, tmp_path):
     anchor = CheckpointAnchor(tmp_path / "anchor")
     log = _ledger(fs_store, anchor)
