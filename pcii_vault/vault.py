@@ -34,6 +34,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -218,6 +219,7 @@ class Vault:
         self._local_keys: LocalKeyring | None = None
         self._ledger: Ledger | None = None
         self._reader: Ledger | None = None
+        self._synced_since = float("-inf")  # when the last sync that succeeded began
         self._index: Index | None = None
         # The index connection and its overlay transaction are shared by the threads
         # that use this object: one of them at a time touches the index.
@@ -342,6 +344,7 @@ class Vault:
 
     def close(self) -> None:
         """Commit what is queued, stop the group commit, release the index and keys."""
+        self._synced_since = float("-inf")
         if self._sequencer is not None:
             self._sequencer.close()
             self._sequencer = None
@@ -460,12 +463,20 @@ class Vault:
     def sync(self) -> None:
         """Bring the authenticated index up to the log's latest checkpoint.
 
+        Concurrent callers share a sync: one that began after this call was made and
+        succeeded has read everything this one would (a server's many reads at once
+        read the checkpoint once or twice, not once each).
+
         Raises:
             IntegrityError: the index was edited outside the vault (naming what changed),
                 or the log was rolled back, forked, or its tiles do not reproduce the
                 signed root.
         """
+        asked = time.monotonic()
         with self._lock:
+            if self._synced_since > asked:
+                return
+            began = time.monotonic()
             index = self._trusted_index()
             # The index's size before the checkpoint: another process of this vault may
             # commit and apply in between, and a checkpoint read first would look older
@@ -481,6 +492,7 @@ class Vault:
                 )
             if start < size:
                 index.apply_all(reader.events(start, size), skip_applied=True, strict=False)
+            self._synced_since = began
 
     def _trusted_index(self) -> Index:
         """The index, after checking its tag; an edit is named and refused.

@@ -137,3 +137,39 @@ def test_a_release_permitted_on_a_stale_index_is_refused_at_its_position(
         pytest.fail("a withdrawn record was released")
     assert not list(spool.iterdir())
     bench.audit()
+
+
+def test_concurrent_reads_share_a_sync_and_a_later_one_sees_a_later_act(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    vault = bench.vault
+    reader = vault.reader()
+    reads: list[int] = []
+    check_edge = reader.check_edge
+
+    def slow_check_edge() -> Any:
+        reads.append(1)
+        time.sleep(0.05)
+        return check_edge()
+
+    monkeypatch.setattr(reader, "check_edge", slow_check_edge)
+    start = threading.Barrier(8)
+
+    def read() -> None:
+        start.wait()
+        vault.sync()
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 1 <= len(reads) <= 2, reads  # eight reads at once, one or two checkpoint reads
+    # A sync asked for after another process's act has been logged is never skipped.
+    tracking = bench.submit_receipt().tracking_number
+    bench.unprojected(lambda other: bench.withdraw(other, tracking))
+    vault.sync()
+    assert vault.index.record(tracking).state == "withdrawn"
