@@ -2187,35 +2187,46 @@ def _read_document(
     """Decrypt a record's document into memory, never past its declared size.
 
     A document is JSON of at most `MAX_DOCUMENT_BYTES` (the owner's client refuses larger
-    ones). The declared plaintext size and the stored object's size are checked before
-    decrypting, and the plaintext is counted while it streams, so a forged 256 MiB
-    "document" is refused at its first excess chunk instead of filling memory.
+    ones). The declared plaintext size is checked before decrypting, and both the stored
+    bytes and the plaintext are counted while they stream (no extra request to ask the
+    object's size first), so a forged 256 MiB "document" is refused at its first excess
+    chunk instead of filling memory.
 
     Raises:
         IntegrityError: the declared size is missing, over the limit, or not the size
             the stored object decrypts to.
     """
     declared = next((f.get("size") for f in files if f.get("object") == ctx.object_name), None)
-    if store.head(_doc_key(ctx)).size > _MAX_DOCUMENT_STORED:
-        raise IntegrityError(f"document of {ctx.record_id}: stored object is too large")
-    return _read_bounded(store, dek, ctx, declared, MAX_DOCUMENT_BYTES)
+    return _read_bounded(
+        store, dek, ctx, declared, MAX_DOCUMENT_BYTES, stored_limit=_MAX_DOCUMENT_STORED
+    )
 
 
 def _read_bounded(
-    store: ObjectStore, dek: bytes, ctx: ObjectContext, declared: object, limit: int
+    store: ObjectStore,
+    dek: bytes,
+    ctx: ObjectContext,
+    declared: object,
+    limit: int,
+    *,
+    stored_limit: int | None = None,
 ) -> bytes:
     """Decrypt a stored object of a record into memory: exactly its declared size.
 
     Raises:
-        IntegrityError: the declared size is missing or over `limit`, or the object
-            decrypts to more or fewer bytes (counted while it streams).
+        IntegrityError: the declared size is missing or over `limit`, the stored object
+            is longer than `stored_limit`, or it decrypts to more or fewer bytes (both
+            counted while they stream).
     """
     what = f"{ctx.object_name} of {ctx.record_id}"
     if not isinstance(declared, int) or not 0 <= declared <= limit:
         raise IntegrityError(f"{what}: declared size is not within limits")
+    stored = store.open_stream(_doc_key(ctx))
+    if stored_limit is not None:
+        stored = _capped(stored, stored_limit, what)
     parts: list[bytes] = []
     total = 0
-    for chunk in open_object(dek, ctx, store.open_stream(_doc_key(ctx))):
+    for chunk in open_object(dek, ctx, stored):
         total += len(chunk)
         if total > declared:
             raise IntegrityError(f"{what}: larger than its declared size")
@@ -2223,6 +2234,16 @@ def _read_bounded(
     if total != declared:
         raise IntegrityError(f"{what}: smaller than its declared size")
     return b"".join(parts)
+
+
+def _capped(chunks: Iterable[bytes], limit: int, what: str) -> Iterator[bytes]:
+    """`chunks`, refused once more than `limit` bytes have come."""
+    seen = 0
+    for chunk in chunks:
+        seen += len(chunk)
+        if seen > limit:
+            raise IntegrityError(f"{what}: stored object is too large")
+        yield chunk
 
 
 def _attachment_bytes(files: Iterable[Mapping[str, Any]]) -> int:
