@@ -260,3 +260,10 @@ def test_a_vault_sealed_by_shares_serves_one_worker(tmp_path: Path) -> None:
     refused = cli.run("serve", "--listen", "127.0.0.1:1", "--workers", "2")
     assert refused.code == 2, refused
     assert "sealed" in refused.err and len(refused.err.strip().splitlines()) == 1
+
+
+def test_an_address_in_use_is_refused_in_one_line(cli: ServerCli) -> None:
+    assert cli.server is not None
+    taken = cli.run("serve", "--listen", f"127.0.0.1:{cli.server.port}")
+    assert taken.code == 2, taken
+    assert "cannot listen" in taken.err and len(taken.err.strip().splitlines()) == 1
