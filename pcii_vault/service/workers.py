@@ -30,6 +30,8 @@ import shutil
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,7 @@ __all__ = ["MAX_WORKERS", "Listener", "WorkerSpec", "bind", "run_server", "super
 
 MAX_WORKERS = 64
 _GRACEFUL_S = 30  # what uvicorn gives in-flight requests on SIGTERM
+_PARENT_POLL_S = 0.5
 _log = structlog.get_logger("pcii.serve")
 
 
@@ -182,6 +185,9 @@ def _work(spec: WorkerSpec, sock: socket.socket, number: int, started: Event) ->
     from pcii_vault.vault import Vault  # noqa: PLC0415
 
     configure_logging(level=logging.INFO, json_logs=spec.json_logs)
+    threading.Thread(
+        target=_stop_with_parent, args=(os.getppid(),), name="pcii-parent-watch", daemon=True
+    ).start()
     vault = Vault(spec.root, unseal=_unseal(spec), batching=spec.batching)
     nonces = SharedNonceCache(spec.nonces, spec.limits.skew)
     spool: Path | None = None
@@ -201,6 +207,18 @@ def _work(spec: WorkerSpec, sock: socket.socket, number: int, started: Event) ->
         nonces.close()
         if spool is not None:
             shutil.rmtree(spool, ignore_errors=True)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Stop this worker gracefully once its parent is gone (killed, not by SIGTERM).
+
+    An orphaned worker would go on serving the address, unsupervised, and a new
+    `pcii serve` could not bind it.
+    """
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_S)
+    _log.warning("worker_orphaned", pid=os.getpid(), parent=parent)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _unseal(spec: WorkerSpec) -> Callable[[], bytes]:

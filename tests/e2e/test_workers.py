@@ -72,11 +72,12 @@ def _pids(log: Path) -> set[int]:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie that nobody reaped yet has stopped serving: not alive)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _register_twice(cli: ServerCli, principal_id: str) -> list[str]:
@@ -267,3 +268,30 @@ def test_an_address_in_use_is_refused_in_one_line(cli: ServerCli) -> None:
     taken = cli.run("serve", "--listen", f"127.0.0.1:{cli.server.port}")
     assert taken.code == 2, taken
     assert "cannot listen" in taken.err and len(taken.err.strip().splitlines()) == 1
+
+
+def test_workers_stop_when_their_parent_is_killed(cli: ServerCli) -> None:
+    """A supervisor killed with SIGKILL leaves no worker serving the address alone."""
+    server = cli.server
+    assert server is not None
+    owner = _client(cli, "owner")
+    try:
+        deadline = time.monotonic() + 30
+        while len(_pids(server.log)) < WORKERS and time.monotonic() < deadline:
+            owner.identify()
+            owner.close()
+            owner = _client(cli, "owner")
+    finally:
+        owner.close()
+    workers = _pids(server.log)
+    assert len(workers) == WORKERS
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 45
+    while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)], server.log.read_text()[-2000:]
+    assert "worker_orphaned" in server.log.read_text()
+    cli.server = None
+    # The address is free again, and the log sound.
+    assert cli.ok("audit", "verify").json()["sound"] is True
