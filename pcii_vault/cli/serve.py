@@ -63,6 +63,7 @@ def serve(
     from pcii_vault.cli.session import vault_dir
     from pcii_vault.config import Settings
     from pcii_vault.service.app import ServiceLimits, create_app, private_spool
+    from pcii_vault.service.httpsig import SharedNonceCache
     from pcii_vault.service.tls import ensure_self_signed, load_certificate
     from pcii_vault.service.workers import (
         MAX_WORKERS,
@@ -120,6 +121,7 @@ def serve(
             json_logs=settings.log_format != "console",
             nonces=spool / "nonces.sqlite",
         )
+        SharedNonceCache(spec.nonces, limits.skew).close()  # made once, before the workers
         if failed := supervise(spec, sock, workers):
             raise typer.Exit(failed)
     finally:

@@ -239,7 +239,11 @@ class SharedNonceCache(_Windowed):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # never readable by others
         os.close(fd)
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # Changing the journal mode needs the file alone, and does not wait for it: the
+        # server's parent makes the file (in WAL mode, which persists) before its workers
+        # open it, and they only check.
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS nonces (key_id TEXT NOT NULL, nonce TEXT NOT NULL, "

@@ -216,17 +216,26 @@ def test_sigterm_stops_every_worker_gracefully(cli: ServerCli) -> None:
     assert workers and not [pid for pid in workers if _alive(pid)], workers
 
 
+def _every_worker_answered(cli: ServerCli, server: VaultServer) -> set[int]:
+    """New connections until each worker has answered one; their pids."""
+    deadline = time.monotonic() + 30
+    while len(_pids(server.log)) < WORKERS and time.monotonic() < deadline:
+        owner = _client(cli, "owner")
+        try:
+            owner.identify()
+        finally:
+            owner.close()
+    workers = _pids(server.log)
+    assert len(workers) == WORKERS, workers
+    return workers
+
+
 def test_a_worker_killed_while_serving_is_replaced(cli: ServerCli) -> None:
     server = cli.server
     assert server is not None
+    victim = min(_every_worker_answered(cli, server))
     owner = _client(cli, "owner")
     try:
-        deadline = time.monotonic() + 30
-        while len(_pids(server.log)) < WORKERS and time.monotonic() < deadline:
-            owner.identify()
-            owner.close()
-            owner = _client(cli, "owner")
-        victim = min(_pids(server.log))
         os.kill(victim, signal.SIGKILL)
         # The server keeps answering; a new worker takes the dead one's place.
         deadline = time.monotonic() + 60
@@ -274,17 +283,7 @@ def test_workers_stop_when_their_parent_is_killed(cli: ServerCli) -> None:
     """A supervisor killed with SIGKILL leaves no worker serving the address alone."""
     server = cli.server
     assert server is not None
-    owner = _client(cli, "owner")
-    try:
-        deadline = time.monotonic() + 30
-        while len(_pids(server.log)) < WORKERS and time.monotonic() < deadline:
-            owner.identify()
-            owner.close()
-            owner = _client(cli, "owner")
-    finally:
-        owner.close()
-    workers = _pids(server.log)
-    assert len(workers) == WORKERS
+    workers = _every_worker_answered(cli, server)
     server.process.kill()
     server.process.wait()
     deadline = time.monotonic() + 45
