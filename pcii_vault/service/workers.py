@@ -159,6 +159,7 @@ def supervise(spec: WorkerSpec, sock: socket.socket, workers: int) -> int:
                     continue
                 if not started.is_set():
                     failed = code if code > 0 else 1
+                    _log.error("worker_failed_to_start", worker=number, exit_code=code)
                     break
                 _log.warning("worker_replaced", worker=number, pid=process.pid, exit_code=code)
                 start(number)
