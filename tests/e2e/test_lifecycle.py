@@ -105,6 +105,7 @@ def test_analyst_without_need_to_know_is_denied_and_the_denial_is_logged(populat
     assert cli.ok("audit", "verify").code == 0
 
 
+@IN_BOTH_MODES
 def test_unvalidated_record_is_not_released_to_analysts(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)
@@ -135,6 +136,7 @@ def test_decontrol_notifies_every_recipient(populated: Cli) -> None:
     assert [n["details"]["recipient"] for n in notices] == ["water"]
 
 
+@IN_BOTH_MODES
 def test_destroy_is_logged_then_crypto_shredded(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)
@@ -210,6 +212,7 @@ def test_index_rebuild_reproduces_the_index_exactly(populated: Cli) -> None:
     assert dump() == before
 
 
+@IN_BOTH_MODES
 def test_json_output_of_submit_names_the_tracking_number(populated: Cli) -> None:
     cli = populated
     result = cli.ok("submit", str(cli.write_submission("bare.json", attachments=[])), who="owner")
@@ -217,6 +220,7 @@ def test_json_output_of_submit_names_the_tracking_number(populated: Cli) -> None
     assert data["tracking_number"].startswith("PCII-")
 
 
+@IN_BOTH_MODES
 def test_global_options_after_the_subcommand_are_accepted(populated: Cli) -> None:
     cli = populated
     path = cli.write_submission("bare.json", attachments=[])
@@ -248,6 +252,7 @@ def test_a_broken_policy_refuses_to_start(populated: Cli) -> None:
     assert "broken.cedar" in result.err
 
 
+@IN_BOTH_MODES
 def test_office_validates_after_an_initial_negative_finding(populated: Cli) -> None:
     """PCII.md: the submitter may add information after `initially-not-pcii`."""
     cli = populated
@@ -258,6 +263,7 @@ def test_office_validates_after_an_initial_negative_finding(populated: Cli) -> N
     assert cli.ok("audit", "verify").code == 0
 
 
+@IN_BOTH_MODES
 def test_audit_report_counts_from_the_verified_log(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)
@@ -312,6 +318,7 @@ def test_concurrent_submissions_by_separate_processes(populated: Cli) -> None:
     assert cli.ok("audit", "verify").code == 0
 
 
+@IN_BOTH_MODES
 def test_a_saved_checkpoint_is_trusted_later(populated: Cli) -> None:
     """`audit checkpoint --out F` now, `audit verify --trusted-checkpoint F` after more events."""
     cli = populated
