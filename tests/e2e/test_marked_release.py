@@ -10,7 +10,7 @@ from typing import Any
 import pypdf
 import pytest
 
-from tests.e2e.conftest import WATER, Cli
+from tests.e2e.conftest import IN_BOTH_MODES, WATER, Cli
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +36,7 @@ def _get(cli: Cli, tracking: str, out: str, *, who: str) -> dict[str, Any]:
     return dict(result.json())
 
 
+@IN_BOTH_MODES
 def test_a_contractor_gets_the_assessment_but_not_its_attachments(populated: Cli) -> None:
     cli = populated
     cli.add(
@@ -65,6 +66,7 @@ def test_a_contractor_gets_the_assessment_but_not_its_attachments(populated: Cli
     assert "withhold:attachments" in cover
 
 
+@IN_BOTH_MODES
 def test_an_unparseable_pdf_is_withheld_with_a_note_on_the_cover_sheet(populated: Cli) -> None:
     cli = populated
     broken = cli.root / PDF
@@ -78,6 +80,7 @@ def test_an_unparseable_pdf_is_withheld_with_a_note_on_the_cover_sheet(populated
     assert f"Attachments withheld: {PDF} (withheld: the PDF cannot be parsed" in cover
 
 
+@IN_BOTH_MODES
 def test_a_state_analyst_gets_the_report_stamped_on_every_page(populated: Cli) -> None:
     cli = populated
     tracking = _validated(cli, cli.attachment())
