@@ -67,6 +67,8 @@ _UPLOADS = f"{wire.API_PREFIX}/uploads/"
 _TAR_BLOCK = 512
 _CHUNK = 1 << 20
 _HELD_RELEASE = 8 << 20  # attachments up to this many bytes are released from memory
+_NOT_SIGNED_BODY = "the body does not match its signed Content-Digest"
+_OTHER_SIGNER = "the act is signed by another principal than the HTTP message"
 _CATCH_UP_SECONDS = 1.0
 _ED25519_KEY_BYTES = 32
 
@@ -181,7 +183,7 @@ async def signed_body(request: Request) -> Caller:
     caller = await signed_message(request)
     body = await request.body()
     if content_digest(body) != caller.signature.content_digest:
-        raise SignatureRefused("the body does not match its signed Content-Digest", 401)
+        raise SignatureRefused(_NOT_SIGNED_BODY, exit_code=4)
     return Caller(caller.principal, caller.signature, body)
 
 
@@ -191,7 +193,7 @@ SignedBody = Annotated[Caller, Depends(signed_body)]
 
 def _act_of(caller: Caller, act: wire.Act) -> SignedRequest:
     if act.request.body.principal != caller.principal.id:
-        raise SignatureRefused("the act is signed by another principal than the HTTP message", 401)
+        raise SignatureRefused(_OTHER_SIGNER, exit_code=4)
     return act.request
 
 
@@ -294,7 +296,7 @@ async def upload(
         if not check.matches(caller.signature.content_digest):
             with contextlib.suppress(VaultError):
                 vault.store.delete(key)
-            raise SignatureRefused("the body does not match its signed Content-Digest", 401)
+            raise SignatureRefused(_NOT_SIGNED_BODY, exit_code=4)
 
     await anyio.to_thread.run_sync(put)
     return {"key": key}
@@ -478,13 +480,11 @@ async def unseal(request: Request, body: wire.UnsealBody) -> dict[str, Any]:
     def check() -> Principal:
         verified, _ = _verify(request, context, resolve_key)
         if content_digest(raw) != verified.content_digest:
-            raise SignatureRefused("the body does not match its signed Content-Digest", 401)
+            raise SignatureRefused(_NOT_SIGNED_BODY, exit_code=4)
         principal = seal.custodian(verified.key_id)
         request.state.principal = principal.id
         if body.request.body.principal != principal.id:
-            raise SignatureRefused(
-                "the act is signed by another principal than the HTTP message", 401
-            )
+            raise SignatureRefused(_OTHER_SIGNER, exit_code=4)
         seal.check_act(body.request, principal)
         return principal
 

@@ -53,7 +53,7 @@ from http_message_signatures import (
 )
 
 from pcii_vault.crypto.signing import Ed25519PublicKey, Signer
-from pcii_vault.errors import InputError, NotFoundError
+from pcii_vault.errors import InputError, IntegrityError, NotFoundError
 
 __all__ = [
     "ALGORITHM",
@@ -85,13 +85,17 @@ _SHA256_MEMBER = re.compile(r"sha-256=:([A-Za-z0-9+/]{43}=):")
 class SignatureRefused(InputError):  # noqa: N818 -- a decision about a request, like PolicyDenied
     """A request's signature is missing, malformed, wrong, stale, replayed or by an unknown key.
 
-    An `InputError` (exit 2): the client fixes its identity, its clock or its request and
-    signs again. `status` is the HTTP status the server answers with.
+    `status` is the HTTP status the server answers with. The exit code is the one embedded
+    mode gives the same fault: 2 for a request that is not signed as the profile says (the
+    client fixes it and signs again), 3 for a key nobody registered (`PolicyDenied`), 4 for
+    a signature that does not verify, a replay, a stale request or a body that is not the
+    signed one (`IntegrityError`, as a forged or replayed act).
     """
 
-    def __init__(self, message: str, status: int = 401) -> None:
+    def __init__(self, message: str, status: int = 401, *, exit_code: int = 2) -> None:
         super().__init__(message)
         self.status = status
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -331,7 +335,7 @@ class _KeyLookup(HTTPSignatureKeyResolver):
 
     def __init__(self, resolve_key: Callable[[str], Ed25519PublicKey | bytes]) -> None:
         self._resolve_key = resolve_key
-        self.unknown = False
+        self.unknown: str | None = None  # the key id nobody registered
         self.failure: Exception | None = None
 
     def resolve_public_key(self, key_id: str) -> Ed25519PublicKey | None:
@@ -339,7 +343,7 @@ class _KeyLookup(HTTPSignatureKeyResolver):
             key = self._resolve_key(key_id)
             return key if isinstance(key, Ed25519PublicKey) else Ed25519PublicKey(bytes(key))
         except (KeyError, NotFoundError):
-            self.unknown = True
+            self.unknown = key_id
             return None
         except Exception as exc:
             self.failure = exc
@@ -389,10 +393,13 @@ def _created_at(created: object, now: datetime, window: timedelta) -> datetime:
     except (OverflowError, OSError, ValueError) as exc:
         raise SignatureRefused("signature created is malformed") from exc
     if created_at > now + window:
-        raise SignatureRefused("signature created in the future: check the client's clock")
+        raise SignatureRefused(
+            "signature created in the future: check the client's clock", exit_code=4
+        )
     if created_at < now - window:
         raise SignatureRefused(
-            f"signature is stale (created more than {window.total_seconds():g} s ago)"
+            f"signature is stale (created more than {window.total_seconds():g} s ago)",
+            exit_code=4,
         )
     return created_at
 
@@ -467,9 +474,17 @@ def verify_request(
     except InvalidSignature as exc:
         if lookup.failure is not None:
             raise lookup.failure from None
-        if lookup.unknown:
-            raise SignatureRefused("unknown key id") from None
-        raise SignatureRefused(f"signature refused: {_one_line(exc)}") from exc
+        if lookup.unknown is not None:
+            raise SignatureRefused(
+                f"{lookup.unknown!r} is not a registered principal (unknown key id)", exit_code=3
+            ) from None
+        # Well formed, and the key known: the signature itself does not verify (a forged
+        # or altered message, exit 4); anything else is a request not signed as the
+        # profile says (exit 2).
+        forged = isinstance(exc.__cause__, IntegrityError)
+        raise SignatureRefused(
+            f"signature refused: {_one_line(exc)}", exit_code=4 if forged else 2
+        ) from exc
     except HTTPMessageSignaturesException as exc:
         raise SignatureRefused(f"signature refused: {_one_line(exc)}") from exc
     if len(results) != 1 or results[0].label != LABEL:
@@ -481,7 +496,7 @@ def verify_request(
     if _sha256_of(digest) is None:
         raise SignatureRefused("Content-Digest must be exactly one sha-256 digest")
     if seen is not None and not seen.check_and_add(key_id, nonce, created, now=now):
-        raise SignatureRefused("nonce already used: the request was replayed")
+        raise SignatureRefused("nonce already used: the request was replayed", exit_code=4)
     return VerifiedSignature(key_id=key_id, created=created, nonce=nonce, content_digest=digest)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import IN_BOTH_MODES, Cli
 
 pytestmark = pytest.mark.slow
 
@@ -57,12 +57,14 @@ def _without(cli: Cli, field: str) -> Path:
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SUBMISSIONS))
+@IN_BOTH_MODES
 def test_invalid_submission_is_refused_before_anything_is_sent(populated: Cli, case: str) -> None:
     cli = populated
     result = cli.run("submit", str(BAD_SUBMISSIONS[case](cli)), who="owner")
     _assert_clean_refusal(cli, result, 2)
 
 
+@IN_BOTH_MODES
 def test_invalid_json_names_line_and_column(populated: Cli) -> None:
     cli = populated
     path = cli.root / "broken.json"
@@ -72,6 +74,7 @@ def test_invalid_json_names_line_and_column(populated: Cli) -> None:
     assert "line 3 column" in result.err
 
 
+@IN_BOTH_MODES
 def test_every_problem_is_listed_with_its_field_path(populated: Cli) -> None:
     cli = populated
     path = _doc(cli, sector="Space Systems", tlp="TLP:PURPLE")
@@ -80,6 +83,7 @@ def test_every_problem_is_listed_with_its_field_path(populated: Cli) -> None:
     assert "sector" in result.err and "tlp" in result.err
 
 
+@IN_BOTH_MODES
 def test_missing_attachment(populated: Cli) -> None:
     cli = populated
     result = cli.run(
@@ -89,6 +93,7 @@ def test_missing_attachment(populated: Cli) -> None:
     assert "not found" in result.err
 
 
+@IN_BOTH_MODES
 def test_directory_as_attachment(populated: Cli) -> None:
     cli = populated
     folder = cli.root / "riverbend-scada-assessment.pdf"
@@ -98,6 +103,7 @@ def test_directory_as_attachment(populated: Cli) -> None:
     assert "directory" in result.err
 
 
+@IN_BOTH_MODES
 def test_unreadable_attachment(populated: Cli) -> None:
     """An attachment that cannot be read: exit 2, and what was uploaded is removed."""
     cli = populated
@@ -115,6 +121,7 @@ def test_unreadable_attachment(populated: Cli) -> None:
     assert "read" in result.err
 
 
+@IN_BOTH_MODES
 def test_duplicate_attachment_names(populated: Cli) -> None:
     cli = populated
     one = cli.attachment()
@@ -135,6 +142,7 @@ def test_duplicate_attachment_names(populated: Cli) -> None:
     assert "unique" in result.err
 
 
+@IN_BOTH_MODES
 def test_attachment_not_described_in_the_submission(populated: Cli) -> None:
     cli = populated
     extra = cli.root / "extra.bin"
@@ -151,6 +159,7 @@ def test_attachment_not_described_in_the_submission(populated: Cli) -> None:
     _assert_clean_refusal(cli, result, 2)
 
 
+@IN_BOTH_MODES
 def test_unknown_identity_is_refused(populated: Cli) -> None:
     cli = populated
     from pcii_vault.crypto.signing import Ed25519PrivateKey
@@ -162,6 +171,7 @@ def test_unknown_identity_is_refused(populated: Cli) -> None:
     _assert_clean_refusal(cli, result, 3)
 
 
+@IN_BOTH_MODES
 def test_forged_identity_with_a_registered_name_is_an_integrity_failure(populated: Cli) -> None:
     cli = populated
     from pcii_vault.crypto.signing import Ed25519PrivateKey
@@ -173,6 +183,7 @@ def test_forged_identity_with_a_registered_name_is_an_integrity_failure(populate
     _assert_clean_refusal(cli, result, 4)
 
 
+@IN_BOTH_MODES
 def test_revoked_identity_is_denied(populated: Cli) -> None:
     cli = populated
     cli.ok("principal", "revoke", "owner", who="admin")
@@ -180,6 +191,7 @@ def test_revoked_identity_is_denied(populated: Cli) -> None:
     _assert_clean_refusal(cli, result, 3)
 
 
+@IN_BOTH_MODES
 def test_expired_training_is_denied_with_exit_3(populated: Cli) -> None:
     cli = populated
     tracking = cli.ok("submit", str(_doc(cli)), who="owner").json()["tracking_number"]
@@ -199,6 +211,7 @@ def test_expired_training_is_denied_with_exit_3(populated: Cli) -> None:
     assert not (cli.root / "o" / tracking).exists()
 
 
+@IN_BOTH_MODES
 def test_identity_file_readable_by_others_is_refused(populated: Cli) -> None:
     cli = populated
     cli.key("owner").chmod(0o644)
@@ -207,6 +220,7 @@ def test_identity_file_readable_by_others_is_refused(populated: Cli) -> None:
     assert "chmod 600" in result.err
 
 
+@IN_BOTH_MODES
 def test_tampered_stored_object_is_an_integrity_failure(populated: Cli) -> None:
     cli = populated
     tracking = cli.ok("submit", str(_doc(cli)), who="owner").json()["tracking_number"]
@@ -244,6 +258,7 @@ def test_not_a_vault_directory(cli: Cli) -> None:
     assert "no vault" in result.err
 
 
+@IN_BOTH_MODES
 def test_init_twice_is_refused(populated: Cli) -> None:
     cli = populated
     result = cli.run("init", "--admin-key-out", str(cli.root / "admin2.key"))
@@ -252,6 +267,7 @@ def test_init_twice_is_refused(populated: Cli) -> None:
     assert not (cli.root / "admin2.key").exists()
 
 
+@IN_BOTH_MODES
 def test_unknown_record(populated: Cli) -> None:
     cli = populated
     result = cli.run("status", "PCII-2026-99999999", who="owner")
@@ -259,6 +275,7 @@ def test_unknown_record(populated: Cli) -> None:
     assert "no record" in result.err
 
 
+@IN_BOTH_MODES
 def test_failed_init_leaves_nothing_behind(cli: Cli) -> None:
     """An unreachable store: exit 2 or 5, and no half-created vault directory or key file."""
     result = cli.run(
@@ -280,6 +297,7 @@ def test_failed_init_leaves_nothing_behind(cli: Cli) -> None:
     assert not cli.key("admin").exists()
 
 
+@IN_BOTH_MODES
 def test_init_with_a_short_secret_creates_nothing(cli: Cli) -> None:
     result = cli.run("init", env={"PCII_UNSEAL_SECRET": "short"})
     assert result.code == 2
@@ -287,6 +305,7 @@ def test_init_with_a_short_secret_creates_nothing(cli: Cli) -> None:
     assert not cli.vault.exists()
 
 
+@IN_BOTH_MODES
 def test_init_refuses_a_non_empty_directory(cli: Cli) -> None:
     cli.vault.mkdir()
     (cli.vault / "notes.txt").write_text("mine")
@@ -296,6 +315,7 @@ def test_init_refuses_a_non_empty_directory(cli: Cli) -> None:
     assert [p.name for p in cli.vault.iterdir()] == ["notes.txt"]
 
 
+@IN_BOTH_MODES
 def test_init_without_a_secret_or_terminal_is_refused(cli: Cli) -> None:
     result = cli.run("init", env={"PCII_UNSEAL_SECRET": ""}, stdin="")
     assert result.code == 2
@@ -324,6 +344,7 @@ def test_bad_principal_is_refused_in_one_line_and_writes_no_key(
     assert not key.exists()
 
 
+@IN_BOTH_MODES
 def test_the_last_active_admin_cannot_be_revoked_or_suspended(populated: Cli) -> None:
     cli = populated
     revoked = cli.run("principal", "revoke", "admin", who="admin")

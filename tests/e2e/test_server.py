@@ -130,7 +130,9 @@ def test_a_signature_by_another_key_is_401(served: ServerCli) -> None:
     caller = _caller(served, "owner")
     forger = RequestSigner("owner", Ed25519PrivateKey.generate())
     body = json.dumps(caller.act("identify")).encode()
-    assert caller.post("/v1/identify", body, signer=forger).status_code == 401
+    response = caller.post("/v1/identify", body, signer=forger)
+    assert response.status_code == 401
+    assert _error(response)["exit_code"] == 4  # forged, as in embedded mode
 
 
 def test_an_unknown_key_id_is_401(served: ServerCli) -> None:
@@ -140,6 +142,7 @@ def test_an_unknown_key_id_is_401(served: ServerCli) -> None:
     response = caller.post("/v1/identify", body, signer=stranger)
     assert response.status_code == 401
     assert "nobody" in _error(response)["error"] or "unknown" in _error(response)["error"]
+    assert _error(response)["exit_code"] == 3  # not a registered principal
 
 
 @pytest.mark.parametrize("skew", [timedelta(minutes=-10), timedelta(minutes=10)])
@@ -148,6 +151,7 @@ def test_a_stale_or_future_request_is_401(served: ServerCli, skew: timedelta) ->
     body = json.dumps(caller.act("identify")).encode()
     response = caller.post("/v1/identify", body, now=datetime.now(UTC) + skew)
     assert response.status_code == 401
+    assert _error(response)["exit_code"] == 4  # stale, as a stale act
 
 
 def test_a_replayed_message_is_401(served: ServerCli) -> None:
@@ -163,6 +167,7 @@ def test_a_replayed_message_is_401(served: ServerCli) -> None:
     again = caller.http.post(url, content=body, headers=headers)
     assert again.status_code == 401
     assert "nonce" in _error(again)["error"] or "replay" in _error(again)["error"]
+    assert _error(again)["exit_code"] == 4  # replayed, as a replayed act
 
 
 def test_a_body_that_does_not_match_its_digest_is_401(served: ServerCli) -> None:
@@ -170,6 +175,7 @@ def test_a_body_that_does_not_match_its_digest_is_401(served: ServerCli) -> None
     body = json.dumps(caller.act("identify")).encode()
     response = caller.post("/v1/identify", body, digest=content_digest(b"something else"))
     assert response.status_code == 401
+    assert _error(response)["exit_code"] == 4
 
 
 def test_an_act_signed_by_someone_else_than_the_message_is_401(served: ServerCli) -> None:
@@ -178,6 +184,7 @@ def test_an_act_signed_by_someone_else_than_the_message_is_401(served: ServerCli
     response = owner.post("/v1/identify", body)
     assert response.status_code == 401
     assert "another principal" in _error(response)["error"]
+    assert _error(response)["exit_code"] == 4
 
 
 def test_a_suspended_principal_is_403(served: ServerCli) -> None:

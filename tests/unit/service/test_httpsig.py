@@ -94,13 +94,16 @@ def hand_signed(
     }
 
 
-def refused(headers: dict[str, str], match: str, **kwargs: object) -> SignatureRefused:
+def refused(
+    headers: dict[str, str], match: str, *, exit_code: int = 2, **kwargs: object
+) -> SignatureRefused:
+    """Refused with 401 in one line; exit 2 when malformed, 4 when forged, stale or replayed."""
     with pytest.raises(SignatureRefused, match=match) as caught:
         verify(headers, **kwargs)
     error = caught.value
     assert error.status == 401
     assert isinstance(error, InputError)
-    assert error.exit_code == 2
+    assert error.exit_code == exit_code
     assert "\n" not in str(error)
     return error
 
@@ -354,14 +357,14 @@ def test_two_signatures_are_refused() -> None:
     ],
 )
 def test_another_method_or_url_is_refused(method: str, url: str) -> None:
-    refused(signed(), "does not verify", method=method, url=url)
+    refused(signed(), "does not verify", exit_code=4, method=method, url=url)
 
 
 def test_the_url_is_compared_as_sent() -> None:
     # The default port is not dropped: the server must reconstruct the URL as it was sent.
     headers = signed(url="https://vault.example:443/v1/x")
     assert verify(headers, url="https://vault.example:443/v1/x").key_id == KEY_ID
-    refused(headers, "does not verify", url="https://vault.example/v1/x")
+    refused(headers, "does not verify", exit_code=4, url="https://vault.example/v1/x")
 
 
 @pytest.mark.parametrize(
@@ -386,7 +389,7 @@ def test_an_httpx_request_verifies_against_the_url_a_server_rebuilds(sent: str) 
 def test_a_tampered_digest_is_refused() -> None:
     headers = signed()
     headers["Content-Digest"] = content_digest(BODY + b"!")
-    refused(headers, "does not verify")
+    refused(headers, "does not verify", exit_code=4)
 
 
 def test_a_signed_digest_other_than_sha256_is_refused() -> None:
@@ -400,11 +403,11 @@ def test_a_tampered_signature_is_refused() -> None:
     raw = bytearray(base64.b64decode(headers["Signature"][len("pcii=:") : -1]))
     raw[0] ^= 1
     headers["Signature"] = f"pcii=:{base64.b64encode(bytes(raw)).decode()}:"
-    refused(headers, "does not verify")
+    refused(headers, "does not verify", exit_code=4)
 
 
 def test_another_key_is_refused() -> None:
-    refused(hand_signed(key=OTHER_KEY), "does not verify")
+    refused(hand_signed(key=OTHER_KEY), "does not verify", exit_code=4)
     with pytest.raises(SignatureRefused, match="does not verify"):
         verify_request("POST", URL, signed(), resolve_key=lambda _: OTHER_KEY.public_key, now=NOW)
 
@@ -438,6 +441,7 @@ def test_an_unknown_key_is_refused(error: Exception) -> None:
     with pytest.raises(SignatureRefused, match="unknown key id") as caught:
         verify_request("POST", URL, signed(), resolve_key=unknown, now=NOW)
     assert caught.value.status == 401
+    assert caught.value.exit_code == 3  # as embedded mode: not a registered principal
 
 
 def test_a_failing_key_store_is_not_a_refusal() -> None:
@@ -455,12 +459,12 @@ def test_created_within_the_window_either_way_is_accepted() -> None:
 
 
 def test_a_stale_signature_is_refused() -> None:
-    refused(signed(), "stale", now=NOW + timedelta(seconds=61))
-    refused(signed(), "stale", now=NOW + timedelta(days=1))
+    refused(signed(), "stale", exit_code=4, now=NOW + timedelta(seconds=61))
+    refused(signed(), "stale", exit_code=4, now=NOW + timedelta(days=1))
 
 
 def test_a_signature_from_the_future_is_refused() -> None:
-    refused(signed(), "future", now=NOW - timedelta(seconds=61))
+    refused(signed(), "future", exit_code=4, now=NOW - timedelta(seconds=61))
 
 
 def test_the_window_is_the_callers() -> None:
@@ -478,9 +482,9 @@ def test_a_replayed_nonce_is_refused() -> None:
     seen = NonceCache(timedelta(seconds=60))
     headers = signed()
     verify(headers, seen=seen)
-    refused(headers, "replayed", seen=seen, now=NOW + timedelta(seconds=30))
+    refused(headers, "replayed", exit_code=4, seen=seen, now=NOW + timedelta(seconds=30))
     # Even re-signed at another time: the nonce, not the signature, is what is remembered.
-    refused(signed(now=NOW + timedelta(seconds=1)), "replayed", seen=seen)
+    refused(signed(now=NOW + timedelta(seconds=1)), "replayed", exit_code=4, seen=seen)
     # Another key may use the same nonce.
     other = hand_signed(params=PARAMS.replace(KEY_ID, "bob"), key=OTHER_KEY)
     verified = verify_request(
@@ -491,8 +495,8 @@ def test_a_replayed_nonce_is_refused() -> None:
 
 def test_a_refused_request_does_not_use_up_its_nonce() -> None:
     seen = NonceCache(timedelta(seconds=60))
-    refused(hand_signed(key=OTHER_KEY), "does not verify", seen=seen)
-    refused(signed(), "does not verify", method="PUT", seen=seen)
+    refused(hand_signed(key=OTHER_KEY), "does not verify", exit_code=4, seen=seen)
+    refused(signed(), "does not verify", exit_code=4, method="PUT", seen=seen)
     refused(hand_signed(label="other"), "labelled", seen=seen)
     assert len(seen) == 0
     assert verify(signed(), seen=seen).nonce == NONCE
