@@ -497,13 +497,13 @@ class AccessLines:
 @contextlib.contextmanager
 def serving(
     root: Path, bench: Bench, extra_env: dict[str, str], workers: int, asgi_server: str
-) -> Iterator[VaultServer | GranianServer]:
+) -> Iterator[VaultServer]:
     """`pcii serve` of the bench's vault on 127.0.0.1, stopped by PID when done."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PCII_", "AWS_"))}
     env.update(extra_env)
     env.update(PCII_UNSEAL_SECRET=SECRET.decode(), PCII_LOG_FORMAT="json")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-    server: VaultServer | GranianServer
+    server: VaultServer
     if asgi_server == "granian":
         server = GranianServer(bench.vault_dir, env, root / "serve.log", workers)
     else:
@@ -515,20 +515,23 @@ def serving(
         server.stop()
 
 
-class GranianServer:
+class GranianServer(VaultServer):
     """The same application under granian (`--server granian`), stopped by its PID."""
 
-    def __init__(self, vault: Path, env: dict[str, str], log: Path, workers: int) -> None:
+    def __init__(  # starts granian, not pcii serve: readiness and stop are shared
+        self, vault: Path, env: dict[str, str], log: Path, workers: int
+    ) -> None:
         from pcii_vault.service.tls import ensure_self_signed
         from tests.e2e.conftest import free_port
 
         certificate = ensure_self_signed(vault / "tls", ["127.0.0.1"])
         self.ca = certificate.cert_path
-        port = free_port()
-        self.url = f"https://127.0.0.1:{port}"
+        self.log = log
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
         command = [
             *(sys.executable, "-m", "granian", "--interface", "asgi", "--factory"),
-            *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+            *("--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)),
             *("--ssl-certificate", str(certificate.cert_path)),
             *("--ssl-keyfile", str(certificate.key_path)),
             *("--loop", "uvloop", "--log-level", "warning", "--no-ws"),
@@ -542,27 +545,11 @@ class GranianServer:
                 stdout=err,
                 stderr=err,
             )
-        deadline = time.monotonic() + 60
-        with httpx.Client(verify=client_context(self.ca)) as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"granian exited: {log.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if http.get(f"{self.url}/readyz").status_code == 200:
-                        return
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"granian never became ready: {log.read_text()[-2000:]}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        try:
+            self.wait_ready(timeout=60)
+        except BaseException:
+            self.stop()
+            raise
 
 
 class Profile:

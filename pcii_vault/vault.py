@@ -1266,18 +1266,13 @@ class Vault:
             InputError / BackendError: the spool cannot be written (logged as
                 `release.failed`).
         """
-        record = self._decide_release(request)
-        staged = self._stage_release(request, record, spool, progress)
-        assert isinstance(staged, StagedRelease)  # noqa: S101 -- nothing is held in memory
-        try:
+        with self._release(request, spool, progress, durable=True, in_memory=0) as staged:
+            assert isinstance(staged, StagedRelease)  # noqa: S101 -- nothing held in memory
             yield staged
-        finally:
-            shutil.rmtree(staged.directory, ignore_errors=True)
 
-    @contextlib.contextmanager
     def serve_release(
         self, request: SignedRequest, spool: Path, *, in_memory: int
-    ) -> Iterator[StagedRelease | HeldRelease]:
+    ) -> contextlib.AbstractContextManager[StagedRelease | HeldRelease]:
         """`open_release` for a server streaming the release to its client.
 
         A release whose attachments hold at most `in_memory` bytes and need no PDF
@@ -1285,9 +1280,21 @@ class Vault:
         one is staged under `spool` without fsyncs (scratch space a crash may lose; the
         client writes its own copy durably). Raises as `open_release`.
         """
+        return self._release(request, spool, None, durable=False, in_memory=in_memory)
+
+    @contextlib.contextmanager
+    def _release(
+        self,
+        request: SignedRequest,
+        spool: Path,
+        progress: Progress | None,
+        *,
+        durable: bool,
+        in_memory: int,
+    ) -> Iterator[StagedRelease | HeldRelease]:
         record = self._decide_release(request)
         staged = self._stage_release(
-            request, record, spool, None, durable=False, in_memory=in_memory
+            request, record, spool, progress, durable=durable, in_memory=in_memory
         )
         try:
             yield staged

@@ -106,12 +106,12 @@ def serve(
         )
         _announce(state, vault, f"https://{_url_host(host)}:{port}", certificate, seal, workers)
         listener = Listener(host, port, certificate.cert_path, certificate.key_path)
+        # This process's spool: its releases, or (with workers) their shared nonces.
+        spool = private_spool(root / "spool")
         if workers == 1:
-            spool = private_spool(root / "spool")
             run_server(create_app(vault, spool=spool, limits=limits, seal=seal), sock, listener)
             return
         vault.close()  # each worker opens its own
-        spool = private_spool(root / "spool")  # the parent's: the workers' shared nonces
         spec = WorkerSpec(
             root,
             secrets[-1] if secrets else None,

@@ -28,6 +28,7 @@ signature covers the body's digest, not the body: the server streams the body th
 
 from __future__ import annotations
 
+import abc
 import base64
 import hashlib
 import heapq
@@ -165,7 +166,7 @@ class Nonces(Protocol):
         ...
 
 
-class _Windowed:
+class _Windowed(abc.ABC):
     """What both nonce caches share: the window, and when a nonce may be forgotten."""
 
     def __init__(self, window: timedelta) -> None:
@@ -193,8 +194,9 @@ class _Windowed:
         with self._lock:
             return self._remember(key_id, nonce, created + self._window, now)
 
+    @abc.abstractmethod
     def _remember(self, key_id: str, nonce: str, expires: datetime, now: datetime) -> bool:
-        raise NotImplementedError
+        """Under the lock: add the nonce unless it is known or `expires` is past."""
 
 
 class NonceCache(_Windowed):

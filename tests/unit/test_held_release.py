@@ -28,16 +28,21 @@ def bench(tmp_path: Path) -> Iterator[VaultBench]:
     made.vault.close()
 
 
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    made = tmp_path / "spool"
+    made.mkdir()
+    return made
+
+
 def _review(bench: VaultBench, tracking: str) -> SignedRequest:
     return bench.vault.sign(bench.ids["office"], "review", record=tracking, purpose="review")
 
 
 def test_a_small_release_is_held_in_memory_with_the_files_a_staged_one_writes(
-    bench: VaultBench, tmp_path: Path
+    bench: VaultBench, spool: Path
 ) -> None:
     tracking = bench.submit_receipt().tracking_number
-    spool = tmp_path / "spool"
-    spool.mkdir()
     with bench.vault.serve_release(_review(bench, tracking), spool, in_memory=1 << 20) as held:
         assert isinstance(held, HeldRelease)
         assert not list(spool.iterdir())  # nothing touched the disk
@@ -54,11 +59,9 @@ def test_a_small_release_is_held_in_memory_with_the_files_a_staged_one_writes(
 
 
 def test_a_release_over_the_limit_is_staged_in_the_spool_and_removed(
-    bench: VaultBench, tmp_path: Path
+    bench: VaultBench, spool: Path
 ) -> None:
     tracking = bench.submit_receipt().tracking_number
-    spool = tmp_path / "spool"
-    spool.mkdir()
     with bench.vault.serve_release(_review(bench, tracking), spool, in_memory=1024) as staged:
         assert isinstance(staged, StagedRelease)
         assert staged.directory.parent == spool
@@ -68,7 +71,7 @@ def test_a_release_over_the_limit_is_staged_in_the_spool_and_removed(
 
 
 def test_a_tampered_attachment_held_in_memory_fails_and_nothing_is_released(
-    bench: VaultBench, tmp_path: Path
+    bench: VaultBench, spool: Path
 ) -> None:
     tracking = bench.submit_receipt().tracking_number
     store = bench.real
@@ -81,8 +84,6 @@ def test_a_tampered_attachment_held_in_memory_fails_and_nothing_is_released(
     stored[len(stored) // 2] ^= 1
     store.delete(key)
     store.put_if_absent(key, bytes(stored))
-    spool = tmp_path / "spool"
-    spool.mkdir()
     with (
         pytest.raises(IntegrityError),
         bench.vault.serve_release(_review(bench, tracking), spool, in_memory=1 << 20),
