@@ -192,9 +192,21 @@ def decode_b64(text: str, what: str) -> bytes:
         raise InputError(f"{what} is not base64") from exc
 
 
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: type[Any]) -> TypeAdapter[Any]:
+    # Building an adapter builds the type's whole schema (about 1 ms for a result type):
+    # once per type, not once per response. (Two threads may both build one: harmless.)
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        adapter = _ADAPTERS[kind] = TypeAdapter(kind)
+    return adapter
+
+
 def dump(value: object) -> dict[str, Any]:
     """A core result (a dataclass or a model) as a JSON-ready object."""
-    data = TypeAdapter(type(value)).dump_python(value, mode="json")
+    data = _adapter(type(value)).dump_python(value, mode="json")
     if not isinstance(data, dict):  # pragma: no cover - every result type is a record
         raise TypeError(f"{type(value).__name__} does not dump to an object")
     return data
@@ -202,7 +214,7 @@ def dump(value: object) -> dict[str, Any]:
 
 def load(kind: type[Any], data: Any) -> Any:  # noqa: ANN401 -- any core result type
     """A core result type from JSON data (strictly)."""
-    return TypeAdapter(kind).validate_python(data)
+    return _adapter(kind).validate_python(data)
 
 
 def aware(value: datetime) -> datetime:
