@@ -2280,14 +2280,18 @@ def _pending_version(path: Path) -> int | None:
 
 
 def _policy_stamp(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
-    """What changes when a policy file is edited, added or removed (stat, no reading)."""
-    stamp = [(str(directory), 0, 0, 0)]
-    with contextlib.suppress(OSError):
-        for path in sorted(directory.iterdir()):
+    """What changes when a policy file is edited, added or removed (stat, no reading).
+
+    Taken before every act of a long-lived vault, so plain strings and `os.scandir`.
+    """
+    stamp = []
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
             with contextlib.suppress(OSError):
-                st = path.stat()
-                stamp.append((path.name, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(stamp)
+                st = entry.stat()
+                stamp.append((entry.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    stamp.sort()
+    return (os.fspath(directory), 0, 0, 0), *stamp
 
 
 def _check_new_vault_directory(root: Path) -> None:
