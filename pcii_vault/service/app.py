@@ -402,37 +402,68 @@ async def release(request: Request, act: wire.Act, caller: SignedBody) -> Stream
 
     def finish(sent: bool) -> None:
         if not sent:
-            # The client went away mid-stream: nothing was released to it.
+            # The client went away before the last byte: nothing was released to it.
             cause = OSError(errno.ECONNRESET, "the client did not receive it")
             with contextlib.suppress(VaultError, OSError):
                 vault.release_failed(staged.tracking_number, staged.access_index, cause)
         opened.__exit__(None, None, None)
 
-    async def send_held(data: bytes) -> AsyncIterator[bytes]:
-        sent = False
+    if isinstance(body, bytes):
+        return _ReleaseResponse(_one_chunk(body), finish, meta, cheap_exit=True)
+    return _ReleaseResponse(_staged_chunks(body, staged.files), finish, meta, cheap_exit=False)
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _staged_chunks(directory: Path, names: tuple[str, ...]) -> AsyncIterator[bytes]:
+    chunks = _tar_stream(directory, names)
+    while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
+        yield chunk
+
+
+class _ReleaseResponse(StreamingResponse):
+    """A release's tar stream; once it ends, sent whole or not, `finish(sent)` runs.
+
+    Sent means the last chunk was handed to the server and the client had not gone away
+    by the next turn of the event loop (uvicorn drops a body sent to a client that left;
+    a disconnect cancels the stream). `cheap_exit`: `finish(True)` does no I/O (a
+    release held in memory), so it runs on the event loop.
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        finish: Callable[[bool], None],
+        meta: Mapping[str, Any],
+        *,
+        cheap_exit: bool,
+    ) -> None:
+        self._finish = finish
+        self._cheap_exit = cheap_exit
+        self._sent = False
+        super().__init__(
+            self._tracked(chunks),
+            media_type="application/x-tar",
+            headers={wire.RELEASE_HEADER: json.dumps(meta, separators=(",", ":"))},
+        )
+
+    async def _tracked(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            yield chunk
+        await anyio.lowlevel.checkpoint()  # a client gone by now did not take it
+        self._sent = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            yield data
-            sent = True
+            await super().__call__(scope, receive, send)
         finally:
-            if sent:
-                opened.__exit__(None, None, None)  # held in memory: nothing to remove
+            if self._sent and self._cheap_exit:
+                self._finish(self._sent)
             else:
-                await run_in_threadpool(finish, sent)
-
-    def send_staged(directory: Path) -> Iterator[bytes]:
-        sent = False
-        try:
-            yield from _tar_stream(directory, staged.files)
-            sent = True
-        finally:
-            finish(sent)
-
-    stream = send_held(body) if isinstance(body, bytes) else send_staged(body)
-    return StreamingResponse(
-        stream,
-        media_type="application/x-tar",
-        headers={wire.RELEASE_HEADER: json.dumps(meta, separators=(",", ":"))},
-    )
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(self._finish, self._sent)
 
 
 # ----- the log, read-only, for auditors -----------------------------------------------------
