@@ -883,8 +883,14 @@ class Service:
         length = headers.get(b"content-length")
         received = 0
 
+        body_done = False
+
         async def guarded_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:
+                # The body is in: what is left is waiting for the client to go away
+                # (a streamed answer listens for it), as long as the answer takes.
+                return await receive()
             try:
                 with anyio.fail_after(self.limits.read_timeout):
                     message = await receive()
@@ -894,6 +900,7 @@ class Service:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise too_large
+                body_done = not message.get("more_body", False)
             return message
 
         async def tagged_send(message: Message) -> None:

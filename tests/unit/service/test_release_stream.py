@@ -35,7 +35,15 @@ def bench(tmp_path: Path) -> Iterator[VaultBench]:
     made.vault.close()
 
 
-def _release(bench: VaultBench, spool: Path, tracking: str, *, client_leaves: bool) -> bytes:
+def _release(
+    bench: VaultBench,
+    spool: Path,
+    tracking: str,
+    *,
+    client_leaves: bool,
+    slow_client: float = 0.0,
+    limits: service.ServiceLimits | None = None,
+) -> bytes:
     """POST /v1/releases as the office; the body bytes the client received."""
     office = bench.ids["office"]
     request = bench.vault.sign(office, "review", record=tracking, purpose="review")
@@ -61,7 +69,7 @@ def _release(bench: VaultBench, spool: Path, tracking: str, *, client_leaves: bo
     }
     received = bytearray()
     status: list[int] = []
-    app = service.create_app(bench.vault, spool=spool)
+    app = service.create_app(bench.vault, spool=spool, limits=limits)
 
     async def run() -> None:
         requested = False
@@ -83,6 +91,7 @@ def _release(bench: VaultBench, spool: Path, tracking: str, *, client_leaves: bo
                 status.append(message["status"])
                 started.set()
             elif message["type"] == "http.response.body" and not client_leaves:
+                await asyncio.sleep(slow_client)  # the network drains slowly
                 received.extend(message.get("body", b""))
 
         await app(scope, receive, send)
@@ -124,4 +133,18 @@ def test_a_release_the_client_took_is_not_logged_as_failed(
         names = {member.name for member in archive}
     assert "document.json" in names
     assert any(name.startswith("attachments/") for name in names)
+    assert not [e for e in _events(bench) if e.type == "release.failed"]
+
+
+def test_a_release_slower_than_the_read_timeout_is_not_cut_off(
+    bench: VaultBench, tmp_path: Path
+) -> None:
+    # The read timeout bounds how long a request's body may take to arrive; once it has,
+    # the server waits for nothing from the client while the release streams out.
+    spool = service.private_spool(tmp_path / "spool")
+    tracking = bench.submit_receipt().tracking_number
+    limits = service.ServiceLimits(read_timeout=0.2)
+    tar = _release(bench, spool, tracking, client_leaves=False, slow_client=0.6, limits=limits)
+    with tarfile.open(fileobj=io.BytesIO(tar), mode="r|") as archive:
+        assert "document.json" in {member.name for member in archive}
     assert not [e for e in _events(bench) if e.type == "release.failed"]
