@@ -66,7 +66,9 @@ Send = Callable[[Message], Awaitable[None]]
 _UPLOADS = f"{wire.API_PREFIX}/uploads/"
 _TAR_BLOCK = 512
 _CHUNK = 1 << 20
-_HELD_RELEASE = 8 << 20  # attachments up to this many bytes are released from memory
+# Attachments up to this many bytes are released from memory (twice: the files and their
+# tar), larger ones from the spool: at most about 40 threads x 4 MiB held at once.
+_HELD_RELEASE = 2 << 20
 _NOT_SIGNED_BODY = "the body does not match its signed Content-Digest"
 _OTHER_SIGNER = "the act is signed by another principal than the HTTP message"
 _CATCH_UP_SECONDS = 1.0
