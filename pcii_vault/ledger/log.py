@@ -498,6 +498,14 @@ class Ledger:
                     # A forged claim squats on the position: remove it and take the slot.
                     self._drop_forged_claim(pos)
                     continue
+                # Build on a claim only if its slot was not yet committed after it was
+                # read: then it is the claim that will be committed there. Otherwise it
+                # may be stale (made on an old view over a slot committed and cleaned
+                # meanwhile; its writer withdraws it): the committed entries count.
+                latest, _ = self._read_checkpoint()
+                if latest is not None and latest.size > pos:
+                    cp, pos, pending = latest, latest.size, []
+                    continue
                 pending.extend(batch)
                 pos += len(batch)
                 continue

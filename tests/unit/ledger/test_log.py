@@ -102,6 +102,36 @@ def test_stale_claim_below_checkpoint_is_ignored_and_cleaned(fs_store):
     assert list(fs_store.list(CLAIM_PREFIX)) == []
 
 
+def test_a_stale_claim_met_on_the_way_is_never_built_on(fs_store, monkeypatch):
+    """A writer that read the checkpoint just before another writer committed slot 2 meets
+    a third writer's stale claim at 2 (made with an even older view, about to be withdrawn):
+    its act must be decided on the log's real entries 2.., not on the stale claim's."""
+    log = _ledger(fs_store)
+    log.append([_draft(i) for i in range(2)])
+    before_commit, _ = log._read_checkpoint()
+    log.append([_draft(2), _draft(3)])  # the slot is committed, its claim cleaned
+    stale = [_draft(90 + i).model_copy(update={"seq": 2 + i}).entry_bytes() for i in range(2)]
+    fs_store.put_if_absent(claim_key(2), encode_claim(stale, 2, KEY))
+    reads = []
+    real = log._read_checkpoint
+
+    def first_read_is_old():
+        reads.append(1)
+        return (before_commit, None) if len(reads) == 1 else real()
+
+    monkeypatch.setattr(log, "_read_checkpoint", first_read_is_old)
+    seen = {}
+
+    def build(position, before):
+        seen[position] = list(before)
+        return [_draft(4)]
+
+    result = log.append_at(build, known_size=2)
+    assert result.indices == (4,)
+    assert seen[4] == list(log.entries(2, 4))  # the committed R2, R3, never the stale R90, R91
+    assert [e.record for e in log.events(0, 5)] == ["R0", "R1", "R2", "R3", "R4"]
+
+
 def test_junk_tile_at_the_next_width_is_replaced_not_trusted_and_does_not_wedge(fs_store):
     log = _ledger(fs_store)
     log.append([_draft(0)])
