@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from ledger_support import draft, ledger, signer, verifier
 
-from pcii_vault.ledger.log import CLAIM_PREFIX, decode_claim
+from pcii_vault.ledger.log import CHECKPOINT_KEY, CLAIM_PREFIX, decode_claim
 from pcii_vault.ledger.verify import verify_log
 from pcii_vault.store.filesystem import FilesystemStore
 
@@ -126,3 +126,75 @@ def test_kill_9_writers_fifty_times_then_log_verifies_and_appends(tmp_path):
             assert ids[(writer, first + k)] == 1, "an acknowledged event is missing"
     assert all(ids[("after", r)] == 1 for r in range(50))
     assert report.size == sum(ids.values())
+
+
+class _SlowCheckpointStore:
+    """The store, with some reads of the checkpoint answered late (a slow network): by the
+    time the answer is used, other writers may have committed past it."""
+
+    def __init__(self, inner: FilesystemStore, seed: int) -> None:
+        self._inner = inner
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def _late(self) -> None:
+        with self._lock:
+            delay = self._rng.random() * 0.004 if self._rng.random() < 0.5 else 0.0
+        time.sleep(delay)
+
+    def get(self, key: str) -> bytes:
+        data = self._inner.get(key)
+        if key == CHECKPOINT_KEY:
+            self._late()
+        return data
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        answer = self._inner.get_with_etag(key)
+        if key == CHECKPOINT_KEY:
+            self._late()
+        return answer
+
+
+@pytest.mark.slow
+def test_every_act_is_built_on_the_entries_that_precede_it_in_the_log(tmp_path):
+    """8 writers with slow checkpoint reads, 40 acts each: each act's builder was given
+    exactly the entries the final log holds between what its writer had seen and the
+    act's position (never a stale claim's), so a decision there is the auditor's."""
+    inner = FilesystemStore(tmp_path / "objects")
+    built: list[tuple[int, int, list[bytes]]] = []  # (known, position, before)
+    errors: list[BaseException] = []
+
+    def run(writer: int) -> None:
+        try:
+            log = ledger(_SlowCheckpointStore(inner, writer))
+            known = 0
+            for i in range(40):
+                last: list[tuple[int, list[bytes]]] = []
+
+                def build(position: int, before, i=i, last=last):
+                    last[:] = [(position, list(before))]
+                    return [draft(writer, i)] * (1 + i % 2)
+
+                result = log.append_at(build, known_size=known)
+                [(position, before)] = last
+                assert position == result.indices[0]
+                built.append((known, position, before))
+                known = result.indices[-1] + 1
+        except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    log = ledger(inner)
+    entries = list(log.entries(0, log.size()))
+    assert len(entries) == 8 * 60
+    for known, position, before in built:
+        assert before == entries[known:position], (known, position)
+    verify_log(inner, verifier())
