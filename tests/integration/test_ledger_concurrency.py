@@ -27,6 +27,24 @@ def _ids(store) -> Counter[tuple[str, int]]:
     return Counter((e.details["writer"], e.details["i"]) for e in log.events(0, log.size()))
 
 
+def _run_writers(run, count: int) -> None:
+    """`count` threads, `run(writer)` each; any exception one raised fails the test."""
+    errors: list[BaseException] = []
+
+    def guarded(writer: int) -> None:
+        try:
+            run(writer)
+        except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(w,)) for w in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 def _process_writer(root: str, writer: int, count: int) -> None:
     log = ledger(FilesystemStore(Path(root)))
     for i in range(count):
@@ -56,22 +74,13 @@ def test_four_processes_append_250_each_on_filesystem(tmp_path):
 @pytest.mark.s3
 def test_four_threads_append_100_each_on_seaweedfs(s3_store):
     """4 threads x 100 appends on SeaweedFS: one consistent log, every event exactly once."""
-    errors: list[BaseException] = []
 
     def run(writer: int) -> None:
-        try:
-            log = ledger(s3_store)
-            for i in range(100):
-                log.append([draft(writer, i)])
-        except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
-            errors.append(exc)
+        log = ledger(s3_store)
+        for i in range(100):
+            log.append([draft(writer, i)])
 
-    threads = [threading.Thread(target=run, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    _run_writers(run, 4)
     report = verify_log(s3_store, verifier())
     assert report.size == 400
     ids = _ids(s3_store)
@@ -165,33 +174,24 @@ def test_every_act_is_built_on_the_entries_that_precede_it_in_the_log(tmp_path):
     act's position (never a stale claim's), so a decision there is the auditor's."""
     inner = FilesystemStore(tmp_path / "objects")
     built: list[tuple[int, int, list[bytes]]] = []  # (known, position, before)
-    errors: list[BaseException] = []
 
     def run(writer: int) -> None:
-        try:
-            log = ledger(_SlowCheckpointStore(inner, writer))
-            known = 0
-            for i in range(40):
-                last: list[tuple[int, list[bytes]]] = []
+        log = ledger(_SlowCheckpointStore(inner, writer))
+        known = 0
+        for i in range(40):
+            last: list[tuple[int, list[bytes]]] = []
 
-                def build(position: int, before, i=i, last=last):
-                    last[:] = [(position, list(before))]
-                    return [draft(writer, i)] * (1 + i % 2)
+            def build(position: int, before, i=i, last=last):
+                last[:] = [(position, list(before))]
+                return [draft(writer, i)] * (1 + i % 2)
 
-                result = log.append_at(build, known_size=known)
-                [(position, before)] = last
-                assert position == result.indices[0]
-                built.append((known, position, before))
-                known = result.indices[-1] + 1
-        except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
-            errors.append(exc)
+            result = log.append_at(build, known_size=known)
+            [(position, before)] = last
+            assert position == result.indices[0]
+            built.append((known, position, before))
+            known = result.indices[-1] + 1
 
-    threads = [threading.Thread(target=run, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    _run_writers(run, 8)
     log = ledger(inner)
     entries = list(log.entries(0, log.size()))
     assert len(entries) == 8 * 60
