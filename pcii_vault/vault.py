@@ -153,6 +153,24 @@ class HeldRelease:
 
 
 @dataclass(frozen=True)
+class _Rendered:
+    """A permitted release, logged and rendered once: what holding or staging it needs."""
+
+    tracking: str
+    dek: bytes
+    access_index: int
+    decision: Decision
+    released: tuple[dict[str, Any], ...]  # the stored attachments the policy releases
+    package: ReleasePackage
+    render: Callable[..., ReleasePackage]  # again, e.g. with unmarkable PDFs withheld
+
+    @property
+    def stamps_pdfs(self) -> bool:
+        """Whether a released PDF gets a marking stamped on its pages (that needs files)."""
+        return any(self.package.stamps.get(m["name"]) is not None for m in self.released)
+
+
+@dataclass(frozen=True)
 class KeyStatus:
     """What may be shown about the vault's keys: versions and dates, never key material."""
 
@@ -1353,27 +1371,16 @@ class Vault:
         assert done.record is not None  # noqa: S101 -- the act names a record
         record = done.record
         index = done.indices[0]
-        if in_memory and _attachment_bytes(record.files) <= in_memory:
-            held = self._hold_release(
-                dek, document, record, request, decision, access_index=index, limit=in_memory
-            )
-            if held is not None:
-                return held
+        rendered = self._render(dek, document, record, request, decision, access_index=index)
+        if in_memory and _attachment_bytes(record.files) <= in_memory and not rendered.stamps_pdfs:
+            return self._hold_release(rendered, limit=in_memory)
         try:
             staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=spool))
         except OSError as exc:
             raise self.release_failed(tracking, index, exc) from exc
         try:
             files = self._write_release(
-                dek=dek,
-                document=document,
-                record=record,
-                request=request,
-                decision=decision,
-                access_index=index,
-                staging=staging,
-                progress=progress,
-                durable=durable,
+                rendered, staging=staging, progress=progress, durable=durable
             )
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -1431,20 +1438,22 @@ class Vault:
             return BackendError(message)
         return InputError(message)
 
-    def _renderer(
+    def _render(
         self,
+        dek: bytes,
         document: bytes,
         record: RecordRow,
         request: SignedRequest,
         decision: Decision,
+        *,
         access_index: int,
-    ) -> tuple[list[dict[str, Any]], Callable[..., ReleasePackage]]:
-        """A record's attachments, and the marked package of a release (to render)."""
+    ) -> _Rendered:
+        """The marked package of a logged release, and the attachments it releases."""
         attachments = [f for f in record.files if f["object"] != "document"]
         submission = validate_submission_bytes(
             document, attachment_names=[f["name"] for f in attachments]
         )
-        return attachments, functools.partial(
+        render = functools.partial(
             render_release,
             submission,
             attachments,
@@ -1456,60 +1465,45 @@ class Vault:
             purpose=request.body.purpose or "",
             authority=request.body.authority,
         )
-
-    def _hold_release(
-        self,
-        dek: bytes,
-        document: bytes,
-        record: RecordRow,
-        request: SignedRequest,
-        decision: Decision,
-        *,
-        access_index: int,
-        limit: int,
-    ) -> HeldRelease | None:
-        """The release in memory; None when a PDF must be stamped (that needs files)."""
-        attachments, render = self._renderer(document, record, request, decision, access_index)
         package = render()
-        released = [m for m in attachments if m["name"] in package.attachments]
-        if any(package.stamps.get(m["name"]) is not None for m in released):
-            return None
+        released = tuple(m for m in attachments if m["name"] in package.attachments)
+        return _Rendered(record.tracking, dek, access_index, decision, released, package, render)
+
+    def _hold_release(self, rendered: _Rendered, *, limit: int) -> HeldRelease:
+        """The release in memory (no PDF to stamp: that needs files)."""
+        package = rendered.package
         contents = dict(package.files)
-        for meta in released:
-            ctx = ObjectContext(self.config.vault_id, record.tracking, meta["object"])
-            data = _read_bounded(self.store, dek, ctx, meta.get("size"), limit)
+        for meta in rendered.released:
+            ctx = ObjectContext(self.config.vault_id, rendered.tracking, meta["object"])
+            data = _read_bounded(self.store, rendered.dek, ctx, meta.get("size"), limit)
             if hashlib.sha256(data).hexdigest() != meta["sha256"]:
                 raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
             contents[f"attachments/{package.file_names[meta['name']]}"] = data
+        decision = rendered.decision
         return HeldRelease(
-            record.tracking,
+            rendered.tracking,
             tuple(contents),
             contents,
-            access_index,
+            rendered.access_index,
             tuple(decision.obligations),
             tuple(decision.policy_ids),
         )
 
     def _write_release(
         self,
+        rendered: _Rendered,
         *,
-        dek: bytes,
-        document: bytes,
-        record: RecordRow,
-        request: SignedRequest,
-        decision: Decision,
-        access_index: int,
         staging: Path,
         progress: Progress | None,
         durable: bool,
     ) -> tuple[str, ...]:
         vault_id = self.config.vault_id
-        attachments, render = self._renderer(document, record, request, decision, access_index)
-        package = render()
+        tracking = rendered.tracking
+        package = rendered.package
         # The package names the attachments the policy releases; PDFs among them are
         # stamped page by page, and one that cannot be stamped is withheld (the cover
         # sheet, rendered again, says why). Plaintext stays inside the staging directory.
-        released = [m for m in attachments if m["name"] in package.attachments]
+        released = rendered.released
         files_dir = staging / "attachments"
         if released:
             files_dir.mkdir()
@@ -1518,12 +1512,12 @@ class Vault:
             stamp = package.stamps.get(meta["name"])
             dest = files_dir / package.file_names[meta["name"]]
             plain = dest if stamp is None else staging / f".attachment-{number}.plain"
-            ctx = ObjectContext(vault_id, record.tracking, meta["object"])
+            ctx = ObjectContext(vault_id, tracking, meta["object"])
             digest, _ = decrypt_to_file(
-                dek,
+                rendered.dek,
                 ctx,
                 _reporting(
-                    self.store.open_stream(f"records/{record.tracking}/{meta['object']}"),
+                    self.store.open_stream(f"records/{tracking}/{meta['object']}"),
                     meta,
                     progress,
                 ),
@@ -1540,7 +1534,7 @@ class Vault:
                 finally:
                     plain.unlink()
         if unmarkable:
-            package = render(unmarkable=unmarkable)
+            package = rendered.render(unmarkable=unmarkable)
         written: list[str] = []
         for name, data in package.files.items():
             write_new_file(staging / name, data, mode=0o600, sync_directory=False, durable=durable)
