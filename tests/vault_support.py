@@ -8,7 +8,8 @@ signed `receive`), and audits the log the way `pcii audit verify` does.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,12 @@ class VaultBench:
             )
         finally:
             history.close()
+
+
+def run_concurrently(targets: Iterable[Callable[[], object]]) -> None:
+    """Run each target in its own thread, all started before any is waited for."""
+    threads = [threading.Thread(target=target) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

@@ -9,6 +9,7 @@ while serving is replaced; the server refuses a worker count it cannot honour.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from vault_support import run_concurrently
 
 from pcii_vault.client import Client
 from pcii_vault.crypto.signing import Ed25519PrivateKey
@@ -100,11 +102,7 @@ def _register_twice(cli: ServerCli, principal_id: str) -> list[str]:
         finally:
             client.close()
 
-    threads = [threading.Thread(target=register) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently([register] * 2)
     return outcomes
 
 
@@ -163,12 +161,10 @@ def test_workers_under_load_never_report_a_race_as_tampering(cli: ServerCli) -> 
         finally:
             client.close()
 
-    threads = [threading.Thread(target=register, args=(n,)) for n in range(LOAD_THREADS)]
-    threads += [threading.Thread(target=look, args=(n,)) for n in range(LOAD_THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(
+        [functools.partial(register, n) for n in range(LOAD_THREADS)]
+        + [functools.partial(look, n) for n in range(LOAD_THREADS)]
+    )
     assert not failures, failures
     assert len(_pids(cli.server.log)) == WORKERS
     assert cli.ok("audit", "verify").json()["sound"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from ledger_support import draft, ledger, signer, verifier
+from vault_support import run_concurrently
 
 from pcii_vault.ledger.log import CHECKPOINT_KEY, CLAIM_PREFIX, decode_claim
 from pcii_vault.ledger.verify import verify_log
@@ -37,11 +39,7 @@ def _run_writers(run, count: int) -> None:
         except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=guarded, args=(w,)) for w in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_concurrently(functools.partial(guarded, w) for w in range(count))
     assert errors == []
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vault_support import VaultBench
+from vault_support import VaultBench, run_concurrently
 
 from pcii_vault.errors import ConflictError, PolicyDenied
 from pcii_vault.vault import Vault
@@ -162,11 +162,7 @@ def test_concurrent_reads_share_a_sync_and_a_later_one_sees_a_later_act(
         start.wait()
         vault.sync()
 
-    threads = [threading.Thread(target=read) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently([read] * 8)
     assert 1 <= len(reads) <= 2, reads  # eight reads at once, one or two checkpoint reads
     # A sync asked for after another process's act has been logged is never skipped.
     tracking = bench.submit_receipt().tracking_number
