@@ -74,7 +74,7 @@ from pcii_vault.keys.custody import KeyCustody, open_custody
 from pcii_vault.keys.local import MIN_SECRET_BYTES, LocalKeyring
 from pcii_vault.keys.providers import LOCAL, log_signer_uri_for, public_uri
 from pcii_vault.ledger.anchor import CheckpointAnchor
-from pcii_vault.ledger.log import CLAIM_PREFIX, Ledger, parse_event
+from pcii_vault.ledger.log import CLAIM_PREFIX, AppendResult, Ledger, parse_event
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
@@ -582,7 +582,7 @@ class Vault:
             result = self.ledger.append(list(drafts))
         except OSError as exc:
             raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
-        self._catch_up(result.size, result.indices)
+        self._catch_up(result)
         return list(result.indices)
 
     def rebuild_index(self) -> int:
@@ -929,17 +929,36 @@ class Vault:
         else:
             raise BackendError("the log kept moving on while this batch was decided: try again")
         with self._lock:
-            self._catch_up(result.size, result.indices)
+            self._catch_up(result)
         for i, span in enumerate(spans):
             if span is not None:
                 start, count = span
                 outcomes[i] = tuple(result.indices[start : start + count])
         return outcomes
 
-    def _catch_up(self, size: int, mine: Sequence[int]) -> None:
+    def _catch_up(self, appended: AppendResult) -> None:
+        """Bring the index up to the checkpoint that covers this process's append.
+
+        When the index stops exactly where the append begins and the append ends the
+        checkpoint, the gap is the appended entries themselves, already checked in the
+        signed tree at their positions: they are parsed from those bytes, not read back
+        from the store. Otherwise (other writers' events around them) the log is read.
+        """
         index = self._trusted_index()
+        size, mine = appended.size, appended.indices
         if index.size < size:
-            index.apply_all(self.reader().events(index.size, size), skip_applied=True, strict=False)
+            own = (
+                mine
+                and len(appended.entries) == len(mine)
+                and index.size == mine[0]
+                and mine[-1] + 1 == size
+            )
+            events: Iterable[Event] = (
+                (parse_event(entry, seq) for seq, entry in zip(mine, appended.entries, strict=True))
+                if own
+                else self.reader().events(index.size, size)
+            )
+            index.apply_all(events, skip_applied=True, strict=False)
         illegal = dict(index.illegal_events())
         for position in mine:
             if position in illegal:  # pragma: no cover - acts are checked at their position

@@ -155,6 +155,8 @@ class AppendResult:
     events: tuple[Event, ...]
     checkpoint: Checkpoint
     _ledger: Ledger = field(repr=False, compare=False)
+    # The entries' bytes, as checked at `indices` in the tree `checkpoint` signs.
+    entries: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -446,7 +448,9 @@ class Ledger:
         end = pos + len(entries)
         checkpoint = self._commit_until(end)
         self._check_included(pos, entries, checkpoint)
-        return AppendResult(tuple(range(pos, end)), tuple(events), checkpoint, self)
+        return AppendResult(
+            tuple(range(pos, end)), tuple(events), checkpoint, self, entries=tuple(entries)
+        )
 
     def _assign(self, drafts: Sequence[Event], pos: int) -> tuple[list[Event], list[bytes]]:
         if not drafts:

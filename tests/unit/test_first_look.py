@@ -29,7 +29,7 @@ class Bench(VaultBench):
     def unprojected(self, act: Callable[[Vault], object]) -> None:
         """`act` in another process that appends to the log but leaves the index behind."""
         other = Vault(self.root / "vault", unseal=lambda: SECRET)
-        other._catch_up = lambda _size, _mine: None  # type: ignore[method-assign]
+        other._catch_up = lambda appended: None  # type: ignore[method-assign]
         try:
             act(other)
         finally:
@@ -71,6 +71,25 @@ def test_a_logged_act_on_a_current_index_reads_no_checkpoint_first(
     bench.validate(bench.vault, tracking)
     assert syncs == []
     assert bench.vault.index.record(tracking).state == "validated"
+
+
+def test_an_act_projects_its_own_events_from_the_bytes_it_appended(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracking = bench.submit_receipt().tracking_number
+    vault = bench.vault
+
+    def read_back(*_args: object) -> None:
+        raise AssertionError("the log was read back after this process's own append")
+
+    monkeypatch.setattr(vault.ledger, "events", read_back)
+    bench.validate(vault, tracking)
+    assert vault.index.record(tracking).state == "validated"
+    monkeypatch.undo()
+    projected = vault.index.dump()
+    vault.rebuild_index()
+    assert vault.index.dump() == projected
+    bench.audit()
 
 
 def test_a_record_the_index_does_not_show_yet_is_not_refused(bench: Bench) -> None:
