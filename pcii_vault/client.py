@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pcii_vault.durable import path_exists
 from pcii_vault.errors import BackendError, ConfigError, InputError, VaultError
 from pcii_vault.models.acts import (
     ActParams,
@@ -375,7 +376,7 @@ class Client:
 
     def destroy(self, tracking: str, reason: str) -> RecordRow:
         """Destroy a record (logged first, then its data key is deleted)."""
-        params = params_of(ReasonParams(reason=reason))
+        params = params_of(ReasonParams.of(reason=reason))
         request = self.sign("destroy", record=tracking, params=params)
         return self.transport.destroy(request)
 
@@ -412,13 +413,13 @@ class Client:
 
     def update_principal(self, principal_id: str, changes: dict[str, Any]) -> Principal:
         """Change a user's attributes (an admin's act)."""
-        update = UpdateParams(op="update", principal=principal_id, changes=changes)
+        update = UpdateParams.of(op="update", principal=principal_id, changes=changes)
         request = self.sign("manage-principals", params=params_of(update))
         return self.transport.update_principal(request, principal_id, changes)
 
     def revoke_principal(self, principal_id: str) -> Principal:
         """Revoke a user for good (an admin's act)."""
-        revoke = RevokeParams(op="revoke", principal=principal_id)
+        revoke = RevokeParams.of(op="revoke", principal=principal_id)
         request = self.sign("manage-principals", params=params_of(revoke))
         return self.transport.revoke_principal(request, principal_id)
 
@@ -448,12 +449,12 @@ class Client:
 
     def retire_key(self, version: int) -> None:
         """Retire a KEK version (an admin's act)."""
-        request = self._key_act(KeyParams(op="retire", version=version))
+        request = self._key_act(KeyParams.of(op="retire", version=version))
         self.transport.retire_key(request, version)
 
     def migrate_keys(self, target: str, *, public_target: str) -> Migration:
         """Move the KEKs to `target` (the signed request names its public form)."""
-        request = self._key_act(KeyParams(op="migrate", to=public_target))
+        request = self._key_act(KeyParams.of(op="migrate", to=public_target))
         return self.transport.migrate_keys(request, target)
 
     def unseal(self, share: str) -> dict[str, Any]:
@@ -483,7 +484,7 @@ def write_release(out_dir: Path, request: SignedRequest, stage: Stage, failed: F
     if tracking is None:
         raise InputError("a release names a record")
     target = out_dir / tracking
-    if target.exists():
+    if path_exists(target, "--out"):
         raise InputError(f"{target} already exists; choose another --out")
     created = _missing_ancestors(out_dir)
     try:
@@ -515,7 +516,7 @@ def _missing_ancestors(path: Path) -> list[Path]:
     """`path` and its ancestors that do not exist yet, deepest first."""
     missing: list[Path] = []
     current = path
-    while not current.exists() and current != current.parent:
+    while not path_exists(current, "--out") and current != current.parent:
         missing.append(current)
         current = current.parent
     return missing

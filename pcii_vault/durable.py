@@ -1,5 +1,8 @@
 """Durable local files: a file appears whole or not at all, and stays once written.
 
+Reading a user's file is bounded too (`read_bounded`): a pipe or a device such as
+/dev/zero reports size 0 and never ends, so a size check on `stat` alone is no limit.
+
 Invariants: the bytes go to a temporary file in the same directory, are fsynced, and only
 then get their name (`link`, which refuses an existing name, or `rename`); the directory is
 fsynced after. A crash leaves the old state or the new one, never a torn file; a temporary
@@ -11,9 +14,19 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["fsync_directory", "replace_file", "write_new_file"]
+from pcii_vault.errors import InputError
+
+__all__ = [
+    "fsync_directory",
+    "new_file_via_temporary",
+    "path_exists",
+    "read_bounded",
+    "replace_file",
+    "write_new_file",
+]
 
 
 def fsync_directory(directory: Path) -> None:
@@ -26,8 +39,12 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+
+
 def _write_temp(path: Path, data: bytes, mode: int, *, sync: bool = True) -> Path:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    tmp = _temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -70,6 +87,34 @@ def write_new_file(
         fsync_directory(path.parent)
 
 
+@contextlib.contextmanager
+def new_file_via_temporary(path: Path, *, mode: int = 0o600) -> Iterator[Path]:
+    """Create `path` from a temporary file beside it: whole, or not at all.
+
+    Yields the temporary file's path (created empty with `mode`, umask applied) for the
+    caller to write, by name or by streaming into it. When the block ends without error the
+    file is fsynced and linked to `path`; on any failure, or if `path` exists by then, the
+    temporary file is removed and `path` is left as it was.
+
+    Raises:
+        FileExistsError: `path` already exists (a file, a directory, a symlink).
+        OSError: the file could not be created or written (nothing is left behind).
+    """
+    tmp = _temp_name(path)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)  # refuses an existing name, and never follows a symlink there
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_directory(path.parent)
+
+
 def replace_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Replace (or create) `path` with `data`, atomically and durably."""
     tmp = _write_temp(path, data, mode)
@@ -79,3 +124,31 @@ def replace_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """At most `limit + 1` bytes of `path`, whatever kind of file it is.
+
+    A result longer than `limit` means the file is over the limit: the caller refuses it.
+
+    Raises:
+        OSError: the file cannot be opened or read.
+    """
+    with path.open("rb") as handle:
+        return handle.read(limit + 1)
+
+
+def path_exists(path: Path, option: str) -> bool:
+    """Whether anything is at `path`, a dangling symlink included (never followed).
+
+    Raises:
+        InputError: the path cannot be looked at (a directory on the way that is not one,
+            or that the user may not search).
+    """
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise InputError(f"cannot use {option} {path}: {exc.strerror}") from None
+    return True

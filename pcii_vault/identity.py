@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
-from pcii_vault.durable import write_new_file
+from pcii_vault.durable import read_bounded, write_new_file
 from pcii_vault.errors import ConfigError, InputError
 
 __all__ = ["IDENTITY_FORMAT", "Identity"]
 
 IDENTITY_FORMAT = "pcii-identity/1"
+# An identity file is about 200 bytes; a bigger one (or a never-ending pipe) is refused.
+MAX_IDENTITY_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Identity:
         """
         try:
             info = path.stat()
-            raw = path.read_bytes()
+            raw = read_bounded(path, MAX_IDENTITY_BYTES)
         except FileNotFoundError as exc:
             raise ConfigError(f"identity file {path} not found") from exc
         except IsADirectoryError as exc:
@@ -70,6 +72,8 @@ class Identity:
             raise ConfigError(
                 f"identity file {path} is readable by others: chmod 600 it and try again"
             )
+        if len(raw) > MAX_IDENTITY_BYTES:
+            raise ConfigError(f"identity file {path} is larger than {MAX_IDENTITY_BYTES} bytes")
         try:
             document = json.loads(raw)
             if document.get("format") != IDENTITY_FORMAT:
@@ -82,3 +86,6 @@ class Identity:
             )
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
             raise ConfigError(f"identity file {path} is malformed") from exc
+        except RecursionError:
+            # JSON nested thousands deep: no identity file nests at all.
+            raise ConfigError(f"identity file {path} is malformed (nested too deeply)") from None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pcii_vault.cli.files import refuse_existing
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import check_sectors
@@ -268,8 +269,7 @@ def principal_add(
             f"principal name {name!r}: use lower-case letters, digits, '.', '_' or '-' "
             "(at most 64, starting with a letter or digit)"
         )
-    if key_out.exists():
-        raise InputError(f"{key_out} already exists: refusing to overwrite a key file")
+    refuse_existing(key_out, "--key-out", "a key file")
     with client(state) as me:
         key = Ed25519PrivateKey.generate()
         new_identity = Identity(vault_id=me.info.vault_id, principal=name, key=key)

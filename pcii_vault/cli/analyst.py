@@ -14,6 +14,7 @@ from pcii_vault.cli.params import (
     TRACKING,
     USE_HELP,
     check_sectors,
+    suggest,
 )
 from pcii_vault.cli.progress import release_progress
 from pcii_vault.errors import InputError
@@ -105,6 +106,8 @@ def search(
     from pcii_vault.cli.session import client
 
     sectors = check_sectors(sector or [])
+    if state_filter is not None:
+        _check_state(state_filter)
     state: CliState = ctx.obj
     with client(state) as me:
         records = me.search(
@@ -119,3 +122,21 @@ def search(
         ["tracking_number", "state", "sector", "tlp", "received_at"],
         title="Records you may see",
     )
+
+
+def _check_state(value: str) -> None:
+    """Refuse a `--state` that is no record state (it would match nothing, silently).
+
+    Raises:
+        InputError: naming the closest state, and every state.
+    """
+    from typing import get_args
+
+    from pcii_vault.lifecycle import RecordState
+
+    states = list(get_args(RecordState))
+    if value not in states:
+        hint = suggest(value, states)
+        raise InputError(
+            f"--state {value!r} is not a record state{hint}; one of: {', '.join(states)}"
+        )

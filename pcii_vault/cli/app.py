@@ -125,10 +125,38 @@ def _vault_location(value: str | None) -> tuple[Path | None, str | None]:
         return None, None
     scheme = value.split("://", 1)[0].lower() if "://" in value else ""
     if scheme == "https":
-        return None, value.rstrip("/")
+        return None, _server_url(value)
     if scheme:
         raise ConfigError(f"--vault {value}: a vault server is reached over https:// only")
     return Path(value), None
+
+
+def _server_url(value: str) -> str:
+    """`https://HOST[:PORT]` checked: a host, a port in 1..65535, nothing unparsable.
+
+    Raises:
+        ConfigError: naming what is wrong with the URL (not a "connection failed" later).
+    """
+    from urllib.parse import urlsplit
+
+    from pcii_vault.errors import ConfigError
+
+    url = value.rstrip("/")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"--vault {value}: not a valid URL ({exc})") from None
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError(f"--vault {value}: the URL names no host (https://HOST:PORT)")
+    if port == 0:
+        raise ConfigError(f"--vault {value}: the port must be 1 to 65535")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"--vault {value}: a vault URL carries no user name or password")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"--vault {value}: a vault URL has no query or fragment")
+    return url
 
 
 def _hoist_global_options(argv: list[str]) -> list[str]:
@@ -233,8 +261,66 @@ def _usage_message(exc: _click.ClickException) -> str:
     return message
 
 
+def _missing_command(exc: _click.ClickException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "pcii"
+    return f"Missing command (see '{path} --help')"
+
+
 def _wants_help(exc: _click.ClickException) -> bool:
     return type(exc).__name__ == "NoArgsIsHelpError"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the program is, so it unwinds as Ctrl-C always did.
+
+    A `KeyboardInterrupt`: every clean-up written for an interrupt (an upload removing
+    the objects it wrote, a release removing its staging directory) runs for SIGTERM too.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+# The signals this run received, in order (typer turns the exception into exit 130).
+_RECEIVED: list[int] = []
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    _RECEIVED.append(signum)
+    raise Interrupted(signum)
+
+
+def _interrupt_on_signals() -> dict[int, Any]:
+    """Make SIGINT and SIGTERM raise `Interrupted` in the main thread; the old handlers.
+
+    Without it SIGTERM kills the process where it stands: no error line, and a half-sent
+    submission's objects left behind. Off the main thread (an embedding program) nothing
+    changes: only the main thread may set handlers.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    import signal
+
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def _fail_interrupted(*, json_mode: bool) -> NoReturn:
+    """Exit 128 + the signal's number (130 Ctrl-C, 143 SIGTERM), as a shell reports it."""
+    import signal
+
+    signum = _RECEIVED[0] if _RECEIVED else signal.SIGINT
+    what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    _fail(what, 128 + signum, json_mode=json_mode)
 
 
 def _print_traceback() -> None:
@@ -255,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in options
     json_mode = "--json" in options
     _register_commands()
+    _RECEIVED.clear()
+    previous = _interrupt_on_signals()
     try:
         code = app(
             args=args,
@@ -272,14 +360,22 @@ def main(argv: list[str] | None = None) -> None:
             problems=tuple(getattr(exc, "problems", ())),
         )
     except _click.ClickException as exc:
-        if _wants_help(exc):  # `pcii principal` alone: its help, as `-h` would
+        if _wants_help(exc) and not json_mode:  # `pcii principal` alone: its help, as -h
             sys.stdout.write(exc.format_message() + "\n")
             sys.exit(0)
+        if _wants_help(exc):  # with --json, stdout is for JSON: a usage error, as such
+            _fail(_missing_command(exc), 2, json_mode=json_mode)
         _fail(" ".join(_usage_message(exc).split()), 2, json_mode=json_mode)
-    except (KeyboardInterrupt, typer.Abort):
+    except KeyboardInterrupt:
+        _fail_interrupted(json_mode=json_mode)
+    except typer.Abort:  # end of input at a prompt
         _fail("interrupted", 1, json_mode=json_mode)
     except Exception as exc:  # noqa: BLE001 -- the last resort: one line, exit 1
         if debug:
             _print_traceback()
         _fail(f"unexpected error: {type(exc).__name__}: {exc}", 1, json_mode=json_mode)
+    finally:
+        _restore_signals(previous)
+    if _RECEIVED:  # typer caught the interrupt (and made it exit 130): say so
+        _fail_interrupted(json_mode=json_mode)
     sys.exit(code if isinstance(code, int) else 0)

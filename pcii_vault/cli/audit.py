@@ -13,10 +13,11 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
+from pcii_vault.cli.files import new_output, new_text_output, refuse_existing
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import ConfigError, InputError, IntegrityError
@@ -270,15 +271,27 @@ def prove_command(
     from pcii_vault.ledger.proof import prove
 
     state = _state(ctx)
+    if out is not None:
+        refuse_existing(out, "--out")  # before reading the log
     store, _, verifier = open_log(state, log, key)
-    bundle = prove(_reader(store, verifier), index)
+    ledger = _reader(store, verifier)
+    checkpoint = ledger.checkpoint()
+    size = 0 if checkpoint is None else checkpoint.size
+    if index >= size:
+        # An index the log never reached is a typo, not a sign of tampering.
+        raise InputError(
+            f"--index {index} is beyond the log: it holds {size} events"
+            + (f" (0 to {size - 1})" if size else "")
+        )
+    bundle = prove(ledger, index, checkpoint)
     if out is None:
         # The bundle is JSON by nature: one line with --json, like every other command.
         indent = None if state.output.json_mode else 2
         sys.stdout.write(json.dumps(bundle.to_json(), indent=indent, sort_keys=True) + "\n")
         return
     text = json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n"
-    out.write_text(text, encoding="utf-8")
+    with new_output(out, "--out") as tmp:
+        tmp.write_text(text, encoding="utf-8")
     state.output.result({"index": index, "out": str(out)}, f"proof of event {index} -> {out}")
 
 
@@ -444,29 +457,33 @@ def export_command(
     key: KeyOption = None,
 ) -> None:
     """Export every event as JSON lines or CSV, streaming."""
-    from pcii_vault.models.event import Event
-
     state = _state(ctx)
     if fmt not in {"jsonl", "csv"}:
         raise InputError("--format must be jsonl or csv")
+    if out is not None:
+        refuse_existing(out, "--out")  # before reading the log
     events = _filtered(state, log, key, {})
-    handle = sys.stdout if out is None else out.open("w", encoding="utf-8", newline="")
-    try:
-        if fmt == "jsonl":
-            for event in events:
-                handle.write(json.dumps(_row(event), sort_keys=True) + "\n")
-        else:
-            fields = list(Event.model_fields)
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            for event in events:
-                row = _row(event)
-                writer.writerow(
-                    {
-                        k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
-                        for k, v in row.items()
-                    }
-                )
-    finally:
-        if out is not None:
-            handle.close()
+    if out is None:
+        _export(events, fmt, sys.stdout)
+        return
+    with new_text_output(out, "--out") as handle:
+        _export(events, fmt, handle)
+
+
+def _export(events: Iterator[Event], fmt: str, handle: TextIO) -> None:
+    from pcii_vault.models.event import Event
+
+    if fmt == "jsonl":
+        for event in events:
+            handle.write(json.dumps(_row(event), sort_keys=True) + "\n")
+        return
+    writer = csv.DictWriter(handle, fieldnames=list(Event.model_fields))
+    writer.writeheader()
+    for event in events:
+        row = _row(event)
+        writer.writerow(
+            {
+                k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+                for k, v in row.items()
+            }
+        )

@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 
 from pcii_vault.cli.audit import KeyOption, LogOption, open_log
+from pcii_vault.cli.files import new_output, refuse_existing
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import TRACKING
-from pcii_vault.errors import InputError, IntegrityError
+from pcii_vault.errors import IntegrityError
 
 __all__ = ["checkpoint", "recipients"]
 
@@ -68,16 +69,15 @@ def checkpoint(
     from pcii_vault.ledger.log import Ledger
 
     state: CliState = ctx.obj
+    if out is not None:
+        refuse_existing(out, "--out")  # before reading the log
     store, origin, verifier = open_log(state, log, key)
     current = Ledger(store, origin, signer=None, verifier=verifier.public_key).checkpoint()
     if current is None:
         raise IntegrityError("the log has no checkpoint yet")
     if out is not None:
-        try:
-            with out.open("x", encoding="utf-8") as handle:
-                handle.write(current.note)
-        except FileExistsError as exc:
-            raise InputError(f"{out} already exists; choose another --out") from exc
+        with new_output(out, "--out") as tmp:
+            tmp.write_text(current.note, encoding="utf-8")
     state.output.result(
         {
             "size": current.size,

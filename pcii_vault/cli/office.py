@@ -23,6 +23,9 @@ __all__ = ["app", "decontrol", "deficient", "destroy", "reject", "review", "vali
 app = CliTyper(help="Program office work lists.", no_args_is_help=True)
 
 _REASON = typer.Option("--reason", metavar="TEXT", help="Why (recorded in the log).")
+# `office due --within`: a century is far beyond any 30-day deadline, and a date that far
+# ahead is still one Python can represent.
+MAX_WITHIN_DAYS = 36500
 # The grounds of 6 CFR 29.6(e); tests check this list against the reference data.
 GROUNDS = (
     "not-cii",
@@ -120,7 +123,7 @@ def reject(
     event: EventType = "submission.final-not-pcii" if final else "submission.rejected"
     from pcii_vault.models.acts import RejectParams
 
-    params = RejectParams.model_validate({"ground": ground, "reason": reason})
+    params = RejectParams.of(ground=ground, reason=reason)
     _transition(ctx, tracking, "reject", event, params)
 
 
@@ -133,7 +136,7 @@ def deficient(
     _require_reason(reason)
     from pcii_vault.models.acts import ReasonParams
 
-    params = ReasonParams(reason=reason)
+    params = ReasonParams.of(reason=reason)
     _transition(ctx, tracking, "mark-deficient", "submission.deficient", params)
 
 
@@ -146,7 +149,7 @@ def decontrol(
     _require_reason(reason)
     from pcii_vault.models.acts import ReasonParams
 
-    _transition(ctx, tracking, "decontrol", "record.decontrolled", ReasonParams(reason=reason))
+    _transition(ctx, tracking, "decontrol", "record.decontrolled", ReasonParams.of(reason=reason))
 
 
 def destroy(
@@ -169,7 +172,14 @@ def destroy(
 def due(
     ctx: typer.Context,
     within: Annotated[
-        int, typer.Option("--within", metavar="DAYS", help="Window in days from now.")
+        int,
+        typer.Option(
+            "--within",
+            metavar="DAYS",
+            min=0,
+            max=MAX_WITHIN_DAYS,
+            help=f"Window in days from now (0 to {MAX_WITHIN_DAYS}).",
+        ),
     ] = 7,
 ) -> None:
     """Items whose 30-day deadlines (PCII.md) fall within the window, overdue ones included."""
@@ -177,8 +187,6 @@ def due(
 
     from pcii_vault.cli.session import client
 
-    if within < 0:
-        raise InputError("--within must not be negative")
     state: CliState = ctx.obj
     with client(state, listing=True) as me:
         until = datetime.now(UTC) + timedelta(days=within)

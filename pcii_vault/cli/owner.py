@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -71,10 +72,16 @@ def submit(
     # The submission is logged: its tracking number is printed whatever happens next.
     written = None
     if receipt_out is not None:
+        from pcii_vault.durable import replace_file
+
         try:
-            receipt_out.write_text(json.dumps(receipt.to_json(), indent=2) + "\n")
+            # Over the empty file claimed above, whole or not at all.
+            text = json.dumps(receipt.to_json(), indent=2) + "\n"
+            replace_file(receipt_out, text.encode(), mode=0o666)
             written = str(receipt_out)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                receipt_out.unlink(missing_ok=True)  # the empty claim: no partial receipt
             state.output.note(
                 f"warning: the receipt could not be written to {receipt_out} "
                 f"({exc.strerror}); `pcii audit prove --index {receipt.log_index}` proves "
@@ -140,7 +147,7 @@ def withdraw(
     from pcii_vault.models.acts import ReasonParams
 
     with client(state) as me:
-        params = ReasonParams(reason=reason)
+        params = ReasonParams.of(reason=reason)
         record = me.transition(tracking, "withdraw", "submission.withdrawn", params)
     state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
 

@@ -25,6 +25,7 @@ from pcii_vault.cli.audit import (
     open_log,
     read_trusted_checkpoint,
 )
+from pcii_vault.cli.files import new_directory, new_output, refuse_existing
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import InputError, IntegrityError
 
@@ -79,9 +80,9 @@ def report(
     period = Period(_parse_time(since, "--since"), _parse_time(until, "--until"), record)
     if period.since and period.until and period.since > period.until:
         raise InputError("--since is after --until")
-    for target in (html, pdf):
+    for target, option in ((html, "--html"), (pdf, "--pdf"), (csv_dir, "--csv")):
         if target is not None:
-            _writable(target)
+            refuse_existing(target, option)  # before the long pass over the log
     if pdf is not None:
         ensure_pdf_support()  # before the long pass over the log, not after it
     store, _, verifier = open_log(state, log, key)
@@ -129,22 +130,23 @@ class _Outputs:
             page_dir = self.html or self.pdf or self.proofs
             proof_href = _write_proofs(result, ledger, self.proofs, page_dir)
             written["proofs"] = str(self.proofs)
-        page = self.html or (self.scratch / "report.html" if self.pdf else None)
-        if page is not None:
-            write_html(result, page, proof_href=proof_href)
-            if self.html is not None:
-                written["html"] = str(self.html)
-        if self.pdf is not None and page is not None:
-            write_pdf(page, self.pdf)
+        if self.html is not None:
+            # Written beside its final name, so the links to the proofs stay relative.
+            with new_output(self.html, "--html") as page:
+                write_html(result, page, proof_href=proof_href)
+            written["html"] = str(self.html)
+        if self.pdf is not None:
+            page = self.html or self.scratch / "report.html"
+            if self.html is None:
+                write_html(result, page, proof_href=proof_href)
+            with new_output(self.pdf, "--pdf") as pdf:
+                write_pdf(page, pdf)
             written["pdf"] = str(self.pdf)
         if self.csv_dir is not None:
-            written["csv"] = [str(p) for p in write_csv(result, self.csv_dir)]
+            with new_directory(self.csv_dir, "--csv") as tables:
+                names = [p.name for p in write_csv(result, tables)]
+            written["csv"] = [str(self.csv_dir / name) for name in names]
         return written
-
-
-def _writable(path: Path) -> None:
-    if not path.parent.is_dir():
-        raise InputError(f"{path.parent} is not a directory")
 
 
 def _paths(written: dict[str, Any]) -> list[str]:
@@ -169,9 +171,13 @@ def _write_proofs(
     for row in result.spool.rows("releases"):
         seq = int(row["seq"])
         bundle = prove(ledger, seq, checkpoint)
-        (directory / f"access-{seq}.json").write_text(
-            json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        path = directory / f"access-{seq}.json"
+        try:
+            path.write_text(
+                json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
+        except OSError as exc:
+            raise InputError(f"cannot write --proofs {path}: {exc.strerror}") from exc
     base = page.resolve().parent
 
     def href(seq: int) -> str:

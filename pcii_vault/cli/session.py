@@ -52,7 +52,8 @@ def unseal_secret(*, confirm: bool = False, shares: bool = False) -> bytes:
     passphrase from `PCII_UNSEAL_SECRET`, else a prompt on a terminal.
 
     Raises:
-        ConfigError: nothing in the environment and no terminal to ask on.
+        ConfigError: nothing in the environment and no terminal to ask on, or a secret
+            in it that is not UTF-8 text.
         InputError: too few, corrupted or foreign shares.
     """
     from pcii_vault.keys.local import UNSEAL_SECRET_ENV, unseal_secret_from_env_or_prompt
@@ -60,7 +61,14 @@ def unseal_secret(*, confirm: bool = False, shares: bool = False) -> bytes:
 
     if shares or os.environ.get(SHARES_ENV):
         return shares_from_env_or_prompt(interactive=sys.stdin.isatty())
-    if not os.environ.get(UNSEAL_SECRET_ENV) and not sys.stdin.isatty():
+    from_env = os.environ.get(UNSEAL_SECRET_ENV)
+    if from_env:
+        try:
+            from_env.encode("utf-8")
+        except UnicodeEncodeError:
+            # Bytes the environment could not decode (surrogate escapes): no UTF-8 secret.
+            raise ConfigError(f"{UNSEAL_SECRET_ENV} is not valid UTF-8 text") from None
+    if not from_env and not sys.stdin.isatty():
         raise ConfigError(f"the vault is sealed: set {UNSEAL_SECRET_ENV} or run on a terminal")
     return unseal_secret_from_env_or_prompt(confirm=confirm)
 

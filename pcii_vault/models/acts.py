@@ -9,11 +9,12 @@ event its details are copied to, and every parameter that reaches the log has a 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from pcii_vault.errors import InputError
+from pcii_vault.models.problems import describe
 
 __all__ = [
     "ACT_PARAMS",
@@ -35,9 +36,26 @@ _Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class ActParams(BaseModel):
-    """The parameters of one action (subclassed per action)."""
+    """The parameters of one action (subclassed per action).
+
+    Build them from a user's input with `of(...)`: a value over its limit is the user's to
+    fix, one line naming the field. `check_params` reads a request's parameters with
+    `model_validate` and names the action they belong to.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    @classmethod
+    def of(cls, **fields: Any) -> Self:  # noqa: ANN401 -- the model's own fields
+        """These parameters from a user's input.
+
+        Raises:
+            InputError: a field is missing, of the wrong type or over its limit.
+        """
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise InputError(describe(exc, "request parameters")) from None
 
 
 class NoParams(ActParams):

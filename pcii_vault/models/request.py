@@ -14,11 +14,12 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pcii_vault.crypto.canonical import canonical_json
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
-from pcii_vault.errors import IntegrityError
+from pcii_vault.errors import InputError, IntegrityError
+from pcii_vault.models.problems import describe
 
 __all__ = ["RequestBody", "SignedRequest", "sign_request", "verify_act"]
 
@@ -91,20 +92,36 @@ def sign_request(
     params: dict[str, Any] | None = None,
     nonce: str | None = None,
 ) -> SignedRequest:
-    """Build and sign a request; `now` and `nonce` are parameters so tests can replay them."""
-    body = RequestBody(
-        vault=vault,
-        principal=principal,
-        action=action,
-        record=record,
-        purpose=purpose,
-        use=use,
-        authority=authority,
-        params=params or {},
-        time=now,
-        nonce=nonce or secrets.token_hex(16),
-    )
-    signature = key.sign(body.signing_bytes())
+    """Build and sign a request; `now` and `nonce` are parameters so tests can replay them.
+
+    Raises:
+        InputError: a field is over its limit (a tracking number, a purpose...), or text
+            that is not valid UTF-8 (undecodable command-line bytes) has no signed form.
+    """
+    try:
+        body = RequestBody(
+            vault=vault,
+            principal=principal,
+            action=action,
+            record=record,
+            purpose=purpose,
+            use=use,
+            authority=authority,
+            params=params or {},
+            time=now,
+            nonce=nonce or secrets.token_hex(16),
+        )
+        signed = body.signing_bytes()
+    except ValidationError as exc:
+        for error in exc.errors():
+            if error["type"] == "string_unicode":  # surrogate escapes of undecodable bytes
+                where = ".".join(str(part) for part in error["loc"])
+                raise InputError(f"{action} request: {where}: text is not valid UTF-8") from None
+        raise InputError(describe(exc, f"{action} request")) from None
+    except ValueError as exc:
+        # Lone surrogates: bytes the command line could not decode have no UTF-8 form.
+        raise InputError(f"{action} request: text is not valid UTF-8") from exc
+    signature = key.sign(signed)
     return SignedRequest(body=body, signature=base64.b64encode(signature).decode())
 
 

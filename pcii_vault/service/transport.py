@@ -54,7 +54,12 @@ class HttpTransport:
     """The core behind `pcii serve`, reached over HTTPS."""
 
     def __init__(self, url: str, *, ca: Path | None, identity: Identity | None) -> None:
-        self.url = url.rstrip("/")
+        """A transport to the server at `url` (`https://HOST:PORT`).
+
+        Raises:
+            ConfigError: the URL is not an https URL with a host and a valid port.
+        """
+        self.url = _checked_url(url.rstrip("/"))
         self._signer = (
             RequestSigner(identity.principal, identity.key) if identity is not None else None
         )
@@ -374,6 +379,21 @@ def _read_chunks(handle: IO[bytes]) -> Iterator[bytes]:
 def _tls_context(ca: Path | None) -> ssl.SSLContext:
     """Trust exactly `--ca` when given (the pin), else the system's CAs."""
     return ssl.create_default_context() if ca is None else client_context(ca)
+
+
+def _checked_url(url: str) -> str:
+    """`url` if httpx can send to it: https, a host, a port in 1..65535."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"vault URL {url}: {exc}") from None
+    if parsed.scheme != "https":
+        raise ConfigError(f"vault URL {url}: a vault server is reached over https:// only")
+    if not parsed.host:
+        raise ConfigError(f"vault URL {url}: the URL names no host (https://HOST:PORT)")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ConfigError(f"vault URL {url}: the port must be 1 to 65535")
+    return url
 
 
 @contextlib.contextmanager

@@ -90,6 +90,30 @@ class Cli:
             who="admin",
         )
 
+    def add_water_analyst(self, name: str, *extra: str) -> None:
+        """An analyst of the water sector, trained and under NDA, with `extra` options."""
+        self.add(
+            name,
+            "analyst",
+            *extra,
+            "--sector",
+            WATER,
+            "--training-expires",
+            "2099-01-01",
+            "--nda-signed",
+            "2026-01-01",
+        )
+
+    def add_owner_office_and_water(self) -> None:
+        """The owner, the program office and `water`, a state water analyst."""
+        self.add(
+            "owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private"
+        )
+        self.add(
+            "office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01"
+        )
+        self.add_water_analyst("water", "--level", "state", "--org", "State Water Board")
+
     def write_submission(self, name: str = "assessment.json", **changes: Any) -> Path:
         document = example_submission()
         document.update(changes)
@@ -123,22 +147,7 @@ WATER = "Water and Wastewater Systems"
 def populated(cli: Cli) -> Iterator[Cli]:
     """A vault with an owner, an office user, three analysts and an auditor."""
     cli.init()
-    cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
-    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
-    cli.add(
-        "water",
-        "analyst",
-        "--level",
-        "state",
-        "--org",
-        "State Water Board",
-        "--sector",
-        WATER,
-        "--training-expires",
-        "2099-01-01",
-        "--nda-signed",
-        "2026-01-01",
-    )
+    cli.add_owner_office_and_water()
     cli.add(
         "fedwater",
         "analyst",

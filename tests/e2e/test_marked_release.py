@@ -10,7 +10,7 @@ from typing import Any
 import pypdf
 import pytest
 
-from tests.e2e.conftest import IN_BOTH_MODES, WATER, Cli
+from tests.e2e.conftest import IN_BOTH_MODES, Cli
 
 pytestmark = pytest.mark.slow
 
@@ -39,17 +39,7 @@ def _get(cli: Cli, tracking: str, out: str, *, who: str) -> dict[str, Any]:
 @IN_BOTH_MODES
 def test_a_contractor_gets_the_assessment_but_not_its_attachments(populated: Cli) -> None:
     cli = populated
-    cli.add(
-        "contractor",
-        "analyst",
-        "--contractor",
-        "--sector",
-        WATER,
-        "--training-expires",
-        "2099-01-01",
-        "--nda-signed",
-        "2026-01-01",
-    )
+    cli.add_water_analyst("contractor", "--contractor")
     tracking = _validated(cli, cli.attachment())
     out = cli.root / "contractor-release"
     result = cli.run(

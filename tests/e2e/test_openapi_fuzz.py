@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.errors import InputError
 from pcii_vault.identity import Identity
 from pcii_vault.index import TRANSITION_ACTIONS
 from pcii_vault.models.principal import PrincipalAttributes
@@ -151,7 +152,7 @@ def _act(target: Target, who: str, path: str, body: dict[str, Any], data: Any) -
         fields["params"] = {"op": "revoke", "principal": body.get("principal_id")}
     try:
         signed = _sign(identity, action, **fields)
-    except ValueError:  # generated fields that cannot be signed (huge numbers): none of them
+    except InputError:  # generated fields that cannot be signed (huge numbers): none of them
         signed = _sign(identity, action)
     return {**body, "request": signed.model_dump(mode="json")}
 

@@ -1,0 +1,98 @@
+"""Files the CLI writes for a user (`--out`, `--html`, `--key-out`...): new, whole or absent.
+
+Invariants: an output option never overwrites or follows what is already at its path (a
+file, a directory, a symlink, dangling or not): exit 2, before any work is done. The bytes
+go to a temporary file beside the path, which gets the name only once complete, so no
+failure (a full disk, a read-only directory, an interrupt) leaves a partial file. An OS
+error is one line naming the path, exit 2: the destination is the user's to fix, a full
+disk included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from pcii_vault.durable import path_exists
+from pcii_vault.errors import InputError
+
+__all__ = ["new_directory", "new_output", "new_text_output", "refuse_existing"]
+
+
+def refuse_existing(path: Path, option: str, what: str = "") -> None:
+    """Refuse an output path that is taken (before the work that would fill it).
+
+    Raises:
+        InputError: something is at `path`, or the path cannot be looked at.
+    """
+    if path_exists(path, option):
+        why = f": refusing to overwrite {what}" if what else f"; choose another {option}"
+        raise InputError(f"{path} already exists{why}")
+
+
+def _cannot_write(path: Path, option: str, exc: OSError) -> InputError:
+    reason = exc.strerror or type(exc).__name__
+    return InputError(f"cannot write {option} {path}: {reason}")
+
+
+@contextlib.contextmanager
+def new_output(path: Path, option: str) -> Iterator[Path]:
+    """A temporary path to write; `path` gets the file when the block ends without error.
+
+    Raises:
+        InputError: `path` exists, or writing it failed (nothing is left behind).
+    """
+    from pcii_vault.durable import new_file_via_temporary
+
+    refuse_existing(path, option)
+    try:
+        with new_file_via_temporary(path, mode=0o666) as tmp:
+            yield tmp
+    except FileExistsError:
+        raise InputError(f"{path} already exists; choose another {option}") from None
+    except OSError as exc:
+        raise _cannot_write(path, option, exc) from None
+
+
+@contextlib.contextmanager
+def new_text_output(path: Path, option: str) -> Iterator[TextIO]:
+    """A text stream (UTF-8, newlines as written) that becomes `path` once complete.
+
+    Raises:
+        InputError: `path` exists, or writing it failed (nothing is left behind).
+    """
+    with new_output(path, option) as tmp:
+        try:
+            with tmp.open("w", encoding="utf-8", newline="") as handle:
+                yield handle
+        except OSError as exc:
+            raise _cannot_write(path, option, exc) from None
+
+
+@contextlib.contextmanager
+def new_directory(path: Path, option: str) -> Iterator[Path]:
+    """A temporary directory to fill; it becomes `path` when the block ends without error.
+
+    Missing parent directories are created (and stay).
+
+    Raises:
+        InputError: `path` exists, or filling it failed (nothing is left behind).
+    """
+    refuse_existing(path, option)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        try:
+            yield tmp
+            # rename() would replace an empty directory made meanwhile: refuse it instead.
+            refuse_existing(path, option)
+            tmp.rename(path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        raise _cannot_write(path, option, exc) from None

@@ -1,0 +1,461 @@
+"""More ways a user's input can be wrong: one line, the documented exit code, nothing left.
+
+Each case is a finding of a tester's: a field over its limit, undecodable bytes, a key
+file nested thousands deep or never ending, an output path that is taken or unwritable,
+a malformed server URL, an out-of-range option, SIGTERM in the middle of an upload.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pcii_vault.errors import ConfigError
+from tests.e2e.conftest import Cli, Result, ServerCli
+
+pytestmark = pytest.mark.slow
+
+
+def _one_line_error(result: Result, code: int = 2) -> str:
+    """The refusal: exit `code`, one `pcii: error:` line, no traceback; its text."""
+    assert result.code == code, (result.code, result.err, result.out)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("pcii: error:"), result.err
+    return lines[0]
+
+
+def _build(cli: Cli) -> str:
+    """A vault with an owner, the office, an analyst and an auditor; one submission."""
+    cli.init()
+    cli.add_owner_office_and_water()
+    cli.add("auditor", "auditor", "--org", "PCII Officer", "--training-expires", "2099-01-01")
+    bare = str(cli.write_submission("bare.json", attachments=[]))
+    return str(cli.ok("submit", bare, who="owner").json()["tracking_number"])
+
+
+@pytest.fixture(scope="module")
+def vault(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, str]:
+    """One embedded vault for the module (every test here only reads it or is refused)."""
+    cli = Cli(tmp_path_factory.mktemp("more"))
+    return cli, _build(cli)
+
+
+@pytest.fixture(scope="module", params=["embedded", "server"])
+def both(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cli, str]]:
+    """The same vault, embedded and through a real `pcii serve`."""
+    root = tmp_path_factory.mktemp(str(request.param))
+    cli = Cli(root) if request.param == "embedded" else ServerCli(root)
+    try:
+        yield cli, _build(cli)
+    finally:
+        if isinstance(cli, ServerCli):
+            cli.close()
+
+
+# ----- 1. request fields over their limits, undecodable bytes -----------------------------
+
+OVER_LIMIT = {
+    "tracking_number": (["status", "A" * 65], "owner", "record"),
+    "purpose": (["get", "{tn}", "--purpose", "p" * 3000, "--out", "{out}"], "water", "purpose"),
+    "withdraw_reason": (["withdraw", "{tn}", "--reason", "r" * 100_000], "owner", "reason"),
+    "deficient_reason": (["deficient", "{tn}", "--reason", "r" * 3000], "office", "reason"),
+    "decontrol_reason": (["decontrol", "{tn}", "--reason", "r" * 3000], "office", "reason"),
+    "destroy_reason": (["destroy", "{tn}", "--reason", "r" * 3000], "office", "reason"),
+    "undecodable_tracking": (["destroy", "\udcff", "--reason", "x"], "office", "UTF-8"),
+    "undecodable_purpose": (
+        ["get", "{tn}", "--purpose", "caf\udce9", "--out", "{out}"],
+        "water",
+        "UTF-8",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVER_LIMIT))
+def test_a_field_over_its_limit_is_one_line_exit_2(both: tuple[Cli, str], case: str) -> None:
+    cli, tracking = both
+    args, who, named = OVER_LIMIT[case]
+    out = str(cli.root / f"out-{case}")
+    argv = [a.format(tn=tracking, out=out) if "{" in a else a for a in args]
+    line = _one_line_error(cli.run(*argv, who=who))
+    assert named in line
+    assert not Path(out).exists()
+
+
+# ----- 2, 3. identity and submission files: nested, never ending ----------------------------
+
+
+def test_an_identity_file_nested_deeply_is_malformed_not_a_crash(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    key = cli.root / "nested.key"
+    key.write_text("[" * 30_000 + "]" * 30_000)  # within the size limit, far too deep
+    key.chmod(0o600)
+    line = _one_line_error(cli.run("--as", str(key), "status", tracking))
+    assert "malformed" in line
+
+
+def _piped(cli: Cli, producer: str, *args: str) -> Result:
+    """`producer | pcii ARGS` in a shell: the CLI reads a pipe that has no size."""
+    command = " ".join([producer, "|", sys.executable, "-m", "pcii_vault", *args])
+    done = subprocess.run(
+        ["/bin/sh", "-c", command],
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def test_an_identity_read_from_a_pipe_is_bounded(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    result = _piped(cli, "head -c 1000000 /dev/zero", "--as", "/dev/stdin", "status", tracking)
+    assert "larger than" in _one_line_error(result)
+
+
+def test_an_endless_identity_stream_is_refused(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    result = _piped(cli, "cat /dev/zero", "--as", "/dev/stdin", "status", tracking)
+    assert "larger than" in _one_line_error(result)
+
+
+def test_a_submission_read_from_a_pipe_is_bounded(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    key = str(cli.key("owner"))
+    result = _piped(cli, "head -c 5000000 /dev/zero", "--as", key, "submit", "/dev/stdin")
+    assert "larger than" in _one_line_error(result)
+
+
+def test_a_submission_from_dev_zero_is_refused(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    result = cli.run("submit", "/dev/zero", who="owner")
+    assert "larger than" in _one_line_error(result)
+
+
+# ----- 4. output paths that cannot even be looked at -----------------------------------------
+
+
+def test_an_out_path_with_a_name_too_long_is_exit_2(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    out = cli.root / ("n" * 300) / "x"
+    line = _one_line_error(
+        cli.run("get", tracking, "--purpose", "p", "--out", str(out), who="water")
+    )
+    assert "--out" in line
+
+
+def test_a_key_out_with_a_name_too_long_is_exit_2(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    out = cli.root / ("n" * 300) / "z.key"
+    result = cli.run(
+        "principal", "add", "zed", "--role", "owner", "--org", "Z", "--level", "private",
+        "--key-out", str(out), who="admin",
+    )  # fmt: skip
+    assert "--key-out" in _one_line_error(result)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root searches any directory")
+def test_an_out_path_under_a_directory_not_searchable_is_exit_2(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    closed = cli.root / "noexec"
+    closed.mkdir(exist_ok=True)
+    closed.chmod(0o600)
+    try:
+        got = cli.run("get", tracking, "--purpose", "p", "--out", str(closed / "x"), who="water")
+        assert str(closed / "x") in _one_line_error(got)
+        added = cli.run(
+            "principal", "add", "zed", "--role", "owner", "--org", "Z", "--level", "private",
+            "--key-out", str(closed / "z.key"), who="admin",
+        )  # fmt: skip
+        assert "Permission denied" in _one_line_error(added)
+    finally:
+        closed.chmod(0o700)
+
+
+# ----- 5. audit output files: never over anything, never partial -----------------------------
+
+
+def _taken(root: Path, kind: str) -> Path:
+    """An output path that is already taken, one way or another."""
+    path = root / f"taken-{kind}"
+    if path.exists() or path.is_symlink():
+        return path
+    if kind == "file":
+        path.write_text("keep me\n")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "dangling":
+        path.symlink_to(root / "nowhere" / "target")
+    elif kind == "symlink":
+        target = root / "symlink-target"
+        target.write_text("keep me\n")
+        path.symlink_to(target)
+    return path
+
+
+AUDIT_OUTPUTS = {
+    "checkpoint": ["audit", "checkpoint", "--out"],
+    "export": ["audit", "export", "--out"],
+    "export_csv": ["audit", "export", "--format", "csv", "--out"],
+    "prove": ["audit", "prove", "--index", "0", "--out"],
+    "report_html": ["audit", "report", "--html"],
+    "report_csv": ["audit", "report", "--csv"],
+}
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "dangling", "symlink"])
+@pytest.mark.parametrize("command", sorted(AUDIT_OUTPUTS))
+def test_an_audit_output_never_replaces_what_is_there(
+    vault: tuple[Cli, str], command: str, kind: str
+) -> None:
+    cli, _ = vault
+    path = _taken(cli.root, kind)
+    before = sorted(p.name for p in cli.root.iterdir())
+    line = _one_line_error(cli.run(*AUDIT_OUTPUTS[command], str(path)))
+    assert "already exists" in line
+    if kind in {"file", "symlink"}:
+        assert path.read_text() == "keep me\n"
+    assert not (cli.root / "nowhere").exists()
+    assert sorted(p.name for p in cli.root.iterdir()) == before
+
+
+@pytest.mark.parametrize("command", sorted(AUDIT_OUTPUTS))
+def test_an_audit_output_in_a_missing_directory_is_exit_2(
+    vault: tuple[Cli, str], command: str
+) -> None:
+    cli, _ = vault
+    if command == "report_csv":
+        pytest.skip("--csv DIR creates its parents")
+    target = cli.root / "missing" / "out"
+    assert str(target) in _one_line_error(cli.run(*AUDIT_OUTPUTS[command], str(target)))
+    assert not (cli.root / "missing").exists()
+
+
+def test_dev_full_as_an_audit_output_is_refused(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    for command in ("checkpoint", "export", "prove", "report_html"):
+        assert "already exists" in _one_line_error(cli.run(*AUDIT_OUTPUTS[command], "/dev/full"))
+
+
+@pytest.mark.parametrize("command", sorted(AUDIT_OUTPUTS))
+def test_an_audit_output_is_written_whole_with_nothing_beside_it(
+    vault: tuple[Cli, str], command: str
+) -> None:
+    cli, _ = vault
+    folder = cli.root / f"fresh-{command}"
+    folder.mkdir()
+    target = folder / "out"
+    cli.ok(*AUDIT_OUTPUTS[command], str(target))
+    assert [p.name for p in folder.iterdir()] == ["out"]
+    if target.is_dir():
+        assert sorted(p.suffix for p in target.iterdir()) == [".csv"] * len(list(target.iterdir()))
+    else:
+        assert target.stat().st_size > 0
+
+
+def _in_process(args: list[str], cli: Cli, monkeypatch: pytest.MonkeyPatch) -> int:
+    """`pcii ARGS` in this process (so a test can make the disk fill); its exit code."""
+    from pcii_vault.cli.app import main
+
+    for name in [n for n in os.environ if n.startswith("PCII_")]:
+        monkeypatch.delenv(name)
+    for name, value in cli.env.items():
+        if name.startswith("PCII_"):
+            monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    return int(exited.value.code or 0)
+
+
+def _disk_full(path: Path) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("x" * 48_000)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_leaves_no_partial_report_page(
+    vault: tuple[Cli, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pcii_vault.report
+
+    cli, _ = vault
+    folder = cli.root / "full-html"
+    folder.mkdir()
+    monkeypatch.setattr(pcii_vault.report, "write_html", lambda _r, page, **_: _disk_full(page))
+    code = _in_process(["audit", "report", "--html", str(folder / "r.html")], cli, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("pcii: error: cannot write --html") and "No space left" in err
+    assert list(folder.iterdir()) == []
+
+
+def test_a_full_disk_leaves_no_partial_export(
+    vault: tuple[Cli, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pcii_vault.cli.audit
+
+    cli, _ = vault
+    folder = cli.root / "full-export"
+    folder.mkdir()
+
+    def fill(_events: object, _fmt: str, handle: object) -> None:
+        handle.write("{}\n" * 1000)  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pcii_vault.cli.audit, "_export", fill)
+    code = _in_process(["audit", "export", "--out", str(folder / "e.jsonl")], cli, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "No space left" in err
+    assert list(folder.iterdir()) == []
+
+
+# ----- 6-11. options, environment, URLs, indices, states, --json -----------------------------
+
+
+@pytest.mark.parametrize("days", ["999999999", "99999999999999999999", "-1"])
+def test_office_due_within_is_bounded(vault: tuple[Cli, str], days: str) -> None:
+    cli, _ = vault
+    assert "--within" in _one_line_error(cli.run("office", "due", "--within", days, who="office"))
+
+
+def test_office_due_within_a_century_works(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    cli.ok("office", "due", "--within", "36500", who="office")
+
+
+def test_an_unseal_secret_not_utf8_is_exit_2(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    result = cli.run("status", tracking, who="owner", env={"PCII_UNSEAL_SECRET": "\udcff"})
+    assert "PCII_UNSEAL_SECRET is not valid UTF-8" in _one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://[::1", "https://", "https://:99999", "https://:8443", "https://h:0"]
+)
+def test_a_malformed_vault_url_is_a_configuration_error(vault: tuple[Cli, str], url: str) -> None:
+    cli, tracking = vault
+    result = cli.run("status", tracking, who="owner", env={"PCII_VAULT": url})
+    assert url in _one_line_error(result)
+
+
+def test_the_transport_checks_its_url_too() -> None:
+    from pcii_vault.service.transport import HttpTransport
+
+    for url in ("https://h:0", "https://", "http://h:1", "https://[::1"):
+        with pytest.raises(ConfigError, match="vault URL"):
+            HttpTransport(url, ca=None, identity=None)
+
+
+def test_proving_an_index_beyond_the_log_is_bad_input(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    line = _one_line_error(cli.run("audit", "prove", "--index", "99999999"))
+    assert "beyond the log" in line
+
+
+def test_proving_an_index_beyond_a_served_log_is_bad_input(both: tuple[Cli, str]) -> None:
+    cli, _ = both
+    if not isinstance(cli, ServerCli):
+        pytest.skip("the embedded case is the test above")
+    server = cli.start()
+    remote = {"PCII_VAULT": server.url, "PCII_CA": str(server.ca)}
+    remote_env = {k: v for k, v in cli.env.items() if k != "PCII_UNSEAL_SECRET"} | remote
+    done = subprocess.run(
+        [sys.executable, "-m", "pcii_vault", "--as", str(cli.key("auditor")), "audit", "prove",
+         "--index", "99999999"],
+        env=remote_env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert "beyond the log" in _one_line_error(Result(done.returncode, done.stdout, done.stderr))
+
+
+def test_search_refuses_an_unknown_state(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    result = cli.run("search", "--purpose", "x", "--state", "bogus", who="water")
+    line = _one_line_error(result)
+    assert "validated" in line and "received" in line
+    cli.ok("search", "--purpose", "x", "--state", "validated", who="water")
+
+
+def test_a_group_alone_with_json_is_a_json_usage_error(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    result = cli.run("--json", "principal")
+    assert result.code == 2
+    assert json.loads(result.out) == {
+        "error": "Missing command (see 'pcii principal --help')",
+        "exit_code": 2,
+    }
+    helped = cli.run("principal")
+    assert helped.code == 0 and "Usage: pcii principal" in helped.out
+
+
+# ----- 12. SIGTERM in the middle of an upload ---------------------------------------------
+
+
+def _stored_files(objects: Path) -> list[Path]:
+    records = objects / "records"
+    return sorted(p for p in records.rglob("*") if p.is_file()) if records.exists() else []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_during_an_upload_cleans_up_like_ctrl_c(tmp_path: Path, signum: int) -> None:
+    """Stopped mid-upload: one error line, exit 128 + the signal, no object of it left."""
+    cli = Cli(tmp_path)
+    cli.init()
+    cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
+    objects = cli.vault / "objects"
+    already = _stored_files(objects)
+    big = tmp_path / "riverbend-scada-assessment.pdf"
+    with big.open("wb") as handle:
+        handle.truncate(400 << 20)  # sparse: quick to make, slow enough to encrypt
+    document = cli.write_submission()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pcii_vault", "--as", str(cli.key("owner")), "submit",
+         str(document), "--attach", str(big)],
+        env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        # Wait until the attachment's object is being written (its temporary file grows).
+        while time.monotonic() < deadline and process.poll() is None:
+            if any(p.stat().st_size > (8 << 20) for p in _temp_files(objects)):
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signum, (process.returncode, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pcii: error:"), err
+    assert ("terminated" if signum == signal.SIGTERM else "interrupted") in lines[0]
+    assert out == ""
+    assert _stored_files(objects) == already
+
+
+def _temp_files(objects: Path) -> list[Path]:
+    records = objects / "records"
+    if not records.exists():
+        return []
+    found = []
+    for path in records.rglob("*"):
+        try:
+            if path.is_file():
+                found.append(path)
+        except OSError:
+            continue
+    return found
