@@ -162,6 +162,43 @@ class Deadline:
     what: str
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+    try:
+        # A rollback journal, not WAL: after each commit the main file alone holds the
+        # state, so its tag covers everything a reader will see.
+        conn.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise _unreadable(path, exc) from None
+    return conn
+
+
+def _unreadable(path: Path, exc: sqlite3.DatabaseError) -> IndexTamperedError:
+    return IndexTamperedError(
+        f"{path.name} is not a readable index ({exc}); run `pcii index rebuild` to "
+        "rebuild it from the verified log"
+    )
+
+
+def _open_lock(path: Path) -> int:
+    try:
+        return os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except IsADirectoryError:
+        raise IndexTamperedError(
+            f"{path.name}.lock is a directory, not the index's lock file; remove it"
+        ) from None
+
+
+def _inode(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
 def _stat_key(path: Path) -> tuple[int, ...] | None:
     # ctime cannot be set from user space: any write to the file changes it.
     try:
@@ -185,6 +222,7 @@ class Index:
         self._path = path
         self._seal = seal
         self._known: tuple[int, ...] | None = None
+        self._inode = _inode(path)
         self._db.executescript(_SCHEMA)
 
     @classmethod
@@ -200,15 +238,44 @@ class Index:
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             created = True
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-        # A rollback journal, not WAL: after each commit the main file alone holds the
-        # state, so its tag covers everything a reader will see.
-        conn.execute("PRAGMA journal_mode=DELETE")
-        index = cls(conn, path=path, seal=seal)
+        if not path.is_file():
+            raise IndexTamperedError(
+                f"{path.name} is not a file (a directory?), not the index the vault wrote; "
+                "remove it and run `pcii index rebuild`"
+            )
+        conn = _connect(path)
+        try:
+            index = cls(conn, path=path, seal=seal)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _unreadable(path, exc) from None
         if created and seal is not None:
             with index._locked(fcntl.LOCK_EX):
                 index._retag()
         return index
+
+    @classmethod
+    def install(cls, built: Path, path: Path, *, seal: Authenticator) -> None:
+        """Put a closed index file built beside `path` in its place, tagged, atomically.
+
+        Under the index's write lock: no process of this vault is writing meanwhile, and
+        each one opens the new file before its next write (`_locked`); until then its
+        reads see the old file's consistent state. Nothing is ever deleted under an open
+        connection, so no other process's transaction fails.
+        """
+        tag = seal.tag_file(built)
+        fd = _open_lock(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            built.replace(path)
+            for suffix in ("-journal", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)  # the old file's, if any
+            replace_file(
+                path.with_name(path.name + ".mac"),
+                _MAC_FORMAT + tag.hex().encode("ascii") + b"\n",
+            )
+        finally:
+            os.close(fd)
 
     @classmethod
     def in_memory(cls) -> Index:
@@ -231,12 +298,28 @@ class Index:
         if self._path is None:
             yield
             return
-        fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_lock(self._path)
         try:
             fcntl.flock(fd, mode)
+            self._reopen_if_replaced()
             yield
         finally:
             os.close(fd)
+
+    def _reopen_if_replaced(self) -> None:
+        """Open the file now at the path if another process installed a rebuilt one."""
+        assert self._path is not None  # noqa: S101 -- only for an index on disk
+        inode = _inode(self._path)
+        if inode is None or inode == self._inode:
+            return
+        conn = _connect(self._path)
+        try:
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _unreadable(self._path, exc) from None
+        self._db.close()
+        self._db, self._inode, self._known = conn, inode, None
 
     def verify(self) -> None:
         """Check that the file is as the vault last wrote it.
@@ -258,6 +341,8 @@ class Index:
             stored = self._mac_path.read_bytes()
         except FileNotFoundError as exc:
             raise IndexTamperedError(f"{self._path.name} has no authentication tag") from exc
+        except IsADirectoryError:
+            raise IndexTamperedError(f"{self._mac_path.name} is not an index tag") from None
         if not stored.startswith(_MAC_FORMAT):
             raise IndexTamperedError(f"{self._mac_path.name} is not an index tag")
         try:
@@ -292,7 +377,12 @@ class Index:
             try:
                 self._verify_locked()
             except IndexTamperedError as exc:
-                differences = _differences(projection(self.size), self.dump())
+                try:
+                    differences = _differences(projection(self.size), self.dump())
+                except sqlite3.DatabaseError as unreadable:
+                    # Truncated or overwritten: not even SQLite can read what is left.
+                    name = self._path.name if self._path else "the index"
+                    return [f"{name} is not a readable index ({unreadable})"]
                 if differences:
                     return [str(exc), *differences]
                 _log.warning("index_tag_renewed", reason=str(exc))

@@ -32,6 +32,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -230,6 +231,7 @@ class Vault:
     ) -> None:
         self.paths = VaultPaths(root)
         self.config = VaultConfig.load(self.paths.config)
+        _check_vault_files(self.paths)
         self.store: ObjectStore = open_store(self.config.store, root_for_file=self.paths.objects)
         self._unseal = unseal
         self._clock = clock
@@ -383,23 +385,72 @@ class Vault:
         return int(json.loads(rotated)["version"]) if rotated else 1
 
     def _policy_dir(self) -> Path:
+        """The vault's own copy of the policies, which `init` always makes.
+
+        There is no fallback to the shipped defaults: every vault directory has had its
+        copy since the first version, so a missing one was removed (or symlinked away),
+        and deciding with other policies than the vault's must not happen silently.
+
+        Raises:
+            ConfigError: the directory is missing or not a directory.
+        """
         local = self.paths.root / "policies"
-        return local if local.is_dir() else default_policy_directory()
+        if not local.is_dir():
+            raise ConfigError(
+                f"{local} is missing or not a directory: the vault decides only with its "
+                "own policies (restore them, e.g. from a backup or the shipped policies/)"
+            )
+        return local
 
     @property
     def keyring(self) -> KeyCustody:
         """The vault's keys behind their seam (asks for the unseal secret on first use)."""
         if self._keyring is None:
-            self._keyring = self._open_keys()
+            custody = self._open_keys()
+            if not self._is_log_key(custody.log_signer.public_key):
+                custody.close()
+                raise IntegrityError(
+                    f"the log key at {self.config.log_signer} is not the one {CONFIG_NAME} "
+                    f"of vault {self.config.vault_id} names; refusing to sign with it"
+                )
+            self._keyring = custody
         return self._keyring
 
     def _local(self) -> LocalKeyring:
         """The unsealed local keyring (the index's key, the intake key; maybe the KEKs)."""
         if self._local_keys is None:
-            self._local_keys = LocalKeyring.open(
-                self.paths.keyring, self._unseal(), clock=self._clock
-            )
+            local = LocalKeyring.open(self.paths.keyring, self._unseal(), clock=self._clock)
+            self._check_keyring_belongs(local)
+            self._local_keys = local
         return self._local_keys
+
+    def _check_keyring_belongs(self, local: LocalKeyring) -> None:
+        """Refuse a keyring that is not this vault's, before anything is read or written.
+
+        Another vault's keyring sealed with the same secret unseals too; its intake key
+        (always in the local keyring) and its log key (when the keyring holds it) are not
+        the ones `vault.json` names. A `vault.json` carrying another vault's keys fails
+        here the same way.
+
+        Raises:
+            IntegrityError: the keyring and `vault.json` name different keys.
+        """
+        intake = base64.b64encode(local.intake_public_key).decode()
+        mismatch = None
+        if intake != self.config.intake_public_key:
+            mismatch = "intake key"
+        elif self.config.log_signer == LOCAL and not self._is_log_key(
+            local.log_signer().public_key
+        ):
+            mismatch = "log key"
+        if mismatch is not None:
+            raise IntegrityError(
+                f"{self.paths.keyring} and {CONFIG_NAME} are not of the same vault: the "
+                f"keyring's {mismatch} is not the one {CONFIG_NAME} names; refusing to open"
+            )
+
+    def _is_log_key(self, public_key: Ed25519PublicKey) -> bool:
+        return verifier_key_string(self.config.log_origin, public_key) == self.config.log_key
 
     def _open_keys(
         self, kek_uri: str | None = None, *, readers: tuple[str, ...] | None = None
@@ -586,14 +637,34 @@ class Vault:
         return list(result.indices)
 
     def rebuild_index(self) -> int:
-        """Throw the index away and replay the whole verified log; return the event count."""
+        """Replay the whole verified log into a new index; return the event count.
+
+        The new file is built beside the old one and put in its place atomically (with
+        its tag), so processes of this vault acting meanwhile never see it half-built:
+        they go on from the new file at their next write.
+        """
         seal = self._local().index_authenticator()
         self.close()
         for suffix in ("", "-wal", "-shm", "-journal", ".mac"):
-            Path(f"{self.paths.index}{suffix}").unlink(missing_ok=True)
+            path = Path(f"{self.paths.index}{suffix}")
+            if path.is_dir() and not path.is_symlink():
+                raise IntegrityError(
+                    f"{path} is a directory, not a file the vault wrote; remove it and run "
+                    "`pcii index rebuild` again"
+                )
+        built = self.paths.index.with_name(f".{self.paths.index.name}.{secrets.token_hex(8)}")
+        try:
+            index = Index.open(built)
+            try:
+                reader = self.reader()
+                index.apply_all(reader.events(0, reader.size()), strict=False)
+            finally:
+                index.close()
+            Index.install(built, self.paths.index, seal=seal)
+        finally:
+            for leftover in (built, Path(f"{built}.lock"), Path(f"{built}-journal")):
+                leftover.unlink(missing_ok=True)
         self._index = Index.open(self.paths.index, seal=seal)
-        reader = self.reader()
-        self._index.apply_all(reader.events(0, reader.size()), strict=False)
         return self._index.size
 
     def lookup_principal(self, principal_id: str, *, refresh: bool = False) -> Principal:
@@ -1370,7 +1441,10 @@ class Vault:
         # nothing touches the disk until the access event is in the log.
         dek = self.keyring.unwrap(wrapped, RecordContext(self.config.vault_id, tracking).to_bytes())
         doc_ctx = ObjectContext(self.config.vault_id, tracking, "document")
-        document = _read_document(self.store, dek, doc_ctx, record.files)
+        try:
+            document = _read_document(self.store, dek, doc_ctx, record.files)
+        except NotFoundError as exc:
+            raise self._missing_object(tracking, "document") from exc
 
         def access(_actor: Principal, row: RecordRow | None, verdict: _Verdict) -> list[Event]:
             assert row is not None  # noqa: S101 -- the act names a record
@@ -1423,6 +1497,21 @@ class Vault:
         if row is not None and row.state in SHREDDED_STATES:
             return ConflictError(f"record {tracking} is {row.state} now: nothing released")
         return IntegrityError(f"record {tracking} has no data key (destroyed?)")
+
+    def _missing_object(self, tracking: str, name: str) -> VaultError:
+        """Why a stored object of a record is gone: a conflict, or tampering.
+
+        The verified log says the record exists; unless an act logged meanwhile shredded
+        it (exit 3), its ciphertext was removed outside the vault (exit 4).
+        """
+        with self._lock:
+            self.sync()
+            row = self.index.find_record(tracking)
+        if row is not None and row.state in SHREDDED_STATES:
+            return ConflictError(f"record {tracking} is {row.state} now: nothing released")
+        return IntegrityError(
+            f"record {tracking}: its stored {name} is missing (removed outside the vault)"
+        )
 
     def log_unsealed(self, attempts: Sequence[Mapping[str, str]]) -> int:
         """Log the remote unseal that just succeeded: every custodian's attempt.
@@ -1494,7 +1583,10 @@ class Vault:
         contents = dict(package.files)
         for meta in rendered.released:
             ctx = ObjectContext(self.config.vault_id, rendered.tracking, meta["object"])
-            data = _read_bounded(self.store, rendered.dek, ctx, meta.get("size"), limit)
+            try:
+                data = _read_bounded(self.store, rendered.dek, ctx, meta.get("size"), limit)
+            except NotFoundError as exc:
+                raise self._missing_object(rendered.tracking, meta["object"]) from exc
             if hashlib.sha256(data).hexdigest() != meta["sha256"]:
                 raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
             contents[f"attachments/{package.file_names[meta['name']]}"] = data
@@ -1532,14 +1624,14 @@ class Vault:
             dest = files_dir / package.file_names[meta["name"]]
             plain = dest if stamp is None else staging / f".attachment-{number}.plain"
             ctx = ObjectContext(vault_id, tracking, meta["object"])
+            try:
+                stored = self.store.open_stream(f"records/{tracking}/{meta['object']}")
+            except NotFoundError as exc:
+                raise self._missing_object(tracking, meta["object"]) from exc
             digest, _ = decrypt_to_file(
                 rendered.dek,
                 ctx,
-                _reporting(
-                    self.store.open_stream(f"records/{tracking}/{meta['object']}"),
-                    meta,
-                    progress,
-                ),
+                _reporting(stored, meta, progress),
                 plain,
                 durable=durable,
             )
@@ -2305,6 +2397,43 @@ def _policy_stamp(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
                 stamp.append((entry.name, st.st_ino, st.st_size, st.st_mtime_ns))
     stamp.sort()
     return (os.fspath(directory), 0, 0, 0), *stamp
+
+
+# The vault directory's own files: each is a regular file when the vault wrote it.
+_VAULT_FILES = (
+    "keyring.sealed",
+    "keyring.sealed.lock",
+    "index.sqlite",
+    "index.sqlite.mac",
+    "index.sqlite.lock",
+    "log-checkpoint",
+    "log-checkpoint.lock",
+    _KEY_LOCK_NAME,
+)
+
+
+def _check_vault_files(paths: VaultPaths) -> None:
+    """Refuse a vault whose own files were replaced by something else (a directory).
+
+    Raises:
+        IntegrityError: one of them exists and is not a regular file.
+    """
+    for name in _VAULT_FILES:
+        path = paths.root / name
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            continue  # not written yet (the index, the locks) or reported where it is read
+        except OSError as exc:
+            raise IntegrityError(f"{path} cannot be read: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):
+            if name in {"keyring.sealed", "log-checkpoint"}:
+                fix = "restore it from a backup"
+            elif name.endswith(".lock"):
+                fix = "remove it (the vault makes a new one)"
+            else:
+                fix = "remove it and run `pcii index rebuild`"
+            raise IntegrityError(f"{path} is not a regular file, not what the vault wrote: {fix}")
 
 
 def _check_new_vault_directory(root: Path) -> None:

@@ -98,6 +98,11 @@ MIN_SECRET_BYTES: Final = 8
 _CIPHER: Final = "AES-256-GCM"
 _KDF: Final = "scrypt"
 _FILE_MODE: Final = 0o600
+# What a keyring file may ask of scrypt. `init` writes N=2^17, r=8, p=1 (128 MiB, about
+# 0.5 s); twice that memory and four passes is the most a file may ask, so a keyring
+# rewritten with huge costs cannot make every unseal take minutes and gigabytes.
+MAX_SCRYPT_MEMORY: Final = 256 << 20  # 128 * r * n bytes
+MAX_SCRYPT_P: Final = 4
 _T = TypeVar("_T")
 
 
@@ -417,7 +422,12 @@ class LocalKeyring:
     def _locked_reload(self) -> Iterator[None]:
         """Hold the keyring's lock file and refresh the contents from disk."""
         lock_path = self._path.with_name(self._path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        except IsADirectoryError:
+            raise IntegrityError(
+                f"{lock_path} is a directory, not the keyring's lock file"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = _read(self._path)
@@ -517,7 +527,22 @@ def _parse_unverified_envelope(raw: bytes, path: Path) -> _Envelope:
         raise IntegrityError(f"keyring {path} is damaged (bad header)") from None
     if len(salt) < SALT_BYTES:
         raise IntegrityError(f"keyring {path} is damaged (bad header)")
+    _check_kdf_cost(params, path)
     return _Envelope(params=params, salt=salt)
+
+
+def _check_kdf_cost(params: ScryptParams, path: Path) -> None:
+    """Refuse scrypt costs no keyring of ours asks for (before deriving anything).
+
+    Raises:
+        IntegrityError: more than `MAX_SCRYPT_MEMORY` bytes or `MAX_SCRYPT_P` passes.
+    """
+    if 128 * params.r * params.n > MAX_SCRYPT_MEMORY or params.p > MAX_SCRYPT_P:
+        raise IntegrityError(
+            f"keyring {path} asks for scrypt n={params.n} r={params.r} p={params.p}, beyond "
+            f"the accepted {MAX_SCRYPT_MEMORY >> 20} MiB and p <= {MAX_SCRYPT_P}: refused "
+            "without deriving a key"
+        )
 
 
 def _unseal(raw: bytes, envelope: _Envelope, sealing_key: bytes, path: Path) -> _Contents:
@@ -610,6 +635,10 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise NotFoundError(f"no keyring at {path}") from None
+    except IsADirectoryError:
+        raise IntegrityError(
+            f"keyring {path} is a directory, not the sealed keyring the vault wrote"
+        ) from None
 
 
 def _write_new(path: Path, data: bytes) -> None:

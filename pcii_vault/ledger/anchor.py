@@ -52,6 +52,10 @@ class CheckpointAnchor:
             note = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise IntegrityError(
+                f"{self.path} is a directory, not the checkpoint this vault wrote"
+            ) from None
         parsed = self._parsed
         if parsed is not None and parsed[0] == note and parsed[1] is verifier:
             return parsed[2]  # the same signed bytes: checked already
@@ -75,7 +79,10 @@ class CheckpointAnchor:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except IsADirectoryError:
+            raise IntegrityError(f"{self.path}.lock is a directory, not a lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

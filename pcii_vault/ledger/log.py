@@ -336,6 +336,8 @@ class Ledger:
             return False
         except IntegrityError as exc:
             raise IntegrityError(f"{history_key(cp.size)}: {exc}") from exc
+        if stored.size != cp.size:
+            return False  # another size's checkpoint copied here: not this one's record
         if stored.root != cp.root:
             raise IntegrityError(
                 f"fork: {history_key(cp.size)} has another root than {CHECKPOINT_KEY}"
@@ -663,11 +665,15 @@ class Ledger:
             try:
                 other = parse_checkpoint(existing, self.verifier, self.origin)
             except IntegrityError:
-                # Not signed by the log key: junk that must not wedge the history.
+                other = None
+            if other is None or other.size != cp.size:
+                # Not signed by the log key, or a signed checkpoint of another size copied
+                # here (it cannot be the checkpoint of this size): junk that must not
+                # wedge the history.
                 _log.warning("junk_history_checkpoint_replaced", key=key)
                 self.store.put_if_match(key, note, etag)
                 return
-            if other.size != cp.size or other.root != cp.root:
+            if other.root != cp.root:
                 raise IntegrityError(f"fork alarm: {key} holds another signed checkpoint") from None
 
     def _clean_claims(self, size: int, committed: Sequence[int]) -> None:

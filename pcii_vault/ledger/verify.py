@@ -15,7 +15,10 @@
 4. every historic checkpoint is signed by the log key, stored under its own size, and
    has the root of the verified tree at that size (so two checkpoints of one size with
    different roots, or any two inconsistent ones, are a fork); one larger than the
-   latest is a rollback of ``log/checkpoint`` unless the log advanced meanwhile;
+   latest is a rollback of ``log/checkpoint`` unless the log advanced meanwhile; a
+   non-empty log has at least one (history is written after each install, so only the
+   latest may be missing from it: an empty history was deleted). A deleted checkpoint
+   between two others cannot be told from one commit that covered both ranges;
 5. the trusted checkpoint, if any, has the root of the verified tree at its size.
 Claims not yet committed and tiles beyond the checkpoint are reported as pending, not
 verified: they are not part of the log yet.
@@ -265,6 +268,24 @@ def _first_error(exc: ValueError) -> str:
     return str(exc).splitlines()[0]
 
 
+def _check_history_kept(cp: Checkpoint, checked: int) -> None:
+    """Every installed checkpoint but the latest is in the history (log.py).
+
+    So an empty history under a non-empty log was deleted. (A vault's first commit,
+    `init`'s, is undone when its history write fails: no vault log legitimately lacks
+    it.) A checkpoint deleted between two others cannot be told from one commit that
+    covered both ranges, and is not reported.
+
+    Raises:
+        IntegrityError: the log is not empty and no historic checkpoint was verified.
+    """
+    if cp.size and not checked:
+        raise IntegrityError(
+            f"{HISTORY_PREFIX} holds no checkpoint but {CHECKPOINT_KEY} has size {cp.size}: "
+            "the log's history was deleted"
+        )
+
+
 def verify_log(
     store: ObjectStore,
     verifier_key: NoteVerifier | str,
@@ -336,6 +357,7 @@ def verify_log(
         if old.root != root_at(size):
             raise IntegrityError(f"fork: {key} is not consistent with {CHECKPOINT_KEY}")
         checked += 1
+    _check_history_kept(cp, checked)
     if trusted is not None and trusted.root != root_at(trusted.size):
         raise IntegrityError(
             f"fork: the trusted checkpoint of size {trusted.size} is not consistent "

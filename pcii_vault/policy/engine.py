@@ -347,7 +347,11 @@ class _Loader:
         self.problems.append(PolicyProblem(file, line, " ".join(message.split())))
 
     def read(self, path: Path) -> str | None:
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.problem(path.name, None, f"cannot be read: {exc.strerror or exc}")
+            return None
         self.files.append((path.name, data))
         try:
             return data.decode("utf-8")

@@ -2,7 +2,9 @@
 
 Invariants:
 - every key passes `validate_key` and its resolved path stays under the root, so no key
-  (nor a symlink planted inside the root) can name a file outside it;
+  (nor a symlink planted inside the root) can name a file outside it; a planted symlink
+  that leads out, or loops, is tampering (`IntegrityError`), as is a directory at the
+  store's lock file;
 - a reader never sees a half-written object: bytes go to a temporary file in the target
   directory, are fsynced, then hard-linked to the final name; `link()` fails when the
   name exists, which gives put_if_absent exactly one winner among concurrent creators
@@ -31,6 +33,7 @@ from typing import BinaryIO
 from pcii_vault.errors import (
     BackendError,
     InputError,
+    IntegrityError,
     NotFoundError,
     ObjectExistsError,
     PreconditionFailedError,
@@ -87,7 +90,11 @@ class FilesystemStore:
         # Resolve symlinks planted inside the root: the real path must stay under it.
         real = _resolved(text)
         if real != self._root_text and not real.startswith(self._root_prefix):
-            raise InputError(f"object key {key!r} resolves outside the store root")
+            # Keys are validated: only a symlink planted in the store leads out of it.
+            raise IntegrityError(
+                f"object {key} resolves outside the store root {self._root}: a symlink "
+                "planted in the store"
+            )
         return Path(text)
 
     def _ensure_parent(self, path: Path) -> None:
@@ -211,7 +218,15 @@ class FilesystemStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the store-wide exclusive lock (serialises compare-and-swap)."""
-        fd = os.open(self._root / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock = self._root / _LOCK_NAME
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except (IsADirectoryError, NotADirectoryError) as exc:
+            raise IntegrityError(f"{lock} is not the store's lock file: {exc.strerror}") from None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise IntegrityError(f"{lock} is a symlink, not the store's lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -429,5 +444,10 @@ def _os_errors(root: Path, operation: str, key: str) -> Iterator[None]:
     except IsADirectoryError:
         raise NotFoundError(f"object {key} not found in {root} (it is a prefix)") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            # A symlink loop (or a chain too long to follow) was planted in the store.
+            raise IntegrityError(
+                f"filesystem store {root}: {operation} {key}: a symlink loop planted in the store"
+            ) from None
         reason = exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
         raise BackendError(f"filesystem store {root}: {operation} {key} failed: {reason}") from exc

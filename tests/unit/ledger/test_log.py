@@ -6,8 +6,8 @@ import pytest
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import BackendError, InputError, IntegrityError
-from pcii_vault.ledger.log import CLAIM_PREFIX, Ledger, claim_key, encode_claim
-from pcii_vault.ledger.note import NoteVerifier
+from pcii_vault.ledger.log import CLAIM_PREFIX, Ledger, claim_key, encode_claim, history_key
+from pcii_vault.ledger.note import Checkpoint, NoteVerifier
 from pcii_vault.ledger.proof import ProofBundle, prove, verify_bundle
 from pcii_vault.ledger.tiles import bundle_key, hash_tile_key
 from pcii_vault.ledger.tree import leaf_hash, verify_inclusion
@@ -180,3 +180,23 @@ def test_a_claim_signed_for_another_position_is_forged(fs_store):
     result = log.append([_draft(1)])
     assert [e.record for e in log.events(0, 2)] == ["R0", "R1"]
     assert result.indices == (1,)
+
+
+@pytest.mark.parametrize("planted_size", ["current", "next-with-another-root"])
+def test_a_history_slot_is_junk_unless_it_holds_that_size(fs_store, planted_size):
+    """A signed checkpoint of another size at a slot is junk (replaced); one of the slot's
+    size with another root, signed by the log key, is a fork (alarm)."""
+    log = _ledger(fs_store)
+    log.append([_draft(i) for i in range(3)])
+    current = log.checkpoint()
+    assert current is not None
+    slot = history_key(current.size + 1)
+    if planted_size == "current":
+        fs_store.put_if_absent(slot, current.note.encode())
+        log.append([_draft(3)])
+        assert verify_log(fs_store, NoteVerifier(ORIGIN, KEY.public_key)).size == 4
+    else:
+        forged = Checkpoint.sign(ORIGIN, current.size + 1, b"\x07" * 32, KEY)
+        fs_store.put_if_absent(slot, forged.note.encode())
+        with pytest.raises(IntegrityError, match="fork alarm"):
+            log.append([_draft(3)])

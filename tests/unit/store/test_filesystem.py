@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pcii_vault.errors import BackendError, InputError, NotFoundError, ObjectExistsError
+from pcii_vault.errors import (
+    BackendError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    ObjectExistsError,
+)
 from pcii_vault.store import filesystem
 from pcii_vault.store.filesystem import FilesystemStore
 
@@ -29,9 +35,9 @@ def test_symlink_inside_root_cannot_lead_outside(tmp_path: Path) -> None:
     (outside / "secret").write_bytes(b"not for the vault")
     store = FilesystemStore(tmp_path / "objects")
     (store.root / "records").symlink_to(outside)
-    with pytest.raises(InputError, match="outside the store root"):
+    with pytest.raises(IntegrityError, match="outside the store root"):
         store.get("records/secret")
-    with pytest.raises(InputError, match="outside the store root"):
+    with pytest.raises(IntegrityError, match="outside the store root"):
         store.put_if_absent("records/new", b"x")
     assert [p.name for p in outside.iterdir()] == ["secret"]
 
@@ -45,9 +51,9 @@ def test_a_symlinked_object_leading_outside_is_refused(tmp_path: Path) -> None:
     (store.root / "records" / "r1" / "copy").symlink_to(outside / "secret")
     (store.root / "records" / "r1" / "dangling").symlink_to(outside / "missing")
     for key in ("records/r1/copy", "records/r1/dangling"):
-        with pytest.raises(InputError, match="outside the store root"):
+        with pytest.raises(IntegrityError, match="outside the store root"):
             store.get(key)
-    with pytest.raises(InputError, match="outside the store root"):
+    with pytest.raises(IntegrityError, match="outside the store root"):
         store.put_if_absent("records/r1/dangling", b"x")
     assert not (outside / "missing").exists()
 

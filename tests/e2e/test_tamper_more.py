@@ -1,0 +1,328 @@
+"""More tampering with what the vault reads: exit 4 (or the documented code), one line.
+
+Each case is a tester's finding: a damaged index, a vault file replaced by a directory,
+a record's ciphertext removed, a symlink planted in the store, the checkpoint history
+deleted or a checkpoint copied to another size's slot, another vault's keyring or keys,
+a keyring asking scrypt for gigabytes, the policy directory removed. Every test works on
+its own copy of one vault built once for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.keys.local import MAX_SCRYPT_MEMORY, MAX_SCRYPT_P
+from tests.e2e.conftest import Cli, Result
+
+pytestmark = pytest.mark.slow
+
+_ORIGIN = "unit.test/history"
+_KEY = Ed25519PrivateKey(b"\x06" * 32)
+
+
+def _one_line_error(result: Result, code: int = 4) -> str:
+    """The refusal: exit `code`, one `pcii: error:` line, no traceback; its text."""
+    assert result.code == code, (result.code, result.err, result.out)
+    lines = [line for line in result.err.strip().splitlines() if line.startswith("pcii:")]
+    assert len(lines) == 1, result.err
+    assert "unexpected error" not in lines[0], result.err
+    assert "Traceback" not in result.err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A vault with an owner, the office and a water analyst; one validated record."""
+    cli = Cli(tmp_path_factory.mktemp("template"))
+    cli.init()
+    cli.add_owner_office_and_water()
+    document = str(cli.write_submission())
+    attachment = str(cli.attachment())
+    submitted = cli.ok("submit", document, "--attach", attachment, who="owner")
+    tracking = str(submitted.json()["tracking_number"])
+    cli.ok("validate", tracking, who="office")
+    return cli.root, tracking
+
+
+@pytest.fixture(scope="module")
+def other_vault(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another vault, sealed with the same unseal secret."""
+    cli = Cli(tmp_path_factory.mktemp("other"))
+    cli.init()
+    return cli.vault
+
+
+@pytest.fixture
+def vault(template: tuple[Path, str], tmp_path: Path) -> tuple[Cli, str]:
+    root, tracking = template
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    return Cli(copy), tracking
+
+
+def _get(cli: Cli, tracking: str) -> Result:
+    out = str(cli.root / "out")
+    return cli.run("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
+
+
+def _status(cli: Cli, tracking: str) -> Result:
+    return cli.run("status", tracking, who="owner")
+
+
+def _objects(cli: Cli) -> Path:
+    return cli.vault / "objects"
+
+
+def _history(cli: Cli) -> list[Path]:
+    return sorted((_objects(cli) / "log" / "checkpoints").iterdir())
+
+
+# ----- 1. a damaged index ---------------------------------------------------------------
+
+
+def test_a_truncated_index_is_tampering_and_rebuild_repairs_it(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    index = cli.vault / "index.sqlite"
+    with index.open("r+b") as handle:
+        handle.truncate(4096)
+    for result in (
+        _status(cli, tracking),
+        _get(cli, tracking),
+        cli.run("validate", tracking, who="office"),
+        cli.run("maintenance"),
+    ):
+        assert "pcii index rebuild" in _one_line_error(result, 4)
+    cli.ok("index", "rebuild")
+    assert _status(cli, tracking).code == 0
+
+
+def test_a_directory_at_the_index_is_tampering_also_for_rebuild(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    index = cli.vault / "index.sqlite"
+    index.unlink()
+    index.mkdir()
+    assert "index.sqlite" in _one_line_error(_status(cli, tracking), 4)
+    assert "remove it" in _one_line_error(cli.run("index", "rebuild"), 4)
+    index.rmdir()
+    cli.ok("index", "rebuild")
+    assert _status(cli, tracking).code == 0
+
+
+# ----- 2. a vault file replaced by a directory -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "index.sqlite.lock",
+        "index.sqlite.mac",
+        "keyring.sealed",
+        "log-checkpoint",
+        "log-checkpoint.lock",
+    ],
+)
+def test_a_vault_file_replaced_by_a_directory_is_tampering(
+    vault: tuple[Cli, str], name: str
+) -> None:
+    cli, tracking = vault
+    path = cli.vault / name
+    path.unlink()
+    path.mkdir()
+    for result in (_status(cli, tracking), _get(cli, tracking), cli.run("index", "rebuild")):
+        assert name in _one_line_error(result, 4)
+    assert not (cli.root / "out").exists()
+
+
+def test_a_policy_file_replaced_by_a_directory_is_a_refused_policy_set(
+    vault: tuple[Cli, str],
+) -> None:
+    cli, tracking = vault
+    path = cli.vault / "policies" / "analyst-access.cedar"
+    path.unlink()
+    path.mkdir()
+    line = _one_line_error(_status(cli, tracking), 2)
+    assert "analyst-access.cedar" in line
+    assert "policy set refused" in line
+
+
+# ----- 3. a record's ciphertext removed ---------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["document", "files/0", "record", "document-directory"])
+def test_a_record_whose_ciphertext_is_gone_is_tampering(
+    vault: tuple[Cli, str], damage: str
+) -> None:
+    cli, tracking = vault
+    record = _objects(cli) / "records" / tracking
+    if damage == "record":
+        shutil.rmtree(record)
+    elif damage == "document-directory":
+        (record / "document").unlink()
+        (record / "document").mkdir()
+    else:
+        (record / damage).unlink()
+    line = _one_line_error(_get(cli, tracking), 4)
+    assert tracking in line
+    assert "missing" in line
+    assert not any((cli.root / "out").rglob("*.*"))
+    assert cli.ok("audit", "verify").code == 0
+
+
+# ----- 4. symlinks and a directory planted in the store ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "target"),
+    [
+        ("log/tile/entries/000.p/{size}", "/etc/passwd"),
+        ("records/{tracking}/document", "/dev/zero"),
+        ("wrapped/{tracking}", "/dev/zero"),
+    ],
+)
+def test_a_symlink_out_of_the_store_is_tampering(
+    vault: tuple[Cli, str], key: str, target: str
+) -> None:
+    cli, tracking = vault
+    size = len(_history(cli)) + 2  # the checkpoints start at init's 3 events
+    path = _objects(cli) / key.format(tracking=tracking, size=size)
+    assert path.exists(), path
+    path.unlink()
+    path.symlink_to(target)
+    line = _one_line_error(_get(cli, tracking), 4)
+    assert "outside the store root" in line
+    assert not (cli.root / "out").exists()
+
+
+def test_a_symlink_loop_at_the_checkpoint_is_tampering(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    checkpoint = _objects(cli) / "log" / "checkpoint"
+    checkpoint.unlink()
+    checkpoint.symlink_to("checkpoint")
+    for result in (_status(cli, tracking), cli.run("audit", "verify")):
+        assert "symlink loop" in _one_line_error(result, 4)
+
+
+def test_a_directory_at_the_store_lock_is_tampering(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    lock = _objects(cli) / ".pcii-store.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    line = _one_line_error(cli.run("withdraw", tracking, "--reason", "x", who="owner"), 4)
+    assert ".pcii-store.lock" in line
+
+
+# ----- 5. the checkpoint history ----------------------------------------------------------
+
+
+def test_an_empty_history_fails_audit_verify_as_every_command(vault: tuple[Cli, str]) -> None:
+    cli, tracking = vault
+    for path in _history(cli):
+        path.unlink()
+    assert "vanished" in _one_line_error(_status(cli, tracking), 4)
+    for args in (("audit", "verify"), ("audit", "verify", "--structure-only")):
+        assert "history was deleted" in _one_line_error(cli.run(*args), 4)
+
+
+def test_a_checkpoint_copied_to_another_size_does_not_wedge_appends(
+    vault: tuple[Cli, str],
+) -> None:
+    cli, tracking = vault
+    history = _history(cli)
+    size = int(history[-1].name)
+    slot = history[-1].with_name(f"{size + 1:020d}")
+    shutil.copyfile(_objects(cli) / "log" / "checkpoint", slot)
+    # Planted beyond the checkpoint: the audit names it, the next append replaces it.
+    assert "holds a checkpoint of size" in _one_line_error(cli.run("audit", "verify"), 4)
+    result = _get(cli, tracking)
+    assert result.code == 0, result.err
+    assert "junk_history_checkpoint_replaced" in result.err
+    assert cli.ok("audit", "verify").code == 0
+    assert cli.run("status", tracking, who="office").code == 0
+
+
+# ----- 6. another vault's keyring or keys -------------------------------------------------
+
+
+def test_another_vaults_keyring_is_refused_before_anything_is_read(
+    vault: tuple[Cli, str], other_vault: Path
+) -> None:
+    cli, tracking = vault
+    shutil.copyfile(other_vault / "keyring.sealed", cli.vault / "keyring.sealed")
+    tag_before = (cli.vault / "index.sqlite.mac").read_bytes()
+    for result in (
+        _status(cli, tracking),
+        cli.run("index", "rebuild"),
+        cli.run("maintenance"),
+        _get(cli, tracking),
+        cli.run("validate", tracking, who="office"),
+    ):
+        assert "not of the same vault" in _one_line_error(result, 4)
+    assert (cli.vault / "index.sqlite.mac").read_bytes() == tag_before
+    assert not (cli.root / "out").exists()
+
+
+@pytest.mark.parametrize("field", ["log_key", "intake_public_key"])
+def test_a_vault_json_naming_another_vaults_key_is_refused(
+    vault: tuple[Cli, str], other_vault: Path, field: str
+) -> None:
+    cli, tracking = vault
+    config_path = cli.vault / "vault.json"
+    config = json.loads(config_path.read_text())
+    config[field] = json.loads((other_vault / "vault.json").read_text())[field]
+    config_path.write_text(json.dumps(config))
+    for result in (
+        _get(cli, tracking),
+        cli.run("validate", tracking, who="office"),
+        _status(cli, tracking),
+        cli.run("index", "rebuild"),
+    ):
+        assert "not of the same vault" in _one_line_error(result, 4)
+    assert not (cli.root / "out").exists()
+
+
+# ----- 7. scrypt costs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "r", "p"),
+    [(2**20, 16, 16), (2**20, 8, 1), (2**17, 8, MAX_SCRYPT_P + 1)],
+)
+def test_a_keyring_asking_for_huge_scrypt_costs_is_refused_at_once(
+    vault: tuple[Cli, str], n: int, r: int, p: int
+) -> None:
+    cli, tracking = vault
+    keyring = cli.vault / "keyring.sealed"
+    document = json.loads(keyring.read_text())
+    document["kdf"].update(n=n, r=r, p=p)
+    keyring.write_text(json.dumps(document))
+    began = time.monotonic()
+    line = _one_line_error(_status(cli, tracking), 4)
+    assert time.monotonic() - began < 30
+    assert "scrypt" in line
+
+
+def test_the_scrypt_limit_admits_what_init_writes() -> None:
+    assert MAX_SCRYPT_MEMORY >= 128 * 8 * 2**17  # init's default, N=2^17, r=8
+    assert MAX_SCRYPT_P >= 1
+
+
+# ----- 8. the policy directory ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["deleted", "dangling-symlink"])
+def test_a_missing_policy_directory_is_refused_not_replaced_by_defaults(
+    vault: tuple[Cli, str], how: str
+) -> None:
+    cli, tracking = vault
+    policies = cli.vault / "policies"
+    shutil.rmtree(policies)
+    if how == "dangling-symlink":
+        policies.symlink_to(cli.root / "nowhere")
+    for result in (_status(cli, tracking), _get(cli, tracking)):
+        assert str(policies) in _one_line_error(result, 2)
