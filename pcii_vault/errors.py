@@ -10,6 +10,7 @@ say what was wrong and, where it helps, what to do.
 from __future__ import annotations
 
 __all__ = [
+    "ActConflictError",
     "BackendError",
     "ConfigError",
     "ConflictError",
@@ -50,6 +51,16 @@ class NotFoundError(InputError):
 
 class PolicyDenied(VaultError):  # noqa: N818 -- a decision, not a malfunction; named as in STYLE.md
     """The protection policies refused the request: do not retry (exit 3)."""
+
+    exit_code = 3
+
+
+class ActConflictError(VaultError):
+    """Another act came first and made this one illegal; nothing of it was logged (exit 3).
+
+    Two users acted at once on the same thing (a validation and a withdrawal, a release
+    and a destruction): each act is decided at its log position, and this one lost.
+    """
 
     exit_code = 3
 

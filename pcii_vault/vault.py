@@ -58,6 +58,7 @@ from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.decisions import decide, principal_facts, record_facts, request_facts
 from pcii_vault.durable import fsync_directory, write_new_file
 from pcii_vault.errors import (
+    ActConflictError,
     BackendError,
     ConfigError,
     ConflictError,
@@ -975,7 +976,7 @@ class Vault:
                         spans.append(None)
                         continue
                     if illegal is not None:
-                        outcomes.append(ConflictError(f"another act came first: {illegal}"))
+                        outcomes.append(ActConflictError(f"another act came first: {illegal}"))
                         spans.append(None)
                         continue
                     outcomes.append(())
@@ -1033,7 +1034,7 @@ class Vault:
         illegal = dict(index.illegal_events())
         for position in mine:
             if position in illegal:  # pragma: no cover - acts are checked at their position
-                raise ConflictError(f"another act came first: {illegal[position]}")
+                raise ActConflictError(f"another act came first: {illegal[position]}")
 
     # ----- principals ----------------------------------------------------------------
 
@@ -1449,7 +1450,7 @@ class Vault:
         def access(_actor: Principal, row: RecordRow | None, verdict: _Verdict) -> list[Event]:
             assert row is not None  # noqa: S101 -- the act names a record
             if not releasable(action, row.state):
-                raise ConflictError(f"record {tracking} is {row.state} now: nothing released")
+                raise ActConflictError(f"record {tracking} is {row.state} now: nothing released")
             events = [self._decision_event("access.decided", request, verdict)]
             if "notify:program-office" in verdict.decision.obligations:
                 # 6 CFR 29.8(f): a contemporaneous written notice to the program office.
@@ -1495,7 +1496,7 @@ class Vault:
             self.sync()
             row = self.index.find_record(tracking)
         if row is not None and row.state in SHREDDED_STATES:
-            return ConflictError(f"record {tracking} is {row.state} now: nothing released")
+            return ActConflictError(f"record {tracking} is {row.state} now: nothing released")
         return IntegrityError(f"record {tracking} has no data key (destroyed?)")
 
     def _missing_object(self, tracking: str, name: str) -> VaultError:
@@ -1508,7 +1509,7 @@ class Vault:
             self.sync()
             row = self.index.find_record(tracking)
         if row is not None and row.state in SHREDDED_STATES:
-            return ConflictError(f"record {tracking} is {row.state} now: nothing released")
+            return ActConflictError(f"record {tracking} is {row.state} now: nothing released")
         return IntegrityError(
             f"record {tracking}: its stored {name} is missing (removed outside the vault)"
         )
@@ -1782,7 +1783,7 @@ class Vault:
 
             def rotate(_admin: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
                 if self._logged_kek_version(keyring) != held:
-                    raise ConflictError("another key rotation was logged first: run it again")
+                    raise ActConflictError("another key rotation was logged first: run it again")
                 details: dict[str, Any] = {"version": held + 1, "previous": held}
                 if keyring.key_id != LOCAL:
                     details["kek"] = keyring.key_id
@@ -1794,7 +1795,7 @@ class Vault:
             write_new_file(pending, str(held + 1).encode(), mode=0o600)
             try:
                 self._act(request, "rotate-keys", rotate)
-            except (PolicyDenied, InputError, IntegrityError, ConflictError):
+            except (PolicyDenied, InputError, IntegrityError, ConflictError, ActConflictError):
                 pending.unlink(missing_ok=True)  # refused: nothing was logged
                 raise
             version = self._rotate_keyring(keyring, expected=held + 1)
@@ -1851,7 +1852,7 @@ class Vault:
                 _admin: Principal, _row: RecordRow | None, verdict: _Verdict
             ) -> list[Event]:
                 if self._logged_kek_version(keyring) != version:
-                    raise ConflictError("a key rotation was logged meanwhile: rewrap again")
+                    raise ActConflictError("a key rotation was logged meanwhile: rewrap again")
                 return [self._decision_event("key.rewrapped", request, verdict, details=details)]
 
             self._act(request, "rotate-keys", rewrapped)
@@ -1936,7 +1937,9 @@ class Vault:
                             # committed, so the index did not show it): resume that one.
                             adopted.append(logged)
                             return []
-                        raise ConflictError("another key migration was logged first: run it again")
+                        raise ActConflictError(
+                            "another key migration was logged first: run it again"
+                        )
                     return [self._decision_event("key.migrated", request, verdict, details=details)]
 
                 self._act(request, "rotate-keys", started)
@@ -2062,18 +2065,20 @@ class Vault:
     @contextlib.contextmanager
     def _key_lock(self) -> Iterator[Callable[[], KeyCustody]]:
         """Hold the vault's key lock; yield a getter for a keyring read under it."""
-        loaded_before = self._keyring is not None
+        # The local keyring is unsealed as soon as the index is opened (its tag key): a
+        # keyring read before the lock may predate another process's rotation.
+        loaded_before = self._keyring is not None or self._local_keys is not None
         fd = os.open(self.paths.root / _KEY_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
 
             def fresh() -> KeyCustody:
-                # A keyring unsealed before the lock may predate another process's change.
-                if loaded_before and self._keyring is not None:
-                    self._keyring.close()
-                    self._keyring = None
+                if loaded_before:
+                    if self._keyring is not None:
+                        self._keyring.close()
+                        self._keyring = None
+                        self._ledger = None  # it held the closed custody's signer
                     self._local_keys = None  # read the keyring file again
-                    self._ledger = None  # it held the closed custody's signer
                 return self.keyring
 
             yield fresh

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from pcii_vault.errors import (
+    ActConflictError,
     BackendError,
     ConfigError,
     ConflictError,
@@ -45,6 +46,7 @@ ERROR_KINDS: dict[str, type[VaultError]] = {
     cls.__name__: cls
     for cls in (
         VaultError,
+        ActConflictError,
         InputError,
         ConfigError,
         NotFoundError,
@@ -58,6 +60,7 @@ ERROR_KINDS: dict[str, type[VaultError]] = {
 
 # The most specific family first: a NotFoundError is an InputError too.
 _STATUS: tuple[tuple[type[VaultError], int], ...] = (
+    (ActConflictError, 409),
     (NotFoundError, 404),
     (InputError, 400),
     (PolicyDenied, 403),

@@ -227,9 +227,8 @@ def test_exactly_one_of_two_conflicting_acts_wins(
         left, right = setup(bench, n)
         results = requesters.both(left, right)
         assert sorted(results).count("ok") == 1, f"round {n}: {results}"
-        assert all(r in {"ok", "InputError", "PolicyDenied", "ConflictError"} for r in results), (
-            results
-        )
+        refused = {"ok", "InputError", "PolicyDenied", "ActConflictError"}
+        assert all(r in refused for r in results), results
         _checked(bench, n)
     bench.audit()
 
@@ -241,7 +240,7 @@ def test_destroy_and_get_at_once_never_release_a_destroyed_record(
         tracking = _validated(bench)
         results = requesters.both(("destroy", tracking), ("get", tracking))
         assert results[0] == "ok", f"round {n}: {results}"
-        assert results[1] in {"ok", "PolicyDenied", "ConflictError", "IntegrityError"}
+        assert results[1] in {"ok", "PolicyDenied", "ActConflictError", "IntegrityError"}
         _checked(bench, n)
     bench.audit()
 
@@ -266,7 +265,7 @@ def test_two_key_rotations_at_once_keep_log_and_keyring_in_step(
     for n in range(rounds):
         results = requesters.both(("rotate", ""), ("rotate", ""))
         assert "ok" in results, f"round {n}: {results}"
-        assert all(r in {"ok", "ConflictError"} for r in results), results
+        assert all(r in {"ok", "ActConflictError"} for r in results), results
         _checked(bench, n)
     status = bench.vault.key_status(
         bench.vault.sign(bench.ids["admin"], "rotate-keys", params={"op": "status"})

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from vault_support import VaultBench, run_concurrently
 
-from pcii_vault.errors import ConflictError, PolicyDenied
+from pcii_vault.errors import ActConflictError, PolicyDenied
 from pcii_vault.vault import Vault
 
 SECRET = b"first-look-unseal-secret"
@@ -119,7 +119,7 @@ def test_a_transition_the_index_does_not_show_yet_is_refused_at_the_position(
     tracking = bench.submit_receipt().tracking_number
     bench.unprojected(lambda other: bench.withdraw(other, tracking))
     assert bench.vault.index.record(tracking).state == "received"  # stale
-    with pytest.raises((PolicyDenied, ConflictError), match="withdrawn"):
+    with pytest.raises((PolicyDenied, ActConflictError), match="withdrawn"):
         bench.validate(bench.vault, tracking)
     assert bench.vault.index.record(tracking).state == "withdrawn"
     bench.audit()
@@ -150,7 +150,7 @@ def test_a_release_permitted_on_a_stale_index_is_refused_at_its_position(
     assert bench.vault.index.record(tracking).state == "received"  # stale
     again = bench.vault.sign(bench.ids["office"], "review", record=tracking, purpose="r")
     with (
-        pytest.raises(ConflictError, match="withdrawn now: nothing released"),
+        pytest.raises(ActConflictError, match="withdrawn now: nothing released"),
         bench.vault.serve_release(again, spool, in_memory=1 << 20),
     ):
         pytest.fail("a withdrawn record was released")

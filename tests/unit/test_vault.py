@@ -96,6 +96,21 @@ def test_rotate_then_rewrap_moves_old_records_to_the_new_version(setup: Setup) -
     setup.assert_log_sound()
 
 
+def test_a_rotation_after_another_process_rotated_reads_the_keyring_again(
+    setup: Setup,
+) -> None:
+    """A process that unsealed the keyring to open its index, before another rotated."""
+    other = Vault(setup.vault.paths.root, unseal=lambda: SECRET)
+    try:
+        assert other.index.size > 0  # the index's tag key: the keyring is unsealed now
+        assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
+        request = other.sign(setup.ids["admin"], "rotate-keys", params={"op": "rotate"})
+        assert other.rotate_keys(request) == 3
+    finally:
+        other.close()
+    setup.assert_log_sound()
+
+
 def test_retired_old_version_still_serves_rewrapped_records(setup: Setup) -> None:
     tracking = setup.submit()
     setup.vault.rotate_keys(setup.key_request("rotate"))
