@@ -23,6 +23,7 @@ ciphertext KMS refuses (invalid, other key, wrong context, disabled key) is
 from __future__ import annotations
 
 import base64
+import os
 import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -129,7 +130,14 @@ class KmsKek(VersionedKek):
         key = uri.removeprefix("awskms:")
         if not key or any(c.isspace() for c in key):
             raise InputError(f"malformed AWS KMS URI {uri!r}: use awskms:KEY-ID|ALIAS|ARN")
-        client: KMSClient = boto3.client("kms", config=_CONFIG)
+        # AWS_REGION as the S3 store reads it (botocore itself reads AWS_DEFAULT_REGION).
+        region = os.environ.get("AWS_REGION") or None
+        try:
+            client: KMSClient = boto3.client("kms", config=_CONFIG, region_name=region)
+        except botocore.exceptions.NoRegionError:
+            raise ConfigError(
+                "AWS KMS needs a region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's)"
+            ) from None
         _ensure_key(client, key, create=create)
         return cls(key, client)
 

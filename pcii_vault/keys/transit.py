@@ -109,11 +109,17 @@ class _Client:
         if token is None:
             raise ConfigError("no OpenBao token: set BAO_TOKEN (or VAULT_TOKEN)")
         ca = next((os.environ[e] for e in _CA_ENVS if os.environ.get(e)), None)
+        try:
+            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"OpenBao CA file {ca} (BAO_CACERT) cannot be used: {exc.strerror or exc}"
+            ) from None
         self._uri = uri
         self._http = httpx.Client(
             base_url=f"{uri.address}/v1/",
             headers={"X-Vault-Token": token},
-            verify=ssl.create_default_context(cafile=ca) if ca else True,
+            verify=verify,
             timeout=_TIMEOUT,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
         )
