@@ -74,7 +74,11 @@ class Seal:
     def status(self) -> dict[str, Any]:
         """What `/readyz` and a custodian are told: sealed, and how many shares are in."""
         with self._lock:
-            threshold = next((s.threshold for s in self._shares.values()), None)
+            # The shares' own threshold once one is in; before, what the vault records.
+            threshold = next(
+                (s.threshold for s in self._shares.values()),
+                self._vault.config.unseal_threshold,
+            )
             return {"sealed": self.sealed, "shares": len(self._shares), "threshold": threshold}
 
     def custodian(self, principal_id: str) -> Principal:
@@ -145,12 +149,13 @@ class Seal:
             secret = self._open([s.text for s in self._shares.values()], principal)
             self._secret = secret
             attempts = list(self._attempts)
+            opened_with = len(self._shares)  # the shares that opened it (not every attempt)
         # Open the keys and the index, catch up, and log who unsealed it and how.
         vault = self._vault
         vault.keyring  # noqa: B018 -- opens the providers
         vault.sync()
         index = vault.log_unsealed(attempts)
-        return {"sealed": False, "shares": len(attempts), "logged_as": index}
+        return {"sealed": False, "shares": opened_with, "logged_as": index}
 
     def _accept(self, text: ShareText) -> _Share:
         split, index, threshold = share_parameters(text)
