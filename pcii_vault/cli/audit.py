@@ -133,6 +133,28 @@ def _server_log(state: CliState, key: str | None) -> tuple[ObjectStore, str, Not
     return RemoteLog(transport), verifier.name, verifier
 
 
+def _vault_verifier(state: CliState, key: str | None) -> NoteVerifier | None:
+    """The log key: `--key`, else the vault's (its directory, or its server's `/info`).
+
+    None when neither is given. A key obtained out of band (`--key`) is the one to trust;
+    the server's own is what it claims.
+    """
+    from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.service.transport import HttpTransport
+
+    if key is not None:
+        return _read_key(key)
+    if state.vault is not None:
+        return NoteVerifier.from_key_string(
+            VaultConfig.load(VaultPaths(state.vault).config).log_key
+        )
+    if state.server is not None:
+        transport = HttpTransport(state.server, ca=state.ca, identity=None)
+        return NoteVerifier.from_key_string(transport.info().log_key)
+    return None
+
+
 def _log_store(directory: Path) -> ObjectStore:
     """The store holding `log/`: a copied log directory, or a vault directory (any store)."""
     from pcii_vault.config import VaultConfig, VaultPaths
@@ -304,19 +326,12 @@ def verify_proof_command(
     key: KeyOption = None,
 ) -> None:
     """Check a proof bundle offline (exit 4 if it does not verify)."""
-    from pcii_vault.config import VaultConfig, VaultPaths
-    from pcii_vault.ledger.note import NoteVerifier
     from pcii_vault.ledger.proof import ProofBundle, verify_bundle
 
     state = _state(ctx)
-    if key is not None:
-        verifier = _read_key(key)
-    elif state.vault is not None:
-        verifier = NoteVerifier.from_key_string(
-            VaultConfig.load(VaultPaths(state.vault).config).log_key
-        )
-    else:
-        raise ConfigError("no log key: give --key KEY|FILE or --vault DIR")
+    verifier = _vault_verifier(state, key)
+    if verifier is None:
+        raise ConfigError("no log key: give --key KEY|FILE or --vault DIR|https://...")
     try:
         data = file.read_bytes()
     except OSError as exc:
@@ -331,17 +346,9 @@ def verify_proof_command(
 @app.command("key")
 def key_command(ctx: typer.Context, log: LogOption = None, key: KeyOption = None) -> None:
     """Print the log's signed-note verifier key."""
-    from pcii_vault.config import VaultConfig, VaultPaths
-    from pcii_vault.ledger.note import NoteVerifier
-
     state = _state(ctx)
-    if key is not None:
-        verifier = _read_key(key)
-    elif state.vault is not None:
-        verifier = NoteVerifier.from_key_string(
-            VaultConfig.load(VaultPaths(state.vault).config).log_key
-        )
-    else:
+    verifier = _vault_verifier(state, key) if log is None else None
+    if verifier is None:
         _, _, verifier = open_log(state, log, key)
     text = verifier.key_string()
     state.output.result({"key": text, "origin": verifier.name}, text)

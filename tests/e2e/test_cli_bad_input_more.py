@@ -369,15 +369,32 @@ def test_proving_an_index_beyond_a_served_log_is_bad_input(both: tuple[Cli, str]
     cli, _ = both
     if not isinstance(cli, ServerCli):
         pytest.skip("the embedded case is the test above")
+    line = _one_line_error(_over_the_wire(cli, "audit", "prove", "--index", "99999999"))
+    assert "beyond the log" in line
+
+
+def test_a_proof_from_a_server_verifies_with_the_servers_key(
+    both: tuple[Cli, str], tmp_path: Path
+) -> None:
+    cli, _ = both
+    if not isinstance(cli, ServerCli):
+        pytest.skip("over the wire only")
+    proof = tmp_path / "proof.json"
+    assert _over_the_wire(cli, "audit", "prove", "--index", "1", "--out", str(proof)).code == 0
+    checked = _over_the_wire(cli, "audit", "verify-proof", str(proof))
+    assert checked.code == 0 and "proof verified" in checked.out, checked.err
+
+
+def _over_the_wire(cli: ServerCli, *args: str) -> Result:
+    """`pcii --as auditor.key ARGS` with PCII_VAULT the server's URL (no unseal secret)."""
     server = cli.start()
     remote = {"PCII_VAULT": server.url, "PCII_CA": str(server.ca)}
     remote_env = {k: v for k, v in cli.env.items() if k != "PCII_UNSEAL_SECRET"} | remote
     done = subprocess.run(
-        [sys.executable, "-m", "pcii_vault", "--as", str(cli.key("auditor")), "audit", "prove",
-         "--index", "99999999"],
+        [sys.executable, "-m", "pcii_vault", "--as", str(cli.key("auditor")), *args],
         env=remote_env, capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
-    assert "beyond the log" in _one_line_error(Result(done.returncode, done.stdout, done.stderr))
+    return Result(done.returncode, done.stdout, done.stderr)
 
 
 def test_search_refuses_an_unknown_state(vault: tuple[Cli, str]) -> None:
