@@ -77,6 +77,15 @@ def _reason(
         nda_signed=context.now.date() - timedelta(days=30),
     )
     roles = [r for r in _ROLE_ORDER if allowed(replace(standing, role=r), record)]
+    if not roles and record is not None:
+        # Nobody may, in this record's state: then the role, if only others ever may.
+        roles = [
+            r
+            for r in _ROLE_ORDER
+            if any(
+                allowed(replace(standing, role=r), replace(record, state=s)) for s in _STATE_ORDER
+            )
+        ]
     if roles and principal.role not in roles:
         role = principal.role
         return f"{_article(role)} {role} cannot {action}; only: {', '.join(roles)}"

@@ -225,6 +225,10 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     assert "a received record cannot be given 'destroy'" in destroy.err
     assert "validated, categorical" in destroy.err and "withdrawn" in destroy.err
     assert _replay(cli, destroy.err)["decision"] == "deny"
+    # Once validated, nobody may validate it: the owner is still told it is the role.
+    cli.ok("validate", tracking, who="office")
+    again = cli.run("validate", tracking, who="owner")
+    assert again.code == 3 and "an owner cannot validate; only: office" in again.err, again.err
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "may\n`destroy` any record" not in readme and "`destroy` any record" not in readme
 
