@@ -1769,8 +1769,9 @@ class Vault:
             if logged > held and keyring.key_id == LOCAL:
                 raise BackendError(
                     f"the log says KEK version {logged} is current but this vault's keyring "
-                    f"holds {held}: the keys were rotated by another replica; copy its "
-                    "keyring.sealed here and restart"
+                    f"holds {held}: the keys were rotated by another replica (or this "
+                    "keyring.sealed is an older copy); copy the newest keyring.sealed here "
+                    "and restart"
                 )
             if logged == held + 1:
                 _log.warning("completing_logged_rotation", version=logged)

@@ -82,7 +82,9 @@ def status(ctx: typer.Context) -> None:
     if key_status.logged_version != key_status.current_version:
         state.output.note(
             f"warning: the log says KEK version {key_status.logged_version}, the keyring is "
-            f"at {key_status.current_version}: run `pcii keys rotate` to complete the rotation"
+            f"at {key_status.current_version}: if a rotation here was interrupted, "
+            "`pcii keys rotate` completes it; if another replica rotated (or keyring.sealed "
+            "was put back from an older copy), copy the newest keyring.sealed here"
         )
 
 
