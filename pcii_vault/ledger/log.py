@@ -38,6 +38,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -494,7 +495,10 @@ class Ledger:
                 try:
                     other = self.store.get(claim_key(pos))
                 except NotFoundError:
+                    if self._unshadow(claim_key(pos)):
+                        continue  # objects planted under the claim's key: removed
                     # Committed and cleaned while we looked: start again from the checkpoint.
+                    self._backoff(attempt)
                     cp, _ = self._read_checkpoint()
                     pos, pending = (cp.size if cp else 0), []
                     continue
@@ -646,6 +650,7 @@ class Ledger:
             try:
                 existing, etag = self.store.get_with_etag(key)
             except NotFoundError:
+                self._unshadow(key)
                 self.store.put_if_absent(key, data)
                 return
             if existing == data:
@@ -659,7 +664,12 @@ class Ledger:
         try:
             self.store.put_if_absent(key, note)
         except ObjectExistsError:
-            existing, etag = self.store.get_with_etag(key)
+            try:
+                existing, etag = self.store.get_with_etag(key)
+            except NotFoundError:
+                self._unshadow(key)
+                self.store.put_if_absent(key, note)
+                return
             if existing == note:
                 return
             try:
@@ -675,6 +685,26 @@ class Ledger:
                 return
             if other.root != cp.root:
                 raise IntegrityError(f"fork alarm: {key} holds another signed checkpoint") from None
+
+    def _unshadow(self, key: str) -> bool:
+        """Remove objects planted under `key`/ (no log object has any); whether any were.
+
+        In a store with directories (a filesystem, SeaweedFS), `key/x` makes `key` a
+        directory that exists but holds no object, so the write of `key` could neither
+        succeed nor find what is there: every append would stop on it. No honest writer
+        puts anything there.
+        """
+        junk = [info.key for info in self.store.list(f"{key}/")]
+        for planted in junk:
+            _log.warning("junk_under_log_key_removed", key=planted)
+            self.store.delete(planted)
+        if junk:
+            # The directory left behind (SeaweedFS keeps it): no object is at `key` (its
+            # read found none), so deleting the key removes only that. (A filesystem
+            # store removes an empty directory where it creates an object instead.)
+            with contextlib.suppress(NotFoundError):
+                self.store.delete(key)
+        return bool(junk)
 
     def _clean_claims(self, size: int, committed: Sequence[int]) -> None:
         for pos in committed:

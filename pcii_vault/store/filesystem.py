@@ -147,7 +147,7 @@ class FilesystemStore:
         """Create `key` from `chunks` unless it exists (link-based, exactly one winner)."""
         path = self._path(key)
         with _os_errors(self._root, "write", key):
-            if path.exists():
+            if path.exists() and not _removed_empty_directory(path):
                 # Fail fast before consuming a possibly large stream; link() still decides.
                 raise ObjectExistsError(f"object {key} already exists")
             self._ensure_parent(path)
@@ -384,6 +384,22 @@ class FilesystemStore:
             except OSError:  # not empty (another probe), or already gone
                 return
             directory = directory.parent
+
+
+def _removed_empty_directory(path: Path) -> bool:
+    """Remove an empty directory where an object is to be created; whether it was one.
+
+    No object is a directory: an empty one at an object's path (planted, or left when
+    objects planted under it were removed) holds nothing and would block the key for
+    good. A directory with anything in it stays (`rmdir` refuses it).
+    """
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        path.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 _O_PATH = getattr(os, "O_PATH", 0)

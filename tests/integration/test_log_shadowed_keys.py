@@ -1,0 +1,68 @@
+"""Objects planted under a key the next append writes never wedge the log.
+
+In a store with directories (the filesystem, SeaweedFS), an object at `KEY/x` makes `KEY`
+a directory: it exists, yet holds no object, so writing `KEY` fails and reading it finds
+nothing. A store attacker who plants one under the next claim, tile or history slot
+used to stop every append (exit 5 after a minute of retries, or exit 2 for an act that
+was in fact logged). The next writer removes what was planted, warns, and appends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.ledger.log import Ledger, claim_key, history_key
+from pcii_vault.ledger.note import NoteVerifier
+from pcii_vault.ledger.tiles import bundle_key, hash_tile_key
+from pcii_vault.ledger.verify import verify_log
+from pcii_vault.models.event import Event
+
+ORIGIN = "integration.test/shadow"
+KEY = Ed25519PrivateKey(b"\x09" * 32)
+
+
+def _event(i: int) -> Event:
+    from datetime import UTC, datetime
+
+    return Event(
+        seq=0, time=datetime(2026, 1, 1, tzinfo=UTC), type="notice.sent", actor="vault",
+        record=f"R{i}",
+    )  # fmt: skip
+
+
+def _next_keys(size: int) -> dict[str, str]:
+    """The keys an append of one event to a log of `size` writes."""
+    return {
+        "claim": claim_key(size),
+        "hash tile": hash_tile_key(0, 0, size + 1),
+        "entries tile": bundle_key(0, size + 1),
+        "history": history_key(size + 1),
+    }
+
+
+@pytest.mark.parametrize("which", ["claim", "hash tile", "entries tile", "history", "all"])
+def test_objects_planted_under_the_next_keys_are_removed_and_the_append_goes_on(
+    any_store: Any, which: str
+) -> None:
+    log = Ledger(any_store, ORIGIN, signer=KEY, verifier=KEY.public_key)
+    log.append([_event(i) for i in range(3)])
+    keys = _next_keys(3)
+    for name, key in keys.items():
+        if which in (name, "all"):
+            any_store.put_if_absent(f"{key}/planted", b"junk")
+    result = log.append([_event(3)])
+    assert result.indices == (3,)
+    assert verify_log(any_store, NoteVerifier(ORIGIN, KEY.public_key)).size == 4
+    assert not [info.key for info in any_store.list("log/") if info.key.endswith("/planted")]
+
+
+@pytest.mark.parametrize("which", ["claim", "hash tile", "entries tile", "history"])
+def test_an_empty_directory_at_the_next_key_is_no_obstacle(fs_store: Any, which: str) -> None:
+    log = Ledger(fs_store, ORIGIN, signer=KEY, verifier=KEY.public_key)
+    log.append([_event(i) for i in range(3)])
+    (fs_store.root / _next_keys(3)[which]).mkdir(parents=True)
+    assert log.append([_event(3)]).indices == (3,)
+    assert verify_log(fs_store, NoteVerifier(ORIGIN, KEY.public_key)).size == 4
