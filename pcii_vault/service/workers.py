@@ -42,6 +42,7 @@ import structlog
 from pcii_vault.errors import InputError, VaultError
 
 if TYPE_CHECKING:
+    import asyncio
     from multiprocessing.process import BaseProcess
     from multiprocessing.synchronize import Event
 
@@ -86,6 +87,48 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+# A request's line and headers: ours are under 2 KiB (a signature, a digest, a key id).
+# uvicorn's httptools protocol keeps whatever arrives before the blank line, so a client
+# could make the server hold a 100 MB "header"; past this, 431 and the connection closed.
+MAX_REQUEST_HEAD_BYTES = 64 << 10
+
+
+def _bounded_http_protocol() -> type[asyncio.Protocol]:
+    """The httptools protocol of uvicorn, refusing a request head over the limit (431)."""
+    from uvicorn.protocols.http.httptools_impl import (  # noqa: PLC0415 -- a server's cost
+        HttpToolsProtocol,
+    )
+
+    class BoundedHead(HttpToolsProtocol):
+        _head_bytes = 0
+        _in_head = True  # until a request's headers are complete, and between requests
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+                    body = b"request line and headers over 64 KiB\n"
+                    self.transport.write(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                        b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+                        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                    self.transport.close()
+                    self._in_head = False
+                    return
+            super().data_received(data)
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_head, self._head_bytes = True, 0
+
+    return BoundedHead
+
+
 def run_server(app: Service, sock: socket.socket, listener: Listener) -> None:
     """Serve `app` over HTTPS on `sock` until SIGTERM or Ctrl-C (graceful)."""
     import uvicorn  # noqa: PLC0415 -- only a server pays for it
@@ -96,7 +139,8 @@ def run_server(app: Service, sock: socket.socket, listener: Listener) -> None:
         port=listener.port,
         ssl_certfile=str(listener.cert_path),
         ssl_keyfile=str(listener.key_path),
-        http="httptools",  # C parser and event loop: the app, not HTTP, takes the time
+        # httptools' C parser and uvloop: the app, not HTTP, takes the time.
+        http=_bounded_http_protocol(),
         loop="uvloop",
         log_config=None,
         access_log=False,

@@ -9,6 +9,7 @@ graceful SIGTERM; kill -9 during an upload; two servers on one vault.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -594,6 +595,28 @@ def test_slow_and_truncated_uploads_store_nothing(tmp_path: Path) -> None:
             assert http.get(f"{server.url}/readyz").status_code == 200
     finally:
         cli.close()
+
+
+def test_a_request_head_over_64_kib_is_431_and_the_server_serves_on(served: ServerCli) -> None:
+    import socket
+
+    server = served.start()
+    host, port = "127.0.0.1", server.port
+    context = client_context(server.ca)
+    head = f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\nX-Big: {'a' * (200 << 10)}\r\n\r\n"
+    with (
+        socket.create_connection((host, port)) as sock,
+        context.wrap_socket(sock, server_hostname=host) as tls,
+    ):
+        tls.settimeout(20)
+        with contextlib.suppress(OSError):  # the server may close before all is sent
+            tls.sendall(head.encode())
+        answer = tls.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    with httpx.Client(verify=client_context(server.ca)) as http:
+        assert http.get(f"{server.url}/healthz").status_code == 200
+        # An ordinary signed request, headers and all, is far below the limit.
+        assert http.get(f"{server.url}/readyz").status_code == 200
 
 
 # ----- a server split into shares --------------------------------------------------------------
