@@ -7,9 +7,10 @@ added page: the marking, the release facts and the 6 CFR 29.6(c) statement verba
 the released file has the original's pages plus one.
 
 Invariants:
-- the original page content is wrapped in `q ... Q` and the marking drawn after it, in
-  the page's visible orientation (`/Rotate` and the crop box honoured), so a page's own
-  graphics state can neither hide nor displace the marking;
+- the original page content is made a form XObject, drawn first, and the marking drawn
+  after it in a stream of its own, in the page's visible orientation (`/Rotate` and the
+  crop box honoured), so nothing in a page's content (graphics state, clip, text mode,
+  an unterminated token, an open layer) can hide or displace the marking;
 - the text uses the standard Helvetica fonts (nothing embedded, nothing fetched);
 - the input is untrusted: a file that cannot be opened, is encrypted with a password, or
   fails anywhere while being stamped raises `UnmarkablePdf` and no output is left, so
@@ -216,27 +217,25 @@ def _stamp_page(
     import pikepdf  # noqa: PLC0415
 
     bold, regular = fonts
-    page.add_resource(bold, pikepdf.Name.Font, pikepdf.Name.PCIIB)
-    page.add_resource(regular, pikepdf.Name.Font, pikepdf.Name.PCIIR)
     width, height = _visible_size(page)
-    # Close every graphics state the page leaves open, then ours: the marking is drawn in
-    # the page's own coordinates, never inside a clip or transform the content set up.
-    restore = "Q\n" * (1 + _open_states(page))
-    overlay = f"{restore}q {_matrix(page)}\n{_marking(stamp, width, height)}Q\n"
-    page.contents_add(pikepdf.Stream(pdf, b"q\n"), prepend=True)
-    page.contents_add(pikepdf.Stream(pdf, overlay.encode("latin-1")))
-
-
-def _open_states(page: pikepdf.Page) -> int:
-    """How many `q` the page's content leaves without a matching `Q`."""
-    import pikepdf  # noqa: PLC0415
-
-    if "/Contents" not in page.obj:
-        return 0
-    depth = 0
-    for instruction in pikepdf.parse_content_stream(page, "q Q"):
-        depth = depth + 1 if str(instruction.operator) == "q" else max(depth - 1, 0)
-    return depth
+    # The page's own content becomes a form XObject drawn by a new content stream, then
+    # the marking: a form runs in its own stream with the graphics state saved around it,
+    # so nothing it leaves behind (open or surplus `q`/`Q`, a clip, a text render mode, an
+    # unterminated string or inline image, an open marked-content layer) reaches the
+    # marking, which is drawn in the page's own coordinates.
+    made = page.as_form_xobject(handle_transformations=False)
+    # Its data is the page's /Contents as it is when saved: copied now, before they change.
+    original = pikepdf.Stream(pdf, made.read_bytes())
+    for key in ("/Type", "/Subtype", "/BBox", "/Resources", "/Matrix"):
+        if key in made:
+            original[key] = made[key]
+    resources = pikepdf.Dictionary(
+        Font=pikepdf.Dictionary(PCIIB=bold, PCIIR=regular),
+        XObject=pikepdf.Dictionary(PCIIPage=pdf.make_indirect(original)),
+    )
+    content = f"q /PCIIPage Do Q\nq {_matrix(page)}\n{_marking(stamp, width, height)}Q\n"
+    page.obj.Resources = resources
+    page.obj.Contents = pikepdf.Stream(pdf, content.encode("latin-1"))
 
 
 def _first_page(

@@ -118,6 +118,48 @@ def test_a_page_that_leaves_states_open_cannot_clip_or_move_the_marking(tmp_path
     assert depth == 0
 
 
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"Q Q 3 Tr",
+        b"Q 0 Tz",
+        b"Q 0 0 1 1 re W n",
+        b"(unterminated",
+        b"BI /W 1 /H 1 ID ",
+        b"/OC /x BDC",
+    ],
+    ids=[
+        "surplus-Q-invisible-text",
+        "zero-scale",
+        "surplus-Q-clip",
+        "string",
+        "inline-image",
+        "layer",
+    ],
+)
+def test_nothing_a_page_leaves_behind_reaches_the_marking(tmp_path: Path, tail: bytes) -> None:
+    """The page's content runs as a form XObject; the marking is in a stream of its own."""
+    source = make_pdf(tmp_path / "in.pdf", 1)
+    with pikepdf.open(source, allow_overwriting_input=True) as pdf:
+        pdf.pages[0].contents_add(pikepdf.Stream(pdf, tail), prepend=False)
+        pdf.save(source)
+    stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    with pikepdf.open(tmp_path / "out.pdf") as pdf:
+        page = pdf.pages[1]
+        drawn = [
+            (str(i.operator), [str(o) for o in i.operands])
+            for i in pikepdf.parse_content_stream(page)
+        ]
+        form = page.obj.Resources.XObject.PCIIPage
+        assert tail in form.read_bytes() and b"Original page 1" in form.read_bytes()
+    # The page draws the original (a form: its state saved and restored around it), then
+    # the marking from a clean state: no text mode, scale or clip of the page's applies.
+    assert drawn[:3] == [("q", []), ("Do", ["/PCIIPage"]), ("Q", [])]
+    texts = [operands[0] for operator, operands in drawn if operator == "Tj"]
+    assert texts.count(PCII_HEADER) == 2 and WATERMARK in texts
+    assert all(operator not in {"Tr", "Tz", "W", "BDC", "BI"} for operator, _ in drawn)
+
+
 def test_a_rotation_inherited_from_the_page_tree_is_honoured(tmp_path: Path) -> None:
     source = make_pdf(tmp_path / "in.pdf", 2, LETTER, inherited_rotate=90)
     stamp_pdf(source, tmp_path / "out.pdf", STAMP)
