@@ -49,7 +49,7 @@ class NotFoundError(InputError):
     """The named object, record or principal does not exist (exit 2)."""
 
 
-class PolicyDenied(VaultError):  # noqa: N818 -- a decision, not a malfunction; named as in STYLE.md
+class PolicyDenied(VaultError):  # noqa: N818 -- a decision, not a malfunction; named for what it is
     """The protection policies refused the request: do not retry (exit 3)."""
 
     exit_code = 3

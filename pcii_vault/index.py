@@ -154,7 +154,7 @@ class RecordRow:
 
 @dataclass(frozen=True)
 class Deadline:
-    """A 30-day deadline from PCII.md that falls due for a record."""
+    """A 30-day deadline from 6 CFR 29 that falls due for a record."""
 
     tracking: str
     state: str
@@ -483,7 +483,7 @@ class Index:
         ]
 
     def deadlines(self, until: datetime) -> list[Deadline]:
-        """Deadlines (PCII.md, 30 days each) falling due on or before `until`, soonest first.
+        """Deadlines (6 CFR 29, 30 days each) falling due on or before `until`, soonest first.
 
         Overdue items are included: a deadline that has passed is still due.
         """
@@ -931,7 +931,7 @@ class Index:
             (target, event.time.isoformat(), event.seq, int(categorical), record.tracking),
         )
         if event.type == "record.decontrolled":
-            # PCII.md: a status change is sent to every earlier recipient, in the same act.
+            # 6 CFR 29: a status change is sent to every earlier recipient, in the same act.
             self._owe_notices(event.seq, record.tracking, self.notice_recipients(record.tracking))
 
     def notice_recipients(self, tracking: str) -> list[str]:

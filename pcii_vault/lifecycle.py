@@ -1,4 +1,4 @@
-"""The submission lifecycle as one pure state machine (PCII.md "Submission lifecycle").
+"""The submission lifecycle as one pure state machine (6 CFR 29: submission lifecycle).
 
 Used alike by the index projection, the core (before an act is logged) and the auditor's
 replay: events in, the new state or the reason the event is illegal out. No I/O, no
@@ -52,7 +52,7 @@ DEADLINE_DAYS = 30
 # Event type -> (allowed prior states, new state).
 LIFECYCLE_TRANSITIONS: dict[str, tuple[frozenset[RecordState], RecordState]] = {
     "submission.deficient": (frozenset({"received"}), "deficient"),
-    # PCII.md: after an initial negative finding the submitter may add information, and
+    # 6 CFR 29: after an initial negative finding the submitter may add information, and
     # the office may then validate after all.
     "submission.validated": (
         frozenset({"received", "deficient", "initially-not-pcii"}),

@@ -5,7 +5,7 @@ files a recipient gets. It is a pure function (no I/O, no clock): same inputs, s
 bytes; the caller writes the files atomically. Invariants:
 - marking is the baseline, not an option: every released text file starts with the
   header and ends with the footer "PROTECTED CRITICAL INFRASTRUCTURE INFORMATION" and
-  carries the 6 CFR 29.6(c) statement verbatim (PCII.md: "every copy carries the
+  carries the 6 CFR 29.6(c) statement verbatim (6 CFR 29: "every copy carries the
   marking"); a policy that omits `mark:pcii` gets the marking anyway, and a cover sheet
   is always written, since every release is a dissemination record. Obligations can add
   protection, never remove it;

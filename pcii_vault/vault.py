@@ -1289,7 +1289,7 @@ class Vault:
             _check_transition(row, event_type)
             events = [self._decision_event(event_type, request, verdict, details=signed)]
             if event_type == "record.decontrolled":
-                # PCII.md: a status change is sent to every earlier recipient.
+                # 6 CFR 29: a status change is sent to every earlier recipient.
                 events.extend(
                     self._notice(verdict, tracking, recipient, "decontrolled")
                     for recipient in self.index.notice_recipients(tracking)

@@ -182,7 +182,7 @@ def due(
         ),
     ] = 7,
 ) -> None:
-    """Items whose 30-day deadlines (PCII.md) fall within the window, overdue ones included."""
+    """Items whose 30-day deadlines (6 CFR 29) fall within the window, overdue ones included."""
     from datetime import UTC, datetime
 
     from pcii_vault.cli.session import client

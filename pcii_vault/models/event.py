@@ -32,7 +32,7 @@ EventType = Literal[
     "principal.registered",
     "principal.updated",
     "principal.revoked",
-    # submission lifecycle (PCII.md state machine)
+    # submission lifecycle (6 CFR 29 state machine)
     "submission.received",
     "submission.deficient",
     "submission.validated",

@@ -1,13 +1,13 @@
 """The PCII submission: what an owner hands to the program office, and its local validation.
 
-A submission follows "What a valid submission carries" in shared/PCII.md. Invariants:
+A submission follows "What a valid submission carries" in 6 CFR 29.5. Invariants:
 - the model is frozen, `extra="forbid"` and strict: a typo or an unexpected field is an
   error, never silently dropped; every string has a maximum length, so an oversized
   field is refused before anything is encrypted or stored;
 - single-line fields refuse control characters (a name cannot smuggle a newline into a
   marked header or a cover sheet); multi-line fields allow only newline and tab;
 - the express statement must be the statutory text; only whitespace, letter case and a
-  final period may differ (PCII.md says "substantially": we read that as the exact
+  final period may differ (6 CFR 29 says "substantially": we read that as the exact
   wording, since altered wording could change what protection was asked for);
 - the certification must affirm that the information is not customarily in the public
   domain (a false or missing affirmation is a ground for non-validation);
@@ -73,7 +73,7 @@ __all__ = [
 
 SUBMISSION_FORMAT_VERSION = 1
 
-# The express statement of 6 CFR 29.5(a)(3), verbatim from shared/PCII.md.
+# The express statement of 6 CFR 29.5(a)(3), verbatim from the regulation.
 EXPRESS_STATEMENT = (
     "This information is voluntarily submitted to the Federal Government in expectation of "
     "protection from disclosure as provided by the provisions of the Critical Infrastructure "

@@ -33,7 +33,7 @@ __all__ = [
 
 # Content leaves the vault only through these actions (the index's recipients table).
 RELEASE_ACTIONS = frozenset({"retrieve", "review"})
-# Decisions that answer a submission (PCII.md: notify a deficiency or decide in 30 days).
+# Decisions that answer a submission (6 CFR 29: notify a deficiency or decide in 30 days).
 _VALIDATION_DECISIONS = frozenset(
     {"submission.deficient", "submission.validated", "submission.rejected"}
 )
@@ -145,7 +145,7 @@ class _PrincipalFacts:
             self.contractor = bool(changes["contractor"])
 
     def problems_on(self, day: date) -> list[str]:
-        """Why this principal was not qualified to receive PCII on `day` (PCII.md)."""
+        """Why this principal was not qualified to receive PCII on `day` (6 CFR 29)."""
         problems = []
         if self.training_expires is None:
             problems.append("no PCII training on record")

@@ -10,7 +10,7 @@ Rules (thresholds are module constants, stated in the report):
   weekend), per principal;
 - a policy set loaded shortly (`POLICY_CHANGE_WINDOW`) before a release it permitted;
 - a key version used (a submission wrapped under it, a rewrap to it) after its retirement;
-- a release to a principal whose training had expired or who had no NDA (PCII.md);
+- a release to a principal whose training had expired or who had no NDA (6 CFR 29);
 - a 29.8(f) disclosure whose program-office notice is missing;
 - a decontrol not sent to every earlier recipient;
 - an overdue 30-day deadline (validation decision);

@@ -254,7 +254,7 @@ def test_a_broken_policy_refuses_to_start(populated: Cli) -> None:
 
 @IN_BOTH_MODES
 def test_office_validates_after_an_initial_negative_finding(populated: Cli) -> None:
-    """PCII.md: the submitter may add information after `initially-not-pcii`."""
+    """6 CFR 29: the submitter may add information after `initially-not-pcii`."""
     cli = populated
     tracking = _submit(cli, attach=False)
     cli.ok("reject", tracking, "--ground", "not-cii", "--reason", "scope unclear", who="office")

@@ -27,7 +27,7 @@ META = [{"name": ATTACHMENT, "sha256": "ab" * 32, "size": 1234}]
 WHEN = datetime(2026, 11, 28, 12, 30, 5, tzinfo=UTC)
 TRACKING = "PCII-2026-00000123"
 
-# Verbatim from shared/PCII.md (6 CFR 29.6(c)), typed here independently of the module.
+# Verbatim from 6 CFR 29.6(c), typed here independently of the module.
 STATEMENT_FROM_PCII_MD = (
     "This document contains PCII. In accordance with the provisions of 6 CFR part 29, this "
     "document is exempt from release under the Freedom of Information Act (5 U.S.C. "
