@@ -104,19 +104,24 @@ def _bounded_http_protocol() -> type[asyncio.Protocol]:
         _in_head = True  # until a request's headers are complete, and between requests
 
         def data_received(self, data: bytes) -> None:
+            # Counted only if the head is still incomplete once the bytes are parsed: a
+            # read that holds a whole head and the start of a large body is no offence.
             if self._in_head:
                 self._head_bytes += len(data)
-                if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
-                    body = b"request line and headers over 64 KiB\n"
-                    self.transport.write(
-                        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                        b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-                        b"content-length: %d\r\n\r\n%s" % (len(body), body)
-                    )
-                    self.transport.close()
-                    self._in_head = False
-                    return
             super().data_received(data)
+            if (
+                self._in_head
+                and self._head_bytes > MAX_REQUEST_HEAD_BYTES
+                and not self.transport.is_closing()
+            ):
+                body = b"request line and headers over 64 KiB\n"
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                    b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                self.transport.close()
+                self._in_head = False
 
         def on_headers_complete(self) -> None:
             self._in_head = False
