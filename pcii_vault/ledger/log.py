@@ -644,47 +644,48 @@ class Ledger:
         would fork the log and refusing would wedge every append, so they are reported
         and replaced.
         """
+        found = self._put_or_read(key, data)
+        if found is None or found[0] == data:
+            return
+        _log.warning("junk_log_tile_replaced", key=key)
+        self.store.put_if_match(key, data, found[1])
+
+    def _put_or_read(self, key: str, data: bytes) -> tuple[bytes, str] | None:
+        """Create `key`, or return what is there and its etag (None: it was created).
+
+        Objects planted under the key (which make it exist yet hold nothing) are removed
+        and the key written.
+        """
         try:
             self.store.put_if_absent(key, data)
         except ObjectExistsError:
             try:
-                existing, etag = self.store.get_with_etag(key)
+                return self.store.get_with_etag(key)
             except NotFoundError:
                 self._unshadow(key)
                 self.store.put_if_absent(key, data)
-                return
-            if existing == data:
-                return
-            _log.warning("junk_log_tile_replaced", key=key)
-            self.store.put_if_match(key, data, etag)
+        return None
 
     def _record_history(self, cp: Checkpoint) -> None:
         key = history_key(cp.size)
         note = cp.note.encode("utf-8")
+        found = self._put_or_read(key, note)
+        if found is None or found[0] == note:
+            return
+        existing, etag = found
         try:
-            self.store.put_if_absent(key, note)
-        except ObjectExistsError:
-            try:
-                existing, etag = self.store.get_with_etag(key)
-            except NotFoundError:
-                self._unshadow(key)
-                self.store.put_if_absent(key, note)
-                return
-            if existing == note:
-                return
-            try:
-                other = parse_checkpoint(existing, self.verifier, self.origin)
-            except IntegrityError:
-                other = None
-            if other is None or other.size != cp.size:
-                # Not signed by the log key, or a signed checkpoint of another size copied
-                # here (it cannot be the checkpoint of this size): junk that must not
-                # wedge the history.
-                _log.warning("junk_history_checkpoint_replaced", key=key)
-                self.store.put_if_match(key, note, etag)
-                return
-            if other.root != cp.root:
-                raise IntegrityError(f"fork alarm: {key} holds another signed checkpoint") from None
+            other = parse_checkpoint(existing, self.verifier, self.origin)
+        except IntegrityError:
+            other = None
+        if other is None or other.size != cp.size:
+            # Not signed by the log key, or a signed checkpoint of another size copied here
+            # (it cannot be the checkpoint of this size): junk that must not wedge the
+            # history.
+            _log.warning("junk_history_checkpoint_replaced", key=key)
+            self.store.put_if_match(key, note, etag)
+            return
+        if other.root != cp.root:
+            raise IntegrityError(f"fork alarm: {key} holds another signed checkpoint")
 
     def _unshadow(self, key: str) -> bool:
         """Remove objects planted under `key`/ (no log object has any); whether any were.
