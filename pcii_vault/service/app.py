@@ -884,8 +884,11 @@ class Service:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         received = 0
-
-        body_done = False
+        # A request that announces a body, until the app has read all of it: answered
+        # before then (refused, unknown route, bad signature), the connection is closed
+        # after the answer, or uvicorn would go on reading (and discarding) whatever the
+        # client keeps sending, without limit for a chunked body.
+        body_done = b"transfer-encoding" not in headers and length in {None, b"0"}
 
         async def guarded_receive() -> Message:
             nonlocal received, body_done
@@ -911,6 +914,7 @@ class Service:
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
+                    *([] if body_done else [(b"connection", b"close")]),
                 ]
             await send(message)
 

@@ -13,6 +13,8 @@ import contextlib
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -232,6 +234,58 @@ def test_a_body_over_the_limit_is_413(served: ServerCli) -> None:
     headers = signer.headers("POST", url, body_digest=content_digest(b""))
     response = caller.http.post(url, content=chunks(), headers=headers)
     assert response.status_code == 413
+
+
+def _answer_then_keep_sending(
+    server: VaultServer, head: str, *, chunked: bool
+) -> tuple[bytes, int]:
+    """Send `head`, then body bytes until the server hangs up (or 64 MiB); its answer, sent."""
+    context = client_context(server.ca)
+    host, port = server.url.removeprefix("https://").rsplit(":", 1)
+    sent, answer = 0, b""
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as tcp,
+        context.wrap_socket(tcp, server_hostname=host) as conn,
+    ):
+        conn.sendall(head.encode())
+        conn.settimeout(0.05)
+        chunk = b" " * 65536
+        piece = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk
+        with contextlib.suppress(OSError):  # reset by the server: it hung up
+            while sent < 64 << 20:
+                conn.sendall(piece)
+                sent += len(chunk)
+                try:
+                    data = conn.recv(65536)
+                except (TimeoutError, ssl.SSLWantReadError):
+                    continue
+                if not data:
+                    break
+                answer += data
+    return answer, sent
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "framing"),
+    [
+        ("POST", "/v1/no-such-route", "Transfer-Encoding: chunked"),
+        ("POST", "/v1/status", "Transfer-Encoding: chunked"),  # over the body limit
+        ("PUT", "/v1/uploads/PCII-2026-12345678/document", "Content-Length: 1000000000"),
+    ],
+)
+def test_an_answer_before_the_whole_body_closes_the_connection(
+    served: ServerCli, method: str, path: str, framing: str
+) -> None:
+    # Refused before the body is read (no route, too large, not signed), the server hangs
+    # up after its answer instead of reading whatever the client goes on sending.
+    server = served.start()
+    host = server.url.removeprefix("https://")
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{framing}\r\n\r\n"
+    answer, sent = _answer_then_keep_sending(server, head, chunked="chunked" in framing)
+    status = answer.split(b"\r\n", 1)[0]
+    assert status.split()[1:2] in ([b"404"], [b"413"], [b"401"]), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert sent < 32 << 20  # the server hung up long before
 
 
 def test_uploads_are_refused_for_records_bad_names_and_wrong_digests(served: ServerCli) -> None:
