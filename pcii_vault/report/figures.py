@@ -19,11 +19,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pcii_vault.index import DEADLINE_DAYS, LIFECYCLE_TRANSITIONS
+from pcii_vault.lifecycle import RecordState, deadline_rule
 from pcii_vault.models.event import Event
 from pcii_vault.report.findings import FindingRules
 from pcii_vault.report.spool import TableSpool
 
 __all__ = [
+    "DEADLINE_KINDS",
     "KEY_OPERATION_LIMIT",
     "RELEASE_ACTIONS",
     "TABLES",
@@ -33,10 +35,15 @@ __all__ = [
 
 # Content leaves the vault only through these actions (the index's recipients table).
 RELEASE_ACTIONS = frozenset({"retrieve", "review"})
-# Decisions that answer a submission (6 CFR 29: notify a deficiency or decide in 30 days).
-_VALIDATION_DECISIONS = frozenset(
-    {"submission.deficient", "submission.validated", "submission.rejected"}
-)
+# The 30-day deadline that runs while a record is in a state (the lifecycle's rules, as
+# `pcii office due` lists them), by the name the report gives it.
+DEADLINE_KINDS: dict[RecordState, str] = {
+    "received": "validation decision",
+    "deficient": "deficiency cure",
+    "initially-not-pcii": "final decision",
+    "final-not-pcii": "submitter's preference",
+}
+assert all(deadline_rule(state) is not None for state in DEADLINE_KINDS)  # noqa: S101
 # Key operations are rare (one per rotation, rewrap, retirement); the timeline keeps at most
 # this many so that a pathological log cannot grow the report's memory.
 KEY_OPERATION_LIMIT = 10_000
@@ -207,9 +214,10 @@ class ReportFigures:
         self._recipients: defaultdict[str, set[str]] = defaultdict(set)
         self._policy_in_force: PolicySetUse | None = None
         self._retired_keys: dict[int, int] = {}
-        # Open obligations: submissions awaiting a decision (receipt seq, time, in period),
-        # disclosures awaiting their notice, decontrols collecting their notices.
-        self._awaiting_decision: dict[str, tuple[int, datetime, bool]] = {}
+        # Open obligations: the deadline running for a record (its kind, the seq and time
+        # of the event that opened it, whether that event is in the period), disclosures
+        # awaiting their notice, decontrols collecting their notices.
+        self._open_deadlines: dict[str, tuple[str, int, datetime, bool]] = {}
         self._awaiting_notice: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._decontrols: list[_Decontrol] = []
 
@@ -233,7 +241,7 @@ class ReportFigures:
             self._track_principal(event)
         elif kind == "submission.received" and event.record is not None:
             self._states[event.record] = "received"
-            self._awaiting_decision[event.record] = (event.seq, event.time, inside)
+            self._open_deadline(event, "received", inside=inside)
             self._check_key_use(event, details.get("kek_version"))
         elif kind in LIFECYCLE_TRANSITIONS and event.record is not None:
             self._transition(event, inside=inside)
@@ -272,18 +280,26 @@ class ReportFigures:
             changes = {"status": "revoked"}
         facts.update(changes if isinstance(changes, dict) else {})
 
+    def _open_deadline(self, event: Event, state: RecordState, *, inside: bool) -> None:
+        kind = DEADLINE_KINDS.get(state)
+        if kind is not None:
+            self._open_deadlines[str(event.record)] = (kind, event.seq, event.time, inside)
+
     def _transition(self, event: Event, *, inside: bool) -> None:
         record = str(event.record)
-        self._states[record] = LIFECYCLE_TRANSITIONS[event.type][1]
-        if event.type in _VALIDATION_DECISIONS or event.type == "submission.withdrawn":
-            opened = self._awaiting_decision.pop(record, None)
-            if opened is not None and event.type != "submission.withdrawn":
-                seq, received, counted = opened
-                if counted:
-                    met = event.time <= received + timedelta(days=DEADLINE_DAYS)
-                    self.deadlines["validation decision", "met" if met else "overdue"] += 1
-                    if not met:
-                        self.findings.overdue("validation decision", seq, event.seq)
+        state = LIFECYCLE_TRANSITIONS[event.type][1]
+        self._states[record] = state
+        # Leaving a state closes its deadline: met in time, or late. A withdrawal ends the
+        # submission instead; nobody owed it anything more.
+        opened = self._open_deadlines.pop(record, None)
+        if opened is not None and event.type != "submission.withdrawn":
+            kind, seq, since, counted = opened
+            if counted:
+                met = event.time <= since + timedelta(days=DEADLINE_DAYS)
+                self.deadlines[kind, "met" if met else "overdue"] += 1
+                if not met:
+                    self.findings.overdue(kind, seq, event.seq)
+        self._open_deadline(event, state, inside=inside)
         if event.type == "record.decontrolled" and inside:
             self._decontrols.append(
                 _Decontrol(
@@ -408,13 +424,13 @@ class ReportFigures:
     def finish(self, as_of: datetime) -> None:
         """Close the open obligations as of `as_of` (the period's end, or now)."""
         window = timedelta(days=DEADLINE_DAYS)
-        for seq, received, counted in self._awaiting_decision.values():
+        for kind, seq, since, counted in self._open_deadlines.values():
             if counted:
-                status = "overdue" if as_of > received + window else "due"
-                self.deadlines["validation decision", status] += 1
+                status = "overdue" if as_of > since + window else "due"
+                self.deadlines[kind, status] += 1
                 if status == "overdue":
-                    self.findings.overdue("validation decision", seq, None)
-        self._awaiting_decision.clear()
+                    self.findings.overdue(kind, seq, None)
+        self._open_deadlines.clear()
         for rows in self._awaiting_notice.values():
             for row in rows:
                 self.spool.append("disclosures", row)

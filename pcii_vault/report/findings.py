@@ -13,7 +13,8 @@ Rules (thresholds are module constants, stated in the report):
 - a release to a principal whose training had expired or who had no NDA (6 CFR 29);
 - a 29.8(f) disclosure whose program-office notice is missing;
 - a decontrol not sent to every earlier recipient;
-- an overdue 30-day deadline (validation decision);
+- an overdue 30-day deadline (a validation decision, a deficiency cure, a final decision,
+  acting on the submitter's preference);
 - a decision under a policy set that the log never loaded.
 """
 

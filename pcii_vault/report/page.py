@@ -26,7 +26,7 @@ from typing import IO
 from pcii_vault.report import charts
 from pcii_vault.report.audit import AuditReport
 from pcii_vault.report.charts import Chart
-from pcii_vault.report.figures import KEY_OPERATION_LIMIT, TABLES
+from pcii_vault.report.figures import DEADLINE_KINDS, KEY_OPERATION_LIMIT, TABLES
 from pcii_vault.report.findings import (
     MANY_DENIALS,
     POLICY_CHANGE_WINDOW,
@@ -169,10 +169,12 @@ def build_charts(report: AuditReport) -> list[Chart]:
         charts.stacked(
             "deadlines",
             "30-day deadlines: met, due and overdue",
-            ["validation decision", "decontrol notice"],
+            [*DEADLINE_KINDS.values(), "decontrol notice"],
             deadlines,
-            "validation decision: 30 days from receipt to a decision; decontrol notice: "
-            "30 days from a decontrol to the notice of each earlier recipient",
+            "30 days each: from receipt to a decision (validation decision), from a "
+            "deficiency notice to its cure, from an initial not-PCII finding to the final "
+            "decision, from a final finding to acting on the submitter's preference, and "
+            "from a decontrol to the notice of each earlier recipient",
             rotate=False,
         ),
         charts.timeline(

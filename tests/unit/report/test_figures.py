@@ -120,6 +120,32 @@ def test_validation_deadlines_met_due_and_overdue(log: Log) -> None:
     assert ("overdue-deadline", "validation decision") in log.rules()
 
 
+def test_every_deadline_office_due_lists_is_counted(log: Log) -> None:
+    # The same four 30-day deadlines as `pcii office due`: each runs while its state lasts.
+    day = timedelta(days=1)
+    log.receive("CURED")
+    log.add("submission.deficient", MONDAY + day, actor="office", record="CURED")
+    log.add("submission.validated", MONDAY + 5 * day, actor="office", record="CURED")
+    log.receive("SILENT")
+    log.add("submission.deficient", MONDAY + day, actor="office", record="SILENT")
+    log.receive("FINAL")
+    log.add("submission.rejected", MONDAY + day, actor="office", record="FINAL")
+    log.add("submission.final-not-pcii", MONDAY + 40 * day, actor="office", record="FINAL")
+    log.add("record.destroyed", MONDAY + 45 * day, actor="office", record="FINAL")
+    log.receive("PENDING")
+    log.add("submission.rejected", MONDAY + 30 * day, actor="office", record="PENDING")
+    log.figures.finish(MONDAY + 50 * day)
+    deadlines = log.figures.deadlines
+    assert deadlines["validation decision", "met"] == 4
+    assert deadlines["deficiency cure", "met"] == 1  # CURED
+    assert deadlines["deficiency cure", "overdue"] == 1  # SILENT, open past due
+    assert deadlines["final decision", "overdue"] == 1  # FINAL, 39 days after the finding
+    assert deadlines["final decision", "due"] == 1  # PENDING, 20 days in
+    assert deadlines["submitter's preference", "met"] == 1  # FINAL destroyed in 5 days
+    assert ("overdue-deadline", "deficiency cure") in log.rules()
+    assert ("overdue-deadline", "final decision") in log.rules()
+
+
 def test_an_open_submission_inside_its_window_is_due(log: Log) -> None:
     log.receive("OPEN")
     log.figures.finish(MONDAY + timedelta(days=29))
