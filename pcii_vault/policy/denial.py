@@ -7,7 +7,8 @@ record in another state be?) and names the fact that decided it, then gives the 
 clock (the request's own time is used), so the message is the same on every replay.
 
 Invariant: the explanation never widens access; it only reads decisions the engine
-makes with the same policy set, and reveals nothing about the record beyond its state.
+makes with the same policy set, and reveals nothing about the record beyond its state and
+sector (the submitting organisation only to that organisation's own principals).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from datetime import UTC, timedelta
 from pcii_vault.policy.engine import Decision, PolicyEngine
 from pcii_vault.policy.entities import ROLES, STATES, PrincipalFacts, RecordFacts, RequestFacts
 
-__all__ = ["explain_command", "explain_denial"]
+__all__ = ["OTHER_ORGANISATION", "explain_command", "explain_denial"]
+
+# What a denial names as the submitter of a record of another organisation.
+OTHER_ORGANISATION = "(another organisation)"
 
 # Orders for messages (the frozensets carry no order).
 _ROLE_ORDER = ("owner", "office", "analyst", "auditor", "admin")
@@ -76,16 +80,36 @@ def _reason(
         training_expires=context.now + timedelta(days=365),
         nda_signed=context.now.date() - timedelta(days=30),
     )
-    roles = [r for r in _ROLE_ORDER if allowed(replace(standing, role=r), record)]
+    # Submitters act on their own organisation's records: a role is asked both as this
+    # principal's organisation and as the record's.
+    standings = [standing]
+    if record is not None and record.submitter_org != principal.organisation:
+        standings.append(replace(standing, organisation=record.submitter_org))
+
+    def role_may(role: str, what: RecordFacts | None) -> bool:
+        return any(allowed(replace(who, role=role), what) for who in standings)
+
+    roles = [r for r in _ROLE_ORDER if role_may(r, record)]
     if not roles and record is not None:
         # Nobody may, in this record's state: then the role, if only others ever may.
         roles = [
             r
             for r in _ROLE_ORDER
-            if any(
-                allowed(replace(standing, role=r), replace(record, state=s)) for s in _STATE_ORDER
-            )
+            if any(role_may(r, replace(record, state=s)) for s in _STATE_ORDER)
         ]
+    if (
+        record is not None
+        and principal.role in roles
+        and not allowed(standing, record)
+        and len(standings) > 1
+        and allowed(standings[1], record)
+    ):
+        # The record exists (the denial says so anyway); that it is another organisation's
+        # is the fact that decided, and nothing more about it is told.
+        return (
+            f"{record.tracking_number} is another organisation's submission; only that "
+            f"organisation's {principal.role}s may {action} it"
+        )
     if roles and principal.role not in roles:
         role = principal.role
         return f"{_article(role)} {role} cannot {action}; only: {', '.join(roles)}"
@@ -144,7 +168,13 @@ def explain_command(
             "--record-sector",
             record.sector,
             "--submitter-org",
-            record.submitter_org,
+            # Who submitted a record is not told to someone of another organisation (an
+            # analyst may get it redacted, another owner may not know it): the shipped
+            # policies only compare it with the principal's own, so any other name
+            # reproduces the decision.
+            record.submitter_org
+            if record.submitter_org == principal.organisation
+            else OTHER_ORGANISATION,
         ]
     args += ["--purpose", context.purpose, "--use", context.use]
     if context.authority is not None:

@@ -229,6 +229,16 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     cli.ok("validate", tracking, who="office")
     again = cli.run("validate", tracking, who="owner")
     assert again.code == 3 and "an owner cannot validate; only: office" in again.err, again.err
+    # Another organisation's owner: told it is not theirs, never whose it is.
+    cli.add("grid", "owner", "--org", "Northgrid Power")
+    other = cli.run("status", tracking, who="grid")
+    assert other.code == 3
+    assert "is another organisation's submission" in other.err, other.err
+    assert "Riverbend" not in other.err
+    assert _replay(cli, other.err)["decision"] == "deny"
+    # Only the submitter withdraws: the office is told the role that may.
+    withdraw = cli.run("withdraw", tracking, who="office")
+    assert withdraw.code == 3 and "an office cannot withdraw; only: owner" in withdraw.err
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "may\n`destroy` any record" not in readme and "`destroy` any record" not in readme
 
