@@ -922,7 +922,12 @@ class Index:
     def _transition(self, event: Event) -> None:
         record = self._require_record(event)
         try:
-            target = next_state(record.state, event.type)
+            target = next_state(
+                record.state,
+                event.type,
+                categorical=event.type == "submission.validated"
+                and event.details.get("categorical") is True,
+            )
         except IllegalTransitionError as exc:
             raise IntegrityError(f"event {event.seq}: {exc} (record {record.tracking})") from exc
         categorical = event.details.get("categorical", False) is True or record.categorical

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Literal, get_args
 
 __all__ = [
+    "CATEGORICAL_FROM",
     "DEADLINE_DAYS",
     "LIFECYCLE_TRANSITIONS",
     "RECORD_STATES",
@@ -68,6 +69,22 @@ LIFECYCLE_TRANSITIONS: dict[str, tuple[frozenset[RecordState], RecordState]] = {
     "record.destroyed": (RECORD_STATES - {"destroyed"}, "destroyed"),
 }
 
+# What each transition does to a record, in words (for refusals).
+_DOES: dict[str, str] = {
+    "submission.deficient": "be marked deficient",
+    "submission.validated": "be validated",
+    "submission.rejected": "get an initial not-PCII finding",
+    "submission.final-not-pcii": "get a final not-PCII finding",
+    "submission.withdrawn": "be withdrawn",
+    "record.decontrolled": "be decontrolled",
+    "record.destroyed": "be destroyed",
+}
+assert set(_DOES) == set(LIFECYCLE_TRANSITIONS)  # noqa: S101 -- import-time
+
+# 6 CFR 29: categorical inclusion is for a submission that matches a declared category on
+# receipt; a record the office has already found deficient or not PCII is decided on review.
+CATEGORICAL_FROM: frozenset[RecordState] = frozenset({"received"})
+
 # States in which content may be released, per action (the policies decide who may).
 _RELEASABLE: dict[str, frozenset[RecordState]] = {
     "retrieve": frozenset({"validated"}),
@@ -79,18 +96,26 @@ class IllegalTransitionError(ValueError):
     """An event the lifecycle forbids from the record's current state."""
 
 
-def next_state(current: RecordState, event_type: str) -> RecordState:
+def next_state(current: RecordState, event_type: str, *, categorical: bool = False) -> RecordState:
     """The state after `event_type` from `current`.
+
+    `categorical`: the event validates by categorical inclusion (only on receipt).
 
     Raises:
         IllegalTransitionError: the transition is not allowed from `current` (the message
-            names the states it is allowed from).
+            says, in words, from which states it is).
         KeyError: `event_type` is not a lifecycle transition (a programming error).
     """
     allowed, target = LIFECYCLE_TRANSITIONS[event_type]
     if current not in allowed:
         raise IllegalTransitionError(
-            f"{event_type} is not allowed from {current} (only from {', '.join(sorted(allowed))})"
+            f"a {current} record cannot {_DOES[event_type]} ({event_type}); only a record "
+            f"that is {' or '.join(sorted(allowed))} can"
+        )
+    if categorical and current not in CATEGORICAL_FROM:
+        raise IllegalTransitionError(
+            f"a {current} record cannot be validated by categorical inclusion (only on "
+            "receipt); validate it without --categorical"
         )
     return target
 

@@ -1286,7 +1286,7 @@ class Vault:
 
         def change(_actor: Principal, row: RecordRow | None, verdict: _Verdict) -> list[Event]:
             assert row is not None  # noqa: S101 -- the act names a record
-            _check_transition(row, event_type)
+            _check_transition(row, event_type, signed)
             events = [self._decision_event(event_type, request, verdict, details=signed)]
             if event_type == "record.decontrolled":
                 # 6 CFR 29: a status change is sent to every earlier recipient.
@@ -2203,12 +2203,18 @@ def _redact_listing(record: RecordRow, obligations: Sequence[str]) -> RecordRow:
     return dataclasses.replace(record, submitter=hidden, submitter_org=hidden, files=())
 
 
-def _check_transition(record: RecordRow, event_type: EventType) -> None:
-    """Refuse, before it is logged, a transition the lifecycle forbids."""
+def _check_transition(
+    record: RecordRow, event_type: EventType, details: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse, before it is logged, a transition the lifecycle forbids (exit 3).
+
+    The record's state decides, as a denial would: nothing of the act is logged.
+    """
+    categorical = bool(details and details.get("categorical") is True)
     try:
-        next_state(record.state, event_type)
+        next_state(record.state, event_type, categorical=categorical)
     except IllegalTransitionError as exc:
-        raise InputError(f"record {record.tracking} is {record.state}: {exc}") from exc
+        raise ActConflictError(f"record {record.tracking}: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,28 @@ def test_office_validates_after_an_initial_negative_finding(populated: Cli) -> N
 
 
 @IN_BOTH_MODES
+def test_a_transition_the_state_does_not_allow_is_refused_in_words(populated: Cli) -> None:
+    """Exit 3, as a denial in the record's state; nothing logged."""
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    size = cli.ok("audit", "checkpoint").json()["size"]
+    final = cli.run(
+        "reject", tracking, "--ground", "not-cii", "--reason", "r", "--final", who="office"
+    )
+    assert final.code == 3, final.err
+    assert "a received record cannot get a final not-PCII finding" in final.err
+    assert "only a record that is initially-not-pcii can" in final.err
+    # Categorical inclusion is decided on receipt, not after a negative finding.
+    cli.ok("reject", tracking, "--ground", "not-cii", "--reason", "scope unclear", who="office")
+    late = cli.run("validate", tracking, "--categorical", who="office")
+    assert late.code == 3 and "by categorical inclusion (only on receipt)" in late.err
+    assert cli.ok("audit", "checkpoint").json()["size"] == size + 1  # the rejection only
+    cli.ok("validate", tracking, who="office")
+    assert cli.ok("status", tracking, who="owner").json()["categorical"] is False
+    assert cli.ok("audit", "verify").code == 0
+
+
+@IN_BOTH_MODES
 def test_audit_report_counts_from_the_verified_log(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)

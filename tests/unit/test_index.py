@@ -359,7 +359,7 @@ def test_validation_of_a_withdrawn_record_is_refused(history: History) -> None:
     _refused(
         history,
         history.office("submission.validated", "validate"),
-        "submission.validated is not allowed from withdrawn",
+        "a withdrawn record cannot be validated",
     )
 
 
