@@ -102,6 +102,7 @@ from pcii_vault.store import open_store
 from pcii_vault.store.base import ObjectStore
 from pcii_vault.store.filesystem import FilesystemStore
 from pcii_vault.submitter import MAX_DOCUMENT_BYTES, SealedUpload
+from pcii_vault.text import printable
 
 __all__ = [
     "KeyStatus",
@@ -1059,6 +1060,7 @@ class Vault:
             )
         except ValidationError as exc:
             raise InputError(describe(exc, "invalid principal")) from exc
+        _check_organisation(attributes.organisation)
         _require_signed_params(
             request, principal_params(principal_id, attributes, public_key), "principal"
         )
@@ -1088,6 +1090,8 @@ class Vault:
             raise InputError(f"principal changes must be among {', '.join(sorted(_CHANGEABLE))}")
         if changes.get("status") == "revoked":
             raise InputError("revoke with `principal revoke`, not an update")
+        if isinstance(changes.get("organisation"), str):
+            _check_organisation(changes["organisation"])
 
         def update(_admin: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
             current = self._principal_for_change(principal_id, changes)
@@ -2201,6 +2205,20 @@ def _redact_listing(record: RecordRow, obligations: Sequence[str]) -> RecordRow:
         return record
     hidden = "[REDACTED: submitter]"
     return dataclasses.replace(record, submitter=hidden, submitter_org=hidden, files=())
+
+
+def _check_organisation(organisation: str) -> None:
+    """An organisation is shown in listings, denials and the auditor's report: one line.
+
+    Raises:
+        InputError: it holds control, format (bidi override, zero-width) or line
+            separator characters.
+    """
+    if printable(organisation) != organisation:
+        raise InputError(
+            f"organisation {printable(organisation)!r} must be one line of printable text "
+            "(no control, bidi or zero-width characters)"
+        )
 
 
 def _check_transition(

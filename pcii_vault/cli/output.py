@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import sys
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pcii_vault.text import printable
 
 if TYPE_CHECKING:  # rich costs ~60 ms to import; only commands that print tables need it
     from rich.console import Console
@@ -48,25 +49,6 @@ IDENTIFIER_COLUMNS = frozenset(
 # Space a table needs per column beyond its content (borders and padding).
 _COLUMN_OVERHEAD = 3
 _MIN_WRAPPED_WIDTH = 8
-
-
-def printable(text: str, *, keep_newlines: bool = False) -> str:
-    """`text` with control, format and bidirectional characters shown as escapes.
-
-    A right-to-left override or a stray carriage return in a purpose must not reorder or
-    overwrite what a terminal shows next to it.
-    """
-    out: list[str] = []
-    for ch in text:
-        if ch == "\n" and keep_newlines:
-            out.append(ch)
-        elif ch == "\t":
-            out.append(" ")
-        elif unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}:
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def _console(*, stderr: bool) -> Console:

@@ -23,6 +23,8 @@ from datetime import datetime
 import pygal
 from pygal.style import Style
 
+from pcii_vault.text import printable
+
 __all__ = ["TOP", "Chart", "bars", "stacked", "time_buckets", "timeline"]
 
 _SVG = "http://www.w3.org/2000/svg"
@@ -157,7 +159,7 @@ def bars(name: str, title: str, counts: Counter[str], caption: str) -> Chart:
     chart = pygal.HorizontalBar(**_config(title, legend=False, height=height))
     if values:  # pygal fails on y labels of a chart without data
         chart.y_labels = _ticks(max(values))
-    chart.x_labels = list(reversed(labels))
+    chart.x_labels = [printable(label) for label in reversed(labels)]
     chart.add("count", list(reversed(values)))
     return Chart(name, title, f"{caption}{'; ' + note if note else ''}", *_inert(chart, name))
 
@@ -176,12 +178,12 @@ def stacked(
     rotate = rotate and len(buckets) > 6  # a few labels fit flat
     height = 360 + 22 * rows + (40 if rotate else 0)
     chart = pygal.StackedBar(**_config(title, legend=True, rotate=rotate, height=height))
-    chart.x_labels = list(buckets)
+    chart.x_labels = [printable(bucket) for bucket in buckets]
     totals = [sum(values.get(b) or 0 for values in series.values()) for b in buckets]
     if series and any(totals):  # pygal fails on y labels of a chart without data
         chart.y_labels = _ticks(max(totals))
     for label, values in series.items():
-        chart.add(label, [values.get(b) or None for b in buckets])
+        chart.add(printable(label), [values.get(b) or None for b in buckets])
     return Chart(name, title, caption, *_inert(chart, name))
 
 
@@ -204,7 +206,7 @@ def timeline(name: str, title: str, points: Iterable[tuple[datetime, str]], capt
     for when, kind in points:
         rows[kind].append((when, order[kind]))
     for kind in sorted(rows):
-        chart.add(kind, rows[kind])
+        chart.add(printable(kind), rows[kind])
     chart.range = (0, len(rows) + 1)
     return Chart(name, title, caption, *_inert(chart, name))
 

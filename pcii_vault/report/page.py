@@ -33,6 +33,7 @@ from pcii_vault.report.findings import (
     WORK_END,
     WORK_START,
 )
+from pcii_vault.text import printable
 
 __all__ = ["HEADINGS", "build_charts", "write_html"]
 
@@ -91,7 +92,9 @@ _STATE_ORDER = (
 
 
 def _e(value: object) -> str:
-    return "" if value is None else escape(str(value), quote=True)
+    # Control and bidi characters from the log are shown as escapes, as in a terminal
+    # listing: a right-to-left override must not reorder what an auditor reads.
+    return "" if value is None else escape(printable(str(value), keep_newlines=True), quote=True)
 
 
 def _hash(text: str) -> str:

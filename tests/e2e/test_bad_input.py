@@ -331,6 +331,8 @@ def test_init_without_a_secret_or_terminal_is_refused(cli: Cli) -> None:
         (["x1", "--role", "analyst", "--level", "galactic"], "level"),
         (["x1", "--role", "analyst", "--training-expires", "2027-13-01"], "not a date"),
         (["owner", "--role", "analyst"], "already exists"),
+        (["x1", "--role", "analyst", "--org", "Org\x0bVT"], "one line of printable text"),
+        (["x1", "--role", "analyst", "--org", "Evil\u202eCorp"], "one line of printable text"),
     ],
 )
 def test_bad_principal_is_refused_in_one_line_and_writes_no_key(

@@ -65,3 +65,17 @@ def test_time_buckets_follow_the_span() -> None:
     unit, bucket = charts.time_buckets(["2026-01-01", "2026-12-31"])
     assert unit == "month" and bucket["2026-12-31"] == "2026-12"
     assert charts.time_buckets(["2020-01-01", "2030-01-01"])[0] == "year"
+
+
+def test_control_and_bidi_characters_in_labels_are_shown_escaped() -> None:
+    # A vertical tab is not allowed in XML (the chart library refused the whole report);
+    # a right-to-left override would reorder what the auditor reads.
+    label = "Org\x0bVT \u202eCorp"
+    made = [
+        charts.bars("b", "Bars", Counter({label: 2}), "caption"),
+        charts.stacked("s", "Stacked", ["d1"], {label: {"d1": 1}}, "caption"),
+        charts.timeline("t", "Timeline", [(datetime(2026, 1, 1, tzinfo=UTC), label)], "c"),
+    ]
+    for chart in made:
+        assert "\\u000b" in chart.svg and "\\u202e" in chart.svg
+        assert "\x0b" not in chart.svg and "\u202e" not in chart.svg
