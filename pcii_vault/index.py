@@ -70,6 +70,7 @@ __all__ = [
     "Index",
     "IndexTamperedError",
     "RecordRow",
+    "signed_final",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -1054,6 +1055,8 @@ def _check_params(event: Event, action: str, params: dict[str, Any]) -> None:
             raise IntegrityError(f"event {seq}: {kind} requested as {action}")
         if event.details != params:
             raise IntegrityError(f"event {seq}: details differ from the signed parameters")
+        if action == "reject" and signed_final(params) != (kind == "submission.final-not-pcii"):
+            raise IntegrityError(f"event {seq}: {kind} of a finding signed as the other one")
     elif kind == "submission.received":
         if action != "submit" or event.details.get("files") != params.get("files"):
             raise IntegrityError(f"event {seq}: files differ from the signed submission")
@@ -1069,6 +1072,11 @@ def _check_params(event: Event, action: str, params: dict[str, Any]) -> None:
             raise IntegrityError(f"event {seq}: key operation differs from the signed one")
     else:
         raise IntegrityError(f"event {seq}: {kind} is not a principal's act")
+
+
+def signed_final(params: dict[str, Any]) -> bool:
+    """Whether a signed `reject` is the final finding (`submission.final-not-pcii`)."""
+    return params.get("final") is True
 
 
 def _check_principal_binding(event: Event, action: str, params: dict[str, Any]) -> None:

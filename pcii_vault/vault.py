@@ -70,7 +70,14 @@ from pcii_vault.errors import (
     VaultError,
 )
 from pcii_vault.identity import Identity
-from pcii_vault.index import TRANSITION_ACTIONS, Deadline, Index, IndexTamperedError, RecordRow
+from pcii_vault.index import (
+    TRANSITION_ACTIONS,
+    Deadline,
+    Index,
+    IndexTamperedError,
+    RecordRow,
+    signed_final,
+)
 from pcii_vault.keys.base import KekInfo, KeyLocation, KeyProvider
 from pcii_vault.keys.custody import KeyCustody, open_custody
 from pcii_vault.keys.local import MIN_SECRET_BYTES, LocalKeyring
@@ -1286,6 +1293,11 @@ class Vault:
         signed = _signed_params(request)
         if details is not None and to_jsonable_python(details) != signed:
             raise ValueError("details must be the request's signed parameters")
+        if TRANSITION_ACTIONS[event_type] == "reject" and signed_final(signed) != (
+            event_type == "submission.final-not-pcii"
+        ):
+            which = "a final" if signed_final(signed) else "an initial"
+            raise IntegrityError(f"the request signed {which} finding, not {event_type}")
         tracking = _require_record_id(request)
 
         def change(_actor: Principal, row: RecordRow | None, verdict: _Verdict) -> list[Event]:

@@ -123,7 +123,7 @@ def reject(
     event: EventType = "submission.final-not-pcii" if final else "submission.rejected"
     from pcii_vault.models.acts import RejectParams
 
-    params = RejectParams.of(ground=ground, reason=reason)
+    params = RejectParams.of(ground=ground, reason=reason, final=final)
     _transition(ctx, tracking, "reject", event, params)
 
 

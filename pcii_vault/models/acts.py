@@ -69,7 +69,11 @@ class ValidateParams(ActParams):
 
 
 class RejectParams(ActParams):
-    """`reject`: the 6 CFR 29.6(e) ground and why."""
+    """`reject`: the 6 CFR 29.6(e) ground and why; `final` for the final finding.
+
+    Whether a finding is the initial or the final one is signed too, so nobody between
+    the office and the log can turn one into the other.
+    """
 
     ground: Literal[
         "not-cii",
@@ -79,6 +83,7 @@ class RejectParams(ActParams):
         "statement-or-certification-missing",
     ]
     reason: _Reason = ""
+    final: bool = False
 
 
 class ReasonParams(ActParams):

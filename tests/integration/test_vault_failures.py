@@ -26,6 +26,7 @@ from pcii_vault.config import VaultPaths
 from pcii_vault.crypto.seal import ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import (
+    ActConflictError,
     BackendError,
     InputError,
     IntegrityError,
@@ -397,10 +398,35 @@ def test_decision_the_lifecycle_forbids_is_refused_before_it_is_logged(
         )
     assert bench.vault.index.record(tracking).state == prior
     size = bench.vault.index.size
-    with pytest.raises(InputError, match=f"is {prior}"):
-        params = {"ground": "public-domain"}
+    with pytest.raises(ActConflictError, match=f"a {prior} record cannot"):
+        params = {"ground": "public-domain", "final": event_type == "submission.final-not-pcii"}
         bench.vault.transition(
             bench.vault.sign(office, action, record=tracking, params=params), event_type
+        )
+    bench.vault.sync()
+    assert bench.vault.index.size == size
+    bench.assert_log_sound()
+
+
+@pytest.mark.parametrize(
+    ("final", "event_type"),
+    [(False, "submission.final-not-pcii"), (True, "submission.rejected")],
+)
+def test_a_finding_is_logged_only_as_the_one_signed(
+    bench: Bench, final: bool, event_type: Any
+) -> None:
+    """Initial or final is signed: a request for one is never logged as the other."""
+    tracking = bench.submit(attach=False).tracking_number
+    office = bench.ids["office"]
+    bench.vault.transition(
+        bench.vault.sign(office, "reject", record=tracking, params={"ground": "not-cii"}),
+        "submission.rejected",
+    )
+    size = bench.vault.index.size
+    params = {"ground": "not-cii", "final": final}
+    with pytest.raises(IntegrityError, match="finding, not submission"):
+        bench.vault.transition(
+            bench.vault.sign(office, "reject", record=tracking, params=params), event_type
         )
     bench.vault.sync()
     assert bench.vault.index.size == size

@@ -353,6 +353,22 @@ def test_replayed_nonce_is_refused(history: History) -> None:
     _refused(history, replay, "replayed request nonce")
 
 
+def test_a_finding_logged_as_the_other_one_than_signed_is_refused(history: History) -> None:
+    history.receive()
+    initial = {"ground": "not-cii", "reason": "", "final": False}
+    history.apply(
+        history.act("office", "submission.rejected", "reject", record=TRACKING, details=initial)
+    )
+    # The office signed an initial finding; the event says final.
+    _refused(
+        history,
+        history.act(
+            "office", "submission.final-not-pcii", "reject", record=TRACKING, details=initial
+        ),
+        "signed as the other one",
+    )
+
+
 def test_validation_of_a_withdrawn_record_is_refused(history: History) -> None:
     history.receive()
     history.apply(history.act("owner", "submission.withdrawn", "withdraw", record=TRACKING))
