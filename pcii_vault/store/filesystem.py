@@ -23,8 +23,10 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -250,8 +252,8 @@ class FilesystemStore:
             NotFoundError: no such object.
         """
         path = self._path(key)
-        with _os_errors(self._root, "read", key):
-            data = path.read_bytes()
+        with _os_errors(self._root, "read", key), _open_object(path, key) as stream:
+            data = stream.read()
         return data, hashlib.sha256(data).hexdigest()
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
@@ -264,7 +266,7 @@ class FilesystemStore:
         if start < 0 or length < 0:
             raise InputError("range offset and length must not be negative")
         path = self._path(key)
-        with _os_errors(self._root, "read", key), path.open("rb") as stream:
+        with _os_errors(self._root, "read", key), _open_object(path, key) as stream:
             stream.seek(start)
             return stream.read(length)
 
@@ -278,7 +280,7 @@ class FilesystemStore:
         """
         path = self._path(key)
         with _os_errors(self._root, "read", key):
-            stream = path.open("rb")
+            stream = _open_object(path, key)
         return self._iter_file(stream, key, chunk_size)
 
     def _iter_file(self, stream: BinaryIO, key: str, chunk_size: int) -> Iterator[bytes]:
@@ -298,7 +300,7 @@ class FilesystemStore:
 
     def _info(self, key: str, path: Path) -> ObjectInfo:
         """Describe one file, hashing it only when its version is not cached."""
-        with path.open("rb") as stream:
+        with _open_object(path, key) as stream:
             st = os.fstat(stream.fileno())
             sig: _StatSig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             etag = self._etag_cache.get(sig)
@@ -428,6 +430,36 @@ def _resolved(path: str) -> str:
     except OSError:
         pass
     return os.path.realpath(path)
+
+
+def _open_object(path: Path, key: str) -> io.BufferedReader:
+    """Open an object's file for reading: a regular file, never a FIFO or a device.
+
+    Opened without blocking, so a FIFO planted in the store (anyone with write access can
+    make one) cannot hang the reader waiting for a writer; a directory is a prefix.
+
+    Raises:
+        IsADirectoryError: `path` is a directory.
+        IntegrityError: `path` is a FIFO, socket or device.
+        OSError: it cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        _require_regular(os.fstat(fd).st_mode, path, key)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _require_regular(mode: int, path: Path, key: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+    if not stat.S_ISREG(mode):
+        raise IntegrityError(
+            f"object {key} is not a regular file (a FIFO or device planted in the store)"
+        )
 
 
 def _opened_path(path: str) -> str:

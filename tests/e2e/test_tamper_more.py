@@ -10,6 +10,7 @@ its own copy of one vault built once for the module.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -206,6 +207,21 @@ def test_a_symlink_loop_at_the_checkpoint_is_tampering(vault: tuple[Cli, str]) -
     checkpoint.symlink_to("checkpoint")
     for result in (_status(cli, tracking), cli.run("audit", "verify")):
         assert "symlink loop" in _one_line_error(result, 4)
+
+
+@pytest.mark.parametrize("key", ["log/tile/entries/000.p/{size}", "log/checkpoint"])
+def test_a_fifo_planted_in_the_store_is_tampering_not_a_hang(
+    vault: tuple[Cli, str], key: str
+) -> None:
+    # Anyone with write access to the store can make one; opening it for reading would
+    # wait for a writer for ever.
+    cli, tracking = vault
+    size = len(_history(cli)) + 2
+    path = _objects(cli) / key.format(size=size)
+    path.unlink()
+    os.mkfifo(path)
+    for result in (_status(cli, tracking), cli.run("audit", "verify")):
+        assert "not a regular file" in _one_line_error(result, 4)
 
 
 def test_a_directory_at_the_store_lock_is_tampering(vault: tuple[Cli, str]) -> None:
