@@ -11,6 +11,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
@@ -62,7 +63,15 @@ def _state(ctx: typer.Context) -> CliState:
     return state if isinstance(state, CliState) else CliState()
 
 
-def _read_key(key: str) -> NoteVerifier:
+def read_key(key: str, option: str = "--key") -> NoteVerifier:
+    """The log's verifier key a user gave: the key string, or a file holding it.
+
+    Every command's `--key` reads it this way. The user typed or chose it, so a key that
+    is not a verifier key is bad input (exit 2), not a sign of tampering.
+
+    Raises:
+        InputError: the file cannot be read, or it (or the string) is not a verifier key.
+    """
     from pcii_vault.ledger.note import NoteVerifier
 
     path = Path(key)
@@ -70,9 +79,24 @@ def _read_key(key: str) -> NoteVerifier:
     if "+" not in key or path.is_file():
         try:
             text = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise InputError(f"cannot read key file {key}: {exc.strerror}") from exc
-    return NoteVerifier.from_key_string(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise InputError(f"cannot read key file {key}: {reason}") from exc
+    try:
+        return NoteVerifier.from_key_string(text)
+    except IntegrityError as exc:
+        raise InputError(
+            f"{option}: {exc} (give the key `pcii audit key` prints, or a file holding it)"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class _Log:
+    """Where a command reads the log, with what key, and the vault's anchor if local."""
+
+    store: ObjectStore
+    verifier: NoteVerifier
+    anchor: Path | None = None
 
 
 def open_log(
@@ -80,8 +104,23 @@ def open_log(
 ) -> tuple[ObjectStore, str, NoteVerifier]:
     """Find the log and its key: `--log`/`--key`, else the vault's configuration.
 
+    A vault directory's log is held against the vault's own last checkpoint
+    (`log-checkpoint`), as every vault command does: a store rolled back whole is exit 4.
+
     Returns:
         (store holding log/, origin, verifier key).
+
+    Raises:
+        ConfigError: no log or no key can be found.
+        IntegrityError: the log is rolled back or forked from the vault's anchor.
+    """
+    found = _locate_log(state, log, key)
+    _check_anchor(found)
+    return found.store, found.verifier.name, found.verifier
+
+
+def _locate_log(state: CliState, log: str | None, key: str | None) -> _Log:
+    """The log `--log`/`--key` name, else the vault's; nothing is read from it yet.
 
     Raises:
         ConfigError: no log or no key can be found.
@@ -91,29 +130,72 @@ def open_log(
     from pcii_vault.store import open_store
 
     if state.server is not None and log is None:
-        return _server_log(state, key)
+        store, verifier = _server_log(state, key)
+        return _Log(store, verifier)
     config: VaultConfig | None = None
     if state.vault is not None:
         config = VaultConfig.load(VaultPaths(state.vault).config)
+    anchor: Path | None = None
     if log is not None:
         if log.startswith("s3://"):
             store = open_store(log, root_for_file=Path())
         else:
-            store = _log_store(Path(log))
+            store, anchor = _log_store(Path(log))
     elif config is not None and state.vault is not None:
-        store = open_store(config.store, root_for_file=VaultPaths(state.vault).objects)
+        paths = VaultPaths(state.vault)
+        store = open_store(config.store, root_for_file=paths.objects)
+        anchor = paths.anchor
     else:
         raise ConfigError("no log: give --log DIR|s3://... or --vault DIR")
     if key is not None:
-        verifier = _read_key(key)
+        verifier = read_key(key)
     elif config is not None:
         verifier = NoteVerifier.from_key_string(config.log_key)
     else:
         raise ConfigError("no log key: give --key KEY|FILE or --vault DIR")
-    return store, verifier.name, verifier
+    return _Log(store, verifier, anchor)
 
 
-def _server_log(state: CliState, key: str | None) -> tuple[ObjectStore, str, NoteVerifier]:
+def _check_anchor(found: _Log) -> None:
+    """Hold a vault's log against its `log-checkpoint`, exactly as `pcii status` does.
+
+    A log copied elsewhere (`--log DIR`, s3://) has no anchor: an auditor brings a
+    checkpoint of their own (`--trusted-checkpoint`).
+
+    Raises:
+        IntegrityError: the log is missing, rolled back or forked from the anchor, or
+            the anchored checkpoint vanished from the history.
+    """
+    if found.anchor is None:
+        return
+    from pcii_vault.ledger.anchor import ReadOnlyAnchor
+    from pcii_vault.ledger.log import Ledger
+
+    verifier = found.verifier
+    Ledger(
+        found.store,
+        verifier.name,
+        signer=None,
+        verifier=verifier.public_key,
+        anchor=ReadOnlyAnchor(found.anchor),
+    ).checkpoint()
+
+
+def open_reader(state: CliState, log: str | None = None, key: str | None = None) -> Ledger:
+    """The log to read events from, its head checked as `audit verify` checks it.
+
+    Raises:
+        IntegrityError: the checkpoint was deleted or rolled back (`check_log_head`), or
+            differs from the vault's anchor.
+    """
+    from pcii_vault.ledger.verify import check_log_head
+
+    store, _, verifier = open_log(state, log, key)
+    check_log_head(store, verifier)
+    return _reader(store, verifier)
+
+
+def _server_log(state: CliState, key: str | None) -> tuple[ObjectStore, NoteVerifier]:
     """A vault server's log, read-only over HTTPS (signed requests by an auditor).
 
     The objects are verified here against the log key exactly as from a bucket; the key
@@ -126,11 +208,9 @@ def _server_log(state: CliState, key: str | None) -> tuple[ObjectStore, str, Not
     assert state.server is not None  # noqa: S101 -- the caller checked
     transport = HttpTransport(state.server, ca=state.ca, identity=identity(state))
     verifier = (
-        _read_key(key)
-        if key is not None
-        else NoteVerifier.from_key_string(transport.info().log_key)
+        read_key(key) if key is not None else NoteVerifier.from_key_string(transport.info().log_key)
     )
-    return RemoteLog(transport), verifier.name, verifier
+    return RemoteLog(transport), verifier
 
 
 def _vault_verifier(state: CliState, key: str | None) -> NoteVerifier | None:
@@ -144,7 +224,7 @@ def _vault_verifier(state: CliState, key: str | None) -> NoteVerifier | None:
     from pcii_vault.service.transport import HttpTransport
 
     if key is not None:
-        return _read_key(key)
+        return read_key(key)
     if state.vault is not None:
         return NoteVerifier.from_key_string(
             VaultConfig.load(VaultPaths(state.vault).config).log_key
@@ -155,17 +235,21 @@ def _vault_verifier(state: CliState, key: str | None) -> NoteVerifier | None:
     return None
 
 
-def _log_store(directory: Path) -> ObjectStore:
-    """The store holding `log/`: a copied log directory, or a vault directory (any store)."""
+def _log_store(directory: Path) -> tuple[ObjectStore, Path | None]:
+    """The store holding `log/`: a copied log directory, or a vault directory (any store).
+
+    Returns:
+        The store, and the vault's anchor file when `directory` is a vault directory.
+    """
     from pcii_vault.config import VaultConfig, VaultPaths
     from pcii_vault.store import open_store
 
     if (directory / "log").is_dir():
-        return open_store(f"file://{directory.resolve()}", root_for_file=directory)
+        return open_store(f"file://{directory.resolve()}", root_for_file=directory), None
     paths = VaultPaths(directory)
     if paths.config.is_file():
         config = VaultConfig.load(paths.config)
-        return open_store(config.store, root_for_file=paths.objects)
+        return open_store(config.store, root_for_file=paths.objects), paths.anchor
     raise ConfigError(f"{directory} holds no log/ directory and is not a vault directory")
 
 
@@ -228,7 +312,8 @@ def verify_command(
     from pcii_vault.ledger.verify import verify_log
 
     state = _state(ctx)
-    store, _, verifier = open_log(state, log, key)
+    found = _locate_log(state, log, key)
+    store, verifier = found.store, found.verifier
     trusted = read_trusted_checkpoint(trusted_checkpoint, verifier)
     # The lifecycle projection doubles as the legal-history check: replaying every event
     # into a scratch index raises on a release without a permit, a release of a withdrawn
@@ -236,6 +321,7 @@ def verify_command(
     # every logged decision is re-run on the policy set it names.
     history = HistoryAuditor(store, replay_decisions=not skip_decision_replay)
     try:
+        _check_anchor(found)  # in the verdict: a vault rolled back whole is not sound
         checker = None if structure_only else history
         report = verify_log(store, verifier, trusted=trusted, event_checker=checker)
         if not structure_only:
@@ -295,8 +381,7 @@ def prove_command(
     state = _state(ctx)
     if out is not None:
         refuse_existing(out, "--out")  # before reading the log
-    store, _, verifier = open_log(state, log, key)
-    ledger = _reader(store, verifier)
+    ledger = open_reader(state, log, key)
     checkpoint = ledger.checkpoint()
     size = 0 if checkpoint is None else checkpoint.size
     if index >= size:
@@ -349,7 +434,7 @@ def key_command(ctx: typer.Context, log: LogOption = None, key: KeyOption = None
     state = _state(ctx)
     verifier = _vault_verifier(state, key) if log is None else None
     if verifier is None:
-        _, _, verifier = open_log(state, log, key)
+        verifier = _locate_log(state, log, key).verifier
     text = verifier.key_string()
     state.output.result({"key": text, "origin": verifier.name}, text)
 
@@ -369,8 +454,7 @@ def _filtered(
 ) -> Iterator[Event]:
     from pcii_vault.ledger.proof import iter_events
 
-    store, _, verifier = open_log(state, log, key)
-    return iter_events(_reader(store, verifier), **filters)
+    return iter_events(open_reader(state, log, key), **filters)
 
 
 def _parse_time(value: str | None, what: str) -> datetime | None:
@@ -478,7 +562,13 @@ def export_command(
 
 
 def _export(events: Iterator[Event], fmt: str, handle: TextIO) -> None:
+    """Write the events as JSON lines or CSV.
+
+    CSV cells are defused as the report's are (`csv_cell`): the log holds text users
+    typed (purposes, reasons), which a spreadsheet would otherwise run as a formula.
+    """
     from pcii_vault.models.event import Event
+    from pcii_vault.report.data import csv_cell
 
     if fmt == "jsonl":
         for event in events:
@@ -490,7 +580,7 @@ def _export(events: Iterator[Event], fmt: str, handle: TextIO) -> None:
         row = _row(event)
         writer.writerow(
             {
-                k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+                k: csv_cell(json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v)
                 for k, v in row.items()
             }
         )

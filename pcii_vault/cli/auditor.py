@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pcii_vault.cli.audit import KeyOption, LogOption, open_log
+from pcii_vault.cli.audit import KeyOption, LogOption, open_reader
 from pcii_vault.cli.files import new_output, refuse_existing
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import TRACKING
@@ -28,11 +28,9 @@ def recipients(
     from the local index, which could have been edited).
     """
     from pcii_vault.index import Index
-    from pcii_vault.ledger.log import Ledger
 
     state: CliState = ctx.obj
-    store, origin, verifier = open_log(state, log, key)
-    ledger = Ledger(store, origin, signer=None, verifier=verifier.public_key)
+    ledger = open_reader(state, log, key)
     projection = Index.in_memory()
     try:
         projection.apply_all(ledger.events(0, ledger.size()), strict=False)
@@ -66,13 +64,10 @@ def checkpoint(
     `pcii audit verify --trusted-checkpoint FILE` then proves the log only grew from it:
     no rollback, no fork.
     """
-    from pcii_vault.ledger.log import Ledger
-
     state: CliState = ctx.obj
     if out is not None:
         refuse_existing(out, "--out")  # before reading the log
-    store, origin, verifier = open_log(state, log, key)
-    current = Ledger(store, origin, signer=None, verifier=verifier.public_key).checkpoint()
+    current = open_reader(state, log, key).checkpoint()
     if current is None:
         raise IntegrityError("the log has no checkpoint yet")
     if out is not None:

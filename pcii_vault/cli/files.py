@@ -74,10 +74,11 @@ def new_text_output(path: Path, option: str) -> Iterator[TextIO]:
 
 
 @contextlib.contextmanager
-def new_directory(path: Path, option: str) -> Iterator[Path]:
+def new_directory(path: Path, option: str, *, parents: bool = True) -> Iterator[Path]:
     """A temporary directory to fill; it becomes `path` when the block ends without error.
 
-    Missing parent directories are created (and stay).
+    With `parents`, missing parent directories are created (and stay), as `--csv DIR`
+    always did; without, a missing parent is refused (exit 2) as for a file output.
 
     Raises:
         InputError: `path` exists, or filling it failed (nothing is left behind).
@@ -85,7 +86,8 @@ def new_directory(path: Path, option: str) -> Iterator[Path]:
     refuse_existing(path, option)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
         try:
             yield tmp

@@ -165,8 +165,8 @@ def receipt_verify(
         str | None,
         typer.Option(
             "--key",
-            metavar="KEY",
-            help="The log's verifier key (default: from the vault config).",
+            metavar="KEY|FILE",
+            help="The log's verifier key string, or a file holding it (default: the vault's).",
             show_default=False,
         ),
     ] = None,
@@ -199,10 +199,11 @@ def _read_receipt(path: Path) -> bytes:
 
 
 def _log_key(state: CliState, key: str | None) -> str:
+    from pcii_vault.cli.audit import read_key
     from pcii_vault.config import VaultConfig, VaultPaths
 
     if key is not None:
-        return key
+        return read_key(key).key_string()  # as every command's --key: a string or a file
     if state.server is not None:
         from pcii_vault.service.transport import HttpTransport
 

@@ -71,6 +71,14 @@ def report(
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,
+    skip_decision_replay: Annotated[
+        bool,
+        typer.Option(
+            "--skip-decision-replay",
+            help="Do not re-run logged decisions (when the policysets/ beside the log "
+            "were not copied); the report says so.",
+        ),
+    ] = False,
 ) -> None:
     """The auditor's report from the verified log: page, PDF, figures, tables, findings."""
     from pcii_vault.ledger.log import Ledger
@@ -80,7 +88,8 @@ def report(
     period = Period(_parse_time(since, "--since"), _parse_time(until, "--until"), record)
     if period.since and period.until and period.since > period.until:
         raise InputError("--since is after --until")
-    for target, option in ((html, "--html"), (pdf, "--pdf"), (csv_dir, "--csv")):
+    targets = ((html, "--html"), (pdf, "--pdf"), (csv_dir, "--csv"), (proofs, "--proofs"))
+    for target, option in targets:
         if target is not None:
             refuse_existing(target, option)  # before the long pass over the log
     if pdf is not None:
@@ -95,6 +104,7 @@ def report(
             scratch=Path(scratch),
             now=datetime.now(UTC),
             trusted=trusted,
+            replay_decisions=not skip_decision_replay,
         )
         try:
             outputs = _Outputs(html, pdf, csv_dir, proofs, Path(scratch))
@@ -120,16 +130,28 @@ class _Outputs:
     scratch: Path
 
     def write(self, result: AuditReport, ledger: Ledger) -> dict[str, Any]:
-        """Write every file asked for; return what was written."""
+        """Write every file asked for; return what was written.
+
+        The proofs go into a new directory that gets its name only once every other
+        output is written: a report that fails leaves no proofs behind.
+        """
+        # Proofs only of a sound log: a bundle from a broken tree would prove nothing.
+        if self.proofs is None or not result.verification.sound:
+            return self._pages(result, None)
+        # Like a file output: a missing parent directory is exit 2, not created.
+        with new_directory(self.proofs, "--proofs", parents=False) as tmp:
+            page_dir = self.html or self.pdf or self.proofs
+            proof_href = _write_proofs(result, ledger, tmp, self.proofs, page_dir)
+            written = self._pages(result, proof_href)
+        return {**written, "proofs": str(self.proofs)}
+
+    def _pages(
+        self, result: AuditReport, proof_href: Callable[[int], str] | None
+    ) -> dict[str, Any]:
+        """Write the page, the PDF and the tables asked for; return what was written."""
         from pcii_vault.report import write_csv, write_html, write_pdf
 
         written: dict[str, Any] = {}
-        proof_href = None
-        # Proofs only of a sound log: a bundle from a broken tree would prove nothing.
-        if self.proofs is not None and result.verification.sound:
-            page_dir = self.html or self.pdf or self.proofs
-            proof_href = _write_proofs(result, ledger, self.proofs, page_dir)
-            written["proofs"] = str(self.proofs)
         if self.html is not None:
             # Written beside its final name, so the links to the proofs stay relative.
             with new_output(self.html, "--html") as page:
@@ -154,30 +176,31 @@ def _paths(written: dict[str, Any]) -> list[str]:
 
 
 def _write_proofs(
-    result: AuditReport, ledger: Ledger, directory: Path, page: Path
+    result: AuditReport, ledger: Ledger, tmp: Path, directory: Path, page: Path
 ) -> Callable[[int], str]:
-    """Write every release's proof bundle against the report's checkpoint.
+    """Write every release's proof bundle, against the report's checkpoint, into `tmp`.
+
+    `tmp` is new and becomes `directory` afterwards (`new_directory`): nothing in it
+    can be a planted file or symlink.
 
     Returns:
-        Each release's link target, relative to the page's directory.
+        Each release's link target in `directory`, relative to the page's directory.
     """
     from pcii_vault.ledger.proof import prove
 
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create {directory}: {exc.strerror}") from exc
     checkpoint = result.checkpoint
     for row in result.spool.rows("releases"):
         seq = int(row["seq"])
         bundle = prove(ledger, seq, checkpoint)
-        path = directory / f"access-{seq}.json"
+        path = tmp / f"access-{seq}.json"
         try:
             path.write_text(
                 json.dumps(bundle.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )
         except OSError as exc:
-            raise InputError(f"cannot write --proofs {path}: {exc.strerror}") from exc
+            raise InputError(
+                f"cannot write --proofs {directory / path.name}: {exc.strerror}"
+            ) from exc
     base = page.resolve().parent
 
     def href(seq: int) -> str:

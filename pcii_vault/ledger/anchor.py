@@ -31,7 +31,7 @@ from pcii_vault.durable import replace_file
 from pcii_vault.errors import IntegrityError
 from pcii_vault.ledger.note import Checkpoint, NoteVerifier, parse_checkpoint
 
-__all__ = ["CheckpointAnchor"]
+__all__ = ["CheckpointAnchor", "ReadOnlyAnchor"]
 
 
 class CheckpointAnchor:
@@ -88,3 +88,14 @@ class CheckpointAnchor:
             yield
         finally:
             os.close(fd)
+
+
+class ReadOnlyAnchor(CheckpointAnchor):
+    """A vault's anchor as the audit commands hold a log against it: read, never moved.
+
+    The audit commands read a vault and write nothing in its directory (an auditor may
+    have read access only); the vault's own commands move the anchor.
+    """
+
+    def advance(self, checkpoint: Checkpoint, verifier: NoteVerifier) -> None:
+        """Leave the anchor as it is."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,7 @@ from pcii_vault.ledger.tree import EMPTY_ROOT, RootBuilder, range_hash
 from pcii_vault.models.event import Event
 from pcii_vault.store.base import ObjectStore
 
-__all__ = ["VerifyReport", "verify_log"]
+__all__ = ["VerifyReport", "check_log_head", "verify_log"]
 
 _W = _tiles.TILE_WIDTH
 
@@ -286,6 +286,81 @@ def _check_history_kept(cp: Checkpoint, checked: int) -> None:
         )
 
 
+def _parse_head(note: bytes, verifier: NoteVerifier) -> Checkpoint:
+    try:
+        return parse_checkpoint(note, verifier)
+    except IntegrityError as exc:
+        raise IntegrityError(f"{CHECKPOINT_KEY}: {exc}") from exc
+
+
+def _historic(store: ObjectStore, key: str, verifier: NoteVerifier) -> Checkpoint:
+    """A historic checkpoint, signature checked (the object names itself in any error)."""
+    try:
+        return parse_checkpoint(_get(store, key), verifier)
+    except IntegrityError as exc:
+        raise IntegrityError(f"{key}: {exc}") from exc
+
+
+def _refuse_rollback(store: ObjectStore, cp: Checkpoint, etag: str, key: str) -> None:
+    """Refuse `cp` (read under `etag`) when the larger historic checkpoint `key` exists.
+
+    Unless the log advanced since `cp` was read: history is written after each install,
+    so a concurrent append can show up in the history before the head is read again.
+
+    Raises:
+        IntegrityError: ``log/checkpoint`` is still the one read: it was put back.
+    """
+    if store.head(CHECKPOINT_KEY).etag == etag:
+        raise IntegrityError(f"rollback: {CHECKPOINT_KEY} has size {cp.size} but {key} is larger")
+
+
+def _later_history(store: ObjectStore, size: int) -> Iterator[str]:
+    """The keys of the historic checkpoints stored beyond `size` (well-formed names only)."""
+    current = history_key(size)
+    for info in store.list(HISTORY_PREFIX):
+        name = info.key[len(HISTORY_PREFIX) :]
+        if info.key > current and len(name) == 20 and name.isdigit():
+            yield info.key
+
+
+def check_log_head(store: ObjectStore, verifier: NoteVerifier) -> Checkpoint | None:
+    """The signed ``log/checkpoint``, refused if the log's own objects show it is not the head.
+
+    Commands that read the log through its checkpoint (list, export, prove, recipients)
+    would otherwise show a shortened log as if it were whole, where `verify_log` fails.
+    These are the two checks of `verify_log` that such a view slips past, cheap enough
+    for every command (one listing of ``log/checkpoints/``, no entry read):
+    - the checkpoint is missing while ``log/`` holds objects (entries, tiles, history):
+      it was deleted, and the log would read as empty;
+    - a signed historic checkpoint is larger: the checkpoint was put back to an older
+      one, hiding the events after it (unless the log advanced meanwhile).
+    A history slot holding a smaller checkpoint (copied there) is no rollback: the next
+    append replaces it, and `verify_log` names it.
+
+    Returns:
+        The checkpoint; None only when nothing at all is under ``log/``.
+
+    Raises:
+        IntegrityError: the checkpoint was deleted or rolled back, or is not signed.
+        BackendError: the store is unavailable.
+    """
+    try:
+        note, etag = store.get_with_etag(CHECKPOINT_KEY)
+    except NotFoundError:
+        remaining = next(store.list(_tiles.LOG_PREFIX), None)
+        if remaining is None:
+            return None
+        raise IntegrityError(
+            f"missing log object {CHECKPOINT_KEY} while {remaining.key} remains: "
+            "the log's checkpoint was deleted"
+        ) from None
+    cp = _parse_head(note, verifier)
+    for key in _later_history(store, cp.size):
+        if _historic(store, key, verifier).size > cp.size:
+            _refuse_rollback(store, cp, etag, key)
+    return cp
+
+
 def verify_log(
     store: ObjectStore,
     verifier_key: NoteVerifier | str,
@@ -318,10 +393,7 @@ def verify_log(
         note, etag = store.get_with_etag(CHECKPOINT_KEY)
     except NotFoundError as exc:
         raise IntegrityError(f"missing log object {CHECKPOINT_KEY}") from exc
-    try:
-        cp = parse_checkpoint(note, verifier)
-    except IntegrityError as exc:
-        raise IntegrityError(f"{CHECKPOINT_KEY}: {exc}") from exc
+    cp = _parse_head(note, verifier)
     if trusted is not None and trusted.size > cp.size:
         raise IntegrityError(
             f"rollback: {CHECKPOINT_KEY} has size {cp.size}, "
@@ -340,18 +412,11 @@ def verify_log(
     pending = auditor.pending
     checked = 0
     for size, key in sorted(inventory.history.items()):
-        try:
-            old = parse_checkpoint(_get(store, key), verifier)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{key}: {exc}") from exc
+        old = _historic(store, key, verifier)
         if history_key(old.size) != key:
             raise IntegrityError(f"{key} holds a checkpoint of size {old.size}")
         if size > cp.size:
-            current = store.head(CHECKPOINT_KEY).etag
-            if current == etag:
-                raise IntegrityError(
-                    f"rollback: {CHECKPOINT_KEY} has size {cp.size} but {key} is larger"
-                )
+            _refuse_rollback(store, cp, etag, key)
             pending.append(f"{key} (the log advanced during verification)")
             continue
         if old.root != root_at(size):

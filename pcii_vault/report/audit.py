@@ -47,6 +47,8 @@ class Verification:
     events_read: int
     pending: tuple[str, ...]
     legal_history: bool
+    # None when decisions were not re-run (`--skip-decision-replay`, or no legal history).
+    decisions_replayed: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -62,6 +64,7 @@ class Verification:
             "events_read": self.events_read,
             "pending": list(self.pending),
             "legal_history": self.legal_history,
+            "decisions_replayed": self.decisions_replayed,
         }
 
 
@@ -97,6 +100,25 @@ def _signed_checkpoint_or_none(store: ObjectStore, verifier: NoteVerifier) -> Ch
         return None
 
 
+class _RecordSeen:
+    """Whether the record a report is restricted to (`--record`) was ever submitted.
+
+    A tracking number the log never received is a typo, not a record without events:
+    the report refuses it (exit 2) as `pcii audit recipients` does, instead of showing a
+    sound report of nothing. Only a sound log is held to it: a broken one is read only
+    up to its first problem.
+    """
+
+    def __init__(self, record: str | None) -> None:
+        self.record = record
+        self.seen = record is None
+
+    def observe(self, event: Event) -> None:
+        """Note the record's submission (the event that creates a record)."""
+        if not self.seen and event.type == "submission.received":
+            self.seen = event.record == self.record
+
+
 def compile_report(
     store: ObjectStore,
     verifier: NoteVerifier,
@@ -106,6 +128,7 @@ def compile_report(
     now: datetime,
     trusted: Checkpoint | None = None,
     legal_history: bool = True,
+    replay_decisions: bool = True,
 ) -> AuditReport:
     """Verify the log and compute the report's figures in one streaming pass.
 
@@ -118,28 +141,38 @@ def compile_report(
         now: the generation time (also the "as of" time unless the period ends earlier).
         trusted: a checkpoint seen before; the log must extend it.
         legal_history: also check the lifecycle rules, as `pcii audit verify` does.
+        replay_decisions: also re-run every logged decision on the policy set it names
+            (off for a log copied without its ``policysets/``, as `audit verify
+            --skip-decision-replay`); `verification.decisions_replayed` is then None.
 
     Returns:
         The report; `verification.sound` says whether the log verified.
 
     Raises:
+        NotFoundError: `period` names a record the (sound) log never received.
         BackendError: the store is unavailable.
     """
     spool = TableSpool(scratch)
     figures = ReportFigures(period, spool)
     # The same checks as `pcii audit verify`: legal history, and every decision re-run.
     history = (
-        HistoryAuditor(store, index=_scratch_history(scratch / "history.sqlite"))
+        HistoryAuditor(
+            store,
+            index=_scratch_history(scratch / "history.sqlite"),
+            replay_decisions=replay_decisions,
+        )
         if legal_history
         else None
     )
     read = 0
+    named = _RecordSeen(period.record)
 
     def observe(event: Event) -> None:
         nonlocal read
         if history is not None:
             history(event)
         read += 1
+        named.observe(event)
         figures.observe(event)
 
     problem: str | None = None
@@ -156,6 +189,9 @@ def compile_report(
     finally:
         if history is not None:
             history.close()
+    if problem is None and not named.seen:
+        spool.close()
+        raise NotFoundError(f"no record with tracking number {period.record!r} in the log")
     as_of = now if period.until is None else min(now, period.until)
     figures.finish(as_of)
     verification = Verification(
@@ -169,5 +205,8 @@ def compile_report(
         events_read=read,
         pending=pending,
         legal_history=legal_history,
+        decisions_replayed=history.decisions_replayed
+        if history is not None and replay_decisions
+        else None,
     )
     return AuditReport(verification, figures, spool, now, as_of, checkpoint)

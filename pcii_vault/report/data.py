@@ -15,11 +15,15 @@ from typing import Any
 from pcii_vault.report.audit import AuditReport
 from pcii_vault.report.figures import TABLES
 
-__all__ = ["figures_json", "write_csv"]
+__all__ = ["csv_cell", "figures_json", "write_csv"]
 
 
-def _cell(value: object) -> object:
-    """Defuse spreadsheet formulas: user text starting with = + - @ is read as text."""
+def csv_cell(value: object) -> object:
+    """Defuse spreadsheet formulas: user text starting with = + - @ is read as text.
+
+    Every CSV the CLI writes from the log (`audit report --csv`, `audit export`) passes
+    its cells through here: a spreadsheet would run such text as a formula.
+    """
     if isinstance(value, str) and value[:1] in {"=", "+", "-", "@", "\t", "\r"}:
         return "'" + value
     return value
@@ -97,7 +101,7 @@ def write_csv(report: AuditReport, directory: Path) -> list[Path]:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             for row in report.spool.rows(name):
-                writer.writerow({k: _cell(v) for k, v in row.items()})
+                writer.writerow({k: csv_cell(v) for k, v in row.items()})
         written.append(path)
     findings = directory / "findings.csv"
     with findings.open("w", encoding="utf-8", newline="") as handle:
@@ -107,8 +111,8 @@ def write_csv(report: AuditReport, directory: Path) -> list[Path]:
             lines.writerow(
                 [
                     finding.rule,
-                    _cell(finding.subject),
-                    _cell(finding.text),
+                    csv_cell(finding.subject),
+                    csv_cell(finding.text),
                     finding.total,
                     " ".join(str(seq) for seq in finding.events),
                 ]

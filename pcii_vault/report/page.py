@@ -285,6 +285,8 @@ def _verification(page: _Page, report: AuditReport) -> None:
     page.w(f'<section id="verification" class="{sound}"><h2>{HEADINGS[0]}</h2>\n')
     if v.sound:
         legal = " and its event history is legal" if v.legal_history else ""
+        if v.legal_history and v.decisions_replayed is None:
+            legal += " (logged decisions were not replayed)"
         page.w(
             f'<p class="verdict" id="verdict">Log sound: every signature, entry, tile and '
             f"checkpoint verified{legal}.</p>\n"
@@ -310,6 +312,10 @@ def _verification(page: _Page, report: AuditReport) -> None:
             ("checkpoint root", f"<code>{_e(v.root or 'unreadable')}</code>"),
             ("trusted checkpoint", trusted),
             ("legal history checked", "yes" if v.legal_history else "no (structure only)"),
+            (
+                "decisions replayed",
+                "not replayed" if v.decisions_replayed is None else _e(v.decisions_replayed),
+            ),
             ("events read", _e(v.events_read)),
             ("pending (not yet in the log)", _e(len(v.pending))),
             ("period from", _e(period.since.isoformat() if period.since else "the first event")),

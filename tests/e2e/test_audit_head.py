@@ -1,0 +1,153 @@
+"""The audit commands on a log whose head was tampered with, and what they write or read.
+
+Each case is a tester's finding: `log/checkpoint` deleted or put back to an older signed
+one made the listing commands show a shortened log as whole (exit 0) where `audit
+verify` failed; a vault's store rolled back whole passed `audit verify`, caught only by
+`status`; `audit export --format csv` wrote formulas raw; a malformed `--key` was exit 4.
+Every test works on its own copy of one vault built once for the module.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Cli, Result
+
+pytestmark = pytest.mark.slow
+
+_FORMULA = '=HYPERLINK("http://evil.example","x")'
+
+
+def _one_line_error(result: Result, code: int = 4) -> str:
+    """The refusal: exit `code`, one `pcii: error:` line, no traceback; its text."""
+    assert result.code == code, (result.code, result.err, result.out)
+    lines = [line for line in result.err.strip().splitlines() if line.startswith("pcii:")]
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A vault with one validated record, released once with a formula as its purpose."""
+    cli = Cli(tmp_path_factory.mktemp("template"))
+    cli.init()
+    cli.add_owner_office_and_water()
+    document, attachment = str(cli.write_submission()), str(cli.attachment())
+    submitted = cli.ok("submit", document, "--attach", attachment, who="owner")
+    tracking = str(submitted.json()["tracking_number"])
+    cli.ok("validate", tracking, who="office")
+    out = str(cli.root / "out")
+    cli.ok("get", tracking, "--purpose", _FORMULA, "--out", out, who="water")
+    return cli.root, tracking
+
+
+@pytest.fixture
+def vault(template: tuple[Path, str], tmp_path: Path) -> tuple[Cli, str]:
+    root, tracking = template
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    return Cli(copy), tracking
+
+
+def _log(cli: Cli) -> Path:
+    return cli.vault / "objects" / "log"
+
+
+def _exported_log(cli: Cli) -> tuple[str, ...]:
+    """`--log DIR --key K`: the log alone, as an auditor holding only a copy has it."""
+    key = cli.ok("audit", "key").json()["key"]
+    return ("--log", str(cli.vault / "objects"), "--key", str(key))
+
+
+def _reading_commands(tracking: str) -> list[tuple[str, ...]]:
+    return [
+        ("audit", "log"),
+        ("audit", "export"),
+        ("audit", "export", "--format", "csv"),
+        ("audit", "recipients", tracking),
+        ("audit", "prove", "--index", "0"),
+        ("audit", "checkpoint"),
+        ("audit", "verify"),
+    ]
+
+
+@pytest.mark.parametrize("where", ["vault", "log copy"])
+def test_a_deleted_checkpoint_is_tampering_for_every_audit_command(
+    vault: tuple[Cli, str], where: str
+) -> None:
+    cli, tracking = vault
+    source = _exported_log(cli) if where == "log copy" else ()
+    (_log(cli) / "checkpoint").unlink()
+    for command in _reading_commands(tracking):
+        line = _one_line_error(cli.run(*command, *source), 4)
+        assert "log/checkpoint" in line, (command, line)
+
+
+@pytest.mark.parametrize("where", ["vault", "log copy"])
+def test_a_checkpoint_put_back_to_an_older_one_is_rollback_for_every_audit_command(
+    vault: tuple[Cli, str], where: str
+) -> None:
+    cli, tracking = vault
+    source = _exported_log(cli) if where == "log copy" else ()
+    older = sorted((_log(cli) / "checkpoints").iterdir())[-2]
+    shutil.copyfile(older, _log(cli) / "checkpoint")
+    for command in _reading_commands(tracking):
+        line = _one_line_error(cli.run(*command, *source), 4)
+        assert "rollback" in line, (command, line)
+
+
+def test_a_store_rolled_back_whole_fails_audit_verify_on_the_vault(
+    vault: tuple[Cli, str],
+) -> None:
+    cli, tracking = vault
+    objects = cli.vault / "objects"
+    saved = cli.root / "objects-before"
+    shutil.copytree(objects, saved, symlinks=True)
+    out = str(cli.root / "again")
+    cli.ok("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
+    shutil.rmtree(objects)
+    saved.rename(objects)  # a consistent, older log: only the vault's anchor knows
+    assert "rollback" in _one_line_error(cli.run("status", tracking, who="owner"), 4)
+    for command in (("audit", "verify"), ("audit", "log"), ("audit", "report")):
+        assert "rollback" in _one_line_error(cli.run(*command), 4), command
+    verdict = cli.run("--json", "audit", "verify")
+    assert verdict.code == 4
+    assert verdict.json()["sound"] is False
+    # An auditor holding only a copy of the log has no anchor: it verifies (README).
+    assert cli.ok("audit", "verify", *_exported_log(cli)).json()["sound"] is True
+    # And the audit commands never moved the vault's anchor.
+    assert "rollback" in _one_line_error(cli.run("status", tracking, who="owner"), 4)
+
+
+def test_export_csv_defuses_formulas_as_the_report_does(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    result = cli.run("audit", "export", "--format", "csv")
+    assert result.code == 0, result.err
+    rows = list(csv.DictReader(io.StringIO(result.out)))
+    purposes = [row["purpose"] for row in rows if row["purpose"]]
+    assert purposes == ["'" + _FORMULA], purposes
+    for row in rows:
+        for value in row.values():
+            assert value[:1] not in {"=", "+", "-", "@", "\t", "\r"}, row
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_a_malformed_key_is_bad_input_not_tampering(
+    vault: tuple[Cli, str], tmp_path: Path, as_file: bool
+) -> None:
+    cli, _ = vault
+    key = "pcii-vault.local/x+0123abcd+AAAA"
+    if as_file:
+        path = tmp_path / "log.key"
+        path.write_text(key + "\n")
+        key = str(path)
+    objects = str(cli.vault / "objects")
+    for command in (("audit", "verify"), ("audit", "log"), ("audit", "key")):
+        line = _one_line_error(cli.run(*command, "--log", objects, "--key", key), 2)
+        assert "--key" in line, line
