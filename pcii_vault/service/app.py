@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import structlog
@@ -39,9 +39,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pcii_vault.errors import BackendError, InputError, NotFoundError, PolicyDenied, VaultError
+from pcii_vault.errors import (
+    ActConflictError,
+    BackendError,
+    ConflictError,
+    InputError,
+    NotFoundError,
+    ObjectExistsError,
+    PolicyDenied,
+    VaultError,
+)
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.request import SignedRequest
+from pcii_vault.receipt import Receipt
 from pcii_vault.service import wire
 from pcii_vault.service.httpsig import (
     DigestCheck,
@@ -64,6 +74,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _UPLOADS = f"{wire.API_PREFIX}/uploads/"
+_UPLOADERS = {"owner"}  # only owners submit; nobody else has a reason to store objects
 _TAR_BLOCK = 512
 _CHUNK = 1 << 20
 # Attachments up to this many bytes are released from memory (twice: the files and their
@@ -228,6 +239,12 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"ready": True})
 
 
+# Load balancers probe with HEAD: the GET answer without its body (uvicorn drops it).
+# Kept out of the OpenAPI document, where it would repeat the GET operation's id.
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
+
+
 # ----- vault facts ---------------------------------------------------------------------------
 
 
@@ -275,6 +292,7 @@ async def upload(
     tracking: str, name: str, request: Request, caller: SignedMessage
 ) -> dict[str, Any]:
     """Store one ciphertext object of a submission not yet submitted (streamed)."""
+    _require_role(caller.principal, _UPLOADERS, "upload a submission's objects")
     vault = _context(request).vault
     key = _upload_key(tracking, name)
     check = DigestCheck()
@@ -294,7 +312,15 @@ async def upload(
     def put() -> None:
         if _is_record(vault, tracking):
             raise InputError(f"{tracking} is already a record")
-        vault.store.put_stream(key, chunks())
+        try:
+            vault.store.put_stream(key, chunks())
+        except ObjectExistsError:
+            # Another upload of the same object came first (a record's: see above).
+            if _is_record(vault, tracking):
+                raise InputError(f"{tracking} is already a record") from None
+            raise ActConflictError(
+                f"{name} of {tracking} was already uploaded: another upload came first"
+            ) from None
         if not check.matches(caller.signature.content_digest):
             with contextlib.suppress(VaultError):
                 vault.store.delete(key)
@@ -309,7 +335,8 @@ async def discard(
     tracking: str, name: str, request: Request, caller: SignedMessage
 ) -> dict[str, Any]:
     """Remove an uploaded object of a submission that never became a record."""
-    del caller  # any active principal: the object is nobody's until submitted
+    # Any owner: the server does not know who uploaded an object until it is submitted.
+    _require_role(caller.principal, _UPLOADERS, "discard a submission's objects")
     vault = _context(request).vault
     key = _upload_key(tracking, name)
 
@@ -330,8 +357,21 @@ async def submit(request: Request, body: wire.SubmissionBody, caller: SignedBody
         wire.decode_b64(body.sealed_dek, "sealed_dek"),
         tuple(body.files),
     )
-    receipt = await _core(_context(request).vault.receive, _act_of(caller, body), sealed)
-    return receipt.to_json()  # type: ignore[no-any-return]
+    vault = _context(request).vault
+    signed = _act_of(caller, body)
+
+    def receive() -> Receipt:
+        try:
+            return vault.receive(signed, sealed)
+        except ConflictError as exc:
+            # The core's "already a record" is a bare ConflictError; its subclasses are
+            # the store's conditional-write conflicts (retry: exit 5, as elsewhere).
+            if type(exc) is ConflictError and _is_record(vault, body.tracking_number):
+                raise InputError(exc.diagnostics()) from None
+            raise
+
+    receipt = await run_in_threadpool(receive)
+    return receipt.to_json()
 
 
 # ----- records -------------------------------------------------------------------------------
@@ -472,6 +512,7 @@ class _ReleaseResponse(StreamingResponse):
 
 _READABLE_PREFIXES = ("log/", "policysets/")
 _LOG_READERS = {"auditor", "admin", "office"}
+_T = TypeVar("_T")
 
 
 def _readable(key: str) -> str:
@@ -479,7 +520,23 @@ def _readable(key: str) -> str:
 
     if not key.startswith(_READABLE_PREFIXES):
         raise NotFoundError("only log/ and policysets/ objects are served")
-    return validate_key(key)
+    try:
+        return validate_key(key)
+    except InputError:
+        raise InputError(f"object key {wire.shown(key)} is not a valid key") from None
+
+
+def _log_object(read: Callable[[str], _T], key: str) -> _T:
+    """`read` one served object; a missing one named by its key, not where the store is.
+
+    The store's own message says where it keeps its objects (a directory of the
+    server's, a bucket): nothing a client needs to know.
+    """
+    readable = _readable(key)
+    try:
+        return read(readable)
+    except NotFoundError:
+        raise NotFoundError(f"object {wire.shown(key)} not found") from None
 
 
 @router.get(f"{P}/objects", tags=["audit"])
@@ -503,7 +560,7 @@ async def get_object(key: str, request: Request, caller: SignedMessage) -> Respo
     """One object of the log or of the policy-set archive, as stored."""
     _require_role(caller.principal, _LOG_READERS, "read the log")
     vault = _context(request).vault
-    data, etag = await run_in_threadpool(vault.store.get_with_etag, _readable(key))
+    data, etag = await run_in_threadpool(_log_object, vault.store.get_with_etag, key)
     return Response(data, media_type="application/octet-stream", headers={"etag": f'"{etag}"'})
 
 
@@ -512,7 +569,7 @@ async def object_info(key: str, request: Request, caller: SignedMessage) -> dict
     """What the store knows of one log object (size, etag)."""
     _require_role(caller.principal, _LOG_READERS, "read the log")
     vault = _context(request).vault
-    return wire.dump(await run_in_threadpool(vault.store.head, _readable(key)))
+    return wire.dump(await run_in_threadpool(_log_object, vault.store.head, key))
 
 
 # ----- unseal ------------------------------------------------------------------------------
@@ -685,6 +742,8 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # `/v1/status/` is no route: a 404, not a redirect to whatever Host was sent.
+        redirect_slashes=False,
         # No OpenTelemetry spans, metrics or logs: request paths name records, and the
         # vault's only account of its requests is its own access lines. (It also spared
         # a provider lookup per request.)
@@ -770,9 +829,9 @@ def _upload_key(tracking: str, name: str) -> str:
     from pcii_vault.models.submission import TRACKING_NUMBER_PATTERN  # noqa: PLC0415
 
     if not re.fullmatch(TRACKING_NUMBER_PATTERN, tracking):
-        raise InputError(f"{tracking!r} is not a tracking number")
+        raise InputError(f"{wire.shown(tracking)} is not a tracking number")
     if name != "document" and not re.fullmatch(r"files/[0-9]{1,4}", name):
-        raise InputError(f"{name!r} is not an object of a submission")
+        raise InputError(f"{wire.shown(name)} is not an object of a submission")
     return f"records/{tracking}/{name}"
 
 

@@ -55,6 +55,7 @@ from http_message_signatures import (
 
 from pcii_vault.crypto.signing import Ed25519PublicKey, Signer
 from pcii_vault.errors import InputError, IntegrityError, NotFoundError
+from pcii_vault.service.wire import shown
 
 __all__ = [
     "ALGORITHM",
@@ -478,7 +479,8 @@ def verify_request(
             raise lookup.failure from None
         if lookup.unknown is not None:
             raise SignatureRefused(
-                f"{lookup.unknown!r} is not a registered principal (unknown key id)", exit_code=3
+                f"{shown(lookup.unknown)} is not a registered principal (unknown key id)",
+                exit_code=3,
             ) from None
         # Well formed, and the key known: the signature itself does not verify (a forged
         # or altered message, exit 4); anything else is a request not signed as the

@@ -35,10 +35,12 @@ __all__ = [
     "ErrorBody",
     "decode_b64",
     "error_from_body",
+    "shown",
     "status_for",
 ]
 
 API_PREFIX = "/v1"
+SHOWN_CHARACTERS = 80  # of a client-supplied name that an error message echoes
 RELEASE_HEADER = "X-PCII-Release"  # the staged release's metadata (JSON), before its files
 
 # Error classes a server may name; anything else arrives as the family's base class.
@@ -185,6 +187,16 @@ class TrackingNumberBody(_Wire):
     """A fresh tracking number."""
 
     tracking_number: str
+
+
+def shown(name: str) -> str:
+    """A client-supplied name (key id, upload name) as an error message quotes it: cut.
+
+    An error is one line a person reads; a 60 KiB key id echoed whole is neither.
+    """
+    if len(name) <= SHOWN_CHARACTERS:
+        return repr(name)
+    return f"{name[:SHOWN_CHARACTERS]!r}..."
 
 
 def decode_b64(text: str, what: str) -> bytes:

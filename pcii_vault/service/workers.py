@@ -91,45 +91,168 @@ def bind(host: str, port: int) -> socket.socket:
 # uvicorn's httptools protocol keeps whatever arrives before the blank line, so a client
 # could make the server hold a 100 MB "header"; past this, 431 and the connection closed.
 MAX_REQUEST_HEAD_BYTES = 64 << 10
+_HEAD_TOO_LARGE = "request line and headers over 64 KiB"
+_MALFORMED = "invalid HTTP request: it could not be parsed"
 
 
-def _bounded_http_protocol() -> type[asyncio.Protocol]:
-    """The httptools protocol of uvicorn, refusing a request head over the limit (431)."""
+class _HeadTooLargeError(Exception):
+    """Raised in a parser callback: httptools stops at once and reports a callback error."""
+
+
+def _error_json(message: str) -> bytes:
+    """An answer's body in the API's error shape (a malformed request: exit 2)."""
+    from pcii_vault.service.wire import ErrorBody  # noqa: PLC0415 -- a server's cost
+
+    return ErrorBody(error=message, exit_code=2, kind="InputError").model_dump_json().encode()
+
+
+def _bounded_http_protocol(read_timeout: float) -> type[asyncio.Protocol]:
+    """The httptools protocol of uvicorn, with limits on a request's head.
+
+    Over 64 KiB: 431. Not complete within `read_timeout` seconds (of the connection, or
+    of its first byte on a kept-alive connection): 408. Unparsable: 400. Each answer is
+    the API's JSON error and closes the connection; uvicorn alone would hold a head that
+    never ends forever, and answer in plain text.
+    """
+    import http  # noqa: PLC0415
+    import uuid  # noqa: PLC0415
+
     from uvicorn.protocols.http.httptools_impl import (  # noqa: PLC0415 -- a server's cost
         HttpToolsProtocol,
     )
 
+    too_large, malformed = _error_json(_HEAD_TOO_LARGE), _error_json(_MALFORMED)
+    too_slow = _error_json(f"request line and headers did not arrive within {read_timeout:g} s")
+
     class BoundedHead(HttpToolsProtocol):
-        _head_bytes = 0
+        _head_bytes = 0  # the target and header lines httptools reported (exact)
+        _head_raw = 0  # every byte read while a head is incomplete (a field still growing)
         _in_head = True  # until a request's headers are complete, and between requests
+        _began = False  # a byte of the current request arrived
+        _over = False  # a callback stopped the parser: the head is too large
+        _refused = False
+        _deadline: asyncio.TimerHandle | None = None
+        _head_started = 0.0
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()  # the first request's head, from the connection on
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            # Counted only if the head is still incomplete once the bytes are parsed: a
-            # read that holds a whole head and the start of a large body is no offence.
+            if self._refused:
+                return  # answered and closing: the parser stopped at an error
             if self._in_head:
-                self._head_bytes += len(data)
+                self._head_raw += len(data)
             super().data_received(data)
-            if (
-                self._in_head
-                and self._head_bytes > MAX_REQUEST_HEAD_BYTES
-                and not self.transport.is_closing()
-            ):
-                body = b"request line and headers over 64 KiB\n"
-                self.transport.write(
-                    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                    b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
-                )
-                self.transport.close()
-                self._in_head = False
+            # A head counted exactly by the callbacks once complete; until then, by the
+            # bytes read (httptools holds a field until its end, however long).
+            if self._in_head and self._head_raw > MAX_REQUEST_HEAD_BYTES:
+                self._refuse(431, too_large)
+
+        def send_400_response(self, msg: str) -> None:
+            """The answer to a parser error (ours among them): the API's error, not text."""
+            del msg
+            if self._over:
+                self._refuse(431, too_large)
+            else:
+                self._refuse(400, malformed)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head, self._began, self._head_bytes = True, True, 0
+            if self._deadline is None:
+                self._arm()  # a kept-alive connection's next request: from its first byte
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)  # name, ": ", value, CRLF
+            super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            self._disarm()
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self._in_head, self._head_bytes = True, 0
+            self._in_head, self._began, self._head_bytes, self._head_raw = True, False, 0, 0
+
+        def shutdown(self) -> None:
+            """SIGTERM: drop a connection that owes nobody an answer at once.
+
+            uvicorn closes it, and over TLS a closed connection is lost only when the
+            client answers the close_notify: one that never does (a half-sent head, an
+            idle keep-alive) would hold the graceful shutdown for its whole period.
+            """
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.transport.get_write_buffer_size():
+                self._disarm()
+                self.transport.abort()
+            else:
+                super().shutdown()
+
+        def _count(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+                self._over = True
+                raise _HeadTooLargeError
+
+        def _arm(self) -> None:
+            self._head_started = self.loop.time()
+            self._deadline = self.loop.call_later(read_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self._in_head or self.transport.is_closing():
+                return
+            if self._began:
+                self._refuse(408, too_slow)
+            else:  # not a byte of a request: nothing to answer
+                self._refused = True
+                self.transport.abort()
+
+        def _refuse(self, status: int, body: bytes) -> None:
+            """Answer `status` with the JSON `body` and close; never inside another answer."""
+            self._refused = True
+            self._disarm()
+            if self.transport.is_closing():
+                return
+            if self.cycle is not None and not self.cycle.response_complete:
+                # A pipelined request behind an answer still being sent: read no more,
+                # and close once that answer is complete.
+                self.cycle.keep_alive = False
+                self.flow.pause_reading()
+                return
+            head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
+            head += [b"%s: %s\r\n" % pair for pair in self.server_state.default_headers]
+            head.append(
+                b"content-type: application/json\r\nconnection: close\r\n"
+                b"content-length: %d\r\n\r\n" % len(body)
+            )
+            self.transport.write(b"".join(head) + body)
+            self.transport.close()
+            _log.info(
+                "access",
+                request_id=uuid.uuid4().hex,
+                pid=os.getpid(),
+                principal=None,
+                method=None,
+                route=None,
+                status=status,
+                latency_ms=round((self.loop.time() - self._head_started) * 1000, 2),
+            )
 
     return BoundedHead
 
@@ -145,7 +268,7 @@ def run_server(app: Service, sock: socket.socket, listener: Listener) -> None:
         ssl_certfile=str(listener.cert_path),
         ssl_keyfile=str(listener.key_path),
         # httptools' C parser and uvloop: the app, not HTTP, takes the time.
-        http=_bounded_http_protocol(),
+        http=_bounded_http_protocol(app.limits.read_timeout),
         loop="uvloop",
         log_config=None,
         access_log=False,

@@ -1,0 +1,388 @@
+"""`pcii serve` at the HTTP layer: request heads, routes, codes, roles, what errors show.
+
+A real server process on 127.0.0.1 with a short read timeout (2 s), so the deadline for
+a request's head is tested without waiting the default 30 s.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pcii_vault.errors import ActConflictError, VaultError
+from pcii_vault.identity import Identity
+from pcii_vault.models.request import sign_request
+from pcii_vault.service.httpsig import RequestSigner, content_digest
+from pcii_vault.service.tls import client_context
+from pcii_vault.service.transport import HttpTransport
+from tests.e2e.conftest import ServerCli, VaultServer
+
+pytestmark = pytest.mark.slow
+
+READ_TIMEOUT_S = 2.0
+_TRACKING = "PCII-2026-{:08d}"
+
+
+@pytest.fixture(scope="module")
+def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerCli]:
+    """A served vault with two owners, an analyst and an auditor; read timeout 2 s."""
+    cli = ServerCli(tmp_path_factory.mktemp("wire"))
+    cli.env["PCII_SERVER_READ_TIMEOUT_S"] = str(READ_TIMEOUT_S)
+    cli.init()
+    cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
+    cli.add("owner2", "owner", "--org", "Lakeside Power", "--level", "private")
+    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
+    cli.add_water_analyst("water", "--level", "state", "--org", "State Water Board")
+    cli.add("aud", "auditor", "--org", "PCII Officer", "--training-expires", "2099-01-01")
+    cli.start()
+    try:
+        yield cli
+    finally:
+        cli.close()
+
+
+def _server(cli: ServerCli) -> VaultServer:
+    assert cli.server is not None
+    return cli.server
+
+
+def _http(server: VaultServer) -> httpx.Client:
+    return httpx.Client(verify=client_context(server.ca), timeout=30)
+
+
+def _tls(server: VaultServer) -> ssl.SSLSocket:
+    """A raw TLS connection to the server (to send what no HTTP client would)."""
+    tcp = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    return client_context(server.ca).wrap_socket(tcp, server_hostname="127.0.0.1")
+
+
+def _read_all(conn: ssl.SSLSocket, timeout: float) -> bytes:
+    """Everything the server sends until it closes (or `timeout`, or a reset)."""
+    conn.settimeout(timeout)
+    answer = b""
+    try:
+        while data := conn.recv(65536):
+            answer += data
+    except (TimeoutError, OSError):
+        pass
+    return answer
+
+
+def _json_error(answer: bytes) -> dict[str, Any]:
+    """The JSON error body of a raw HTTP answer, checked to be the API's error shape."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), answer[:300]
+    error = json.loads(body)
+    assert set(error) == {"error", "exit_code", "kind", "problems"}, error
+    return dict(error)
+
+
+def _signed(
+    server: VaultServer, identity: Identity, method: str, path: str, body: bytes = b""
+) -> httpx.Response:
+    url = f"{server.url}{path}"
+    signer = RequestSigner(identity.principal, identity.key)
+    headers = signer.headers(method, url, body_digest=content_digest(body))
+    if body:
+        json_body = method == "POST"
+        headers["content-type"] = "application/json" if json_body else "application/octet-stream"
+    with _http(server) as http:
+        return http.request(method, url, content=body, headers=headers)
+
+
+def _who(cli: ServerCli, name: str) -> Identity:
+    return Identity.load(cli.key(name))
+
+
+# ----- the request head ----------------------------------------------------------------------
+
+
+def test_a_request_head_that_never_completes_is_408_and_closed(wire: ServerCli) -> None:
+    server = _server(wire)
+    with _tls(server) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        started = time.monotonic()
+        answer = _read_all(conn, timeout=READ_TIMEOUT_S + 10)
+    assert time.monotonic() - started < READ_TIMEOUT_S + 5
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"connection: close" in answer.lower()
+    error = _json_error(answer)
+    assert (error["exit_code"], error["kind"]) == (2, "InputError")
+
+
+def test_a_head_trickled_a_byte_at_a_time_meets_the_same_deadline(wire: ServerCli) -> None:
+    # Slowloris: each byte comes before any idle timeout would fire; the head never ends.
+    server = _server(wire)
+    answer = b""
+    with _tls(server) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\n")
+        conn.settimeout(0.3)
+        deadline = time.monotonic() + READ_TIMEOUT_S + 10
+        while time.monotonic() < deadline and not answer:
+            try:
+                conn.sendall(b"X")
+                answer = conn.recv(65536)
+            except (TimeoutError, ssl.SSLWantReadError):
+                continue
+            except OSError:
+                break
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+
+
+def test_a_connection_that_sends_nothing_is_closed(wire: ServerCli) -> None:
+    server = _server(wire)
+    with _tls(server) as conn:
+        started = time.monotonic()
+        answer = _read_all(conn, timeout=READ_TIMEOUT_S + 10)
+        assert time.monotonic() - started < READ_TIMEOUT_S + 5
+    assert answer == b""  # closed without an answer: there was no request
+
+
+def test_a_kept_alive_connection_serves_requests_past_the_head_deadline(wire: ServerCli) -> None:
+    # The deadline is per request head: a connection that keeps asking is not cut.
+    server = _server(wire)
+    with _http(server) as http:
+        for _ in range(3):
+            assert http.get(f"{server.url}/healthz").status_code == 200
+            time.sleep(READ_TIMEOUT_S * 0.75)
+
+
+def test_sigterm_does_not_wait_for_a_half_sent_request_head(tmp_path: Path) -> None:
+    cli = ServerCli(tmp_path)
+    cli.init()
+    server = cli.start()  # the default read timeout (30 s) and graceful period
+    try:
+        # One connection idle since its handshake, one with half a request head.
+        with _tls(server), _tls(server) as half:
+            half.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.5)
+            started = time.monotonic()
+            assert server.stop() == 0
+            stopped = time.monotonic() - started
+    finally:
+        cli.close()
+    assert stopped < 10, f"SIGTERM took {stopped:.1f} s"
+
+
+def _head(size: int, *, headers: int = 1) -> bytes:
+    """A GET /healthz whose header lines (after Host) total about `size` bytes."""
+    line = size // headers
+    fields = b"".join(
+        b"X-F%d: %s\r\n" % (n, b"a" * (line - len(b"X-F%d: \r\n" % n))) for n in range(headers)
+    )
+    return b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+
+
+@pytest.mark.parametrize("headers", [1, 700])
+def test_a_head_over_64_kib_in_one_piece_is_431_json(wire: ServerCli, headers: int) -> None:
+    server = _server(wire)
+    with _tls(server) as conn:
+        conn.sendall(_head(75_000, headers=headers))
+        answer = _read_all(conn, timeout=10)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert b"connection: close" in answer.lower()
+    error = _json_error(answer)
+    assert (error["exit_code"], error["kind"]) == (2, "InputError")
+    assert "64 KiB" in error["error"]
+
+
+def test_a_head_just_under_64_kib_is_served(wire: ServerCli) -> None:
+    server = _server(wire)
+    with _tls(server) as conn:
+        conn.sendall(_head(60_000, headers=300))
+        answer = _read_all(conn, timeout=3)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def test_an_unparsable_request_is_400_json(wire: ServerCli) -> None:
+    server = _server(wire)
+    with _tls(server) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n")
+        answer = _read_all(conn, timeout=10)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    error = _json_error(answer)
+    assert (error["exit_code"], error["kind"]) == (2, "InputError")
+
+
+def test_head_on_health_and_readiness_answers_like_get_without_a_body(wire: ServerCli) -> None:
+    server = _server(wire)
+    with _http(server) as http:
+        for route in ("/healthz", "/readyz"):
+            got, head = http.get(f"{server.url}{route}"), http.head(f"{server.url}{route}")
+            assert head.status_code == got.status_code == 200, route
+            assert head.content == b""
+            assert head.headers["content-type"] == got.headers["content-type"]
+
+
+# ----- routes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/status/"), ("GET", "/v1/info/")])
+def test_a_trailing_slash_is_404_not_a_redirect(wire: ServerCli, method: str, path: str) -> None:
+    server = _server(wire)
+    with _http(server) as http:
+        response = http.request(method, f"{server.url}{path}", headers={"host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.json()["exit_code"] == 2
+
+
+# ----- conflicts -----------------------------------------------------------------------------
+
+
+def test_an_upload_that_already_exists_is_409_exit_3(wire: ServerCli) -> None:
+    server, owner = _server(wire), _who(wire, "owner")
+    path = f"/v1/uploads/{_TRACKING.format(11111111)}/document"
+    results: list[httpx.Response] = []
+
+    def put() -> None:
+        results.append(_signed(server, owner, "PUT", path, b"ciphertext" * 1000))
+
+    threads = [threading.Thread(target=put) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.status_code for r in results) == [201, 409, 409, 409]
+    for refused in (r for r in results if r.status_code == 409):
+        body = refused.json()
+        assert (body["exit_code"], body["kind"]) == (3, "ActConflictError"), body
+        assert str(server.ca.parent) not in body["error"]
+
+
+def test_the_client_maps_an_upload_conflict_to_exit_3(wire: ServerCli) -> None:
+    server, owner = _server(wire), _who(wire, "owner")
+    tracking = _TRACKING.format(11111112)
+    transport = HttpTransport(server.url, ca=server.ca, identity=owner)
+    try:
+        request = sign_request(
+            owner.key,
+            vault=owner.vault_id,
+            principal=owner.principal,
+            action="identify",
+            now=datetime.now(UTC),
+            record=tracking,
+        )
+        uploads = transport.uploads(request)
+        uploads.put_stream(f"records/{tracking}/document", [b"first"])
+        with pytest.raises(VaultError) as refused:
+            uploads.put_stream(f"records/{tracking}/document", [b"second"])
+    finally:
+        transport.close()
+    assert isinstance(refused.value, ActConflictError)
+    assert refused.value.exit_code == 3
+
+
+def test_a_submission_naming_an_existing_record_is_exit_2(wire: ServerCli) -> None:
+    server, owner = _server(wire), _who(wire, "owner")
+    tracking = wire.ok(
+        "submit", str(wire.write_submission("taken.json", attachments=[])), who="owner"
+    ).json()["tracking_number"]
+    files = [{"name": "x", "object": "document", "sha256": "0" * 64, "size": 1}]
+    request = sign_request(
+        owner.key,
+        vault=owner.vault_id,
+        principal=owner.principal,
+        action="submit",
+        now=datetime.now(UTC),
+        record=tracking,
+        params={"files": files},
+    )
+    body = {
+        "request": request.model_dump(mode="json"),
+        "tracking_number": tracking,
+        "sealed_dek": base64.b64encode(b"\0" * 64).decode(),
+        "files": files,
+    }
+    response = _signed(server, owner, "POST", "/v1/submissions", json.dumps(body).encode())
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert (error["exit_code"], error["kind"]) == (2, "InputError")
+    assert "already a record" in error["error"]
+    assert wire.ok("status", tracking, who="owner").json()["state"] == "received"
+
+
+# ----- who may upload ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["water", "aud", "office"])
+def test_only_owners_upload_or_discard(wire: ServerCli, who: str) -> None:
+    server = _server(wire)
+    owner, other = _who(wire, "owner"), _who(wire, who)
+    path = f"/v1/uploads/{_TRACKING.format(22222222)}/files/{len(who)}"
+    refused = _signed(server, other, "PUT", path, b"ciphertext")
+    assert refused.status_code == 403
+    assert (refused.json()["exit_code"], refused.json()["kind"]) == (3, "PolicyDenied")
+    assert _signed(server, owner, "PUT", path, b"ciphertext").status_code == 201
+    kept = _signed(server, other, "DELETE", path)
+    assert kept.status_code == 403 and kept.json()["exit_code"] == 3
+    assert _signed(server, owner, "DELETE", path).status_code == 200
+
+
+def test_the_client_maps_an_upload_refusal_to_exit_3(wire: ServerCli) -> None:
+    server, analyst = _server(wire), _who(wire, "water")
+    transport = HttpTransport(server.url, ca=server.ca, identity=analyst)
+    tracking = _TRACKING.format(22222223)
+    try:
+        request = sign_request(
+            analyst.key,
+            vault=analyst.vault_id,
+            principal=analyst.principal,
+            action="identify",
+            now=datetime.now(UTC),
+            record=tracking,
+        )
+        with pytest.raises(VaultError) as refused:
+            transport.uploads(request).put_stream(f"records/{tracking}/document", [b"x"])
+    finally:
+        transport.close()
+    assert refused.value.exit_code == 3
+    assert "owner" in str(refused.value)
+
+
+# ----- what errors show ----------------------------------------------------------------------
+
+
+def test_an_unknown_key_id_is_cut_in_the_error(wire: ServerCli) -> None:
+    server, owner = _server(wire), _who(wire, "owner")
+    key_id = "k" * 5000
+    url = f"{server.url}/v1/identify"
+    headers = RequestSigner(key_id, owner.key).headers("POST", url, body_digest=content_digest(b""))
+    with _http(server) as http:
+        response = http.post(url, headers=headers)
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert f"'{'k' * 80}'..." in error and "k" * 81 not in error
+    assert len(error) < 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"{_TRACKING.format(33333333)}/files/{'9' * 3000}", f"PCII-{'7' * 3000}/document"],
+)
+def test_an_upload_name_is_cut_in_the_error(wire: ServerCli, path: str) -> None:
+    response = _signed(_server(wire), _who(wire, "owner"), "PUT", f"/v1/uploads/{path}", b"x")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "..." in error and len(error) < 200, error
+
+
+def test_a_missing_log_object_names_the_key_not_the_server_path(wire: ServerCli) -> None:
+    server, auditor = _server(wire), _who(wire, "aud")
+    for route in ("/v1/objects/log/no-such-object", "/v1/objects-info/log/no-such-object"):
+        response = _signed(server, auditor, "GET", route)
+        assert response.status_code == 404, route
+        error = response.json()["error"]
+        assert "log/no-such-object" in error
+        assert str(wire.vault) not in error and "/objects" not in error, error
