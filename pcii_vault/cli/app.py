@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
             standalone_mode=False,
             obj=CliState(output=Output(json_mode=json_mode), debug=debug),
         )
+    except (BrokenPipeError, SystemExit) as exc:
+        _exiting(exc)
     except VaultError as exc:
         if debug:
             _print_traceback()
@@ -378,4 +380,34 @@ def main(argv: list[str] | None = None) -> None:
         _restore_signals(previous)
     if _RECEIVED:  # typer caught the interrupt (and made it exit 130): say so
         _fail_interrupted(json_mode=json_mode)
+    _flush_stdout()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_went_away()
+
+
+def _exiting(exc: BrokenPipeError | SystemExit) -> NoReturn:
+    """A command stops early: stdout's reader left (typer exits 1 for it), or it exits."""
+    if isinstance(exc, BrokenPipeError) or isinstance(exc.__context__, BrokenPipeError):
+        _reader_went_away()
+    raise exc
+
+
+def _reader_went_away() -> NoReturn:
+    """Stdout's reader closed the pipe (`pcii audit log | head -1`): stop, as SIGPIPE would.
+
+    Exit 141 (128 + SIGPIPE) without a message, as other commands in a pipeline do; stdout
+    is pointed at /dev/null first so that the interpreter's last flush cannot fail again.
+    """
+    import os
+    import signal
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(128 + signal.SIGPIPE)

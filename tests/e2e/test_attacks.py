@@ -440,7 +440,7 @@ def test_a_logged_illegal_transition_does_not_brick_the_vault(target: Target) ->
     target.cli.ok("get", target.tracking, "--purpose", "drought planning",
                   "--out", str(target.cli.root / "again"), who="water")  # fmt: skip
     target.cli.ok("index", "rebuild", who="admin")
-    _exit4(target.run("audit", "verify"), f"event {index}", "withdrawn is not allowed")
+    _exit4(target.run("audit", "verify"), f"event {index}", "cannot be withdrawn")
 
 
 def _rewrite_log(target: Target, replace: dict[int, Event]) -> None:

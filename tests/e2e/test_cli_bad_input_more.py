@@ -480,3 +480,22 @@ def _temp_files(objects: Path) -> list[Path]:
         except OSError:
             continue
     return found
+
+
+@pytest.mark.parametrize("args", [("audit", "log"), ("--json", "audit", "log")])
+def test_a_reader_that_closes_the_pipe_ends_the_command_as_sigpipe_would(
+    populated: Cli, args: tuple[str, ...]
+) -> None:
+    # `pcii audit log | head -1`: the reader goes away before the output is written.
+    cli = populated
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pcii_vault", *args],
+        env=cli.environment(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 128 + signal.SIGPIPE, err
+    assert err == b""  # no message, no traceback: the pipeline's reader chose to stop

@@ -33,9 +33,23 @@ def _submit(cli: Cli, **changes: object) -> str:
 
 def test_hostile_text_in_every_free_text_field_never_breaks_a_listing(populated: Cli) -> None:
     cli = populated
-    cli.add(
-        "odd", "analyst", "--org", HOSTILE, "--sector", WATER, "--training-expires", "2099-01-01"
+    # An organisation is one printable line; markup-like text it takes as text.
+    trained = ("--sector", WATER, "--training-expires", "2099-01-01")
+    refused = cli.run(
+        "principal",
+        "add",
+        "odd",
+        "--role",
+        "analyst",
+        *trained,
+        "--org",
+        HOSTILE,
+        "--key-out",
+        str(cli.key("odd")),
+        who="admin",
     )
+    assert refused.code == 2 and "one line of printable text" in refused.err
+    cli.add("odd", "analyst", *trained, "--org", MARKUP)
     # A submission refuses control characters itself; markup-like text it takes as text.
     tracking = _submit(cli, title=MARKUP, summary=MARKUP)
     cli.ok("validate", tracking, who="office")
@@ -59,7 +73,7 @@ def test_hostile_text_in_every_free_text_field_never_breaks_a_listing(populated:
         assert "\x1b" not in result.out and "\u202e" not in result.out, args
         assert "\x07" not in result.out, args
     principals = cli.run("principal", "list").out
-    assert SHOWN in principals
+    assert MARKUP in principals
     recipients = cli.run("audit", "recipients", tracking).out
     assert SHOWN in recipients
     # The same data under --json is the data, exactly as given.
