@@ -65,6 +65,7 @@ from pcii_vault.errors import (
     InputError,
     IntegrityError,
     NotFoundError,
+    ObjectExistsError,
     PolicyDenied,
     PreconditionFailedError,
     VaultError,
@@ -1197,6 +1198,8 @@ class Vault:
             raise
         try:
             details = self._accept(sealed)
+        except ActConflictError:
+            raise  # another submission of this tracking number holds its key: its objects stay
         except BaseException:
             self._discard_unless_recorded(tracking)
             raise
@@ -1229,7 +1232,16 @@ class Vault:
         submission = self._open_submission_document(dek, sealed)
         record_ctx = RecordContext(self.config.vault_id, sealed.tracking_number)
         wrapped = self.keyring.wrap(dek, record_ctx.to_bytes())
-        self.store.put_if_absent(f"wrapped/{sealed.tracking_number}", wrapped)
+        try:
+            self.store.put_if_absent(f"wrapped/{sealed.tracking_number}", wrapped)
+        except ObjectExistsError:
+            # The same tracking number submitted twice at once (a retry from another
+            # terminal): the first to store its key goes on; this one must not remove
+            # what belongs to it.
+            raise ActConflictError(
+                f"{sealed.tracking_number} is being submitted by another request: "
+                "nothing of this one was logged"
+            ) from None
         return {
             "sector": submission.sector,
             "tlp": submission.tlp,

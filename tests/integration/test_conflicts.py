@@ -14,6 +14,7 @@ Rounds per pair: `PCII_CONFLICT_ROUNDS` (default 40 in threads and 15 in process
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import multiprocessing
 import os
 import threading
@@ -23,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vault_support import VaultBench
+from vault_support import VaultBench, run_concurrently
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import VaultError
 from pcii_vault.identity import Identity
 from pcii_vault.models.principal import PrincipalAttributes
-from pcii_vault.models.submission import example_attachment_bytes
+from pcii_vault.models.submission import example_attachment_bytes, example_submission
+from pcii_vault.submitter import SealedUpload, upload
 from pcii_vault.vault import Vault, principal_params
 
 pytestmark = [pytest.mark.slow]
@@ -272,3 +274,60 @@ def test_two_key_rotations_at_once_keep_log_and_keyring_in_step(
     )
     assert status.current_version == status.logged_version
     bench.audit()
+
+
+def test_the_same_submission_received_twice_at_once_is_one_whole_record(
+    bench: VaultBench,
+) -> None:
+    # A retry from a second terminal: two requests (two nonces) for one upload.
+    threads = Threads(bench)
+    try:
+        for n in range(THREAD_ROUNDS):
+            tracking = bench.vault.new_tracking_number()
+            sealed = upload(
+                bench.vault.store,
+                vault_id=bench.vault.config.vault_id,
+                tracking_number=tracking,
+                intake_public_key=bench.vault.intake_key(),
+                kek_version=bench.vault.current_kek_version(),
+                document=json.dumps(_bare_submission()).encode(),
+                attachments=[],
+            )
+            results = _received_twice(threads, bench.ids["owner"], sealed)
+            assert sorted(results).count("ok") == 1, f"round {n}: {results}"
+            assert set(results) <= {"ok", "ActConflictError", "ConflictError"}, results
+            # The winner's record is whole: its key and ciphertext stayed.
+            bench.vault.sync()
+            assert bench.vault.index.record(tracking).state == "received"
+            bench.vault.store.head(f"wrapped/{tracking}")
+            assert list(bench.vault.store.list(f"records/{tracking}/"))
+            _checked(bench, n)
+    finally:
+        threads.close()
+    bench.audit()
+
+
+def _received_twice(threads: Threads, owner: Identity, sealed: SealedUpload) -> list[str]:
+    """Each thread's vault receives `sealed` at the same moment; "ok" or the error's name."""
+    results = ["", ""]
+    barrier = threading.Barrier(2)
+
+    def receive(slot: int) -> None:
+        vault = threads.vaults[slot]
+        params = {"files": list(sealed.files)}
+        request = vault.sign(owner, "submit", record=sealed.tracking_number, params=params)
+        barrier.wait()
+        try:
+            vault.receive(request, sealed)
+            results[slot] = "ok"
+        except VaultError as exc:
+            results[slot] = type(exc).__name__
+
+    run_concurrently([lambda: receive(0), lambda: receive(1)])
+    return results
+
+
+def _bare_submission() -> dict[str, Any]:
+    document = example_submission()
+    document["attachments"] = []
+    return document
