@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pcii_vault.durable import write_new_file
+from pcii_vault.durable import read_bounded, write_new_file
 from pcii_vault.errors import ConfigError
 
 __all__ = [
@@ -63,15 +63,23 @@ class ServerCertificate:
     created: bool  # True when this call made the pair
 
 
+# A certificate chain, a CA bundle or a key in PEM: far below this.
+_MAX_PEM_BYTES = 4 << 20
+
+
 def _read(path: Path, what: str) -> bytes:
+    """A PEM file's bytes, never more than `_MAX_PEM_BYTES` (`--ca /dev/zero` is refused)."""
     try:
-        return path.read_bytes()
+        data = read_bounded(path, _MAX_PEM_BYTES)
     except FileNotFoundError as exc:
         raise ConfigError(f"{what} {path} not found") from exc
     except IsADirectoryError as exc:
         raise ConfigError(f"{what} {path} is a directory") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if len(data) > _MAX_PEM_BYTES:
+        raise ConfigError(f"{what} {path} is over {_MAX_PEM_BYTES >> 20} MiB: not a PEM file")
+    return data
 
 
 def _load_cert(path: Path) -> x509.Certificate:
