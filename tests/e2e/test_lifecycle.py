@@ -286,6 +286,18 @@ def test_a_transition_the_state_does_not_allow_is_refused_in_words(populated: Cl
 
 
 @IN_BOTH_MODES
+def test_every_documented_use_is_accepted_by_get_and_decided_by_policy(populated: Cli) -> None:
+    """`homeland-security` (policies/README.md): federal users may; state users may not."""
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    args = ("get", tracking, "--purpose", "sector risk study", "--use", "homeland-security")
+    cli.ok(*args, "--out", str(cli.root / "fed"), who="fedwater")
+    state = cli.run(*args, "--out", str(cli.root / "state"), who="water")
+    assert state.code == 3 and "sltt-use-limited" in state.err, state.err
+
+
+@IN_BOTH_MODES
 def test_audit_report_counts_from_the_verified_log(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)
