@@ -30,7 +30,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -271,6 +271,19 @@ TrackingNumber = Annotated[
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
+def _signed_by_now(value: date) -> date:
+    # A certification cannot be signed after it is received. One day of slack: the
+    # signer's "today" east of UTC is tomorrow here.
+    if value > datetime.now(UTC).date() + timedelta(days=1):
+        raise PydanticCustomError(
+            "date_future", "is in the future; give the date the certification was signed"
+        )
+    return value
+
+
+SignedDate = Annotated[IsoDate, AfterValidator(_signed_by_now)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -298,7 +311,7 @@ class Certification(_Model):
     signed_by: str = _line(200, "name of the person certifying")
     title: str = _line(200, "title of the person certifying")
     organisation: str = _line(200, "organisation of the person certifying")
-    date: IsoDate = Field(description="date signed, YYYY-MM-DD")
+    date: SignedDate = Field(description="date signed, YYYY-MM-DD; not in the future")
     not_customarily_in_public_domain: bool = Field(
         description="the submitter certifies the information is not customarily in the "
         "public domain; must be true"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,17 @@ def test_date_must_be_plain_iso() -> None:
 
 
 # ----- express statement ---------------------------------------------------------------
+
+
+def test_a_certification_dated_in_the_future_is_refused() -> None:
+    doc = example_submission()
+    today = datetime.now(UTC).date()
+    doc["certification"]["date"] = (today + timedelta(days=30)).isoformat()
+    assert _problems(doc) == (
+        "certification.date: is in the future; give the date the certification was signed",
+    )
+    doc["certification"]["date"] = (today + timedelta(days=1)).isoformat()  # east of UTC
+    validate_submission_bytes(_bytes(doc), attachment_names=ATTACH)
 
 
 @pytest.mark.parametrize(
