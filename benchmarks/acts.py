@@ -76,7 +76,7 @@ def small_document() -> bytes:
     doc = example_submission()
     doc["attachments"] = []
     doc.pop("secondary_contact", None)
-    org = "Riverbend Water"
+    org = "Riverbend Municipal Water Authority"  # the owner's: it submits
     for part in ("certification", "primary_contact", "submitter"):
         doc[part]["organisation"] = org
     doc["primary_contact"]["mailing_address"] = "1 Quarry Rd, Riverbend OR"

@@ -1205,7 +1205,10 @@ class Vault:
             raise
 
         def receive(owner: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
-            facts = {**details, "submitter_org": owner.organisation}
+            # Decided again if another writer takes the position first: `details` stays.
+            _check_submitter(details["declared_org"], owner)
+            facts = {k: v for k, v in details.items() if k != "declared_org"}
+            facts["submitter_org"] = owner.organisation
             return [self._decision_event("submission.received", request, verdict, details=facts)]
 
         try:
@@ -1247,6 +1250,7 @@ class Vault:
             "tlp": submission.tlp,
             "files": list(sealed.files),
             "kek_version": self.keyring.current_version,
+            "declared_org": submission.submitter.organisation,
         }
 
     def _open_submission_document(self, dek: bytes, sealed: SealedUpload) -> Submission:
@@ -2229,6 +2233,24 @@ def _redact_listing(record: RecordRow, obligations: Sequence[str]) -> RecordRow:
         return record
     hidden = "[REDACTED: submitter]"
     return dataclasses.replace(record, submitter=hidden, submitter_org=hidden, files=())
+
+
+def _check_submitter(declared: str, owner: Principal) -> None:
+    """The organisation a submission names as its submitter is the submitting owner's.
+
+    The record's submitter of record is the owner's organisation (its owners follow and
+    withdraw it); a document naming another would release under a name the log does not
+    hold. Compared without regard to case and spacing.
+
+    Raises:
+        InputError: the submission names another organisation.
+    """
+    if " ".join(declared.casefold().split()) != " ".join(owner.organisation.casefold().split()):
+        raise InputError(
+            f"submitter.organisation {printable(declared)!r} is not your organisation "
+            f"({printable(owner.organisation)!r}): submit as an owner of the organisation "
+            "that submits"
+        )
 
 
 def _check_organisation(organisation: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pcii_vault.models.submission import example_submission
 from tests.e2e.conftest import IN_BOTH_MODES, Cli
 
 pytestmark = pytest.mark.slow
@@ -355,3 +356,26 @@ def test_the_last_active_admin_cannot_be_revoked_or_suspended(populated: Cli) ->
     assert suspended.code == 2 and "last active admin" in suspended.err
     cli.add("admin2", "admin")
     cli.ok("principal", "revoke", "admin", who="admin2")
+
+
+@IN_BOTH_MODES
+def test_a_submission_naming_another_organisation_as_its_submitter_is_refused(
+    populated: Cli,
+) -> None:
+    # The record's submitter is the owner's organisation: the log, the status and
+    # withdrawal go by it, so the document may not name another.
+    cli = populated
+    document = example_submission()
+    document["attachments"] = []
+    document["submitter"]["organisation"] = "Northgrid Power"
+    path = cli.root / "other.json"
+    path.write_text(json.dumps(document))
+    size = cli.ok("audit", "checkpoint").json()["size"]
+    result = cli.run("submit", str(path), who="owner")
+    assert result.code == 2, result.err
+    assert "submitter.organisation 'Northgrid Power' is not your organisation" in result.err
+    assert cli.ok("audit", "checkpoint").json()["size"] == size
+    # Case and spacing are not a different organisation.
+    document["submitter"]["organisation"] = "riverbend  municipal water AUTHORITY"
+    path.write_text(json.dumps(document))
+    assert cli.run("submit", str(path), who="owner").code == 0

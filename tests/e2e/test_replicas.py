@@ -160,7 +160,15 @@ def _log(directory: Path) -> list[Event]:
 def _register_users(cli: ReplicaCli, a: VaultServer, b: VaultServer) -> None:
     results = _parallel(
         [
-            lambda: cli.add_on(a, "owner", "owner", "--org", "Riverbend", "--level", "private"),
+            lambda: cli.add_on(
+                a,
+                "owner",
+                "owner",
+                "--org",
+                "Riverbend Municipal Water Authority",
+                "--level",
+                "private",
+            ),
             lambda: cli.add_on(b, "office", "office", "--training-expires", "2099-01-01"),
         ]
     )
