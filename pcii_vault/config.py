@@ -155,7 +155,11 @@ class Settings(BaseSettings):
         default=8 << 30, ge=1024, description="`pcii serve`: largest uploaded object (bytes)"
     )
     server_read_timeout_s: float = Field(
-        default=30.0, gt=0, le=3600, description="`pcii serve`: longest wait for body bytes"
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="`pcii serve`: longest wait for a request's line and headers, "
+        "or between body bytes",
     )
     server_skew_s: float = Field(
         default=60.0, gt=0, le=3600, description="`pcii serve`: a signed request's max age"

@@ -2414,7 +2414,7 @@ def _read_bounded(
         stored = _capped(stored, stored_limit, what)
     parts: list[bytes] = []
     total = 0
-    for chunk in open_object(dek, ctx, stored):
+    for chunk in _named_failures(open_object(dek, ctx, stored), what):
         total += len(chunk)
         if total > declared:
             raise IntegrityError(f"{what}: larger than its declared size")
@@ -2422,6 +2422,16 @@ def _read_bounded(
     if total != declared:
         raise IntegrityError(f"{what}: smaller than its declared size")
     return b"".join(parts)
+
+
+def _named_failures(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
+    """`chunks`; a failure to authenticate them names the object (`what`)."""
+    try:
+        yield from chunks
+    except IntegrityError as exc:
+        if str(exc).startswith(what):
+            raise
+        raise IntegrityError(f"{what}: {exc}") from exc
 
 
 def _capped(chunks: Iterable[bytes], limit: int, what: str) -> Iterator[bytes]:

@@ -14,6 +14,7 @@ sector (the submitting organisation only to that organisation's own principals).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, timedelta
 
@@ -113,17 +114,40 @@ def _reason(
     if roles and principal.role not in roles:
         role = principal.role
         return f"{_article(role)} {role} cannot {action}; only: {', '.join(roles)}"
-    if record is not None:
-        states = [s for s in _STATE_ORDER if allowed(standing, replace(record, state=s))]
-        if states and record.state not in states:
-            state = record.state
-            return (
-                f"{_article(state)} {state} record cannot be given {action!r}; "
-                f"it can in the states: {', '.join(states)}"
-            )
+    about_record = (
+        None if record is None else _record_reason(allowed, principal, standing, record, action)
+    )
+    if about_record is not None:
+        return about_record
     if decision.policy_ids:
         return "forbidden by " + ", ".join(decision.policy_ids)
     return "no policy permits it (your sectors, level or stated use may not fit)"
+
+
+def _record_reason(
+    allowed: Callable[[PrincipalFacts, RecordFacts | None], bool],
+    principal: PrincipalFacts,
+    standing: PrincipalFacts,
+    record: RecordFacts,
+    action: str,
+) -> str | None:
+    """The record's state, or its sector (need to know), when that alone decided."""
+    states = [s for s in _STATE_ORDER if allowed(standing, replace(record, state=s))]
+    if states and record.state not in states:
+        state = record.state
+        return (
+            f"{_article(state)} {state} record cannot be given {action!r}; "
+            f"it can in the states: {', '.join(states)}"
+        )
+    if record.sector not in principal.sectors and allowed(
+        replace(principal, sectors=principal.sectors | {record.sector}), record
+    ):
+        # Need to know: the one fact that decided, with what would change it.
+        return (
+            f"the record's sector ({record.sector}) is not among yours (need to know; "
+            "an administrator registers the sectors you work on)"
+        )
+    return None
 
 
 def _article(word: str) -> str:

@@ -33,8 +33,9 @@ def _weasyprint() -> Any:  # noqa: ANN401 -- an untyped module
         import weasyprint  # noqa: PLC0415 -- optional, heavy, needs system libraries
     except (ImportError, OSError) as exc:
         raise ConfigError(
-            "--pdf needs WeasyPrint and Pango: pip install 'pcii-vault[report]' and "
-            f"apt-get install libpango-1.0-0 libpangoft2-1.0-0 ({exc})"
+            "--pdf needs WeasyPrint and Pango: .venv/bin/pip install -e '.[report]' in the "
+            "checkout (or pip install 'pcii-vault[report]') and apt-get install "
+            f"libpango-1.0-0 libpangoft2-1.0-0 ({exc})"
         ) from exc
     return weasyprint
 

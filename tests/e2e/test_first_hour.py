@@ -250,6 +250,11 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     assert "is another organisation's submission" in other.err, other.err
     assert "Riverbend" not in other.err
     assert _replay(cli, other.err)["decision"] == "deny"
+    # An analyst outside the record's sector is told it is need to know, not a policy id.
+    energy = cli.run("get", tracking, "--purpose", "p", "--out", str(cli.root / "e"), who="energy")
+    assert energy.code == 3
+    assert f"the record's sector ({WATER}) is not among yours" in energy.err, energy.err
+    assert _replay(cli, energy.err)["decision"] == "deny"
     # Only the submitter withdraws: the office is told the role that may.
     withdraw = cli.run("withdraw", tracking, who="office")
     assert withdraw.code == 3 and "an office cannot withdraw; only: owner" in withdraw.err
