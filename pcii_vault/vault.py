@@ -2136,24 +2136,21 @@ class Vault:
             IntegrityError: the log or the index does not verify.
             BackendError: the store is unavailable.
         """
+        cutoff = self._clock() - grace
+        # The store is listed before the log is read: a submission logged meanwhile is then
+        # a record below, never an orphan (listed the other way round, it was both).
+        uploads = self._uploads_older_than(cutoff)
         with self._lock:
             self.sync()
             records = {r.tracking: r for r in self.index.records()}
             size = self.reader().size()
-        cutoff = self._clock() - grace
         shreds = [
             tracking
             for tracking, row in records.items()
             if row.state in SHREDDED_STATES and self._holds_objects_of(tracking)
         ]
-        orphans = [
-            info.key
-            for prefix in ("records/", "wrapped/")
-            for info in self.store.list(prefix)
-            if info.key.split("/")[1] not in records
-            and info.modified is not None
-            and info.modified < cutoff
-        ]
+        orphaned = {t: keys for t, keys in uploads.items() if t not in records}
+        orphans = [key for keys in orphaned.values() for key in keys]
         claims = [
             info.key
             for info in self.store.list(CLAIM_PREFIX)
@@ -2170,7 +2167,9 @@ class Vault:
                 self._shred(tracking)
                 if self._holds_objects_of(tracking):
                     kept.append(f"records/{tracking}/")
-            for key in [*orphans, *claims]:
+            for tracking, keys in orphaned.items():
+                kept += self._remove_unless_recorded(tracking, keys)
+            for key in claims:
                 try:
                     self.store.delete(key)
                 except VaultError:
@@ -2180,6 +2179,49 @@ class Vault:
         return Maintenance(
             tuple(shreds), tuple(orphans), tuple(claims), tuple(leftovers), tuple(kept), dry_run
         )
+
+    def _uploads_older_than(self, cutoff: datetime) -> dict[str, list[str]]:
+        """The objects of uploads whose newest object is older than `cutoff`, by tracking number.
+
+        Objects under ``records/`` and ``wrapped/``. An upload is judged by its newest
+        object: a large attachment still arriving keeps its document (written first) as
+        young as itself.
+        """
+        keys: dict[str, list[str]] = {}
+        newest: dict[str, datetime | None] = {}
+        for prefix in ("records/", "wrapped/"):
+            for info in self.store.list(prefix):
+                tracking = info.key.split("/")[1]
+                keys.setdefault(tracking, []).append(info.key)
+                seen = newest.get(tracking, info.modified)
+                if info.modified is None or seen is None:
+                    newest[tracking] = None  # age unknown: never an orphan
+                else:
+                    newest[tracking] = max(seen, info.modified)
+        return {
+            tracking: found
+            for tracking, found in keys.items()
+            if (when := newest[tracking]) is not None and when < cutoff
+        }
+
+    def _remove_unless_recorded(self, tracking: str, keys: list[str]) -> list[str]:
+        """Remove an orphaned upload's objects, unless the log made it a record meanwhile.
+
+        Returns:
+            The keys the store kept (Object Lock retention).
+        """
+        with self._lock:
+            self.sync()
+            with contextlib.suppress(NotFoundError):
+                self.index.record(tracking)
+                return []  # logged since the listing: a record now, not an orphan
+        kept: list[str] = []
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except VaultError:
+                kept.append(key)
+        return kept
 
     def _holds_objects_of(self, tracking: str) -> bool:
         try:

@@ -11,6 +11,7 @@ import errno
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from vault_support import VaultBench
@@ -81,6 +82,44 @@ def test_an_upload_that_never_reached_the_log_is_removed_after_the_grace_period(
     assert done.orphans and all(key.split("/")[1] == tracking for key in done.orphans)
     assert list(bench.real.list(f"records/{tracking}/")) == []
     assert list(bench.real.list(f"records/{kept}/"))  # a record's objects stay
+    bench.audit()
+
+
+def test_a_submission_logged_while_maintenance_lists_the_store_is_not_an_orphan(
+    bench: VaultBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`maintenance --grace-hours 0` beside a submit: the record keeps its key and objects."""
+    vault = bench.vault
+    tracking = vault.new_tracking_number()
+    sealed = upload(
+        vault.store,
+        vault_id=vault.config.vault_id,
+        tracking_number=tracking,
+        intake_public_key=vault.intake_key(),
+        kek_version=vault.current_kek_version(),
+        document=json.dumps({**example_submission(), "attachments": []}).encode(),
+        attachments=[],
+    )
+    request = vault.sign(
+        bench.ids["owner"], "submit", record=tracking, params={"files": list(sealed.files)}
+    )
+    listing = vault.store.list
+
+    def list_then_submit(prefix: str) -> Any:
+        found = list(listing(prefix))
+        if prefix == "wrapped/" and not list(listing(f"wrapped/{tracking}")):
+            vault.receive(request, sealed)  # the owner's submit lands meanwhile
+        return iter(found)
+
+    monkeypatch.setattr(vault.store, "list", list_then_submit)
+    done = vault.maintain(grace=timedelta(0), dry_run=False)
+    monkeypatch.undo()
+    assert not any(tracking in key for key in done.orphans), done.orphans
+    vault.transition(
+        vault.sign(bench.ids["office"], "validate", record=tracking), "submission.validated"
+    )
+    bench.real.head(f"wrapped/{tracking}")
+    assert list(bench.real.list(f"records/{tracking}/"))
     bench.audit()
 
 
