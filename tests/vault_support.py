@@ -23,7 +23,7 @@ from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.models.submission import example_submission
 from pcii_vault.receipt import Receipt
 from pcii_vault.store.base import ObjectStore
-from pcii_vault.submitter import upload
+from pcii_vault.submitter import SealedUpload, upload
 from pcii_vault.vault import Vault, principal_params
 
 FAST_KDF = ScryptParams(n=2**10, r=8, p=1)
@@ -88,12 +88,20 @@ class VaultBench:
         """What `pcii submit` does: check, upload (owner side), sign, receive."""
         me = self.ids["owner"]
         self.vault.check_identity(me)
+        sealed = self.upload(attach=attach)
+        request = self.vault.sign(
+            me, "submit", record=sealed.tracking_number, params={"files": list(sealed.files)}
+        )
+        return self.vault.receive(request, sealed)
+
+    def upload(self, *, attach: bool = True) -> SealedUpload:
+        """The owner's side of a submission: a fresh tracking number, its objects stored."""
         tracking = self.vault.new_tracking_number()
         document = example_submission()
         document["attachments"][0]["name"] = ATTACHMENT
         if not attach:
             document["attachments"] = []
-        sealed = upload(
+        return upload(
             self.vault.store,
             vault_id=self.vault.config.vault_id,
             tracking_number=tracking,
@@ -102,10 +110,6 @@ class VaultBench:
             document=json.dumps(document).encode(),
             attachments=[self.attachment] if attach else [],
         )
-        request = self.vault.sign(
-            me, "submit", record=tracking, params={"files": list(sealed.files)}
-        )
-        return self.vault.receive(request, sealed)
 
     def audit(self) -> VerifyReport:
         """`pcii audit verify`: signatures, tree, tiles, and a legal event history."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -125,6 +126,43 @@ class Cli:
         path = self.root / name
         path.write_bytes(example_attachment_bytes())
         return path
+
+
+def one_line_error(result: Result, code: int) -> str:
+    """The refusal: exit `code`, one `pcii: error:` line, no traceback; its text."""
+    assert result.code == code, (result.code, result.err, result.out)
+    lines = [line for line in result.err.strip().splitlines() if line.startswith("pcii:")]
+    assert len(lines) == 1, result.err
+    assert "unexpected error" not in lines[0], result.err
+    assert "Traceback" not in result.err
+    return lines[0]
+
+
+def validated_record(cli: Cli, *, purpose: str | None = None, receipt: Path | None = None) -> str:
+    """On a new vault: owner, office and a water analyst; one validated record, its tracking.
+
+    With `purpose`, the water analyst has retrieved it once (stating that purpose); with
+    `receipt`, the owner kept the submission's receipt there.
+    """
+    cli.init()
+    cli.add_owner_office_and_water()
+    document, attachment = str(cli.write_submission()), str(cli.attachment())
+    kept = ("--receipt-out", str(receipt)) if receipt is not None else ()
+    submitted = cli.ok("submit", document, "--attach", attachment, *kept, who="owner")
+    tracking = str(submitted.json()["tracking_number"])
+    cli.ok("validate", tracking, who="office")
+    if purpose is not None:
+        out = str(cli.root / "out")
+        cli.ok("get", tracking, "--purpose", purpose, "--out", out, who="water")
+    return tracking
+
+
+def copied_vault(template: tuple[Path, str], tmp_path: Path) -> tuple[Cli, str]:
+    """A copy of a template vault (made once per module) for one test to damage."""
+    root, tracking = template
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    return Cli(copy), tracking
 
 
 @pytest.fixture

@@ -16,43 +16,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Cli, Result
+from tests.e2e.conftest import Cli, copied_vault, one_line_error, validated_record
 
 pytestmark = pytest.mark.slow
 
 _FORMULA = '=HYPERLINK("http://evil.example","x")'
 
 
-def _one_line_error(result: Result, code: int = 4) -> str:
-    """The refusal: exit `code`, one `pcii: error:` line, no traceback; its text."""
-    assert result.code == code, (result.code, result.err, result.out)
-    lines = [line for line in result.err.strip().splitlines() if line.startswith("pcii:")]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A vault with one validated record, released once with a formula as its purpose."""
+    """A vault with one validated record, released once."""
     cli = Cli(tmp_path_factory.mktemp("template"))
-    cli.init()
-    cli.add_owner_office_and_water()
-    document, attachment = str(cli.write_submission()), str(cli.attachment())
-    submitted = cli.ok("submit", document, "--attach", attachment, who="owner")
-    tracking = str(submitted.json()["tracking_number"])
-    cli.ok("validate", tracking, who="office")
-    out = str(cli.root / "out")
-    cli.ok("get", tracking, "--purpose", _FORMULA, "--out", out, who="water")
-    return cli.root, tracking
+    return cli.root, validated_record(cli, purpose=_FORMULA)
 
 
 @pytest.fixture
 def vault(template: tuple[Path, str], tmp_path: Path) -> tuple[Cli, str]:
-    root, tracking = template
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy, symlinks=True)
-    return Cli(copy), tracking
+    return copied_vault(template, tmp_path)
 
 
 def _log(cli: Cli) -> Path:
@@ -85,7 +65,7 @@ def test_a_deleted_checkpoint_is_tampering_for_every_audit_command(
     source = _exported_log(cli) if where == "log copy" else ()
     (_log(cli) / "checkpoint").unlink()
     for command in _reading_commands(tracking):
-        line = _one_line_error(cli.run(*command, *source), 4)
+        line = one_line_error(cli.run(*command, *source), 4)
         assert "log/checkpoint" in line, (command, line)
 
 
@@ -98,7 +78,7 @@ def test_a_checkpoint_put_back_to_an_older_one_is_rollback_for_every_audit_comma
     older = sorted((_log(cli) / "checkpoints").iterdir())[-2]
     shutil.copyfile(older, _log(cli) / "checkpoint")
     for command in _reading_commands(tracking):
-        line = _one_line_error(cli.run(*command, *source), 4)
+        line = one_line_error(cli.run(*command, *source), 4)
         assert "rollback" in line, (command, line)
 
 
@@ -113,16 +93,16 @@ def test_a_store_rolled_back_whole_fails_audit_verify_on_the_vault(
     cli.ok("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
     shutil.rmtree(objects)
     saved.rename(objects)  # a consistent, older log: only the vault's anchor knows
-    assert "rollback" in _one_line_error(cli.run("status", tracking, who="owner"), 4)
+    assert "rollback" in one_line_error(cli.run("status", tracking, who="owner"), 4)
     for command in (("audit", "verify"), ("audit", "log"), ("audit", "report")):
-        assert "rollback" in _one_line_error(cli.run(*command), 4), command
+        assert "rollback" in one_line_error(cli.run(*command), 4), command
     verdict = cli.run("--json", "audit", "verify")
     assert verdict.code == 4
     assert verdict.json()["sound"] is False
     # An auditor holding only a copy of the log has no anchor: it verifies (README).
     assert cli.ok("audit", "verify", *_exported_log(cli)).json()["sound"] is True
     # And the audit commands never moved the vault's anchor.
-    assert "rollback" in _one_line_error(cli.run("status", tracking, who="owner"), 4)
+    assert "rollback" in one_line_error(cli.run("status", tracking, who="owner"), 4)
 
 
 def test_export_csv_defuses_formulas_as_the_report_does(vault: tuple[Cli, str]) -> None:
@@ -149,5 +129,5 @@ def test_a_malformed_key_is_bad_input_not_tampering(
         key = str(path)
     objects = str(cli.vault / "objects")
     for command in (("audit", "verify"), ("audit", "log"), ("audit", "key")):
-        line = _one_line_error(cli.run(*command, "--log", objects, "--key", key), 2)
+        line = one_line_error(cli.run(*command, "--log", objects, "--key", key), 2)
         assert "--key" in line, line

@@ -7,12 +7,11 @@ not say whether it re-ran the logged decisions.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import Cli, copied_vault, validated_record
 
 pytestmark = pytest.mark.slow
 
@@ -23,23 +22,12 @@ _UNKNOWN = "PCII-2026-03395908"
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A vault with one validated record, released once."""
     cli = Cli(tmp_path_factory.mktemp("template"))
-    cli.init()
-    cli.add_owner_office_and_water()
-    document, attachment = str(cli.write_submission()), str(cli.attachment())
-    submitted = cli.ok("submit", document, "--attach", attachment, who="owner")
-    tracking = str(submitted.json()["tracking_number"])
-    cli.ok("validate", tracking, who="office")
-    out = str(cli.root / "out")
-    cli.ok("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
-    return cli.root, tracking
+    return cli.root, validated_record(cli, purpose="drought planning")
 
 
 @pytest.fixture
 def vault(template: tuple[Path, str], tmp_path: Path) -> tuple[Cli, str]:
-    root, tracking = template
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy, symlinks=True)
-    return Cli(copy), tracking
+    return copied_vault(template, tmp_path)
 
 
 def test_a_report_on_a_record_the_log_never_received_is_exit_2(vault: tuple[Cli, str]) -> None:

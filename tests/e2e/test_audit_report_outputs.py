@@ -13,43 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Cli, Result
+from tests.e2e.conftest import Cli, copied_vault, one_line_error, validated_record
 
 pytestmark = pytest.mark.slow
-
-
-def _one_line_error(result: Result, code: int = 2) -> str:
-    assert result.code == code, (result.code, result.err, result.out)
-    lines = [line for line in result.err.strip().splitlines() if line.startswith("pcii:")]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A vault with one validated record, released once; the owner's receipt kept."""
     cli = Cli(tmp_path_factory.mktemp("template"))
-    cli.init()
-    cli.add_owner_office_and_water()
-    document, attachment = str(cli.write_submission()), str(cli.attachment())
-    receipt = str(cli.root / "receipt.json")
-    submitted = cli.ok(
-        "submit", document, "--attach", attachment, "--receipt-out", receipt, who="owner"
+    return cli.root, validated_record(
+        cli, purpose="drought planning", receipt=cli.root / "receipt.json"
     )
-    tracking = str(submitted.json()["tracking_number"])
-    cli.ok("validate", tracking, who="office")
-    out = str(cli.root / "out")
-    cli.ok("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
-    return cli.root, tracking
 
 
 @pytest.fixture
 def vault(template: tuple[Path, str], tmp_path: Path) -> tuple[Cli, str]:
-    root, tracking = template
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy, symlinks=True)
-    return Cli(copy), tracking
+    return copied_vault(template, tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["directory", "file", "symlink", "dangling"])
@@ -67,7 +47,7 @@ def test_proofs_never_follow_or_replace_what_is_there(vault: tuple[Cli, str], ki
         proofs.symlink_to(victim if kind == "symlink" else cli.root / "nowhere")
     page = cli.root / "page.html"
     result = cli.run("audit", "report", "--proofs", str(proofs), "--html", str(page))
-    assert "already exists" in _one_line_error(result)
+    assert "already exists" in one_line_error(result, 2)
     assert victim.read_text() == "keep me\n"
     assert not page.exists()
 
@@ -75,7 +55,7 @@ def test_proofs_never_follow_or_replace_what_is_there(vault: tuple[Cli, str], ki
 def test_proofs_into_a_missing_directory_is_exit_2(vault: tuple[Cli, str]) -> None:
     cli, _ = vault
     proofs = cli.root / "missing" / "proofs"
-    assert str(proofs) in _one_line_error(cli.run("audit", "report", "--proofs", str(proofs)))
+    assert str(proofs) in one_line_error(cli.run("audit", "report", "--proofs", str(proofs)), 2)
     assert not (cli.root / "missing").exists()
 
 
@@ -84,7 +64,7 @@ def test_a_report_that_fails_leaves_no_proofs(vault: tuple[Cli, str]) -> None:
     proofs = cli.root / "proofs"
     page = cli.root / "missing" / "page.html"
     result = cli.run("audit", "report", "--proofs", str(proofs), "--html", str(page))
-    assert str(page) in _one_line_error(result)
+    assert str(page) in one_line_error(result, 2)
     assert sorted(p.name for p in cli.root.iterdir() if "proofs" in p.name) == []
 
 
@@ -129,6 +109,6 @@ def test_receipt_verify_takes_a_key_file_as_every_key_option(
     for given in (key, str(key_file)):
         assert cli.ok("receipt", "verify", receipt, "--key", given).json()["verified"] is True
     malformed = "pcii-vault.local/x+0123abcd+AAAA"
-    assert "--key" in _one_line_error(cli.run("receipt", "verify", receipt, "--key", malformed))
+    assert "--key" in one_line_error(cli.run("receipt", "verify", receipt, "--key", malformed), 2)
     missing = str(tmp_path / "no-such.key")
-    assert missing in _one_line_error(cli.run("receipt", "verify", receipt, "--key", missing))
+    assert missing in one_line_error(cli.run("receipt", "verify", receipt, "--key", missing), 2)

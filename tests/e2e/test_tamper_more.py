@@ -19,7 +19,7 @@ import pytest
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.keys.local import MAX_SCRYPT_MEMORY, MAX_SCRYPT_P
-from tests.e2e.conftest import Cli, Result
+from tests.e2e.conftest import Cli, Result, copied_vault, one_line_error, validated_record
 
 pytestmark = pytest.mark.slow
 
@@ -27,28 +27,11 @@ _ORIGIN = "unit.test/history"
 _KEY = Ed25519PrivateKey(b"\x06" * 32)
 
 
-def _one_line_error(result: Result, code: int = 4) -> str:
-    """The refusal: exit `code`, one `pcii: error:` line, no traceback; its text."""
-    assert result.code == code, (result.code, result.err, result.out)
-    lines = [line for line in result.err.strip().splitlines() if line.startswith("pcii:")]
-    assert len(lines) == 1, result.err
-    assert "unexpected error" not in lines[0], result.err
-    assert "Traceback" not in result.err
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A vault with an owner, the office and a water analyst; one validated record."""
     cli = Cli(tmp_path_factory.mktemp("template"))
-    cli.init()
-    cli.add_owner_office_and_water()
-    document = str(cli.write_submission())
-    attachment = str(cli.attachment())
-    submitted = cli.ok("submit", document, "--attach", attachment, who="owner")
-    tracking = str(submitted.json()["tracking_number"])
-    cli.ok("validate", tracking, who="office")
-    return cli.root, tracking
+    return cli.root, validated_record(cli)
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +44,7 @@ def other_vault(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def vault(template: tuple[Path, str], tmp_path: Path) -> tuple[Cli, str]:
-    root, tracking = template
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy, symlinks=True)
-    return Cli(copy), tracking
+    return copied_vault(template, tmp_path)
 
 
 def _get(cli: Cli, tracking: str) -> Result:
@@ -98,7 +78,7 @@ def test_a_truncated_index_is_tampering_and_rebuild_repairs_it(vault: tuple[Cli,
         cli.run("validate", tracking, who="office"),
         cli.run("maintenance"),
     ):
-        assert "pcii index rebuild" in _one_line_error(result, 4)
+        assert "pcii index rebuild" in one_line_error(result, 4)
     cli.ok("index", "rebuild")
     assert _status(cli, tracking).code == 0
 
@@ -108,8 +88,8 @@ def test_a_directory_at_the_index_is_tampering_also_for_rebuild(vault: tuple[Cli
     index = cli.vault / "index.sqlite"
     index.unlink()
     index.mkdir()
-    assert "index.sqlite" in _one_line_error(_status(cli, tracking), 4)
-    assert "remove it" in _one_line_error(cli.run("index", "rebuild"), 4)
+    assert "index.sqlite" in one_line_error(_status(cli, tracking), 4)
+    assert "remove it" in one_line_error(cli.run("index", "rebuild"), 4)
     index.rmdir()
     cli.ok("index", "rebuild")
     assert _status(cli, tracking).code == 0
@@ -136,7 +116,7 @@ def test_a_vault_file_replaced_by_a_directory_is_tampering(
     path.unlink()
     path.mkdir()
     for result in (_status(cli, tracking), _get(cli, tracking), cli.run("index", "rebuild")):
-        assert name in _one_line_error(result, 4)
+        assert name in one_line_error(result, 4)
     assert not (cli.root / "out").exists()
 
 
@@ -147,7 +127,7 @@ def test_a_policy_file_replaced_by_a_directory_is_a_refused_policy_set(
     path = cli.vault / "policies" / "analyst-access.cedar"
     path.unlink()
     path.mkdir()
-    line = _one_line_error(_status(cli, tracking), 2)
+    line = one_line_error(_status(cli, tracking), 2)
     assert "analyst-access.cedar" in line
     assert "policy set refused" in line
 
@@ -168,7 +148,7 @@ def test_a_record_whose_ciphertext_is_gone_is_tampering(
         (record / "document").mkdir()
     else:
         (record / damage).unlink()
-    line = _one_line_error(_get(cli, tracking), 4)
+    line = one_line_error(_get(cli, tracking), 4)
     assert tracking in line
     assert "missing" in line
     assert not any((cli.root / "out").rglob("*.*"))
@@ -195,7 +175,7 @@ def test_a_symlink_out_of_the_store_is_tampering(
     assert path.exists(), path
     path.unlink()
     path.symlink_to(target)
-    line = _one_line_error(_get(cli, tracking), 4)
+    line = one_line_error(_get(cli, tracking), 4)
     assert "outside the store root" in line
     assert not (cli.root / "out").exists()
 
@@ -206,7 +186,7 @@ def test_a_symlink_loop_at_the_checkpoint_is_tampering(vault: tuple[Cli, str]) -
     checkpoint.unlink()
     checkpoint.symlink_to("checkpoint")
     for result in (_status(cli, tracking), cli.run("audit", "verify")):
-        assert "symlink loop" in _one_line_error(result, 4)
+        assert "symlink loop" in one_line_error(result, 4)
 
 
 @pytest.mark.parametrize("key", ["log/tile/entries/000.p/{size}", "log/checkpoint"])
@@ -221,7 +201,7 @@ def test_a_fifo_planted_in_the_store_is_tampering_not_a_hang(
     path.unlink()
     os.mkfifo(path)
     for result in (_status(cli, tracking), cli.run("audit", "verify")):
-        assert "not a regular file" in _one_line_error(result, 4)
+        assert "not a regular file" in one_line_error(result, 4)
 
 
 def test_a_directory_at_the_store_lock_is_tampering(vault: tuple[Cli, str]) -> None:
@@ -229,7 +209,7 @@ def test_a_directory_at_the_store_lock_is_tampering(vault: tuple[Cli, str]) -> N
     lock = _objects(cli) / ".pcii-store.lock"
     lock.unlink(missing_ok=True)
     lock.mkdir()
-    line = _one_line_error(cli.run("withdraw", tracking, "--reason", "x", who="owner"), 4)
+    line = one_line_error(cli.run("withdraw", tracking, "--reason", "x", who="owner"), 4)
     assert ".pcii-store.lock" in line
 
 
@@ -240,12 +220,12 @@ def test_an_empty_history_fails_audit_verify_as_every_command(vault: tuple[Cli, 
     cli, tracking = vault
     for path in _history(cli):
         path.unlink()
-    assert "vanished" in _one_line_error(_status(cli, tracking), 4)
+    assert "vanished" in one_line_error(_status(cli, tracking), 4)
     for args in (("audit", "verify"), ("audit", "verify", "--structure-only")):
         # On the vault, its anchor's checkpoint is missed first; on a copy, the history.
-        line = _one_line_error(cli.run(*args), 4)
+        line = one_line_error(cli.run(*args), 4)
         assert "vanished" in line or "history was deleted" in line, line
-        copied = _one_line_error(cli.run(*args, "--log", str(_objects(cli))), 4)
+        copied = one_line_error(cli.run(*args, "--log", str(_objects(cli))), 4)
         assert "history was deleted" in copied
 
 
@@ -258,7 +238,7 @@ def test_a_checkpoint_copied_to_another_size_does_not_wedge_appends(
     slot = history[-1].with_name(f"{size + 1:020d}")
     shutil.copyfile(_objects(cli) / "log" / "checkpoint", slot)
     # Planted beyond the checkpoint: the audit names it, the next append replaces it.
-    assert "holds a checkpoint of size" in _one_line_error(cli.run("audit", "verify"), 4)
+    assert "holds a checkpoint of size" in one_line_error(cli.run("audit", "verify"), 4)
     result = _get(cli, tracking)
     assert result.code == 0, result.err
     assert "junk_history_checkpoint_replaced" in result.err
@@ -282,7 +262,7 @@ def test_another_vaults_keyring_is_refused_before_anything_is_read(
         _get(cli, tracking),
         cli.run("validate", tracking, who="office"),
     ):
-        assert "not of the same vault" in _one_line_error(result, 4)
+        assert "not of the same vault" in one_line_error(result, 4)
     assert (cli.vault / "index.sqlite.mac").read_bytes() == tag_before
     assert not (cli.root / "out").exists()
 
@@ -302,7 +282,7 @@ def test_a_vault_json_naming_another_vaults_key_is_refused(
         _status(cli, tracking),
         cli.run("index", "rebuild"),
     ):
-        assert "not of the same vault" in _one_line_error(result, 4)
+        assert "not of the same vault" in one_line_error(result, 4)
     assert not (cli.root / "out").exists()
 
 
@@ -322,7 +302,7 @@ def test_a_keyring_asking_for_huge_scrypt_costs_is_refused_at_once(
     document["kdf"].update(n=n, r=r, p=p)
     keyring.write_text(json.dumps(document))
     began = time.monotonic()
-    line = _one_line_error(_status(cli, tracking), 4)
+    line = one_line_error(_status(cli, tracking), 4)
     assert time.monotonic() - began < 30
     assert "scrypt" in line
 
@@ -345,4 +325,4 @@ def test_a_missing_policy_directory_is_refused_not_replaced_by_defaults(
     if how == "dangling-symlink":
         policies.symlink_to(cli.root / "nowhere")
     for result in (_status(cli, tracking), _get(cli, tracking)):
-        assert str(policies) in _one_line_error(result, 2)
+        assert str(policies) in one_line_error(result, 2)

@@ -14,7 +14,6 @@ Rounds per pair: `PCII_CONFLICT_ROUNDS` (default 40 in threads and 15 in process
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import multiprocessing
 import os
 import threading
@@ -30,8 +29,8 @@ from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import VaultError
 from pcii_vault.identity import Identity
 from pcii_vault.models.principal import PrincipalAttributes
-from pcii_vault.models.submission import example_attachment_bytes, example_submission
-from pcii_vault.submitter import SealedUpload, upload
+from pcii_vault.models.submission import example_attachment_bytes
+from pcii_vault.submitter import SealedUpload
 from pcii_vault.vault import Vault, principal_params
 
 pytestmark = [pytest.mark.slow]
@@ -283,16 +282,8 @@ def test_the_same_submission_received_twice_at_once_is_one_whole_record(
     threads = Threads(bench)
     try:
         for n in range(THREAD_ROUNDS):
-            tracking = bench.vault.new_tracking_number()
-            sealed = upload(
-                bench.vault.store,
-                vault_id=bench.vault.config.vault_id,
-                tracking_number=tracking,
-                intake_public_key=bench.vault.intake_key(),
-                kek_version=bench.vault.current_kek_version(),
-                document=json.dumps(_bare_submission()).encode(),
-                attachments=[],
-            )
+            sealed = bench.upload(attach=False)
+            tracking = sealed.tracking_number
             results = _received_twice(threads, bench.ids["owner"], sealed)
             assert sorted(results).count("ok") == 1, f"round {n}: {results}"
             assert set(results) <= {"ok", "ActConflictError", "ConflictError"}, results
@@ -325,9 +316,3 @@ def _received_twice(threads: Threads, owner: Identity, sealed: SealedUpload) -> 
 
     run_concurrently([lambda: receive(0), lambda: receive(1)])
     return results
-
-
-def _bare_submission() -> dict[str, Any]:
-    document = example_submission()
-    document["attachments"] = []
-    return document

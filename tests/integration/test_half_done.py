@@ -8,7 +8,6 @@ permit is logged says so in one line and in the log.
 from __future__ import annotations
 
 import errno
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ import pytest
 from vault_support import VaultBench
 
 from pcii_vault.errors import BackendError, InputError
-from pcii_vault.models.submission import example_attachment_bytes, example_submission
-from pcii_vault.submitter import upload
+from pcii_vault.models.submission import example_attachment_bytes
 from pcii_vault.vault import Vault
 
 SECRET = b"half-done-secret"
@@ -65,16 +63,7 @@ def test_an_upload_that_never_reached_the_log_is_removed_after_the_grace_period(
     bench: VaultBench,
 ) -> None:
     vault = bench.vault
-    tracking = vault.new_tracking_number()
-    upload(
-        vault.store,
-        vault_id=vault.config.vault_id,
-        tracking_number=tracking,
-        intake_public_key=vault.intake_key(),
-        kek_version=vault.current_kek_version(),
-        document=json.dumps({**example_submission(), "attachments": []}).encode(),
-        attachments=[],
-    )
+    tracking = bench.upload(attach=False).tracking_number
     kept = bench.submit_receipt().tracking_number
     young = vault.maintain(grace=timedelta(hours=24), dry_run=True)
     assert young.orphans == ()  # an upload in flight is younger than the grace period
@@ -90,16 +79,8 @@ def test_a_submission_logged_while_maintenance_lists_the_store_is_not_an_orphan(
 ) -> None:
     """`maintenance --grace-hours 0` beside a submit: the record keeps its key and objects."""
     vault = bench.vault
-    tracking = vault.new_tracking_number()
-    sealed = upload(
-        vault.store,
-        vault_id=vault.config.vault_id,
-        tracking_number=tracking,
-        intake_public_key=vault.intake_key(),
-        kek_version=vault.current_kek_version(),
-        document=json.dumps({**example_submission(), "attachments": []}).encode(),
-        attachments=[],
-    )
+    sealed = bench.upload(attach=False)
+    tracking = sealed.tracking_number
     request = vault.sign(
         bench.ids["owner"], "submit", record=tracking, params={"files": list(sealed.files)}
     )
