@@ -113,12 +113,26 @@ def combine_shares(shares: Iterable[ShareText]) -> bytes:
     threshold = first.member_threshold
     if len(distinct) < threshold:
         missing = threshold - len(distinct)
-        raise InputError(f"{len(distinct)} of {threshold} unseal shares given: {missing} missing")
+        again = _repeated(parsed)
+        raise InputError(
+            f"{len(distinct)} of {threshold} unseal shares given: {missing} missing{again}"
+        )
     try:
         return bytes(shamir_mnemonic.combine_mnemonics([t.mnemonic for t, _ in parsed]))
     except MnemonicError:
         # Checksums passed and parameters agree, yet the digest does not: altered shares.
         raise InputError("the unseal shares do not combine (altered or mixed shares)") from None
+
+
+def _repeated(parsed: Iterable[tuple[ShareText, Share]]) -> str:
+    """The shares given more than once, for the message; empty when there are none."""
+    seen: set[int] = set()
+    repeated: list[str] = []
+    for text, share in parsed:
+        if share.index in seen:
+            repeated.append(text.name)
+        seen.add(share.index)
+    return f" ({', '.join(repeated)}: a share given again)" if repeated else ""
 
 
 def share_parameters(text: ShareText) -> tuple[tuple[object, ...], int, int]:

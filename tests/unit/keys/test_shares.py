@@ -49,8 +49,10 @@ def test_every_2_subset_refuses_naming_how_many_are_missing(
     for picks in itertools.combinations(range(5), 2):
         with pytest.raises(InputError, match="2 of 3 unseal shares given: 1 missing"):
             combine_shares(_texts(mnemonics, picks))
-    with pytest.raises(InputError, match="1 of 3 unseal shares given: 2 missing"):
+    with pytest.raises(InputError, match="1 of 3 unseal shares given: 2 missing") as twice:
         combine_shares(_texts(mnemonics, (1, 1)))
+    # The same share twice is named as such (a custodian handed over a copy).
+    assert str(twice.value).endswith(": a share given again)")
 
 
 @pytest.mark.parametrize("position", [1, 7, 20])
