@@ -25,6 +25,7 @@ __all__ = [
     "path_exists",
     "read_bounded",
     "replace_file",
+    "temp_name",
     "write_new_file",
 ]
 
@@ -39,12 +40,13 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _temp_name(path: Path) -> Path:
+def temp_name(path: Path) -> Path:
+    """A fresh hidden name beside `path` for the file or directory that will become it."""
     return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
 
 
 def _write_temp(path: Path, data: bytes, mode: int, *, sync: bool = True) -> Path:
-    tmp = _temp_name(path)
+    tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -100,7 +102,7 @@ def new_file_via_temporary(path: Path, *, mode: int = 0o600) -> Iterator[Path]:
         FileExistsError: `path` already exists (a file, a directory, a symlink).
         OSError: the file could not be created or written (nothing is left behind).
     """
-    tmp = _temp_name(path)
+    tmp = temp_name(path)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
     try:
         yield tmp

@@ -56,7 +56,7 @@ from pcii_vault.crypto.envelope import (
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.decisions import decide, principal_facts, record_facts, request_facts
-from pcii_vault.durable import fsync_directory, write_new_file
+from pcii_vault.durable import fsync_directory, temp_name, write_new_file
 from pcii_vault.errors import (
     ActConflictError,
     BackendError,
@@ -662,7 +662,7 @@ class Vault:
                     f"{path} is a directory, not a file the vault wrote; remove it and run "
                     "`pcii index rebuild` again"
                 )
-        built = self.paths.index.with_name(f".{self.paths.index.name}.{secrets.token_hex(8)}")
+        built = temp_name(self.paths.index)
         try:
             index = Index.open(built)
             try:
@@ -1519,32 +1519,28 @@ class Vault:
         )
 
     def _missing_key(self, tracking: str) -> VaultError:
-        """Why a record's wrapped key is gone: a conflict, or tampering.
-
-        Shredded by an act logged meanwhile (another process or replica withdrew or
-        destroyed it: exit 3), or removed outside the vault (exit 4).
-        """
-        with self._lock:
-            self.sync()
-            row = self.index.find_record(tracking)
-        if row is not None and row.state in SHREDDED_STATES:
-            return ActConflictError(f"record {tracking} is {row.state} now: nothing released")
-        return IntegrityError(f"record {tracking} has no data key (destroyed?)")
+        """Why a record's wrapped key is gone (see `_gone`)."""
+        return self._gone(tracking, f"record {tracking} has no data key (destroyed?)")
 
     def _missing_object(self, tracking: str, name: str) -> VaultError:
-        """Why a stored object of a record is gone: a conflict, or tampering.
+        """Why a stored object of a record is gone (see `_gone`)."""
+        return self._gone(
+            tracking, f"record {tracking}: its stored {name} is missing (removed outside the vault)"
+        )
 
-        The verified log says the record exists; unless an act logged meanwhile shredded
-        it (exit 3), its ciphertext was removed outside the vault (exit 4).
+    def _gone(self, tracking: str, tampered: str) -> VaultError:
+        """A conflict, or tampering: what a record's missing key or object means.
+
+        Shredded by an act logged meanwhile (another process or replica withdrew or
+        destroyed it: exit 3); otherwise the verified log says the record exists, so it
+        was removed outside the vault (exit 4, `tampered`).
         """
         with self._lock:
             self.sync()
             row = self.index.find_record(tracking)
         if row is not None and row.state in SHREDDED_STATES:
             return ActConflictError(f"record {tracking} is {row.state} now: nothing released")
-        return IntegrityError(
-            f"record {tracking}: its stored {name} is missing (removed outside the vault)"
-        )
+        return IntegrityError(tampered)
 
     def log_unsealed(self, attempts: Sequence[Mapping[str, str]]) -> int:
         """Log the remote unseal that just succeeded: every custodian's attempt.
@@ -2453,7 +2449,7 @@ def _read_bounded(
         raise IntegrityError(f"{what}: declared size is not within limits")
     stored = store.open_stream(_doc_key(ctx))
     if stored_limit is not None:
-        stored = _capped(stored, stored_limit, what)
+        stored = _capped(stored, stored_limit)
     parts: list[bytes] = []
     total = 0
     for chunk in _named_failures(open_object(dek, ctx, stored), what):
@@ -2467,22 +2463,20 @@ def _read_bounded(
 
 
 def _named_failures(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
-    """`chunks`; a failure to authenticate them names the object (`what`)."""
+    """`chunks`; a failure to read or authenticate them names the object (`what`)."""
     try:
         yield from chunks
     except IntegrityError as exc:
-        if str(exc).startswith(what):
-            raise
         raise IntegrityError(f"{what}: {exc}") from exc
 
 
-def _capped(chunks: Iterable[bytes], limit: int, what: str) -> Iterator[bytes]:
+def _capped(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
     """`chunks`, refused once more than `limit` bytes have come."""
     seen = 0
     for chunk in chunks:
         seen += len(chunk)
         if seen > limit:
-            raise IntegrityError(f"{what}: stored object is too large")
+            raise IntegrityError("stored object is too large")
         yield chunk
 
 

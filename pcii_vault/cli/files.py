@@ -11,13 +11,12 @@ disk included.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from pcii_vault.durable import path_exists
+from pcii_vault.durable import path_exists, temp_name
 from pcii_vault.errors import InputError
 
 __all__ = ["new_directory", "new_output", "new_text_output", "refuse_existing"]
@@ -84,7 +83,7 @@ def new_directory(path: Path, option: str, *, parents: bool = True) -> Iterator[
         InputError: `path` exists, or filling it failed (nothing is left behind).
     """
     refuse_existing(path, option)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    tmp = temp_name(path)
     try:
         if parents:
             path.parent.mkdir(parents=True, exist_ok=True)

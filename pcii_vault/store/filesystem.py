@@ -446,7 +446,8 @@ def _open_object(path: Path, key: str) -> io.BufferedReader:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         _require_regular(os.fstat(fd).st_mode, path, key)
-        os.set_blocking(fd, True)
+        # O_NONBLOCK changes nothing for a regular file: left set (no extra syscalls on
+        # every object read).
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
