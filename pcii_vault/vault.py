@@ -2049,8 +2049,14 @@ class Vault:
             self._authorize_key_op(request, "retire", version=version)
             keyring = fresh_keyring()
             info = {v.version: v for v in keyring.versions}
-            if version not in info or version == keyring.current_version:
-                raise InputError(f"KEK version {version} is current or not in the keyring")
+            if version not in info:
+                known = ", ".join(str(v) for v in sorted(info))
+                raise InputError(f"KEK version {version} is not in the keyring (it has {known})")
+            if version == keyring.current_version:
+                raise InputError(
+                    f"KEK version {version} is the current one: rotate (`pcii keys rotate`) "
+                    "and rewrap before retiring it"
+                )
             if info[version].retired:
                 raise InputError(f"KEK version {version} is already retired")
             in_use = [

@@ -141,8 +141,13 @@ def test_retiring_a_version_still_in_use_is_refused(setup: Setup) -> None:
 
 
 def test_current_version_cannot_be_retired(setup: Setup) -> None:
-    with pytest.raises(InputError, match="current"):
+    with pytest.raises(InputError, match="version 1 is the current one: rotate"):
         setup.vault.retire_key(setup.key_request("retire", version=1), 1)
+
+
+def test_retiring_an_unknown_version_names_the_versions_there_are(setup: Setup) -> None:
+    with pytest.raises(InputError, match=r"version 7 is not in the keyring \(it has 1\)"):
+        setup.vault.retire_key(setup.key_request("retire", version=7), 7)
 
 
 def test_new_records_after_rotation_are_wrapped_under_the_new_version(setup: Setup) -> None:
