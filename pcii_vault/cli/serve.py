@@ -251,12 +251,19 @@ def unseal(
 ) -> None:
     """Offer your unseal share to a sealed `pcii serve` (a custodian's signed act)."""
     from pcii_vault.cli.session import client
+    from pcii_vault.keys.shares import SHARE_WORDS
+    from pcii_vault.service.wire import MAX_SHARE_CHARS
 
     state: CliState = ctx.obj
     try:
         text = share.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read unseal share {share}: {exc}") from None
+    if len(text) > MAX_SHARE_CHARS:  # what the server takes; never echoed back
+        raise InputError(
+            f"unseal share {share} is {len(text)} characters, not one share "
+            f"(a share is {SHARE_WORDS} words)"
+        )
     with client(state) as me:
         answer = me.unseal(text)
     if answer.get("sealed"):
@@ -264,6 +271,8 @@ def unseal(
             f"share accepted: {answer['shares']} of {answer['threshold']}; "
             f"{answer['missing']} more needed"
         )
+        if warning := answer.get("warning"):
+            human += f"\nwarning: {warning}"
     else:
         human = "unsealed: the server is ready (the attempts are in the log)"
     state.output.result(answer, human=human)

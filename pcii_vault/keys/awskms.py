@@ -88,9 +88,14 @@ class _Calls:
             # For a blob we stored, AccessDenied on decrypt means it names a key other than
             # the one we asked for (moto answers so for an altered key id; AWS answers
             # IncorrectKeyException): the blob was altered or moved.
-            if code in _REFUSED or (code == "AccessDeniedException" and self._reads_blob):
+            if self._reads_blob and code in _REFUSED | {"AccessDeniedException"}:
                 _log.debug("kms_refused", operation=self._what, code=code)
                 raise IntegrityError(_UNWRAP_FAILED) from None
+            if code in {"DisabledException", "KMSInvalidStateException"}:
+                # Not a blob's fault: the key itself is disabled or pending deletion.
+                raise BackendError(
+                    f"AWS KMS refused {self._what}: the key is disabled or pending deletion"
+                ) from None
             if code in _UNAVAILABLE:
                 raise BackendError(f"AWS KMS unavailable during {self._what} ({code})") from exc
             if code == "NotFoundException":
@@ -150,8 +155,13 @@ class KmsKek(VersionedKek):
         }
 
     def wrap(self, dek: bytes, context: bytes) -> bytes:
-        """KMS Encrypt under the current version's key."""
-        version = self.current_version
+        """KMS Encrypt under the current version's key.
+
+        Raises:
+            BackendError: KMS unavailable, or the current version's key is disabled or
+                pending deletion (a key wrapped under it would be lost with it).
+        """
+        version = self._check_current_usable()
         header = external_header(version, self._key_id)
         with _Calls("wrap"):
             out = self._client.encrypt(
@@ -180,7 +190,7 @@ class KmsKek(VersionedKek):
         """KMS ReEncrypt to the current version: the DEK never leaves KMS."""
         version, header, payload = parse_unverified_external(wrapped, self._key_id)
         source = self._usable(version)
-        target = self.current_version
+        target = self._check_current_usable()
         new_header = external_header(target, self._key_id)
         with _Calls("rewrap"):
             out = self._client.re_encrypt(

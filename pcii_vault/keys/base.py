@@ -35,7 +35,7 @@ from typing import Final, Protocol, runtime_checkable
 import structlog
 
 from pcii_vault.crypto.signing import Signer
-from pcii_vault.errors import InputError, IntegrityError
+from pcii_vault.errors import BackendError, InputError, IntegrityError
 
 __all__ = [
     "EXTERNAL_WRAPPED_FORMAT",
@@ -237,8 +237,10 @@ class VersionedKek:
 
     @property
     def min_decryption_version(self) -> int:
-        """The oldest unretired version."""
-        return min(v.version for v in self._versions if not v.retired)
+        """The oldest unretired version (past the newest when the key holder disabled all)."""
+        return min(
+            (v.version for v in self._versions if not v.retired), default=self.current_version + 1
+        )
 
     @property
     def versions(self) -> tuple[KekInfo, ...]:
@@ -252,6 +254,23 @@ class VersionedKek:
     def wrapped_version(self, wrapped: bytes) -> int:
         """The version a blob names (unauthenticated)."""
         return parse_unverified_external(wrapped, self._key_id)[0]
+
+    def _check_current_usable(self) -> int:
+        """The current version, refused when its key holder disabled it.
+
+        A key disabled (or scheduled for deletion) outside the vault would still wrap on
+        some holders, and every data key wrapped under it would then not unwrap.
+
+        Raises:
+            BackendError: the current version may not decrypt.
+        """
+        current = self._versions[-1]
+        if current.retired:
+            raise BackendError(
+                f"KEK version {current.version} of {self._key_id} is disabled in its key "
+                "holder: nothing is wrapped under it; re-enable it there, or rotate"
+            )
+        return current.version
 
     def _check_retirable(self, version: int) -> None:
         """Refuse to retire the current version or one that does not exist.

@@ -202,7 +202,15 @@ def _open_token(uri: Pkcs11Uri) -> Any:  # noqa: ANN401 -- pkcs11.Token
         if lib is None:
             if not Path(module).exists():
                 raise ConfigError(f"PKCS#11 module {module} does not exist")
-            lib = _LIBS[module] = pkcs11.lib(module)
+            try:
+                lib = _LIBS[module] = pkcs11.lib(module)
+            except (p11err.PKCS11Error, OSError) as exc:
+                # Not a library, or not a PKCS#11 one (no C_GetFunctionList): the dlerror
+                # names the path, nothing secret; kept out of the line all the same.
+                _log.debug("pkcs11_module_refused", module=module, error=str(exc))
+                raise ConfigError(
+                    f"PKCS#11 module {module} cannot be loaded (not a PKCS#11 library)"
+                ) from None
             _MODULE_LOCKS[module] = threading.Lock()
     try:
         return lib.get_token(token_label=uri.token)
@@ -359,8 +367,13 @@ class Pkcs11Kek(VersionedKek):
     # -- KekProvider ----------------------------------------------------------------
 
     def wrap(self, dek: bytes, context: bytes) -> bytes:
-        """AES-GCM inside the token under the current version."""
-        version = self.current_version
+        """AES-GCM inside the token under the current version.
+
+        Raises:
+            BackendError: the token is unavailable, or the current version's decrypt was
+                cleared outside the vault (it would wrap keys it can never unwrap).
+        """
+        version = self._check_current_usable()
         header = external_header(version, self._key_id)
         nonce = os.urandom(_NONCE_BYTES)
         with self._pool.session() as session, _Guard("wrap"):

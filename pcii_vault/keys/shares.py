@@ -44,6 +44,8 @@ __all__ = [
 SHARES_ENV: Final = "PCII_UNSEAL_SHARES"
 SECRET_BYTES: Final = 32
 MAX_SHARES: Final = 16  # SLIP-39's limit per group
+# A share of a 256-bit secret: 7 words of metadata and checksum, 26 of value.
+SHARE_WORDS: Final = 33
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,10 @@ def write_shares(directory: Path, mnemonics: Sequence[str]) -> list[Path]:
 def combine_shares(shares: Iterable[ShareText]) -> bytes:
     """Recover the unseal secret from at least the threshold of distinct shares.
 
+    More shares than the threshold are fine: the secret is recovered from the first
+    threshold of them, and every further share must recover the same secret (a share
+    that does not is named).
+
     Raises:
         InputError: a share is corrupted (named, with the word when one word explains
             it) or from another split (named), or too few shares (how many are missing).
@@ -109,7 +115,15 @@ def combine_shares(shares: Iterable[ShareText]) -> bytes:
             raise InputError(
                 f"unseal share {text.name} belongs to another split than {first_text.name}"
             )
-    distinct = {share.index: text for text, share in parsed}
+    distinct: dict[int, tuple[ShareText, Share]] = {}
+    for text, share in parsed:
+        seen = distinct.setdefault(share.index, (text, share))
+        if seen[1] != share:
+            # Same split, same member index, other words: not a copy, an altered share.
+            raise InputError(
+                f"unseal shares {seen[0].name} and {text.name} claim the same place in the "
+                "split with different words (an altered share)"
+            )
     threshold = first.member_threshold
     if len(distinct) < threshold:
         missing = threshold - len(distinct)
@@ -117,8 +131,22 @@ def combine_shares(shares: Iterable[ShareText]) -> bytes:
         raise InputError(
             f"{len(distinct)} of {threshold} unseal shares given: {missing} missing{again}"
         )
+    # shamir-mnemonic takes exactly the threshold of one group's shares, no more.
+    chosen = list(distinct.values())
+    secret = _combine([share for _, share in chosen[:threshold]])
+    for text, share in chosen[threshold:]:
+        try:
+            agrees = _combine([*(s for _, s in chosen[: threshold - 1]), share]) == secret
+        except InputError:
+            agrees = False
+        if not agrees:
+            raise InputError(f"unseal share {text.name} does not agree with the others")
+    return secret
+
+
+def _combine(shares: Sequence[Share]) -> bytes:
     try:
-        return bytes(shamir_mnemonic.combine_mnemonics([t.mnemonic for t, _ in parsed]))
+        return bytes(shamir_mnemonic.combine_mnemonics([s.mnemonic() for s in shares]))
     except MnemonicError:
         # Checksums passed and parameters agree, yet the digest does not: altered shares.
         raise InputError("the unseal shares do not combine (altered or mixed shares)") from None
@@ -150,6 +178,13 @@ def _parse(text: ShareText) -> Share:
     for position, word in enumerate(words, start=1):
         if word not in _WORD_SET:
             raise InputError(f"unseal share {text.name}: word {position} is not a SLIP-39 word")
+    if len(words) != SHARE_WORDS:
+        # Checked before the checksum: the one-wrong-word search below costs words^2 * 1024
+        # checksums, which a long text (a server's custodian sends up to 2000 characters)
+        # would turn into minutes under the seal's lock.
+        raise InputError(
+            f"unseal share {text.name} has {len(words)} words; a share has {SHARE_WORDS}"
+        )
     try:
         return Share.from_mnemonic(" ".join(words))
     except MnemonicError:

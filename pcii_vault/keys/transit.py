@@ -135,6 +135,12 @@ class _Client:
         try:
             response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
+            if _untrusted_certificate(exc):
+                # Retrying will not help: the CA is not the one OpenBao's certificate needs.
+                raise ConfigError(
+                    f"OpenBao at {self._uri.address}: its TLS certificate is not trusted "
+                    "(set BAO_CACERT to the CA that signed it)"
+                ) from None
             raise BackendError(
                 f"OpenBao at {self._uri.address} unavailable ({type(exc).__name__})"
             ) from exc
@@ -161,6 +167,23 @@ class _Client:
     def close(self) -> None:
         """Close the connections."""
         self._http.close()
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    """Whether a connection failed because the server's certificate did not verify.
+
+    httpx raises from httpcore, which holds the `ssl` error as its argument.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return any(
+        isinstance(item, ssl.SSLCertVerificationError)
+        or any(isinstance(arg, ssl.SSLCertVerificationError) for arg in item.args)
+        for item in chain
+    )
 
 
 class _NotFoundError(ConfigError):
@@ -241,6 +264,7 @@ class TransitKek(VersionedKek):
             BackendError: OpenBao unavailable.
         """
         ciphertext = self._ciphertext(wrapped)
+        self._check_not_retired(wrapped)
         data = self._client.call(
             "POST",
             f"{self._uri.mount}/decrypt/{self._uri.name}",
@@ -254,6 +278,7 @@ class TransitKek(VersionedKek):
     def rewrap(self, wrapped: bytes, context: bytes) -> bytes:
         """Transit `rewrap`: the newest version, the plaintext never leaves OpenBao."""
         ciphertext = self._ciphertext(wrapped)
+        self._check_not_retired(wrapped)
         data = self._client.call(
             "POST",
             f"{self._uri.mount}/rewrap/{self._uri.name}",
@@ -307,6 +332,18 @@ class TransitKek(VersionedKek):
         if _transit_version(ciphertext) != version:
             raise IntegrityError(_UNWRAP_FAILED)
         return ciphertext
+
+    def _check_not_retired(self, wrapped: bytes) -> None:
+        """Name a retired version as such (transit's own refusal reads as tampering).
+
+        Raises:
+            IntegrityError: the blob's version is below `min_decryption_version`.
+        """
+        version = self.wrapped_version(wrapped)
+        if version < self.min_decryption_version:
+            self._refresh()  # perhaps un-retired outside the vault since we looked
+            if version < self.min_decryption_version:
+                raise IntegrityError(f"KEK version {version} is retired")
 
     def _refresh(self) -> None:
         data = self._client.call("GET", f"{self._uri.mount}/keys/{self._uri.name}")["data"]

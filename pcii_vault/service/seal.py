@@ -7,8 +7,11 @@ refused (503, exit 5). Registered, active administrators send one SLIP-39 share 
 signed act. While sealed the index cannot be trusted (its key is sealed too), so
 custodians are looked up in a projection of the verified log. At M distinct shares of
 one split the secret is recovered, checked against the sealed keyring, and the vault
-opens; a corrupted or foreign share is named and refused. Every attempt, refused ones
-included, is logged as one `vault.unsealed` event as soon as the log is writable.
+opens; a corrupted or repeated share, or one of a split with another threshold than the
+vault records, is named and refused. A share of another split with the same threshold
+is named too, but kept apart: it never locks this vault's own shares out. Every
+attempt, refused ones included, is logged as one `vault.unsealed` event as soon as the
+log is writable; the server counts as unsealed only once that event is logged.
 """
 
 from __future__ import annotations
@@ -36,6 +39,21 @@ SEALED_MESSAGE = (
 )
 
 
+# One `vault.unsealed` event must fit in one log entry (64 KiB): it lists every share of
+# the split that opened the vault and the first other attempts; the rest are counted per
+# custodian. At most this many splits are kept apart at once.
+_LISTED_OTHERS = 32
+_MAX_SPLITS = 64
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    principal: str
+    at: str
+    outcome: str
+    split: tuple[Any, ...] | None  # of an accepted share
+
+
 @dataclass(frozen=True)
 class _Share:
     text: ShareText
@@ -45,21 +63,37 @@ class _Share:
 
 
 class Seal:
-    """The sealed state of one server and the shares offered so far."""
+    """The sealed state of one server and the shares offered so far.
+
+    Shares are kept per split: a share of another split (another vault's, handed over
+    by mistake) is named but cannot lock out this vault's own shares, whichever came
+    first. The first split to reach its threshold is tried against the keyring; if it
+    does not open it, that split's shares are dropped. The server counts as unsealed
+    only once its keys are open and the attempts are logged: if that fails (a key
+    holder or the store unreachable), it stays sealed with the recovered secret, and
+    the next custodian's offer (any share) tries again.
+    """
 
     def __init__(self, vault: Vault, *, skew: timedelta) -> None:
         self._vault = vault
         self._skew = skew
-        self._lock = threading.Lock()
-        self._shares: dict[int, _Share] = {}
-        self._attempts: list[dict[str, str]] = []
-        self._secret: bytes | None = None
+        self._lock = threading.Lock()  # the shares and attempts
+        self._offers = threading.Lock()  # one offer (and opening) at a time
+        self._splits: dict[tuple[Any, ...], dict[int, _Share]] = {}
+        self._attempts: list[_Attempt] = []
+        self._refusals = 0
+        # (principal, "refused" or "accepted") -> (how many not listed, the last time)
+        self._unlisted: dict[tuple[str, str], tuple[int, str]] = {}
+        self._opened_split: tuple[Any, ...] | None = None
+        self._secret: bytes | None = None  # recovered: the vault's unseal callback
+        self._opened_with = 0
+        self._unsealed = False  # keys open and the attempts logged
         self._custodians: Index | None = None
 
     @property
     def sealed(self) -> bool:
-        """No key is open yet."""
-        return self._secret is None
+        """The keys are not open (or the unseal is not logged) yet."""
+        return not self._unsealed
 
     def secret(self) -> bytes:
         """The unseal secret (the vault's unseal callback).
@@ -74,12 +108,12 @@ class Seal:
     def status(self) -> dict[str, Any]:
         """What `/readyz` and a custodian are told: sealed, and how many shares are in."""
         with self._lock:
+            group = self._largest()
             # The shares' own threshold once one is in; before, what the vault records.
             threshold = next(
-                (s.threshold for s in self._shares.values()),
-                self._vault.config.unseal_threshold,
+                (s.threshold for s in group.values()), self._vault.config.unseal_threshold
             )
-            return {"sealed": self.sealed, "shares": len(self._shares), "threshold": threshold}
+            return {"sealed": self.sealed, "shares": len(group), "threshold": threshold}
 
     def custodian(self, principal_id: str) -> Principal:
         """A registered principal, from the verified log (the index is sealed too).
@@ -124,64 +158,148 @@ class Seal:
         """Take one custodian's share; open the vault when enough are in.
 
         Raises:
-            InputError: the vault is not sealed, or the share is corrupted, of another
-                split, or the shares do not open the keyring (they are then all dropped).
+            InputError: the vault is not sealed, or the share is corrupted, given twice,
+                of a split with another threshold than the vault's, or the shares do not
+                open the keyring (that split's shares are then dropped).
+            BackendError: the keys or the log could not be reached to finish opening
+                (the server stays sealed; any custodian's next offer tries again).
         """
-        with self._lock:
-            if self._secret is not None:
+        with self._offers:
+            if self._unsealed:
                 raise InputError("the vault is already unsealed")
+            if self._secret is None:
+                progress = self._take(principal, mnemonic)
+                if progress is not None:
+                    return progress
+            else:
+                with self._lock:
+                    self._attempt(principal, "accepted: the opening is tried again")
+            return self._finish()
+
+    def _take(self, principal: str, mnemonic: str) -> dict[str, Any] | None:
+        """Record one share; `None` once a split is complete and opens the keyring."""
+        with self._lock:
             text = ShareText(f"of {principal}", mnemonic)
             try:
-                share = self._accept(text)
+                share, others = self._accept(text)
             except InputError as exc:
                 self._attempt(principal, f"refused: {exc.diagnostics()}")
                 raise
-            self._shares[share.index] = share
-            self._attempt(principal, "accepted")
-            if len(self._shares) < share.threshold:
-                missing = share.threshold - len(self._shares)
-                return {
+            group = self._splits.setdefault(share.split, {})
+            group[share.index] = share
+            self._attempt(
+                principal,
+                f"accepted (another split than {others})" if others else "accepted",
+                split=share.split,
+            )
+            if len(group) < share.threshold:
+                answer: dict[str, Any] = {
                     "sealed": True,
-                    "shares": len(self._shares),
+                    "shares": len(group),
                     "threshold": share.threshold,
-                    "missing": missing,
+                    "missing": share.threshold - len(group),
                 }
-            secret = self._open([s.text for s in self._shares.values()], principal)
-            self._secret = secret
-            attempts = list(self._attempts)
-            opened_with = len(self._shares)  # the shares that opened it (not every attempt)
-        # Open the keys and the index, catch up, and log who unsealed it and how.
+                if others:
+                    answer["warning"] = (
+                        f"this share is of another split than {others}: "
+                        "only this vault's own shares open it"
+                    )
+                return answer
+            self._secret = self._open(share.split, principal)
+            self._opened_with = len(group)
+            self._opened_split = share.split
+            return None
+
+    def _finish(self) -> dict[str, Any]:
+        """Open the keys and the index, catch up, and log who unsealed it and how."""
         vault = self._vault
+        with self._lock:
+            attempts = self._logged_attempts()
         vault.keyring  # noqa: B018 -- opens the providers
         vault.sync()
         index = vault.log_unsealed(attempts)
-        return {"sealed": False, "shares": opened_with, "logged_as": index}
+        with self._lock:
+            self._unsealed = True
+            self._splits.clear()
+            self._attempts.clear()
+            self._unlisted.clear()
+        return {"sealed": False, "shares": self._opened_with, "logged_as": index}
 
-    def _accept(self, text: ShareText) -> _Share:
+    def _accept(self, text: ShareText) -> tuple[_Share, str]:
+        """The parsed share, and whose shares of other splits are in (empty if none)."""
         split, index, threshold = share_parameters(text)
-        for other in self._shares.values():
-            if other.split != split:
-                raise InputError(
-                    f"unseal share {text.name} belongs to another split than {other.text.name}"
-                )
-        if index in self._shares:
+        expected = self._vault.config.unseal_threshold
+        if expected is not None and threshold != expected:
+            raise InputError(
+                f"unseal share {text.name} is of a split that needs {threshold} shares; "
+                f"this vault's needs {expected}: not this vault's share"
+            )
+        if index in self._splits.get(split, {}):
             raise InputError(f"unseal share {text.name} was given already")
-        return _Share(text, index, split, threshold)
+        if split not in self._splits and len(self._splits) >= _MAX_SPLITS:
+            raise InputError(
+                f"unseal share {text.name} is of yet another split: shares of "
+                f"{len(self._splits)} splits are in already"
+            )
+        others = sorted(
+            {
+                s.text.name
+                for other, group in self._splits.items()
+                if other != split
+                for s in group.values()
+            }
+        )
+        return _Share(text, index, split, threshold), ", ".join(others)
 
-    def _open(self, texts: list[ShareText], principal: str) -> bytes:
+    def _largest(self) -> dict[int, _Share]:
+        return max(self._splits.values(), key=len, default={})
+
+    def _open(self, split: tuple[Any, ...], principal: str) -> bytes:
+        texts = [s.text for s in self._splits[split].values()]
         try:
             secret = combine_shares(texts)
             LocalKeyring.open(self._vault.paths.keyring, secret)
         except (InputError, IntegrityError) as exc:
-            self._shares.clear()
+            del self._splits[split]
             self._attempt(principal, f"refused: the shares do not open the keyring ({exc})")
             raise InputError(
                 "the shares do not open this vault's keyring (shares of another vault?); "
-                "every share must be given again"
+                "every share of that split must be given again"
             ) from None
         return secret
 
-    def _attempt(self, principal: str, outcome: str) -> None:
-        self._attempts.append(
-            {"principal": principal, "at": datetime.now(UTC).isoformat(), "outcome": outcome}
-        )
+    def _attempt(
+        self, principal: str, outcome: str, *, split: tuple[Any, ...] | None = None
+    ) -> None:
+        at = datetime.now(UTC).isoformat()
+        if outcome.startswith("refused"):
+            self._refusals += 1
+            if self._refusals > _LISTED_OTHERS:  # counted at once: memory stays bounded
+                self._count_unlisted(principal, "refused", at)
+                return
+        self._attempts.append(_Attempt(principal, at, outcome, split))
+
+    def _count_unlisted(self, principal: str, kind: str, at: str) -> None:
+        count, _ = self._unlisted.get((principal, kind), (0, at))
+        self._unlisted[(principal, kind)] = (count + 1, at)
+
+    def _logged_attempts(self) -> list[dict[str, str]]:
+        """What `vault.unsealed` lists: bounded, every share that opened the vault kept."""
+        listed: list[_Attempt] = []
+        others = 0
+        for attempt in self._attempts:
+            if attempt.split is not None and attempt.split == self._opened_split:
+                listed.append(attempt)
+            elif others < _LISTED_OTHERS:
+                listed.append(attempt)
+                others += 1
+            else:
+                kind = "refused" if attempt.outcome.startswith("refused") else "accepted"
+                self._count_unlisted(attempt.principal, kind, attempt.at)
+        self._attempts = listed
+        rows = [{"principal": a.principal, "at": a.at, "outcome": a.outcome} for a in listed]
+        rows += [
+            {"principal": who, "at": last, "outcome": f"{kind} {count} more times (not listed)"}
+            for (who, kind), (count, last) in sorted(self._unlisted.items())
+        ]
+        return rows

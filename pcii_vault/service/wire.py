@@ -30,6 +30,7 @@ from pcii_vault.models.request import SignedRequest
 __all__ = [
     "API_PREFIX",
     "ERROR_KINDS",
+    "MAX_SHARE_CHARS",
     "RELEASE_HEADER",
     "Act",
     "ErrorBody",
@@ -41,6 +42,7 @@ __all__ = [
 
 API_PREFIX = "/v1"
 SHOWN_CHARACTERS = 80  # of a client-supplied name that an error message echoes
+MAX_SHARE_CHARS = 2000  # an unseal share (33 words) is far shorter
 RELEASE_HEADER = "X-PCII-Release"  # the staged release's metadata (JSON), before its files
 
 # Error classes a server may name; anything else arrives as the family's base class.
@@ -170,7 +172,7 @@ class MigrateBody(Act):
 class UnsealBody(Act):
     """`unseal`: one custodian's SLIP-39 share (the act is signed for `unseal`)."""
 
-    share: str = Field(max_length=2000, description="the share's words")
+    share: str = Field(max_length=MAX_SHARE_CHARS, description="the share's words")
 
 
 class VaultInfoBody(_Wire):

@@ -499,3 +499,18 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_as_sigpipe_would(
     err = process.stderr.read()
     assert process.wait(timeout=120) == 128 + signal.SIGPIPE, err
     assert err == b""  # no message, no traceback: the pipeline's reader chose to stop
+
+
+def test_an_unseal_share_far_longer_than_a_share_is_refused_before_it_is_sent(
+    vault: tuple[Cli, str], tmp_path: Path
+) -> None:
+    """Checked before any connection (none is listening here); its words never echoed."""
+    cli, _ = vault
+    long = tmp_path / "long.txt"
+    long.write_text(" ".join(["academic", "acid"] * 300))
+    result = cli.run(
+        "unseal", "--share", str(long), who="admin", env={"PCII_VAULT": "https://127.0.0.1:9"}
+    )
+    line = _one_line_error(result)
+    assert "is 4199 characters, not one share (a share is 33 words)" in line
+    assert "academic" not in line
