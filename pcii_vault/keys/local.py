@@ -40,6 +40,7 @@ import getpass
 import itertools
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -103,6 +104,9 @@ _FILE_MODE: Final = 0o600
 # rewritten with huge costs cannot make every unseal take minutes and gigabytes.
 MAX_SCRYPT_MEMORY: Final = 256 << 20  # 128 * r * n bytes
 MAX_SCRYPT_P: Final = 4
+# A keyring holds a few hundred bytes per KEK version: 16 MiB is tens of thousands of
+# rotations. A larger file was not written by the vault and is refused unread.
+MAX_KEYRING_BYTES: Final = 16 << 20
 _T = TypeVar("_T")
 
 
@@ -573,7 +577,7 @@ def _unseal(raw: bytes, envelope: _Envelope, sealing_key: bytes, path: Path) -> 
             log_signing_seed=_unb64(_typed(secret_doc, "log_signing_seed", str)),
             intake_private_key=_unb64(_typed(secret_doc, "intake_private_key", str)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
         # Authenticated yet malformed: written by a buggy or hostile holder of the key.
         _log.debug("keyring_rejected", reason="contents", error=str(exc))
         raise IntegrityError(f"keyring {path} has malformed sealed contents") from None
@@ -599,7 +603,8 @@ def _check_contents(contents: _Contents) -> None:
 def _load_json(raw: bytes, path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # RecursionError: arrays or objects nested deeper than the parser goes.
         raise IntegrityError(f"keyring {path} is damaged (not JSON)") from None
     if not isinstance(doc, dict):
         raise IntegrityError(f"keyring {path} is damaged (not a JSON object)")
@@ -631,14 +636,36 @@ def _unb64(text: str) -> bytes:
 
 
 def _read(path: Path) -> bytes:
+    """The keyring file's bytes: a regular file of at most `MAX_KEYRING_BYTES`.
+
+    Opened without blocking, so a FIFO planted at the keyring cannot hang the reader; a
+    device (/dev/zero) or a file too large (maybe sparse) is refused unread.
+
+    Raises:
+        NotFoundError: no file there.
+        IntegrityError: a directory, not a regular file, or too large.
+    """
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFoundError(f"no keyring at {path}") from None
-    except IsADirectoryError:
-        raise IntegrityError(
-            f"keyring {path} is a directory, not the sealed keyring the vault wrote"
-        ) from None
+    with os.fdopen(fd, "rb") as stream:
+        st = os.fstat(stream.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise IntegrityError(
+                f"keyring {path} is a directory, not the sealed keyring the vault wrote"
+            )
+        if not stat.S_ISREG(st.st_mode):
+            raise IntegrityError(
+                f"keyring {path} is not a regular file, not the sealed keyring the vault wrote"
+            )
+        if st.st_size > MAX_KEYRING_BYTES:
+            raise IntegrityError(f"keyring {path} is damaged (larger than any keyring)")
+        # At most one byte past the size seen (`read(n)` allocates n bytes at once).
+        raw = stream.read(st.st_size + 1)
+    if len(raw) > MAX_KEYRING_BYTES:  # grew meanwhile
+        raise IntegrityError(f"keyring {path} is damaged (larger than any keyring)")
+    return raw
 
 
 def _write_new(path: Path, data: bytes) -> None:

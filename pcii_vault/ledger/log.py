@@ -68,7 +68,7 @@ from pcii_vault.ledger.tree import (
 )
 from pcii_vault.ledger.verified import VerifiedTiles
 from pcii_vault.models.event import Event
-from pcii_vault.store.base import ObjectStore
+from pcii_vault.store.base import ObjectStore, ObjectTooLargeError
 
 __all__ = [
     "CHECKPOINT_KEY",
@@ -494,6 +494,10 @@ class Ledger:
             except ObjectExistsError:
                 try:
                     other = self.store.get(claim_key(pos))
+                except ObjectTooLargeError:
+                    # Larger than any claim: forged, squatting on the position.
+                    self._drop_forged_claim(pos)
+                    continue
                 except NotFoundError:
                     if self._unshadow(claim_key(pos)):
                         continue  # objects planted under the claim's key: removed
@@ -564,6 +568,10 @@ class Ledger:
                 try:
                     data = self.store.get(claim_key(pos))
                 except NotFoundError:
+                    break
+                except ObjectTooLargeError:
+                    # Larger than any claim: never the log key's. Drop it, end the chain.
+                    self._drop_forged_claim(pos)
                     break
                 try:
                     batch = self._decode_claim(data, pos)
@@ -664,6 +672,15 @@ class Ledger:
             except NotFoundError:
                 self._unshadow(key)
                 self.store.put_if_absent(key, data)
+            except ObjectTooLargeError:
+                # Larger than any log object: junk (no honest writer's), removed unread
+                # rather than read into memory; an honest writer racing writes `data`.
+                _log.warning("junk_log_object_removed", key=key)
+                self.store.delete(key)
+                try:
+                    self.store.put_if_absent(key, data)
+                except ObjectExistsError:
+                    return self.store.get_with_etag(key)
         return None
 
     def _record_history(self, cp: Checkpoint) -> None:

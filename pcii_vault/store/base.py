@@ -17,11 +17,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from pcii_vault.errors import InputError
+from pcii_vault.errors import InputError, IntegrityError
 
-__all__ = ["MAX_KEY_BYTES", "ObjectInfo", "ObjectStore", "validate_key"]
+__all__ = [
+    "MAX_KEY_BYTES",
+    "MAX_WHOLE_OBJECT_BYTES",
+    "ObjectInfo",
+    "ObjectStore",
+    "ObjectTooLargeError",
+    "too_large_to_read_whole",
+    "validate_key",
+]
 
 MAX_KEY_BYTES = 512
+# The largest object the vault reads whole (`get`, `get_with_etag`): log entry bundles
+# (at most 256 entries under 64 KiB each), tiles, checkpoints, claims, wrapped keys and
+# policy sets are all far smaller; records are streamed. A larger object was not written
+# by the vault (a sparse file costs an attacker nothing) and is refused before it is read
+# into memory.
+MAX_WHOLE_OBJECT_BYTES = 64 << 20
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -52,6 +66,22 @@ def validate_key(key: str) -> str:
         if not _SEGMENT.fullmatch(segment):
             raise InputError(f"object key {key!r} has an unsafe segment {segment!r}")
     return key
+
+
+class ObjectTooLargeError(IntegrityError):
+    """An object asked for whole is larger than `MAX_WHOLE_OBJECT_BYTES`: never the vault's.
+
+    Tampering (exit 4) where the object must be the vault's; junk to replace where a
+    writer finds it at a key it is about to write (the log's next tiles and history).
+    """
+
+
+def too_large_to_read_whole(key: str, size: int) -> ObjectTooLargeError:
+    """The error for an object larger than `MAX_WHOLE_OBJECT_BYTES` asked for whole."""
+    return ObjectTooLargeError(
+        f"object {key} is {size} bytes, more than any object the vault reads whole "
+        f"({MAX_WHOLE_OBJECT_BYTES >> 20} MiB): not what the vault wrote"
+    )
 
 
 @runtime_checkable
@@ -97,11 +127,17 @@ class ObjectStore(Protocol):
 
         Raises:
             NotFoundError: no such object.
+            IntegrityError: larger than `MAX_WHOLE_OBJECT_BYTES` (never read into memory).
         """
         ...
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
-        """Return the whole object and its etag, read consistently (for compare-and-swap)."""
+        """Return the whole object and its etag, read consistently (for compare-and-swap).
+
+        Raises:
+            NotFoundError: no such object.
+            IntegrityError: larger than `MAX_WHOLE_OBJECT_BYTES` (never read into memory).
+        """
         ...
 
     def get_range(self, key: str, start: int, length: int) -> bytes:

@@ -40,7 +40,12 @@ from pcii_vault.errors import (
     ObjectExistsError,
     PreconditionFailedError,
 )
-from pcii_vault.store.base import ObjectInfo, validate_key
+from pcii_vault.store.base import (
+    MAX_WHOLE_OBJECT_BYTES,
+    ObjectInfo,
+    too_large_to_read_whole,
+    validate_key,
+)
 
 __all__ = ["FilesystemStore"]
 
@@ -242,6 +247,7 @@ class FilesystemStore:
 
         Raises:
             NotFoundError: no such object.
+            IntegrityError: larger than any object the vault reads whole.
         """
         return self.get_with_etag(key)[0]
 
@@ -250,10 +256,19 @@ class FilesystemStore:
 
         Raises:
             NotFoundError: no such object.
+            IntegrityError: larger than any object the vault reads whole (a planted,
+                maybe sparse, file): refused before it is read into memory.
         """
         path = self._path(key)
         with _os_errors(self._root, "read", key), _open_object(path, key) as stream:
-            data = stream.read()
+            size = os.fstat(stream.fileno()).st_size
+            if size > MAX_WHOLE_OBJECT_BYTES:
+                raise too_large_to_read_whole(key, size)
+            # Bounded even if the file grows meanwhile (objects are never written in
+            # place, but a planted file may be); `read(n)` allocates n bytes at once.
+            data = stream.read(size + 1)
+        if len(data) > MAX_WHOLE_OBJECT_BYTES:
+            raise too_large_to_read_whole(key, len(data))
         return data, hashlib.sha256(data).hexdigest()
 
     def get_range(self, key: str, start: int, length: int) -> bytes:

@@ -58,7 +58,12 @@ from pcii_vault.errors import (
     PreconditionFailedError,
     VaultError,
 )
-from pcii_vault.store.base import ObjectInfo, validate_key
+from pcii_vault.store.base import (
+    MAX_WHOLE_OBJECT_BYTES,
+    ObjectInfo,
+    too_large_to_read_whole,
+    validate_key,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -459,15 +464,22 @@ class S3Store:
 
         Raises:
             NotFoundError: no such object.
-            IntegrityError: the bytes did not match the stored checksum.
+            IntegrityError: the bytes did not match the stored checksum, or the object is
+                larger than any object the vault reads whole (refused unread).
             BackendError: the store is unavailable.
         """
         full = self._full(key)
         try:
             answer = self._client.get_object(Bucket=self._bucket, Key=full, ChecksumMode="ENABLED")
+            size = int(answer.get("ContentLength", 0))
+            if size > MAX_WHOLE_OBJECT_BYTES:
+                answer["Body"].close()
+                raise too_large_to_read_whole(key, size)
             data = answer["Body"].read()
         except (ClientError, BotoCoreError) as exc:
             raise self._map(exc, "read", key) from exc
+        if len(data) > MAX_WHOLE_OBJECT_BYTES:
+            raise too_large_to_read_whole(key, len(data))
         return data, _etag(answer.get("ETag", ""))
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
@@ -502,7 +514,8 @@ class S3Store:
 
         Raises:
             NotFoundError: no such object.
-            IntegrityError: the bytes did not match the stored checksum.
+            IntegrityError: the bytes did not match the stored checksum, or the object is
+                larger than any object the vault reads whole (refused unread).
             BackendError: the store is unavailable.
         """
         full = self._full(key)
