@@ -46,7 +46,7 @@ import structlog
 
 from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.signing import Ed25519PublicKey
-from pcii_vault.durable import replace_file
+from pcii_vault.durable import fsync_directory, replace_file
 from pcii_vault.errors import InputError, IntegrityError, NotFoundError
 from pcii_vault.lifecycle import (
     DEADLINE_DAYS,
@@ -361,16 +361,19 @@ class Index:
         replace_file(self._mac_path, _MAC_FORMAT + tag.hex().encode("ascii") + b"\n")
         self._known = _stat_key(self._path)
 
-    def verify_or_diagnose(
-        self, projection: Callable[[int], dict[str, list[tuple[Any, ...]]]]
-    ) -> list[str]:
+    def verify_or_diagnose(self, projection: Callable[[int], Index]) -> list[str]:
         """Check the tag under the write lock; when it fails, compare with the log.
 
-        `projection(size)` returns the rows a projection of the log's first `size` events
-        holds (`dump()` form). Run under the lock, so no other process of this vault
-        writes meanwhile: a file equal to the projection (a crash between a write and its
-        tag, or an index from before tags) is tagged again and `[]` returned; otherwise
-        the tables that differ are returned, nothing is changed.
+        `projection(size)` returns an in-memory projection of the log's first `size`
+        events (closed here). Run under the lock, so no other process of this vault
+        writes meanwhile: when the file's rows equal the projection's (a crash between a
+        write and its tag, or an index from before tags), the file is replaced by the
+        projection and tagged, and `[]` returned; otherwise the tables that differ are
+        returned, nothing is changed.
+
+        The file is replaced, never tagged as it is: rows alone are not all a SQLite
+        file holds. A trigger, a view or a secondary index edited out of step with its
+        table would keep deciding once tagged, with every row still the log's.
         """
         if self._seal is None:
             return []
@@ -378,17 +381,44 @@ class Index:
             try:
                 self._verify_locked()
             except IndexTamperedError as exc:
+                name = self._path.name if self._path else "the index"
+                replayed: Index | None = None
                 try:
-                    differences = _differences(projection(self.size), self.dump())
+                    replayed = projection(self.size)
+                    differences = _differences(replayed.dump(), self.dump())
+                    if differences:
+                        return [str(exc), *differences]
+                    _log.warning("index_replaced_by_replay", reason=str(exc))
+                    self._replace_locked(replayed)
                 except sqlite3.DatabaseError as unreadable:
                     # Truncated or overwritten: not even SQLite can read what is left.
-                    name = self._path.name if self._path else "the index"
                     return [f"{name} is not a readable index ({unreadable})"]
-                if differences:
-                    return [str(exc), *differences]
-                _log.warning("index_tag_renewed", reason=str(exc))
-                self._retag()
+                finally:
+                    if replayed is not None:
+                        replayed.close()
         return []
+
+    def _replace_locked(self, replayed: Index) -> None:
+        """Put a copy of `replayed` in the file's place and tag it (under the write lock)."""
+        assert self._path is not None  # noqa: S101 -- only for an index on disk
+        built = self._path.with_name(self._path.name + ".replayed")
+        built.unlink(missing_ok=True)
+        os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            target = _connect(built)
+            try:
+                replayed._db.backup(target)  # committed, and synced, by SQLite
+            finally:
+                target.close()
+            built.replace(self._path)
+        except BaseException:
+            built.unlink(missing_ok=True)
+            raise
+        for suffix in ("-journal", "-wal", "-shm"):
+            Path(f"{self._path}{suffix}").unlink(missing_ok=True)  # the old file's, if any
+        fsync_directory(self._path.parent)
+        self._reopen_if_replaced()
+        self._retag()
 
     # ----- reading -------------------------------------------------------------------
 

@@ -585,7 +585,7 @@ class Vault:
         except IndexTamperedError:
             # Look again under the write lock (another process may have been writing),
             # and name what differs from the log, if anything does.
-            problems = index.verify_or_diagnose(self._projected_rows)
+            problems = index.verify_or_diagnose(self._projection)
             if problems:
                 raise IntegrityError(
                     f"{'; '.join(problems)}; run `pcii index rebuild` to rebuild it from "
@@ -593,15 +593,16 @@ class Vault:
                 ) from None
         return index
 
-    def _projected_rows(self, size: int) -> dict[str, list[tuple[Any, ...]]]:
-        """The rows a projection of the verified log's first `size` events holds."""
+    def _projection(self, size: int) -> Index:
+        """An in-memory projection of the verified log's first `size` events."""
         reader = self.reader()
         replayed = Index.in_memory()
         try:
             replayed.apply_all(reader.events(0, min(size, reader.size())), strict=False)
-            return replayed.dump()
-        finally:
+        except BaseException:
             replayed.close()
+            raise
+        return replayed
 
     def _policy_set_unlogged(self) -> bool:
         """Whether the index's last logged policy set is not the one this vault runs."""

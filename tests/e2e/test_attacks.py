@@ -328,6 +328,39 @@ def test_an_edited_index_is_named_and_rebuilt(
     assert denied.code == 3, denied.err
 
 
+_UNDO_REVOCATION = """
+CREATE TRIGGER keep_them AFTER UPDATE ON principals
+BEGIN UPDATE principals SET document = OLD.document WHERE id = NEW.id; END;
+"""
+
+
+def test_a_trigger_planted_in_the_index_never_decides(target: Target) -> None:
+    """Rows still the log's, the file not the vault's: replaced by the replay, not tagged.
+
+    A tagged trigger would undo the revocation below in the index alone, and the revoked
+    analyst would go on retrieving.
+    """
+    db = sqlite3.connect(target.cli.vault / "index.sqlite")
+    try:
+        db.executescript(_UNDO_REVOCATION)
+    finally:
+        db.close()
+    target.cli.ok("principal", "revoke", "water", who="admin")
+    out = target.cli.root / "after-revocation"
+    denied = target.run(
+        "get", target.tracking, "--purpose", "drought planning", "--out", str(out), who="water"
+    )
+    assert denied.code == 3, denied.err
+    assert not out.exists() or not any(out.iterdir())
+    db = sqlite3.connect(target.cli.vault / "index.sqlite")
+    try:
+        planted = db.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall()
+    finally:
+        db.close()
+    assert planted == []
+    assert target.cli.ok("audit", "verify").code == 0
+
+
 # ----- tampered bytes: always exit 4 ------------------------------------------------------
 
 
