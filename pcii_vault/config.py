@@ -54,6 +54,17 @@ class VaultConfig(BaseModel):
     log_signer: str = Field(
         default="local", description="where the log's Ed25519 key lives: local or a provider"
     )
+    seal: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="HMAC-SHA256 (hex) of every field above but `store`, under a key derived "
+        "from the sealed keyring: the vault refuses a vault.json edited outside it (a key "
+        "holder's address or module path) before it opens any key holder",
+    )
+
+    def sealed_fields(self) -> bytes:
+        """What `seal` authenticates: every field but `store` (a vault may move) and itself."""
+        return self.model_dump_json(exclude={"store", "seal"}).encode()
 
     def save_new(self, path: Path) -> None:
         """Write the config file; refuses to replace an existing one."""

@@ -28,6 +28,7 @@ import errno
 import fcntl
 import functools
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -321,6 +322,9 @@ class Vault:
                 log_signer=public_uri(log_signer_uri_for(kek_uri)),
                 unseal_threshold=unseal_threshold,
             )
+            config = config.model_copy(
+                update={"seal": keyring.config_authenticator().tag(config.sealed_fields()).hex()}
+            )
             admin_key = Ed25519PrivateKey.generate()
             admin = Principal(
                 id=admin_name,
@@ -445,6 +449,17 @@ class Vault:
         Raises:
             IntegrityError: the keyring and `vault.json` name different keys.
         """
+        seal = bytes.fromhex(self.config.seal or "")
+        expected = local.config_authenticator().tag(self.config.sealed_fields())
+        if not hmac.compare_digest(seal, expected):
+            # Edited outside the vault (a key holder's address or PKCS#11 module path would
+            # otherwise be opened, with the unseal secret in this process), or another
+            # vault's keyring: nothing is opened either way.
+            raise IntegrityError(
+                f"{self.paths.keyring} and {CONFIG_NAME} are not of the same vault: "
+                f"{CONFIG_NAME} does not carry this keyring's seal (edited outside the vault, "
+                "or another vault's keyring); refusing to open"
+            ) from None
         intake = base64.b64encode(local.intake_public_key).decode()
         mismatch = None
         if intake != self.config.intake_public_key:

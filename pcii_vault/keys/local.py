@@ -397,6 +397,10 @@ class LocalKeyring:
         """
         return Authenticator(self._contents.intake_private_key, b"pcii-vault/index-mac/v1")
 
+    def config_authenticator(self) -> Authenticator:
+        """An authenticator for the vault's `vault.json`, keyed from this keyring's secrets."""
+        return Authenticator(self._contents.intake_private_key, b"pcii-vault/config-mac/v1")
+
     @property
     def intake_public_key(self) -> bytes:
         """The raw X25519 public key owners seal their data keys to."""

@@ -16,7 +16,7 @@ import pytest
 from key_servers import BaoServer, SoftHsm
 from shamir_mnemonic.wordlist import WORDLIST
 
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import SECRET, Cli
 from tests.e2e.test_lifecycle import (
     test_destroy_is_logged_then_crypto_shredded,
     test_index_rebuild_reproduces_the_index_exactly,
@@ -89,10 +89,26 @@ def test_an_unreachable_key_service_is_exit_5_and_releases_nothing(
     config = runner.vault / "vault.json"
     text = config.read_text()
     config.write_text(text.replace(bao.address, "https://127.0.0.1:9"))
+    # Edited outside the vault: refused before the address is tried (it is not sealed).
+    edited = runner.run("keys", "status", who="admin")
+    assert edited.code == 4 and "does not carry this keyring's seal" in edited.err, edited.err
+    _reseal(runner.vault)  # what only a holder of the unseal secret could do
     done = runner.run("keys", "status", who="admin")
     assert done.code == 5, done.err
     assert len(done.err.strip().splitlines()) == 1
     assert "OpenBao" in done.err
+
+
+def _reseal(vault: Path) -> None:
+    """Seal an edited `vault.json` again with its keyring (the test's unseal secret)."""
+    from pcii_vault.config import VaultConfig
+    from pcii_vault.keys.local import LocalKeyring
+
+    path = vault / "vault.json"
+    config = VaultConfig.load(path)
+    keyring = LocalKeyring.open(vault / "keyring.sealed", SECRET.encode())
+    seal = keyring.config_authenticator().tag(config.sealed_fields()).hex()
+    path.write_text(config.model_copy(update={"seal": seal}).model_dump_json())
 
 
 def _shares_cli(tmp_path: Path) -> tuple[Cli, list[Path]]:

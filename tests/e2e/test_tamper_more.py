@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -283,6 +284,57 @@ def test_a_vault_json_naming_another_vaults_key_is_refused(
         cli.run("index", "rebuild"),
     ):
         assert "not of the same vault" in one_line_error(result, 4)
+    assert not (cli.root / "out").exists()
+
+
+_PLANTED_LIBRARY = r"""
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((constructor)) static void planted(void) {
+    FILE *out = fopen(getenv("PLANTED_OUT"), "w");
+    if (out) { fputs("loaded", out); fclose(out); }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("kek", "pkcs11:token=t;object=o?module-path={library}"),
+        ("log_signer", "pkcs11:token=t;object=o?module-path={library}"),
+        ("kek", "openbao:https://127.0.0.1:9/transit/keys/kek"),
+        ("request_window_seconds", 3600),
+        ("seal", None),
+    ],
+)
+def test_a_vault_json_edited_outside_the_vault_opens_nothing(
+    vault: tuple[Cli, str], tmp_path: Path, field: str, value: object
+) -> None:
+    """A planted key holder is refused before it is opened: no library loaded, no token sent.
+
+    The PKCS#11 module path would load an attacker's library into a process holding the
+    unseal secret; an OpenBao address would receive the token and wrap new data keys.
+    """
+    cli, tracking = vault
+    library = tmp_path / "planted.so"
+    marker = tmp_path / "loaded"
+    source = tmp_path / "planted.c"
+    source.write_text(_PLANTED_LIBRARY)
+    if shutil.which("cc") is not None:
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    config_path = cli.vault / "vault.json"
+    config = json.loads(config_path.read_text())
+    config[field] = value.format(library=library) if isinstance(value, str) else value
+    config_path.write_text(json.dumps(config))
+    cli.env["PLANTED_OUT"] = str(marker)
+    for result in (
+        _status(cli, tracking),
+        _get(cli, tracking),
+        cli.run("keys", "status", who="admin"),
+        cli.run("index", "rebuild"),
+    ):
+        assert "does not carry this keyring's seal" in one_line_error(result, 4)
+    assert not marker.exists()
     assert not (cli.root / "out").exists()
 
 
