@@ -18,13 +18,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pcii_vault.durable import write_new_file
-from pcii_vault.errors import ConfigError
+from pcii_vault.durable import read_regular, write_new_file
+from pcii_vault.errors import ConfigError, IntegrityError
 from pcii_vault.models.problems import describe
 
 __all__ = ["CONFIG_NAME", "Settings", "VaultConfig", "VaultPaths"]
 
 CONFIG_NAME = "vault.json"
+_MAX_CONFIG_BYTES = 64 << 10  # a vault.json is about 1 KiB
 
 
 class VaultConfig(BaseModel):
@@ -82,13 +83,15 @@ class VaultConfig(BaseModel):
             ConfigError: missing, unreadable or invalid.
         """
         try:
-            data = path.read_bytes()
+            data = read_regular(path, _MAX_CONFIG_BYTES)
         except FileNotFoundError as exc:
             raise ConfigError(
                 f"no vault at {path.parent} (missing {path.name}); run `pcii --vault DIR init`"
             ) from exc
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        if len(data) > _MAX_CONFIG_BYTES:
+            raise IntegrityError(f"{path} is larger than any vault config ({len(data)} bytes)")
         try:
             return cls.model_validate_json(data)
         except ValidationError as exc:

@@ -12,12 +12,14 @@ file is removed on any failure.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from pcii_vault.errors import InputError
+from pcii_vault.errors import InputError, IntegrityError
 
 __all__ = [
     "fsync_directory",
@@ -137,6 +139,28 @@ def read_bounded(path: Path, limit: int) -> bytes:
         OSError: the file cannot be opened or read.
     """
     with path.open("rb") as handle:
+        return handle.read(limit + 1)
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most `limit + 1` bytes of the regular file at `path`, never waiting on it.
+
+    For the vault's own local files (its config, policies, the index's tag): opened
+    without blocking, so a FIFO planted in their place cannot hang every command, and a
+    device (a symlink to /dev/zero) is refused instead of read. A result longer than
+    `limit` means the file is over the limit: the caller refuses it.
+
+    Raises:
+        IntegrityError: `path` is a FIFO, socket or device.
+        OSError: it cannot be opened or read (a directory: IsADirectoryError).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            raise IntegrityError(f"{path} is not a regular file (a FIFO or device in its place)")
         return handle.read(limit + 1)
 
 

@@ -46,7 +46,7 @@ import structlog
 
 from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.signing import Ed25519PublicKey
-from pcii_vault.durable import fsync_directory, replace_file
+from pcii_vault.durable import fsync_directory, read_regular, replace_file
 from pcii_vault.errors import InputError, IntegrityError, NotFoundError
 from pcii_vault.lifecycle import (
     DEADLINE_DAYS,
@@ -97,6 +97,7 @@ _PRINCIPAL_OPS = {
     "principal.revoked": "revoke",
 }
 _MAC_FORMAT = b"pcii-index-mac/1 "
+_MAX_TAG_BYTES = 4096  # the format, 64 hex digits and a newline
 
 # Why each of the vault's own acts was refused (see `_check_vault_event`).
 _VAULT_RULES = {
@@ -339,10 +340,10 @@ class Index:
         if known is not None and known == self._known:
             return
         try:
-            stored = self._mac_path.read_bytes()
+            stored = read_regular(self._mac_path, _MAX_TAG_BYTES)
         except FileNotFoundError as exc:
             raise IndexTamperedError(f"{self._path.name} has no authentication tag") from exc
-        except IsADirectoryError:
+        except (IsADirectoryError, IntegrityError):
             raise IndexTamperedError(f"{self._mac_path.name} is not an index tag") from None
         if not stored.startswith(_MAC_FORMAT):
             raise IndexTamperedError(f"{self._mac_path.name} is not an index tag")

@@ -65,7 +65,8 @@ from typing import Any, Literal
 
 import cedarpy
 
-from pcii_vault.errors import ConfigError
+from pcii_vault.durable import read_regular
+from pcii_vault.errors import ConfigError, IntegrityError
 from pcii_vault.policy.entities import (
     PrincipalFacts,
     RecordFacts,
@@ -96,6 +97,7 @@ _INTERNAL_ID = re.compile(r"\bpolicy0\b")
 _PRINCIPAL_CACHE_SIZE = 4096
 _RECORD_CACHE_SIZE = 16384  # about 1 KB each; cleared when full, like the principal cache
 _DECISION_CACHE_SIZE = 16384  # cleared when full, like the others
+_MAX_POLICY_FILE_BYTES = 1 << 20  # a policy file or schema; the shipped ones are a few KiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,9 +350,13 @@ class _Loader:
 
     def read(self, path: Path) -> str | None:
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            self.problem(path.name, None, f"cannot be read: {exc.strerror or exc}")
+            data = read_regular(path, _MAX_POLICY_FILE_BYTES)
+        except (OSError, IntegrityError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a regular file"
+            self.problem(path.name, None, f"cannot be read: {reason or exc}")
+            return None
+        if len(data) > _MAX_POLICY_FILE_BYTES:
+            self.problem(path.name, None, f"larger than {_MAX_POLICY_FILE_BYTES >> 20} MiB")
             return None
         self.files.append((path.name, data))
         try:

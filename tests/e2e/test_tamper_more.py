@@ -338,6 +338,30 @@ def test_a_vault_json_edited_outside_the_vault_opens_nothing(
     assert not (cli.root / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["vault.json", "policies/pcii.cedarschema", "policies/submitter.cedar", "index.sqlite.mac"],
+)
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_fifo_or_device_in_place_of_a_vault_file_is_refused_not_waited_on(
+    vault: tuple[Cli, str], name: str, kind: str
+) -> None:
+    """A FIFO would hang every command; /dev/zero would be read until memory runs out."""
+    cli, tracking = vault
+    path = cli.vault / name
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    # `audit verify` reads the log and vault.json, not the policies or the index.
+    audit = [cli.run("audit", "verify")] if name == "vault.json" else []
+    for result in (_status(cli, tracking), *audit):
+        assert result.code in {2, 4}, result.err
+        assert len(result.err.strip().splitlines()) == 1, result.err
+    assert not (cli.root / "out").exists()
+
+
 # ----- 7. scrypt costs -----------------------------------------------------------------------
 
 
