@@ -78,6 +78,10 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening here, not first in the workers: two servers that both bound the port
+        # (SO_REUSEADDR lets a second bind pass until the first listens) meet the conflict
+        # now, in the parent, instead of serving nothing with workers that never listen.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise InputError(
