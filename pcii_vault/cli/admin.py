@@ -124,6 +124,8 @@ def init(
 
     state: CliState = ctx.obj
     root = vault_dir(state)
+    _check_principal_name(admin, "--admin")
+    _probe_vault_directory(root)
     key_out = admin_key_out or root / "admin.key"
     split = (unseal_shares, unseal_threshold, shares_out)
     if any(v is not None for v in split) and any(v is None for v in split):
@@ -180,6 +182,49 @@ def init(
         state.output.result(data, human=vault.config.vault_id)
     finally:
         vault.close()
+
+
+def _probe_vault_directory(root: Path) -> None:
+    """Refuse, before any secret is asked for, a vault directory that cannot be created.
+
+    A path under a file, a read-only or missing place is the user's to change (exit 2,
+    one line naming it), as for every output option. The probe removes what it made
+    (parents included): `Vault.create` makes the directory itself.
+
+    Raises:
+        InputError: the directory cannot be created.
+    """
+    if root.exists():
+        return  # `Vault.create` says whether what is there may become a vault
+    if root.is_symlink():
+        raise InputError(f"{root} is a symlink to nothing: give a new directory")
+    made = [root]
+    for parent in root.parents:
+        if parent.exists() or parent.is_symlink():
+            break
+        made.append(parent)
+    try:
+        root.mkdir(mode=0o700, parents=True)
+        for directory in made:  # root first, then the parents the probe made
+            directory.rmdir()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"cannot create the vault directory {root}: {reason}") from None
+
+
+def _check_principal_name(name: str, what: str) -> None:
+    """Refuse a principal id the vault would refuse, as one line naming the rule.
+
+    Raises:
+        InputError: `name` is not a principal id.
+    """
+    from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN
+
+    if not re.fullmatch(PRINCIPAL_ID_PATTERN, name):
+        raise InputError(
+            f"{what} {name!r}: use lower-case letters, digits, '.', '_' or '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
 
 
 def _attributes(
@@ -252,7 +297,6 @@ def principal_add(
     from pcii_vault.cli.session import client
     from pcii_vault.crypto.signing import Ed25519PrivateKey
     from pcii_vault.identity import Identity
-    from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN
 
     state: CliState = ctx.obj
     attributes = _attributes(
@@ -264,11 +308,7 @@ def principal_add(
         _date(nda_signed, "--nda-signed"),
         contractor,
     )
-    if not re.fullmatch(PRINCIPAL_ID_PATTERN, name):
-        raise InputError(
-            f"principal name {name!r}: use lower-case letters, digits, '.', '_' or '-' "
-            "(at most 64, starting with a letter or digit)"
-        )
+    _check_principal_name(name, "principal name")
     refuse_existing(key_out, "--key-out", "a key file")
     with client(state) as me:
         key = Ed25519PrivateKey.generate()

@@ -28,7 +28,11 @@ def get(
     purpose: Annotated[str, typer.Option("--purpose", metavar="TEXT", help=PURPOSE_HELP)],
     out: Annotated[
         Path,
-        typer.Option("--out", metavar="DIR", help="New directory to write the release into."),
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Directory to write the release into, as DIR/TRACKING (which must be new).",
+        ),
     ],
     use: Annotated[str, typer.Option("--use", metavar="USE", help=USE_HELP)] = DEFAULT_USE,
     authority: Annotated[

@@ -241,7 +241,11 @@ def _fail(message: str, code: int, *, json_mode: bool, problems: tuple[str, ...]
             data["problems"] = [_problem(p) for p in problems]
         sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
     else:
-        print(f"pcii: error: {message}", file=sys.stderr)  # noqa: T201
+        from pcii_vault.text import printable
+
+        # A name or purpose quoted in the message is the user's text: a right-to-left
+        # override or an escape sequence in it must not rewrite the terminal's line.
+        print(f"pcii: error: {printable(message, keep_newlines=True)}", file=sys.stderr)  # noqa: T201
     sys.exit(code)
 
 

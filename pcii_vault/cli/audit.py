@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from pcii_vault.cli.files import new_output, new_text_output, refuse_existing
+from pcii_vault.cli.files import (
+    new_output,
+    new_text_output,
+    read_given_file,
+    refuse_existing,
+    refuse_other_document,
+)
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import ConfigError, InputError, IntegrityError
@@ -257,17 +263,27 @@ def read_trusted_checkpoint(path: Path | None, verifier: NoteVerifier) -> Checkp
     """The checkpoint saved earlier (`audit checkpoint --out`), signature checked.
 
     Raises:
-        InputError: the file cannot be read.
+        InputError: the file cannot be read, or holds no signed note at all (another file).
         IntegrityError: it is not a checkpoint signed by the log key.
     """
     if path is None:
         return None
     from pcii_vault.ledger.note import parse_checkpoint
 
+    data = read_given_file(path, "--trusted-checkpoint")
     try:
-        return parse_checkpoint(path.read_bytes(), verifier)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if "\n\n\u2014 " not in text:  # no signature line: some other file, not a damaged note
+        raise InputError(
+            f"--trusted-checkpoint {path} is not a signed checkpoint "
+            "(save one with `pcii audit checkpoint --out FILE`)"
+        )
+    try:
+        return parse_checkpoint(data, verifier)
+    except IntegrityError as exc:
+        raise IntegrityError(f"--trusted-checkpoint {path}: {exc}") from exc
 
 
 def _reader(store: ObjectStore, verifier: NoteVerifier) -> Ledger:
@@ -417,11 +433,12 @@ def verify_proof_command(
     verifier = _vault_verifier(state, key)
     if verifier is None:
         raise ConfigError("no log key: give --key KEY|FILE or --vault DIR|https://...")
+    data = read_given_file(file, "proof bundle")
+    refuse_other_document(data, file, "pcii-log-proof/1", "a log proof bundle")
     try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {file}: {exc.strerror}") from exc
-    event = verify_bundle(ProofBundle.from_json(data), verifier)
+        event = verify_bundle(ProofBundle.from_json(data), verifier)
+    except IntegrityError as exc:
+        raise IntegrityError(f"proof bundle {file}: {exc}") from exc
     state.output.result(
         {"verified": True, "index": event.seq, "type": event.type, "event": _row(event)},
         f"proof verified: event {event.seq} ({event.type}) is in the log",
@@ -489,7 +506,7 @@ def log_command(
         typer.Option(
             "--type",
             metavar="TYPE",
-            help="Only events of this type, e.g. access.permitted.",
+            help="Only events of this type, e.g. access.decided or submission.validated.",
             show_default=False,
         ),
     ] = None,
@@ -522,6 +539,8 @@ def log_command(
     state = _state(ctx)
     if decision not in {None, "permit", "deny"}:
         raise InputError("--decision must be permit or deny")
+    if event_type is not None:
+        _check_event_type(event_type)
     filters = {
         "record": record,
         "principal": principal,
@@ -532,6 +551,21 @@ def log_command(
     }
     rows = (_row(e) for e in _filtered(state, log, key, filters))
     state.output.rows(rows, _COLUMNS, title="access log")
+
+
+def _check_event_type(event_type: str) -> None:
+    """Refuse a `--type` no event has (it would list nothing, silently).
+
+    Raises:
+        InputError: not an event type (with the closest one, or the list).
+    """
+    from pcii_vault.cli.params import suggest
+    from pcii_vault.models.event import EVENT_TYPES
+
+    if event_type not in EVENT_TYPES:
+        names = sorted(EVENT_TYPES)
+        hint = suggest(event_type, names) or f"; one of: {', '.join(names)}"
+        raise InputError(f"--type {event_type!r} is not an event type{hint}")
 
 
 @app.command("export")
@@ -557,8 +591,21 @@ def export_command(
     if out is None:
         _export(events, fmt, sys.stdout)
         return
+    written = 0
+
+    def counted() -> Iterator[Event]:
+        nonlocal written
+        for event in events:
+            written += 1
+            yield event
+
     with new_text_output(out, "--out") as handle:
-        _export(events, fmt, handle)
+        _export(counted(), fmt, handle)
+    # As every other --out: say what was written (with --json, as one object).
+    state.output.result(
+        {"events": written, "format": fmt, "out": str(out)},
+        f"{written} events exported to {out}",
+    )
 
 
 def _export(events: Iterator[Event], fmt: str, handle: TextIO) -> None:

@@ -11,15 +11,23 @@ disk included.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from pcii_vault.durable import path_exists, temp_name
+from pcii_vault.durable import path_exists, read_bounded, temp_name
 from pcii_vault.errors import InputError
 
-__all__ = ["new_directory", "new_output", "new_text_output", "refuse_existing"]
+__all__ = [
+    "new_directory",
+    "new_output",
+    "new_text_output",
+    "read_given_file",
+    "refuse_existing",
+    "refuse_other_document",
+]
 
 
 def refuse_existing(path: Path, option: str, what: str = "") -> None:
@@ -97,3 +105,58 @@ def new_directory(path: Path, option: str, *, parents: bool = True) -> Iterator[
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError as exc:
         raise _cannot_write(path, option, exc) from None
+
+
+def read_given_file(path: Path, what: str) -> bytes:
+    """The bytes of a file the user named as input (`receipt verify FILE`...), bounded.
+
+    Raises:
+        InputError: missing, a directory, unreadable or over 16 MiB: one line naming it.
+    """
+    try:
+        data = read_bounded(path, _MAX_GIVEN_BYTES)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} not found") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > _MAX_GIVEN_BYTES:
+        raise InputError(f"{what} {path} is larger than {_MAX_GIVEN_BYTES >> 20} MiB")
+    return data
+
+
+_MAX_GIVEN_BYTES = 16 << 20  # receipts, proof bundles and checkpoints are a few KiB
+
+# The JSON documents the CLI writes and reads back, by their "format" tag: what each is
+# and the command that checks it, to name a file given to the wrong command.
+_DOCUMENTS = {
+    "pcii-receipt/1": ("a receipt", "pcii receipt verify FILE"),
+    "pcii-log-proof/1": ("a log proof bundle", "pcii audit verify-proof FILE"),
+}
+
+
+def refuse_other_document(data: bytes, path: Path, expected: str, what: str) -> None:
+    """Refuse a file that is plainly another kind of file (a PDF, an assessment).
+
+    Exit 2, naming it (and, for another of the vault's documents, the command that checks
+    it): a file that is not a JSON object at all (it does not even begin with `{`), a
+    JSON object without a `format` tag, or one tagged as another of our documents. A
+    document of ours that was damaged (JSON broken by an altered byte, a `format` tag
+    altered) is left to its checks: exit 4.
+
+    Raises:
+        InputError: `data` is plainly not the kind of document asked for.
+    """
+    if not data.lstrip().startswith(b"{"):
+        raise InputError(f"{path} is not {what} (not a JSON object)")
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return  # begins like one of ours: damaged, for its checks to name (exit 4)
+    if not isinstance(document, dict):
+        return
+    found = document.get("format")
+    if found is None:
+        raise InputError(f'{path} is not {what} (no "format": "{expected}")')
+    if found != expected and isinstance(found, str) and found in _DOCUMENTS:
+        other, command = _DOCUMENTS[found]
+        raise InputError(f"{path} is {other}, not {what}: check it with `{command}`")

@@ -119,7 +119,11 @@ def rewrap(ctx: typer.Context) -> None:
 @app.command("retire")
 def retire(
     ctx: typer.Context,
-    version: Annotated[int, typer.Argument(help="The KEK version to retire.")],
+    version: Annotated[
+        int,
+        # A KEK version is a uint32 in every wrapped key's header.
+        typer.Argument(metavar="VERSION", min=1, max=2**32 - 1, help="The KEK version to retire."),
+    ],
 ) -> None:
     """Retire an old KEK version (refused while a live record still uses it)."""
     from pcii_vault.cli.session import client

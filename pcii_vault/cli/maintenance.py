@@ -11,6 +11,10 @@ from pcii_vault.cli.output import CliState
 
 __all__ = ["maintenance"]
 
+# 100 years: more keeps everything anyway, and an infinite or huge grace would overflow
+# the time arithmetic (a traceback, exit 1) instead of being refused as bad input.
+_MAX_GRACE_HOURS = 876_000
+
 
 def maintenance(
     ctx: typer.Context,
@@ -24,6 +28,7 @@ def maintenance(
             "--grace-hours",
             metavar="HOURS",
             min=0,
+            max=_MAX_GRACE_HOURS,
             help="Leave uploads and temporary files younger than this (an act in flight).",
         ),
     ] = 24.0,

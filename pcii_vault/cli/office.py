@@ -62,7 +62,11 @@ def review(
     tracking: Annotated[str, TRACKING],
     out: Annotated[
         Path,
-        typer.Option("--out", metavar="DIR", help="New directory for the marked, decrypted copy."),
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Directory for the marked, decrypted copy, as DIR/TRACKING (which must be new).",
+        ),
     ],
     purpose: Annotated[
         str, typer.Option("--purpose", metavar="TEXT", help=PURPOSE_HELP)

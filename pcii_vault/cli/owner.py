@@ -13,7 +13,7 @@ from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState, Output
 from pcii_vault.cli.params import TRACKING
 from pcii_vault.cli.progress import progress_bar, short_name
-from pcii_vault.errors import InputError
+from pcii_vault.errors import InputError, IntegrityError
 
 if TYPE_CHECKING:
     from pcii_vault.client import Client
@@ -175,7 +175,11 @@ def receipt_verify(
     from pcii_vault.receipt import verify_receipt
 
     state: CliState = ctx.obj
-    verified = verify_receipt(_read_receipt(receipt), _log_key(state, key))
+    data = _read_receipt(receipt)
+    try:
+        verified = verify_receipt(data, _log_key(state, key))
+    except IntegrityError as exc:  # which file failed, when several are checked in a row
+        raise IntegrityError(f"receipt {receipt}: {exc}") from exc
     state.output.result(
         {
             "tracking_number": verified.tracking_number,
@@ -190,12 +194,11 @@ def receipt_verify(
 
 
 def _read_receipt(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise InputError(f"receipt {path} not found") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read receipt {path}: {exc.strerror}") from exc
+    from pcii_vault.cli.files import read_given_file, refuse_other_document
+
+    data = read_given_file(path, "receipt")
+    refuse_other_document(data, path, "pcii-receipt/1", "a pcii receipt")
+    return data
 
 
 def _log_key(state: CliState, key: str | None) -> str:

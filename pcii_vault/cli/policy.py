@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +20,9 @@ from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import DEFAULT_USE
 from pcii_vault.errors import InputError
 
+if TYPE_CHECKING:
+    from pcii_vault.policy.engine import PolicyEngine
+
 __all__ = ["app"]
 
 app = CliTyper(
@@ -27,12 +30,13 @@ app = CliTyper(
     no_args_is_help=True,
 )
 
+_DIR_HELP = "Policy directory (default: the vault's policies/ with --vault, else the shipped ones)."
 _DirOption = Annotated[
     Path | None,
     typer.Option(
         "--dir",
         metavar="DIR",
-        help="Policy directory (default: the shipped policies/).",
+        help=_DIR_HELP,
         show_default=False,
     ),
 ]
@@ -64,7 +68,7 @@ def check(
         Path | None,
         typer.Argument(
             metavar="DIR",
-            help="Policy directory (default: the shipped policies/).",
+            help=_DIR_HELP,
             show_default=False,
         ),
     ] = None,
@@ -157,6 +161,24 @@ def test(
         state.output.note(f"{len(rows) - failed} passed, {failed} failed")
     if failed:
         raise typer.Exit(code=2)
+
+
+def _check_action(engine: PolicyEngine, action: str) -> None:
+    """Refuse an action the schema does not declare: a typo would read as a denial.
+
+    Raises:
+        InputError: `action` is not one of the schema's actions (with the closest one).
+    """
+    from pcii_vault.cli.params import suggest
+    from pcii_vault.policy.engine import _action_ancestors
+
+    # The schema's actions, without the groups they are in (no request names a group).
+    ancestors = _action_ancestors(engine._schema)
+    groups = set().union(*ancestors.values())
+    known = sorted(set(ancestors) - groups)
+    if action not in known:
+        hint = suggest(action, known) or f"; one of: {', '.join(known)}"
+        raise InputError(f"--action {action!r} is not an action of the policy schema{hint}")
 
 
 def _aware_time(text: str, option: str) -> datetime:
@@ -286,6 +308,7 @@ def explain(
 
     cli = _state(ctx)
     engine = PolicyEngine.load(_policy_directory(cli, directory))
+    _check_action(engine, action)
     moment = datetime.now(UTC) if now is None else _aware_time(now, "--now")
     principal = _parse_json_option("--principal-json", principal_json) or {
         "id": "explain-principal",

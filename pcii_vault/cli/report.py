@@ -225,8 +225,11 @@ def _show(state: CliState, data: dict[str, Any], written: dict[str, Any]) -> Non
         return
     for title in _COUNTS:
         counts: dict[str, int] = data[title]
+        # "events_by_type" -> columns "type", "events": a table says what it counts even
+        # where its title is not shown (tab-separated rows when stdout is not a terminal).
+        what, _, by = title.partition("_by_")
         output.rows(
-            [{"name": name, "count": count} for name, count in counts.items()],
-            ["name", "count"],
+            [{by: name, what: count} for name, count in counts.items()],
+            [by, what],
             title=title.replace("_", " "),
         )

@@ -1,0 +1,204 @@
+"""A careless new user, round 3: wrong files, unknown filters, huge values, bad names.
+
+Each refusal is one `pcii: error:` line with the documented exit code (2 for bad input),
+never a traceback or exit 1; a file given to the wrong command is named, with the command
+that does check it when it is another of the vault's documents.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Cli, one_line_error, validated_record
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("hours", ["inf", "1e308", "876001"])
+def test_an_infinite_or_huge_grace_period_is_bad_input(cli: Cli, hours: str) -> None:
+    refused = cli.run("maintenance", "--dry-run", "--grace-hours", hours)
+    assert "--grace-hours" in one_line_error(refused, 2)
+
+
+def test_init_refuses_a_bad_admin_name_before_creating_anything(cli: Cli) -> None:
+    shares = cli.root / "shares"
+    refused = cli.run(
+        "init",
+        "--insecure-fast-kdf",
+        "--admin",
+        "Bad Admin",
+        "--unseal-shares",
+        "3",
+        "--unseal-threshold",
+        "2",
+        "--shares-out",
+        str(shares),
+    )
+    assert "--admin 'Bad Admin'" in one_line_error(refused, 2)
+    assert not cli.vault.exists() and not shares.exists()
+
+
+def test_audit_log_refuses_an_event_type_that_does_not_exist(cli: Cli) -> None:
+    cli.init()
+    # The type the help text once gave as its example: it never existed.
+    refused = one_line_error(cli.run("audit", "log", "--type", "access.permitted"), 2)
+    assert "did you mean 'access.decided'?" in refused
+    refused = one_line_error(cli.run("audit", "log", "--type", "bogus"), 2)
+    assert "submission.validated" in refused  # the list of types
+    as_json = cli.run("--json", "audit", "log", "--type", "bogus")
+    assert as_json.code == 2 and json.loads(as_json.out)["exit_code"] == 2
+    listed = cli.ok("audit", "log", "--type", "vault.initialized").lines()
+    assert [row["type"] for row in listed] == ["vault.initialized"]
+
+
+def test_a_file_of_the_wrong_kind_is_bad_input_and_named(cli: Cli) -> None:
+    receipt = cli.root / "receipt.json"
+    tracking = validated_record(cli, receipt=receipt)
+    proof = cli.root / "proof.json"
+    index = cli.ok("audit", "log", "--record", tracking).lines()[0]["seq"]
+    cli.ok("audit", "prove", "--index", str(index), "--out", str(proof))
+    checkpoint = cli.root / "checkpoint.txt"
+    cli.ok("audit", "checkpoint", "--out", str(checkpoint))
+    pdf = cli.attachment()
+    assessment = cli.write_submission()
+    empty = cli.root / "empty"
+    empty.write_bytes(b"")
+    for wrong in (pdf, assessment, empty, checkpoint):
+        line = one_line_error(cli.run("receipt", "verify", str(wrong)), 2)
+        assert f"{wrong} is not a pcii receipt" in line
+        line = one_line_error(cli.run("audit", "verify-proof", str(wrong)), 2)
+        assert f"{wrong} is not a log proof bundle" in line
+    for wrong in (pdf, assessment, empty, receipt):
+        line = one_line_error(cli.run("audit", "verify", "--trusted-checkpoint", str(wrong)), 2)
+        assert f"--trusted-checkpoint {wrong} is not a signed checkpoint" in line
+    # One of the vault's documents given to the other command: named, with the right one.
+    line = one_line_error(cli.run("receipt", "verify", str(proof)), 2)
+    assert "is a log proof bundle" in line and "pcii audit verify-proof" in line
+    line = one_line_error(cli.run("audit", "verify-proof", str(receipt)), 2)
+    assert "is a receipt" in line and "pcii receipt verify" in line
+    as_json = cli.run("--json", "receipt", "verify", str(pdf))
+    assert as_json.code == 2 and "not a pcii receipt" in json.loads(as_json.out)["error"]
+    # The right kind of file that fails its checks is still tampering (4), and named.
+    forged = cli.root / "forged.json"
+    document = json.loads(receipt.read_text())
+    document["tracking_number"] = "PCII-2026-00000001"
+    forged.write_text(json.dumps(document))
+    assert str(forged) in one_line_error(cli.run("receipt", "verify", str(forged)), 4)
+    bundle = json.loads(proof.read_text())
+    bundle["index"] += 1
+    forged.unlink()
+    forged.write_text(json.dumps(bundle))
+    assert str(forged) in one_line_error(cli.run("audit", "verify-proof", str(forged)), 4)
+    note = checkpoint.read_text()
+    bad_note = cli.root / "bad-checkpoint.txt"
+    bad_note.write_text(note[:-10] + "AAAAAAAAA\n")
+    refused = cli.run("audit", "verify", "--trusted-checkpoint", str(bad_note))
+    assert str(bad_note) in one_line_error(refused, 4)
+    # A receipt damaged so that it is no longer JSON is still tampering, not bad input.
+    damaged = cli.root / "damaged.json"
+    damaged.write_text(receipt.read_text()[:-20])
+    assert str(damaged) in one_line_error(cli.run("receipt", "verify", str(damaged)), 4)
+    # The right files still verify.
+    cli.ok("receipt", "verify", str(receipt))
+    cli.ok("audit", "verify-proof", str(proof))
+    cli.ok("audit", "verify", "--trusted-checkpoint", str(checkpoint))
+
+
+def test_report_counts_say_what_they_count_without_a_terminal(cli: Cli) -> None:
+    validated_record(cli, purpose="drought planning")
+    out = cli.run("audit", "report")
+    assert out.code == 0, out.err
+    headers = [
+        line
+        for line in out.out.splitlines()
+        if line.endswith(("\tevents", "\tdenials", "\trecords", "\treleases", "\tprincipals"))
+    ]
+    assert headers == [
+        "type\tevents",
+        "principal\tdenials",
+        "state\trecords",
+        "record\treleases",
+        "status\tprincipals",
+    ]
+    assert "name\tcount" not in out.out
+
+
+def test_help_says_where_the_policies_and_the_release_go(cli: Cli) -> None:
+    for command in (["policy", "check"], ["policy", "test"], ["policy", "explain"]):
+        text = " ".join(cli.run(*command, "--help").out.split())
+        assert "the vault's policies/ with --vault" in text, command
+    for command in (["get"], ["review"]):
+        text = " ".join(cli.run(*command, "--help").out.split())
+        assert "DIR/TRACKING" in text, command
+    text = " ".join(cli.run("audit", "log", "--help").out.split())
+    assert "access.permitted" not in text and "access.decided" in text
+
+
+def test_the_policy_commands_read_the_vaults_copy(cli: Cli) -> None:
+    cli.init()
+    checked = cli.ok("policy", "check").json()
+    assert Path(checked["directory"]) == cli.vault / "policies"
+
+
+def test_policy_explain_refuses_an_action_the_schema_does_not_have(cli: Cli) -> None:
+    refused = one_line_error(cli.run("policy", "explain", "--action", "retreive"), 2)
+    assert "did you mean 'retrieve'?" in refused
+    # A group of actions is no action a request names: refused too.
+    refused = one_line_error(cli.run("policy", "explain", "--action", "handle-pcii"), 2)
+    assert "'handle-pcii' is not an action" in refused
+    as_json = cli.run("--json", "policy", "explain", "--action", "bogus")
+    assert as_json.code == 2 and "bogus" in json.loads(as_json.out)["error"]
+    assert cli.ok("policy", "explain", "--action", "retrieve").json()["decision"] == "permit"
+
+
+def test_an_error_line_shows_control_and_bidi_characters_as_escapes(cli: Cli) -> None:
+    cli.init()
+    cli.add_owner_office_and_water()
+    named = cli.root / "evil\u202efdp.json\x1b[2J"
+    refused = one_line_error(cli.run("submit", str(named), who="owner"), 2)
+    assert "\u202e" not in refused and "\x1b" not in refused
+    assert "evil\\u202efdp.json\\u001b[2J" in refused
+    # With --json the message is data: JSON escapes it, and it reads back as given.
+    as_json = cli.run("--json", "submit", str(named), who="owner")
+    assert as_json.code == 2 and str(named) in json.loads(as_json.out)["error"]
+
+
+@pytest.mark.parametrize("version", ["0", "4294967296", "99999999999999999999999"])
+def test_keys_retire_refuses_a_version_no_key_can_have(cli: Cli, version: str) -> None:
+    refused = cli.run("keys", "retire", version, who="admin")
+    assert "VERSION" in one_line_error(refused, 2)
+
+
+def test_init_refuses_a_vault_directory_it_cannot_create(cli: Cli) -> None:
+    a_file = cli.root / "a-file"
+    a_file.write_text("not a directory\n")
+    dangling = cli.root / "dangling"
+    dangling.symlink_to(cli.root / "nowhere" / "vault")
+    for where, why in (
+        (a_file / "vault", "cannot create the vault directory"),
+        (Path("/proc/pcii-vault-test"), "cannot create the vault directory"),
+        (dangling, "symlink to nothing"),
+        (a_file, "not a directory"),
+    ):
+        refused = cli.run("--vault", str(where), "init", "--insecure-fast-kdf")
+        assert why in one_line_error(refused, 2), where
+    assert not (cli.root / "nowhere").exists()
+    # A refusal after the probe (a short secret) leaves no directory the probe made.
+    deep = cli.root / "new" / "deep" / "vault"
+    short = cli.run("--vault", str(deep), "init", env={"PCII_UNSEAL_SECRET": "short"})
+    assert "at least 8 bytes" in one_line_error(short, 2)
+    assert not (cli.root / "new").exists()
+
+
+def test_audit_export_to_a_file_says_what_it_wrote(cli: Cli) -> None:
+    cli.init()
+    out = cli.root / "events.jsonl"
+    written = cli.ok("audit", "export", "--out", str(out)).json()
+    lines = out.read_text().splitlines()
+    assert written == {"events": len(lines), "format": "jsonl", "out": str(out)}
+    csv_out = cli.root / "events.csv"
+    said = cli.run("audit", "export", "--format", "csv", "--out", str(csv_out))
+    assert said.code == 0 and f"{len(lines)} events exported to {csv_out}" in said.out
