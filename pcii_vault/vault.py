@@ -2307,8 +2307,8 @@ def _check_submitter(declared: str, owner: Principal) -> None:
     """
     if " ".join(declared.casefold().split()) != " ".join(owner.organisation.casefold().split()):
         raise InputError(
-            f"submitter.organisation {printable(declared)!r} is not your organisation "
-            f"({printable(owner.organisation)!r}): submit as an owner of the organisation "
+            f"submitter.organisation '{printable(declared)}' is not your organisation "
+            f"('{printable(owner.organisation)}'): submit as an owner of the organisation "
             "that submits"
         )
 
@@ -2322,7 +2322,7 @@ def _check_organisation(organisation: str) -> None:
     """
     if printable(organisation) != organisation:
         raise InputError(
-            f"organisation {printable(organisation)!r} must be one line of printable text "
+            f"organisation '{printable(organisation)}' must be one line of printable text "
             "(no control, bidi or zero-width characters)"
         )
 

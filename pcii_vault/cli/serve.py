@@ -257,8 +257,10 @@ def unseal(
     state: CliState = ctx.obj
     try:
         text = share.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read unseal share {share}: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read unseal share {share}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"unseal share {share} is not UTF-8 text (not a share)") from None
     if len(text) > MAX_SHARE_CHARS:  # what the server takes; never echoed back
         raise InputError(
             f"unseal share {share} is {len(text)} characters, not one share "

@@ -259,6 +259,8 @@ def _read_share_files(paths: Iterable[str]) -> list[ShareText]:
             continue
         try:
             shares.append(ShareText(raw, Path(raw).read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read unseal share {raw}: {exc}") from None
+        except OSError as exc:
+            raise InputError(f"cannot read unseal share {raw}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"unseal share {raw} is not UTF-8 text (not a share)") from None
     return shares

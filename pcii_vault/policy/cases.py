@@ -220,6 +220,8 @@ def load_case_file(path: Path) -> list[PolicyCase]:
         raise InputError(f"cannot read case file {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
+    except UnicodeDecodeError:  # a ValueError too: before the catch-all below
+        raise InputError(f"{path}: not UTF-8 text (a case file is JSON)") from None
     except RecursionError:
         raise InputError(f"{path}: JSON nested too deeply") from None
     except ValidationError as exc:
