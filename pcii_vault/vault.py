@@ -33,6 +33,7 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
 import stat
 import tempfile
 import threading
@@ -54,6 +55,7 @@ from pcii_vault.crypto.envelope import (
     decrypt_to_file,
     open_object,
 )
+from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.decisions import decide, principal_facts, record_facts, request_facts
@@ -85,7 +87,13 @@ from pcii_vault.keys.custody import KeyCustody, open_custody
 from pcii_vault.keys.local import MIN_SECRET_BYTES, LocalKeyring
 from pcii_vault.keys.providers import LOCAL, log_signer_uri_for, public_uri
 from pcii_vault.ledger.anchor import CheckpointAnchor
-from pcii_vault.ledger.log import CLAIM_PREFIX, AppendResult, Ledger, parse_event
+from pcii_vault.ledger.log import (
+    CLAIM_PREFIX,
+    AppendResult,
+    Ledger,
+    LogRolledBackError,
+    parse_event,
+)
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
@@ -580,10 +588,7 @@ class Vault:
             checkpoint = reader.check_edge()
             size = checkpoint.size if checkpoint else 0
             if start > size:
-                raise IntegrityError(
-                    f"the index has {start} events but the log only {size}: the log was "
-                    "rolled back; run `pcii audit verify` and `pcii index rebuild`"
-                )
+                raise IntegrityError(_rolled_back(start, size))
             if start < size:
                 index.apply_all(reader.events(start, size), skip_applied=True, strict=False)
             self._synced_since = began
@@ -662,14 +667,23 @@ class Vault:
         self._catch_up(result)
         return list(result.indices)
 
-    def rebuild_index(self) -> int:
+    def rebuild_index(self, *, accept_rollback: bool = False) -> int:
         """Replay the whole verified log into a new index; return the event count.
 
         The new file is built beside the old one and put in its place atomically (with
         its tag), so processes of this vault acting meanwhile never see it half-built:
         they go on from the new file at their next write.
+
+        An index that carries its tag and holds more events than the log is the vault's
+        own evidence that the log was rolled back (store and `log-checkpoint` together):
+        it is not replaced unless `accept_rollback`.
+
+        Raises:
+            IntegrityError: the log is shorter than the authenticated index (rollback).
         """
         seal = self._local().index_authenticator()
+        if not accept_rollback:
+            self._refuse_rolled_back_log(seal)
         self.close()
         for suffix in ("", "-wal", "-shm", "-journal", ".mac"):
             path = Path(f"{self.paths.index}{suffix}")
@@ -692,6 +706,29 @@ class Vault:
                 leftover.unlink(missing_ok=True)
         self._index = Index.open(self.paths.index, seal=seal)
         return self._index.size
+
+    def _refuse_rolled_back_log(self, seal: Authenticator) -> None:
+        """Raise if the index, authenticated, is ahead of the verified log.
+
+        Raises:
+            IntegrityError: the log holds fewer events than the index the vault wrote.
+        """
+        if not self.paths.index.is_file() or not Path(f"{self.paths.index}.mac").is_file():
+            return  # nothing authenticated to lose
+        try:
+            index = Index.open(self.paths.index, seal=seal)
+        except IntegrityError:
+            return  # not readable as the vault's index: evidence of nothing
+        try:
+            index.verify()
+            indexed = index.size
+        except (IntegrityError, sqlite3.DatabaseError):
+            return  # edited outside the vault: evidence of nothing
+        finally:
+            index.close()
+        logged = self.reader().size()
+        if indexed > logged:
+            raise IntegrityError(_rolled_back(indexed, logged))
 
     def lookup_principal(self, principal_id: str, *, refresh: bool = False) -> Principal:
         """A registered principal (after catching up with the log when `refresh`).
@@ -1021,6 +1058,8 @@ class Vault:
                 continue
             except _NothingToLogError:
                 return outcomes
+            except LogRolledBackError as exc:  # the index, authenticated, is ahead
+                raise IntegrityError(_rolled_back(exc.seen, exc.size)) from None
             except OSError as exc:
                 raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
         else:
@@ -2554,6 +2593,15 @@ _VAULT_FILES = (
     "log-checkpoint.lock",
     _KEY_LOCK_NAME,
 )
+
+
+def _rolled_back(indexed: int, logged: int) -> str:
+    return (
+        f"the index holds {indexed} events, authenticated by this vault, but the log only "
+        f"{logged}: the log was rolled back (its store, with this vault's log-checkpoint); "
+        "restore the store from a copy holding the newer history, or accept the loss "
+        "with `pcii index rebuild --accept-rollback`"
+    )
 
 
 def _check_vault_files(paths: VaultPaths) -> None:

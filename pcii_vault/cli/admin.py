@@ -448,13 +448,23 @@ def store_check(ctx: typer.Context) -> None:
 
 
 @index_app.command("rebuild")
-def index_rebuild(ctx: typer.Context) -> None:
+def index_rebuild(
+    ctx: typer.Context,
+    accept_rollback: Annotated[
+        bool,
+        typer.Option(
+            "--accept-rollback",
+            help="Replace an index that holds more events than the log (the vault's "
+            "evidence that the log was rolled back): the newer history is given up.",
+        ),
+    ] = False,
+) -> None:
     """Rebuild the local index from the log (it is only a cache of the log)."""
     from pcii_vault.cli.session import opened
 
     state: CliState = ctx.obj
     with opened(state) as vault:
-        count = vault.rebuild_index()
+        count = vault.rebuild_index(accept_rollback=accept_rollback)
         state.output.result({"events": count}, human=f"index rebuilt from {count} log events")
 
 

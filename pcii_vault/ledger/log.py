@@ -77,6 +77,7 @@ __all__ = [
     "AppendResult",
     "Builder",
     "Ledger",
+    "LogRolledBackError",
     "claim_key",
     "decode_claim",
     "encode_claim",
@@ -167,6 +168,15 @@ class AppendResult:
     def inclusion_proof(self, index: int) -> list[bytes]:
         """The inclusion proof of `index` in the covering checkpoint."""
         return self._ledger.inclusion_proof(index, self.checkpoint.size)
+
+
+class LogRolledBackError(IntegrityError):
+    """The log holds fewer events than its caller has already seen: a rollback."""
+
+    def __init__(self, seen: int, size: int) -> None:
+        super().__init__(f"the caller has seen {seen} events but the log holds {size}: rollback")
+        self.seen = seen
+        self.size = size
 
 
 class Ledger:
@@ -473,9 +483,7 @@ class Ledger:
             return []
         size = cp.size if cp else 0
         if known_size > size:
-            raise IntegrityError(
-                f"the caller has seen {known_size} events but the log holds {size}: rollback"
-            )
+            raise LogRolledBackError(known_size, size)
         committed = list(self.verified(cp).entries(known_size, size)) if cp else []
         return committed + list(pending)
 

@@ -105,6 +105,32 @@ def test_a_store_rolled_back_whole_fails_audit_verify_on_the_vault(
     assert "rollback" in one_line_error(cli.run("status", tracking, who="owner"), 4)
 
 
+def test_a_store_and_anchor_rolled_back_together_are_caught_by_the_index(
+    vault: tuple[Cli, str],
+) -> None:
+    """The store and log-checkpoint put back together (no anchor to catch it): the index,
+    authenticated and longer than the log, is the vault's evidence; a rebuild refuses to
+    throw it away unless told to."""
+    cli, tracking = vault
+    objects = cli.vault / "objects"
+    saved = cli.root / "objects-before"
+    shutil.copytree(objects, saved, symlinks=True)
+    anchor = (cli.vault / "log-checkpoint").read_bytes()
+    cli.ok("principal", "revoke", "water", who="admin")
+    shutil.rmtree(objects)
+    saved.rename(objects)
+    (cli.vault / "log-checkpoint").write_bytes(anchor)
+    out = str(cli.root / "after-revocation")
+    refused = cli.run("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
+    assert "the log was rolled back" in one_line_error(refused, 4)
+    assert "--accept-rollback" in refused.err
+    assert "the log was rolled back" in one_line_error(cli.run("index", "rebuild"), 4)
+    assert "the log was rolled back" in one_line_error(cli.run("index", "rebuild"), 4)
+    assert not (cli.root / "after-revocation").exists()
+    cli.ok("index", "rebuild", "--accept-rollback")
+    assert cli.ok("audit", "verify").json()["sound"] is True
+
+
 def test_export_csv_defuses_formulas_as_the_report_does(vault: tuple[Cli, str]) -> None:
     cli, _ = vault
     result = cli.run("audit", "export", "--format", "csv")
