@@ -457,7 +457,12 @@ class Vault:
         Raises:
             IntegrityError: the keyring and `vault.json` name different keys.
         """
-        seal = bytes.fromhex(self.config.seal or "")
+        if self.config.seal is None:
+            raise IntegrityError(
+                f"{CONFIG_NAME} carries no seal (removed, or written before vaults sealed "
+                "it): its key holders cannot be trusted; refusing to open"
+            )
+        seal = bytes.fromhex(self.config.seal)
         expected = local.config_authenticator().tag(self.config.sealed_fields())
         if not hmac.compare_digest(seal, expected):
             # Edited outside the vault (a key holder's address or PKCS#11 module path would
