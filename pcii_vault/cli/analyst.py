@@ -112,20 +112,29 @@ def search(
     sectors = check_sectors(sector or [])
     if state_filter is not None:
         _check_state(state_filter)
+    # "categorical", as policies and denials name it: validated by categorical inclusion.
+    categorical = state_filter == _CATEGORICAL
     state: CliState = ctx.obj
     with client(state) as me:
         records = me.search(
             purpose=purpose,
             use=use,
             sector=sectors[0] if len(sectors) == 1 else None,
-            state=state_filter,
+            state="validated" if categorical else state_filter,
         )
-    records = [r for r in records if not sectors or r.sector in sectors]
+    records = [
+        r
+        for r in records
+        if (not sectors or r.sector in sectors) and (not categorical or r.categorical)
+    ]
     state.output.rows(
         [record_row(r) for r in records],
         ["tracking_number", "state", "sector", "tlp", "received_at"],
         title="Records you may see",
     )
+
+
+_CATEGORICAL = "categorical"
 
 
 def _check_state(value: str) -> None:
@@ -138,7 +147,7 @@ def _check_state(value: str) -> None:
 
     from pcii_vault.lifecycle import RecordState
 
-    states = list(get_args(RecordState))
+    states = [*get_args(RecordState), _CATEGORICAL]
     if value not in states:
         hint = suggest(value, states)
         raise InputError(

@@ -285,6 +285,19 @@ def test_a_transition_the_state_does_not_allow_is_refused_in_words(populated: Cl
     assert cli.ok("audit", "verify").code == 0
 
 
+def test_search_takes_categorical_as_the_policies_name_it(populated: Cli) -> None:
+    """Denials and policies say a record "is categorical": search finds it by that name."""
+    cli = populated
+    plain = _submit(cli, attach=False)
+    cli.ok("validate", plain, who="office")
+    included = _submit(cli, attach=False)
+    cli.ok("validate", included, "--categorical", who="office")
+    found = cli.ok("search", "--state", "categorical", who="water").lines()
+    assert [r["tracking_number"] for r in found] == [included]
+    validated = cli.ok("search", "--state", "validated", who="water").lines()
+    assert sorted(r["tracking_number"] for r in validated) == sorted([plain, included])
+
+
 @IN_BOTH_MODES
 def test_every_documented_use_is_accepted_by_get_and_decided_by_policy(populated: Cli) -> None:
     """`homeland-security` (policies/README.md): federal users may; state users may not."""
