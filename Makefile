@@ -33,9 +33,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Two workers, one test file each at a time (module fixtures stay shared): most tests wait
-# on subprocesses, servers and fsync, so the two cores overlap them.
+# on subprocesses, servers and fsync, so the two cores overlap them. The slowest tests are
+# listed at the end: the suite must stay under 15 minutes on a 2-core machine.
 test: lint typecheck
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/envelope.py
