@@ -16,7 +16,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pcii_vault.errors import InputError, IntegrityError
@@ -140,6 +140,37 @@ def read_bounded(path: Path, limit: int) -> bytes:
     """
     with path.open("rb") as handle:
         return handle.read(limit + 1)
+
+
+def read_named_file(
+    path: Path,
+    limit: int,
+    what: str,
+    *,
+    error: Callable[[str], Exception] = InputError,
+    too_large: str = "",
+) -> bytes:
+    """A file the user named (an input, a certificate), whole, with one line for each fault.
+
+    At most `limit` bytes, whatever the file is (a pipe or /dev/zero has no size to check
+    beforehand). `error` makes the exception (InputError, or ConfigError for settings);
+    `too_large` ends the over-the-limit message (default: the limit in bytes).
+
+    Raises:
+        Exception: `error(...)` naming `what` and `path`: missing, a directory,
+            unreadable, or over `limit`.
+    """
+    try:
+        data = read_bounded(path, limit)
+    except FileNotFoundError:
+        raise error(f"{what} {path} not found") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a directory") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{what} {path} is larger than {too_large or f'{limit} bytes'}")
+    return data
 
 
 def read_regular(path: Path, limit: int) -> bytes:

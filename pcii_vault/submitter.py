@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from pcii_vault.crypto.envelope import ObjectContext, new_data_key, seal_object
 from pcii_vault.crypto.intake import seal_to_intake
-from pcii_vault.durable import read_bounded
+from pcii_vault.durable import read_named_file
 from pcii_vault.errors import InputError, VaultError
 from pcii_vault.models.submission import validate_submission_bytes
 
@@ -55,19 +55,7 @@ def read_document(path: Path) -> bytes:
     At most `MAX_DOCUMENT_BYTES` are read, whatever the file is (a pipe or a device such
     as /dev/zero has no size to check beforehand).
     """
-    try:
-        if path.is_dir():
-            raise InputError(f"{path} is a directory, not an assessment file")
-        data = read_bounded(path, MAX_DOCUMENT_BYTES)
-    except FileNotFoundError as exc:
-        raise InputError(f"assessment file {path} not found") from exc
-    except PermissionError as exc:
-        raise InputError(f"assessment file {path} is not readable") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read assessment file {path}: {exc.strerror}") from exc
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise InputError(f"{path} is larger than {MAX_DOCUMENT_BYTES} bytes")
-    return data
+    return read_named_file(path, MAX_DOCUMENT_BYTES, "assessment file")
 
 
 def check_attachments(paths: Sequence[Path]) -> list[Path]:

@@ -131,3 +131,25 @@ def run_concurrently(targets: Iterable[Callable[[], object]]) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def outcome_within(target: Callable[[], object], seconds: float = 10.0) -> BaseException | None:
+    """Run `target` in a daemon thread: the exception it raised, or None; a hang fails.
+
+    For reads of planted FIFOs and devices: a blocked read must fail the test, not hang it.
+    """
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 -- handed to the test
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still blocked after {seconds} s"
+    return outcome[0]

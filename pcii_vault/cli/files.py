@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from pcii_vault.durable import path_exists, read_bounded, temp_name
+from pcii_vault.durable import path_exists, read_named_file, temp_name
 from pcii_vault.errors import InputError
 
 __all__ = [
@@ -113,15 +113,7 @@ def read_given_file(path: Path, what: str) -> bytes:
     Raises:
         InputError: missing, a directory, unreadable or over 16 MiB: one line naming it.
     """
-    try:
-        data = read_bounded(path, _MAX_GIVEN_BYTES)
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} not found") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > _MAX_GIVEN_BYTES:
-        raise InputError(f"{what} {path} is larger than {_MAX_GIVEN_BYTES >> 20} MiB")
-    return data
+    return read_named_file(path, _MAX_GIVEN_BYTES, what, too_large="16 MiB")
 
 
 _MAX_GIVEN_BYTES = 16 << 20  # receipts, proof bundles and checkpoints are a few KiB

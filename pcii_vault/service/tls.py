@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pcii_vault.durable import read_bounded, write_new_file
+from pcii_vault.durable import read_named_file, write_new_file
 from pcii_vault.errors import ConfigError
 
 __all__ = [
@@ -69,17 +69,13 @@ _MAX_PEM_BYTES = 4 << 20
 
 def _read(path: Path, what: str) -> bytes:
     """A PEM file's bytes, never more than `_MAX_PEM_BYTES` (`--ca /dev/zero` is refused)."""
-    try:
-        data = read_bounded(path, _MAX_PEM_BYTES)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{what} {path} not found") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError(f"{what} {path} is a directory") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
-    if len(data) > _MAX_PEM_BYTES:
-        raise ConfigError(f"{what} {path} is over {_MAX_PEM_BYTES >> 20} MiB: not a PEM file")
-    return data
+    return read_named_file(
+        path,
+        _MAX_PEM_BYTES,
+        what,
+        error=ConfigError,
+        too_large=f"{_MAX_PEM_BYTES >> 20} MiB: not a PEM file",
+    )
 
 
 def _load_cert(path: Path) -> x509.Certificate:

@@ -6,6 +6,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from vault_support import outcome_within
 
 from pcii_vault.crypto.seal import ScryptParams
 from pcii_vault.errors import IntegrityError
@@ -56,26 +57,12 @@ def test_a_fifo_or_device_at_the_keyring_is_integrity_error_not_a_hang(
     tmp_path: Path, planted: str
 ) -> None:
     import os
-    import threading
 
     path = tmp_path / "keyring.sealed"
     if planted == "fifo":
         os.mkfifo(path)
     else:
         path.symlink_to("/dev/zero")
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            LocalKeyring.open(path, SECRET)
-        except BaseException as exc:  # noqa: BLE001 -- handed to the test
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(10)
-    assert outcome, "hung: reading the keyring blocked"
-    assert isinstance(outcome[0], IntegrityError)
-    assert "not a regular file" in str(outcome[0])
+    outcome = outcome_within(lambda: LocalKeyring.open(path, SECRET))
+    assert isinstance(outcome, IntegrityError)
+    assert "not a regular file" in str(outcome)

@@ -4,10 +4,10 @@ removed where they are junk at a key the next commit writes (never a wedge)."""
 from __future__ import annotations
 
 import tracemalloc
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from vault_support import outcome_within
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import IntegrityError
@@ -16,8 +16,8 @@ from pcii_vault.ledger.log import CHECKPOINT_KEY, Ledger, claim_key, history_key
 from pcii_vault.ledger.note import NoteVerifier
 from pcii_vault.ledger.tiles import bundle_key, hash_tile_key
 from pcii_vault.ledger.verify import verify_log
-from pcii_vault.models.event import Event
 from pcii_vault.store.filesystem import FilesystemStore
+from tests.integration.ledger_support import draft
 
 ORIGIN = "unit.test/log"
 KEY = Ed25519PrivateKey(b"\x05" * 32)
@@ -27,16 +27,6 @@ HUGE = 4 * MAX_WHOLE_OBJECT_BYTES  # sparse: no disk space, 256 MiB if read
 
 def _ledger(store: FilesystemStore, anchor: CheckpointAnchor | None = None) -> Ledger:
     return Ledger(store, ORIGIN, signer=KEY, verifier=KEY.public_key, anchor=anchor)
-
-
-def _draft(i: int) -> Event:
-    return Event(
-        seq=0,
-        time=datetime(2026, 1, 1, tzinfo=UTC),
-        type="notice.sent",
-        actor="vault",
-        record=f"R{i}",
-    )
 
 
 def _plant_sparse(path: Path, size: int = HUGE) -> None:
@@ -72,14 +62,14 @@ def test_a_huge_object_at_a_key_the_next_append_writes_is_removed_unread(
     fs_store: FilesystemStore, junk: object
 ) -> None:
     log = _ledger(fs_store)
-    log.append([_draft(0)])
+    log.append([draft("t", 0)])
     key = junk()  # type: ignore[operator]
     _plant_sparse(fs_store.root / key)
     with _Peak() as memory:
-        result = log.append([_draft(1)])
+        result = log.append([draft("t", 1)])
     assert memory.peak < MAX_WHOLE_OBJECT_BYTES // 4
     assert result.indices == (1,)
-    assert [e.record for e in log.events(0, 2)] == ["R0", "R1"]
+    assert [e.record for e in log.events(0, 2)] == ["R-t-0", "R-t-1"]
     verify_log(fs_store, log.verifier)
 
 
@@ -87,7 +77,7 @@ def test_a_huge_checkpoint_is_integrity_error_for_readers_and_audit(
     fs_store: FilesystemStore,
 ) -> None:
     log = _ledger(fs_store)
-    log.append([_draft(0)])
+    log.append([draft("t", 0)])
     (fs_store.root / CHECKPOINT_KEY).unlink()
     _plant_sparse(fs_store.root / CHECKPOINT_KEY)
     with _Peak() as memory:
@@ -107,27 +97,6 @@ def test_a_huge_anchor_file_is_integrity_error_unread(tmp_path: Path) -> None:
     assert memory.peak < MAX_WHOLE_OBJECT_BYTES // 4
 
 
-def _finishes(target: object, seconds: float = 10.0) -> BaseException | None:
-    """Run `target` in a daemon thread; the exception it raised (a hang fails the test)."""
-    import threading
-
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            target()  # type: ignore[operator]
-        except BaseException as exc:  # noqa: BLE001 -- handed to the test
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert outcome, "hung: reading the anchor blocked"
-    return outcome[0]
-
-
 @pytest.mark.parametrize("planted", ["fifo", "dev-zero"])
 def test_a_fifo_or_device_at_the_anchor_is_integrity_error_not_a_hang(
     tmp_path: Path, planted: str
@@ -141,6 +110,6 @@ def test_a_fifo_or_device_at_the_anchor_is_integrity_error_not_a_hang(
     else:
         anchor_path.symlink_to("/dev/zero")
     verifier = NoteVerifier(ORIGIN, KEY.public_key)
-    error = _finishes(lambda: CheckpointAnchor(anchor_path).load(verifier))
+    error = outcome_within(lambda: CheckpointAnchor(anchor_path).load(verifier))
     assert isinstance(error, IntegrityError)
     assert "not a regular file" in str(error)

@@ -330,5 +330,5 @@ def test_a_client_pinned_to_another_certificate_refuses_the_server(
 
 def test_client_context_reads_a_bounded_amount_of_a_ca_file() -> None:
     # `--ca /dev/zero` grew the client to 24 GB before the out-of-memory killer came.
-    with pytest.raises(ConfigError, match="over 4 MiB: not a PEM file"):
+    with pytest.raises(ConfigError, match="larger than 4 MiB: not a PEM file"):
         client_context(Path("/dev/zero"))
