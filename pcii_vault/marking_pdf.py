@@ -9,8 +9,11 @@ the released file has the original's pages plus one.
 Invariants:
 - the original page content is made a form XObject, drawn first, and the marking drawn
   after it in a stream of its own, in the page's visible orientation (`/Rotate` and the
-  crop box honoured), so nothing in a page's content (graphics state, clip, text mode,
-  an unterminated token, an open layer) can hide or displace the marking;
+  crop box clipped to the media box honoured), so nothing in a page's content (graphics
+  state, clip, text mode, an unterminated token, an open layer) can hide or displace the
+  marking;
+- nothing is drawn above the marking and nothing travels unmarked: annotations and forms
+  are removed, and so are embedded files, JavaScript and actions;
 - the text uses the standard Helvetica fonts (nothing embedded, nothing fetched);
 - the input is untrusted: a file that cannot be opened, is encrypted with a password, or
   fails anywhere while being stamped raises `UnmarkablePdf` and no output is left, so
@@ -33,7 +36,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pikepdf
 
-__all__ = ["PdfStamp", "UnmarkablePdf", "is_pdf_name", "stamp_pdf"]
+__all__ = ["MAX_PAGES", "PdfStamp", "UnmarkablePdf", "is_pdf_name", "stamp_pdf"]
+
+# Beyond this a PDF is withheld: each page is a form and a marking in the copy.
+MAX_PAGES = 10_000
 
 # Letter, for the added first page when the original's first page has no usable size.
 _LETTER = (612.0, 792.0)
@@ -85,6 +91,7 @@ def stamp_pdf(source: Path, dest: Path, stamp: PdfStamp) -> int:
         with pikepdf.open(source) as pdf:
             fonts = _fonts(pdf)
             pages = _pages(pdf)
+            _strip_active_content(pdf)
             for page in pages:
                 _stamp_page(pdf, page, fonts, stamp)
             width, height = _visible_size(pages[0])
@@ -109,10 +116,37 @@ def stamp_pdf(source: Path, dest: Path, stamp: PdfStamp) -> int:
 
 
 def _pages(pdf: pikepdf.Pdf) -> list[pikepdf.Page]:
-    pages = list(pdf.pages)
-    if not pages:
+    count = len(pdf.pages)
+    if not count:
         raise UnmarkablePdf("the PDF has no pages")
-    return pages
+    if count > MAX_PAGES:
+        # One page object listed 100,000 times is a small file and a huge release.
+        raise UnmarkablePdf(f"the PDF has {count} pages; at most {MAX_PAGES} are marked")
+    return list(pdf.pages)
+
+
+def _strip_active_content(pdf: pikepdf.Pdf) -> None:
+    """Remove what would reach the recipient unmarked or hide the marking.
+
+    Annotations are drawn above the page's content, marking included (an opaque one can
+    cover it), so every page loses its `/Annots` (comments, form fields, links) and
+    the document its form; embedded files would travel unmarked, and actions and
+    JavaScript run in the recipient's viewer: the name trees, `/OpenAction` and `/AA`
+    go too.
+    """
+    root = pdf.Root
+    for key in ("/OpenAction", "/AA", "/AcroForm"):
+        if key in root:
+            del root[key]
+    if "/Names" in root:
+        names = root.Names
+        for key in ("/EmbeddedFiles", "/JavaScript"):
+            if key in names:
+                del names[key]
+    for page in pdf.pages:
+        for key in ("/Annots", "/AA"):
+            if key in page.obj:
+                del page.obj[key]
 
 
 def _fonts(pdf: pikepdf.Pdf) -> tuple[pikepdf.Object, pikepdf.Object]:
@@ -132,16 +166,18 @@ def _fonts(pdf: pikepdf.Pdf) -> tuple[pikepdf.Object, pikepdf.Object]:
 
 
 def _box(page: pikepdf.Page) -> tuple[float, float, float, float]:
-    box = [float(Decimal(str(v))) for v in page.cropbox]
-    x0, y0, x1, y1 = (
-        min(box[0], box[2]),
-        min(box[1], box[3]),
-        max(box[0], box[2]),
-        max(box[1], box[3]),
-    )
+    """What a viewer shows: the crop box clipped to the media box (PDF 32000 14.11.2)."""
+    crop = _normalised([float(Decimal(str(v))) for v in page.cropbox])
+    media = _normalised([float(Decimal(str(v))) for v in page.mediabox])
+    x0, y0 = max(crop[0], media[0]), max(crop[1], media[1])
+    x1, y1 = min(crop[2], media[2]), min(crop[3], media[3])
     if x1 - x0 < 1 or y1 - y0 < 1:
         raise UnmarkablePdf("a page has no usable size")
     return x0, y0, x1, y1
+
+
+def _normalised(box: list[float]) -> tuple[float, float, float, float]:
+    return min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])
 
 
 def _rotation(page: pikepdf.Page) -> int:

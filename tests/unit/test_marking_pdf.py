@@ -237,3 +237,63 @@ def test_the_output_is_never_overwritten(tmp_path: Path) -> None:
 
 def test_pdf_names() -> None:
     assert is_pdf_name("report.PDF") and not is_pdf_name("report.pdf.zip")
+
+
+def test_nothing_drawn_above_the_marking_nor_carried_unmarked_survives(tmp_path: Path) -> None:
+    """An opaque annotation would cover the marking; embedded files and scripts would
+    travel unmarked or run in the recipient's viewer: all removed."""
+    source = make_pdf(tmp_path / "in.pdf", 2)
+    with pikepdf.open(source, allow_overwriting_input=True) as pdf:
+        page = pdf.pages[0]
+        cover = pikepdf.Stream(pdf, b"1 1 1 rg 0 0 612 792 re f")
+        cover.Type, cover.Subtype = pikepdf.Name.XObject, pikepdf.Name.Form
+        cover.BBox = [0, 0, 612, 792]
+        page.obj.Annots = pikepdf.Array(
+            [
+                pdf.make_indirect(
+                    pikepdf.Dictionary(
+                        Type=pikepdf.Name.Annot,
+                        Subtype=pikepdf.Name.Square,
+                        Rect=[0, 0, 612, 792],
+                        F=4,
+                        AP=pikepdf.Dictionary(N=cover),
+                    )
+                )
+            ]
+        )
+        page.obj.AA = pikepdf.Dictionary()
+        pdf.Root.OpenAction = pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS="app.alert(1)")
+        pdf.attachments["inner-unmarked.txt"] = pikepdf.AttachedFileSpec(pdf, b"unmarked")
+        pdf.save(source)
+    stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    _check_released(tmp_path / "out.pdf", 2)
+    with pikepdf.open(tmp_path / "out.pdf") as released:
+        assert all("/Annots" not in p.obj and "/AA" not in p.obj for p in released.pages)
+        assert "/OpenAction" not in released.Root
+        assert not released.attachments
+
+
+def test_a_crop_box_beyond_the_media_box_is_clipped_to_it(tmp_path: Path) -> None:
+    """Viewers show crop box and media box intersected: the marking goes there."""
+    source = make_pdf(tmp_path / "in.pdf", 1)
+    with pikepdf.open(source, allow_overwriting_input=True) as pdf:
+        pdf.pages[0].obj.CropBox = [-3000, -3000, 3612, 3792]
+        pdf.save(source)
+    stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    with pikepdf.open(tmp_path / "out.pdf") as released:
+        content = released.pages[1].obj.Contents.read_bytes()
+    assert b"1 0 0 1 0.00 0.00 cm" in content, content
+    _check_released(tmp_path / "out.pdf", 1)
+
+
+def test_a_pdf_over_the_page_limit_is_withheld(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One page object listed 100,000 times is a small file and a huge release."""
+    import pcii_vault.marking_pdf
+
+    monkeypatch.setattr(pcii_vault.marking_pdf, "MAX_PAGES", 3)
+    source = make_pdf(tmp_path / "in.pdf", 4)
+    with pytest.raises(UnmarkablePdf, match="has 4 pages; at most 3"):
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
