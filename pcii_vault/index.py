@@ -36,6 +36,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -165,6 +166,18 @@ class Deadline:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    for suffix in ("-journal", "-wal", "-shm"):
+        # SQLite opens these beside the file, blocking: a FIFO planted there would hang
+        # every command inside SQLite, where no signal reaches Python.
+        beside = Path(f"{path}{suffix}")
+        try:
+            mode = os.lstat(beside).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise IndexTamperedError(
+                f"{beside.name} is not a regular file (planted beside the index); remove it"
+            )
     conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
     try:
         # A rollback journal, not WAL: after each commit the main file alone holds the

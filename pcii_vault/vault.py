@@ -612,11 +612,26 @@ class Vault:
             # and name what differs from the log, if anything does.
             problems = index.verify_or_diagnose(self._projection)
             if problems:
+                self._refuse_if_ahead(index)
                 raise IntegrityError(
                     f"{'; '.join(problems)}; run `pcii index rebuild` to rebuild it from "
                     "the verified log"
                 ) from None
         return index
+
+    def _refuse_if_ahead(self, index: Index) -> None:
+        """Name a rollback rather than damage: an index, tag failing, ahead of the log.
+
+        Raises:
+            IntegrityError: the index claims more events than the verified log holds.
+        """
+        try:
+            indexed = index.size
+        except (sqlite3.DatabaseError, ValueError):
+            return
+        logged = self.reader().size()
+        if indexed > logged:
+            raise IntegrityError(_rolled_back(indexed, logged, authentic=False))
 
     def _projection(self, size: int) -> Index:
         """An in-memory projection of the verified log's first `size` events."""
@@ -713,27 +728,36 @@ class Vault:
         return self._index.size
 
     def _refuse_rolled_back_log(self, seal: Authenticator) -> None:
-        """Raise if the index, authenticated, is ahead of the verified log.
+        """Raise if the index holds more events than the verified log.
+
+        Its tag failing changes nothing: the attacker who rolled the log back can also
+        flip a byte of the index (or remove its tag) to make the evidence look like mere
+        damage. An index edited only to claim more events is refused the same way, and
+        `--accept-rollback` rebuilds from the log anyway.
 
         Raises:
-            IntegrityError: the log holds fewer events than the index the vault wrote.
+            IntegrityError: the log holds fewer events than the index.
         """
-        if not self.paths.index.is_file() or not Path(f"{self.paths.index}.mac").is_file():
-            return  # nothing authenticated to lose
+        if not self.paths.index.is_file():
+            return  # nothing to lose
         try:
             index = Index.open(self.paths.index, seal=seal)
         except IntegrityError:
-            return  # not readable as the vault's index: evidence of nothing
+            return  # not readable as an index: it claims nothing
         try:
-            index.verify()
+            try:
+                index.verify()
+                authentic = True
+            except IntegrityError:
+                authentic = False
             indexed = index.size
-        except (IntegrityError, sqlite3.DatabaseError):
-            return  # edited outside the vault: evidence of nothing
+        except (sqlite3.DatabaseError, ValueError):
+            return  # unreadable rows: it claims nothing
         finally:
             index.close()
         logged = self.reader().size()
         if indexed > logged:
-            raise IntegrityError(_rolled_back(indexed, logged))
+            raise IntegrityError(_rolled_back(indexed, logged, authentic=authentic))
 
     def lookup_principal(self, principal_id: str, *, refresh: bool = False) -> Principal:
         """A registered principal (after catching up with the log when `refresh`).
@@ -2600,12 +2624,13 @@ _VAULT_FILES = (
 )
 
 
-def _rolled_back(indexed: int, logged: int) -> str:
+def _rolled_back(indexed: int, logged: int, *, authentic: bool = True) -> str:
+    how = "authenticated by this vault" if authentic else "its tag failing"
     return (
-        f"the index holds {indexed} events, authenticated by this vault, but the log only "
-        f"{logged}: the log was rolled back (its store, with this vault's log-checkpoint); "
-        "restore the store from a copy holding the newer history, or accept the loss "
-        "with `pcii index rebuild --accept-rollback`"
+        f"the index holds {indexed} events ({how}) but the log only {logged}: the log was "
+        "rolled back (its store, with this vault's log-checkpoint); restore the store from "
+        "a copy holding the newer history, or accept the loss with "
+        "`pcii index rebuild --accept-rollback`"
     )
 
 

@@ -38,6 +38,8 @@ def open_store(url: str, *, root_for_file: Path) -> ObjectStore:
         raise ConfigError(f"store URL {url!r} must not have a query or fragment")
     if parts.scheme == "file":
         path = unquote(parts.path)
+        if "\0" in path:
+            raise ConfigError(f"store URL {url!r} holds a NUL character")
         if parts.netloc not in {"", "localhost"} or not path.startswith("/"):
             raise ConfigError(f"store URL {url!r} must be file:///absolute/path")
         return FilesystemStore(Path(path))

@@ -41,6 +41,7 @@ BAD_URLS = {
     "query": "s3://bucket/x?versionId=1",
     "scheme": "https://example.com/bucket",
     "empty": "",
+    "nul": "file:///tmp/objects%00x",
 }
 
 
