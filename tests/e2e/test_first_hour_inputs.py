@@ -1,4 +1,4 @@
-"""A careless new user, round 3: wrong files, unknown filters, huge values, bad names.
+"""A careless new user: wrong files, unknown filters, huge values, bad names.
 
 Each refusal is one `pcii: error:` line with the documented exit code (2 for bad input),
 never a traceback or exit 1; a file given to the wrong command is named, with the command

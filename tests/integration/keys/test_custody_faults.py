@@ -1,4 +1,4 @@
-"""Round 3 of custody testing: more shares than the threshold, a long share text, a
+"""Key custody under faults: more shares than the threshold, a long share text, a
 server's seal that a foreign share cannot lock, an opening that fails and is retried;
 against the real key holders (SoftHSM2, OpenBao, moto KMS): a current KEK disabled
 outside the vault wraps nothing, every version disabled is no crash, a retired transit
