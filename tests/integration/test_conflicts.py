@@ -7,7 +7,7 @@ never appended as an illegal event. After every round the projection holds no il
 event and the winners are as many as the lifecycle allows; the whole log passes the
 auditor's strict replay at the end (and every 50 rounds).
 
-Rounds per pair: `PCII_CONFLICT_ROUNDS` (default 40 in threads and 15 in processes, to keep
+Rounds per pair: `PCII_CONFLICT_ROUNDS` (default 30 in threads and 12 in processes, to keep
 `make test` within its time budget; `PCII_CONFLICT_ROUNDS=200` is the full run).
 """
 
@@ -36,8 +36,8 @@ from pcii_vault.vault import Vault, principal_params
 pytestmark = [pytest.mark.slow]
 
 SECRET = b"conflicting-acts-secret"
-THREAD_ROUNDS = int(os.environ.get("PCII_CONFLICT_ROUNDS", "40"))
-PROCESS_ROUNDS = int(os.environ.get("PCII_CONFLICT_ROUNDS", "15"))
+THREAD_ROUNDS = int(os.environ.get("PCII_CONFLICT_ROUNDS", "30"))
+PROCESS_ROUNDS = int(os.environ.get("PCII_CONFLICT_ROUNDS", "12"))
 WATER = "Water and Wastewater Systems"
 _REVOKE_ROUNDS = max(THREAD_ROUNDS, PROCESS_ROUNDS) // 8
 

@@ -17,7 +17,7 @@ claim the dead writer left above the checkpoint) and checks that:
   each reported principal, a validation event for each reported record);
 - no claim object remains under `log/claims/` below the checkpoint.
 
-Rounds: `PCII_CRASH_ROUNDS` (default 25 to keep `make test` in budget; 50 is the full
+Rounds: `PCII_CRASH_ROUNDS` (default 20 to keep `make test` in budget; 50 is the full
 run); the seed of the kill delays is printed so a failing round can be replayed
 (`PCII_CRASH_SEED`).
 """
@@ -45,7 +45,7 @@ from pcii_vault.vault import Vault, principal_params
 pytestmark = [pytest.mark.slow]
 
 SECRET = b"crash-during-commit-secret"
-ROUNDS = int(os.environ.get("PCII_CRASH_ROUNDS", "25"))
+ROUNDS = int(os.environ.get("PCII_CRASH_ROUNDS", "20"))
 SEED = int(os.environ.get("PCII_CRASH_SEED", str(random.SystemRandom().randrange(2**32))))
 ADDS_PER_ROUND = 400  # more than the child finishes before the latest kill
 RECORDS = 120  # prepared records the children validate, a few per round
