@@ -10,11 +10,15 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pcii_vault.models.submission import example_attachment_bytes, example_submission
+
+if TYPE_CHECKING:
+    from pcii_vault.identity import Identity
+    from pcii_vault.models.request import SignedRequest
 
 SECRET = "e2e-unseal-secret"  # noqa: S105 -- a throw-away test vault
 
@@ -126,6 +130,22 @@ class Cli:
         path = self.root / name
         path.write_bytes(example_attachment_bytes())
         return path
+
+
+def signed_act(who: Identity, action: str, **fields: Any) -> SignedRequest:
+    """An act signed now by `who`, as `pcii --as KEY` signs it."""
+    from datetime import UTC, datetime
+
+    from pcii_vault.models.request import sign_request
+
+    return sign_request(
+        who.key,
+        vault=who.vault_id,
+        principal=who.principal,
+        action=action,
+        now=datetime.now(UTC),
+        **fields,
+    )
 
 
 def one_line_error(result: Result, code: int) -> str:

@@ -23,7 +23,6 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -38,11 +37,10 @@ from pcii_vault.errors import InputError
 from pcii_vault.identity import Identity
 from pcii_vault.index import TRANSITION_ACTIONS
 from pcii_vault.models.principal import PrincipalAttributes
-from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
 from pcii_vault.vault import principal_params
-from tests.e2e.conftest import ServerCli, VaultServer
+from tests.e2e.conftest import ServerCli, VaultServer, signed_act
 
 pytestmark = pytest.mark.slow
 
@@ -151,9 +149,9 @@ def _act(target: Target, who: str, path: str, body: dict[str, Any], data: Any) -
     elif path == "/v1/principals/revoke":
         fields["params"] = {"op": "revoke", "principal": body.get("principal_id")}
     try:
-        signed = _sign(identity, action, **fields)
+        signed = signed_act(identity, action, **fields)
     except InputError:  # generated fields that cannot be signed (huge numbers): none of them
-        signed = _sign(identity, action)
+        signed = signed_act(identity, action)
     return {**body, "request": signed.model_dump(mode="json")}
 
 
@@ -178,17 +176,6 @@ def _claimed_by(body: Any, who: str) -> bool:
         return False
     act["body"]["principal"] = who
     return True
-
-
-def _sign(identity: Identity, action: str, **fields: Any) -> SignedRequest:
-    return sign_request(
-        identity.key,
-        vault=identity.vault_id,
-        principal=identity.principal,
-        action=action,
-        now=datetime.now(UTC),
-        **fields,
-    )
 
 
 def _send(target: Target, case: Any, data: Any) -> httpx.Response:

@@ -13,7 +13,6 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,10 @@ import pytest
 
 from pcii_vault.errors import ActConflictError, VaultError
 from pcii_vault.identity import Identity
-from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
 from pcii_vault.service.transport import HttpTransport
-from tests.e2e.conftest import ServerCli, VaultServer
+from tests.e2e.conftest import ServerCli, VaultServer, signed_act
 
 pytestmark = pytest.mark.slow
 
@@ -103,17 +101,6 @@ def _signed(
 
 def _who(cli: ServerCli, name: str) -> Identity:
     return Identity.load(cli.key(name))
-
-
-def _signed_act(who: Identity, action: str, **fields: Any) -> SignedRequest:
-    return sign_request(
-        who.key,
-        vault=who.vault_id,
-        principal=who.principal,
-        action=action,
-        now=datetime.now(UTC),
-        **fields,
-    )
 
 
 # ----- the request head ----------------------------------------------------------------------
@@ -277,7 +264,7 @@ def test_the_client_maps_an_upload_conflict_to_exit_3(wire: ServerCli) -> None:
     tracking = _TRACKING.format(11111112)
     transport = HttpTransport(server.url, ca=server.ca, identity=owner)
     try:
-        request = _signed_act(owner, "identify", record=tracking)
+        request = signed_act(owner, "identify", record=tracking)
         uploads = transport.uploads(request)
         uploads.put_stream(f"records/{tracking}/document", [b"first"])
         with pytest.raises(VaultError) as refused:
@@ -294,7 +281,7 @@ def test_a_submission_naming_an_existing_record_is_exit_2(wire: ServerCli) -> No
         "submit", str(wire.write_submission("taken.json", attachments=[])), who="owner"
     ).json()["tracking_number"]
     files = [{"name": "x", "object": "document", "sha256": "0" * 64, "size": 1}]
-    request = _signed_act(owner, "submit", record=tracking, params={"files": files})
+    request = signed_act(owner, "submit", record=tracking, params={"files": files})
     body = {
         "request": request.model_dump(mode="json"),
         "tracking_number": tracking,
@@ -331,7 +318,7 @@ def test_the_client_maps_an_upload_refusal_to_exit_3(wire: ServerCli) -> None:
     transport = HttpTransport(server.url, ca=server.ca, identity=analyst)
     tracking = _TRACKING.format(22222223)
     try:
-        request = _signed_act(analyst, "identify", record=tracking)
+        request = signed_act(analyst, "identify", record=tracking)
         with pytest.raises(VaultError) as refused:
             transport.uploads(request).put_stream(f"records/{tracking}/document", [b"x"])
     finally:
