@@ -629,9 +629,7 @@ class Vault:
             indexed = index.size
         except (sqlite3.DatabaseError, ValueError):
             return
-        logged = self.reader().size()
-        if indexed > logged:
-            raise IntegrityError(_rolled_back(indexed, logged, authentic=False))
+        self._refuse_ahead_of_log(indexed, authentic=False)
 
     def _projection(self, size: int) -> Index:
         """An in-memory projection of the verified log's first `size` events."""
@@ -755,6 +753,14 @@ class Vault:
             return  # unreadable rows: it claims nothing
         finally:
             index.close()
+        self._refuse_ahead_of_log(indexed, authentic=authentic)
+
+    def _refuse_ahead_of_log(self, indexed: int, *, authentic: bool) -> None:
+        """Raise if an index of `indexed` events is ahead of the verified log (a rollback).
+
+        Raises:
+            IntegrityError: the log holds fewer events than the index.
+        """
         logged = self.reader().size()
         if indexed > logged:
             raise IntegrityError(_rolled_back(indexed, logged, authentic=authentic))
