@@ -187,12 +187,14 @@ def read_regular(path: Path, limit: int) -> bytes:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(st.st_mode):
             raise IntegrityError(f"{path} is not a regular file (a FIFO or device in its place)")
-        return handle.read(limit + 1)
+        # One byte past the size seen, so a large limit costs nothing (`read(n)` allocates
+        # n bytes at once), and a file that grew past the limit still reads as too long.
+        return handle.read(min(limit, st.st_size) + 1)
 
 
 def path_exists(path: Path, option: str) -> bool:

@@ -40,7 +40,6 @@ import getpass
 import itertools
 import json
 import os
-import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -69,7 +68,7 @@ from pcii_vault.crypto.seal import (
     seal,
 )
 from pcii_vault.crypto.signing import SEED_BYTES, Ed25519PrivateKey, Ed25519PublicKey, Signer
-from pcii_vault.durable import replace_file, write_new_file
+from pcii_vault.durable import read_regular, replace_file, write_new_file
 from pcii_vault.errors import (
     ConfigError,
     ConflictError,
@@ -642,32 +641,19 @@ def _unb64(text: str) -> bytes:
 def _read(path: Path) -> bytes:
     """The keyring file's bytes: a regular file of at most `MAX_KEYRING_BYTES`.
 
-    Opened without blocking, so a FIFO planted at the keyring cannot hang the reader; a
-    device (/dev/zero) or a file too large (maybe sparse) is refused unread.
-
     Raises:
         NotFoundError: no file there.
-        IntegrityError: a directory, not a regular file, or too large.
+        IntegrityError: a directory, not a regular file (a FIFO or device), or too large.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        raw = read_regular(path, MAX_KEYRING_BYTES)
     except FileNotFoundError:
         raise NotFoundError(f"no keyring at {path}") from None
-    with os.fdopen(fd, "rb") as stream:
-        st = os.fstat(stream.fileno())
-        if stat.S_ISDIR(st.st_mode):
-            raise IntegrityError(
-                f"keyring {path} is a directory, not the sealed keyring the vault wrote"
-            )
-        if not stat.S_ISREG(st.st_mode):
-            raise IntegrityError(
-                f"keyring {path} is not a regular file, not the sealed keyring the vault wrote"
-            )
-        if st.st_size > MAX_KEYRING_BYTES:
-            raise IntegrityError(f"keyring {path} is damaged (larger than any keyring)")
-        # At most one byte past the size seen (`read(n)` allocates n bytes at once).
-        raw = stream.read(st.st_size + 1)
-    if len(raw) > MAX_KEYRING_BYTES:  # grew meanwhile
+    except IsADirectoryError:
+        raise IntegrityError(
+            f"keyring {path} is a directory, not the sealed keyring the vault wrote"
+        ) from None
+    if len(raw) > MAX_KEYRING_BYTES:
         raise IntegrityError(f"keyring {path} is damaged (larger than any keyring)")
     return raw
 

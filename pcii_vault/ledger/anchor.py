@@ -22,14 +22,12 @@ processes of one vault never move it back); it is written atomically.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from pcii_vault.durable import replace_file
+from pcii_vault.durable import read_regular, replace_file
 from pcii_vault.errors import IntegrityError
 from pcii_vault.ledger.note import MAX_NOTE_BYTES, Checkpoint, NoteVerifier, parse_checkpoint
 
@@ -51,7 +49,7 @@ class CheckpointAnchor:
             IntegrityError: the file is not a checkpoint signed by the log key.
         """
         try:
-            note = _read_note(self.path)
+            note = read_regular(self.path, MAX_NOTE_BYTES)
         except FileNotFoundError:
             return None
         except IsADirectoryError:
@@ -92,30 +90,6 @@ class CheckpointAnchor:
             yield
         finally:
             os.close(fd)
-
-
-def _read_note(path: Path) -> bytes:
-    """The file's first bytes, enough to tell a note from something too large.
-
-    Opened without blocking and refused unless a regular file, so a FIFO planted at the
-    anchor cannot hang the reader (the audit commands read it too), nor a device such as
-    /dev/zero fill memory; a signed note is small, so at most one byte more than the
-    largest is read.
-
-    Raises:
-        IntegrityError: not a regular file.
-        OSError: it cannot be opened (FileNotFoundError, IsADirectoryError included).
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as stream:
-        mode = os.fstat(stream.fileno()).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
-        if not stat.S_ISREG(mode):
-            raise IntegrityError(
-                f"{path} is not a regular file, not the checkpoint this vault wrote"
-            )
-        return stream.read(MAX_NOTE_BYTES + 1)
 
 
 class ReadOnlyAnchor(CheckpointAnchor):
