@@ -5,7 +5,8 @@ objects live, the log's origin and public key, and the intake public key owners 
 keys to. `Settings` reads the `PCII_` environment once, at the edge, and is passed down.
 
 Invariant: a config file that fails to parse or names an unknown format version is refused
-(ConfigError); the vault never guesses.
+(IntegrityError, or ConfigError for the user's own field and another format); the vault
+never guesses.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class VaultConfig(BaseModel):
         """Read and validate a vault's config file.
 
         Raises:
-            ConfigError: missing, unreadable or invalid.
+            ConfigError: missing, unreadable, of another format, or its `store` invalid.
+            IntegrityError: too large, or any other field damaged (see `_refusal`).
         """
         try:
             data = read_regular(path, _MAX_CONFIG_BYTES)
@@ -95,7 +97,30 @@ class VaultConfig(BaseModel):
         try:
             return cls.model_validate_json(data)
         except ValidationError as exc:
-            raise ConfigError(describe(exc, f"{path}: invalid vault config")) from exc
+            raise _refusal(exc, path) from exc
+
+
+def _refusal(exc: ValidationError, path: Path) -> ConfigError | IntegrityError:
+    """Why `path` is no usable config: the user's to fix, or damage of ours.
+
+    `store` is the one field a user edits (a vault moves to another bucket): a bad value
+    there is a config error (exit 2), as is another format version (written by another
+    release). Any other field is written by `pcii init` and sealed: a file that is no JSON,
+    lacks a field or holds a wrong value was damaged or edited outside the vault (exit 4,
+    like a failed seal).
+    """
+    fields = {str(error["loc"][0]) if error["loc"] else "" for error in exc.errors()}
+    if fields == {"store"}:
+        return ConfigError(describe(exc, f"{path}: invalid vault config"))
+    if "format" in fields:
+        return ConfigError(
+            describe(exc, f"{path}: not a vault config of this release (format pcii-vault/1)")
+        )
+    return IntegrityError(
+        describe(
+            exc, f"{path} is damaged or was edited outside the vault, not as `pcii init` wrote it"
+        )
+    )
 
 
 class VaultPaths:

@@ -1,0 +1,89 @@
+"""`vault.json` as `VaultConfig.load` reads it: the user's own field, and damage of ours."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pcii_vault.config import VaultConfig
+from pcii_vault.errors import ConfigError, IntegrityError
+
+
+_DELETED = object()
+
+
+def _written(tmp_path: Path) -> dict[str, Any]:
+    config = VaultConfig(
+        vault_id="v-0123456789abcdef",
+        created=datetime(2026, 12, 1, tzinfo=UTC),
+        store="file",
+        log_origin="pcii-vault/v-0123456789abcdef",
+        log_key="pcii-vault+12345678+AAAA",
+        intake_public_key="AAAA",
+        unseal_threshold=2,
+        seal="0" * 64,
+    )
+    config.save_new(tmp_path / "vault.json")
+    loaded: dict[str, Any] = json.loads((tmp_path / "vault.json").read_text())
+    return loaded
+
+
+def _load_edited(tmp_path: Path, **edits: object) -> VaultConfig:
+    config = _written(tmp_path)
+    for field, value in edits.items():
+        if value is _DELETED:
+            del config[field]
+        else:
+            config[field] = value
+    path = tmp_path / "vault.json"
+    path.write_text(json.dumps(config))
+    return VaultConfig.load(path)
+
+
+def test_the_config_init_writes_loads(tmp_path: Path) -> None:
+    assert _load_edited(tmp_path).unseal_threshold == 2
+
+
+@pytest.mark.parametrize(
+    "edits",
+    [
+        {"unseal_threshold": 1},
+        {"unseal_threshold": "two"},
+        {"request_window_seconds": 0},
+        {"vault_id": "NOT A VAULT ID"},
+        {"seal": "not hex"},
+        {"log_key": _DELETED},
+        {"extra": "field"},
+    ],
+    ids=["threshold-1", "threshold-text", "window-0", "vault-id", "seal", "no-log-key", "extra"],
+)
+def test_a_sealed_field_damaged_is_tampering_not_a_config_error(
+    tmp_path: Path, edits: dict[str, object]
+) -> None:
+    with pytest.raises(IntegrityError, match="edited outside the vault"):
+        _load_edited(tmp_path, **edits)
+
+
+def test_a_file_that_is_no_json_is_damage(tmp_path: Path) -> None:
+    (tmp_path / "vault.json").write_text('{"format": "pcii-vault/1",')
+    with pytest.raises(IntegrityError, match="edited outside the vault"):
+        VaultConfig.load(tmp_path / "vault.json")
+
+
+def test_a_bad_store_is_the_users_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid vault config: store"):
+        _load_edited(tmp_path, store=7)
+
+
+def test_another_format_is_a_config_error_naming_the_format(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="format pcii-vault/1"):
+        _load_edited(tmp_path, format="pcii-vault/2")
+
+
+def test_a_missing_config_names_init(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="pcii --vault DIR init"):
+        VaultConfig.load(tmp_path / "vault.json")
