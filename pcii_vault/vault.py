@@ -312,7 +312,7 @@ class Vault:
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
             _claim_new_file(admin_key_out)
             claimed = True
-            store = open_store(store_url, root_for_file=paths.objects)
+            store = open_store(store_url, root_for_file=paths.objects, create=True)
             _check_store_holds_no_log(store)
             vault_id = f"v-{secrets.token_hex(8)}"
             keyring = LocalKeyring.create(paths.keyring, secret, kdf_params=kdf_params, clock=clock)

@@ -18,18 +18,23 @@ from pcii_vault.store.filesystem import FilesystemStore
 __all__ = ["ObjectInfo", "ObjectStore", "open_store", "validate_key"]
 
 
-def open_store(url: str, *, root_for_file: Path) -> ObjectStore:
+def open_store(url: str, *, root_for_file: Path, create: bool = False) -> ObjectStore:
     """Open the store named by `url`.
 
     Args:
         url: ``file``, ``file:///absolute/path`` or ``s3://BUCKET[/PREFIX]``.
         root_for_file: the directory a bare ``file`` store keeps its objects in.
+        create: a new vault's store: a ``file:///`` directory is created if missing.
+            Otherwise a missing one is refused (BackendError: moved or not mounted),
+            never replaced by an empty store; the bare ``file`` store inside the vault
+            directory is created either way, and a deleted one reads as a deleted log.
 
     Returns:
         The store (a FilesystemStore or an S3Store).
 
     Raises:
         ConfigError: the URL is malformed or names an unsupported scheme.
+        BackendError: a ``file:///`` directory is missing (and not `create`).
     """
     if url == "file":
         return FilesystemStore(root_for_file)
@@ -42,7 +47,7 @@ def open_store(url: str, *, root_for_file: Path) -> ObjectStore:
             raise ConfigError(f"store URL {url!r} holds a NUL character")
         if parts.netloc not in {"", "localhost"} or not path.startswith("/"):
             raise ConfigError(f"store URL {url!r} must be file:///absolute/path")
-        return FilesystemStore(Path(path))
+        return FilesystemStore(Path(path), create=create)
     if parts.scheme == "s3":
         if not parts.netloc:
             raise ConfigError(f"store URL {url!r} names no bucket (s3://BUCKET[/PREFIX])")

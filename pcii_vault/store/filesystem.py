@@ -63,10 +63,19 @@ class FilesystemStore:
     """An ObjectStore over a local directory.
 
     Args:
-        root: the directory holding the objects; created if missing.
+        root: the directory holding the objects.
+        create: create `root` if missing (a new vault); else a missing root is refused,
+            so a moved or unmounted store is never replaced by an empty one.
+
+    Raises:
+        BackendError: `root` cannot be created, or is missing and `create` is false.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        if not create and not root.is_dir():
+            raise BackendError(
+                f"store directory {root} does not exist or is no directory (moved, or not mounted?)"
+            )
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pcii_vault.errors import ConfigError
+from pcii_vault.errors import BackendError, ConfigError
 from pcii_vault.store import open_store
 from pcii_vault.store.filesystem import FilesystemStore
 from pcii_vault.store.s3 import S3Store
@@ -19,9 +19,28 @@ def test_bare_file_uses_the_vault_objects_directory(tmp_path: Path) -> None:
 
 
 def test_file_url_with_absolute_path(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
     store = open_store((tmp_path / "elsewhere").as_uri(), root_for_file=tmp_path / "objects")
     assert isinstance(store, FilesystemStore)
     assert store.root == (tmp_path / "elsewhere").resolve()
+
+
+def test_a_missing_file_store_is_refused_not_replaced_by_an_empty_one(tmp_path: Path) -> None:
+    """A moved or unmounted store directory: backend unavailable, nothing created there."""
+    url = (tmp_path / "unmounted").as_uri()
+    with pytest.raises(BackendError, match="not mounted"):
+        open_store(url, root_for_file=tmp_path / "objects")
+    assert not (tmp_path / "unmounted").exists()
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(BackendError, match="no directory"):
+        open_store((tmp_path / "file").as_uri(), root_for_file=tmp_path / "objects")
+
+
+def test_a_new_vault_creates_its_file_store(tmp_path: Path) -> None:
+    url = (tmp_path / "new").as_uri()
+    store = open_store(url, root_for_file=tmp_path / "objects", create=True)
+    assert store.root == (tmp_path / "new").resolve()
+    assert (tmp_path / "new").is_dir()
 
 
 def test_s3_url_names_bucket_and_prefix(tmp_path: Path) -> None:
