@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,11 @@ class _Demo:
         _console.rule(f"[bold]{title}")
 
 
+def _in_days(days: int) -> str:
+    """A date relative to today: training stays current and NDAs signed whenever it runs."""
+    return (date.today() + timedelta(days=days)).isoformat()
+
+
 def _users(demo: _Demo) -> None:
     demo.step("Administrator registers the users")
     demo.pcii(
@@ -99,7 +105,7 @@ def _users(demo: _Demo) -> None:
         "--level",
         "federal",
         "--training-expires",
-        "2027-10-01",
+        _in_days(300),
         "--key-out",
         str(demo.keys / "office-lee.key"),
         who="admin",
@@ -117,9 +123,9 @@ def _users(demo: _Demo) -> None:
         "--sector",
         "Water and Wastewater Systems",
         "--training-expires",
-        "2027-06-30",
+        _in_days(210),
         "--nda-signed",
-        "2026-01-15",
+        _in_days(-45),
         "--key-out",
         str(demo.keys / "analyst-diaz.key"),
         who="admin",
@@ -137,7 +143,7 @@ def _users(demo: _Demo) -> None:
         "--sector",
         "Energy",
         "--training-expires",
-        "2027-06-30",
+        _in_days(210),
         "--key-out",
         str(demo.keys / "analyst-chen.key"),
         who="admin",
@@ -153,7 +159,7 @@ def _users(demo: _Demo) -> None:
         "--level",
         "federal",
         "--training-expires",
-        "2027-06-30",
+        _in_days(210),
         "--key-out",
         str(demo.keys / "auditor-okafor.key"),
         who="admin",
