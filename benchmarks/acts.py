@@ -44,6 +44,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,12 @@ class Bench:
     def _add(self, vault: Vault, name: str, role: str, org: str, level: str, **extra: Any) -> None:  # noqa: ANN401
         key = Ed25519PrivateKey.generate()
         attributes = PrincipalAttributes.model_validate(
-            {"role": role, "organisation": org, "level": level, "training_expires": "2099-01-01"}
+            {
+                "role": role,
+                "organisation": org,
+                "level": level,
+                "training_expires": (date.today() + timedelta(days=300)).isoformat(),
+            }
             | extra
         )
         request = vault.sign(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def build_history(  # noqa: PLR0915 -- one linear script
     vault_event("vault.initialized", details={"vault_id": VAULT})
     vault_event("policy.loaded", policy_set=policy_set)
     person("admin", None, role="admin", organisation="PCII Program Office", level="federal")
-    trained = {"training_expires": "2099-01-01"}
+    trained = {"training_expires": (date.today() + timedelta(days=300)).isoformat()}
     person("owner", "admin", role="owner", organisation="Riverbend MWA", level="private")
     person("office", "admin", role="office", organisation="PCII Program Office",
            level="federal", **trained)  # fmt: skip

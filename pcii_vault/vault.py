@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1159,6 +1159,7 @@ class Vault:
         except ValidationError as exc:
             raise InputError(describe(exc, "invalid principal")) from exc
         _check_organisation(attributes.organisation)
+        _check_training(attributes.training_expires, request)
         _require_signed_params(
             request, principal_params(principal_id, attributes, public_key), "principal"
         )
@@ -1195,9 +1196,11 @@ class Vault:
             current = self._principal_for_change(principal_id, changes)
             merged = {**current.model_dump(mode="json"), **changed}
             try:
-                Principal.model_validate(merged)
+                updated = Principal.model_validate(merged)
             except ValidationError as exc:
                 raise InputError(describe(exc, "invalid principal update")) from exc
+            if "training_expires" in changes:
+                _check_training(updated.training_expires, request)
             details = {"principal": principal_id, "changes": changed}
             return [self._decision_event("principal.updated", request, verdict, details=details)]
 
@@ -2387,6 +2390,23 @@ def _check_submitter(declared: str, owner: Principal) -> None:
         )
 
 
+def _check_training(expires: date | None, request: SignedRequest) -> None:
+    """Refuse a training expiry more than a year and a day after the act.
+
+    PCII training is renewed yearly: an expiry further out would keep a user current
+    without renewing it (the extra day for a leap year).
+
+    Raises:
+        InputError: `expires` is more than `_TRAINING_RENEWED_WITHIN` after the act's date.
+    """
+    latest = request.body.time.astimezone(UTC).date() + _TRAINING_RENEWED_WITHIN
+    if expires is not None and expires > latest:
+        raise InputError(
+            f"training expiry {expires.isoformat()} is more than a year away: PCII training "
+            f"is renewed yearly (at most {latest.isoformat()})"
+        )
+
+
 def _check_organisation(organisation: str) -> None:
     """An organisation is shown in listings, denials and the auditor's report: one line.
 
@@ -2448,6 +2468,7 @@ class _StalePositionError(Exception):
 _STALE_ATTEMPTS = 1000  # each one means another process appended: progress, not a spin
 
 
+_TRAINING_RENEWED_WITHIN = timedelta(days=366)
 _CHANGEABLE = frozenset(
     {"role", "organisation", "level", "sectors", "training_expires", "nda_signed", "status"}
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +66,14 @@ class VaultBench:
         self.attachment.write_bytes(attachment_bytes)
 
     def add(self, name: str, role: str, org: str, level: str, **extra: Any) -> None:
-        """Register a principal, trained until 2099, as `pcii principal add` does."""
+        """Register a principal, trained for the next 300 days, as `pcii principal add` does."""
         key = Ed25519PrivateKey.generate()
         attributes = PrincipalAttributes.model_validate(
             {
                 "role": role,
                 "organisation": org,
                 "level": level,
-                "training_expires": "2099-01-01",
+                "training_expires": date.today() + timedelta(days=300),
                 **extra,
             }
         )

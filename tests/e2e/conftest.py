@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +105,7 @@ class Cli:
             "--sector",
             WATER,
             "--training-expires",
-            "2099-01-01",
+            TRAINED,
             "--nda-signed",
             "2026-01-01",
         )
@@ -114,9 +115,7 @@ class Cli:
         self.add(
             "owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private"
         )
-        self.add(
-            "office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01"
-        )
+        self.add("office", "office", "--org", "PCII Program Office", "--training-expires", TRAINED)
         self.add_water_analyst("water", "--level", "state", "--org", "State Water Board")
 
     def write_submission(self, name: str = "assessment.json", **changes: Any) -> Path:
@@ -199,6 +198,8 @@ def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
 
 
 WATER = "Water and Wastewater Systems"
+# PCII training is renewed yearly: the vault refuses an expiry more than a year away.
+TRAINED = (date.today() + timedelta(days=300)).isoformat()
 
 
 @pytest.fixture
@@ -216,7 +217,7 @@ def populated(cli: Cli) -> Iterator[Cli]:
         "--sector",
         WATER,
         "--training-expires",
-        "2099-01-01",
+        TRAINED,
     )
     cli.add(
         "energy",
@@ -228,9 +229,9 @@ def populated(cli: Cli) -> Iterator[Cli]:
         "--sector",
         "Energy",
         "--training-expires",
-        "2099-01-01",
+        TRAINED,
     )
-    cli.add("auditor", "auditor", "--org", "PCII Officer", "--training-expires", "2099-01-01")
+    cli.add("auditor", "auditor", "--org", "PCII Officer", "--training-expires", TRAINED)
     yield cli
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import typer
-from conftest import SECRET, WATER, Cli
+from conftest import SECRET, TRAINED, WATER, Cli
 from seaweed import new_bucket_name
 
 from pcii_vault.errors import VaultError
@@ -81,14 +81,14 @@ def _init(cli: Cli, store: str | None) -> None:
 def _populate(cli: Cli) -> str:
     """Users, a validated record, and the water analyst's retrieval of it (via the CLI)."""
     cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
-    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
+    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", TRAINED)
     cli.add(
         "water", "analyst", "--level", "federal", "--org", "EPA Water",
-        "--sector", WATER, "--training-expires", "2099-01-01",
+        "--sector", WATER, "--training-expires", TRAINED,
     )  # fmt: skip
     cli.add(
         "energy", "analyst", "--level", "federal", "--org", "DOE",
-        "--sector", "Energy", "--training-expires", "2099-01-01",
+        "--sector", "Energy", "--training-expires", TRAINED,
     )  # fmt: skip
     submitted = cli.ok("submit", str(cli.write_submission(attachments=[])), who="owner").json()
     tracking: str = submitted["tracking_number"]

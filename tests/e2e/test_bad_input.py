@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
 from pcii_vault.models.submission import example_submission
-from tests.e2e.conftest import IN_BOTH_MODES, Cli
+from tests.e2e.conftest import IN_BOTH_MODES, Cli, one_line_error
+
+_IN_367_DAYS = (date.today() + timedelta(days=367)).isoformat()
 
 pytestmark = pytest.mark.slow
 
@@ -334,6 +337,7 @@ def test_init_without_a_secret_or_terminal_is_refused(cli: Cli) -> None:
         (["owner", "--role", "analyst"], "already exists"),
         (["x1", "--role", "analyst", "--org", "Org\x0bVT"], "one line of printable text"),
         (["x1", "--role", "analyst", "--org", "Evil\u202eCorp"], "one line of printable text"),
+        (["x1", "--role", "analyst", "--training-expires", _IN_367_DAYS], "renewed yearly"),
     ],
 )
 def test_bad_principal_is_refused_in_one_line_and_writes_no_key(
@@ -345,6 +349,20 @@ def test_bad_principal_is_refused_in_one_line_and_writes_no_key(
     assert result.code == 2, result.err
     assert len(result.err.strip().splitlines()) == 1 and message in result.err
     assert not key.exists()
+
+
+@IN_BOTH_MODES
+def test_training_is_renewed_yearly_not_stated_for_decades(populated: Cli) -> None:
+    """6 CFR 29: PCII training is renewed yearly; an expired user is inactive."""
+    cli = populated
+    in_a_year = (date.today() + timedelta(days=365)).isoformat()
+    cli.add("trained", "analyst", "--training-expires", in_a_year)
+    result = cli.run(
+        "principal", "update", "trained", "--training-expires", _IN_367_DAYS, who="admin"
+    )
+    assert "renewed yearly" in one_line_error(result, 2)
+    listed = cli.ok("--json", "principal", "list", who="admin").out.splitlines()
+    assert {p["id"]: p["training_expires"] for p in map(json.loads, listed)}["trained"] == in_a_year
 
 
 @IN_BOTH_MODES

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pcii_vault.errors import ConfigError
-from tests.e2e.conftest import Cli, Result, ServerCli
+from tests.e2e.conftest import TRAINED, Cli, Result, ServerCli
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def _build(cli: Cli) -> str:
     """A vault with an owner, the office, an analyst and an auditor; one submission."""
     cli.init()
     cli.add_owner_office_and_water()
-    cli.add("auditor", "auditor", "--org", "PCII Officer", "--training-expires", "2099-01-01")
+    cli.add("auditor", "auditor", "--org", "PCII Officer", "--training-expires", TRAINED)
     bare = str(cli.write_submission("bare.json", attachments=[]))
     return str(cli.ok("submit", bare, who="owner").json()["tracking_number"])
 

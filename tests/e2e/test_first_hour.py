@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pcii_vault.demo import DEMO_SECRET, keep_instructions
-from tests.e2e.conftest import WATER, Cli
+from tests.e2e.conftest import TRAINED, WATER, Cli
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def _submit(cli: Cli, **changes: object) -> str:
 def test_hostile_text_in_every_free_text_field_never_breaks_a_listing(populated: Cli) -> None:
     cli = populated
     # An organisation is one printable line; markup-like text it takes as text.
-    trained = ("--sector", WATER, "--training-expires", "2099-01-01")
+    trained = ("--sector", WATER, "--training-expires", TRAINED)
     refused = cli.run(
         "principal",
         "add",

@@ -16,7 +16,7 @@ import pytest
 from key_servers import BaoServer, SoftHsm
 from shamir_mnemonic.wordlist import WORDLIST
 
-from tests.e2e.conftest import SECRET, Cli
+from tests.e2e.conftest import SECRET, TRAINED, Cli
 from tests.e2e.test_lifecycle import (
     test_destroy_is_logged_then_crypto_shredded,
     test_index_rebuild_reproduces_the_index_exactly,
@@ -162,9 +162,7 @@ def test_keys_migrate_through_the_cli_and_status_shows_it(
     runner = Cli(tmp_path)
     runner.init()
     runner.add("owner", "owner", "--org", "Riverbend Municipal Water Authority")
-    runner.add(
-        "office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01"
-    )
+    runner.add("office", "office", "--org", "PCII Program Office", "--training-expires", TRAINED)
     submitted = runner.ok(
         "submit", str(runner.write_submission()), "--attach", str(runner.attachment()), who="owner"
     ).json()["tracking_number"]

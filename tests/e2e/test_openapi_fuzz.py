@@ -40,7 +40,7 @@ from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
 from pcii_vault.vault import principal_params
-from tests.e2e.conftest import ServerCli, VaultServer, signed_act
+from tests.e2e.conftest import TRAINED, ServerCli, VaultServer, signed_act
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     cli = ServerCli(tmp_path_factory.mktemp("fuzzed"))
     cli.init()
     cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
-    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
+    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", TRAINED)
     submitted = cli.ok(
         "submit", str(cli.write_submission("bare.json", attachments=[])), who="owner"
     ).json()

@@ -31,12 +31,12 @@ from seaweed import SeaweedServer
 from pcii_vault.index import TRANSITION_ACTIONS, Index
 from pcii_vault.models.event import Event
 from pcii_vault.vault import Vault
-from tests.e2e.conftest import LOCAL_COMMANDS, SECRET, Cli, Result, VaultServer
+from tests.e2e.conftest import LOCAL_COMMANDS, SECRET, TRAINED, Cli, Result, VaultServer
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 VALIDATED, WITHDRAWN = "submission.validated", "submission.withdrawn"
-ANALYST = ("--sector", "Water and Wastewater Systems", "--training-expires", "2099-01-01")
+ANALYST = ("--sector", "Water and Wastewater Systems", "--training-expires", TRAINED)
 
 
 def copy_replica(source: Path, target: Path, *, anchor: bool) -> None:
@@ -169,7 +169,7 @@ def _register_users(cli: ReplicaCli, a: VaultServer, b: VaultServer) -> None:
                 "--level",
                 "private",
             ),
-            lambda: cli.add_on(b, "office", "office", "--training-expires", "2099-01-01"),
+            lambda: cli.add_on(b, "office", "office", "--training-expires", TRAINED),
         ]
     )
     assert _codes(results) == [0, 0], [r.err for r in results]

@@ -20,7 +20,7 @@ import pytest
 
 from pcii_vault.index import LIFECYCLE_TRANSITIONS
 from pcii_vault.report import HEADINGS
-from tests.e2e.conftest import WATER, Cli
+from tests.e2e.conftest import TRAINED, WATER, Cli
 from tests.report_support import Browser, ensure_chromium, ensure_pango, summarise_dom
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     cli = Cli(tmp_path_factory.mktemp("report"))
     cli.init()
     cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
-    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
+    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", TRAINED)
     for name, level, org, nda in (
         ("water", "state", "State Water Board", ("--nda-signed", "2026-01-01")),
         ("fedwater", "federal", HOSTILE_ORG, ()),
@@ -49,11 +49,11 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
             "--sector",
             WATER,
             "--training-expires",
-            "2099-01-01",
+            TRAINED,
             *nda,
         )
     cli.add("energy", "analyst", "--level", "federal", "--org", "DHS I&A", "--sector", "Energy")
-    cli.add("auditor", "auditor", "--org", "PCII Officer", "--training-expires", "2099-01-01")
+    cli.add("auditor", "auditor", "--org", "PCII Officer", "--training-expires", TRAINED)
     bare = str(cli.write_submission("bare.json", attachments=[]))
     a, b, c = (str(cli.ok("submit", bare, who="owner").json()["tracking_number"]) for _ in range(3))
     cli.ok("validate", a, who="office")

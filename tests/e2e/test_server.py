@@ -33,7 +33,7 @@ from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.models.request import sign_request
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
-from tests.e2e.conftest import ServerCli, VaultServer, init_split, stop_during_submissions
+from tests.e2e.conftest import TRAINED, ServerCli, VaultServer, init_split, stop_during_submissions
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerCli]:
     cli = ServerCli(tmp_path_factory.mktemp("served"))
     cli.init()
     cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
-    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
+    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", TRAINED)
     cli.add("gone", "owner", "--org", "Former Member")
     cli.ok("principal", "update", "gone", "--status", "suspended", who="admin")
     cli.start()
@@ -345,7 +345,7 @@ def test_access_lines_are_json_and_carry_no_pcii_content(served: ServerCli) -> N
 
 
 def test_an_auditor_verifies_the_log_through_the_server(served: ServerCli) -> None:
-    served.add("aud", "auditor", "--org", "PCII Officer", "--training-expires", "2099-01-01")
+    served.add("aud", "auditor", "--org", "PCII Officer", "--training-expires", TRAINED)
     remote = served.environment(("status",))  # the server, no unseal secret, no directory
     key = served.ok("audit", "key").json()["key"]  # obtained out of band
     verified = served.run("--json", "audit", "verify", "--key", key, who="aud", env=remote)
@@ -478,7 +478,7 @@ def _populated(root: Path, **env: str) -> ServerCli:
     cli.env.update(env)
     cli.init()
     cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
-    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
+    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", TRAINED)
     return cli
 
 

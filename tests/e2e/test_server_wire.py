@@ -24,7 +24,7 @@ from pcii_vault.identity import Identity
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
 from pcii_vault.service.transport import HttpTransport
-from tests.e2e.conftest import ServerCli, VaultServer, signed_act
+from tests.e2e.conftest import TRAINED, ServerCli, VaultServer, signed_act
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +40,9 @@ def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerCli]:
     cli.init()
     cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
     cli.add("owner2", "owner", "--org", "Lakeside Power", "--level", "private")
-    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", "2099-01-01")
+    cli.add("office", "office", "--org", "PCII Program Office", "--training-expires", TRAINED)
     cli.add_water_analyst("water", "--level", "state", "--org", "State Water Board")
-    cli.add("aud", "auditor", "--org", "PCII Officer", "--training-expires", "2099-01-01")
+    cli.add("aud", "auditor", "--org", "PCII Officer", "--training-expires", TRAINED)
     cli.start()
     try:
         yield cli

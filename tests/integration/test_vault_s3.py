@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from seaweed import SeaweedServer
 from pcii_vault.models.submission import example_attachment_bytes, example_submission
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
+# PCII training is renewed yearly: the vault refuses an expiry more than a year away.
+TRAINED = (date.today() + timedelta(days=300)).isoformat()
 
 SECRET = "s3-lifecycle-unseal-secret"  # noqa: S105 -- a throw-away test vault
 PREFIX = "vaults/riverbend"
@@ -79,12 +82,12 @@ def test_lifecycle_on_an_s3_store(tmp_path: Path, seaweed: SeaweedServer, s3_buc
     )  # fmt: skip
     cli.ok(
         "principal", "add", "office", "--role", "office", "--org", "PCII Program Office",
-        "--training-expires", "2099-01-01", "--key-out", str(cli.key("office")),
+        "--training-expires", TRAINED, "--key-out", str(cli.key("office")),
         who="admin",
     )  # fmt: skip
     cli.ok(
         "principal", "add", "analyst", "--role", "analyst", "--org", "EPA Water Security",
-        "--sector", "Water and Wastewater Systems", "--training-expires", "2099-01-01",
+        "--sector", "Water and Wastewater Systems", "--training-expires", TRAINED,
         "--key-out", str(cli.key("analyst")),
         who="admin",
     )  # fmt: skip

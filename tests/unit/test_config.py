@@ -12,7 +12,6 @@ import pytest
 from pcii_vault.config import VaultConfig
 from pcii_vault.errors import ConfigError, IntegrityError
 
-
 _DELETED = object()
 
 
