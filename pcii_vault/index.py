@@ -615,7 +615,7 @@ class Index:
         illegal = None
         for event in events:
             _check_sequence(event, expected)
-            self._apply_one(event, strict=False)
+            self._apply_one(event, strict=False, draft=True)
             reasons = dict(self.illegal_events())
             if event.seq in reasons:
                 illegal = reasons[event.seq]
@@ -657,7 +657,12 @@ class Index:
                 f"event {pending['cause']}: notice to {pending['recipients'][0]!r} is missing"
             )
 
-    def _apply_one(self, event: Event, *, strict: bool) -> None:
+    def _apply_one(self, event: Event, *, strict: bool, draft: bool = False) -> None:
+        """Apply one event, or note it illegal (refuse it when `strict`).
+
+        A `draft` is an act's event tried at its log position (`apply_in_overlay`): an
+        illegal one is refused to its requester and never logged, so no warning is.
+        """
         self._check_notices_owed(event, strict=strict)
         self._db.execute("SAVEPOINT event")
         try:
@@ -669,12 +674,13 @@ class Index:
             error = _as_integrity_error(event, exc)
             if strict:
                 raise error from exc
-            self._note_illegal(event, str(error))
+            self._note_illegal(event, str(error), logged=not draft)
             return
         self._db.execute("RELEASE event")
 
-    def _note_illegal(self, event: Event, reason: str) -> None:
-        _log.warning("illegal_event_ignored", seq=event.seq, reason=reason)
+    def _note_illegal(self, event: Event, reason: str, *, logged: bool = True) -> None:
+        if logged:
+            _log.warning("illegal_event_ignored", seq=event.seq, reason=reason)
         self._db.execute(
             "INSERT OR REPLACE INTO illegal(seq, reason) VALUES(?, ?)", (event.seq, reason)
         )

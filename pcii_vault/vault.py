@@ -403,7 +403,7 @@ class Vault:
 
     def current_kek_version(self) -> int:
         """The KEK version new records are wrapped under, as the log last recorded it."""
-        rotated = self.index.meta("key.rotated")
+        rotated = self._trusted_index().meta("key.rotated")
         return int(json.loads(rotated)["version"]) if rotated else 1
 
     def _policy_dir(self) -> Path:
@@ -1073,7 +1073,7 @@ class Vault:
                         spans.append(None)
                         continue
                     if illegal is not None:
-                        outcomes.append(ActConflictError(f"another act came first: {illegal}"))
+                        outcomes.append(ActConflictError(f"refused at its log position: {illegal}"))
                         spans.append(None)
                         continue
                     outcomes.append(())

@@ -260,7 +260,10 @@ def _log_store(directory: Path) -> tuple[ObjectStore, Path | None]:
 
 
 def read_trusted_checkpoint(path: Path | None, verifier: NoteVerifier) -> Checkpoint | None:
-    """The checkpoint saved earlier (`audit checkpoint --out`), signature checked.
+    """The checkpoint saved earlier, signature checked.
+
+    A note saved by `audit checkpoint --out`, or the one a submitter's receipt or an
+    inclusion proof (`audit prove`) carries.
 
     Raises:
         InputError: the file cannot be read, or holds no signed note at all (another file).
@@ -275,15 +278,31 @@ def read_trusted_checkpoint(path: Path | None, verifier: NoteVerifier) -> Checkp
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = ""
-    if "\n\n\u2014 " not in text:  # no signature line: some other file, not a damaged note
+    data = _carried_checkpoint(text) or data
+    if "\n\n\u2014 " not in data.decode("utf-8", "replace"):
+        # No signature line: some other file, not a damaged note.
         raise InputError(
-            f"--trusted-checkpoint {path} is not a signed checkpoint "
+            f"--trusted-checkpoint {path} is not a signed checkpoint, receipt or proof "
             "(save one with `pcii audit checkpoint --out FILE`)"
         )
     try:
         return parse_checkpoint(data, verifier)
     except IntegrityError as exc:
         raise IntegrityError(f"--trusted-checkpoint {path}: {exc}") from exc
+
+
+def _carried_checkpoint(text: str) -> bytes | None:
+    """The signed checkpoint a submitter's receipt or an inclusion proof carries, if any."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and isinstance(document.get("proof"), dict):
+        document = document["proof"]  # a receipt: its proof bundle
+    note = document.get("checkpoint") if isinstance(document, dict) else None
+    return note.encode("utf-8") if isinstance(note, str) else None
 
 
 def _reader(store: ObjectStore, verifier: NoteVerifier) -> Ledger:

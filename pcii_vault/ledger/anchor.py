@@ -56,6 +56,10 @@ class CheckpointAnchor:
             raise IntegrityError(
                 f"{self.path} is a directory, not the checkpoint this vault wrote"
             ) from None
+        except OSError as exc:  # a symlink loop planted in its place, a name too long
+            raise IntegrityError(
+                f"{self.path} cannot be read ({exc.strerror}): not the checkpoint this vault wrote"
+            ) from None
         if len(note) > MAX_NOTE_BYTES:
             raise IntegrityError(f"{self.path}: signed note is too large")
         parsed = self._parsed

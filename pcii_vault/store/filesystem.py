@@ -59,6 +59,30 @@ _ETAG_CACHE_MAX = 4096
 _StatSig = tuple[int, int, int, int, int]
 
 
+def _refuse_planted_root(root: Path, *, create: bool) -> None:
+    """Refuse a symlink planted at the store's root, rather than fail to create it.
+
+    A loop always; a dangling symlink where the store is created (a new vault, or the
+    store inside the vault directory): not "cannot create" (exit 5). A dangling one at
+    an existing vault's `file:///` store reads as not mounted.
+
+    Raises:
+        IntegrityError: a loop, or a dangling symlink where the store is created.
+    """
+    try:
+        root.stat()
+    except FileNotFoundError:
+        if create and root.is_symlink():
+            raise IntegrityError(
+                f"store directory {root} is a dangling symlink planted in its place"
+            ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IntegrityError(
+                f"store directory {root} is a symlink loop planted in its place"
+            ) from None
+
+
 class FilesystemStore:
     """An ObjectStore over a local directory.
 
@@ -72,6 +96,7 @@ class FilesystemStore:
     """
 
     def __init__(self, root: Path, *, create: bool = True) -> None:
+        _refuse_planted_root(root, create=create)
         if not create and not root.is_dir():
             raise BackendError(
                 f"store directory {root} does not exist or is no directory (moved, or not mounted?)"

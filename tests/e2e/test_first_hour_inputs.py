@@ -71,7 +71,7 @@ def test_a_file_of_the_wrong_kind_is_bad_input_and_named(cli: Cli) -> None:
         assert f"{wrong} is not a pcii receipt" in line
         line = one_line_error(cli.run("audit", "verify-proof", str(wrong)), 2)
         assert f"{wrong} is not a log proof bundle" in line
-    for wrong in (pdf, assessment, empty, receipt):
+    for wrong in (pdf, assessment, empty):
         line = one_line_error(cli.run("audit", "verify", "--trusted-checkpoint", str(wrong)), 2)
         assert f"--trusted-checkpoint {wrong} is not a signed checkpoint" in line
     # One of the vault's documents given to the other command: named, with the right one.
@@ -105,6 +105,15 @@ def test_a_file_of_the_wrong_kind_is_bad_input_and_named(cli: Cli) -> None:
     cli.ok("receipt", "verify", str(receipt))
     cli.ok("audit", "verify-proof", str(proof))
     cli.ok("audit", "verify", "--trusted-checkpoint", str(checkpoint))
+    # The checkpoint a receipt or a proof carries is one too (as SECURITY.md offers it).
+    cli.ok("audit", "verify", "--trusted-checkpoint", str(receipt))
+    cli.ok("audit", "verify", "--trusted-checkpoint", str(proof))
+    document = json.loads(receipt.read_text())
+    document["proof"]["checkpoint"] = note[:-10] + "AAAAAAAAA\n"
+    forged.unlink()
+    forged.write_text(json.dumps(document))
+    refused = cli.run("audit", "verify", "--trusted-checkpoint", str(forged))
+    assert str(forged) in one_line_error(refused, 4)
 
 
 def test_report_counts_say_what_they_count_without_a_terminal(cli: Cli) -> None:

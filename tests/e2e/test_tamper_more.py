@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -188,6 +189,35 @@ def test_a_symlink_loop_at_the_checkpoint_is_tampering(vault: tuple[Cli, str]) -
     checkpoint.symlink_to("checkpoint")
     for result in (_status(cli, tracking), cli.run("audit", "verify")):
         assert "symlink loop" in one_line_error(result, 4)
+
+
+@pytest.mark.parametrize("name", ["log-checkpoint", "objects"])
+def test_a_symlink_loop_at_the_anchor_or_the_store_root_is_tampering(
+    vault: tuple[Cli, str], name: str
+) -> None:
+    """Every command, the audit commands included: exit 4 naming the loop, never exit 1."""
+    cli, tracking = vault
+    path = cli.vault / name
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    path.symlink_to(name)
+    for result in (_status(cli, tracking), cli.run("audit", "verify"), cli.run("audit", "log")):
+        line = one_line_error(result, 4)
+        assert "symlink loop" in line or "Too many levels of symbolic links" in line
+
+
+@pytest.mark.parametrize("value", ["[]", '{"version": "abc"}', "not json"])
+def test_a_key_fact_planted_in_the_index_is_refused_before_it_is_read(
+    vault: tuple[Cli, str], value: str
+) -> None:
+    """The KEK version a submitter seals under comes from the index: checked first."""
+    cli, tracking = vault
+    with sqlite3.connect(cli.vault / "index.sqlite") as db:
+        db.execute("INSERT OR REPLACE INTO meta VALUES('key.rotated', ?)", (value,))
+    for result in (_status(cli, tracking), _get(cli, tracking)):
+        assert "index.sqlite was changed outside the vault" in one_line_error(result, 4)
 
 
 @pytest.mark.parametrize("key", ["log/tile/entries/000.p/{size}", "log/checkpoint"])
@@ -407,3 +437,21 @@ def test_a_missing_policy_directory_is_refused_not_replaced_by_defaults(
         policies.symlink_to(cli.root / "nowhere")
     for result in (_status(cli, tracking), _get(cli, tracking)):
         assert str(policies) in one_line_error(result, 2)
+
+
+def test_a_policy_edit_that_permits_a_suspended_user_still_releases_nothing(
+    vault: tuple[Cli, str],
+) -> None:
+    """The lifecycle refuses what an edited policy permits: one line, no stray warning."""
+    cli, tracking = vault
+    cli.ok("principal", "update", "water", "--status", "suspended", who="admin")
+    (cli.vault / "policies" / "principal-status.cedar").write_text(
+        '@id("principal-not-active")\n'
+        'forbid (principal, action, resource) when { principal.status == "nobody" };\n'
+    )
+    result = _get(cli, tracking)
+    line = one_line_error(result, 3)
+    assert "suspended" in line and "another act came first" not in line
+    assert "illegal_event_ignored" not in result.err
+    assert not (cli.root / "out").exists()
+    cli.ok("audit", "verify")
