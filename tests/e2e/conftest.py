@@ -202,9 +202,27 @@ WATER = "Water and Wastewater Systems"
 TRAINED = (date.today() + timedelta(days=300)).isoformat()
 
 
+@pytest.fixture(scope="session")
+def populated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`populated`'s vault and keys, made once per test process through the embedded CLI
+    (eight commands: most of a test's set-up time when made for each)."""
+    cli = Cli(tmp_path_factory.mktemp("populated"))
+    _populate(cli)
+    return cli.root
+
+
 @pytest.fixture
-def populated(cli: Cli) -> Iterator[Cli]:
-    """A vault with an owner, an office user, three analysts and an auditor."""
+def populated(cli: Cli, populated_template: Path) -> Iterator[Cli]:
+    """A vault with an owner, an office user, three analysts and an auditor.
+
+    A copy of one made once: a test in server mode serves its copy (the registrations
+    were made embedded, as an administrator on the server's machine may).
+    """
+    shutil.copytree(populated_template, cli.root, symlinks=True, dirs_exist_ok=True)
+    yield cli
+
+
+def _populate(cli: Cli) -> None:
     cli.init()
     cli.add_owner_office_and_water()
     cli.add(
@@ -232,7 +250,6 @@ def populated(cli: Cli) -> Iterator[Cli]:
         TRAINED,
     )
     cli.add("auditor", "auditor", "--org", "PCII Officer", "--training-expires", TRAINED)
-    yield cli
 
 
 # Commands that run where the vault directory is, in either mode: creating the vault,
