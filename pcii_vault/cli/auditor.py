@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +13,9 @@ from pcii_vault.cli.files import new_output, refuse_existing
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import TRACKING
 from pcii_vault.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from pcii_vault.models.event import Event
 
 __all__ = ["checkpoint", "recipients"]
 
@@ -25,22 +29,40 @@ def recipients(
     """Everyone who received a record's content: who, when, why, under what authority.
 
     Read from the log itself, every entry checked against the signed checkpoint (never
-    from the local index, which could have been edited).
+    from the local index, which could have been edited). A release the vault logged as
+    failed after its permit (`release.failed`) is listed with `delivered` "no" (it still
+    counts for notices: part of it may have reached the recipient).
     """
     from pcii_vault.index import Index
 
     state: CliState = ctx.obj
     ledger = open_reader(state, log, key)
     projection = Index.in_memory()
+    failed: dict[object, int] = {}
+
+    def noting_failures(events: Iterable[Event]) -> Iterator[Event]:
+        for event in events:
+            if event.type == "release.failed" and event.record == tracking:
+                failed[event.details.get("access")] = event.seq
+            yield event
+
     try:
-        projection.apply_all(ledger.events(0, ledger.size()), strict=False)
+        projection.apply_all(noting_failures(ledger.events(0, ledger.size())), strict=False)
         projection.record(tracking)
-        rows = projection.recipients(tracking)
+        rows = [
+            {
+                **row,
+                "delivered": f"no (release.failed, event {failed[row['seq']]})"
+                if row["seq"] in failed
+                else "yes",
+            }
+            for row in projection.recipients(tracking)
+        ]
     finally:
         projection.close()
     state.output.rows(
         rows,
-        ["principal", "seq", "time", "action", "purpose", "use", "authority"],
+        ["principal", "seq", "time", "action", "purpose", "use", "authority", "delivered"],
         title=f"Recipients of {tracking}",
     )
 

@@ -90,6 +90,33 @@ def test_submit_validate_retrieve_is_marked_logged_and_verifiable(populated: Cli
     assert cli.ok("audit", "verify").code == 0
 
 
+@pytest.mark.skipif(
+    not Path("/sys/kernel").is_dir(), reason="needs sysfs: a directory no file goes in"
+)
+def test_a_release_that_failed_after_its_permit_is_listed_as_not_delivered(populated: Cli) -> None:
+    """`audit recipients` lists the permit (it counts for notices) and says it failed."""
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    failed = cli.run(
+        "get", tracking, "--purpose", "drought planning", "--out", "/sys/kernel", who="water"
+    )
+    assert failed.code in {2, 5} and "could not be written" in failed.err, failed.err
+    cli.ok(
+        "get", tracking, "--purpose", "drought planning", "--out", str(cli.root / "o"), who="water"
+    )
+    rows = cli.ok("audit", "recipients", tracking).lines()
+    [failure] = [
+        e
+        for e in cli.ok("audit", "log", "--record", tracking).lines()
+        if e["type"] == "release.failed"
+    ]
+    assert [(r["principal"], r["delivered"]) for r in rows] == [
+        ("water", f"no (release.failed, event {failure['seq']})"),
+        ("water", "yes"),
+    ]
+
+
 @IN_BOTH_MODES
 def test_analyst_without_need_to_know_is_denied_and_the_denial_is_logged(populated: Cli) -> None:
     cli = populated
