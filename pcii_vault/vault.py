@@ -1160,6 +1160,7 @@ class Vault:
             raise InputError(describe(exc, "invalid principal")) from exc
         _check_organisation(attributes.organisation)
         _check_training(attributes.training_expires, request)
+        _check_nda(attributes.nda_signed, request)
         _require_signed_params(
             request, principal_params(principal_id, attributes, public_key), "principal"
         )
@@ -1201,6 +1202,8 @@ class Vault:
                 raise InputError(describe(exc, "invalid principal update")) from exc
             if "training_expires" in changes:
                 _check_training(updated.training_expires, request)
+            if "nda_signed" in changes:
+                _check_nda(updated.nda_signed, request)
             details = {"principal": principal_id, "changes": changed}
             return [self._decision_event("principal.updated", request, verdict, details=details)]
 
@@ -2404,6 +2407,20 @@ def _check_training(expires: date | None, request: SignedRequest) -> None:
         raise InputError(
             f"training expiry {expires.isoformat()} is more than a year away: PCII training "
             f"is renewed yearly (at most {latest.isoformat()})"
+        )
+
+
+def _check_nda(signed: date | None, request: SignedRequest) -> None:
+    """Refuse an NDA signed after the act that records it (a typo in the year, mostly).
+
+    Raises:
+        InputError: `signed` is later than the act's date.
+    """
+    today = request.body.time.astimezone(UTC).date()
+    if signed is not None and signed > today:
+        raise InputError(
+            f"NDA signed {signed.isoformat()} is in the future: record an NDA once it is "
+            f"signed (on or before {today.isoformat()})"
         )
 
 

@@ -179,8 +179,8 @@ def explain_command(
         args.append("--no-sectors")
     if principal.training_expires is None or principal.training_expires <= context.now:
         args.append("--untrained")
-    if principal.nda_signed is None:
-        args.append("--no-nda")
+    if principal.nda_signed is None or principal.nda_signed > context.now.astimezone(UTC).date():
+        args.append("--no-nda")  # one signed later than now counts as none (nda-missing)
     if principal.contractor:
         args.append("--contractor")
     if record is None:

@@ -338,6 +338,7 @@ def test_init_without_a_secret_or_terminal_is_refused(cli: Cli) -> None:
         (["x1", "--role", "analyst", "--org", "Org\x0bVT"], "one line of printable text"),
         (["x1", "--role", "analyst", "--org", "Evil\u202eCorp"], "one line of printable text"),
         (["x1", "--role", "analyst", "--training-expires", _IN_367_DAYS], "renewed yearly"),
+        (["x1", "--role", "analyst", "--nda-signed", _IN_367_DAYS], "in the future"),
     ],
 )
 def test_bad_principal_is_refused_in_one_line_and_writes_no_key(
