@@ -29,6 +29,7 @@ from pcii_vault.models.acts import (
     UpdateParams,
     params_of,
 )
+from pcii_vault.models.principal import DEADLINE_READERS, PRINCIPAL_READERS, require_role
 from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.submitter import UploadSink
 
@@ -233,15 +234,18 @@ class LocalTransport:
         return self.vault.revoke_principal(request, principal_id)
 
     def principals(self, request: SignedRequest | None) -> list[Principal]:
-        # Embedded: the caller unsealed the vault; a signed request is checked when given.
+        # Embedded: the caller unsealed the vault; one who signs is held to their role,
+        # as a server holds them.
         if request is not None:
-            self.vault.identify(request)
+            caller = self.vault.identify(request)
+            require_role(caller, PRINCIPAL_READERS, "list principals")
         self.vault.sync()
         return self.vault.principals()
 
     def deadlines(self, request: SignedRequest | None, until: datetime) -> list[Deadline]:
         if request is not None:
-            self.vault.identify(request)
+            caller = self.vault.identify(request)
+            require_role(caller, DEADLINE_READERS, "list deadlines")
         self.vault.sync()
         return self.vault.deadlines(until)
 

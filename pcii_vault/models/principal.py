@@ -12,7 +12,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PRINCIPAL_ID_PATTERN", "Level", "Principal", "PrincipalAttributes", "Role", "Status"]
+from pcii_vault.errors import PolicyDenied
+
+__all__ = [
+    "DEADLINE_READERS",
+    "PRINCIPAL_ID_PATTERN",
+    "PRINCIPAL_READERS",
+    "Level",
+    "Principal",
+    "PrincipalAttributes",
+    "Role",
+    "Status",
+    "require_role",
+]
 
 PRINCIPAL_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
@@ -41,3 +53,19 @@ class Principal(PrincipalAttributes):
     id: str = Field(pattern=PRINCIPAL_ID_PATTERN)
     status: Status = "active"
     public_key: str = Field(description="Ed25519 public key, base64")
+
+
+# Who may list what, in both modes (a listing is not a Cedar decision: no record).
+PRINCIPAL_READERS: frozenset[Role] = frozenset({"admin", "auditor"})
+DEADLINE_READERS: frozenset[Role] = frozenset({"office", "admin", "auditor"})
+
+
+def require_role(principal: Principal, roles: frozenset[Role], what: str) -> None:
+    """Refuse `principal` unless their role is among `roles`.
+
+    Raises:
+        PolicyDenied: another role ("... may not list principals: only admin, auditor").
+    """
+    if principal.role not in roles:
+        allowed = ", ".join(sorted(roles))
+        raise PolicyDenied(f"{principal.id} ({principal.role}) may not {what}: only {allowed}")

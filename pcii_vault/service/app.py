@@ -49,7 +49,14 @@ from pcii_vault.errors import (
     PolicyDenied,
     VaultError,
 )
-from pcii_vault.models.principal import Principal, PrincipalAttributes
+from pcii_vault.models.principal import (
+    DEADLINE_READERS,
+    PRINCIPAL_READERS,
+    Principal,
+    PrincipalAttributes,
+    Role,
+    require_role,
+)
 from pcii_vault.models.request import SignedRequest
 from pcii_vault.receipt import Receipt
 from pcii_vault.service import wire
@@ -74,7 +81,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _UPLOADS = f"{wire.API_PREFIX}/uploads/"
-_UPLOADERS = {"owner"}  # only owners submit; nobody else has a reason to store objects
+# Only owners submit; nobody else has a reason to store objects.
+_UPLOADERS: frozenset[Role] = frozenset({"owner"})
 _TAR_BLOCK = 512
 _CHUNK = 1 << 20
 # Attachments up to this many bytes are released from memory (twice: the files and their
@@ -292,7 +300,7 @@ async def upload(
     tracking: str, name: str, request: Request, caller: SignedMessage
 ) -> dict[str, Any]:
     """Store one ciphertext object of a submission not yet submitted (streamed)."""
-    _require_role(caller.principal, _UPLOADERS, "upload a submission's objects")
+    require_role(caller.principal, _UPLOADERS, "upload a submission's objects")
     vault = _context(request).vault
     key = _upload_key(tracking, name)
     check = DigestCheck()
@@ -336,7 +344,7 @@ async def discard(
 ) -> dict[str, Any]:
     """Remove an uploaded object of a submission that never became a record."""
     # Any owner: the server does not know who uploaded an object until it is submitted.
-    _require_role(caller.principal, _UPLOADERS, "discard a submission's objects")
+    require_role(caller.principal, _UPLOADERS, "discard a submission's objects")
     vault = _context(request).vault
     key = _upload_key(tracking, name)
 
@@ -511,7 +519,7 @@ class _ReleaseResponse(StreamingResponse):
 # ----- the log, read-only, for auditors -----------------------------------------------------
 
 _READABLE_PREFIXES = ("log/", "policysets/")
-_LOG_READERS = {"auditor", "admin", "office"}
+_LOG_READERS: frozenset[Role] = frozenset({"auditor", "admin", "office"})
 _T = TypeVar("_T")
 
 
@@ -542,7 +550,7 @@ def _log_object(read: Callable[[str], _T], key: str) -> _T:
 @router.get(f"{P}/objects", tags=["audit"])
 async def list_objects(request: Request, prefix: str, caller: SignedMessage) -> list[Any]:
     """The log's objects under `prefix` (auditors verify them with the log key)."""
-    _require_role(caller.principal, _LOG_READERS, "read the log")
+    require_role(caller.principal, _LOG_READERS, "read the log")
     if prefix and not prefix.startswith(_READABLE_PREFIXES):
         raise NotFoundError("only log/ and policysets/ objects are served")
     vault = _context(request).vault
@@ -558,7 +566,7 @@ async def list_objects(request: Request, prefix: str, caller: SignedMessage) -> 
 @router.get(f"{P}/objects/{{key:path}}", tags=["audit"], response_class=Response)
 async def get_object(key: str, request: Request, caller: SignedMessage) -> Response:
     """One object of the log or of the policy-set archive, as stored."""
-    _require_role(caller.principal, _LOG_READERS, "read the log")
+    require_role(caller.principal, _LOG_READERS, "read the log")
     vault = _context(request).vault
     data, etag = await run_in_threadpool(_log_object, vault.store.get_with_etag, key)
     return Response(data, media_type="application/octet-stream", headers={"etag": f'"{etag}"'})
@@ -567,7 +575,7 @@ async def get_object(key: str, request: Request, caller: SignedMessage) -> Respo
 @router.get(f"{P}/objects-info/{{key:path}}", tags=["audit"])
 async def object_info(key: str, request: Request, caller: SignedMessage) -> dict[str, Any]:
     """What the store knows of one log object (size, etag)."""
-    _require_role(caller.principal, _LOG_READERS, "read the log")
+    require_role(caller.principal, _LOG_READERS, "read the log")
     vault = _context(request).vault
     return wire.dump(await run_in_threadpool(_log_object, vault.store.head, key))
 
@@ -655,7 +663,7 @@ async def list_principals(
     """Every registered user (admins and auditors)."""
     vault = _context(request).vault
     await _core(vault.identify, _act_of(caller, act))
-    _require_role(caller.principal, {"admin", "auditor"}, "list principals")
+    require_role(caller.principal, PRINCIPAL_READERS, "list principals")
     return [wire.dump(p) for p in await _core(vault.principals)]
 
 
@@ -666,7 +674,7 @@ async def deadlines(
     """30-day deadlines falling due (the program office, admins and auditors)."""
     vault = _context(request).vault
     await _core(vault.identify, _act_of(caller, body))
-    _require_role(caller.principal, {"office", "admin", "auditor"}, "list deadlines")
+    require_role(caller.principal, DEADLINE_READERS, "list deadlines")
     return [wire.dump(d) for d in await _core(vault.deadlines, body.until)]
 
 
@@ -804,12 +812,6 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _body_refused(_request: Request, exc: _BodyRefusedError) -> JSONResponse:
     return _error(InputError(exc.message), exc.status)
-
-
-def _require_role(principal: Principal, roles: set[str], what: str) -> None:
-    if principal.role not in roles:
-        allowed = ", ".join(sorted(roles))
-        raise PolicyDenied(f"{principal.id} ({principal.role}) may not {what}: only {allowed}")
 
 
 def _attributes(data: dict[str, Any]) -> PrincipalAttributes:

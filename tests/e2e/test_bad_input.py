@@ -367,6 +367,19 @@ def test_training_is_renewed_yearly_not_stated_for_decades(populated: Cli) -> No
 
 
 @IN_BOTH_MODES
+def test_listings_are_held_to_the_roles_in_both_modes(populated: Cli) -> None:
+    """Principals (admins, auditors) and deadlines (also the office): the same either way."""
+    cli = populated
+    for who in ("water", "owner"):
+        line = one_line_error(cli.run("principal", "list", who=who), 3)
+        assert "may not list principals: only admin, auditor" in line
+        line = one_line_error(cli.run("office", "due", "--within", "30", who=who), 3)
+        assert "may not list deadlines: only admin, auditor, office" in line
+    cli.ok("principal", "list", who="auditor")
+    cli.ok("office", "due", "--within", "30", who="office")
+
+
+@IN_BOTH_MODES
 def test_the_last_active_admin_cannot_be_revoked_or_suspended(populated: Cli) -> None:
     cli = populated
     revoked = cli.run("principal", "revoke", "admin", who="admin")
