@@ -11,6 +11,7 @@ HTTPS. Both raise the same errors, so every command behaves the same in both mod
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -500,6 +501,10 @@ def write_release(out_dir: Path, request: SignedRequest, stage: Stage, failed: F
             try:
                 staged.directory.rename(target)
             except OSError as exc:
+                if exc.errno in {errno.ENOTEMPTY, errno.EEXIST}:
+                    # Another release to the same place won the rename: name the target,
+                    # not our staging directory.
+                    exc = OSError(exc.errno, "it appeared meanwhile", str(target))
                 raise failed(tracking, staged.access_index, exc) from exc
             return Release(
                 tracking,
