@@ -17,7 +17,7 @@ import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState, Output
-from pcii_vault.errors import VaultError
+from pcii_vault.errors import InputError, VaultError
 
 if TYPE_CHECKING:
     from typer import _click
@@ -333,6 +333,32 @@ def _print_traceback() -> None:
     traceback.print_exc()
 
 
+# Options naming a file or directory: an empty value would be the current directory.
+_PATH_OPTIONS = frozenset(
+    {
+        "--admin-key-out", "--as", "--attach", "--attachment-out", "--ca", "--csv", "--dir",
+        "--html", "--key-out", "--log", "--out", "--pdf", "--principal-json", "--proofs",
+        "--receipt-out", "--record-json", "--share", "--shares-out", "--tls-cert",
+        "--tls-key", "--trusted-checkpoint", "--vault",
+    }
+)  # fmt: skip
+
+
+def _refuse_empty_paths(args: list[str]) -> None:
+    """Refuse `--out ''` and its kind: not silently the current directory.
+
+    Raises:
+        InputError: a path option with an empty value.
+    """
+    for at, arg in enumerate(args):
+        name, equals, value = arg.partition("=")
+        if name not in _PATH_OPTIONS:
+            continue
+        given = value if equals else (args[at + 1] if at + 1 < len(args) else None)
+        if given is not None and not given.strip():
+            raise InputError(f"{name} is empty: give a path")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the documented code.
 
@@ -348,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     _RECEIVED.clear()
     previous = _interrupt_on_signals()
     try:
+        _refuse_empty_paths(options)
         code = app(
             args=args,
             prog_name="pcii",

@@ -158,6 +158,20 @@ def test_a_submission_from_dev_zero_is_refused(vault: tuple[Cli, str]) -> None:
 # ----- 4. output paths that cannot even be looked at -----------------------------------------
 
 
+def test_an_empty_path_is_refused_not_taken_as_the_current_directory(
+    vault: tuple[Cli, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, tracking = vault
+    monkeypatch.chdir(tmp_path)
+    for args, who in [
+        (("get", tracking, "--purpose", "drought planning", "--out", ""), "water"),
+        (("audit", "export", "--out="), None),
+        (("submission", "template", "--out", " "), None),
+    ]:
+        assert "is empty: give a path" in _one_line_error(cli.run(*args, who=who))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_out_path_with_a_name_too_long_is_exit_2(vault: tuple[Cli, str]) -> None:
     cli, tracking = vault
     out = cli.root / ("n" * 300) / "x"
