@@ -105,12 +105,21 @@ def test_a_file_of_the_wrong_kind_is_bad_input_and_named(cli: Cli) -> None:
     cli.ok("receipt", "verify", str(receipt))
     cli.ok("audit", "verify-proof", str(proof))
     cli.ok("audit", "verify", "--trusted-checkpoint", str(checkpoint))
-    # The checkpoint a receipt or a proof carries is one too (as SECURITY.md offers it).
+
+
+def test_a_receipt_or_a_proof_serves_as_a_trusted_checkpoint(cli: Cli) -> None:
+    """The checkpoint a receipt or a proof carries is one (as SECURITY.md offers it)."""
+    receipt = cli.root / "receipt.json"
+    tracking = validated_record(cli, receipt=receipt)
+    proof = cli.root / "proof.json"
+    index = cli.ok("audit", "log", "--record", tracking).lines()[0]["seq"]
+    cli.ok("audit", "prove", "--index", str(index), "--out", str(proof))
     cli.ok("audit", "verify", "--trusted-checkpoint", str(receipt))
     cli.ok("audit", "verify", "--trusted-checkpoint", str(proof))
     document = json.loads(receipt.read_text())
+    note = document["proof"]["checkpoint"]
     document["proof"]["checkpoint"] = note[:-10] + "AAAAAAAAA\n"
-    forged.unlink()
+    forged = cli.root / "forged.json"
     forged.write_text(json.dumps(document))
     refused = cli.run("audit", "verify", "--trusted-checkpoint", str(forged))
     assert str(forged) in one_line_error(refused, 4)
