@@ -235,6 +235,7 @@ def _stderr_logger(*_args: object) -> Any:  # noqa: ANN401 -- structlog's Wrappe
 
 def _fail(message: str, code: int, *, json_mode: bool, problems: tuple[str, ...] = ()) -> NoReturn:
     """Report an error: one JSON object on stdout with --json, else `pcii: error:` lines."""
+    message = _shortened(message)
     if json_mode:
         data: dict[str, Any] = {"error": message.splitlines()[0], "exit_code": code}
         if problems:
@@ -247,6 +248,26 @@ def _fail(message: str, code: int, *, json_mode: bool, problems: tuple[str, ...]
         # override or an escape sequence in it must not rewrite the terminal's line.
         print(f"pcii: error: {printable(message, keep_newlines=True)}", file=sys.stderr)  # noqa: T201
     sys.exit(code)
+
+
+_LONGEST_ERROR = 1000  # characters of an error line: a pasted file is not echoed whole
+
+
+def _shortened(message: str) -> str:
+    """Each line of `message` cut in its middle past `_LONGEST_ERROR` characters.
+
+    An error quoting the user's value (a 5,000-character organisation) keeps what it says
+    before and after the value; the value is cut.
+    """
+    lines = []
+    for line in message.splitlines() or [message]:
+        if len(line) <= _LONGEST_ERROR:
+            lines.append(line)
+            continue
+        cut = len(line) - _LONGEST_ERROR + 40
+        head = (_LONGEST_ERROR - 40) * 2 // 3
+        lines.append(f"{line[:head]}[... {cut} characters ...]{line[head + cut :]}")
+    return "\n".join(lines)
 
 
 def _problem(text: str) -> dict[str, str]:
@@ -390,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
             exc.diagnostics(),
             exc.exit_code,
             json_mode=json_mode,
-            problems=tuple(getattr(exc, "problems", ())),
+            problems=tuple(str(p) for p in getattr(exc, "problems", ())),
         )
     except _click.ClickException as exc:
         if _wants_help(exc) and not json_mode:  # `pcii principal` alone: its help, as -h

@@ -13,7 +13,7 @@ import pypdf
 import pytest
 
 from pcii_vault.index import Index
-from tests.e2e.conftest import IN_BOTH_MODES, Cli
+from tests.e2e.conftest import IN_BOTH_MODES, Cli, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -270,13 +270,19 @@ def test_a_changed_policy_set_is_logged_before_it_decides(populated: Cli) -> Non
     assert received[0]["policy_set"] == loaded[1]["policy_set"]
 
 
-@IN_BOTH_MODES
 def test_a_broken_policy_refuses_to_start(populated: Cli) -> None:
+    """Every command, and `pcii serve`, refuses to start; --json lists each problem."""
     cli = populated
     (cli.vault / "policies" / "broken.cedar").write_text("permit (principal, action, resource")
     result = cli.run("status", "PCII-2026-00000001", who="owner")
     assert result.code == 2
     assert "broken.cedar" in result.err
+    as_json = cli.run("--json", "status", "PCII-2026-00000001", who="owner")
+    assert as_json.code == 2, as_json.err
+    [problem] = json.loads(as_json.out)["problems"]
+    assert problem["path"] == "broken.cedar:1" and "parse error" in problem["message"]
+    served = cli.run("--json", "serve", "--listen", f"127.0.0.1:{free_port()}")
+    assert served.code == 2 and "broken.cedar" in json.loads(served.out)["error"], served.err
 
 
 @IN_BOTH_MODES
