@@ -240,7 +240,14 @@ def _fail(message: str, code: int, *, json_mode: bool, problems: tuple[str, ...]
         data: dict[str, Any] = {"error": message.splitlines()[0], "exit_code": code}
         if problems:
             data["problems"] = [_problem(p) for p in problems]
-        sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+        try:
+            sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _reader_went_away()
+        except (AttributeError, OSError, ValueError):
+            # Stdout closed (None) or full: the error goes to stderr, the code stays.
+            print(f"pcii: error: {data['error']}", file=sys.stderr)  # noqa: T201
     else:
         from pcii_vault.text import printable
 
@@ -425,9 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:  # end of input at a prompt
         _fail("interrupted", 1, json_mode=json_mode)
     except Exception as exc:  # noqa: BLE001 -- the last resort: one line, exit 1
-        if debug:
-            _print_traceback()
-        _fail(f"unexpected error: {type(exc).__name__}: {exc}", 1, json_mode=json_mode)
+        _fail_unexpected(exc, json_mode=json_mode, debug=debug)
     finally:
         _restore_signals(previous)
     if _RECEIVED:  # typer caught the interrupt (and made it exit 130): say so
@@ -436,11 +441,45 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def _fail_unexpected(exc: Exception, *, json_mode: bool, debug: bool) -> NoReturn:
+    """One line: exit 2 when a write ran out of space (the user's to change), else 1."""
+    if debug:
+        _print_traceback()
+    full = _out_of_space(exc)
+    if full is not None:
+        _fail(f"cannot write the output: {full}", 2, json_mode=json_mode)
+    _fail(f"unexpected error: {type(exc).__name__}: {exc}", 1, json_mode=json_mode)
+
+
+def _out_of_space(exc: BaseException) -> str | None:
+    """Why a write failed for want of space (full disk, quota, file size limit), or None.
+
+    SQLite reports it as "disk I/O error" or "database or disk is full" (the auditor's
+    report builds its tables in a temporary database).
+    """
+    import errno
+    import sqlite3
+
+    if isinstance(exc, OSError) and exc.errno in {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}:
+        return exc.strerror or str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and str(exc) in {
+        "disk I/O error",
+        "database or disk is full",
+    }:
+        return f"{exc} (no space left?)"
+    return None
+
+
 def _flush_stdout() -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         _reader_went_away()
+    except OSError as exc:
+        if not _out_of_space(exc):
+            raise
+        print(f"pcii: error: cannot write the output: {exc.strerror}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
 
 
 def _exiting(exc: BrokenPipeError | SystemExit) -> NoReturn:
@@ -459,7 +498,8 @@ def _reader_went_away() -> NoReturn:
     import os
     import signal
 
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    if sys.stdout is not None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     sys.exit(128 + signal.SIGPIPE)

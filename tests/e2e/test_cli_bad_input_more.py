@@ -101,7 +101,19 @@ def test_a_field_over_its_limit_is_one_line_exit_2(both: tuple[Cli, str], case: 
     argv = [a.format(tn=tracking, out=out) if "{" in a else a for a in args]
     line = _one_line_error(cli.run(*argv, who=who))
     assert named in line
+    assert len(line) < 1100  # a 100,000-character reason is not echoed whole
     assert not Path(out).exists()
+
+
+def test_a_long_value_quoted_in_an_error_is_cut_in_its_middle(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    key = str(cli.root / "long.key")
+    result = cli.run(
+        "principal", "add", "x" * 5000, "--role", "analyst", "--key-out", key, who="admin"
+    )
+    line = _one_line_error(result)
+    assert len(line) < 1100 and "characters ...]" in line
+    assert line.startswith("pcii: error: ") and line.rstrip().endswith(result.err.strip()[-40:])
 
 
 # ----- 2, 3. identity and submission files: nested, never ending ----------------------------
@@ -170,6 +182,33 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_directory(
     ]:
         assert "is empty: give a path" in _one_line_error(cli.run(*args, who=who))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_or_closed_stdout_is_one_line_not_a_crash(vault: tuple[Cli, str]) -> None:
+    """/dev/full as stdout (exit 2); a --json error with stdout closed (on stderr instead)."""
+    cli, _ = vault
+    command = [sys.executable, "-m", "pcii_vault"]
+    with Path("/dev/full").open("w") as full:
+        for args in (["audit", "log"], ["audit", "export"], ["--json", "audit", "verify"]):
+            done = subprocess.run(
+                [*command, *args],
+                check=False,
+                env=cli.env,
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert done.returncode == 2, (args, done.stderr)
+            assert done.stderr.count("\n") == 1 and "No space left" in done.stderr, done.stderr
+    closed = subprocess.run(
+        [*command, "--json", "audit", "verify", "--log", "nowhere"],
+        check=False,
+        env=cli.env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),  # stdout closed, as by `>&-`
+    )
+    assert closed.returncode == 2 and closed.stderr.startswith("pcii: error:"), closed.stderr
 
 
 def test_an_out_path_with_a_name_too_long_is_exit_2(vault: tuple[Cli, str]) -> None:
