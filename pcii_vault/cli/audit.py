@@ -83,17 +83,30 @@ def read_key(key: str, option: str = "--key") -> NoteVerifier:
     path = Path(key)
     text = key
     if "+" not in key or path.is_file():
+        data = read_given_file(path, f"{option} key file")  # bounded: never /dev/zero whole
         try:
-            text = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise InputError(f"cannot read key file {key}: {reason}") from exc
+            text = data.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise InputError(f"cannot read key file {key}: not UTF-8 text") from exc
+        text = _key_of_json(text)
     try:
         return NoteVerifier.from_key_string(text)
     except IntegrityError as exc:
         raise InputError(
             f"{option}: {exc} (give the key `pcii audit key` prints, or a file holding it)"
         ) from exc
+
+
+def _key_of_json(text: str) -> str:
+    """The key of `pcii --json audit key`'s output saved to a file; else `text` as it is."""
+    if not text.startswith("{"):
+        return text
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text
+    key = document.get("key") if isinstance(document, dict) else None
+    return key if isinstance(key, str) else text
 
 
 @dataclass(frozen=True)

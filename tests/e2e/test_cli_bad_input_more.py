@@ -211,6 +211,15 @@ def test_a_full_or_closed_stdout_is_one_line_not_a_crash(vault: tuple[Cli, str])
     assert closed.returncode == 2 and closed.stderr.startswith("pcii: error:"), closed.stderr
 
 
+def test_a_key_file_is_bounded_and_the_json_of_audit_key_serves(vault: tuple[Cli, str]) -> None:
+    cli, _ = vault
+    line = _one_line_error(cli.run("audit", "verify", "--key", "/dev/zero"))
+    assert "larger than 16 MiB" in line
+    saved = cli.root / "key.json"
+    saved.write_text(cli.ok("audit", "key").out)
+    cli.ok("audit", "verify", "--key", str(saved))
+
+
 def test_an_out_path_with_a_name_too_long_is_exit_2(vault: tuple[Cli, str]) -> None:
     cli, tracking = vault
     out = cli.root / ("n" * 300) / "x"
