@@ -27,6 +27,7 @@ from pcii_vault.cli.files import (
 )
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
+from pcii_vault.cli.params import aware_time
 from pcii_vault.errors import ConfigError, InputError, IntegrityError
 
 if TYPE_CHECKING:
@@ -507,15 +508,7 @@ def _filtered(
 
 
 def _parse_time(value: str | None, what: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InputError(f"{what}: not an ISO 8601 time: {value!r}") from exc
-    if parsed.tzinfo is None:
-        raise InputError(f"{what}: give a time zone, e.g. {value}Z or {value}+00:00")
-    return parsed
+    return None if value is None else aware_time(value, what)
 
 
 @app.command("log")
@@ -578,11 +571,22 @@ def log_command(
         "principal": principal,
         "event_type": event_type,
         "decision": decision,
-        "since": _parse_time(since, "--since"),
-        "until": _parse_time(until, "--until"),
+        "since": (began := _parse_time(since, "--since")),
+        "until": (ended := _parse_time(until, "--until")),
     }
+    time_range(began, ended)
     rows = (_row(e) for e in _filtered(state, log, key, filters))
     state.output.rows(rows, _COLUMNS, title="access log")
+
+
+def time_range(since: datetime | None, until: datetime | None) -> None:
+    """Refuse a range that ends before it begins (it would list nothing, silently).
+
+    Raises:
+        InputError: `since` is after `until`.
+    """
+    if since is not None and until is not None and since > until:
+        raise InputError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
 
 
 def _check_event_type(event_type: str) -> None:

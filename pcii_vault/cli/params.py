@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 import typer
 
 from pcii_vault.errors import InputError
 
-__all__ = ["DEFAULT_USE", "PURPOSE_HELP", "TRACKING", "USE_HELP", "check_sectors", "suggest"]
+__all__ = [
+    "DEFAULT_USE",
+    "PURPOSE_HELP",
+    "TRACKING",
+    "USE_HELP",
+    "aware_time",
+    "check_sectors",
+    "suggest",
+]
 
 TRACKING = typer.Argument(metavar="TRACKING", help="Tracking number.", show_default=False)
 PURPOSE_HELP = "Why you need it, in your words (recorded in the log)."
@@ -57,3 +66,20 @@ def check_sectors(values: Sequence[str], option: str = "--sector") -> tuple[str,
         if name not in checked:
             checked.append(name)
     return tuple(checked)
+
+
+def aware_time(text: str, option: str) -> datetime:
+    """An ISO 8601 time that names its zone: a naive time would be read in a guessed zone.
+
+    Raises:
+        InputError: not a time, or no zone; the message shows a form that is accepted.
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option}: not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        # A date alone (also with an offset Python drops) needs a time before its zone.
+        example = moment.strftime("%Y-%m-%dT%H:%M:%S") if "T" not in text.upper() else text
+        raise InputError(f"{option}: give a time zone, e.g. {example}Z or {example}+00:00 (UTC)")
+    return moment

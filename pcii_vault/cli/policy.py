@@ -17,7 +17,7 @@ import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.params import DEFAULT_USE
+from pcii_vault.cli.params import DEFAULT_USE, aware_time
 from pcii_vault.errors import InputError
 
 if TYPE_CHECKING:
@@ -181,17 +181,6 @@ def _check_action(engine: PolicyEngine, action: str) -> None:
         raise InputError(f"--action {action!r} is not an action of the policy schema{hint}")
 
 
-def _aware_time(text: str, option: str) -> datetime:
-    """An ISO 8601 time that names its zone: a naive time would be read in a guessed zone."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"{option}: not an ISO 8601 time: {text!r}") from None
-    if moment.tzinfo is None:
-        raise InputError(f"{option}: give a time zone, e.g. {text}Z or {text}+00:00")
-    return moment
-
-
 def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
     from pcii_vault.crypto.canonical import parse_json_object
 
@@ -309,7 +298,7 @@ def explain(
     cli = _state(ctx)
     engine = PolicyEngine.load(_policy_directory(cli, directory))
     _check_action(engine, action)
-    moment = datetime.now(UTC) if now is None else _aware_time(now, "--now")
+    moment = datetime.now(UTC) if now is None else aware_time(now, "--now")
     principal = _parse_json_option("--principal-json", principal_json) or {
         "id": "explain-principal",
         "role": role,

@@ -24,6 +24,7 @@ from pcii_vault.cli.audit import (
     _parse_time,
     open_log,
     read_trusted_checkpoint,
+    time_range,
 )
 from pcii_vault.cli.files import new_directory, new_output, refuse_existing
 from pcii_vault.cli.output import CliState
@@ -86,8 +87,7 @@ def report(
 
     state: CliState = ctx.obj
     period = Period(_parse_time(since, "--since"), _parse_time(until, "--until"), record)
-    if period.since and period.until and period.since > period.until:
-        raise InputError("--since is after --until")
+    time_range(period.since, period.until)
     targets = ((html, "--html"), (pdf, "--pdf"), (csv_dir, "--csv"), (proofs, "--proofs"))
     for target, option in targets:
         if target is not None:

@@ -220,6 +220,19 @@ def test_a_key_file_is_bounded_and_the_json_of_audit_key_serves(vault: tuple[Cli
     cli.ok("audit", "verify", "--key", str(saved))
 
 
+def test_audit_times_suggest_a_form_that_parses_and_ranges_run_forwards(
+    vault: tuple[Cli, str],
+) -> None:
+    cli, _ = vault
+    line = _one_line_error(cli.run("audit", "log", "--since", "2026-12-01"))
+    suggested = line.split("e.g. ")[1].split(" ")[0]
+    assert suggested == "2026-12-01T00:00:00Z"
+    cli.ok("audit", "log", "--since", suggested)
+    backwards = ("--since", "2026-12-01T03:00Z", "--until", "2026-12-01T02:00Z")
+    for command in ("log", "report"):
+        assert "is after --until" in _one_line_error(cli.run("audit", command, *backwards))
+
+
 def test_an_out_path_with_a_name_too_long_is_exit_2(vault: tuple[Cli, str]) -> None:
     cli, tracking = vault
     out = cli.root / ("n" * 300) / "x"
