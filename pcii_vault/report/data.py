@@ -77,6 +77,7 @@ def figures_json(report: AuditReport) -> dict[str, Any]:
             {
                 "hash": use.hash,
                 "loaded_seq": use.loaded_seq,
+                "loaded_again_seq": list(use.loaded_again),
                 "loaded_at": use.loaded_at.isoformat(),
                 "decisions": use.decisions,
             }

@@ -184,6 +184,8 @@ class PolicySetUse:
     loaded_seq: int
     loaded_at: datetime
     decisions: int = 0
+    # Loaded again in the period after another set replaced it (a change reverted).
+    loaded_again: list[int] = field(default_factory=list)
 
 
 class ReportFigures:
@@ -264,6 +266,8 @@ class ReportFigures:
             self.policy_sets.setdefault(current.hash, current)
             if previous is not None and previous.hash != current.hash:
                 self.findings.policy_changed(event)
+                if event.seq != current.loaded_seq:
+                    current.loaded_again.append(event.seq)
 
     def _track_principal(self, event: Event) -> None:
         details = event.details

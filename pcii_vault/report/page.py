@@ -332,7 +332,9 @@ def _verification(page: _Page, report: AuditReport) -> None:
         (
             {
                 "policy_set": use.hash,
-                "loaded_at_event": use.loaded_seq,
+                "loaded_at_event": ", again at ".join(
+                    str(seq) for seq in (use.loaded_seq, *use.loaded_again)
+                ),
                 "loaded_at": use.loaded_at.isoformat(),
                 "decisions_in_period": use.decisions,
             }

@@ -210,6 +210,15 @@ def test_policy_set_loaded_shortly_before_a_release_it_permitted(log: Log) -> No
     assert finding.events == [loaded, release]
 
 
+def test_a_policy_change_reverted_lists_the_set_loaded_again(log: Log) -> None:
+    """p1, then p2, then p1 again: the table must not read as if p2 were still in force."""
+    weakened = log.policy("p2", MONDAY + timedelta(hours=1))
+    reverted = log.policy("p1", MONDAY + timedelta(hours=2))
+    sets = log.figures.policy_sets
+    assert (sets["p2"].loaded_seq, sets["p2"].loaded_again) == (weakened, [])
+    assert sets["p1"].loaded_again == [reverted]
+
+
 def test_the_first_policy_set_is_no_change(log: Log) -> None:
     log.validated("R")
     log.release("fed", "R", MONDAY + timedelta(hours=1))
