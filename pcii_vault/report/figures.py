@@ -298,7 +298,9 @@ class ReportFigures:
         opened = self._open_deadlines.pop(record, None)
         if opened is not None and event.type != "submission.withdrawn":
             kind, seq, since, counted = opened
-            if counted:
+            # A deadline belongs to the period if it was open at any time in it: opened
+            # in it, or opened before and met (or missed) in it.
+            if counted or inside:
                 met = event.time <= since + timedelta(days=DEADLINE_DAYS)
                 self.deadlines[kind, "met" if met else "overdue"] += 1
                 if not met:
@@ -428,8 +430,9 @@ class ReportFigures:
     def finish(self, as_of: datetime) -> None:
         """Close the open obligations as of `as_of` (the period's end, or now)."""
         window = timedelta(days=DEADLINE_DAYS)
-        for kind, seq, since, counted in self._open_deadlines.values():
-            if counted:
+        for record, (kind, seq, since, _) in self._open_deadlines.items():
+            # Still open at the period's end (opened before it too): due or overdue then.
+            if self.period.record in {None, record}:
                 status = "overdue" if as_of > since + window else "due"
                 self.deadlines[kind, status] += 1
                 if status == "overdue":

@@ -297,3 +297,24 @@ def test_period_limits_the_counts_not_the_state(tmp_path: Path) -> None:
     assert [row["organisation"] for row in log.table("releases")] == ["Org fed"]
     assert list(f.policy_sets) == ["p1"]  # loaded before the period, in force during it
     log.spool.close()
+
+
+def test_a_period_counts_the_deadlines_open_in_it_not_only_those_opened_in_it(
+    tmp_path: Path,
+) -> None:
+    """As `office due` lists them: opened before the period, met or still open in it."""
+    day = timedelta(days=1)
+    log = Log(tmp_path, Period(since=MONDAY + 10 * day, until=MONDAY + 40 * day))
+    log.receive("BEFORE")  # decided before the period: not the period's
+    log.add("submission.validated", MONDAY + 2 * day, actor="office", record="BEFORE")
+    log.receive("MET")
+    log.add("submission.deficient", MONDAY + 5 * day, actor="office", record="MET")
+    log.add("submission.validated", MONDAY + 12 * day, actor="office", record="MET")
+    log.receive("OPEN")
+    log.add("submission.deficient", MONDAY + 5 * day, actor="office", record="OPEN")
+    log.figures.finish(MONDAY + 40 * day)
+    assert log.figures.deadlines == {
+        ("deficiency cure", "met"): 1,  # MET, opened before the period
+        ("deficiency cure", "overdue"): 1,  # OPEN, past due within the period
+    }
+    log.spool.close()
