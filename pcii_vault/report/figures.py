@@ -432,7 +432,7 @@ class ReportFigures:
         window = timedelta(days=DEADLINE_DAYS)
         for record, (kind, seq, since, _) in self._open_deadlines.items():
             # Still open at the period's end (opened before it too): due or overdue then.
-            if self.period.record in {None, record}:
+            if self.period.record in {None, record} and self.period.covers_time(as_of):
                 status = "overdue" if as_of > since + window else "due"
                 self.deadlines[kind, status] += 1
                 if status == "overdue":
