@@ -86,6 +86,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "not_notified",
     ),
     "unqualified": ("seq", "time", "principal", "record", "problem"),
+    "failed_releases": ("seq", "time", "record", "access", "reason"),
 }
 
 
@@ -349,6 +350,17 @@ class ReportFigures:
         day = _day(event.time)
         self.events_by_type[event.type] += 1
         self.acts_by_day[day, event.type] += 1
+        if event.type == "release.failed":
+            self.spool.append(
+                "failed_releases",
+                {
+                    "seq": event.seq,
+                    "time": event.time.isoformat(),
+                    "record": event.record,
+                    "access": event.details.get("access"),
+                    "reason": event.details.get("reason"),
+                },
+            )
         if event.policy_set is not None and event.decision is not None:
             use = self.policy_sets.get(event.policy_set)
             if use is None:

@@ -46,6 +46,7 @@ HEADINGS = (
     "Disclosures under 6 CFR 29.8(f)",
     "Decontrols and notices to earlier recipients",
     "Recipients without current training or NDA",
+    "Releases that failed after their permit",
     "How to re-verify this report",
 )
 
@@ -426,6 +427,14 @@ def _tables(
             "day (there should be none)",
             None,
         ),
+        (
+            "failed_releases",
+            HEADINGS[7],
+            "Permitted releases the vault logged as not delivered (release.failed; the "
+            "access event stays among the releases above, and the recipient is still owed "
+            "notices)",
+            None,
+        ),
     )
     for name, heading, intro, cell in sections:
         count = spool.count(name)
@@ -443,7 +452,7 @@ def _tables(
 def _footer(page: _Page, report: AuditReport, command: str) -> None:
     v = report.verification
     page.w(
-        f'<footer id="reverify"><h2>{HEADINGS[7]}</h2>\n',
+        f'<footer id="reverify"><h2>{HEADINGS[8]}</h2>\n',
         "<p>This report is computed only from the verified log, never from a vault's local "
         "index. Anyone holding a copy of the log and its verifier key can check the "
         f"checkpoint above (size {_e(v.size)}, root <code>{_e(v.root)}</code>) with "

@@ -318,3 +318,22 @@ def test_a_period_counts_the_deadlines_open_in_it_not_only_those_opened_in_it(
         ("deficiency cure", "overdue"): 1,  # OPEN, past due within the period
     }
     log.spool.close()
+
+
+def test_a_release_that_failed_after_its_permit_is_listed_apart(log: Log) -> None:
+    log.validated("R")
+    access = log.release("fed", "R")
+    failed = log.add(
+        "release.failed", MONDAY, record="R", details={"access": access, "reason": "No space"}
+    )
+    log.figures.finish(MONDAY)
+    assert log.table("failed_releases") == [
+        {
+            "seq": failed,
+            "time": MONDAY.isoformat(),
+            "record": "R",
+            "access": access,
+            "reason": "No space",
+        }
+    ]
+    assert log.figures.releases_per_record() == {"R": 1}  # the permit stays a release
