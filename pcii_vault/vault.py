@@ -1067,6 +1067,8 @@ class Vault:
                             d.model_copy(update={"seq": position + len(drafts) + i})
                             for i, d in enumerate(made)
                         ]
+                        for event in numbered:
+                            _reads_back(event)
                         illegal = index.apply_in_overlay(numbered) if made else None
                     except Exception as exc:  # noqa: BLE001 -- the act's refusal, for its requester
                         outcomes.append(exc)
@@ -2408,6 +2410,25 @@ def _check_training(expires: date | None, request: SignedRequest) -> None:
             f"training expiry {expires.isoformat()} is more than a year away: PCII training "
             f"is renewed yearly (at most {latest.isoformat()})"
         )
+
+
+def _reads_back(event: Event) -> None:
+    """Refuse an event the log could not read back: it would make the log unreadable.
+
+    What a request carries goes into its events (a denial records the signed request):
+    an entry that parses no more (nesting past the JSON reader's limit) would be signed
+    into the log for good, and every command after it would fail.
+
+    Raises:
+        InputError: the entry does not parse back to the same event.
+    """
+    try:
+        parse_event(event.entry_bytes(), event.seq)
+    except (IntegrityError, ValueError) as exc:  # no JSON form, or none that parses back
+        reason = exc.__cause__ if isinstance(exc, IntegrityError) else exc
+        raise InputError(
+            f"the request cannot be logged as it is ({reason}); nothing logged"
+        ) from None
 
 
 def _check_nda(signed: date | None, request: SignedRequest) -> None:

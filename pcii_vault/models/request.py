@@ -50,12 +50,39 @@ class RequestBody(BaseModel):
         float from 2**53 on is written as an integer beyond JSON's exact ones, which the
         audit could not canonicalise again.
         """
+        _check_depth(params)
         canonical_json(json.loads(canonical_json(params)))  # ValueError names the number
         return params
 
     def signing_bytes(self) -> bytes:
         """The exact bytes the principal signs."""
         return canonical_json(self.model_dump(mode="json"))
+
+
+# An act's parameters are a few levels deep (a submission's file list: 3); the log's
+# reader refuses JSON nested past about 200, so a request must never come near it.
+MAX_PARAMS_DEPTH = 16
+
+
+def _check_depth(params: dict[str, Any]) -> None:
+    """Refuse parameters nested deeper than `MAX_PARAMS_DEPTH` (checked without recursion).
+
+    Raises:
+        ValueError: too deep.
+    """
+    level: list[Any] = [params]
+    for depth in range(1, MAX_PARAMS_DEPTH + 2):
+        if depth > MAX_PARAMS_DEPTH:
+            raise ValueError(f"params are nested deeper than {MAX_PARAMS_DEPTH} levels")
+        inner: list[Any] = []
+        for value in level:
+            if isinstance(value, dict):
+                inner.extend(v for v in value.values() if isinstance(v, dict | list))
+            elif isinstance(value, list):
+                inner.extend(v for v in value if isinstance(v, dict | list))
+        if not inner:
+            return
+        level = inner
 
 
 class SignedRequest(BaseModel):

@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from pcii_vault.errors import ActConflictError, VaultError
 from pcii_vault.identity import Identity
+from pcii_vault.models.request import RequestBody
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
 from pcii_vault.service.transport import HttpTransport
@@ -294,6 +296,48 @@ def test_a_submission_naming_an_existing_record_is_exit_2(wire: ServerCli) -> No
     assert (error["exit_code"], error["kind"]) == (2, "InputError")
     assert "already a record" in error["error"]
     assert wire.ok("status", tracking, who="owner").json()["state"] == "received"
+
+
+@pytest.mark.parametrize("who", ["owner", "water"])
+def test_parameters_nested_too_deep_are_refused_and_never_logged(wire: ServerCli, who: str) -> None:
+    """A denial logs the signed request: nested past the log reader's limit, the log
+    would be unreadable for good (every command exit 4). Refused before anything is
+    logged, whoever signs it (`water` may not submit: it would be a logged denial)."""
+    server, signer = _server(wire), _who(wire, who)
+    size = wire.ok("audit", "checkpoint").json()["size"]
+    deep: dict[str, object] = {}
+    inner = deep
+    for _ in range(240):
+        inner["a"] = {}
+        inner = inner["a"]  # type: ignore[assignment]
+    tracking = _TRACKING.format(44444444)
+    files = [{"name": "x", "object": "document", "sha256": "0" * 64, "size": 1, "x": deep}]
+    body = RequestBody.model_construct(
+        vault=signer.vault_id,
+        principal=signer.principal,
+        action="submit",
+        record=tracking,
+        purpose=None,
+        use=None,
+        authority=None,
+        params={"files": files},
+        time=datetime.now(UTC),
+        nonce="1" * 32,
+        v=1,
+    )
+    signature = base64.b64encode(signer.key.sign(body.signing_bytes())).decode()
+    request = {"body": body.model_dump(mode="json"), "signature": signature}
+    document = {
+        "request": request,
+        "tracking_number": tracking,
+        "sealed_dek": base64.b64encode(b"\0" * 64).decode(),
+        "files": files,
+    }
+    response = _signed(server, signer, "POST", "/v1/submissions", json.dumps(document).encode())
+    assert response.status_code == 400, response.text
+    assert "nested deeper than" in response.json()["error"]
+    assert wire.ok("audit", "checkpoint").json()["size"] == size
+    wire.ok("audit", "verify")
 
 
 # ----- who may upload ------------------------------------------------------------------------
