@@ -104,7 +104,12 @@ from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
 from pcii_vault.models.request import SignedRequest, sign_request, verify_act
-from pcii_vault.models.submission import Submission, validate_submission_bytes
+from pcii_vault.models.submission import (
+    ManifestEntry,
+    Submission,
+    check_manifest,
+    validate_submission_bytes,
+)
 from pcii_vault.policy.archive import store_policy_set
 from pcii_vault.policy.denial import explain_denial
 from pcii_vault.policy.engine import (
@@ -1284,6 +1289,7 @@ class Vault:
             raise IntegrityError("request names another tracking number than the upload")
         if request.body.params.get("files") != list(sealed.files):
             raise IntegrityError("request does not sign the uploaded files' hashes")
+        self._check_uploaded(tracking, check_manifest(sealed.files))
         # A tracking number that is already a record is not this upload's: its objects are
         # another submission's and must survive whatever goes wrong here.
         try:
@@ -1291,6 +1297,10 @@ class Vault:
             self._act(request, "submit", None, record=tracking, new_record=True)
         except ConflictError:
             raise  # the tracking number is another record's: its objects stay
+        except PolicyDenied:
+            # Someone who may not submit (an analyst) names an owner's upload in progress:
+            # its objects are not theirs to remove (unclaimed, maintenance removes them).
+            raise
         except BaseException:
             self._discard_unless_recorded(tracking)
             raise
@@ -1325,6 +1335,23 @@ class Vault:
             log_index=index,
             proof=prove(self.reader(), index),
         )
+
+    def _check_uploaded(self, tracking: str, entries: Sequence[ManifestEntry]) -> None:
+        """Refuse a manifest naming an attachment that is not in the store.
+
+        Logged, it would read as a record's object removed outside the vault (a false
+        tampering alarm at every review). The document is read and checked later.
+
+        Raises:
+            InputError: naming the first attachment missing.
+        """
+        for entry in entries[1:]:
+            try:
+                self.store.head(f"records/{tracking}/{entry.object}")
+            except NotFoundError:
+                raise InputError(
+                    f"attachment {printable(entry.name)!r} ({entry.object}) was not uploaded"
+                ) from None
 
     def _accept(self, sealed: SealedUpload) -> dict[str, Any]:
         """Check an upload and re-wrap its key; return the facts its event records."""
@@ -2227,7 +2254,8 @@ class Vault:
           store: the log says it is shredded, so the shredding is finished;
         - objects under ``records/`` and ``wrapped/`` of no logged record (an upload whose
           submission never reached the log), once older than `grace` (an upload in
-          flight is younger);
+          flight is younger), and objects under a record that its logged manifest does
+          not name (uploaded beside it: nothing can read them);
         - claims below the checkpoint (already committed), and temporary files of writes
           that never finished (filesystem store), older than `grace`.
         Objects the store refuses to delete (Object Lock retention) are listed as kept.
@@ -2250,7 +2278,16 @@ class Vault:
             if row.state in SHREDDED_STATES and self._holds_objects_of(tracking)
         ]
         orphaned = {t: keys for t, keys in uploads.items() if t not in records}
-        orphans = [key for keys in orphaned.values() for key in keys]
+        # Objects under a record that its logged manifest does not name: uploaded beside
+        # the submission, or into it after it was logged. Nobody can ever read them.
+        strays = [
+            key
+            for tracking, keys in uploads.items()
+            if tracking in records and records[tracking].state not in SHREDDED_STATES
+            for key in keys
+            if key.startswith("records/") and key not in _manifest_keys(records[tracking])
+        ]
+        orphans = [key for keys in orphaned.values() for key in keys] + strays
         claims = [
             info.key
             for info in self.store.list(CLAIM_PREFIX)
@@ -2269,6 +2306,11 @@ class Vault:
                     kept.append(f"records/{tracking}/")
             for tracking, keys in orphaned.items():
                 kept += self._remove_unless_recorded(tracking, keys)
+            for key in strays:
+                try:
+                    self.store.delete(key)
+                except VaultError:
+                    kept.append(key)
             for key in claims:
                 try:
                     self.store.delete(key)
@@ -2410,6 +2452,11 @@ def _check_training(expires: date | None, request: SignedRequest) -> None:
             f"training expiry {expires.isoformat()} is more than a year away: PCII training "
             f"is renewed yearly (at most {latest.isoformat()})"
         )
+
+
+def _manifest_keys(record: RecordRow) -> set[str]:
+    """The store keys of a record's logged objects."""
+    return {f"records/{record.tracking}/{entry['object']}" for entry in record.files}
 
 
 def _reads_back(event: Event) -> None:

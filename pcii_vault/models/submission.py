@@ -61,9 +61,11 @@ __all__ = [
     "Facility",
     "FederalRequirement",
     "Finding",
+    "ManifestEntry",
     "Submission",
     "SubmissionInvalid",
     "Submitter",
+    "check_manifest",
     "example_attachment_bytes",
     "example_submission",
     "format_tracking_number",
@@ -757,3 +759,44 @@ def example_attachment_bytes() -> bytes:
         f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
     ).encode()
     return bytes(out)
+
+
+class ManifestEntry(BaseModel):
+    """One uploaded object of a submission, as the owner's client lists and signs it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    object: str = Field(pattern=r"^(document|files/(0|[1-9][0-9]{0,3}))$")
+    name: str = Field(min_length=1, max_length=255)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+def check_manifest(files: Sequence[Any]) -> list[ManifestEntry]:
+    """The file manifest of a submission, each entry checked; the document first, once.
+
+    A manifest the vault logs is read back by every later command (review, search,
+    status): an entry without a name or hash would fail them all, so none is accepted.
+
+    Raises:
+        InputError: naming the first bad entry.
+    """
+    entries: list[ManifestEntry] = []
+    for at, entry in enumerate(files):
+        try:
+            entries.append(ManifestEntry.model_validate(entry))
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise InputError(
+                f"file manifest entry {at}{'.' + where if where else ''}: {problem['msg']}"
+            ) from None
+    objects = [entry.object for entry in entries]
+    if not objects or objects[0] != "document" or objects.count("document") != 1:
+        raise InputError("file manifest: the document must come first, and once")
+    if len(set(objects)) != len(objects):
+        raise InputError("file manifest: an object is listed twice")
+    names = [entry.name.casefold() for entry in entries[1:]]
+    if len(set(names)) != len(names):
+        raise InputError("file manifest: two attachments have the same name")
+    return entries

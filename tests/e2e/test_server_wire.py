@@ -340,6 +340,58 @@ def test_parameters_nested_too_deep_are_refused_and_never_logged(wire: ServerCli
     wire.ok("audit", "verify")
 
 
+def _submission(
+    server: VaultServer, who: Identity, tracking: str, files: list[dict[str, Any]]
+) -> httpx.Response:
+    request = signed_act(who, "submit", record=tracking, params={"files": files})
+    body = {
+        "request": request.model_dump(mode="json"),
+        "tracking_number": tracking,
+        "sealed_dek": base64.b64encode(b"\0" * 64).decode(),
+        "files": files,
+    }
+    return _signed(server, who, "POST", "/v1/submissions", json.dumps(body).encode())
+
+
+_DOCUMENT = {"name": "submission.json", "object": "document", "sha256": "0" * 64, "size": 1}
+
+
+@pytest.mark.parametrize(
+    ("attachment", "refusal"),
+    [
+        ({"name": "a.pdf", "object": "files/0", "size": 1}, "entry 1.sha256: Field required"),
+        ({"object": "files/0", "sha256": "0" * 64, "size": 1}, "entry 1.name: Field required"),
+        ({"name": ["a"], "object": "files/0", "sha256": "0" * 64, "size": 1}, "entry 1.name"),
+        ({"name": "a.pdf", "object": "../x", "sha256": "0" * 64, "size": 1}, "entry 1.object"),
+        ({**_DOCUMENT, "name": "again"}, "the document must come first, and once"),
+        ({"name": "a.pdf", "object": "files/7", "sha256": "0" * 64, "size": 1}, "not uploaded"),
+    ],
+    ids=["no-hash", "no-name", "name-list", "object-path", "two-documents", "not-uploaded"],
+)
+def test_a_malformed_file_manifest_is_refused_before_anything_is_logged(
+    wire: ServerCli, attachment: dict[str, Any], refusal: str
+) -> None:
+    """Logged, such a manifest failed every later review, search and status (KeyError)."""
+    server, owner = _server(wire), _who(wire, "owner")
+    size = wire.ok("audit", "checkpoint").json()["size"]
+    tracking = _TRACKING.format(55555555)
+    response = _submission(server, owner, tracking, [_DOCUMENT, attachment])
+    assert response.status_code == 400, response.text
+    assert refusal in response.json()["error"]
+    assert wire.ok("audit", "checkpoint").json()["size"] == size
+
+
+def test_a_denied_submission_leaves_the_owners_upload_in_progress(wire: ServerCli) -> None:
+    """An analyst naming an owner's tracking number removes none of its objects."""
+    server, owner, analyst = _server(wire), _who(wire, "owner"), _who(wire, "water")
+    tracking = _TRACKING.format(55555556)
+    put = _signed(server, owner, "PUT", f"/v1/uploads/{tracking}/document", b"sealed" * 100)
+    assert put.status_code == 201, put.text
+    denied = _submission(server, analyst, tracking, [_DOCUMENT])
+    assert denied.status_code == 403, denied.text
+    assert (wire.vault / "objects" / "records" / tracking / "document").is_file()
+
+
 # ----- who may upload ------------------------------------------------------------------------
 
 

@@ -74,6 +74,21 @@ def test_an_upload_that_never_reached_the_log_is_removed_after_the_grace_period(
     bench.audit()
 
 
+def test_an_object_beside_a_record_that_its_manifest_does_not_name_is_removed(
+    bench: VaultBench,
+) -> None:
+    """Uploaded beside a submission (or into it after it was logged): nothing reads it."""
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number
+    named = {info.key for info in bench.real.list(f"records/{tracking}/")}
+    stray = f"records/{tracking}/files/50"
+    bench.real.put_if_absent(stray, b"5 MB nobody will ever read")
+    assert vault.maintain(grace=timedelta(0), dry_run=True).orphans == (stray,)
+    assert vault.maintain(grace=timedelta(0), dry_run=False).orphans == (stray,)
+    assert {info.key for info in bench.real.list(f"records/{tracking}/")} == named
+    bench.audit()
+
+
 def test_a_submission_logged_while_maintenance_lists_the_store_is_not_an_orphan(
     bench: VaultBench, monkeypatch: pytest.MonkeyPatch
 ) -> None:
