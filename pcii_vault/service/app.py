@@ -101,6 +101,10 @@ class ServiceLimits:
     max_body: int = 1 << 20
     max_upload: int = 8 << 30
     read_timeout: float = 30.0
+    # Past `read_timeout`, a body must keep arriving at this average rate: a trickle of a
+    # byte every few seconds (never silent for `read_timeout`) would hold a worker
+    # thread for ever, and enough of them every thread.
+    min_body_rate: int = 16 << 10
     skew: timedelta = timedelta(seconds=60)
 
 
@@ -967,6 +971,13 @@ class Service:
                 if received > limit:
                     raise too_large
                 body_done = not message.get("more_body", False)
+                late = time.perf_counter() - started - self.limits.read_timeout
+                if not body_done and late > 0 and received < late * self.limits.min_body_rate:
+                    raise _BodyRefusedError(
+                        408,
+                        f"the body arrives too slowly (under {self.limits.min_body_rate} "
+                        f"bytes/s after {self.limits.read_timeout:g} s)",
+                    )
             return message
 
         async def tagged_send(message: Message) -> None:

@@ -140,6 +140,38 @@ def test_a_head_trickled_a_byte_at_a_time_meets_the_same_deadline(wire: ServerCl
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
 
+def test_an_upload_trickled_a_byte_at_a_time_is_cut_off(wire: ServerCli) -> None:
+    """Never silent for the read timeout, yet far too slow: 408, and nothing stored."""
+    server, owner = _server(wire), _who(wire, "owner")
+    tracking = _TRACKING.format(66666666)
+    path = f"/v1/uploads/{tracking}/document"
+    body = b"x" * 100_000
+    headers = RequestSigner(owner.principal, owner.key).headers(
+        "PUT", f"{server.url}{path}", body_digest=content_digest(body)
+    )
+    head = f"PUT {path} HTTP/1.1\r\nHost: {server.url.split('//')[1]}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    answer = b""
+    started = time.monotonic()
+    with _tls(server) as conn:
+        conn.sendall(head.encode())
+        conn.settimeout(0.5)
+        while time.monotonic() < started + READ_TIMEOUT_S + 15 and not answer:
+            try:
+                conn.sendall(b"x")
+                answer = conn.recv(65536)
+            except (TimeoutError, ssl.SSLWantReadError):
+                continue
+            except OSError:
+                break
+        answer += _read_all(conn, timeout=5)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert "too slowly" in _json_error(answer)["error"]
+    stored = wire.vault / "objects" / "records" / tracking
+    assert not [p for p in stored.rglob("*") if not p.is_dir()]
+
+
 def test_a_connection_that_sends_nothing_is_closed(wire: ServerCli) -> None:
     server = _server(wire)
     with _tls(server) as conn:
