@@ -183,7 +183,12 @@ def explain_command(
         args.append("--no-nda")  # one signed later than now counts as none (nda-missing)
     if principal.contractor:
         args.append("--contractor")
-    if record is None:
+    if record is None or (
+        principal.role == "owner" and record.submitter_org != principal.organisation
+    ):
+        # Nothing about another organisation's submission is told to an owner (its state
+        # and sector included); any owner of another organisation is denied it, as with
+        # no record at all.
         args.append("--no-record")
     else:
         args += [

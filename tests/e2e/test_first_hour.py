@@ -249,6 +249,7 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     assert other.code == 3
     assert "is another organisation's submission" in other.err, other.err
     assert "Riverbend" not in other.err
+    assert WATER not in other.err and "--state" not in other.err  # nor its sector, state
     assert _replay(cli, other.err)["decision"] == "deny"
     # An analyst outside the record's sector is told it is need to know, not a policy id.
     energy = cli.run("get", tracking, "--purpose", "p", "--out", str(cli.root / "e"), who="energy")
