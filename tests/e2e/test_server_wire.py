@@ -172,6 +172,40 @@ def test_an_upload_trickled_a_byte_at_a_time_is_cut_off(wire: ServerCli) -> None
     assert not [p for p in stored.rglob("*") if not p.is_dir()]
 
 
+def test_a_client_gone_mid_upload_is_no_server_error(wire: ServerCli) -> None:
+    """Not a 500 with a traceback in the server's log: a 400 access line, nothing stored."""
+    server, owner = _server(wire), _who(wire, "owner")
+    tracking = _TRACKING.format(66666667)
+    path = f"/v1/uploads/{tracking}/document"
+    body = b"x" * 100_000
+    headers = RequestSigner(owner.principal, owner.key).headers(
+        "PUT", f"{server.url}{path}", body_digest=content_digest(body)
+    )
+    head = f"PUT {path} HTTP/1.1\r\nHost: {server.url.split('//')[1]}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    before = len(_upload_lines(wire))
+    errors = (wire.root / "serve.log").read_text().count("unexpected_error")
+    with _tls(server) as conn:
+        conn.sendall(head.encode() + body[:1000])
+        time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    statuses: list[int] = []
+    while time.monotonic() < deadline and not {400, 500} & set(statuses):
+        time.sleep(0.1)
+        statuses = [json.loads(line)["status"] for line in _upload_lines(wire)[before:]]
+    assert 400 in statuses and 500 not in statuses, statuses  # (another test's may end late)
+    assert (wire.root / "serve.log").read_text().count("unexpected_error") == errors
+    stored = wire.vault / "objects" / "records" / tracking
+    assert not [p for p in stored.rglob("*") if not p.is_dir()]
+
+
+def _upload_lines(wire: ServerCli) -> list[str]:
+    """The access lines of uploads that ended (any status) in this module's server."""
+    lines = (wire.root / "serve.log").read_text().splitlines()
+    return [line for line in lines if '"method": "PUT"' in line and '"access"' in line]
+
+
 def test_a_connection_that_sends_nothing_is_closed(wire: ServerCli) -> None:
     server = _server(wire)
     with _tls(server) as conn:
