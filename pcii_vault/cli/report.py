@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,9 +90,13 @@ def report(
     period = Period(_parse_time(since, "--since"), _parse_time(until, "--until"), record)
     time_range(period.since, period.until)
     targets = ((html, "--html"), (pdf, "--pdf"), (csv_dir, "--csv"), (proofs, "--proofs"))
+    named: dict[Path, str] = {}
     for target, option in targets:
         if target is not None:
             refuse_existing(target, option)  # before the long pass over the log
+            same = named.setdefault(Path(os.path.abspath(target)), option)  # noqa: PTH100
+            if same != option:
+                raise InputError(f"{same} and {option} name the same path: {target}")
     if pdf is not None:
         ensure_pdf_support()  # before the long pass over the log, not after it
     store, _, verifier = open_log(state, log, key)
@@ -149,6 +154,24 @@ class _Outputs:
         self, result: AuditReport, proof_href: Callable[[int], str] | None
     ) -> dict[str, Any]:
         """Write the page, the PDF and the tables asked for; return what was written."""
+        made: list[Path] = []
+        try:
+            return self._write_pages(result, proof_href, made)
+        except BaseException:
+            # A report that fails part-way leaves none of its outputs behind.
+            for path in made:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            raise
+
+    def _write_pages(
+        self,
+        result: AuditReport,
+        proof_href: Callable[[int], str] | None,
+        made: list[Path],
+    ) -> dict[str, Any]:
         from pcii_vault.report import write_csv, write_html, write_pdf
 
         written: dict[str, Any] = {}
@@ -156,6 +179,7 @@ class _Outputs:
             # Written beside its final name, so the links to the proofs stay relative.
             with new_output(self.html, "--html") as page:
                 write_html(result, page, proof_href=proof_href)
+            made.append(self.html)
             written["html"] = str(self.html)
         if self.pdf is not None:
             page = self.html or self.scratch / "report.html"
@@ -163,16 +187,22 @@ class _Outputs:
                 write_html(result, page, proof_href=proof_href)
             with new_output(self.pdf, "--pdf") as pdf:
                 write_pdf(page, pdf)
+            made.append(self.pdf)
             written["pdf"] = str(self.pdf)
         if self.csv_dir is not None:
             with new_directory(self.csv_dir, "--csv") as tables:
                 names = [p.name for p in write_csv(result, tables)]
+            made.append(self.csv_dir)
             written["csv"] = [str(self.csv_dir / name) for name in names]
         return written
 
 
 def _paths(written: dict[str, Any]) -> list[str]:
-    return [str(written[k]) for k in ("html", "pdf", "csv", "proofs") if k in written]
+    """The files and directories written: the CSV tables as their directory."""
+    paths = {**written}
+    if "csv" in paths:
+        paths["csv"] = str(Path(paths["csv"][0]).parent) if paths["csv"] else ""
+    return [str(paths[k]) for k in ("html", "pdf", "csv", "proofs") if paths.get(k)]
 
 
 def _write_proofs(
