@@ -94,7 +94,8 @@ def load_policy_set(store: ObjectStore, policy_set_hash: str) -> PolicyEngine:
         data = store.get(key)
     except NotFoundError as exc:
         raise IntegrityError(
-            f"policy set {policy_set_hash[:16]}... named by the log is missing ({key})"
+            f"policy set {policy_set_hash[:16]}... named by the log is missing ({key}; a "
+            "copy of the log without policysets/: --skip-decision-replay)"
         ) from exc
     files = _parse_unverified_files(data, key)
     if hash_policy_files(files) != policy_set_hash:
