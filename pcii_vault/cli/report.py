@@ -119,11 +119,18 @@ def report(
             data = {**figures_json(result), "files": written}
         finally:
             result.spool.close()
-    _show(state, data, written)
     verification = result.verification
+    problem = None
     if not verification.sound:
         where = f"; report written to {', '.join(map(str, _paths(written)))}" if written else ""
-        raise IntegrityError(f"log NOT sound: {verification.problem}{where}")
+        problem = f"log NOT sound: {verification.problem}{where}"
+    if problem is not None and state.output.json_mode:
+        # One JSON object on stdout, as for any error: the report with the error in it.
+        state.output.result({**data, "error": problem, "exit_code": IntegrityError.exit_code})
+        raise typer.Exit(IntegrityError.exit_code)
+    _show(state, data, written)
+    if problem is not None:
+        raise IntegrityError(problem)
 
 
 @dataclass(frozen=True)
