@@ -54,12 +54,18 @@ def test_audit_log_refuses_an_event_type_that_does_not_exist(cli: Cli) -> None:
     assert [row["type"] for row in listed] == ["vault.initialized"]
 
 
-def test_a_file_of_the_wrong_kind_is_bad_input_and_named(cli: Cli) -> None:
+def _receipt_and_proof(cli: Cli) -> tuple[Path, Path]:
+    """A validated record's receipt, and the inclusion proof of its submission."""
     receipt = cli.root / "receipt.json"
     tracking = validated_record(cli, receipt=receipt)
     proof = cli.root / "proof.json"
     index = cli.ok("audit", "log", "--record", tracking).lines()[0]["seq"]
     cli.ok("audit", "prove", "--index", str(index), "--out", str(proof))
+    return receipt, proof
+
+
+def test_a_file_of_the_wrong_kind_is_bad_input_and_named(cli: Cli) -> None:
+    receipt, proof = _receipt_and_proof(cli)
     checkpoint = cli.root / "checkpoint.txt"
     cli.ok("audit", "checkpoint", "--out", str(checkpoint))
     pdf = cli.attachment()
@@ -109,11 +115,7 @@ def test_a_file_of_the_wrong_kind_is_bad_input_and_named(cli: Cli) -> None:
 
 def test_a_receipt_or_a_proof_serves_as_a_trusted_checkpoint(cli: Cli) -> None:
     """The checkpoint a receipt or a proof carries is one (as SECURITY.md offers it)."""
-    receipt = cli.root / "receipt.json"
-    tracking = validated_record(cli, receipt=receipt)
-    proof = cli.root / "proof.json"
-    index = cli.ok("audit", "log", "--record", tracking).lines()[0]["seq"]
-    cli.ok("audit", "prove", "--index", str(index), "--out", str(proof))
+    receipt, proof = _receipt_and_proof(cli)
     cli.ok("audit", "verify", "--trusted-checkpoint", str(receipt))
     cli.ok("audit", "verify", "--trusted-checkpoint", str(proof))
     document = json.loads(receipt.read_text())

@@ -140,10 +140,8 @@ def test_a_head_trickled_a_byte_at_a_time_meets_the_same_deadline(wire: ServerCl
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
 
-def test_an_upload_trickled_a_byte_at_a_time_is_cut_off(wire: ServerCli) -> None:
-    """Never silent for the read timeout, yet far too slow: 408, and nothing stored."""
-    server, owner = _server(wire), _who(wire, "owner")
-    tracking = _TRACKING.format(66666666)
+def _upload_head(server: VaultServer, owner: Identity, tracking: str) -> tuple[bytes, bytes]:
+    """The signed head of a 100,000-byte document upload, and that body (sent raw)."""
     path = f"/v1/uploads/{tracking}/document"
     body = b"x" * 100_000
     headers = RequestSigner(owner.principal, owner.key).headers(
@@ -152,10 +150,18 @@ def test_an_upload_trickled_a_byte_at_a_time_is_cut_off(wire: ServerCli) -> None
     head = f"PUT {path} HTTP/1.1\r\nHost: {server.url.split('//')[1]}\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     head += f"Content-Length: {len(body)}\r\n\r\n"
+    return head.encode(), body
+
+
+def test_an_upload_trickled_a_byte_at_a_time_is_cut_off(wire: ServerCli) -> None:
+    """Never silent for the read timeout, yet far too slow: 408, and nothing stored."""
+    server, owner = _server(wire), _who(wire, "owner")
+    tracking = _TRACKING.format(66666666)
+    head, _ = _upload_head(server, owner, tracking)
     answer = b""
     started = time.monotonic()
     with _tls(server) as conn:
-        conn.sendall(head.encode())
+        conn.sendall(head)
         conn.settimeout(0.5)
         while time.monotonic() < started + READ_TIMEOUT_S + 15 and not answer:
             try:
@@ -176,18 +182,11 @@ def test_a_client_gone_mid_upload_is_no_server_error(wire: ServerCli) -> None:
     """Not a 500 with a traceback in the server's log: a 400 access line, nothing stored."""
     server, owner = _server(wire), _who(wire, "owner")
     tracking = _TRACKING.format(66666667)
-    path = f"/v1/uploads/{tracking}/document"
-    body = b"x" * 100_000
-    headers = RequestSigner(owner.principal, owner.key).headers(
-        "PUT", f"{server.url}{path}", body_digest=content_digest(body)
-    )
-    head = f"PUT {path} HTTP/1.1\r\nHost: {server.url.split('//')[1]}\r\n"
-    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    head += f"Content-Length: {len(body)}\r\n\r\n"
+    head, body = _upload_head(server, owner, tracking)
     before = len(_upload_lines(wire))
     errors = (wire.root / "serve.log").read_text().count("unexpected_error")
     with _tls(server) as conn:
-        conn.sendall(head.encode() + body[:1000])
+        conn.sendall(head + body[:1000])
         time.sleep(0.5)
     deadline = time.monotonic() + 10
     statuses: list[int] = []
