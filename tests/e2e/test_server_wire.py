@@ -123,21 +123,26 @@ def test_a_request_head_that_never_completes_is_408_and_closed(wire: ServerCli) 
 
 def test_a_head_trickled_a_byte_at_a_time_meets_the_same_deadline(wire: ServerCli) -> None:
     # Slowloris: each byte comes before any idle timeout would fire; the head never ends.
-    server = _server(wire)
-    answer = b""
-    with _tls(server) as conn:
-        conn.sendall(b"GET /healthz HTTP/1.1\r\n")
-        conn.settimeout(0.3)
-        deadline = time.monotonic() + READ_TIMEOUT_S + 10
-        while time.monotonic() < deadline and not answer:
-            try:
-                conn.sendall(b"X")
-                answer = conn.recv(65536)
-            except (TimeoutError, ssl.SSLWantReadError):
-                continue
-            except OSError:
-                break
+    with _tls(_server(wire)) as conn:
+        answer = _trickle(conn, b"GET /healthz HTTP/1.1\r\n", pause=0.3)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+
+
+def _trickle(conn: ssl.SSLSocket, start: bytes, *, pause: float) -> bytes:
+    """Send `start`, then a byte every `pause` seconds until the server answers."""
+    answer = b""
+    conn.sendall(start)
+    conn.settimeout(pause)
+    deadline = time.monotonic() + READ_TIMEOUT_S + 15
+    while time.monotonic() < deadline and not answer:
+        try:
+            conn.sendall(b"X")
+            answer = conn.recv(65536)
+        except (TimeoutError, ssl.SSLWantReadError):
+            continue
+        except OSError:
+            break
+    return answer
 
 
 def _upload_head(server: VaultServer, owner: Identity, tracking: str) -> tuple[bytes, bytes]:
@@ -158,19 +163,8 @@ def test_an_upload_trickled_a_byte_at_a_time_is_cut_off(wire: ServerCli) -> None
     server, owner = _server(wire), _who(wire, "owner")
     tracking = _TRACKING.format(66666666)
     head, _ = _upload_head(server, owner, tracking)
-    answer = b""
-    started = time.monotonic()
     with _tls(server) as conn:
-        conn.sendall(head)
-        conn.settimeout(0.5)
-        while time.monotonic() < started + READ_TIMEOUT_S + 15 and not answer:
-            try:
-                conn.sendall(b"x")
-                answer = conn.recv(65536)
-            except (TimeoutError, ssl.SSLWantReadError):
-                continue
-            except OSError:
-                break
+        answer = _trickle(conn, head, pause=0.5)
         answer += _read_all(conn, timeout=5)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
     assert "too slowly" in _json_error(answer)["error"]
@@ -348,14 +342,7 @@ def test_a_submission_naming_an_existing_record_is_exit_2(wire: ServerCli) -> No
         "submit", str(wire.write_submission("taken.json", attachments=[])), who="owner"
     ).json()["tracking_number"]
     files = [{"name": "x", "object": "document", "sha256": "0" * 64, "size": 1}]
-    request = signed_act(owner, "submit", record=tracking, params={"files": files})
-    body = {
-        "request": request.model_dump(mode="json"),
-        "tracking_number": tracking,
-        "sealed_dek": base64.b64encode(b"\0" * 64).decode(),
-        "files": files,
-    }
-    response = _signed(server, owner, "POST", "/v1/submissions", json.dumps(body).encode())
+    response = _submission(server, owner, tracking, files)
     assert response.status_code == 400, response.text
     error = response.json()
     assert (error["exit_code"], error["kind"]) == (2, "InputError")
