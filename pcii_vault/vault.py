@@ -1166,6 +1166,7 @@ class Vault:
         except ValidationError as exc:
             raise InputError(describe(exc, "invalid principal")) from exc
         _check_organisation(attributes.organisation)
+        _check_sectors(attributes.sectors)
         _check_training(attributes.training_expires, request)
         _check_nda(attributes.nda_signed, request)
         _require_signed_params(
@@ -1207,6 +1208,8 @@ class Vault:
                 updated = Principal.model_validate(merged)
             except ValidationError as exc:
                 raise InputError(describe(exc, "invalid principal update")) from exc
+            if "sectors" in changes:
+                _check_sectors(updated.sectors)
             if "training_expires" in changes:
                 _check_training(updated.training_expires, request)
             if "nda_signed" in changes:
@@ -2476,6 +2479,22 @@ def _reads_back(event: Event) -> None:
         raise InputError(
             f"the request cannot be logged as it is ({reason}); nothing logged"
         ) from None
+
+
+def _check_sectors(sectors: Sequence[str]) -> None:
+    """Refuse a sector the reference list does not name: need to know never matches it.
+
+    The CLI checks it too, but a request over the wire is built by any client.
+
+    Raises:
+        InputError: naming the first unknown sector.
+    """
+    from pcii_vault.models.reference import reference_data  # noqa: PLC0415
+
+    known = set(reference_data().sector_names)
+    for sector in sectors:
+        if sector not in known:
+            raise InputError(f"sector {printable(sector)!r} is not a sector of the reference list")
 
 
 def _check_nda(signed: date | None, request: SignedRequest) -> None:
