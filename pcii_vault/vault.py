@@ -96,6 +96,7 @@ from pcii_vault.ledger.log import (
 )
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
+from pcii_vault.ledger.tiles import MAX_ENTRY_BYTES
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
 from pcii_vault.marking import ReleasePackage, render_release
 from pcii_vault.marking_pdf import UnmarkablePdf, stamp_pdf
@@ -1292,12 +1293,13 @@ class Vault:
             raise IntegrityError("request names another tracking number than the upload")
         if request.body.params.get("files") != list(sealed.files):
             raise IntegrityError("request does not sign the uploaded files' hashes")
-        self._check_uploaded(tracking, check_manifest(sealed.files))
         # A tracking number that is already a record is not this upload's: its objects are
         # another submission's and must survive whatever goes wrong here.
         try:
             # Refuse (and log the denial) before the intake key opens anything.
             self._act(request, "submit", None, record=tracking, new_record=True)
+            # A permitted owner's upload: a manifest refused here is removed with it.
+            self._check_uploaded(tracking, check_manifest(sealed.files))
         except ConflictError:
             raise  # the tracking number is another record's: its objects stay
         except PolicyDenied:
@@ -2449,7 +2451,8 @@ def _check_training(expires: date | None, request: SignedRequest) -> None:
     Raises:
         InputError: `expires` is more than `_TRAINING_RENEWED_WITHIN` after the act's date.
     """
-    latest = request.body.time.astimezone(UTC).date() + _TRAINING_RENEWED_WITHIN
+    # The day after the act's UTC date: the admin's own date may be ahead of UTC's.
+    latest = request.body.time.astimezone(UTC).date() + _TRAINING_RENEWED_WITHIN + _A_DAY
     if expires is not None and expires > latest:
         raise InputError(
             f"training expiry {expires.isoformat()} is more than a year away: PCII training "
@@ -2470,15 +2473,22 @@ def _reads_back(event: Event) -> None:
     into the log for good, and every command after it would fail.
 
     Raises:
-        InputError: the entry does not parse back to the same event.
+        InputError: the entry does not parse back, or is too large for the log.
     """
     try:
-        parse_event(event.entry_bytes(), event.seq)
+        entry = event.entry_bytes()
+        parse_event(entry, event.seq)
     except (IntegrityError, ValueError) as exc:  # no JSON form, or none that parses back
         reason = exc.__cause__ if isinstance(exc, IntegrityError) else exc
         raise InputError(
             f"the request cannot be logged as it is ({reason}); nothing logged"
         ) from None
+    if len(entry) > MAX_ENTRY_BYTES:
+        # Refused here, for its requester alone: the log would refuse the whole batch.
+        raise InputError(
+            f"the request would make a log entry of {len(entry)} bytes (at most "
+            f"{MAX_ENTRY_BYTES}); nothing logged"
+        )
 
 
 def _check_sectors(sectors: Sequence[str]) -> None:
@@ -2503,7 +2513,8 @@ def _check_nda(signed: date | None, request: SignedRequest) -> None:
     Raises:
         InputError: `signed` is later than the act's date.
     """
-    today = request.body.time.astimezone(UTC).date()
+    # The admin's own date may be a day ahead of the act's UTC date (east of UTC).
+    today = request.body.time.astimezone(UTC).date() + _A_DAY
     if signed is not None and signed > today:
         raise InputError(
             f"NDA signed {signed.isoformat()} is in the future: record an NDA once it is "
@@ -2573,6 +2584,7 @@ _STALE_ATTEMPTS = 1000  # each one means another process appended: progress, not
 
 
 _TRAINING_RENEWED_WITHIN = timedelta(days=366)
+_A_DAY = timedelta(days=1)
 _CHANGEABLE = frozenset(
     {"role", "organisation", "level", "sectors", "training_expires", "nda_signed", "status"}
 )

@@ -400,6 +400,8 @@ def main(argv: list[str] | None = None) -> None:
     json_mode = "--json" in options
     _register_commands()
     _RECEIVED.clear()
+    if sys.stdout is None:  # started with stdout closed (`>&-`): nowhere to answer
+        _fail("cannot write the output: standard output is closed", 2, json_mode=False)
     previous = _interrupt_on_signals()
     try:
         _refuse_empty_paths(options)

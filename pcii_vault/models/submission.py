@@ -544,9 +544,17 @@ def _attachment_problems(document: dict[str, Any], attachment_names: Sequence[st
     left out of the cross-check, so one mistake gives one problem.
     """
     problems: list[str] = []
-    for name, count in Counter(attachment_names).items():
+    # Case-insensitively, as the vault checks the manifest: two names that differ only in
+    # case collide on many disks.
+    first: dict[str, str] = {}
+    for name in attachment_names:
+        first.setdefault(name.casefold(), name)
+    for folded, count in Counter(name.casefold() for name in attachment_names).items():
         if count > 1:
-            problems.append(f"--attach: {_quote(name)} given {count} times (names must be unique)")
+            problems.append(
+                f"--attach: {_quote(first[folded])} given {count} times (names must be unique, "
+                "ignoring case)"
+            )
     for name in dict.fromkeys(attachment_names):
         try:
             _check_file_name(name)

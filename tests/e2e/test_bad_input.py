@@ -16,7 +16,7 @@ import pytest
 from pcii_vault.models.submission import example_submission
 from tests.e2e.conftest import IN_BOTH_MODES, Cli, one_line_error
 
-_IN_367_DAYS = (date.today() + timedelta(days=367)).isoformat()
+_TOO_FAR = (date.today() + timedelta(days=370)).isoformat()  # past a year and its slack
 
 pytestmark = pytest.mark.slow
 
@@ -337,8 +337,8 @@ def test_init_without_a_secret_or_terminal_is_refused(cli: Cli) -> None:
         (["owner", "--role", "analyst"], "already exists"),
         (["x1", "--role", "analyst", "--org", "Org\x0bVT"], "one line of printable text"),
         (["x1", "--role", "analyst", "--org", "Evil\u202eCorp"], "one line of printable text"),
-        (["x1", "--role", "analyst", "--training-expires", _IN_367_DAYS], "renewed yearly"),
-        (["x1", "--role", "analyst", "--nda-signed", _IN_367_DAYS], "in the future"),
+        (["x1", "--role", "analyst", "--training-expires", _TOO_FAR], "renewed yearly"),
+        (["x1", "--role", "analyst", "--nda-signed", _TOO_FAR], "in the future"),
     ],
 )
 def test_bad_principal_is_refused_in_one_line_and_writes_no_key(
@@ -358,9 +358,7 @@ def test_training_is_renewed_yearly_not_stated_for_decades(populated: Cli) -> No
     cli = populated
     in_a_year = (date.today() + timedelta(days=365)).isoformat()
     cli.add("trained", "analyst", "--training-expires", in_a_year)
-    result = cli.run(
-        "principal", "update", "trained", "--training-expires", _IN_367_DAYS, who="admin"
-    )
+    result = cli.run("principal", "update", "trained", "--training-expires", _TOO_FAR, who="admin")
     assert "renewed yearly" in one_line_error(result, 2)
     listed = cli.ok("--json", "principal", "list", who="admin").out.splitlines()
     assert {p["id"]: p["training_expires"] for p in map(json.loads, listed)}["trained"] == in_a_year

@@ -200,15 +200,17 @@ def test_a_full_or_closed_stdout_is_one_line_not_a_crash(vault: tuple[Cli, str])
             )
             assert done.returncode == 2, (args, done.stderr)
             assert done.stderr.count("\n") == 1 and "No space left" in done.stderr, done.stderr
-    closed = subprocess.run(
-        [*command, "--json", "audit", "verify", "--log", "nowhere"],
-        check=False,
-        env=cli.env,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: os.close(1),  # stdout closed, as by `>&-`
-    )
-    assert closed.returncode == 2 and closed.stderr.startswith("pcii: error:"), closed.stderr
+    for args in (["--json", "audit", "verify", "--log", "nowhere"], ["audit", "log"]):
+        closed = subprocess.run(
+            [*command, *args],
+            check=False,
+            env=cli.env,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: os.close(1),  # stdout closed, as by `>&-`
+        )
+        assert closed.returncode == 2, closed.stderr
+        assert closed.stderr.startswith("pcii: error:") and closed.stderr.count("\n") == 1
 
 
 def test_a_key_file_is_bounded_and_the_json_of_audit_key_serves(vault: tuple[Cli, str]) -> None:

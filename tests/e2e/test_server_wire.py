@@ -427,10 +427,14 @@ def test_a_malformed_file_manifest_is_refused_before_anything_is_logged(
     server, owner = _server(wire), _who(wire, "owner")
     size = wire.ok("audit", "checkpoint").json()["size"]
     tracking = _TRACKING.format(55555555)
+    put = _signed(server, owner, "PUT", f"/v1/uploads/{tracking}/document", b"sealed" * 100)
+    assert put.status_code == 201, put.text
     response = _submission(server, owner, tracking, [_DOCUMENT, attachment])
     assert response.status_code == 400, response.text
     assert refusal in response.json()["error"]
     assert wire.ok("audit", "checkpoint").json()["size"] == size
+    # The owner's upload goes with the refusal (not left for maintenance).
+    assert not (wire.vault / "objects" / "records" / tracking / "document").exists()
 
 
 def test_a_denied_submission_leaves_the_owners_upload_in_progress(wire: ServerCli) -> None:

@@ -49,3 +49,19 @@ def test_request_parameters_have_a_depth_limit() -> None:
     RequestBody(**fields, params={"files": [_nested(MAX_PARAMS_DEPTH - 3)]})
     with pytest.raises(ValueError, match="nested deeper than"):
         RequestBody(**fields, params={"files": [_nested(MAX_PARAMS_DEPTH)]})
+
+
+def test_an_event_too_large_for_the_log_is_refused_for_its_act_alone() -> None:
+    """Refused in the act's own check: the log would refuse the whole batch around it."""
+    event = Event.model_validate(
+        {
+            "seq": 7,
+            "time": datetime.now(UTC),
+            "type": "access.decided",
+            "actor": "chen",
+            "details": {"changes": {"sectors": ["Energy"] * 8000}},
+        },
+        strict=False,
+    )
+    with pytest.raises(InputError, match="would make a log entry of"):
+        _reads_back(event)

@@ -154,8 +154,15 @@ def test_attachment_names_compare_case_insensitively() -> None:
 def test_attach_given_twice_is_refused() -> None:
     problems = _problems(example_submission(), [*ATTACH, *ATTACH])
     assert problems == (
-        '--attach: "riverbend-scada-assessment.pdf" given 2 times (names must be unique)',
+        '--attach: "riverbend-scada-assessment.pdf" given 2 times (names must be unique, '
+        "ignoring case)",
     )
+
+
+def test_attach_given_twice_in_two_cases_is_refused_before_anything_is_sent() -> None:
+    """The vault refuses the manifest so: refused locally, nothing uploaded."""
+    problems = _problems(example_submission(), [*ATTACH, ATTACH[0].upper()])
+    assert problems[0].startswith('--attach: "riverbend-scada-assessment.pdf" given 2 times')
 
 
 @pytest.mark.parametrize(
