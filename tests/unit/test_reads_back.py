@@ -22,17 +22,21 @@ def _nested(levels: int) -> dict[str, Any]:
     return deep
 
 
-def test_an_event_nested_past_the_readers_limit_is_refused() -> None:
-    event = Event.model_validate(
+def _denial(details: dict[str, Any]) -> Event:
+    return Event.model_validate(
         {
             "seq": 7,
             "time": datetime.now(UTC),
             "type": "access.decided",
             "actor": "water",
-            "details": {"deep": _nested(300)},
+            "details": details,
         },
         strict=False,
     )
+
+
+def test_an_event_nested_past_the_readers_limit_is_refused() -> None:
+    event = _denial({"deep": _nested(300)})
     with pytest.raises(InputError, match="cannot be logged as it is"):
         _reads_back(event)
     _reads_back(event.model_copy(update={"details": {"deep": _nested(20)}}))
@@ -53,15 +57,5 @@ def test_request_parameters_have_a_depth_limit() -> None:
 
 def test_an_event_too_large_for_the_log_is_refused_for_its_act_alone() -> None:
     """Refused in the act's own check: the log would refuse the whole batch around it."""
-    event = Event.model_validate(
-        {
-            "seq": 7,
-            "time": datetime.now(UTC),
-            "type": "access.decided",
-            "actor": "chen",
-            "details": {"changes": {"sectors": ["Energy"] * 8000}},
-        },
-        strict=False,
-    )
     with pytest.raises(InputError, match="would make a log entry of"):
-        _reads_back(event)
+        _reads_back(_denial({"changes": {"sectors": ["Energy"] * 8000}}))
