@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import stat
@@ -134,11 +135,16 @@ def read_bounded(path: Path, limit: int) -> bytes:
     """At most `limit + 1` bytes of `path`, whatever kind of file it is.
 
     A result longer than `limit` means the file is over the limit: the caller refuses it.
+    Opened without blocking, then read blocking: a named FIFO nobody writes to reads as
+    empty instead of waiting for a writer for ever; a pipe being written (`/dev/stdin`)
+    is read to its end.
 
     Raises:
         OSError: the file cannot be opened or read.
     """
-    with path.open("rb") as handle:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         return handle.read(limit + 1)
 
 

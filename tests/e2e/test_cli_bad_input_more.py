@@ -217,6 +217,11 @@ def test_a_key_file_is_bounded_and_the_json_of_audit_key_serves(vault: tuple[Cli
     cli, _ = vault
     line = _one_line_error(cli.run("audit", "verify", "--key", "/dev/zero"))
     assert "larger than 16 MiB" in line
+    fifo = cli.root / "key.fifo"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)  # nobody writes to it: read as empty, not waited on
+    for option in ("--key", "--trusted-checkpoint"):
+        _one_line_error(cli.run("audit", "verify", option, str(fifo)))
     saved = cli.root / "key.json"
     saved.write_text(cli.ok("audit", "key").out)
     cli.ok("audit", "verify", "--key", str(saved))
