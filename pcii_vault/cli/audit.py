@@ -28,7 +28,7 @@ from pcii_vault.cli.files import (
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import aware_time
-from pcii_vault.errors import ConfigError, InputError, IntegrityError
+from pcii_vault.errors import ConfigError, InputError, IntegrityError, NotFoundError
 
 if TYPE_CHECKING:
     from pcii_vault.ledger.log import Ledger
@@ -575,6 +575,9 @@ def log_command(
         "until": (ended := _parse_time(until, "--until")),
     }
     time_range(began, ended)
+    if record is not None and next(_filtered(state, log, key, {"record": record}), None) is None:
+        # As `audit recipients` and `audit report --record`: not an empty listing.
+        raise NotFoundError(f"no record with tracking number {record!r} in the log")
     rows = (_row(e) for e in _filtered(state, log, key, filters))
     state.output.rows(rows, _COLUMNS, title="access log")
 

@@ -235,6 +235,8 @@ def test_audit_times_suggest_a_form_that_parses_and_ranges_run_forwards(
     suggested = line.split("e.g. ")[1].split(" ")[0]
     assert suggested == "2026-12-01T00:00:00Z"
     cli.ok("audit", "log", "--since", suggested)
+    unknown = _one_line_error(cli.run("audit", "log", "--record", "PCII-2026-00000000"))
+    assert "no record with tracking number" in unknown  # as audit recipients says it
     backwards = ("--since", "2026-12-01T03:00Z", "--until", "2026-12-01T02:00Z")
     for command in ("log", "report"):
         assert "is after --until" in _one_line_error(cli.run("audit", command, *backwards))
