@@ -2311,12 +2311,7 @@ class Vault:
                     kept.append(f"records/{tracking}/")
             for tracking, keys in orphaned.items():
                 kept += self._remove_unless_recorded(tracking, keys)
-            for key in strays:
-                try:
-                    self.store.delete(key)
-                except VaultError:
-                    kept.append(key)
-            for key in claims:
+            for key in [*strays, *claims]:
                 try:
                     self.store.delete(key)
                 except VaultError:

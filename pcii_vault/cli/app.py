@@ -245,8 +245,8 @@ def _fail(message: str, code: int, *, json_mode: bool, problems: tuple[str, ...]
             sys.stdout.flush()
         except BrokenPipeError:
             _reader_went_away()
-        except (AttributeError, OSError, ValueError):
-            # Stdout closed (None) or full: the error goes to stderr, the code stays.
+        except (OSError, ValueError):
+            # Stdout full or unusable: the error goes to stderr, the code stays.
             print(f"pcii: error: {data['error']}", file=sys.stderr)  # noqa: T201
     else:
         from pcii_vault.text import printable
@@ -500,8 +500,7 @@ def _reader_went_away() -> NoReturn:
     import os
     import signal
 
-    if sys.stdout is not None:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
     sys.exit(128 + signal.SIGPIPE)
