@@ -98,15 +98,20 @@ def read_key(key: str, option: str = "--key") -> NoteVerifier:
         ) from exc
 
 
-def _key_of_json(text: str) -> str:
-    """The key of `pcii --json audit key`'s output saved to a file; else `text` as it is."""
-    if not text.startswith("{"):
-        return text
+def _json_object(text: str) -> dict[str, Any] | None:
+    """`text` as a JSON object, or None when it is none (a key string, a signed note)."""
+    if not text.lstrip().startswith("{"):
+        return None
     try:
         document = json.loads(text)
     except ValueError:
-        return text
-    key = document.get("key") if isinstance(document, dict) else None
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _key_of_json(text: str) -> str:
+    """The key of `pcii --json audit key`'s output saved to a file; else `text` as it is."""
+    key = (_json_object(text) or {}).get("key")
     return key if isinstance(key, str) else text
 
 
@@ -307,15 +312,10 @@ def read_trusted_checkpoint(path: Path | None, verifier: NoteVerifier) -> Checkp
 
 def _carried_checkpoint(text: str) -> bytes | None:
     """The signed checkpoint a submitter's receipt or an inclusion proof carries, if any."""
-    if not text.lstrip().startswith("{"):
-        return None
-    try:
-        document = json.loads(text)
-    except ValueError:
-        return None
-    if isinstance(document, dict) and isinstance(document.get("proof"), dict):
+    document = _json_object(text) or {}
+    if isinstance(document.get("proof"), dict):
         document = document["proof"]  # a receipt: its proof bundle
-    note = document.get("checkpoint") if isinstance(document, dict) else None
+    note = document.get("checkpoint")
     return note.encode("utf-8") if isinstance(note, str) else None
 
 
