@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -96,7 +97,7 @@ def serve(
         if tls_cert is not None and tls_key is not None:
             certificate = load_certificate(tls_cert, tls_key)
         else:
-            certificate = ensure_self_signed(root / "tls", [host])
+            certificate = ensure_self_signed(root / "tls", [host, *_public_names(host)])
         sock = bind(host, port)
         limits = ServiceLimits(
             max_body=settings.server_max_body,
@@ -104,7 +105,7 @@ def serve(
             read_timeout=settings.server_read_timeout_s,
             skew=skew,
         )
-        _announce(state, vault, f"https://{_url_host(host)}:{port}", certificate, seal, workers)
+        _announce(state, vault, f"https://{_client_host(host)}:{port}", certificate, seal, workers)
         listener = Listener(host, port, certificate.cert_path, certificate.key_path)
         # This process's spool: its releases, or (with workers) their shared nonces.
         spool = private_spool(root / "spool")
@@ -221,6 +222,45 @@ def _listen_address(listen: str) -> tuple[str, int]:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _public_names(host: str) -> list[str]:
+    """The names clients on other machines reach a wildcard address (0.0.0.0, ::) by.
+
+    This machine's name (fully qualified when the resolver knows it), when it is a valid
+    certificate name; nothing for a specific address, which clients use as it is.
+    """
+    import socket
+
+    from pcii_vault.service.tls import valid_host_name
+
+    if not _wildcard(host):
+        return []
+    names: list[str] = []
+    for found in (socket.getfqdn(), socket.gethostname()):
+        name = found.lower().rstrip(".")
+        if name != "localhost" and name not in names and valid_host_name(name):
+            names.append(name)
+    return names
+
+
+def _client_host(host: str) -> str:
+    """The host clients name in their URL.
+
+    For a wildcard address (no client connects to 0.0.0.0) this machine's name, or
+    127.0.0.1 when it has no usable one.
+    """
+    if not _wildcard(host):
+        return _url_host(host)
+    names = _public_names(host)
+    return names[0] if names else "127.0.0.1"
+
+
+def _wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def _seconds(value: float) -> timedelta:

@@ -40,6 +40,7 @@ __all__ = [
     "ensure_self_signed",
     "fingerprint",
     "load_certificate",
+    "valid_host_name",
 ]
 
 CERT_FILE = "server-cert.pem"
@@ -133,6 +134,11 @@ def _load_pair(cert: Path, key: Path) -> x509.Certificate:
     if _load_key_spki(key) != _spki(certificate.public_key()):
         raise ConfigError(f"key file {key} does not belong to certificate {cert}")
     return certificate
+
+
+def valid_host_name(name: str) -> bool:
+    """Whether `name` can be a certificate's DNS name as it is (lower case, xn-- form)."""
+    return _HOST_NAME.fullmatch(name) is not None
 
 
 def _name(host: str) -> _Name:
