@@ -32,9 +32,10 @@ Workloads (each `--seconds` long; latency is the client's whole operation, signi
   (13 KiB: five files, the marked document as Markdown and as JSON, the cover sheet,
   the attachment's marking notice and the 1 KiB attachment);
 - submit: what `Client.submit` sends, without its two `identify` round trips: a tracking
-  number (POST /v1/tracking-numbers), the owner-side encryption (`submitter.upload` of
-  the document and a 1 MiB attachment into memory, in a worker thread, a fresh data key
-  each time), the two ciphertext objects PUT to /v1/uploads/..., then POST
+  number and its upload ticket (POST /v1/tracking-numbers), the owner-side encryption
+  (`submitter.upload` of the document and a 1 MiB attachment into memory, in a worker
+  thread, a fresh data key each time), the two ciphertext objects PUT to /v1/uploads/...
+  with the ticket, then POST
   /v1/submissions (one `submission.received` event logged). An operation is all four
   requests.
 
@@ -358,12 +359,14 @@ class Ours:
     async def submit(self, _me: int, http: httpx.AsyncClient, tally: Tally) -> None:
         body = self._act("owner", "identify", tally)
         answer = await self._post(http, "owner", "/tracking-numbers", body, tally)
-        tracking = answer.json()["tracking_number"]
+        issued = answer.json()
+        tracking, ticket = issued["tracking_number"], issued["upload_ticket"]
         objects: dict[str, bytes] = {}
         sealed, cpu = await asyncio.to_thread(self._encrypt, tracking, _MemorySink(objects))
         tally.encrypt += cpu
         for key, data in objects.items():  # one after the other, as the client sends them
             url = f"{self.url}{wire.API_PREFIX}/uploads/{key.removeprefix('records/')}"
+            url += f"?ticket={ticket}"
             headers = self._headers("owner", "PUT", url, content_digest(data), tally)
             headers["content-type"] = "application/octet-stream"
             response = await http.put(url, content=data, headers=headers)
@@ -384,6 +387,7 @@ class Ours:
             tracking_number=tracking,
             sealed_dek=base64.b64encode(sealed.sealed_dek).decode(),
             files=list(sealed.files),
+            upload_ticket=ticket,
         )
         payload = submission.model_dump_json().encode()
         tally.signed(t0)

@@ -1276,19 +1276,64 @@ class Vault:
             except NotFoundError:
                 return candidate
 
+    def upload_ticket(self, principal_id: str, tracking: str) -> str:
+        """The ticket that binds the uploads of `tracking` to the principal it was issued to.
+
+        A server hands it out with the tracking number; uploads, discards and the submit
+        of that tracking number must carry it (`check_upload_ticket`), so no other owner
+        can pre-empt, delete or fail a submission in progress. An HMAC under a key derived
+        from the keyring, so every replica of the vault issues and checks the same ticket;
+        bound to the principal, it is useless to anyone else (no secret).
+        """
+        tag = self._local().upload_authenticator().tag(_ticket_data(principal_id, tracking))
+        return base64.urlsafe_b64encode(tag[:_TICKET_BYTES]).decode().rstrip("=")
+
+    def check_upload_ticket(self, principal_id: str, tracking: str, ticket: str | None) -> None:
+        """Refuse uploads, discards or a submit of `tracking` without its owner's ticket.
+
+        Raises:
+            PolicyDenied: no ticket, or not the one issued to `principal_id` for `tracking`.
+        """
+        if not ticket:
+            raise PolicyDenied(
+                f"no upload ticket for {printable(tracking)}: a server binds each tracking "
+                "number to the owner it issued it to (pcii submit asks for both)"
+            )
+        expected = self.upload_ticket(principal_id, tracking)
+        if not hmac.compare_digest(expected.encode(), ticket.encode("utf-8", "replace")):
+            raise PolicyDenied(
+                f"{printable(tracking)} was not issued to {principal_id}: its upload ticket "
+                "does not match (only the owner who asked for a tracking number uploads, "
+                "discards or submits under it)"
+            )
+
     def intake_key(self) -> bytes:
         """The X25519 public key owners seal data keys to."""
         return base64.b64decode(self.config.intake_public_key)
 
-    def receive(self, request: SignedRequest, sealed: SealedUpload) -> Receipt:
+    def receive(
+        self,
+        request: SignedRequest,
+        sealed: SealedUpload,
+        *,
+        check_ticket: bool = False,
+        ticket: str | None = None,
+    ) -> Receipt:
         """Accept an owner's sealed submission: check it, re-wrap its key, log it.
 
+        With `check_ticket` (a server), `ticket` must be the one issued to the request's
+        principal with the tracking number (`check_upload_ticket`), or nothing is done.
         The ciphertext is already in the store under `records/<tracking>/`; until the
         `submission.received` event is appended it is not a record, and a failure before
         the append removes it again. A failed append leaves it: the append's claim may
         still be committed by the next writer.
         """
         tracking = sealed.tracking_number
+        if check_ticket:
+            # Service mode: only the principal the tracking number was issued to submits
+            # it. Anyone else's request (a malformed one too) must not reach the refusals
+            # below: they remove the upload with them.
+            self.check_upload_ticket(request.body.principal, tracking, ticket)
         if request.body.record != tracking:
             raise IntegrityError("request names another tracking number than the upload")
         if request.body.params.get("files") != list(sealed.files):
@@ -2732,6 +2777,13 @@ def _pending_version(path: Path) -> int | None:
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None
+
+
+_TICKET_BYTES = 24  # of the HMAC-SHA256 tag: 192 bits, 32 base64url characters
+
+
+def _ticket_data(principal_id: str, tracking: str) -> bytes:
+    return b"\0".join([b"pcii-upload-ticket/v1", principal_id.encode(), tracking.encode()])
 
 
 def _policy_stamp(directory: Path) -> tuple[tuple[str, int, int, int], ...]:

@@ -396,6 +396,13 @@ class LocalKeyring:
         """
         return Authenticator(self._contents.intake_private_key, b"pcii-vault/index-mac/v1")
 
+    def upload_authenticator(self) -> Authenticator:
+        """An authenticator for upload tickets (`Vault.upload_ticket`).
+
+        Keyed from this keyring's secrets: the same in every replica that unseals a copy.
+        """
+        return Authenticator(self._contents.intake_private_key, b"pcii-vault/upload-ticket/v1")
+
     def config_authenticator(self) -> Authenticator:
         """An authenticator for the vault's `vault.json`, keyed from this keyring's secrets."""
         return Authenticator(self._contents.intake_private_key, b"pcii-vault/config-mac/v1")

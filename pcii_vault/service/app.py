@@ -33,7 +33,7 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import structlog
 from anyio import from_thread
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -215,6 +215,15 @@ async def signed_body(request: Request) -> Caller:
 
 SignedMessage = Annotated[Caller, Depends(signed_message)]
 SignedBody = Annotated[Caller, Depends(signed_body)]
+# The upload ticket issued with a tracking number (POST /v1/tracking-numbers); missing, it
+# is refused by the core with its own message rather than as a malformed query.
+_Ticket = Annotated[
+    str | None,
+    Query(
+        max_length=wire.UPLOAD_TICKET_MAX,
+        description="the ticket issued with the tracking number",
+    ),
+]
 
 
 def _act_of(caller: Caller, act: wire.Act) -> SignedRequest:
@@ -293,8 +302,11 @@ async def tracking_number(
 ) -> wire.TrackingNumberBody:
     """A tracking number no record has yet."""
     vault = _context(request).vault
-    await _core(vault.identify, _act_of(caller, act))
-    return wire.TrackingNumberBody(tracking_number=await _core(vault.new_tracking_number))
+    owner = await _core(vault.identify, _act_of(caller, act))
+    tracking = await _core(vault.new_tracking_number)
+    return wire.TrackingNumberBody(
+        tracking_number=tracking, upload_ticket=vault.upload_ticket(owner.id, tracking)
+    )
 
 
 # ----- uploads -------------------------------------------------------------------------------
@@ -302,12 +314,13 @@ async def tracking_number(
 
 @router.put(f"{P}/uploads/{{tracking}}/{{name:path}}", status_code=201, tags=["owner"])
 async def upload(
-    tracking: str, name: str, request: Request, caller: SignedMessage
+    tracking: str, name: str, request: Request, caller: SignedMessage, ticket: _Ticket = None
 ) -> dict[str, Any]:
     """Store one ciphertext object of a submission not yet submitted (streamed)."""
     require_role(caller.principal, _UPLOADERS, "upload a submission's objects")
     vault = _context(request).vault
     key = _upload_key(tracking, name)
+    vault.check_upload_ticket(caller.principal.id, tracking, ticket)
     check = DigestCheck()
     stream = request.stream().__aiter__()
 
@@ -345,13 +358,14 @@ async def upload(
 
 @router.delete(f"{P}/uploads/{{tracking}}/{{name:path}}", tags=["owner"])
 async def discard(
-    tracking: str, name: str, request: Request, caller: SignedMessage
+    tracking: str, name: str, request: Request, caller: SignedMessage, ticket: _Ticket = None
 ) -> dict[str, Any]:
     """Remove an uploaded object of a submission that never became a record."""
-    # Any owner: the server does not know who uploaded an object until it is submitted.
     require_role(caller.principal, _UPLOADERS, "discard a submission's objects")
     vault = _context(request).vault
     key = _upload_key(tracking, name)
+    # Only the owner the tracking number was issued to (its ticket) removes its objects.
+    vault.check_upload_ticket(caller.principal.id, tracking, ticket)
 
     def remove() -> None:
         if _is_record(vault, tracking):
@@ -375,7 +389,7 @@ async def submit(request: Request, body: wire.SubmissionBody, caller: SignedBody
 
     def receive() -> Receipt:
         try:
-            return vault.receive(signed, sealed)
+            return vault.receive(signed, sealed, check_ticket=True, ticket=body.upload_ticket)
         except ConflictError as exc:
             # The core's "already a record" is a bare ConflictError; its subclasses are
             # the store's conditional-write conflicts (retry: exit 5, as elsewhere).

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -64,6 +65,7 @@ class HttpTransport:
             RequestSigner(identity.principal, identity.key) if identity is not None else None
         )
         self._http = httpx.Client(verify=_tls_context(ca), timeout=_TIMEOUT)
+        self._tickets: dict[str, str] = {}  # tracking number -> its upload ticket
 
     # ----- plumbing ----------------------------------------------------------------------
 
@@ -113,7 +115,10 @@ class HttpTransport:
 
     def new_tracking_number(self, request: SignedRequest) -> str:
         data = self._post("/tracking-numbers", wire.Act(request=request))
-        return _parse(wire.TrackingNumberBody, data).tracking_number
+        issued = _parse(wire.TrackingNumberBody, data)
+        # Uploads, discards and the submit of this tracking number carry its ticket.
+        self._tickets[issued.tracking_number] = issued.upload_ticket
+        return issued.tracking_number
 
     def uploads(self, request: SignedRequest) -> _Uploads:
         self.identify(request)
@@ -125,6 +130,7 @@ class HttpTransport:
             tracking_number=sealed.tracking_number,
             sealed_dek=base64.b64encode(sealed.sealed_dek).decode(),
             files=list(sealed.files),
+            upload_ticket=self._tickets.get(sealed.tracking_number),
         )
         return _parse(Receipt, self._post("/submissions", body))
 
@@ -340,7 +346,7 @@ class _Uploads:
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> None:
         """Spool the object (its digest is signed before it is sent), then PUT it."""
-        path = _upload_path(key)
+        path = self._path(key)
         with tempfile.TemporaryFile() as spool:
             digest = hashlib.sha256()
             size = 0
@@ -361,14 +367,17 @@ class _Uploads:
 
     def delete(self, key: str) -> None:
         """Remove an object of a submission that failed before it was submitted."""
-        self._transport._send("DELETE", _upload_path(key))
+        self._transport._send("DELETE", self._path(key))
 
-
-def _upload_path(key: str) -> str:
-    prefix, _, rest = key.partition("/")
-    if prefix != "records" or "/" not in rest:
-        raise ValueError(f"not an upload key: {key}")
-    return f"{wire.API_PREFIX}/uploads/{rest}"
+    def _path(self, key: str) -> str:
+        """The route of an upload key, with the ticket of its tracking number."""
+        prefix, _, rest = key.partition("/")
+        tracking = rest.partition("/")[0]
+        if prefix != "records" or "/" not in rest:
+            raise ValueError(f"not an upload key: {key}")
+        path = f"{wire.API_PREFIX}/uploads/{rest}"
+        ticket = self._transport._tickets.get(tracking)
+        return f"{path}?{urlencode({'ticket': ticket})}" if ticket else path
 
 
 def _read_chunks(handle: IO[bytes]) -> Iterator[bytes]:

@@ -122,12 +122,20 @@ class TransitionBody(Act):
     event_type: str = Field(max_length=40)
 
 
+UPLOAD_TICKET_MAX = 64  # characters; the server's tickets have 32
+
+
 class SubmissionBody(Act):
     """`submit`: the uploaded objects' manifest and the data key sealed to the intake key."""
 
     tracking_number: str = Field(max_length=64)
     sealed_dek: str = Field(max_length=512, description="base64")
     files: list[dict[str, Any]] = Field(max_length=1000)
+    upload_ticket: str | None = Field(
+        default=None,
+        max_length=UPLOAD_TICKET_MAX,
+        description="the ticket issued with the tracking number (POST /v1/tracking-numbers)",
+    )
 
 
 class PrincipalBody(Act):
@@ -186,9 +194,13 @@ class VaultInfoBody(_Wire):
 
 
 class TrackingNumberBody(_Wire):
-    """A fresh tracking number."""
+    """A fresh tracking number, and the ticket its uploads, discards and submit carry."""
 
     tracking_number: str
+    upload_ticket: str = Field(
+        description="binds the tracking number to the owner who asked for it: give it as "
+        "`?ticket=` to PUT and DELETE /v1/uploads/..., and in the submission's body"
+    )
 
 
 def shown(name: str) -> str:

@@ -33,7 +33,14 @@ from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.models.request import sign_request
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
-from tests.e2e.conftest import TRAINED, ServerCli, VaultServer, init_split, stop_during_submissions
+from tests.e2e.conftest import (
+    TRAINED,
+    ServerCli,
+    VaultServer,
+    init_split,
+    signed_act,
+    stop_during_submissions,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -294,19 +301,21 @@ def test_uploads_are_refused_for_records_bad_names_and_wrong_digests(served: Ser
         "submit", str(served.write_submission("bare.json", attachments=[])), who="owner"
     ).json()["tracking_number"]
     signer = RequestSigner("owner", caller.identity.key)
+    fresh = caller.post_act("/v1/tracking-numbers", "identify").json()
+    unused, ticket = fresh["tracking_number"], fresh["upload_ticket"]
 
     def put(path: str, body: bytes, digest: str | None = None) -> httpx.Response:
-        url = f"{caller.server.url}/v1/uploads/{path}"
+        url = f"{caller.server.url}/v1/uploads/{path}?ticket={ticket}"
         headers = signer.headers("PUT", url, body_digest=digest or content_digest(body))
         return caller.http.put(url, content=body, headers=headers)
 
-    assert put(f"{tracking}/files/0", b"x").status_code == 400  # already a record
+    assert put(f"{tracking}/files/0", b"x").status_code == 403  # not this ticket's number
     assert put("PCII-2026-99999998/../../etc", b"x").status_code in {400, 404}
     assert put("not-a-tracking-number/document", b"x").status_code == 400
-    wrong = put("PCII-2026-99999997/document", b"payload", content_digest(b"other"))
+    wrong = put(f"{unused}/document", b"payload", content_digest(b"other"))
     assert wrong.status_code == 401
-    assert not (served.vault / "objects" / "records" / "PCII-2026-99999997").exists() or not any(
-        (served.vault / "objects" / "records" / "PCII-2026-99999997").iterdir()
+    assert not (served.vault / "objects" / "records" / unused).exists() or not any(
+        (served.vault / "objects" / "records" / unused).iterdir()
     )
 
 
@@ -618,8 +627,19 @@ def test_slow_and_truncated_uploads_store_nothing(tmp_path: Path) -> None:
         host, port = "127.0.0.1", server.port
         context = client_context(server.ca)
 
-        def raw_put(tracking: str, send: bytes, declared: int, then: str) -> bytes:
-            path = f"/v1/uploads/{tracking}/document"
+        def issued() -> tuple[str, str]:
+            act = {"request": signed_act(identity, "identify").model_dump(mode="json")}
+            body = json.dumps(act).encode()
+            url = f"{server.url}/v1/tracking-numbers"
+            headers = signer.headers("POST", url, body_digest=content_digest(body))
+            headers["content-type"] = "application/json"
+            with httpx.Client(verify=context) as http:
+                answer = http.post(url, content=body, headers=headers).json()
+            return answer["tracking_number"], answer["upload_ticket"]
+
+        def raw_put(issued: tuple[str, str], send: bytes, declared: int, then: str) -> bytes:
+            tracking, ticket = issued
+            path = f"/v1/uploads/{tracking}/document?ticket={ticket}"
             body = send + b"x" * (declared - len(send))
             headers = signer.headers("PUT", f"{server.url}{path}", body_digest=content_digest(body))
             head = f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -635,14 +655,15 @@ def test_slow_and_truncated_uploads_store_nothing(tmp_path: Path) -> None:
                 tls.settimeout(20)
                 return tls.recv(4096)
 
+        stalled, cut = issued(), issued()
         # Stalls after 1 KiB of a declared 1 MiB: 408 after the read timeout.
-        answer = raw_put("PCII-2026-99999991", b"y" * 1024, 1 << 20, then="wait")
+        answer = raw_put(stalled, b"y" * 1024, 1 << 20, then="wait")
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         # Sends half and hangs up.
-        raw_put("PCII-2026-99999992", b"z" * 4096, 1 << 20, then="close")
+        raw_put(cut, b"z" * 4096, 1 << 20, then="close")
         time.sleep(1.0)
         records = cli.vault / "objects" / "records"
-        for tracking in ("PCII-2026-99999991", "PCII-2026-99999992"):
+        for tracking in (stalled[0], cut[0]):
             leftovers = [p for p in (records / tracking).rglob("*") if p.is_file()]
             assert leftovers == []  # no object, and no temporary file either
         with httpx.Client(verify=client_context(server.ca)) as http:

@@ -26,7 +26,8 @@ from pcii_vault.models.request import RequestBody
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
 from pcii_vault.service.transport import HttpTransport
-from tests.e2e.conftest import TRAINED, ServerCli, VaultServer, signed_act
+from pcii_vault.vault import Vault
+from tests.e2e.conftest import SECRET, TRAINED, ServerCli, VaultServer, signed_act
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +106,29 @@ def _who(cli: ServerCli, name: str) -> Identity:
     return Identity.load(cli.key(name))
 
 
+def _issued(server: VaultServer, owner: Identity) -> tuple[str, str]:
+    """A tracking number the server issues to `owner`, and its upload ticket."""
+    act = {"request": signed_act(owner, "identify").model_dump(mode="json")}
+    response = _signed(server, owner, "POST", "/v1/tracking-numbers", json.dumps(act).encode())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return body["tracking_number"], body["upload_ticket"]
+
+
+def _ticket_of(cli: ServerCli, principal: str, tracking: str) -> str:
+    """The ticket the server issued to `principal` with `tracking` (the CLI kept it)."""
+    vault = Vault(cli.vault, unseal=SECRET.encode)
+    try:
+        return vault.upload_ticket(principal, tracking)
+    finally:
+        vault.close()
+
+
+def _uploads(tracking: str, name: str, ticket: str | None) -> str:
+    """The route of an upload, with its ticket when one is given."""
+    return f"/v1/uploads/{tracking}/{name}" + (f"?ticket={ticket}" if ticket else "")
+
+
 # ----- the request head ----------------------------------------------------------------------
 
 
@@ -145,9 +169,11 @@ def _trickle(conn: ssl.SSLSocket, start: bytes, *, pause: float) -> bytes:
     return answer
 
 
-def _upload_head(server: VaultServer, owner: Identity, tracking: str) -> tuple[bytes, bytes]:
+def _upload_head(
+    server: VaultServer, owner: Identity, tracking: str, ticket: str
+) -> tuple[bytes, bytes]:
     """The signed head of a 100,000-byte document upload, and that body (sent raw)."""
-    path = f"/v1/uploads/{tracking}/document"
+    path = _uploads(tracking, "document", ticket)
     body = b"x" * 100_000
     headers = RequestSigner(owner.principal, owner.key).headers(
         "PUT", f"{server.url}{path}", body_digest=content_digest(body)
@@ -161,8 +187,8 @@ def _upload_head(server: VaultServer, owner: Identity, tracking: str) -> tuple[b
 def test_an_upload_trickled_a_byte_at_a_time_is_cut_off(wire: ServerCli) -> None:
     """Never silent for the read timeout, yet far too slow: 408, and nothing stored."""
     server, owner = _server(wire), _who(wire, "owner")
-    tracking = _TRACKING.format(66666666)
-    head, _ = _upload_head(server, owner, tracking)
+    tracking, ticket = _issued(server, owner)
+    head, _ = _upload_head(server, owner, tracking, ticket)
     with _tls(server) as conn:
         answer = _trickle(conn, head, pause=0.5)
         answer += _read_all(conn, timeout=5)
@@ -175,8 +201,8 @@ def test_an_upload_trickled_a_byte_at_a_time_is_cut_off(wire: ServerCli) -> None
 def test_a_client_gone_mid_upload_is_no_server_error(wire: ServerCli) -> None:
     """Not a 500 with a traceback in the server's log: a 400 access line, nothing stored."""
     server, owner = _server(wire), _who(wire, "owner")
-    tracking = _TRACKING.format(66666667)
-    head, body = _upload_head(server, owner, tracking)
+    tracking, ticket = _issued(server, owner)
+    head, body = _upload_head(server, owner, tracking, ticket)
     before = len(_upload_lines(wire))
     errors = (wire.root / "serve.log").read_text().count("unexpected_error")
     with _tls(server) as conn:
@@ -302,7 +328,8 @@ def test_a_trailing_slash_is_404_not_a_redirect(wire: ServerCli, method: str, pa
 
 def test_an_upload_that_already_exists_is_409_exit_3(wire: ServerCli) -> None:
     server, owner = _server(wire), _who(wire, "owner")
-    path = f"/v1/uploads/{_TRACKING.format(11111111)}/document"
+    tracking, ticket = _issued(server, owner)
+    path = _uploads(tracking, "document", ticket)
     results: list[httpx.Response] = []
 
     def put() -> None:
@@ -322,9 +349,9 @@ def test_an_upload_that_already_exists_is_409_exit_3(wire: ServerCli) -> None:
 
 def test_the_client_maps_an_upload_conflict_to_exit_3(wire: ServerCli) -> None:
     server, owner = _server(wire), _who(wire, "owner")
-    tracking = _TRACKING.format(11111112)
     transport = HttpTransport(server.url, ca=server.ca, identity=owner)
     try:
+        tracking = transport.new_tracking_number(signed_act(owner, "identify"))
         request = signed_act(owner, "identify", record=tracking)
         uploads = transport.uploads(request)
         uploads.put_stream(f"records/{tracking}/document", [b"first"])
@@ -342,7 +369,8 @@ def test_a_submission_naming_an_existing_record_is_exit_2(wire: ServerCli) -> No
         "submit", str(wire.write_submission("taken.json", attachments=[])), who="owner"
     ).json()["tracking_number"]
     files = [{"name": "x", "object": "document", "sha256": "0" * 64, "size": 1}]
-    response = _submission(server, owner, tracking, files)
+    # Submitted again by its owner, with the ticket it was issued with.
+    response = _submission(server, owner, tracking, files, _ticket_of(wire, "owner", tracking))
     assert response.status_code == 400, response.text
     error = response.json()
     assert (error["exit_code"], error["kind"]) == (2, "InputError")
@@ -393,7 +421,11 @@ def test_parameters_nested_too_deep_are_refused_and_never_logged(wire: ServerCli
 
 
 def _submission(
-    server: VaultServer, who: Identity, tracking: str, files: list[dict[str, Any]]
+    server: VaultServer,
+    who: Identity,
+    tracking: str,
+    files: list[dict[str, Any]],
+    ticket: str | None = None,
 ) -> httpx.Response:
     request = signed_act(who, "submit", record=tracking, params={"files": files})
     body = {
@@ -401,6 +433,7 @@ def _submission(
         "tracking_number": tracking,
         "sealed_dek": base64.b64encode(b"\0" * 64).decode(),
         "files": files,
+        "upload_ticket": ticket,
     }
     return _signed(server, who, "POST", "/v1/submissions", json.dumps(body).encode())
 
@@ -426,10 +459,10 @@ def test_a_malformed_file_manifest_is_refused_before_anything_is_logged(
     """Logged, such a manifest failed every later review, search and status (KeyError)."""
     server, owner = _server(wire), _who(wire, "owner")
     size = wire.ok("audit", "checkpoint").json()["size"]
-    tracking = _TRACKING.format(55555555)
-    put = _signed(server, owner, "PUT", f"/v1/uploads/{tracking}/document", b"sealed" * 100)
+    tracking, ticket = _issued(server, owner)
+    put = _signed(server, owner, "PUT", _uploads(tracking, "document", ticket), b"sealed" * 100)
     assert put.status_code == 201, put.text
-    response = _submission(server, owner, tracking, [_DOCUMENT, attachment])
+    response = _submission(server, owner, tracking, [_DOCUMENT, attachment], ticket)
     assert response.status_code == 400, response.text
     assert refusal in response.json()["error"]
     assert wire.ok("audit", "checkpoint").json()["size"] == size
@@ -440,12 +473,78 @@ def test_a_malformed_file_manifest_is_refused_before_anything_is_logged(
 def test_a_denied_submission_leaves_the_owners_upload_in_progress(wire: ServerCli) -> None:
     """An analyst naming an owner's tracking number removes none of its objects."""
     server, owner, analyst = _server(wire), _who(wire, "owner"), _who(wire, "water")
-    tracking = _TRACKING.format(55555556)
-    put = _signed(server, owner, "PUT", f"/v1/uploads/{tracking}/document", b"sealed" * 100)
+    tracking, ticket = _issued(server, owner)
+    put = _signed(server, owner, "PUT", _uploads(tracking, "document", ticket), b"sealed" * 100)
     assert put.status_code == 201, put.text
-    denied = _submission(server, analyst, tracking, [_DOCUMENT])
-    assert denied.status_code == 403, denied.text
+    size = wire.ok("audit", "checkpoint").json()["size"]
+    for given in (None, ticket):
+        denied = _submission(server, analyst, tracking, [_DOCUMENT], given)
+        assert denied.status_code == 403, denied.text
     assert (wire.vault / "objects" / "records" / tracking / "document").is_file()
+    assert wire.ok("audit", "checkpoint").json()["size"] == size  # refused before the core
+    # Under a tracking number issued to it, the analyst's submit is the policy's to deny:
+    # logged, as any signed act's denial.
+    own, own_ticket = _issued(server, analyst)
+    denied = _submission(server, analyst, own, [_DOCUMENT], own_ticket)
+    assert denied.status_code == 403, denied.text
+    assert "not issued" not in denied.json()["error"]
+    assert wire.ok("audit", "checkpoint").json()["size"] == size + 1
+
+
+def _owner2_refused(response: httpx.Response, text: str) -> None:
+    assert response.status_code == 403, response.text
+    error = response.json()
+    assert (error["exit_code"], error["kind"]) == (3, "PolicyDenied"), error
+    assert text in error["error"], error
+
+
+def test_another_owner_can_neither_pre_empt_nor_remove_nor_fail_an_upload(
+    wire: ServerCli,
+) -> None:
+    """A tracking number is bound to the owner it was issued to: another owner who learns
+    it uploads, discards and submits nothing under it, with or without that owner's
+    ticket (which is bound to its principal); the owner's submission goes on."""
+    server, owner, other = _server(wire), _who(wire, "owner"), _who(wire, "owner2")
+    tracking, ticket = _issued(server, owner)
+    document = wire.vault / "objects" / "records" / tracking / "document"
+    for given in (None, ticket, _issued(server, other)[1]):
+        text = "no upload ticket" if given is None else f"not issued to {other.principal}"
+        # Pre-empting a name the owner will upload next.
+        path = _uploads(tracking, "document", given)
+        _owner2_refused(_signed(server, other, "PUT", path, b"planted"), text)
+        assert not document.exists()
+    put = _signed(server, owner, "PUT", _uploads(tracking, "document", ticket), b"sealed" * 10)
+    assert put.status_code == 201, put.text
+    size = wire.ok("audit", "checkpoint").json()["size"]
+    for given in (None, ticket):
+        text = "no upload ticket" if given is None else f"not issued to {other.principal}"
+        path = _uploads(tracking, "document", given)
+        _owner2_refused(_signed(server, other, "DELETE", path), text)
+        # A submit the vault refuses (a malformed manifest, say) removes the upload with
+        # it: another owner's is refused before that.
+        refused = _submission(server, other, tracking, [_DOCUMENT, {"name": "x"}], given)
+        _owner2_refused(refused, text)
+    assert document.read_bytes() == b"sealed" * 10
+    assert wire.ok("audit", "checkpoint").json()["size"] == size  # nothing was logged
+    # The owner removes its own upload with its ticket.
+    gone = _signed(server, owner, "DELETE", _uploads(tracking, "document", ticket))
+    assert gone.status_code == 200, gone.text
+    assert not document.exists()
+
+
+def test_an_owner_without_the_ticket_is_told_how_to_get_one(wire: ServerCli) -> None:
+    server, owner = _server(wire), _who(wire, "owner")
+    tracking, _ = _issued(server, owner)
+    refused = _signed(server, owner, "PUT", _uploads(tracking, "document", None), b"x")
+    _owner2_refused(refused, "no upload ticket")
+    assert "pcii submit" in refused.json()["error"]
+    forged = _signed(server, owner, "PUT", _uploads(tracking, "document", "A" * 32), b"x")
+    _owner2_refused(forged, "does not match")
+    too_long = _signed(server, owner, "PUT", _uploads(tracking, "document", "A" * 65), b"x")
+    assert too_long.status_code == 400, too_long.text
+    assert not (wire.vault / "objects" / "records" / tracking).exists() or not any(
+        (wire.vault / "objects" / "records" / tracking).iterdir()
+    )
 
 
 # ----- who may upload ------------------------------------------------------------------------
@@ -455,7 +554,8 @@ def test_a_denied_submission_leaves_the_owners_upload_in_progress(wire: ServerCl
 def test_only_owners_upload_or_discard(wire: ServerCli, who: str) -> None:
     server = _server(wire)
     owner, other = _who(wire, "owner"), _who(wire, who)
-    path = f"/v1/uploads/{_TRACKING.format(22222222)}/files/{len(who)}"
+    tracking, ticket = _issued(server, owner)
+    path = _uploads(tracking, f"files/{len(who)}", ticket)
     refused = _signed(server, other, "PUT", path, b"ciphertext")
     assert refused.status_code == 403
     assert (refused.json()["exit_code"], refused.json()["kind"]) == (3, "PolicyDenied")
