@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -106,6 +107,7 @@ from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
 from pcii_vault.models.request import SignedRequest, sign_request, verify_act
 from pcii_vault.models.submission import (
+    TRACKING_NUMBER_PATTERN,
     ManifestEntry,
     Submission,
     check_manifest,
@@ -1274,7 +1276,9 @@ class Vault:
             try:
                 self.index.record(candidate)
             except NotFoundError:
-                return candidate
+                # Nor one with uploads in progress: its objects are another submission's.
+                if next(iter(self.store.list(f"records/{candidate}/")), None) is None:
+                    return candidate
 
     def upload_ticket(self, principal_id: str, tracking: str) -> str:
         """The ticket that binds the uploads of `tracking` to the principal it was issued to.
@@ -1302,9 +1306,9 @@ class Vault:
         expected = self.upload_ticket(principal_id, tracking)
         if not hmac.compare_digest(expected.encode(), ticket.encode("utf-8", "replace")):
             raise PolicyDenied(
-                f"{printable(tracking)} was not issued to {principal_id}: its upload ticket "
-                "does not match (only the owner who asked for a tracking number uploads, "
-                "discards or submits under it)"
+                f"the upload ticket does not match {printable(tracking)} for {principal_id}: "
+                "only the owner a tracking number was issued to uploads, discards or "
+                "submits under it, with the ticket issued with it"
             )
 
     def intake_key(self) -> bytes:
@@ -1329,6 +1333,8 @@ class Vault:
         still be committed by the next writer.
         """
         tracking = sealed.tracking_number
+        if not re.fullmatch(TRACKING_NUMBER_PATTERN, tracking):
+            raise InputError(f"{printable(tracking)!r} is not a tracking number")
         if check_ticket:
             # Service mode: only the principal the tracking number was issued to submits
             # it. Anyone else's request (a malformed one too) must not reach the refusals

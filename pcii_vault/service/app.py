@@ -805,10 +805,11 @@ async def _vault_error(_request: Request, exc: VaultError) -> JSONResponse:
 
 
 async def _invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    problems = [
-        f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
-    ]
-    error = InputError(f"invalid request body: {problems[0] if problems else 'malformed'}")
+    errors = exc.errors()
+    problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors]
+    # A query parameter (the upload ticket) is not the body: say which it was.
+    where = "query parameter" if errors and errors[0]["loc"][:1] == ("query",) else "body"
+    error = InputError(f"invalid request {where}: {problems[0] if problems else 'malformed'}")
     error.problems = tuple(problems)  # type: ignore[attr-defined]
     return _error(error, 400)
 

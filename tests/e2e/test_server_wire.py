@@ -487,7 +487,7 @@ def test_a_denied_submission_leaves_the_owners_upload_in_progress(wire: ServerCl
     own, own_ticket = _issued(server, analyst)
     denied = _submission(server, analyst, own, [_DOCUMENT], own_ticket)
     assert denied.status_code == 403, denied.text
-    assert "not issued" not in denied.json()["error"]
+    assert "upload ticket" not in denied.json()["error"]
     assert wire.ok("audit", "checkpoint").json()["size"] == size + 1
 
 
@@ -508,7 +508,7 @@ def test_another_owner_can_neither_pre_empt_nor_remove_nor_fail_an_upload(
     tracking, ticket = _issued(server, owner)
     document = wire.vault / "objects" / "records" / tracking / "document"
     for given in (None, ticket, _issued(server, other)[1]):
-        text = "no upload ticket" if given is None else f"not issued to {other.principal}"
+        text = "no upload ticket" if given is None else f"for {other.principal}: only the owner"
         # Pre-empting a name the owner will upload next.
         path = _uploads(tracking, "document", given)
         _owner2_refused(_signed(server, other, "PUT", path, b"planted"), text)
@@ -517,7 +517,7 @@ def test_another_owner_can_neither_pre_empt_nor_remove_nor_fail_an_upload(
     assert put.status_code == 201, put.text
     size = wire.ok("audit", "checkpoint").json()["size"]
     for given in (None, ticket):
-        text = "no upload ticket" if given is None else f"not issued to {other.principal}"
+        text = "no upload ticket" if given is None else f"for {other.principal}: only the owner"
         path = _uploads(tracking, "document", given)
         _owner2_refused(_signed(server, other, "DELETE", path), text)
         # A submit the vault refuses (a malformed manifest, say) removes the upload with
@@ -532,6 +532,20 @@ def test_another_owner_can_neither_pre_empt_nor_remove_nor_fail_an_upload(
     assert not document.exists()
 
 
+@pytest.mark.parametrize("tracking", ["x" * 64, "PCII-2026-12345678\u0000o1", "pcii-2026-12345678"])
+def test_a_submission_of_no_tracking_number_is_malformed_not_denied(
+    wire: ServerCli, tracking: str
+) -> None:
+    server, owner = _server(wire), _who(wire, "owner")
+    size = wire.ok("audit", "checkpoint").json()["size"]
+    response = _submission(server, owner, tracking, [_DOCUMENT], "A" * 32)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert (error["exit_code"], error["kind"]) == (2, "InputError"), error
+    assert "is not a tracking number" in error["error"]
+    assert wire.ok("audit", "checkpoint").json()["size"] == size
+
+
 def test_an_owner_without_the_ticket_is_told_how_to_get_one(wire: ServerCli) -> None:
     server, owner = _server(wire), _who(wire, "owner")
     tracking, _ = _issued(server, owner)
@@ -542,6 +556,7 @@ def test_an_owner_without_the_ticket_is_told_how_to_get_one(wire: ServerCli) -> 
     _owner2_refused(forged, "does not match")
     too_long = _signed(server, owner, "PUT", _uploads(tracking, "document", "A" * 65), b"x")
     assert too_long.status_code == 400, too_long.text
+    assert too_long.json()["error"].startswith("invalid request query parameter: ticket")
     assert not (wire.vault / "objects" / "records" / tracking).exists() or not any(
         (wire.vault / "objects" / "records" / tracking).iterdir()
     )

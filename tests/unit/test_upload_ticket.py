@@ -30,11 +30,11 @@ def test_a_ticket_is_bound_to_its_principal_and_tracking_number(bench: VaultBenc
     assert len(ticket) == 32
     assert ticket != vault.upload_ticket("office", TRACKING)
     assert ticket != vault.upload_ticket("owner", "PCII-2026-00001235")
-    with pytest.raises(PolicyDenied, match="not issued to office"):
+    with pytest.raises(PolicyDenied, match="does not match PCII-2026-00001234 for office"):
         vault.check_upload_ticket("office", TRACKING, ticket)
-    with pytest.raises(PolicyDenied, match="not issued to owner"):
+    with pytest.raises(PolicyDenied, match="for owner: only the owner"):
         vault.check_upload_ticket("owner", "PCII-2026-00001235", ticket)
-    with pytest.raises(PolicyDenied, match="not issued to owner"):
+    with pytest.raises(PolicyDenied, match="for owner: only the owner"):
         vault.check_upload_ticket(
             "owner", TRACKING, ticket[:-1] + ("A" if ticket[-1] != "A" else "B")
         )
@@ -60,3 +60,16 @@ def test_another_vaults_ticket_is_refused(bench: VaultBench, tmp_path: Path) -> 
     ticket = other.vault.upload_ticket("owner", TRACKING)
     with pytest.raises(PolicyDenied, match="does not match"):
         bench.vault.check_upload_ticket("owner", TRACKING, ticket)
+
+
+def test_a_tracking_number_with_uploads_in_progress_is_never_issued_again(
+    bench: VaultBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two owners issued one number would both hold valid tickets for it."""
+    vault = bench.vault
+    serials = iter([1234, 1234, 1235])
+    monkeypatch.setattr("secrets.randbelow", lambda _n: next(serials))
+    first = vault.new_tracking_number()
+    vault.store.put_if_absent(f"records/{first}/document", b"sealed")
+    second = vault.new_tracking_number()
+    assert (first[-4:], second[-4:]) == ("1234", "1235")
