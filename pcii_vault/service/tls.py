@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -231,6 +232,29 @@ def _check_names(certificate: x509.Certificate, cert: Path, key: Path, names: li
             )
 
 
+_MEANWHILE_WAIT_S = 10.0  # for another process's certificate after its key appeared
+
+
+def _made_meanwhile(cert_path: Path, key_path: Path, names: list[_Name]) -> ServerCertificate:
+    """The pair another process made while this one was making its own (its key first).
+
+    Raises:
+        ConfigError: its certificate never appeared (that process failed), or the pair
+            does not match or does not name every host.
+    """
+    deadline = time.monotonic() + _MEANWHILE_WAIT_S
+    while not cert_path.exists():
+        if time.monotonic() > deadline or not key_path.exists():
+            raise ConfigError(
+                f"{key_path} appeared while it was being made, and no certificate came "
+                "with it: try again"
+            )
+        time.sleep(0.05)
+    certificate = _load_pair(cert_path, key_path)
+    _check_names(certificate, cert_path, key_path, names)
+    return ServerCertificate(cert_path, key_path, _fingerprint(certificate), created=False)
+
+
 def ensure_self_signed(directory: Path, hosts: Sequence[str]) -> ServerCertificate:
     """Return the pair in `directory`, making a self-signed one the first time.
 
@@ -259,8 +283,9 @@ def ensure_self_signed(directory: Path, hosts: Sequence[str]) -> ServerCertifica
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_new_file(key_path, key_pem, mode=0o600)
-    except FileExistsError as exc:
-        raise ConfigError(f"{key_path} appeared while it was being made: try again") from exc
+    except FileExistsError:
+        # Another server of this vault making its pair at the same moment: use that one.
+        return _made_meanwhile(cert_path, key_path, names)
     except OSError as exc:
         raise ConfigError(f"cannot write {key_path}: {exc.strerror}") from exc
     try:

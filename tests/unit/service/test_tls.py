@@ -332,3 +332,42 @@ def test_client_context_reads_a_bounded_amount_of_a_ca_file() -> None:
     # `--ca /dev/zero` grew the client to 24 GB before the out-of-memory killer came.
     with pytest.raises(ConfigError, match="larger than 4 MiB: not a PEM file"):
         client_context(Path("/dev/zero"))
+
+
+def test_two_servers_making_the_pair_at_once_both_use_the_one_made_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second finds the first's key where its own would go: it waits for that
+    pair's certificate and uses it (was: exit 2, "appeared while it was being made")."""
+    from pcii_vault.service import tls
+
+    real_write = tls.write_new_file
+    first: list[ServerCertificate] = []
+
+    def first_server_wins(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+        monkeypatch.setattr(tls, "write_new_file", real_write)
+        first.append(ensure_self_signed(tmp_path, ["127.0.0.1"]))  # the other server
+        real_write(path, data, mode=mode)
+
+    monkeypatch.setattr(tls, "write_new_file", first_server_wins)
+    second = ensure_self_signed(tmp_path, ["127.0.0.1"])
+    assert first[0].created and not second.created
+    assert second.fingerprint_sha256 == first[0].fingerprint_sha256
+
+
+def test_a_key_whose_certificate_never_comes_is_refused_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pcii_vault.service import tls
+
+    monkeypatch.setattr(tls, "_MEANWHILE_WAIT_S", 0.2)
+    real_write = tls.write_new_file
+
+    def racing_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+        if path.name == KEY_FILE:
+            real_write(path, data, mode=mode)  # another process's key, and no certificate
+        real_write(path, data, mode=mode)
+
+    monkeypatch.setattr(tls, "write_new_file", racing_write)
+    with pytest.raises(ConfigError, match="no certificate came with it"):
+        ensure_self_signed(tmp_path, ["127.0.0.1"])
