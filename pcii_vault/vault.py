@@ -1653,7 +1653,7 @@ class Vault:
         # Unwrap the key and authenticate the document in memory before logging the
         # release, so a tampered key or document fails before a permit is on record;
         # nothing touches the disk until the access event is in the log.
-        dek = self.keyring.unwrap(wrapped, RecordContext(self.config.vault_id, tracking).to_bytes())
+        dek = self._unwrap(wrapped, RecordContext(self.config.vault_id, tracking).to_bytes())
         doc_ctx = ObjectContext(self.config.vault_id, tracking, "document")
         try:
             document = _read_document(self.store, dek, doc_ctx, record.files)
@@ -1698,6 +1698,33 @@ class Vault:
         return StagedRelease(
             tracking, staging, files, index, tuple(decision.obligations), tuple(decision.policy_ids)
         )
+
+    def _unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        """Unwrap a record's DEK, under a KEK version rotated in by another process too.
+
+        A long-lived vault (a server) unsealed its keyring before `keys rotate` ran in
+        another process on this vault directory (embedded, or another server): a key
+        rewrapped or wrapped since names a version this copy lacks. The keyring file is
+        read again first, as a rotation through this process would have done.
+
+        Raises:
+            BackendError: the keyring file does not hold that version either (the keys
+                were rotated by a replica with its own copy of the keyring).
+            IntegrityError: as `KeyCustody.unwrap`.
+        """
+        keyring = self.keyring
+        if keyring.owns(wrapped) and keyring.wrapped_version(wrapped) > keyring.current_version:
+            with self._key_lock() as fresh_keyring:
+                keyring = fresh_keyring()
+            version = keyring.wrapped_version(wrapped)
+            if version > keyring.current_version:
+                raise BackendError(
+                    f"this record's key is wrapped under KEK version {version}, which this "
+                    f"vault's keyring does not hold (it has {keyring.current_version}): the "
+                    "keys were rotated by another replica; copy its keyring.sealed here and "
+                    "restart"
+                )
+        return keyring.unwrap(wrapped, context)
 
     def _missing_key(self, tracking: str) -> VaultError:
         """Why a record's wrapped key is gone (see `_gone`)."""

@@ -415,3 +415,42 @@ def test_an_act_naming_a_record_it_is_not_about_is_refused_unlogged(setup: Setup
     finally:
         history.close()
     assert history.decisions_replayed > 0
+
+
+def test_a_release_after_another_process_rotated_and_rewrapped_reads_the_keyring_again(
+    setup: Setup,
+) -> None:
+    """A server unsealed before `keys rotate` and `keys rewrap` ran in another process on
+    its directory: the rewrapped record names KEK version 2, which its copy of the keyring
+    lacked (was: exit 4, "KEK version 2 is not in this keyring", until a restart)."""
+    tracking = setup.submit()
+    setup.vault.keyring  # noqa: B018 -- unsealed now, as a server is from its start
+    other = Vault(setup.vault.paths.root, unseal=lambda: SECRET)
+    try:
+        other.sync()
+        rotate = other.sign(setup.ids["admin"], "rotate-keys", params={"op": "rotate"})
+        assert other.rotate_keys(rotate) == 2
+        other.rewrap_keys(other.sign(setup.ids["admin"], "rotate-keys", params={"op": "rewrap"}))
+    finally:
+        other.close()
+    assert setup.wrapped_version(tracking) == 2
+    assert setup.review(tracking).read_bytes() == setup.attachment.read_bytes()
+    setup.assert_log_sound()
+
+
+def test_a_release_under_a_version_no_copy_of_the_keyring_holds_is_exit_5(
+    setup: Setup,
+) -> None:
+    """Rotated by a replica with its own keyring copy: not tampering (exit 4) but a
+    keyring to copy here (exit 5), as for wrapping."""
+    tracking = setup.submit()
+    root = setup.vault.paths.root
+    stale = (root / "keyring.sealed").read_bytes()
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    setup.vault.rewrap_keys(setup.key_request("rewrap"))
+    setup.vault.close()
+    (root / "keyring.sealed").write_bytes(stale)  # this replica's copy, never rotated
+    replica = Vault(root, unseal=lambda: SECRET)
+    setup.vault = replica
+    with pytest.raises(BackendError, match="rotated by another replica"):
+        setup.review(tracking)
