@@ -2465,6 +2465,9 @@ class Vault:
         """Records the caller may act on; never content, and never what they may not see."""
         self.sync()
         principal = self._verify_request(request, "search")
+        if principal.status != "active":
+            # Refused outright, as a server refuses the caller: not an empty listing.
+            raise PolicyDenied(f"principal {principal.id} is {principal.status}")
         self._note_policy_change()
         visible: list[RecordRow] = []
         candidates = self.index.records(sector=sector, state=state)

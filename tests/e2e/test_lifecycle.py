@@ -13,7 +13,7 @@ import pypdf
 import pytest
 
 from pcii_vault.index import Index
-from tests.e2e.conftest import IN_BOTH_MODES, Cli, free_port
+from tests.e2e.conftest import IN_BOTH_MODES, Cli, free_port, one_line_error
 
 pytestmark = pytest.mark.slow
 
@@ -219,6 +219,23 @@ def test_search_lists_only_what_the_caller_may_see(populated: Cli) -> None:
     seen_by_energy = [r["tracking_number"] for r in cli.ok("search", who="energy").lines()]
     assert seen_by_water == [tracking]
     assert seen_by_energy == []
+
+
+@IN_BOTH_MODES
+@pytest.mark.parametrize("status", ["suspended", "revoked"])
+def test_search_by_an_inactive_principal_is_refused_not_an_empty_listing(
+    populated: Cli, status: str
+) -> None:
+    """Both modes answer alike: exit 3 naming the status (embedded gave exit 0, nothing)."""
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    if status == "revoked":
+        cli.ok("principal", "revoke", "water", who="admin")
+    else:
+        cli.ok("principal", "update", "water", "--status", "suspended", who="admin")
+    line = one_line_error(cli.run("search", who="water"), 3)
+    assert f"water is {status}" in line
 
 
 def test_index_rebuild_reproduces_the_index_exactly(populated: Cli) -> None:
