@@ -215,8 +215,10 @@ def _sealed(seal: Seal | None) -> Seal:
 def _listen_address(listen: str) -> tuple[str, int]:
     host, sep, port_text = listen.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not sep or not host or not port_text.isdigit():
         raise InputError(f"--listen {listen!r}: use HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    if not 0 < int(port_text) < 65536:
+        raise InputError(f"--listen {listen!r}: the port must be 1 to 65535")
     return host, int(port_text)
 
 

@@ -76,7 +76,9 @@ def template(
             typer.echo("")
         return
     _write_new(out, text.encode("utf-8"))
-    state.output.note(f"wrote example submission {out}; edit it, then: pcii submit {out}")
+    state.output.note(
+        f"wrote example submission {out}; edit it, then: pcii --as KEYFILE submit {out}"
+    )
     if state.output.json_mode:
         state.output.result(
             {"out": str(out), "attachment": str(attachment_out) if attachment_out else None}

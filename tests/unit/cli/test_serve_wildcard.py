@@ -53,3 +53,11 @@ def test_the_certificate_for_a_wildcard_names_the_machine(tmp_path: Path) -> Non
     assert {"vault-1.example.org", "vault-1", "localhost"} <= set(
         names.get_values_for_type(x509.DNSName)
     )
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:99999", "127.0.0.1:0"])
+def test_a_port_out_of_range_is_named_as_such(listen: str) -> None:
+    from pcii_vault.errors import InputError
+
+    with pytest.raises(InputError, match="the port must be 1 to 65535"):
+        serve._listen_address(listen)
