@@ -339,11 +339,18 @@ def _interrupt_on_signals() -> dict[int, Any]:
     return {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
-def _restore_signals(previous: dict[int, Any]) -> None:
+def _restore_signals(previous: dict[int, Any], *, exiting: bool) -> None:
+    """Put the old handlers back; or, when the process is about to exit, ignore them.
+
+    Once the command has finished (its result printed, its act logged), an interrupt in
+    the last moments (flushing, closing connections) must not turn a success into death
+    by signal, with no line said. A caller of `main` with its own `argv` (tests, an
+    embedding program) gets its handlers back.
+    """
     import signal
 
     for signum, handler in previous.items():
-        signal.signal(signum, handler)
+        signal.signal(signum, signal.SIG_IGN if exiting else handler)
 
 
 def _fail_interrupted(*, json_mode: bool) -> NoReturn:
@@ -436,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 -- the last resort: one line, exit 1
         _fail_unexpected(exc, json_mode=json_mode, debug=debug)
     finally:
-        _restore_signals(previous)
+        _restore_signals(previous, exiting=argv is None)
     if _RECEIVED:  # typer caught the interrupt (and made it exit 130): say so
         _fail_interrupted(json_mode=json_mode)
     _flush_stdout()
