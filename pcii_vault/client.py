@@ -445,8 +445,15 @@ class Client:
         return self.transport.key_status(self._key_act(KeyParams(op="status")))
 
     def rotate_keys(self) -> int:
-        """A new KEK version (an admin's act)."""
-        return self.transport.rotate_keys(self._key_act(KeyParams(op="rotate")))
+        """A new KEK version (an admin's act): the next one after the logged current one.
+
+        The request signs the version it makes, so of two rotations at once only one
+        happens; the other is refused (exit 3).
+        """
+        logged = self.key_status().logged_version
+        return self.transport.rotate_keys(
+            self._key_act(KeyParams.of(op="rotate", version=logged + 1))
+        )
 
     def rewrap_keys(self) -> Rewrap:
         """Re-wrap every live data key under the current KEK (an admin's act)."""

@@ -1914,8 +1914,10 @@ class Vault:
             IntegrityError: the request is forged, replayed, stale or for another op.
         """
         self._authorize_key_op(request, "status")
-        with self._key_lock() as fresh_keyring:
-            keyring = fresh_keyring()  # another process may have rotated meanwhile
+        # Another process may have rotated meanwhile: the file again, without waiting for
+        # the key lock (a rotation holds it while it is logged, and `keys rotate` reads
+        # this status first: two rotations at once must both see the version before).
+        keyring = self._reread_keyring()
         rewrapped = self.index.meta("key.rewrapped")
         migrated = self.index.meta("key.migrated")
         return KeyStatus(
@@ -1992,7 +1994,11 @@ class Vault:
             BackendError: the log or the keyring file could not be written.
         """
         with self._key_lock() as fresh_keyring:
-            self._authorize_key_op(request, "rotate")
+            # The version it makes, when signed (see `_require_next_version`).
+            signed = request.body.params.get("version")
+            self._authorize_key_op(
+                request, "rotate", **({} if signed is None else {"version": signed})
+            )
             keyring = fresh_keyring()
             logged, held = self._logged_kek_version(keyring), keyring.current_version
             pending = self.paths.root / _ROTATION_PENDING
@@ -2017,10 +2023,14 @@ class Vault:
                     f"the keyring's current KEK version is {held} but the log says {logged}: "
                     "the keyring was changed outside the vault"
                 )
+            _require_next_version(request, held)
 
             def rotate(_admin: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
                 if self._logged_kek_version(keyring) != held:
-                    raise ActConflictError("another key rotation was logged first: run it again")
+                    raise ActConflictError(
+                        "another key rotation was logged first: nothing was rotated (see "
+                        "`pcii keys status`)"
+                    )
                 details: dict[str, Any] = {"version": held + 1, "previous": held}
                 if keyring.key_id != LOCAL:
                     details["kek"] = keyring.key_id
@@ -2316,17 +2326,20 @@ class Vault:
             fcntl.flock(fd, fcntl.LOCK_EX)
 
             def fresh() -> KeyCustody:
-                if loaded_before:
-                    if self._keyring is not None:
-                        self._keyring.close()
-                        self._keyring = None
-                        self._ledger = None  # it held the closed custody's signer
-                    self._local_keys = None  # read the keyring file again
-                return self.keyring
+                return self._reread_keyring() if loaded_before else self.keyring
 
             yield fresh
         finally:
             os.close(fd)  # closing the descriptor releases the lock
+
+    def _reread_keyring(self) -> KeyCustody:
+        """The keyring read again from its file (replaced atomically: never half-written)."""
+        if self._keyring is not None:
+            self._keyring.close()
+            self._keyring = None
+            self._ledger = None  # it held the closed custody's signer
+        self._local_keys = None  # read the keyring file again
+        return self.keyring
 
     # ----- maintenance ------------------------------------------------------------------
 
@@ -2813,6 +2826,26 @@ def _pending_version(path: Path) -> int | None:
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None
+
+
+def _require_next_version(request: SignedRequest, held: int) -> None:
+    """Refuse a rotation signed for another version than the next one.
+
+    `pcii keys rotate` signs the version it makes (the current one + 1, as `keys status`
+    gave it): of two rotations asked at once, the first makes it and the other is
+    refused, not a second version nobody asked for. A request naming no version (as
+    before) rotates whatever is current.
+
+    Raises:
+        ActConflictError: another rotation made that version (or the one signed for).
+    """
+    requested = request.body.params.get("version")
+    if requested is not None and requested != held + 1:
+        raise ActConflictError(
+            f"this rotation was for KEK version {requested}, but version {held} is current "
+            "now: another rotation came first, and nothing was rotated (see `pcii keys "
+            "status`)"
+        )
 
 
 _TICKET_BYTES = 24  # of the HMAC-SHA256 tag: 192 bits, 32 base64url characters

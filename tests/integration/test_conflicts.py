@@ -31,7 +31,7 @@ from pcii_vault.identity import Identity
 from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.models.submission import example_attachment_bytes
 from pcii_vault.submitter import SealedUpload
-from pcii_vault.vault import Vault, principal_params
+from pcii_vault.vault import KeyStatus, Vault, principal_params
 
 pytestmark = [pytest.mark.slow]
 
@@ -79,8 +79,9 @@ def _act(vault: Vault, ids: dict[str, Identity], what: str, arg: str) -> str:
                 ids["admin"], "manage-principals", params={"op": "revoke", "principal": arg}
             )
             vault.revoke_principal(request, arg)
-        elif what == "rotate":
-            vault.rotate_keys(vault.sign(ids["admin"], "rotate-keys", params={"op": "rotate"}))
+        elif what == "rotate":  # signed for the version it makes, as `pcii keys rotate`
+            params = {"op": "rotate", "version": int(arg)}
+            vault.rotate_keys(vault.sign(ids["admin"], "rotate-keys", params=params))
         else:  # pragma: no cover - a typo in this file
             raise ValueError(what)
     except VaultError as exc:
@@ -263,15 +264,19 @@ def test_two_key_rotations_at_once_keep_log_and_keyring_in_step(
     bench: VaultBench, requesters: Any
 ) -> None:
     rounds = min(20, requesters.rounds // 5)
+
+    def status() -> KeyStatus:
+        return bench.vault.key_status(
+            bench.vault.sign(bench.ids["admin"], "rotate-keys", params={"op": "status"})
+        )
+
     for n in range(rounds):
-        results = requesters.both(("rotate", ""), ("rotate", ""))
-        assert "ok" in results, f"round {n}: {results}"
-        assert all(r in {"ok", "ActConflictError"} for r in results), results
+        following = str(status().logged_version + 1)
+        results = requesters.both(("rotate", following), ("rotate", following))
+        assert sorted(results) == ["ActConflictError", "ok"], f"round {n}: {results}"
+        assert status().logged_version == int(following)
         _checked(bench, n)
-    status = bench.vault.key_status(
-        bench.vault.sign(bench.ids["admin"], "rotate-keys", params={"op": "status"})
-    )
-    assert status.current_version == status.logged_version
+    assert status().current_version == status().logged_version == rounds + 1
     bench.audit()
 
 
