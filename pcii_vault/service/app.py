@@ -27,6 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -186,13 +187,13 @@ def _signed_url(request: Request) -> str:
     )
 
 
-def _authenticate(request: Request, context: _Context) -> Caller:
-    """The signed message's signer: registered, its signature good, and active."""
+def _authenticate(request: Request, context: _Context, *, active: bool = True) -> Caller:
+    """The signed message's signer: registered, its signature good, and (`active`) active."""
     verified, principal = _verify(request, context)
     if principal is None or principal.id != verified.key_id:  # pragma: no cover - resolved
         principal = context.vault.lookup_principal(verified.key_id)
     request.state.principal = principal.id
-    if principal.status != "active":
+    if active and principal.status != "active":
         raise PolicyDenied(f"principal {principal.id} is {principal.status}")
     return Caller(principal, verified, b"")
 
@@ -202,6 +203,18 @@ async def signed_message(request: Request) -> Caller:
     context = _context(request)
     context.require_unsealed()
     return await run_in_threadpool(_authenticate, request, context)
+
+
+async def signed_message_of_anyone(request: Request) -> Caller:
+    """A signed message by a registered principal, active or not (discarding an upload).
+
+    An owner suspended while submitting could not remove what that submit had uploaded:
+    only the owner the tracking number was issued to (its ticket) removes its objects,
+    and removing ciphertext that never became a record is no act on the vault.
+    """
+    context = _context(request)
+    context.require_unsealed()
+    return await run_in_threadpool(partial(_authenticate, active=False), request, context)
 
 
 async def signed_body(request: Request) -> Caller:
@@ -214,6 +227,7 @@ async def signed_body(request: Request) -> Caller:
 
 
 SignedMessage = Annotated[Caller, Depends(signed_message)]
+SignedMessageOfAnyone = Annotated[Caller, Depends(signed_message_of_anyone)]
 SignedBody = Annotated[Caller, Depends(signed_body)]
 # The upload ticket issued with a tracking number (POST /v1/tracking-numbers); missing, it
 # is refused by the core with its own message rather than as a malformed query.
@@ -358,7 +372,11 @@ async def upload(
 
 @router.delete(f"{P}/uploads/{{tracking}}/{{name:path}}", tags=["owner"])
 async def discard(
-    tracking: str, name: str, request: Request, caller: SignedMessage, ticket: _Ticket = None
+    tracking: str,
+    name: str,
+    request: Request,
+    caller: SignedMessageOfAnyone,
+    ticket: _Ticket = None,
 ) -> dict[str, Any]:
     """Remove an uploaded object of a submission that never became a record."""
     require_role(caller.principal, _UPLOADERS, "discard a submission's objects")

@@ -546,6 +546,27 @@ def test_a_submission_of_no_tracking_number_is_malformed_not_denied(
     assert wire.ok("audit", "checkpoint").json()["size"] == size
 
 
+def test_an_owner_suspended_mid_submission_still_removes_its_uploads(wire: ServerCli) -> None:
+    """Its submit is refused; the client's clean-up must not be, or the ciphertext stays
+    until maintenance. Uploading more is still refused, and so is anyone without the
+    ticket."""
+    server, owner = _server(wire), _who(wire, "owner2")
+    tracking, ticket = _issued(server, owner)
+    path = _uploads(tracking, "document", ticket)
+    assert _signed(server, owner, "PUT", path, b"sealed" * 10).status_code == 201
+    wire.ok("principal", "update", "owner2", "--status", "suspended", who="admin")
+    try:
+        more = _signed(server, owner, "PUT", _uploads(tracking, "files/0", ticket), b"x")
+        assert more.status_code == 403 and "suspended" in more.json()["error"], more.text
+        unticketed = _signed(server, owner, "DELETE", _uploads(tracking, "document", None))
+        _owner2_refused(unticketed, "no upload ticket")
+        gone = _signed(server, owner, "DELETE", path)
+        assert gone.status_code == 200, gone.text
+        assert not (wire.vault / "objects" / "records" / tracking / "document").exists()
+    finally:
+        wire.ok("principal", "update", "owner2", "--status", "active", who="admin")
+
+
 def test_an_owner_without_the_ticket_is_told_how_to_get_one(wire: ServerCli) -> None:
     server, owner = _server(wire), _who(wire, "owner")
     tracking, _ = _issued(server, owner)
