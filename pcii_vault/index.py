@@ -349,6 +349,15 @@ class Index:
 
     def _verify_locked(self) -> None:
         assert self._seal is not None and self._path is not None  # noqa: S101
+        if os.path.lexists(f"{self._path}-journal"):
+            # A journal beside the index, while no process of this vault writes (they
+            # hold the lock we wait for): a crash's leftover, or planted. SQLite rolls
+            # a hot journal back into the file at the next read, so a planted one would
+            # change the file after this check, under a long-lived connection (a
+            # server) that checked the file's stat only. Let SQLite do it now, then
+            # check the whole file: a crash's rollback gives back the tagged state.
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            self._known = None
         known = _stat_key(self._path)
         if known is not None and known == self._known:
             return
