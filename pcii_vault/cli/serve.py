@@ -98,6 +98,8 @@ def serve(
             certificate = load_certificate(tls_cert, tls_key)
         else:
             certificate = ensure_self_signed(root / "tls", [host, *_public_names(host)])
+        # This process's spool: its releases, or (with workers) their shared nonces.
+        spool = private_spool(root / "spool")
         sock = bind(host, port)
         limits = ServiceLimits(
             max_body=settings.server_max_body,
@@ -107,8 +109,6 @@ def serve(
         )
         _announce(state, vault, f"https://{_client_host(host)}:{port}", certificate, seal, workers)
         listener = Listener(host, port, certificate.cert_path, certificate.key_path)
-        # This process's spool: its releases, or (with workers) their shared nonces.
-        spool = private_spool(root / "spool")
         if workers == 1:
             run_server(create_app(vault, spool=spool, limits=limits, seal=seal), sock, listener)
             return

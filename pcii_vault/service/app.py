@@ -46,6 +46,7 @@ from pcii_vault.errors import (
     BackendError,
     ConflictError,
     InputError,
+    IntegrityError,
     NotFoundError,
     ObjectExistsError,
     PolicyDenied,
@@ -1072,17 +1073,36 @@ def private_spool(root: Path) -> Path:
     """This process's own spool under `root` (0700); spools of dead servers are removed.
 
     Several servers may share a vault directory (replicas on one host): each stages
-    releases in `root/<pid>` and never touches another live server's files.
+    releases in `root/<pid>` and never touches another live server's files. Nothing is
+    followed out of the vault directory: a symlink or a file planted at `root` is
+    refused, and planted entries under it are never removed through.
+
+    Raises:
+        IntegrityError: `root` is not a directory (a symlink or a file put there).
     """
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # a file there: refused below
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if root.is_symlink() or not root.is_dir():
+        raise IntegrityError(
+            f"{root} is not the spool directory the server made (a symlink or a file "
+            "put there); remove it"
+        )
     root.chmod(0o700)
     for entry in root.iterdir():
         if entry.name.isdigit() and not _alive(int(entry.name)):
-            shutil.rmtree(entry, ignore_errors=True)
+            _remove_entry(entry)
     mine = root / str(os.getpid())
-    shutil.rmtree(mine, ignore_errors=True)
+    _remove_entry(mine)
     mine.mkdir(mode=0o700)
     return mine
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove a spool entry: a directory with its files, anything else itself (unfollowed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,68 @@
+"""The server's spool under the vault directory: nothing followed out of it.
+
+A tester linked `<vault>/spool` to a directory of its own: the server made it 0700 and
+removed its numbered sub-directories, as spools of dead servers. A file there crashed
+the server (exit 1).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pcii_vault.errors import IntegrityError
+from pcii_vault.service.app import private_spool
+
+_DEAD = "999999999"  # above any pid_max: no such process
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim"
+    (victim / _DEAD / "data").mkdir(parents=True)
+    (victim / _DEAD / "data" / "f").write_text("important")
+    victim.chmod(0o755)
+    return victim
+
+
+def test_a_symlink_at_the_spool_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    victim = _victim(tmp_path)
+    spool = tmp_path / "vault" / "spool"
+    spool.parent.mkdir()
+    spool.symlink_to(victim)
+    with pytest.raises(IntegrityError, match="not the spool directory"):
+        private_spool(spool)
+    assert (victim / _DEAD / "data" / "f").read_text() == "important"
+    assert victim.stat().st_mode & 0o777 == 0o755
+    assert [p.name for p in victim.iterdir()] == [_DEAD]
+
+
+def test_a_file_at_the_spool_is_refused(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.write_text("x")
+    with pytest.raises(IntegrityError, match="remove it"):
+        private_spool(spool)
+    assert spool.read_text() == "x"
+
+
+def test_entries_planted_in_the_spool_are_removed_not_followed(tmp_path: Path) -> None:
+    victim = _victim(tmp_path)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / _DEAD).symlink_to(victim)  # a dead server's spool, as a link elsewhere
+    (spool / str(os.getpid())).symlink_to(victim)  # this server's, planted before it
+    mine = private_spool(spool)
+    assert mine == spool / str(os.getpid())
+    assert mine.is_dir() and not mine.is_symlink()
+    assert sorted(p.name for p in spool.iterdir()) == [str(os.getpid())]
+    assert (victim / _DEAD / "data" / "f").read_text() == "important"
+
+
+def test_a_dead_servers_spool_is_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    (spool / _DEAD / "x").mkdir(parents=True)
+    (spool / "1").mkdir()  # init: alive
+    private_spool(spool)
+    assert sorted(p.name for p in spool.iterdir()) == sorted(["1", str(os.getpid())])
+    assert spool.stat().st_mode & 0o777 == 0o700
