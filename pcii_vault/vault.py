@@ -443,8 +443,40 @@ class Vault:
                     f"the log key at {self.config.log_signer} is not the one {CONFIG_NAME} "
                     f"of vault {self.config.vault_id} names; refusing to sign with it"
                 )
+            try:
+                self._check_retirements(custody)
+            except BaseException:
+                custody.close()
+                raise
             self._keyring = custody
         return self._keyring
+
+    def _check_retirements(self, custody: KeyCustody) -> None:
+        """Refuse a local keyring that still unwraps a KEK version the log retired.
+
+        `keys retire` logs first, then marks the version retired in `keyring.sealed`; a
+        copy of the file from before (put back, with a key wrapped under that version)
+        would unwrap with the retired KEK again. A key holder (HSM, transit, KMS) keeps
+        its own versions: only the local file can be put back. After a migration the
+        versions of the log's last retirement may be another provider's: not compared.
+
+        Raises:
+            IntegrityError: the log retired a version this keyring still holds usable.
+        """
+        if custody.key_id != LOCAL:
+            return
+        with self._lock:
+            retired = self.index.meta("key.retired")
+            migrated = self.index.meta("key.migrated")
+        if retired is None or migrated is not None:
+            return
+        version = int(json.loads(retired)["version"])
+        if custody.min_decryption_version <= version:
+            raise IntegrityError(
+                f"the log retired KEK version {version} but {self.paths.keyring.name} still "
+                "unwraps with it: the keyring file was put back from before the retirement "
+                "(changed outside the vault); refusing to open it"
+            )
 
     def _local(self) -> LocalKeyring:
         """The unsealed local keyring (the index's key, the intake key; maybe the KEKs)."""
@@ -1710,7 +1742,8 @@ class Vault:
         Raises:
             BackendError: the keyring file does not hold that version either (the keys
                 were rotated by a replica with its own copy of the keyring).
-            IntegrityError: as `KeyCustody.unwrap`.
+            IntegrityError: as `KeyCustody.unwrap`; or the version is one the log never
+                made current (the wrapped key's version bytes were changed).
         """
         keyring = self.keyring
         if keyring.owns(wrapped) and keyring.wrapped_version(wrapped) > keyring.current_version:
@@ -1718,6 +1751,15 @@ class Vault:
                 keyring = fresh_keyring()
             version = keyring.wrapped_version(wrapped)
             if version > keyring.current_version:
+                with self._lock:
+                    self.sync()
+                    logged = self._logged_kek_version(keyring)
+                if version > logged:
+                    raise IntegrityError(
+                        f"a wrapped data key names KEK version {version}, which the log never "
+                        f"made current (it is at {logged}): the key was changed outside the "
+                        "vault"
+                    )
                 raise BackendError(
                     f"this record's key is wrapped under KEK version {version}, which this "
                     f"vault's keyring does not hold (it has {keyring.current_version}): the "

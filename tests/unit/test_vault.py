@@ -454,3 +454,33 @@ def test_a_release_under_a_version_no_copy_of_the_keyring_holds_is_exit_5(
     setup.vault = replica
     with pytest.raises(BackendError, match="rotated by another replica"):
         setup.review(tracking)
+
+
+def test_a_wrapped_key_naming_a_version_the_log_never_made_is_tampering(setup: Setup) -> None:
+    """A flipped version byte names a KEK nobody rotated to: exit 4, not a replica's."""
+    tracking = setup.submit()
+    path = setup.vault.paths.objects / "wrapped" / tracking
+    blob = bytearray(path.read_bytes())
+    blob[1:5] = (2).to_bytes(4, "big")  # after the format byte: the KEK version
+    path.write_bytes(bytes(blob))
+    assert setup.wrapped_version(tracking) == 2
+    with pytest.raises(IntegrityError, match="the log never made current"):
+        setup.review(tracking)
+
+
+def test_a_keyring_put_back_from_before_a_retirement_is_refused(setup: Setup) -> None:
+    """The retired KEK must not unwrap again through an older copy of keyring.sealed."""
+    tracking = setup.submit()
+    root = setup.vault.paths.root
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    before = (root / "keyring.sealed").read_bytes()
+    under_v1 = setup.real.get(f"wrapped/{tracking}")
+    setup.vault.rewrap_keys(setup.key_request("rewrap"))
+    setup.vault.retire_key(setup.key_request("retire", version=1), 1)
+    setup.vault.close()
+    (root / "keyring.sealed").write_bytes(before)
+    (root / "objects" / "wrapped" / tracking).write_bytes(under_v1)
+    reopened = Vault(root, unseal=lambda: SECRET)
+    setup.vault = reopened
+    with pytest.raises(IntegrityError, match="put back from before the retirement"):
+        setup.review(tracking)
