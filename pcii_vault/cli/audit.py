@@ -104,7 +104,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
         return None
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested thousands deep: no key or checkpoint file
         return None
     return document if isinstance(document, dict) else None
 

@@ -128,6 +128,29 @@ def test_an_identity_file_nested_deeply_is_malformed_not_a_crash(vault: tuple[Cl
     assert "malformed" in line
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("audit", "verify", "--trusted-checkpoint"),
+        ("audit", "report", "--trusted-checkpoint"),
+        ("audit", "verify", "--key"),
+        ("receipt", "verify", "{receipt}", "--key"),
+    ],
+)
+def test_a_checkpoint_or_key_file_nested_deeply_is_refused_not_a_crash(
+    vault: tuple[Cli, str], args: tuple[str, ...]
+) -> None:
+    """A "receipt" or "checkpoint" handed to an auditor, nested 30,000 deep (was exit 1)."""
+    cli, _tracking = vault
+    nested = cli.root / "nested.json"
+    nested.write_text('{"a":' + "[" * 30_000 + "]" * 30_000 + "}")
+    receipt = cli.root / "nested-receipt.json"
+    receipt.write_text('{"format": "pcii-receipt/1"}')
+    filled = [a.format(receipt=receipt) for a in args]
+    line = _one_line_error(cli.run(*filled, str(nested), who="auditor"))
+    assert "nested.json" in line or "--key" in line
+
+
 def _piped(cli: Cli, producer: str, *args: str) -> Result:
     """`producer | pcii ARGS` in a shell: the CLI reads a pipe that has no size."""
     command = " ".join([producer, "|", sys.executable, "-m", "pcii_vault", *args])
