@@ -37,6 +37,7 @@ import json
 import os
 import sqlite3
 import stat
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -424,9 +425,12 @@ class Index:
     def _replace_locked(self, replayed: Index) -> None:
         """Put a copy of `replayed` in the file's place and tag it (under the write lock)."""
         assert self._path is not None  # noqa: S101 -- only for an index on disk
-        built = self._path.with_name(self._path.name + ".replayed")
-        built.unlink(missing_ok=True)
-        os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        # A fresh name (0600): nothing planted beside the index is opened or removed.
+        fd, name = tempfile.mkstemp(
+            prefix=f".{self._path.name}.", suffix=".replayed", dir=self._path.parent
+        )
+        os.close(fd)
+        built = Path(name)
         try:
             target = _connect(built)
             try:

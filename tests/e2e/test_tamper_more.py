@@ -97,6 +97,20 @@ def test_a_directory_at_the_index_is_tampering_also_for_rebuild(vault: tuple[Cli
     assert _status(cli, tracking).code == 0
 
 
+def test_a_directory_planted_where_a_repair_builds_its_index_is_left_alone(
+    vault: tuple[Cli, str],
+) -> None:
+    """An index without its tag whose rows are the log's is replaced by a replay, built
+    under a fresh name: a directory at the old fixed name crashed it (exit 1)."""
+    cli, tracking = vault
+    (cli.vault / "index.sqlite.mac").unlink()
+    planted = cli.vault / "index.sqlite.replayed"
+    planted.mkdir()
+    assert _status(cli, tracking).code == 0
+    assert planted.is_dir()
+    assert not list(cli.vault.glob(".index.sqlite.*"))
+
+
 # ----- 2. a vault file replaced by a directory -------------------------------------------
 
 
