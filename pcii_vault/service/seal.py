@@ -181,7 +181,7 @@ class Seal:
         with self._lock:
             text = ShareText(f"of {principal}", mnemonic)
             try:
-                share, others = self._accept(text)
+                share, others = self._accept(text, principal)
             except InputError as exc:
                 self._attempt(principal, f"refused: {exc.diagnostics()}")
                 raise
@@ -225,8 +225,12 @@ class Seal:
             self._unlisted.clear()
         return {"sealed": False, "shares": self._opened_with, "logged_as": index}
 
-    def _accept(self, text: ShareText) -> tuple[_Share, str]:
-        """The parsed share, and whose shares of other splits are in (empty if none)."""
+    def _accept(self, text: ShareText, principal: str) -> tuple[_Share, str]:
+        """The parsed share, and whose shares of other splits are in (empty if none).
+
+        Each share of a split must come from another custodian: a threshold of M means
+        M administrators, so one holding two shares cannot unseal a 2-of-3 vault alone.
+        """
         split, index, threshold = share_parameters(text)
         expected = self._vault.config.unseal_threshold
         if expected is not None and threshold != expected:
@@ -234,8 +238,14 @@ class Seal:
                 f"unseal share {text.name} is of a split that needs {threshold} shares; "
                 f"this vault's needs {expected}: not this vault's share"
             )
-        if index in self._splits.get(split, {}):
+        group = self._splits.get(split, {})
+        if index in group:
             raise InputError(f"unseal share {text.name} was given already")
+        if any(share.text.name == text.name for share in group.values()):
+            raise InputError(
+                f"{principal} has given a share of this split already: each custodian "
+                "gives one share (another custodian must give the next)"
+            )
         if split not in self._splits and len(self._splits) >= _MAX_SPLITS:
             raise InputError(
                 f"unseal share {text.name} is of yet another split: shares of "

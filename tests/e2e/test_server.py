@@ -35,6 +35,7 @@ from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
 from tests.e2e.conftest import (
     TRAINED,
+    Cli,
     ServerCli,
     VaultServer,
     init_split,
@@ -697,11 +698,19 @@ def test_a_request_head_over_64_kib_is_431_and_the_server_serves_on(served: Serv
 # ----- a server split into shares --------------------------------------------------------------
 
 
+def _second_custodian(cli: ServerCli, shares: list[Path]) -> None:
+    """Register `admin2`, on the server's machine with two shares (before it serves)."""
+    local = Cli(cli.root)
+    local.env = {**cli.env, "PCII_UNSEAL_SHARES": os.pathsep.join(map(str, shares[:2]))}
+    local.add("admin2", "admin", "--org", "PCII Program Office")
+
+
 def test_a_server_split_into_shares_starts_sealed_and_custodians_unseal_it(
     tmp_path: Path,
 ) -> None:
     cli = ServerCli(tmp_path)
     shares = init_split(cli, tmp_path / "shares")
+    _second_custodian(cli, shares)
     server = VaultServer(cli.vault, cli.env, tmp_path / "serve.log", ready=False)
     cli.server = server
     try:
@@ -724,7 +733,12 @@ def test_a_server_split_into_shares_starts_sealed_and_custodians_unseal_it(
         assert (first["sealed"], first["shares"], first["missing"]) == (True, 1, 1)
         again = cli.run("unseal", "--share", str(shares[0]), who="admin")
         assert again.code == 2 and "already" in again.err
-        done = cli.ok("unseal", "--share", str(shares[1]), who="admin").json()
+        # One custodian, one share: a second share from the same admin is refused.
+        assert (
+            "each custodian gives one share"
+            in cli.run("unseal", "--share", str(shares[1]), who="admin").err
+        )
+        done = cli.ok("unseal", "--share", str(shares[1]), who="admin2").json()
         # The shares that opened it, not the four attempts.
         assert (done["sealed"], done["shares"]) == (False, 2)
 
@@ -735,9 +749,9 @@ def test_a_server_split_into_shares_starts_sealed_and_custodians_unseal_it(
         assert len(unsealed) == 1
         outcomes = [a["outcome"] for a in unsealed[0]["details"]["attempts"]]
         assert outcomes[0].startswith("refused") and "checksum" in outcomes[0]
-        assert outcomes[1] == "accepted" and outcomes[3] == "accepted"
-        assert outcomes[2].startswith("refused")
-        assert {a["principal"] for a in unsealed[0]["details"]["attempts"]} == {"admin"}
+        assert outcomes[1] == "accepted" and outcomes[4] == "accepted"
+        assert outcomes[2].startswith("refused") and outcomes[3].startswith("refused")
+        assert {a["principal"] for a in unsealed[0]["details"]["attempts"]} == {"admin", "admin2"}
     finally:
         cli.close()
     assert cli.ok("audit", "verify").json()["sound"] is True
@@ -749,7 +763,7 @@ def test_a_server_split_into_shares_starts_sealed_and_custodians_unseal_it(
         refused = cli.run("unseal", "--share", str(shares[2]), who="owner")
         assert refused.code == 3 and "administrator" in refused.err
         cli.ok("unseal", "--share", str(shares[2]), who="admin")
-        cli.ok("unseal", "--share", str(shares[0]), who="admin")
+        cli.ok("unseal", "--share", str(shares[0]), who="admin2")
         server.wait_ready()
     finally:
         cli.close()

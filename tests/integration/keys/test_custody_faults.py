@@ -152,6 +152,20 @@ def test_a_foreign_share_given_first_does_not_lock_the_vault_out(tmp_path: Path)
     assert not any(word in str(attempts) for word in mnemonics[0].split()[4:8])
 
 
+def test_one_custodian_cannot_give_two_shares_of_a_split(tmp_path: Path) -> None:
+    # A tester unsealed a 2-of-3 vault alone, sending two different shares as one admin.
+    seal, vault, mnemonics = _sealed(tmp_path, threshold=2)
+    assert seal.offer("alice", mnemonics[0])["missing"] == 1
+    with pytest.raises(InputError, match="alice has given a share of this split already"):
+        seal.offer("alice", mnemonics[1])
+    assert seal.sealed
+    assert seal.status()["shares"] == 1
+    done = seal.offer("bob", mnemonics[1])
+    assert done["sealed"] is False
+    [attempts] = vault.logged
+    assert [a["outcome"] for a in attempts][1].startswith("refused: alice has given a share")
+
+
 def test_a_share_of_a_split_with_another_threshold_is_refused(tmp_path: Path) -> None:
     seal, _, _ = _sealed(tmp_path)
     _, other = split_secret(2, 3)
@@ -188,7 +202,7 @@ def test_shares_of_another_vault_drop_only_their_split(tmp_path: Path) -> None:
     seal.offer("alice", mnemonics[0])
     seal.offer("carol", foreign[0])
     with pytest.raises(InputError, match="do not open this vault's keyring"):
-        seal.offer("carol", foreign[1])
+        seal.offer("dave", foreign[1])
     assert seal.status()["shares"] == 1  # alice's share is still in
     assert seal.offer("bob", mnemonics[2])["sealed"] is False
     assert len(vault.logged) == 1
