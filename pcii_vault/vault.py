@@ -1713,17 +1713,24 @@ class Vault:
         rendered = self._render(dek, document, record, request, decision, access_index=index)
         if in_memory and _attachment_bytes(record.files) <= in_memory and not rendered.stamps_pdfs:
             return self._hold_release(rendered, limit=in_memory)
+        # Staged durably: next to an embedded caller's --out, so a failure there is the
+        # caller's destination (exit 2); else the server's own spool (exit 5 for a full disk).
+        server_side = not durable
         try:
             staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=spool))
         except OSError as exc:
-            raise self.release_failed(tracking, index, exc) from exc
+            raise self.release_failed(
+                tracking, index, exc, server_side=server_side, place=spool
+            ) from exc
         try:
             files = self._write_release(
                 rendered, staging=staging, progress=progress, durable=durable
             )
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise self.release_failed(tracking, index, exc) from exc
+            raise self.release_failed(
+                tracking, index, exc, server_side=server_side, place=spool
+            ) from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -1802,8 +1809,22 @@ class Vault:
         [index] = self._append([_draft("vault.unsealed", self._clock(), details=details)])
         return index
 
-    def release_failed(self, tracking: str, access: int, exc: OSError) -> VaultError:
-        """Log that a permitted release was not written; the error to raise."""
+    def release_failed(
+        self,
+        tracking: str,
+        access: int,
+        exc: OSError,
+        *,
+        server_side: bool = False,
+        place: Path | None = None,
+    ) -> VaultError:
+        """Log that a permitted release was not written; the error to raise.
+
+        Where the caller writes (`--out`, or the staging beside it) the destination is
+        the caller's to change: exit 2 whatever the cause, a full disk included. A
+        server's own spool that fills up or fails is the server's trouble (exit 5).
+        `place` is named when the error itself names no file (a full disk).
+        """
         reason = exc.strerror or type(exc).__name__
         with contextlib.suppress(VaultError, OSError):
             self._append(
@@ -1816,12 +1837,13 @@ class Vault:
                     )
                 ]
             )
-        where = f" ({exc.filename})" if exc.filename else ""
+        named = exc.filename or place
+        where = f" ({named})" if named else ""
         message = (
             f"the release of {tracking} (access event {access}) could not be written: "
             f"{reason}{where}; nothing was released, and the log records the failure"
         )
-        if exc.errno in {errno.ENOSPC, errno.EDQUOT, errno.EIO}:
+        if server_side and exc.errno in {errno.ENOSPC, errno.EDQUOT, errno.EIO}:
             return BackendError(message)
         return InputError(message)
 

@@ -8,6 +8,7 @@ permit is logged says so in one line and in the log.
 from __future__ import annotations
 
 import errno
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,13 @@ def test_a_submission_logged_while_maintenance_lists_the_store_is_not_an_orphan(
 
 
 @pytest.mark.parametrize(
-    ("code", "error"), [(errno.ENOSPC, BackendError), (errno.EACCES, InputError)]
+    ("code", "error"), [(errno.ENOSPC, InputError), (errno.EACCES, InputError)]
 )
 def test_a_release_that_cannot_be_written_is_one_line_and_logged(
     bench: VaultBench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, error: type
 ) -> None:
+    """Embedded, the release is staged beside `--out`: the caller's destination, exit 2
+    whatever the cause (a full disk included), as README's "Output files" says."""
     vault = bench.vault
     tracking = bench.submit_receipt().tracking_number
     vault.transition(
@@ -152,3 +155,42 @@ def test_a_release_that_cannot_be_written_is_one_line_and_logged(
     [failed] = [e for e in events if e.type == "release.failed"]
     assert failed.details["access"] == access.seq
     bench.audit()
+
+
+@pytest.mark.parametrize(("server_side", "error"), [(False, InputError), (True, BackendError)])
+def test_a_full_disk_names_where_and_is_the_servers_trouble_only_in_its_spool(
+    bench: VaultBench,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server_side: bool,
+    error: type,
+) -> None:
+    """A full disk names no file: the error names the directory written to. In a
+    server's own spool it is the server's trouble (exit 5), not the client's (exit 2)."""
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number
+    vault.transition(
+        vault.sign(bench.ids["office"], "validate", record=tracking), "submission.validated"
+    )
+
+    def full(*_args: object, **_kwargs: object) -> tuple[str, ...]:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Vault, "_write_release", full)
+    request = vault.sign(
+        bench.ids["analyst"],
+        "retrieve",
+        record=tracking,
+        purpose="drought planning",
+        use="infrastructure-protection",
+    )
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with pytest.raises(error, match="No space left on device") as raised:
+        if server_side:
+            with vault.serve_release(request, spool, in_memory=0):
+                pass
+        else:
+            vault.release(request, spool)
+    assert str(spool) in str(raised.value)
+    assert list(spool.iterdir()) == []
