@@ -150,8 +150,11 @@ class FilesystemStore:
                 directory.mkdir()
             except FileExistsError:
                 if not directory.is_dir():
-                    raise InputError(
-                        f"object key conflicts with existing object {directory.name!r}"
+                    # The vault's keys never make an object of another's folder: put there.
+                    where = directory.relative_to(self._root)
+                    raise IntegrityError(
+                        f"the store holds a file at {where} where the vault keeps a folder "
+                        "(not the vault's: put there); remove it"
                     ) from None
                 continue
             _fsync_dir(directory.parent)

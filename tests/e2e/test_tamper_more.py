@@ -111,6 +111,22 @@ def test_a_directory_planted_where_a_repair_builds_its_index_is_left_alone(
     assert not list(cli.vault.glob(".index.sqlite.*"))
 
 
+@pytest.mark.parametrize("folder", ["log/claims", "wrapped", "records"])
+def test_a_file_planted_at_a_store_folder_is_tampering_named(
+    vault: tuple[Cli, str], folder: str
+) -> None:
+    """Was exit 2 ("object key conflicts with existing object"), as if the input were bad."""
+    cli, _tracking = vault
+    path = _objects(cli) / folder
+    shutil.rmtree(path)
+    path.write_bytes(b"planted")
+    submission = str(cli.write_submission("planted.json", attachments=[]))
+    line = one_line_error(cli.run("submit", submission, who="owner"), 4)
+    assert f"file at {folder} where the vault keeps a folder" in line
+    path.unlink()
+    assert cli.run("submit", submission, who="owner").code == 0
+
+
 # ----- 2. a vault file replaced by a directory -------------------------------------------
 
 

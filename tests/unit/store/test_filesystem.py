@@ -10,7 +10,6 @@ import pytest
 
 from pcii_vault.errors import (
     BackendError,
-    InputError,
     IntegrityError,
     NotFoundError,
     ObjectExistsError,
@@ -108,8 +107,9 @@ def test_successful_and_refused_writes_leave_no_temporary_files(
 
 
 def test_key_below_an_existing_object_is_refused(fs_store: FilesystemStore) -> None:
+    """No key of the vault's is another's folder: a file there was put there (exit 4)."""
     fs_store.put_if_absent("records/r1", b"object, not a directory")
-    with pytest.raises(InputError):
+    with pytest.raises(IntegrityError, match="file at records/r1 where the vault keeps a folder"):
         fs_store.put_if_absent("records/r1/document", b"x")
     with pytest.raises(NotFoundError):
         fs_store.get("records/r1/document")
