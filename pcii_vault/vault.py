@@ -2960,17 +2960,26 @@ def _rolled_back(indexed: int, logged: int, *, authentic: bool = True) -> str:
 def _check_vault_files(paths: VaultPaths) -> None:
     """Refuse a vault whose own files were replaced by something else (a directory).
 
+    A symlink is refused too, dangling or not: the vault would write through it, out of
+    its directory (an index kept elsewhere, a lock file created where the link points),
+    and a `log-checkpoint` linked to the store's checkpoint would always agree with it.
+
     Raises:
         IntegrityError: one of them exists and is not a regular file.
     """
     for name in _VAULT_FILES:
         path = paths.root / name
         try:
-            mode = path.stat().st_mode
+            mode = path.lstat().st_mode
         except FileNotFoundError:
             continue  # not written yet (the index, the locks) or reported where it is read
         except OSError as exc:
             raise IntegrityError(f"{path} cannot be read: {exc.strerror}") from None
+        if stat.S_ISLNK(mode):
+            raise IntegrityError(
+                f"{path} is a symlink, not the file the vault wrote: put the file itself "
+                "there (the vault writes only inside its directory)"
+            )
         if not stat.S_ISREG(mode):
             if name in {"keyring.sealed", "log-checkpoint"}:
                 fix = "restore it from a backup"
