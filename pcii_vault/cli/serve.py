@@ -196,14 +196,20 @@ def _announce(
 
 
 def _starts_sealed(root: Path) -> bool:
-    """Split into shares, and no share files given: start sealed."""
+    """Split into shares, and neither share files nor a passphrase given: start sealed.
+
+    A passphrase in the environment is tried as `open_vault` does, so that a claim of
+    shares edited into `vault.json` is found by its seal (exit 4).
+    """
     import os
 
     from pcii_vault.config import VaultConfig, VaultPaths
+    from pcii_vault.keys.local import UNSEAL_SECRET_ENV
     from pcii_vault.keys.shares import SHARES_ENV
 
     config = VaultConfig.load(VaultPaths(root).config)
-    return config.unseal_threshold is not None and not os.environ.get(SHARES_ENV)
+    given = os.environ.get(SHARES_ENV) or os.environ.get(UNSEAL_SECRET_ENV)
+    return config.unseal_threshold is not None and not given
 
 
 def _sealed(seal: Seal | None) -> Seal:
