@@ -222,6 +222,7 @@ def _replay(cli: Cli, message: str) -> dict[str, object]:
     assert command[:3] == ["pcii", "policy", "explain"]
     result = cli.run("--json", *command[1:])
     assert result.code == 0, result.err
+    assert result.json()["errors"] == [], message  # a decision, not a failed evaluation
     return dict(result.json())
 
 
@@ -251,6 +252,9 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     assert "Riverbend" not in other.err
     assert WATER not in other.err and "--state" not in other.err  # nor its sector, state
     assert _replay(cli, other.err)["decision"] == "deny"
+    other_withdraw = cli.run("withdraw", tracking, who="grid")
+    assert other_withdraw.code == 3 and "--state" not in other_withdraw.err, other_withdraw.err
+    assert _replay(cli, other_withdraw.err)["decision"] == "deny"
     # An analyst outside the record's sector is told it is need to know, not a policy id.
     energy = cli.run("get", tracking, "--purpose", "p", "--out", str(cli.root / "e"), who="energy")
     assert energy.code == 3
