@@ -13,7 +13,9 @@ from pcii_vault.cli.params import (
     PURPOSE_HELP,
     TRACKING,
     USE_HELP,
+    check_purpose,
     check_sectors,
+    check_use,
     suggest,
 )
 from pcii_vault.cli.progress import release_progress
@@ -51,14 +53,10 @@ def get(
     from pcii_vault.cli.session import client
     from pcii_vault.models.reference import reference_data
 
-    if not purpose.strip():
-        raise InputError("--purpose must state why you need the record")
-    reference = reference_data()
-    uses = {u.id for u in reference.uses}
-    if use not in uses:
-        raise InputError(f"--use must be one of: {', '.join(sorted(uses))}")
+    check_purpose(purpose)
+    check_use(use)
     if authority is not None:
-        exceptions = {e.id for e in reference.disclosure_exceptions}
+        exceptions = {e.id for e in reference_data().disclosure_exceptions}
         name = authority.removeprefix("exception:")
         if name not in exceptions:
             raise InputError(f"--authority must be one of: {', '.join(sorted(exceptions))}")
@@ -109,6 +107,8 @@ def search(
     from pcii_vault.cli.render import record_row
     from pcii_vault.cli.session import client
 
+    check_purpose(purpose)
+    check_use(use)
     sectors = check_sectors(sector or [])
     if state_filter is not None:
         _check_state(state_filter)

@@ -10,7 +10,7 @@ import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.params import PURPOSE_HELP, TRACKING, suggest
+from pcii_vault.cli.params import PURPOSE_HELP, TRACKING, check_purpose, suggest
 from pcii_vault.cli.progress import release_progress
 from pcii_vault.errors import InputError
 
@@ -76,6 +76,7 @@ def review(
     from pcii_vault.cli.render import release_row, release_summary
     from pcii_vault.cli.session import client
 
+    check_purpose(purpose)
     state: CliState = ctx.obj
     with client(state) as me, release_progress(state.output) as progress:
         release = me.release(

@@ -21,7 +21,9 @@ __all__ = [
     "TRACKING",
     "USE_HELP",
     "aware_time",
+    "check_purpose",
     "check_sectors",
+    "check_use",
     "suggest",
 ]
 
@@ -45,6 +47,35 @@ def suggest(value: str, known: Iterable[str]) -> str:
             if name.startswith(value.casefold()[:3]) and len(value.strip()) >= 3
         ][:1]
     return f" (did you mean {folded[close[0]]!r}?)" if close else ""
+
+
+def check_purpose(purpose: str) -> None:
+    """Refuse a blank `--purpose` (get, search, review): the log keeps it as the reason.
+
+    A record read or searched for with no stated purpose would be logged with none, and
+    the policies would reason about an empty one.
+
+    Raises:
+        InputError: the purpose is empty or only blanks.
+    """
+    if not purpose.strip():
+        raise InputError("--purpose must state why you need the record")
+
+
+def check_use(use: str) -> None:
+    """Refuse a `--use` that is no intended use of the reference data (get, search).
+
+    An unknown use matches no permit policy: `search` then listed nothing (exit 0) where
+    `get` said the value was wrong.
+
+    Raises:
+        InputError: listing every use.
+    """
+    from pcii_vault.models.reference import reference_data
+
+    uses = {u.id for u in reference_data().uses}
+    if use not in uses:
+        raise InputError(f"--use must be one of: {', '.join(sorted(uses))}")
 
 
 def check_sectors(values: Sequence[str], option: str = "--sector") -> tuple[str, ...]:

@@ -195,6 +195,30 @@ def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
     return parse_json_object(text.encode("utf-8"), name)
 
 
+def _days_after(moment: datetime, days: int, instead: str) -> datetime:
+    """`moment` moved by `days`, for the default principal's training and NDA dates.
+
+    The default principal is trained for a year after `--now` and signed its NDA 30 days
+    before it; a `--now` at the calendar's very end or start (9999-12-31, 0001-01-01) has
+    no such date, which raised OverflowError (exit 1) instead of saying so.
+
+    Raises:
+        InputError: the date falls outside the calendar.
+    """
+    try:
+        return moment + timedelta(days=days)
+    except OverflowError:
+        if days > 0:
+            edge, which, fix = "end", "training runs until a year after it", "an earlier"
+        else:
+            edge, which, fix = "start", "NDA was signed 30 days before it", "a later"
+        raise InputError(
+            f"--now {moment.isoformat()} is too close to the {edge} of the calendar for the "
+            f"default principal, whose {which}: give {instead} or --principal-json, or {fix} "
+            "--now"
+        ) from None
+
+
 @app.command("explain")
 def explain(
     ctx: typer.Context,
@@ -305,8 +329,8 @@ def explain(
         "organisation": org,
         "level": level,
         "sectors": [] if no_sectors else (sector if sector is not None else ["Energy"]),
-        "training_expires": None if untrained else moment + timedelta(days=365),
-        "nda_signed": None if no_nda else (moment - timedelta(days=30)).date(),
+        "training_expires": None if untrained else _days_after(moment, 365, "--untrained"),
+        "nda_signed": None if no_nda else _days_after(moment, -30, "--no-nda").date(),
         "contractor": contractor,
         "status": status,
     }

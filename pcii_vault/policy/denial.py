@@ -183,13 +183,16 @@ def explain_command(
         args.append("--no-nda")  # one signed later than now counts as none (nda-missing)
     if principal.contractor:
         args.append("--contractor")
-    if record is None or (
-        principal.role == "owner" and record.submitter_org != principal.organisation
-    ):
-        # Nothing about another organisation's submission is told to an owner (its state
-        # and sector included); any owner of another organisation is denied it, as with
-        # no record at all.
+    if record is None:
         args.append("--no-record")
+    elif principal.role == "owner" and record.submitter_org != principal.organisation:
+        # Nothing about another organisation's submission is told to an owner (its state
+        # and sector included): explain's default state and sector stand in for them, as
+        # the submitters' permits all require the owner's own organisation. The record
+        # itself stays: with --no-record, the replay of `withdraw` or `status` (which act
+        # on a record) failed evaluation ("resource type Vault is not valid") instead of
+        # reproducing the denial.
+        args += ["--submitter-org", OTHER_ORGANISATION]
     else:
         args += [
             "--state",

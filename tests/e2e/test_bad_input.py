@@ -409,3 +409,33 @@ def test_a_submission_naming_another_organisation_as_its_submitter_is_refused(
     document["submitter"]["organisation"] = "riverbend  municipal water AUTHORITY"
     path.write_text(json.dumps(document))
     assert cli.run("submit", str(path), who="owner").code == 0
+
+
+@IN_BOTH_MODES
+def test_search_and_review_check_purpose_and_use_as_get_does(populated: Cli) -> None:
+    """`search --use nonsense` and `--purpose ""` listed nothing (exit 0); `review
+    --purpose ""` was logged with no purpose: all are refused in `get`'s own words."""
+    cli = populated
+    document = cli.write_submission("plain.json", attachments=[])
+    tracking = cli.ok("submit", str(document), who="owner").json()["tracking_number"]
+    size = cli.ok("audit", "checkpoint").json()["size"]
+    out = str(cli.root / "out")
+    get = ["get", tracking, "--out", out]
+
+    def refusal(*args: str, who: str) -> str:
+        return one_line_error(cli.run(*args, who=who), 2)
+
+    bad_use = refusal(*get, "--purpose", "x", "--use", "nonsense", who="water")
+    assert "--use must be one of: " in bad_use and "infrastructure-protection" in bad_use
+    assert refusal("search", "--use", "nonsense", who="water") == bad_use
+    no_purpose = refusal(*get, "--purpose", "", who="water")
+    assert "--purpose must state why you need the record" in no_purpose
+    for blank in ("", " \t"):
+        assert refusal("search", "--purpose", blank, who="water") == no_purpose
+        assert refusal("review", tracking, "--purpose", blank, "--out", out, who="office") == (
+            no_purpose
+        )
+    assert cli.ok("audit", "checkpoint").json()["size"] == size  # nothing was logged
+    assert not (cli.root / "out").exists()
+    cli.ok("review", tracking, "--out", out, who="office")  # its default purpose still does
+    cli.ok("search", who="water")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pcii_vault.demo import DEMO_SECRET, keep_instructions
-from tests.e2e.conftest import TRAINED, WATER, Cli
+from tests.e2e.conftest import TRAINED, WATER, Cli, one_line_error
 
 pytestmark = pytest.mark.slow
 
@@ -222,6 +222,7 @@ def _replay(cli: Cli, message: str) -> dict[str, object]:
     assert command[:3] == ["pcii", "policy", "explain"]
     result = cli.run("--json", *command[1:])
     assert result.code == 0, result.err
+    assert result.json()["errors"] == [], message  # a decision, not a failed evaluation
     return dict(result.json())
 
 
@@ -251,6 +252,9 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     assert "Riverbend" not in other.err
     assert WATER not in other.err and "--state" not in other.err  # nor its sector, state
     assert _replay(cli, other.err)["decision"] == "deny"
+    other_withdraw = cli.run("withdraw", tracking, who="grid")
+    assert other_withdraw.code == 3 and "--state" not in other_withdraw.err, other_withdraw.err
+    assert _replay(cli, other_withdraw.err)["decision"] == "deny"
     # An analyst outside the record's sector is told it is need to know, not a policy id.
     energy = cli.run("get", tracking, "--purpose", "p", "--out", str(cli.root / "e"), who="energy")
     assert energy.code == 3
@@ -324,6 +328,26 @@ def test_pathological_json_is_bad_input_everywhere(cli: Cli, name: str, text: st
 def test_a_request_time_without_a_zone_is_bad_input(cli: Cli) -> None:
     result = cli.run("policy", "explain", "--action", "retrieve", "--now", "2026-06-01T12:00:00")
     assert result.code == 2 and "time zone" in result.err
+
+
+@pytest.mark.parametrize(
+    ("now", "edge", "instead"),
+    [
+        ("9999-12-31T23:00:00Z", "end", "--untrained"),
+        ("9999-12-31T23:59:59-14:00", "end", "--untrained"),
+        ("0001-01-01T00:00:00Z", "start", "--no-nda"),
+        ("0001-01-01T00:00:00+14:00", "start", "--no-nda"),
+    ],
+)
+def test_a_request_time_at_the_calendars_edge_is_bad_input(
+    cli: Cli, now: str, edge: str, instead: str
+) -> None:
+    """The default principal's dates (trained a year on, NDA 30 days back) overflowed: exit 1."""
+    error = one_line_error(cli.run("policy", "explain", "--action", "retrieve", "--now", now), 2)
+    assert f"too close to the {edge} of the calendar" in error and instead in error
+    given = cli.run("--json", "policy", "explain", "--action", "retrieve", "--now", now, instead)
+    assert given.code == 0, given.err
+    assert given.json()["decision"] in ("permit", "deny")
 
 
 def test_store_check_leaves_no_probe_objects(cli: Cli) -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from datetime import date, timedelta
 
 import pytest
+import typer
 from policy_facts import NOW, POLICIES, principal, record, request
+from typer.testing import CliRunner
 
+from pcii_vault.cli import policy
+from pcii_vault.cli.output import CliState, Output
 from pcii_vault.policy.denial import explain_command
 from pcii_vault.policy.engine import PolicyEngine
+from pcii_vault.policy.entities import STATES
 
 
 @pytest.mark.parametrize(
@@ -29,3 +36,51 @@ def test_an_nda_the_policies_do_not_count_is_explained_as_none(
     assert ("nda-missing" in denied.policy_ids) is no_nda
     line = explain_command(who, "retrieve", record(), request())
     assert ("--no-nda" in line.split()) is no_nda
+
+
+_RECORD_ACTIONS = (
+    "status",
+    "withdraw",
+    "review",
+    "mark-deficient",
+    "validate",
+    "reject",
+    "decontrol",
+    "destroy",
+    "retrieve",
+    "search",
+)
+
+
+@pytest.mark.parametrize("action", _RECORD_ACTIONS)
+def test_an_owner_denied_another_organisations_record_gets_a_line_that_replays_it(
+    action: str,
+) -> None:
+    """The line kept `--no-record`: for `withdraw` and `status` (acts on a record) the
+    replay failed evaluation ("resource type Vault is not valid") instead of denying."""
+    engine = PolicyEngine.load(POLICIES)
+    owner = principal(id="owner-2", role="owner", level="private", organisation="Northgrid Power")
+    for state in STATES:
+        theirs = record(state=state, sector="Chemical", submitter_org="Riverbend Water")
+        assert not engine.decide(owner, action, theirs, request()).allowed
+        line = explain_command(owner, action, theirs, request())
+        args = shlex.split(line)
+        assert args[:3] == ["pcii", "policy", "explain"] and "--no-record" not in args
+        assert not {state, "Chemical", "Riverbend Water"} & set(args[3:]), line  # told nothing
+        replayed = _explain(args[1:])
+        assert replayed["errors"] == [], (line, replayed)
+        assert replayed["decision"] == "deny", line
+
+
+def _explain(args: list[str]) -> dict[str, object]:
+    """`pcii --json ARGS` for a `policy` command, in this process."""
+    root = typer.Typer()
+
+    @root.callback()
+    def _root(ctx: typer.Context) -> None:
+        ctx.obj = CliState(output=Output(json_mode=True))
+
+    root.add_typer(policy.app, name="policy")
+    result = CliRunner().invoke(root, args)
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
