@@ -93,6 +93,7 @@ from pcii_vault.ledger.log import (
     AppendResult,
     Ledger,
     LogRolledBackError,
+    decode_claim,
     parse_event,
 )
 from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
@@ -1403,13 +1404,14 @@ class Vault:
         def receive(owner: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
             # Decided again if another writer takes the position first: `details` stays.
             _check_submitter(details["declared_org"], owner)
+            self._check_still_receivable(tracking, details["kek_version"])
             facts = {k: v for k, v in details.items() if k != "declared_org"}
             facts["submitter_org"] = owner.organisation
             return [self._decision_event("submission.received", request, verdict, details=facts)]
 
         try:
             done = self._act(request, "submit", receive, record=tracking, new_record=True)
-        except (PolicyDenied, InputError, IntegrityError, NotFoundError):
+        except (PolicyDenied, InputError, IntegrityError, NotFoundError, ActConflictError):
             # Refused at its position (nothing of it was logged but a denial).
             self._discard_unless_recorded(tracking)
             raise
@@ -1423,6 +1425,34 @@ class Vault:
             log_index=index,
             proof=prove(self.reader(), index),
         )
+
+    def _check_still_receivable(self, tracking: str, kek_version: int) -> None:
+        """At its log position: what the submission's key and objects became meanwhile.
+
+        Between the upload's check and this position, other acts ran: `keys retire` of
+        the version its data key was wrapped under (rewrap saw only logged records), or
+        `pcii maintenance --grace-hours 0` removing its objects as an upload nobody
+        logged. Logged anyway, the record would be unreadable for good (a retired KEK, a
+        false tampering alarm at each release). The retirement or the removal came first.
+
+        Raises:
+            ActConflictError: the KEK version was retired, or the wrapped key is gone.
+        """
+        retired = self.index.meta("key.retired")
+        if retired is not None and self.index.meta("key.migrated") is None:
+            version = int(json.loads(retired)["version"])
+            if kek_version <= version:
+                raise ActConflictError(
+                    f"KEK version {kek_version}, which this submission's key is wrapped "
+                    f"under, was retired meanwhile: nothing was logged; submit again"
+                )
+        try:
+            self.store.head(f"wrapped/{tracking}")
+        except NotFoundError:
+            raise ActConflictError(
+                f"the uploaded objects of {tracking} were removed meanwhile (pcii "
+                "maintenance with a short grace period?): nothing was logged; submit again"
+            ) from None
 
     def _check_uploaded(self, tracking: str, entries: Sequence[ManifestEntry]) -> None:
         """Refuse a manifest naming an attachment that is not in the store.
@@ -1444,10 +1474,11 @@ class Vault:
     def _accept(self, sealed: SealedUpload) -> dict[str, Any]:
         """Check an upload and re-wrap its key; return the facts its event records."""
         self._require_logged_kek()
-        dek = self.keyring.open_intake(sealed.sealed_dek)
+        keyring = self.keyring
+        dek = keyring.open_intake(sealed.sealed_dek)
         submission = self._open_submission_document(dek, sealed)
         record_ctx = RecordContext(self.config.vault_id, sealed.tracking_number)
-        wrapped = self.keyring.wrap(dek, record_ctx.to_bytes())
+        wrapped = keyring.wrap(dek, record_ctx.to_bytes())
         try:
             self.store.put_if_absent(f"wrapped/{sealed.tracking_number}", wrapped)
         except ObjectExistsError:
@@ -1462,7 +1493,8 @@ class Vault:
             "sector": submission.sector,
             "tlp": submission.tlp,
             "files": list(sealed.files),
-            "kek_version": self.keyring.current_version,
+            # The version it was wrapped under (a rotation may have come in between).
+            "kek_version": keyring.wrapped_version(wrapped),
             "declared_org": submission.submitter.organisation,
         }
 
@@ -2437,7 +2469,8 @@ class Vault:
             for tracking, row in records.items()
             if row.state in SHREDDED_STATES and self._holds_objects_of(tracking)
         ]
-        orphaned = {t: keys for t, keys in uploads.items() if t not in records}
+        claimed = self._claimed_records(size)
+        orphaned = {t: keys for t, keys in uploads.items() if t not in records and t not in claimed}
         # Objects under a record that its logged manifest does not name: uploaded beside
         # the submission, or into it after it was logged. Nobody can ever read them.
         strays = [
@@ -2512,6 +2545,8 @@ class Vault:
             with contextlib.suppress(NotFoundError):
                 self.index.record(tracking)
                 return []  # logged since the listing: a record now, not an orphan
+            if tracking in self._claimed_records(self.index.size):
+                return []  # claimed since the listing: the next append commits it
         kept: list[str] = []
         for key in keys:
             try:
@@ -2519,6 +2554,31 @@ class Vault:
             except VaultError:
                 kept.append(key)
         return kept
+
+    def _claimed_records(self, size: int) -> set[str]:
+        """The records named by claims past the log's `size`: the next append commits them.
+
+        A writer that claimed and then failed to commit (a crash, a store error) leaves
+        its claim for the next writer, which commits it: a submission in it is a record
+        to be, whose objects must stay. A forged claim (not the log key's) names nothing.
+        """
+        named: set[str] = set()
+        for info in self.store.list(CLAIM_PREFIX):
+            suffix = info.key[len(CLAIM_PREFIX) :]
+            if not suffix.isdigit() or int(suffix) < size:
+                continue
+            position = int(suffix)
+            try:
+                data = self.store.get(info.key)
+                entries = decode_claim(data, position, self.log_public_key, info.key)
+            except (NotFoundError, IntegrityError):
+                continue  # committed and cleaned meanwhile, or forged
+            for offset, entry in enumerate(entries):
+                with contextlib.suppress(IntegrityError, ValueError):
+                    record = parse_event(entry, position + offset).record
+                    if record is not None:
+                        named.add(record)
+        return named
 
     def _holds_objects_of(self, tracking: str) -> bool:
         try:

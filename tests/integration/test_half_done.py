@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from vault_support import VaultBench
 
-from pcii_vault.errors import BackendError, InputError
+from pcii_vault.errors import ActConflictError, BackendError, InputError
 from pcii_vault.models.submission import example_attachment_bytes
 from pcii_vault.vault import Vault
 
@@ -194,3 +194,111 @@ def test_a_full_disk_names_where_and_is_the_servers_trouble_only_in_its_spool(
             vault.release(request, spool)
     assert str(spool) in str(raised.value)
     assert list(spool.iterdir()) == []
+
+
+# ----- a submission in flight while other acts change what it relies on ----------------------
+
+
+def _meanwhile(monkeypatch: pytest.MonkeyPatch, act: Any) -> None:
+    """Run `act` once between a submission's upload check and its log position."""
+    accept = Vault._accept
+    done: list[bool] = []
+
+    def accept_then(self: Vault, sealed: Any) -> dict[str, Any]:
+        details = accept(self, sealed)
+        if not done:
+            done.append(True)
+            act()
+        return details
+
+    monkeypatch.setattr(Vault, "_accept", accept_then)
+
+
+def test_a_submission_whose_kek_was_retired_meanwhile_is_refused_not_stranded(
+    bench: VaultBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rotate, rewrap and retire while a submit is on its way: rewrap saw only logged
+    records, so the submission logged under the retired version was unreadable for good
+    (and every later rewrap exit 4). The retirement came first: the submit is refused."""
+    vault = bench.vault
+    admin = bench.ids["admin"]
+
+    def retire() -> None:
+        vault.rotate_keys(vault.sign(admin, "rotate-keys", params={"op": "rotate"}))
+        vault.rewrap_keys(vault.sign(admin, "rotate-keys", params={"op": "rewrap"}))
+        retiring = vault.sign(admin, "rotate-keys", params={"op": "retire", "version": 1})
+        vault.retire_key(retiring, 1)
+
+    _meanwhile(monkeypatch, retire)
+    sealed = bench.upload()
+    tracking = sealed.tracking_number
+    request = vault.sign(
+        bench.ids["owner"], "submit", record=tracking, params={"files": list(sealed.files)}
+    )
+    with pytest.raises(ActConflictError, match="was retired meanwhile"):
+        vault.receive(request, sealed)
+    monkeypatch.undo()
+    assert list(bench.real.list(f"records/{tracking}/")) == []
+    assert list(bench.real.list(f"wrapped/{tracking}")) == []
+    assert bench.submit_receipt().tracking_number  # submitted again, under version 2
+    vault.rewrap_keys(vault.sign(admin, "rotate-keys", params={"op": "rewrap"}))
+    bench.audit()
+
+
+def test_a_submission_whose_objects_maintenance_removed_meanwhile_is_refused(
+    bench: VaultBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`maintenance --grace-hours 0` during a submit: the submit fails, and nothing of it
+    is logged (it was logged later by the next writer, as a record with no objects)."""
+    vault = bench.vault
+    _meanwhile(monkeypatch, lambda: vault.maintain(grace=timedelta(0), dry_run=False))
+    sealed = bench.upload()
+    request = vault.sign(
+        bench.ids["owner"],
+        "submit",
+        record=sealed.tracking_number,
+        params={"files": list(sealed.files)},
+    )
+    size = vault.reader().size()
+    with pytest.raises(ActConflictError, match="were removed meanwhile"):
+        vault.receive(request, sealed)
+    monkeypatch.undo()
+    bench.submit_receipt()  # the next writer
+    reader = vault.reader()
+    logged = [e for e in reader.events(size, reader.size()) if e.type == "submission.received"]
+    assert [e.record for e in logged] != [sealed.tracking_number]
+    assert len(logged) == 1
+    bench.audit()
+
+
+def test_maintenance_leaves_the_objects_of_a_claimed_submission(
+    bench: VaultBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submit whose claim is in the store but not committed (its commit failed): the
+    next append commits it, so its objects are a record's to be, even at grace 0."""
+    vault = bench.vault
+    ledger = type(vault.ledger)
+    commit = ledger._commit_until
+    failed: list[bool] = []
+
+    def fail_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise OSError(errno.EIO, "simulated store failure after the claim")
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(ledger, "_commit_until", fail_once)
+    sealed = bench.upload()
+    tracking = sealed.tracking_number
+    request = vault.sign(
+        bench.ids["owner"], "submit", record=tracking, params={"files": list(sealed.files)}
+    )
+    with pytest.raises(BackendError):
+        vault.receive(request, sealed)
+    monkeypatch.undo()
+    done = vault.maintain(grace=timedelta(0), dry_run=False)
+    assert not any(tracking in key for key in done.orphans), done.orphans
+    bench.submit_receipt()  # the next writer commits the claim
+    review = vault.sign(bench.ids["office"], "review", record=tracking, purpose="check")
+    assert vault.release(review, bench.root / "review").files
+    bench.audit()
