@@ -27,6 +27,7 @@ import io
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +51,9 @@ from pcii_vault.store.base import (
 __all__ = ["FilesystemStore"]
 
 _LOCK_NAME = ".pcii-store.lock"
+# A compare-and-swap holds the store's lock for milliseconds: one held this long belongs to
+# a stopped (Ctrl-Z) or hung process, which would otherwise stall every writer for good.
+_LOCK_WAIT_S = 30.0
 _TMP_PREFIX = ".tmp-"
 _READ_SIZE = 1 << 20
 _ETAG_CACHE_MAX = 4096
@@ -57,6 +61,29 @@ _ETAG_CACHE_MAX = 4096
 # A stat signature identifies one immutable file version: objects are only ever created
 # by link() or rename() of a fresh inode, never rewritten in place.
 _StatSig = tuple[int, int, int, int, int]
+
+
+def _flock_within(fd: int, path: Path, seconds: float) -> None:
+    """Take an exclusive flock on `fd`, waiting at most `seconds`.
+
+    Raises:
+        BackendError: another process held it all that time.
+    """
+    deadline = time.monotonic() + seconds
+    pause = 0.0002  # short: writers of one vault wait on it in turn, often
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise BackendError(
+                    f"{path} has been held by another process for {seconds:.0f} s (a "
+                    "stopped or hung pcii process?): nothing was written; try again"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
+        else:
+            return
 
 
 def _refuse_planted_root(root: Path, *, create: bool) -> None:
@@ -272,7 +299,7 @@ class FilesystemStore:
                 raise
             raise IntegrityError(f"{lock} is a symlink, not the store's lock file") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock_within(fd, lock, _LOCK_WAIT_S)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from pathlib import Path
 
@@ -151,3 +152,22 @@ def test_replaced_object_gets_a_fresh_etag_on_head(fs_store: FilesystemStore) ->
     assert fs_store.head("log/x").etag == first.etag  # cached now
     second = fs_store.put_if_match("log/x", b"two", first.etag)
     assert fs_store.head("log/x").etag == second.etag != first.etag
+
+
+def test_a_lock_held_too_long_is_an_error_not_a_hang(
+    fs_store: FilesystemStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopped process (Ctrl-Z) holding the store's lock stalled every writer for good."""
+    fs_store.put_if_absent("log/checkpoint", b"one")
+    etag = fs_store.head("log/checkpoint").etag
+    monkeypatch.setattr(filesystem, "_LOCK_WAIT_S", 0.2)
+    holder = os.open(fs_store._root / filesystem._LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another open file: another holder
+        with pytest.raises(BackendError, match="held by another process"):
+            fs_store.put_if_match("log/checkpoint", b"two", etag)
+    finally:
+        os.close(holder)
+    assert fs_store.get("log/checkpoint") == b"one"
+    fs_store.put_if_match("log/checkpoint", b"two", etag)
+    assert fs_store.get("log/checkpoint") == b"two"
