@@ -61,6 +61,7 @@ from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.seal import (
     DEFAULT_SCRYPT,
     SALT_BYTES,
+    SEAL_NONCE_BYTES,
     ScryptParams,
     derive_sealing_key,
     open_sealed,
@@ -89,6 +90,7 @@ __all__ = [
     "unseal_secret_from_env_or_prompt",
 ]
 
+_GCM_TAG_BYTES = 16  # every sealed body ends with its AES-GCM tag
 _log = structlog.get_logger(__name__)
 
 KEYRING_FORMAT: Final = "pcii-vault/keyring"
@@ -567,6 +569,9 @@ def _unseal(raw: bytes, envelope: _Envelope, sealing_key: bytes, path: Path) -> 
     except (KeyError, TypeError, ValueError) as exc:
         _log.debug("keyring_rejected", reason="body", error=str(exc))
         raise IntegrityError(f"keyring {path} is damaged (bad body)") from None
+    if len(nonce) != SEAL_NONCE_BYTES or len(ciphertext) < _GCM_TAG_BYTES:
+        # Checkable without the secret: damage, not a wrong secret.
+        raise IntegrityError(f"keyring {path} is damaged (bad body)")
     try:
         plaintext = open_sealed(sealing_key, nonce, ciphertext, canonical_json(_header(envelope)))
     except IntegrityError:

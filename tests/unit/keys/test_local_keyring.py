@@ -186,6 +186,9 @@ DAMAGED = {
         json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "ciphertext"})
     ),
     "bad base64": lambda p: rewrite(p, ciphertext="***"),
+    "empty nonce": lambda p: rewrite(p, nonce=""),  # a length checked without the secret
+    "short nonce": lambda p: rewrite(p, nonce="AAAA"),
+    "ciphertext shorter than its tag": lambda p: rewrite(p, ciphertext="AAAA"),
     "number as string": lambda p: rewrite(p, kdf={**json.loads(p.read_text())["kdf"], "n": "16"}),
     "boolean as number": lambda p: rewrite(p, kdf={**json.loads(p.read_text())["kdf"], "r": True}),
     "unknown kdf": lambda p: rewrite(p, kdf={**json.loads(p.read_text())["kdf"], "name": "md5"}),
