@@ -71,6 +71,7 @@ def submit(
         raise
     # The submission is logged: its tracking number is printed whatever happens next.
     written = None
+    problem = None
     if receipt_out is not None:
         from pcii_vault.durable import replace_file
 
@@ -82,20 +83,25 @@ def submit(
         except OSError as exc:
             with contextlib.suppress(OSError):
                 receipt_out.unlink(missing_ok=True)  # the empty claim: no partial receipt
-            state.output.note(
-                f"warning: the receipt could not be written to {receipt_out} "
-                f"({exc.strerror}); `pcii audit prove --index {receipt.log_index}` proves "
-                "the submission"
+            problem = (
+                f"{receipt.tracking_number} is submitted (log index {receipt.log_index}), but "
+                f"its receipt could not be written to {receipt_out} ({exc.strerror}): do not "
+                f"submit it again; an auditor proves it with `pcii audit prove --index "
+                f"{receipt.log_index}`"
             )
-    state.output.result(
-        {
-            "tracking_number": receipt.tracking_number,
-            "log_index": receipt.log_index,
-            "files": list(receipt.files),
-            "receipt": written,
-        },
-        human=receipt.tracking_number,
-    )
+    data = {
+        "tracking_number": receipt.tracking_number,
+        "log_index": receipt.log_index,
+        "files": list(receipt.files),
+        "receipt": written,
+    }
+    if problem is not None and state.output.json_mode:
+        # One JSON object on stdout, as for any error: the submission with the error in it.
+        state.output.result({**data, "error": problem, "exit_code": InputError.exit_code})
+        raise typer.Exit(InputError.exit_code)
+    state.output.result(data, human=receipt.tracking_number)
+    if problem is not None:
+        raise InputError(problem)  # an output path that failed: exit 2, as for any
 
 
 def _claim_receipt_path(path: Path) -> None:
