@@ -176,6 +176,10 @@ def _locate_log(state: CliState, log: str | None, key: str | None) -> _Log:
         verifier = read_key(key)
     elif config is not None:
         verifier = NoteVerifier.from_key_string(config.log_key)
+    elif state.server is not None:
+        # A copy of the log checked with the key the server claims (`--key` is the one
+        # to trust, obtained out of band).
+        verifier = _server_verifier(state)
     else:
         raise ConfigError("no log key: give --key KEY|FILE or --vault DIR")
     return _Log(store, verifier, anchor)
@@ -246,7 +250,6 @@ def _vault_verifier(state: CliState, key: str | None) -> NoteVerifier | None:
     """
     from pcii_vault.config import VaultConfig, VaultPaths
     from pcii_vault.ledger.note import NoteVerifier
-    from pcii_vault.service.transport import HttpTransport
 
     if key is not None:
         return read_key(key)
@@ -255,9 +258,18 @@ def _vault_verifier(state: CliState, key: str | None) -> NoteVerifier | None:
             VaultConfig.load(VaultPaths(state.vault).config).log_key
         )
     if state.server is not None:
-        transport = HttpTransport(state.server, ca=state.ca, identity=None)
-        return NoteVerifier.from_key_string(transport.info().log_key)
+        return _server_verifier(state)
     return None
+
+
+def _server_verifier(state: CliState) -> NoteVerifier:
+    """The log key the vault's server names in its `/info` (what it claims)."""
+    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.service.transport import HttpTransport
+
+    assert state.server is not None  # noqa: S101 -- callers check
+    transport = HttpTransport(state.server, ca=state.ca, identity=None)
+    return NoteVerifier.from_key_string(transport.info().log_key)
 
 
 def _log_store(directory: Path) -> tuple[ObjectStore, Path | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -621,3 +622,15 @@ def test_an_unseal_share_far_longer_than_a_share_is_refused_before_it_is_sent(
     line = _one_line_error(result)
     assert "is 4199 characters, not one share (a share is 33 words)" in line
     assert "academic" not in line
+
+
+def test_a_copied_log_is_verified_without_key_in_both_modes(both: tuple[Cli, str]) -> None:
+    """`audit verify --log DIR` takes the vault's key when no `--key` is given: its
+    directory's, or its server's (was exit 2, "no log key", against a server)."""
+    cli, _tracking = both
+    copy = cli.root / "log-copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(cli.vault / "objects" / "log", copy / "log")
+    shutil.copytree(cli.vault / "objects" / "policysets", copy / "policysets")
+    verified = cli.ok("audit", "verify", "--log", str(copy), who="auditor").json()
+    assert verified["sound"] is True
