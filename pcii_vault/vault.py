@@ -93,6 +93,7 @@ from pcii_vault.ledger.log import (
     AppendResult,
     Ledger,
     LogRolledBackError,
+    claim_key,
     decode_claim,
     parse_event,
 )
@@ -2485,7 +2486,7 @@ class Vault:
             info.key
             for info in self.store.list(CLAIM_PREFIX)
             if info.key[len(CLAIM_PREFIX) :].isdigit() and int(info.key[len(CLAIM_PREFIX) :]) < size
-        ]
+        ] + self._junk_claims(size)
         leftovers = (
             [str(path) for path in self.store.leftovers(cutoff)]
             if isinstance(self.store, FilesystemStore)
@@ -2554,6 +2555,30 @@ class Vault:
             except VaultError:
                 kept.append(key)
         return kept
+
+    def _junk_claims(self, size: int) -> list[str]:
+        """Objects under `log/claims/` that no writer made (removed by maintenance).
+
+        A name no claim has, or a claim ahead of the log that the log key did not sign:
+        `audit verify` fails on them until they are gone, and appends remove a forged one
+        only once the log reaches its position.
+        """
+        junk: list[str] = []
+        for info in self.store.list(CLAIM_PREFIX):
+            suffix = info.key[len(CLAIM_PREFIX) :]
+            if not (suffix.isdigit() and len(suffix) == len(claim_key(0)) - len(CLAIM_PREFIX)):
+                junk.append(info.key)
+                continue
+            position = int(suffix)
+            if position < size:
+                continue  # committed: removed as such
+            try:
+                decode_claim(self.store.get(info.key), position, self.log_public_key, info.key)
+            except NotFoundError:
+                continue
+            except IntegrityError:
+                junk.append(info.key)
+        return junk
 
     def _claimed_records(self, size: int) -> set[str]:
         """The records named by claims past the log's `size`: the next append commits them.

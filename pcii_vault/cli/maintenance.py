@@ -51,7 +51,8 @@ def maintenance(
             "kept": list(done.kept),
         },
         f"{verb} shredding {len(done.unfinished_shreds)} records; {gone} "
-        f"{len(done.orphans)} orphaned objects, {len(done.stale_claims)} committed claims, "
+        f"{len(done.orphans)} orphaned objects, {len(done.stale_claims)} committed or forged "
+        "claims, "
         f"{len(done.leftovers)} temporary files"
         + (f"; kept {len(done.kept)} (locked by the store)" if done.kept else ""),
     )
