@@ -156,6 +156,9 @@ def _server_url(value: str) -> str:
         raise ConfigError(f"--vault {value}: a vault URL carries no user name or password")
     if parts.query or parts.fragment:
         raise ConfigError(f"--vault {value}: a vault URL has no query or fragment")
+    if parts.path:
+        # The routes are at the server's root, and each request signs its whole target.
+        raise ConfigError(f"--vault {value}: a vault URL has no path (https://HOST:PORT)")
     return url
 
 

@@ -461,7 +461,15 @@ def test_an_unseal_secret_not_utf8_is_exit_2(vault: tuple[Cli, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["https://[::1", "https://", "https://:99999", "https://:8443", "https://h:0"]
+    "url",
+    [
+        "https://[::1",
+        "https://",
+        "https://:99999",
+        "https://:8443",
+        "https://h:0",
+        "https://127.0.0.1:8443/foo",  # was accepted, then "no such route"
+    ],
 )
 def test_a_malformed_vault_url_is_a_configuration_error(vault: tuple[Cli, str], url: str) -> None:
     cli, tracking = vault
