@@ -280,11 +280,34 @@ def run_server(app: Service, sock: socket.socket, listener: Listener) -> None:
         timeout_graceful_shutdown=_GRACEFUL_S,
         server_header=False,
     )
+    _uvicorn_logs_through_structlog()
     # uvicorn shuts down gracefully on SIGTERM (in-flight requests finish), then raises
     # the signal again for the handler it found: ours only notes it, so the caller
     # commits the pending batch and the process exits 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+class _ToStructlog(logging.Handler):
+    """A standard-library log record as one structlog line (JSON with `--json`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed format string in a library's record
+            message = str(record.msg)
+        structlog.get_logger().log(record.levelno, message, logger=record.name)
+
+
+def _uvicorn_logs_through_structlog() -> None:
+    """Log uvicorn's own lines ("Invalid HTTP request received.") as the server's others.
+
+    Without a handler they reached stderr as plain text through logging's last resort,
+    breaking the one-JSON-object-per-line access log.
+    """
+    logger = logging.getLogger("uvicorn")
+    logger.handlers[:] = [_ToStructlog()]
+    logger.propagate = False
 
 
 @dataclass(frozen=True)

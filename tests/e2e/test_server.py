@@ -695,6 +695,31 @@ def test_a_request_head_over_64_kib_is_431_and_the_server_serves_on(served: Serv
         assert http.get(f"{server.url}/readyz").status_code == 200
 
 
+def test_uvicorns_own_lines_are_json_like_the_access_lines(served: ServerCli) -> None:
+    """A request HTTP cannot parse: uvicorn logs it, as a JSON line (was plain text)."""
+    import socket
+
+    server = served.start()
+    host, port = "127.0.0.1", server.port
+    with (
+        socket.create_connection((host, port)) as sock,
+        client_context(server.ca).wrap_socket(sock, server_hostname=host) as tls,
+    ):
+        tls.settimeout(20)
+        tls.sendall(b"\x00\x01 NOT HTTP AT ALL\r\n\r\n")
+        with contextlib.suppress(OSError):
+            tls.recv(4096)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = server.log.read_text().splitlines()
+        if any("Invalid HTTP request" in x for x in lines):
+            break
+        time.sleep(0.1)
+    uvicorn = [json.loads(x) for x in lines if "Invalid HTTP request" in x]
+    assert uvicorn, lines[-5:]
+    assert all(line["logger"].startswith("uvicorn") for line in uvicorn)
+
+
 # ----- a server split into shares --------------------------------------------------------------
 
 
