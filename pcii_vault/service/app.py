@@ -219,8 +219,15 @@ async def signed_message_of_anyone(request: Request) -> Caller:
 
 
 async def signed_body(request: Request) -> Caller:
-    """A signed message with its whole (small) body, checked against its digest."""
-    caller = await signed_message(request)
+    """A signed message with its whole (small) body, checked against its digest.
+
+    The signer may be suspended or revoked: every such route hands the act to the core,
+    which refuses an inactive principal as embedded mode does (its policies deciding,
+    the denial logged, the same words), where a refusal here left the log without it.
+    """
+    context = _context(request)
+    context.require_unsealed()
+    caller = await run_in_threadpool(partial(_authenticate, active=False), request, context)
     body = await request.body()
     if content_digest(body) != caller.signature.content_digest:
         raise SignatureRefused(_NOT_SIGNED_BODY, exit_code=4)

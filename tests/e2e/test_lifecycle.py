@@ -238,6 +238,30 @@ def test_search_by_an_inactive_principal_is_refused_not_an_empty_listing(
     assert f"water is {status}" in line
 
 
+@IN_BOTH_MODES
+@pytest.mark.parametrize("status", ["suspended", "revoked"])
+def test_an_inactive_principals_act_is_a_logged_denial_in_both_modes(
+    populated: Cli, status: str
+) -> None:
+    """The policies refuse it and the log keeps the attempt, through a server too (which
+    refused it at its door, unlogged, in other words than embedded mode's)."""
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    if status == "revoked":
+        cli.ok("principal", "revoke", "water", who="admin")
+    else:
+        cli.ok("principal", "update", "water", "--status", "suspended", who="admin")
+    before = len(cli.ok("audit", "log", "--type", "access.decided").lines())
+    out = str(cli.root / "out")
+    line = one_line_error(cli.run("get", tracking, "--purpose", "p", "--out", out, who="water"), 3)
+    assert line.startswith("pcii: error: retrieve denied for 'water'"), line
+    assert "see why: pcii policy explain" in line
+    denials = cli.ok("audit", "log", "--type", "access.decided").lines()[before:]
+    assert [(d["actor"], d["decision"]) for d in denials] == [("water", "deny")]
+    assert not (cli.root / "out" / tracking).exists()
+
+
 def test_index_rebuild_reproduces_the_index_exactly(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)
