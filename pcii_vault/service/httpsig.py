@@ -339,11 +339,13 @@ class _KeyLookup(HTTPSignatureKeyResolver):
     def __init__(self, resolve_key: Callable[[str], Ed25519PublicKey | bytes]) -> None:
         self._resolve_key = resolve_key
         self.unknown: str | None = None  # the key id nobody registered
+        self.resolved: str | None = None  # the key id whose key was found
         self.failure: Exception | None = None
 
     def resolve_public_key(self, key_id: str) -> Ed25519PublicKey | None:
         try:
             key = self._resolve_key(key_id)
+            self.resolved = key_id
             return key if isinstance(key, Ed25519PublicKey) else Ed25519PublicKey(bytes(key))
         except (KeyError, NotFoundError):
             self.unknown = key_id
@@ -478,17 +480,18 @@ def verify_request(
         if lookup.failure is not None:
             raise lookup.failure from None
         if lookup.unknown is not None:
+            # Embedded mode's words for the same fault.
             raise SignatureRefused(
-                f"{shown(lookup.unknown)} is not a registered principal (unknown key id)",
-                exit_code=3,
+                f"{shown(lookup.unknown)} is not a registered principal", exit_code=3
             ) from None
         # Well formed, and the key known: the signature itself does not verify (a forged
-        # or altered message, exit 4); anything else is a request not signed as the
-        # profile says (exit 2).
-        forged = isinstance(exc.__cause__, IntegrityError)
-        raise SignatureRefused(
-            f"signature refused: {_one_line(exc)}", exit_code=4 if forged else 2
-        ) from exc
+        # or altered message, or another principal's key: exit 4, in embedded mode's
+        # words); anything else is a request not signed as the profile says (exit 2).
+        if isinstance(exc.__cause__, IntegrityError) and lookup.resolved is not None:
+            raise SignatureRefused(
+                f"request signature of {shown(lookup.resolved)} does not verify", exit_code=4
+            ) from exc
+        raise SignatureRefused(f"signature refused: {_one_line(exc)}") from exc
     except HTTPMessageSignaturesException as exc:
         raise SignatureRefused(f"signature refused: {_one_line(exc)}") from exc
     if len(results) != 1 or results[0].label != LABEL:

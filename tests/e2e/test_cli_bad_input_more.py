@@ -647,3 +647,25 @@ def test_a_copied_log_is_verified_without_key_in_both_modes(both: tuple[Cli, str
     verified = cli.run("--json", "audit", "verify", "--log", str(copy), who="auditor", env=env)
     assert verified.code == 0, verified.err
     assert verified.json()["sound"] is True
+
+
+@pytest.mark.parametrize(
+    ("principal", "code", "words"),
+    [
+        ("office", 4, "request signature of 'office' does not verify"),
+        ("nobody", 3, "'nobody' is not a registered principal"),
+    ],
+)
+def test_an_identity_file_naming_another_principal_reads_alike_in_both_modes(
+    both: tuple[Cli, str], principal: str, code: int, words: str
+) -> None:
+    """The owner's key under another name: embedded mode's words over the wire too (the
+    server said "signature refused: ..." and added "(unknown key id)")."""
+    cli, tracking = both
+    document = json.loads(cli.key("owner").read_text())
+    document["principal"] = principal
+    forged = cli.root / f"as-{principal}.key"
+    forged.write_text(json.dumps(document))
+    forged.chmod(0o600)
+    line = _one_line_error(cli.run("--as", str(forged), "status", tracking), code)
+    assert line == f"pcii: error: {words}", line

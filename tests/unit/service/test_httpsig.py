@@ -438,7 +438,7 @@ def test_an_unknown_key_is_refused(error: Exception) -> None:
     def unknown(_: str) -> Ed25519PublicKey:
         raise error
 
-    with pytest.raises(SignatureRefused, match="unknown key id") as caught:
+    with pytest.raises(SignatureRefused, match="is not a registered principal") as caught:
         verify_request("POST", URL, signed(), resolve_key=unknown, now=NOW)
     assert caught.value.status == 401
     assert caught.value.exit_code == 3  # as embedded mode: not a registered principal
