@@ -83,7 +83,16 @@ def check(
     except PolicyLoadError as exc:
         problems = [{"file": p.file, "line": p.line, "message": p.message} for p in exc.problems]
         if state.output.json_mode:
-            state.output.result({"ok": False, "directory": str(directory), "problems": problems})
+            # One JSON object, as for any error: its `error` and `exit_code` included.
+            state.output.result(
+                {
+                    "ok": False,
+                    "directory": str(directory),
+                    "problems": problems,
+                    "error": f"{len(problems)} problem(s) in {directory}",
+                    "exit_code": exc.exit_code,
+                }
+            )
         else:
             for problem in exc.problems:
                 state.output.console.print(str(problem), markup=False)

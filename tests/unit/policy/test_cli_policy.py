@@ -58,6 +58,8 @@ def test_check_json_reports_problems(broken_dir: Path) -> None:
     data = json.loads(result.stdout)
     assert data["ok"] is False
     assert {p["line"] for p in data["problems"]} == {2, 4}
+    # As every --json error: its exit code and a one-line error in the one object.
+    assert data["exit_code"] == 2 and data["error"].startswith("2 problem(s) in ")
 
 
 def test_test_shipped_cases_exit_0() -> None:
