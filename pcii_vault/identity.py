@@ -80,8 +80,8 @@ class Identity:
                 raise ConfigError(f"{path} is not a pcii identity file")
             seed = base64.b64decode(document["ed25519_seed"], validate=True)
             return cls(
-                vault_id=str(document["vault_id"]),
-                principal=str(document["principal"]),
+                vault_id=_text(document["vault_id"]),
+                principal=_text(document["principal"]),  # `5` names no principal
                 key=Ed25519PrivateKey(seed),
             )
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
@@ -89,3 +89,9 @@ class Identity:
         except RecursionError:
             # JSON nested thousands deep: no identity file nests at all.
             raise ConfigError(f"identity file {path} is malformed (nested too deeply)") from None
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, not {type(value).__name__}")
+    return value

@@ -1,0 +1,37 @@
+"""An identity file: what `--as` loads. Anything but the vault's own format is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.errors import ConfigError
+from pcii_vault.identity import Identity
+
+
+def _written(path: Path, **changes: object) -> Path:
+    Identity("v-0011223344556677", "diaz", Ed25519PrivateKey(b"\x07" * 32)).save_new(path)
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps({**document, **changes}))
+    path.chmod(0o600)
+    return path
+
+
+def test_an_identity_file_loads_as_it_was_saved(tmp_path: Path) -> None:
+    loaded = Identity.load(_written(tmp_path / "diaz.key"))
+    assert (loaded.vault_id, loaded.principal) == ("v-0011223344556677", "diaz")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"principal": 5}, {"principal": None}, {"vault_id": ["v"]}, {"principal": {"id": "x"}}],
+)
+def test_a_principal_or_vault_that_is_not_text_is_malformed(
+    tmp_path: Path, changes: dict[str, object]
+) -> None:
+    """`"principal": 5` was accepted and signed as the principal "5"."""
+    with pytest.raises(ConfigError, match="is malformed"):
+        Identity.load(_written(tmp_path / "odd.key", **changes))
