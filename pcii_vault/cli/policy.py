@@ -196,6 +196,8 @@ def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
     if value is None:
         return None
     text = value
+    if value.lstrip().startswith(("[", '"')) or value.strip() in {"null", "true", "false"}:
+        raise InputError(f"{name}: give a JSON object ({{...}}) or a file holding one")
     if not value.lstrip().startswith("{"):
         try:
             text = Path(value).read_text(encoding="utf-8")

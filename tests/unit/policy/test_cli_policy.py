@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from pcii_vault.cli import policy
 from pcii_vault.cli.output import CliState, Output
+from pcii_vault.errors import InputError
 
 root = typer.Typer()
 
@@ -153,3 +154,14 @@ def test_explain_default_deny_says_so() -> None:
     assert data["decision"] == "deny"
     assert data["policies"] == []
     assert "no permit policy applies" in data["why"]
+
+
+@pytest.mark.parametrize("value", ["[1]", '"x"', "null", "true"])
+def test_a_json_option_that_is_json_but_no_object_is_refused_as_such(value: str) -> None:
+    """`--record-json '[1]'` was taken for a file name ("cannot read [1]")."""
+    result = runner.invoke(
+        root, ["policy", "explain", "--action", "retrieve", "--record-json", value]
+    )
+    # Raised to `pcii`'s main, which prints it as one line, exit 2.
+    assert isinstance(result.exception, InputError), result.output
+    assert str(result.exception).startswith("--record-json: give a JSON object")
