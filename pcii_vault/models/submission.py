@@ -221,7 +221,7 @@ def _check_file_name(value: str) -> str:
     ):
         raise PydanticCustomError(
             "file_name",
-            "not a safe file name (letters, digits, '.', '_', '-', '+' and spaces; "
+            "not a safe file name (ASCII letters, digits, '.', '_', '-', '+' and spaces; "
             "no path separators, no '..', no leading dot)",
         )
     if value.casefold().endswith(_SIDECAR_SUFFIX):

@@ -669,3 +669,12 @@ def test_an_identity_file_naming_another_principal_reads_alike_in_both_modes(
     forged.chmod(0o600)
     line = _one_line_error(cli.run("--as", str(forged), "status", tracking), code)
     assert line == f"pcii: error: {words}", line
+
+
+def test_a_server_url_given_as_log_says_where_a_servers_log_is_read(
+    vault: tuple[Cli, str],
+) -> None:
+    """It was taken for a directory, echoed as "https:/..." (a path collapses the //)."""
+    cli, _ = vault
+    line = _one_line_error(cli.run("audit", "verify", "--log", "https://127.0.0.1:9/v"))
+    assert "--log https://127.0.0.1:9/v:" in line and "--vault https://" in line

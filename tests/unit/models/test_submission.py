@@ -181,7 +181,7 @@ def test_unsafe_attach_name_is_refused() -> None:
     doc["attachments"] = []
     problems = _problems(doc, ["../evil.pdf"])
     assert problems == (
-        "--attach: \"../evil.pdf\": not a safe file name (letters, digits, '.', '_', '-', "
+        "--attach: \"../evil.pdf\": not a safe file name (ASCII letters, digits, '.', '_', '-', "
         "'+' and spaces; no path separators, no '..', no leading dot)",
     )
 
