@@ -477,7 +477,8 @@ class Vault:
             raise IntegrityError(
                 f"the log retired KEK version {version} but {self.paths.keyring.name} still "
                 "unwraps with it: the keyring file was put back from before the retirement "
-                "(changed outside the vault); refusing to open it"
+                "(changed outside the vault), or is a replica's copy from before it (copy "
+                "the keyring of the replica that retired it); refusing to open it"
             )
 
     def _local(self) -> LocalKeyring:
