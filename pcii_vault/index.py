@@ -137,6 +137,8 @@ CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, seq INTEGER NOT NULL)
 CREATE TABLE IF NOT EXISTS illegal (seq INTEGER PRIMARY KEY, reason TEXT NOT NULL);
 """
 
+# The meta key listing every KEK version the log retired.
+RETIRED_VERSIONS = "key.retired.versions"
 _TABLES = ("meta", "principals", "records", "recipients", "nonces", "illegal")
 
 
@@ -902,7 +904,30 @@ class Index:
                         f"event {event.seq}: key.rotated from {previous}, but the log is at "
                         f"{before.get('version')}"
                     )
+        if event.type == "key.migrated":
+            self._set_meta(RETIRED_VERSIONS, "[]")  # another provider: versions of its own
+        elif event.type == "key.retired" and isinstance(details.get("version"), int):
+            # Every version the log retired (the last event alone names one): a key
+            # wrapped under any of them is never unwrapped again.
+            self._set_meta(
+                RETIRED_VERSIONS, json.dumps(sorted({*self.retired_versions(), details["version"]}))
+            )
         self._set_meta(event.type, json.dumps(details, sort_keys=True))
+
+    def retired_versions(self) -> set[int]:
+        """The KEK versions the log retired since the last migration.
+
+        A migration brings the KEKs to another provider with versions of its own: the
+        retirements before it name the old provider's.
+        """
+        recorded = self.meta(RETIRED_VERSIONS)
+        if recorded is not None:
+            return {int(v) for v in json.loads(recorded)}
+        # An index projected before the list was kept: its last retirement only.
+        last = self.meta("key.retired")
+        if last is None or self.meta("key.migrated") is not None:
+            return set()
+        return {int(json.loads(last)["version"])}
 
     def _migrated_since(self, rotated: dict[str, Any]) -> bool:
         # A migration round trip may bring the KEKs back to a provider at another version.

@@ -445,41 +445,8 @@ class Vault:
                     f"the log key at {self.config.log_signer} is not the one {CONFIG_NAME} "
                     f"of vault {self.config.vault_id} names; refusing to sign with it"
                 )
-            try:
-                self._check_retirements(custody)
-            except BaseException:
-                custody.close()
-                raise
             self._keyring = custody
         return self._keyring
-
-    def _check_retirements(self, custody: KeyCustody) -> None:
-        """Refuse a local keyring that still unwraps a KEK version the log retired.
-
-        `keys retire` logs first, then marks the version retired in `keyring.sealed`; a
-        copy of the file from before (put back, with a key wrapped under that version)
-        would unwrap with the retired KEK again. A key holder (HSM, transit, KMS) keeps
-        its own versions: only the local file can be put back. After a migration the
-        versions of the log's last retirement may be another provider's: not compared.
-
-        Raises:
-            IntegrityError: the log retired a version this keyring still holds usable.
-        """
-        if custody.key_id != LOCAL:
-            return
-        with self._lock:
-            retired = self.index.meta("key.retired")
-            migrated = self.index.meta("key.migrated")
-        if retired is None or migrated is not None:
-            return
-        version = int(json.loads(retired)["version"])
-        if custody.min_decryption_version <= version:
-            raise IntegrityError(
-                f"the log retired KEK version {version} but {self.paths.keyring.name} still "
-                "unwraps with it: the keyring file was put back from before the retirement "
-                "(changed outside the vault), or is a replica's copy from before it (copy "
-                "the keyring of the replica that retired it); refusing to open it"
-            )
 
     def _local(self) -> LocalKeyring:
         """The unsealed local keyring (the index's key, the intake key; maybe the KEKs)."""
@@ -1440,14 +1407,11 @@ class Vault:
         Raises:
             ActConflictError: the KEK version was retired, or the wrapped key is gone.
         """
-        retired = self.index.meta("key.retired")
-        if retired is not None and self.index.meta("key.migrated") is None:
-            version = int(json.loads(retired)["version"])
-            if kek_version <= version:
-                raise ActConflictError(
-                    f"KEK version {kek_version}, which this submission's key is wrapped "
-                    f"under, was retired meanwhile: nothing was logged; submit again"
-                )
+        if kek_version in self.index.retired_versions():
+            raise ActConflictError(
+                f"KEK version {kek_version}, which this submission's key is wrapped "
+                f"under, was retired meanwhile: nothing was logged; submit again"
+            )
         try:
             self.store.head(f"wrapped/{tracking}")
         except NotFoundError:
@@ -1787,6 +1751,8 @@ class Vault:
                 made current (the wrapped key's version bytes were changed).
         """
         keyring = self.keyring
+        if keyring.owns(wrapped) and keyring.wrapped_version(wrapped) < keyring.current_version:
+            self._refuse_retired_by_log(keyring.wrapped_version(wrapped))
         if keyring.owns(wrapped) and keyring.wrapped_version(wrapped) > keyring.current_version:
             with self._key_lock() as fresh_keyring:
                 keyring = fresh_keyring()
@@ -1808,6 +1774,28 @@ class Vault:
                     "restart"
                 )
         return keyring.unwrap(wrapped, context)
+
+    def _refuse_retired_by_log(self, version: int) -> None:
+        """Refuse to unwrap under a KEK version the log retired, whatever the keyring says.
+
+        `keys retire` logs first, then marks the version retired in the keyring: a
+        `keyring.sealed` put back from before (or a replica's copy not yet replaced, or
+        a retirement whose keyring write was cut short) still holds it usable. No live
+        record is wrapped under a retired version (retire refuses while one is, and a
+        submission on its way is refused at its log position), so a key wrapped under
+        one was put back too. Only keys under an old version pay for this look.
+
+        Raises:
+            IntegrityError: the log retired `version`.
+        """
+        with self._lock:
+            retired = self.index.retired_versions()
+        if version in retired:
+            raise IntegrityError(
+                f"a data key is wrapped under KEK version {version}, which the log retired: "
+                "the wrapped key was put back from before the retirement (changed outside "
+                "the vault); nothing is unwrapped with a retired key"
+            )
 
     def _missing_key(self, tracking: str) -> VaultError:
         """Why a record's wrapped key is gone (see `_gone`)."""
@@ -2218,6 +2206,8 @@ class Vault:
                 return 0  # shredded meanwhile: stays shredded
             if keyring.is_current(blob):
                 return 0
+            if keyring.owns(blob):
+                self._refuse_retired_by_log(keyring.wrapped_version(blob))
             rewrapped = keyring.rewrap(blob, context)
             try:
                 self.store.put_if_match(key, rewrapped, etag)

@@ -196,11 +196,16 @@ def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
     if value is None:
         return None
     text = value
-    if value.lstrip().startswith(("[", '"')) or value.strip() in {"null", "true", "false"}:
-        raise InputError(f"{name}: give a JSON object ({{...}}) or a file holding one")
     if not value.lstrip().startswith("{"):
         try:
             text = Path(value).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            if value.lstrip().startswith(("[", '"')) or value.strip() in {"null", "true", "false"}:
+                # JSON, but no object, and no file of that name either.
+                raise InputError(
+                    f"{name}: give a JSON object ({{...}}) or a file holding one"
+                ) from None
+            raise InputError(f"{name}: cannot read {value}: no such file") from None
         except OSError as exc:
             raise InputError(f"{name}: cannot read {value}: {exc.strerror}") from None
     return parse_json_object(text.encode("utf-8"), name)

@@ -482,5 +482,50 @@ def test_a_keyring_put_back_from_before_a_retirement_is_refused(setup: Setup) ->
     (root / "objects" / "wrapped" / tracking).write_bytes(under_v1)
     reopened = Vault(root, unseal=lambda: SECRET)
     setup.vault = reopened
-    with pytest.raises(IntegrityError, match="put back from before the retirement"):
+    with pytest.raises(IntegrityError, match="which the log retired"):
         setup.review(tracking)
+    # The vault itself stays usable (a replica's stale copy, a retirement whose keyring
+    # write was cut short, look the same): only the retired version refuses to unwrap.
+    fresh = setup.submit()
+    assert setup.review(fresh).read_bytes() == setup.attachment.read_bytes()
+    with pytest.raises(IntegrityError, match="1 wrapped keys did not unwrap"):
+        setup.vault.rewrap_keys(setup.key_request("rewrap"))
+
+
+def test_retiring_a_version_that_is_not_the_oldest_leaves_the_others_working(
+    setup: Setup,
+) -> None:
+    """Retire 2 of 1, 2, 3 while a record is still under 1 (a tester's check bricked this)."""
+    old = setup.submit()
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    setup.vault.retire_key(setup.key_request("retire", version=2), 2)
+    assert setup.wrapped_version(old) == 1
+    assert setup.review(old).read_bytes() == setup.attachment.read_bytes()
+    assert setup.review(setup.submit()).read_bytes() == setup.attachment.read_bytes()
+    reopened = Vault(setup.vault.paths.root, unseal=lambda: SECRET)
+    setup.vault.close()
+    setup.vault = reopened
+    assert reopened.key_status(setup.key_request("status")).current_version == 3
+    setup.assert_log_sound()
+
+
+def test_a_retirement_whose_keyring_write_failed_is_completed_by_a_rerun(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup.submit()
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    setup.vault.rewrap_keys(setup.key_request("rewrap"))
+
+    def fail(_self: LocalKeyring, _version: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalKeyring, "retire", fail)
+        with pytest.raises(OSError, match="No space left"):
+            setup.vault.retire_key(setup.key_request("retire", version=1), 1)
+    # Logged, the keyring not changed: the vault works, and a re-run completes it.
+    assert setup.review(setup.submit()).read_bytes() == setup.attachment.read_bytes()
+    setup.vault.retire_key(setup.key_request("retire", version=1), 1)
+    assert [v.retired for v in setup.vault.keyring.versions] == [True, False]
+    setup.assert_log_sound()

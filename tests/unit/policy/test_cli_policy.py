@@ -165,3 +165,16 @@ def test_a_json_option_that_is_json_but_no_object_is_refused_as_such(value: str)
     # Raised to `pcii`'s main, which prints it as one line, exit 2.
     assert isinstance(result.exception, InputError), result.output
     assert str(result.exception).startswith("--record-json: give a JSON object")
+
+
+def test_a_file_whose_name_looks_like_json_is_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("[record].json").write_text('{"state": "validated"}')
+    result = runner.invoke(
+        root, ["policy", "explain", "--action", "retrieve", "--record-json", "[record].json"]
+    )
+    # Read and parsed: what is refused now is the record's missing facts, not the name.
+    assert isinstance(result.exception, InputError)
+    assert "bad request attributes" in str(result.exception), result.exception
