@@ -221,6 +221,17 @@ def test_search_lists_only_what_the_caller_may_see(populated: Cli) -> None:
     assert seen_by_energy == []
 
 
+def _validated_with_water_inactive(cli: Cli, status: str) -> str:
+    """A validated record, then the water analyst suspended or revoked; its tracking."""
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    if status == "revoked":
+        cli.ok("principal", "revoke", "water", who="admin")
+    else:
+        cli.ok("principal", "update", "water", "--status", "suspended", who="admin")
+    return tracking
+
+
 @IN_BOTH_MODES
 @pytest.mark.parametrize("status", ["suspended", "revoked"])
 def test_search_by_an_inactive_principal_is_refused_not_an_empty_listing(
@@ -228,12 +239,7 @@ def test_search_by_an_inactive_principal_is_refused_not_an_empty_listing(
 ) -> None:
     """Both modes answer alike: exit 3 naming the status (embedded gave exit 0, nothing)."""
     cli = populated
-    tracking = _submit(cli, attach=False)
-    cli.ok("validate", tracking, who="office")
-    if status == "revoked":
-        cli.ok("principal", "revoke", "water", who="admin")
-    else:
-        cli.ok("principal", "update", "water", "--status", "suspended", who="admin")
+    _validated_with_water_inactive(cli, status)
     line = one_line_error(cli.run("search", who="water"), 3)
     assert f"water is {status}" in line
 
@@ -246,12 +252,7 @@ def test_an_inactive_principals_act_is_a_logged_denial_in_both_modes(
     """The policies refuse it and the log keeps the attempt, through a server too (which
     refused it at its door, unlogged, in other words than embedded mode's)."""
     cli = populated
-    tracking = _submit(cli, attach=False)
-    cli.ok("validate", tracking, who="office")
-    if status == "revoked":
-        cli.ok("principal", "revoke", "water", who="admin")
-    else:
-        cli.ok("principal", "update", "water", "--status", "suspended", who="admin")
+    tracking = _validated_with_water_inactive(cli, status)
     before = len(cli.ok("audit", "log", "--type", "access.decided").lines())
     out = str(cli.root / "out")
     line = one_line_error(cli.run("get", tracking, "--purpose", "p", "--out", out, who="water"), 3)

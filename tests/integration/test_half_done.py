@@ -17,6 +17,7 @@ import pytest
 from vault_support import VaultBench
 
 from pcii_vault.errors import ActConflictError, BackendError, InputError
+from pcii_vault.models.request import SignedRequest
 from pcii_vault.models.submission import example_attachment_bytes
 from pcii_vault.vault import Vault
 
@@ -120,6 +121,17 @@ def test_a_submission_logged_while_maintenance_lists_the_store_is_not_an_orphan(
     bench.audit()
 
 
+def _retrieve(bench: VaultBench, tracking: str) -> SignedRequest:
+    """The analyst's signed retrieve request for `tracking`."""
+    return bench.vault.sign(
+        bench.ids["analyst"],
+        "retrieve",
+        record=tracking,
+        purpose="drought planning",
+        use="infrastructure-protection",
+    )
+
+
 @pytest.mark.parametrize(
     ("code", "error"), [(errno.ENOSPC, InputError), (errno.EACCES, InputError)]
 )
@@ -138,13 +150,7 @@ def test_a_release_that_cannot_be_written_is_one_line_and_logged(
         raise OSError(code, "simulated", str(tmp_path / "out"))
 
     monkeypatch.setattr(Vault, "_write_release", fail)
-    request = vault.sign(
-        bench.ids["analyst"],
-        "retrieve",
-        record=tracking,
-        purpose="drought planning",
-        use="infrastructure-protection",
-    )
+    request = _retrieve(bench, tracking)
     with pytest.raises(error, match="could not be written") as raised:
         vault.release(request, tmp_path / "out")
     assert "\n" not in str(raised.value)
@@ -177,13 +183,7 @@ def test_a_full_disk_names_where_and_is_the_servers_trouble_only_in_its_spool(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(Vault, "_write_release", full)
-    request = vault.sign(
-        bench.ids["analyst"],
-        "retrieve",
-        record=tracking,
-        purpose="drought planning",
-        use="infrastructure-protection",
-    )
+    request = _retrieve(bench, tracking)
     spool = tmp_path / "spool"
     spool.mkdir()
     with pytest.raises(error, match="No space left on device") as raised:
