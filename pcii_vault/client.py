@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,6 +162,22 @@ class Transport(Protocol):
         """Release what the transport holds."""
 
 
+class _EmbeddedUploads:
+    """The store, as an owner's upload sees it: a discarded upload leaves no record folder."""
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> object:
+        return self._vault.store.put_stream(key, chunks)
+
+    def delete(self, key: str) -> None:
+        self._vault.store.delete(key)
+        parts = key.split("/")
+        if parts[0] == "records" and len(parts) > 2:
+            self._vault.remove_empty_record_folder(parts[1])
+
+
 class LocalTransport:
     """The core in this process: embedded mode (the caller holds the unseal secret)."""
 
@@ -187,7 +203,7 @@ class LocalTransport:
 
     def uploads(self, request: SignedRequest) -> UploadSink:
         self.vault.identify(request)
-        return self.vault.store
+        return _EmbeddedUploads(self.vault)
 
     def receive(self, request: SignedRequest, sealed: SealedUpload) -> Receipt:
         return self.vault.receive(request, sealed)

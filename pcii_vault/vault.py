@@ -1485,6 +1485,13 @@ class Vault:
             self.store.delete(f"wrapped/{tracking}")
             for info in list(self.store.list(f"records/{tracking}/")):
                 self.store.delete(info.key)
+            self.remove_empty_record_folder(tracking)
+
+    def remove_empty_record_folder(self, tracking: str) -> None:
+        """Remove the record's empty folder, in a store that keeps folders (filesystem)."""
+        if isinstance(self.store, FilesystemStore):
+            with contextlib.suppress(VaultError, OSError):
+                self.store.remove_empty_folder(f"records/{tracking}/")
 
     # ----- lifecycle decisions -------------------------------------------------------
 
@@ -1565,6 +1572,7 @@ class Vault:
         with contextlib.suppress(VaultError):
             for info in list(self.store.list(f"records/{tracking}/")):
                 self.store.delete(info.key)
+        self.remove_empty_record_folder(tracking)
 
     def _notice(self, verdict: _Verdict, tracking: str, recipient: str, what: str) -> Event:
         # Notices are the vault's own acts, caused by the event just before them.
@@ -2496,8 +2504,9 @@ class Vault:
                     self.store.delete(key)
                 except VaultError:
                     kept.append(key)
-            for path in leftovers:
-                Path(path).unlink(missing_ok=True)
+            if isinstance(self.store, FilesystemStore):
+                for path in leftovers:
+                    self.store.remove_leftover(Path(path))
         return Maintenance(
             tuple(shreds), tuple(orphans), tuple(claims), tuple(leftovers), tuple(kept), dry_run
         )
@@ -2545,6 +2554,7 @@ class Vault:
                 self.store.delete(key)
             except VaultError:
                 kept.append(key)
+        self.remove_empty_record_folder(tracking)
         return kept
 
     def _junk_claims(self, size: int) -> list[str]:

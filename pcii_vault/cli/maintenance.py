@@ -29,7 +29,7 @@ def maintenance(
             metavar="HOURS",
             min=0,
             max=_MAX_GRACE_HOURS,
-            help="Leave uploads and temporary files younger than this (an act in flight).",
+            help="Leave uploads and leftovers younger than this (an act in flight).",
         ),
     ] = 24.0,
 ) -> None:
@@ -53,7 +53,7 @@ def maintenance(
         f"{verb} shredding {len(done.unfinished_shreds)} records; {gone} "
         f"{len(done.orphans)} orphaned objects, {len(done.stale_claims)} committed or forged "
         "claims, "
-        f"{len(done.leftovers)} temporary files"
+        f"{len(done.leftovers)} temporary files or empty record folders"
         + (f"; kept {len(done.kept)} (locked by the store)" if done.kept else ""),
     )
     for item in (*done.unfinished_shreds, *done.orphans, *done.leftovers):

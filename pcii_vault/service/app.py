@@ -397,6 +397,7 @@ async def discard(
         if _is_record(vault, tracking):
             raise InputError(f"{tracking} is a record: its objects stay")
         vault.store.delete(key)
+        vault.remove_empty_record_folder(tracking)
 
     await run_in_threadpool(remove)
     return {"deleted": key}

@@ -28,7 +28,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -165,13 +165,18 @@ class FilesystemStore:
             )
         return Path(text)
 
-    def _ensure_parent(self, path: Path) -> None:
-        """Create the missing directories above `path`, fsyncing each new entry's parent."""
+    def _ensure_parent(self, path: Path) -> list[Path]:
+        """Create the missing directories above `path`, fsyncing each new entry's parent.
+
+        Returns:
+            The directories this call created, outermost first.
+        """
         missing: list[Path] = []
         parent = path.parent
         while not parent.is_dir():
             missing.append(parent)
             parent = parent.parent
+        created: list[Path] = []
         for directory in reversed(missing):
             try:
                 directory.mkdir()
@@ -185,6 +190,8 @@ class FilesystemStore:
                     ) from None
                 continue
             _fsync_dir(directory.parent)
+            created.append(directory)
+        return created
 
     # -- writes ----------------------------------------------------------------------
 
@@ -221,8 +228,7 @@ class FilesystemStore:
             if path.exists() and not _removed_empty_directory(path):
                 # Fail fast before consuming a possibly large stream; link() still decides.
                 raise ObjectExistsError(f"object {key} already exists")
-            self._ensure_parent(path)
-            tmp, size, etag = self._write_temp(path.parent, chunks)
+            tmp, size, etag = self._write_in_folder(path, chunks)
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -232,6 +238,57 @@ class FilesystemStore:
                     tmp.unlink()
             _fsync_dir(path.parent)
         return ObjectInfo(key=key, size=size, etag=etag)
+
+    def _write_in_folder(self, path: Path, chunks: Iterable[bytes]) -> tuple[Path, int, str]:
+        """`_write_temp` in `path`'s folder, made first (and removed if the write fails).
+
+        A folder this write made and left empty (the stream failed) is removed again.
+        A folder removed between its making and the temporary file's creation (an empty
+        record folder cleaned by another process) is made again: the temporary file is
+        the first thing written, so no byte of `chunks` was taken yet.
+        """
+        for attempt in range(_FOLDER_ATTEMPTS):
+            created = self._ensure_parent(path)
+            try:
+                return self._write_temp(path.parent, chunks)
+            except FileNotFoundError:
+                if attempt + 1 < _FOLDER_ATTEMPTS and not path.parent.is_dir():
+                    continue
+                self._remove_if_empty(created)
+                raise
+            except BaseException:
+                self._remove_if_empty(created)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _remove_if_empty(self, folders: Sequence[Path]) -> None:
+        for folder in reversed(folders):
+            try:
+                folder.rmdir()
+            except OSError:
+                return  # not empty (another write went in): it and its parents stay
+            with contextlib.suppress(OSError):
+                _fsync_dir(folder.parent)
+
+    def remove_empty_folder(self, prefix: str) -> None:
+        """Remove the folder of `prefix` (a record's ``records/<tracking>/``) if empty.
+
+        Its parents stay. A write into it racing the removal makes it again
+        (`_write_in_folder`).
+        """
+        folder = self._path(prefix.rstrip("/") + "/x").parent
+        if folder == self._root or folder.is_symlink():
+            return
+        self._remove_empty_tree(folder)
+
+    def _remove_empty_tree(self, folder: Path) -> None:
+        """Remove `folder` and its sub-folders, deepest first, as long as they are empty."""
+        inner = [Path(path) for path, _dirs, _files in os.walk(folder)]
+        for path in sorted(inner, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # refused while anything is in it
+        with contextlib.suppress(OSError):
+            _fsync_dir(folder.parent)
 
     def put_if_absent(self, key: str, data: bytes) -> ObjectInfo:
         """Create `key` with `data` unless it exists.
@@ -392,16 +449,32 @@ class FilesystemStore:
         return ObjectInfo(key=key, size=st.st_size, etag=etag, modified=modified)
 
     def leftovers(self, before: datetime) -> list[Path]:
-        """Temporary files of writes that never finished (a crash), older than `before`."""
+        """What writes that never finished left, untouched since before `before`.
+
+        Temporary files (a crash mid-write), and empty record folders (``records/<t>/``
+        of an upload whose objects were removed: a refused submission, a shredded
+        record). Remove them with `remove_leftover`.
+        """
         found: list[Path] = []
         for dirpath, _dirnames, filenames in os.walk(self._root):
             for name in filenames:
                 path = Path(dirpath) / name
-                if name.startswith(_TMP_PREFIX):
-                    with contextlib.suppress(FileNotFoundError):
-                        if datetime.fromtimestamp(path.stat().st_mtime, UTC) < before:
-                            found.append(path)
+                if name.startswith(_TMP_PREFIX) and _older(path, before):
+                    found.append(path)
+        records = self._root / "records"
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(records):
+                folder = records / entry.name
+                if entry.is_dir(follow_symlinks=False) and _empty_tree_older(folder, before):
+                    found.append(folder)
         return sorted(found)
+
+    def remove_leftover(self, path: Path) -> None:
+        """Remove what `leftovers` found (a folder only while nothing is in it)."""
+        if path.is_dir() and not path.is_symlink():
+            self._remove_empty_tree(path)
+        else:
+            path.unlink(missing_ok=True)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield every object whose key starts with `prefix`, in lexicographic key order.
@@ -467,6 +540,22 @@ class FilesystemStore:
             directory = directory.parent
 
 
+def _older(path: Path, before: datetime) -> bool:
+    """Whether `path` was last changed before `before` (False: it is gone)."""
+    try:
+        return datetime.fromtimestamp(path.lstat().st_mtime, UTC) < before
+    except FileNotFoundError:
+        return False
+
+
+def _empty_tree_older(folder: Path, before: datetime) -> bool:
+    """Whether `folder` holds folders only, none of them changed since `before`."""
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        if filenames or not _older(Path(dirpath), before):
+            return False
+    return True
+
+
 def _removed_empty_directory(path: Path) -> bool:
     """Remove an empty directory where an object is to be created; whether it was one.
 
@@ -484,6 +573,8 @@ def _removed_empty_directory(path: Path) -> bool:
 
 
 _O_PATH = getattr(os, "O_PATH", 0)
+# Makings of a write's folder when another process keeps removing it (empty) meanwhile.
+_FOLDER_ATTEMPTS = 3
 
 
 def _resolved(path: str) -> str:

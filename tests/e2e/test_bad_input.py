@@ -35,6 +35,9 @@ def _assert_clean_refusal(cli: Cli, result: object, code: int) -> None:
         if p.is_file() and p.parts[len(stored.parts)] in {"records", "wrapped"}
     ]
     assert leftovers == [], leftovers
+    records = stored / "records"
+    folders = [p.name for p in records.glob("*") if not any(q.is_file() for q in p.rglob("*"))]
+    assert folders == [], folders  # no empty record folder either
 
 
 def _doc(cli: Cli, **changes: object) -> Path:

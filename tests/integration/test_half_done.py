@@ -19,6 +19,7 @@ from vault_support import VaultBench
 from pcii_vault.errors import ActConflictError, BackendError, InputError
 from pcii_vault.models.request import SignedRequest
 from pcii_vault.models.submission import example_attachment_bytes
+from pcii_vault.store.filesystem import FilesystemStore
 from pcii_vault.vault import Vault
 
 SECRET = b"half-done-secret"
@@ -30,6 +31,34 @@ def bench(tmp_path: Path) -> VaultBench:
     made = VaultBench(tmp_path, secret=SECRET, attachment_bytes=example_attachment_bytes())
     made.add("analyst", "analyst", "EPA Water", "federal", sectors=[WATER])
     return made
+
+
+def _store_root(bench: VaultBench) -> Path:
+    assert isinstance(bench.real, FilesystemStore)
+    return bench.real.root
+
+
+def test_an_empty_record_folder_is_a_leftover_maintenance_removes(bench: VaultBench) -> None:
+    """A folder a crash left empty (its objects removed, not the folder) goes after the grace."""
+    vault = bench.vault
+    tracking = bench.upload(attach=False).tracking_number
+    for info in list(bench.real.list(f"records/{tracking}/")):
+        bench.real.delete(info.key)
+    folder = _store_root(bench) / "records" / tracking
+    assert folder.is_dir()
+    assert vault.maintain(grace=timedelta(hours=24), dry_run=False).leftovers == ()
+    listed = vault.maintain(grace=timedelta(0), dry_run=True)
+    assert listed.leftovers == (str(folder),)
+    assert folder.is_dir()  # a dry run changes nothing
+    assert vault.maintain(grace=timedelta(0), dry_run=False).leftovers == (str(folder),)
+    assert not folder.exists()
+    bench.audit()
+
+
+def test_a_destroyed_record_leaves_no_folder(bench: VaultBench) -> None:
+    tracking = _destroyed(bench)
+    assert not (_store_root(bench) / "records" / tracking).exists()
+    assert (_store_root(bench) / "records").is_dir()
 
 
 def _destroyed(bench: VaultBench) -> str:
@@ -56,6 +85,7 @@ def test_a_destroy_whose_key_deletion_crashed_is_finished_by_maintenance(
     assert done.unfinished_shreds == (tracking,)
     assert list(bench.real.list(f"wrapped/{tracking}")) == []
     assert list(bench.real.list(f"records/{tracking}/")) == []
+    assert not (_store_root(bench) / "records" / tracking).exists()  # nor its folder
     again = bench.vault.maintain(grace=timedelta(hours=24), dry_run=False)
     assert again.unfinished_shreds == ()
     bench.audit()
@@ -72,6 +102,7 @@ def test_an_upload_that_never_reached_the_log_is_removed_after_the_grace_period(
     done = vault.maintain(grace=timedelta(0), dry_run=False)
     assert done.orphans and all(key.split("/")[1] == tracking for key in done.orphans)
     assert list(bench.real.list(f"records/{tracking}/")) == []
+    assert not (_store_root(bench) / "records" / tracking).exists()
     assert list(bench.real.list(f"records/{kept}/"))  # a record's objects stay
     bench.audit()
 

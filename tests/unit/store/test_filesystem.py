@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,78 @@ def test_a_lock_held_too_long_is_an_error_not_a_hang(
     assert fs_store.get("log/checkpoint") == b"one"
     fs_store.put_if_match("log/checkpoint", b"two", etag)
     assert fs_store.get("log/checkpoint") == b"two"
+
+
+class _UploadCutError(Exception):
+    """The upload's stream stopped (the server's read timeout, say)."""
+
+
+def test_a_failed_write_leaves_no_folder_it_made(
+    fs_store: FilesystemStore,
+) -> None:
+    """An upload cut short (a timeout, a closed connection) leaves no empty record folder."""
+
+    def cut() -> Iterator[bytes]:
+        yield b"half an upload"
+        raise _UploadCutError
+
+    fs_store.put_if_absent("records/r0/document", b"another record")
+    with pytest.raises(_UploadCutError):
+        fs_store.put_stream("records/r1/files/0", cut())
+    assert not (fs_store.root / "records" / "r1").exists()
+    assert (fs_store.root / "records" / "r0" / "document").is_file()  # others stay
+
+
+def test_an_empty_record_folder_is_removed_and_a_full_one_stays(
+    fs_store: FilesystemStore,
+) -> None:
+    fs_store.put_if_absent("records/r1/document", b"x")
+    fs_store.put_if_absent("records/r2/document", b"y")
+    fs_store.delete("records/r1/document")
+    fs_store.remove_empty_folder("records/r1/")
+    fs_store.remove_empty_folder("records/r2/")
+    assert not (fs_store.root / "records" / "r1").exists()
+    assert fs_store.get("records/r2/document") == b"y"
+    assert (fs_store.root / "records").is_dir()  # its parent stays
+
+
+def test_a_write_into_a_folder_removed_meanwhile_makes_it_again(
+    fs_store: FilesystemStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process removed the (empty) folder between its making and the write."""
+    made = FilesystemStore._ensure_parent
+    removals: list[Path] = []
+
+    def racing(self: FilesystemStore, path: Path) -> list[Path]:
+        created = made(self, path)
+        if not removals:
+            removals.append(path.parent)
+            path.parent.rmdir()
+        return created
+
+    monkeypatch.setattr(FilesystemStore, "_ensure_parent", racing)
+    fs_store.put_if_absent("records/r1/document", b"x")
+    assert removals == [fs_store.root / "records" / "r1"]
+    assert fs_store.get("records/r1/document") == b"x"
+
+
+def test_leftovers_are_old_temporary_files_and_empty_record_folders(
+    fs_store: FilesystemStore,
+) -> None:
+    fs_store.put_if_absent("records/r1/document", b"x")
+    fs_store.put_if_absent("records/r2/document", b"y")
+    fs_store.delete("records/r2/document")
+    (fs_store.root / "records" / "r3").mkdir()
+    (fs_store.root / "records" / "r3" / ".tmp-crashed").write_bytes(b"half")
+    (fs_store.root / "records" / "r4" / "files").mkdir(parents=True)  # folders only
+    (fs_store.root / "log" / "claims").mkdir(parents=True)  # an empty folder in use
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    found = fs_store.leftovers(later)
+    root = fs_store.root
+    assert found == [root / "records/r2", root / "records/r3/.tmp-crashed", root / "records/r4"]
+    assert fs_store.leftovers(later - timedelta(hours=1)) == []  # younger than the grace
+    for path in found:
+        fs_store.remove_leftover(path)
+    assert fs_store.leftovers(later) == [root / "records/r3"]  # empty now: next time
+    assert fs_store.get("records/r1/document") == b"x"
+    assert (root / "log" / "claims").is_dir()
