@@ -30,7 +30,12 @@ from pcii_vault.models.acts import (
     UpdateParams,
     params_of,
 )
-from pcii_vault.models.principal import DEADLINE_READERS, PRINCIPAL_READERS, require_role
+from pcii_vault.models.principal import (
+    DEADLINE_READERS,
+    PRINCIPAL_READERS,
+    UPLOADERS,
+    require_role,
+)
 from pcii_vault.models.request import SignedRequest, sign_request
 from pcii_vault.submitter import UploadSink
 
@@ -202,7 +207,9 @@ class LocalTransport:
         return self.vault.new_tracking_number()
 
     def uploads(self, request: SignedRequest) -> UploadSink:
-        self.vault.identify(request)
+        owner = self.vault.identify(request)
+        # As a server refuses the upload itself: nothing is stored, nothing logged.
+        require_role(owner, UPLOADERS, "upload a submission's objects")
         return _EmbeddedUploads(self.vault)
 
     def receive(self, request: SignedRequest, sealed: SealedUpload) -> Receipt:
@@ -375,7 +382,16 @@ class Client:
         )
         params = params_of(SubmitParams(files=list(sealed.files)))
         request = self.sign("submit", record=tracking, params=params)
-        return self.transport.receive(request, sealed)
+        try:
+            return self.transport.receive(request, sealed)
+        except KeyboardInterrupt as exc:
+            # Handed to the vault: it may log the submission all the same. The owner
+            # needs the tracking number to find out, not to submit it twice.
+            exc.add_note(
+                f"after handing {tracking} to the vault, which may record it all the same: "
+                f"check `pcii status {tracking}` before submitting it again"
+            )
+            raise
 
     def status(self, tracking: str) -> RecordRow:
         """A record's state."""

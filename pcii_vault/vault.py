@@ -1716,9 +1716,16 @@ class Vault:
         assert done.record is not None  # noqa: S101 -- the act names a record
         record = done.record
         index = done.indices[0]
-        rendered = self._render(dek, document, record, request, decision, access_index=index)
-        if in_memory and _attachment_bytes(record.files) <= in_memory and not rendered.stamps_pdfs:
-            return self._hold_release(rendered, limit=in_memory)
+        try:
+            rendered = self._render(dek, document, record, request, decision, access_index=index)
+            held = in_memory and _attachment_bytes(record.files) <= in_memory
+            if held and not rendered.stamps_pdfs:
+                return self._hold_release(rendered, limit=in_memory)
+        except BaseException as exc:
+            # Logged as permitted, released to nobody: interrupted (Ctrl-C, SIGTERM), or
+            # an attachment that fails its check. The log says so, as for a full disk.
+            self._log_release_failed(tracking, index, _failure_reason(exc))
+            raise
         # Staged durably: next to an embedded caller's --out, so a failure there is the
         # caller's destination (exit 2); else the server's own spool (exit 5 for a full disk).
         server_side = not durable
@@ -1737,8 +1744,9 @@ class Vault:
             raise self.release_failed(
                 tracking, index, exc, server_side=server_side, place=spool
             ) from exc
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            self._log_release_failed(tracking, index, _failure_reason(exc))
             raise
         return StagedRelease(
             tracking, staging, files, index, tuple(decision.obligations), tuple(decision.policy_ids)
@@ -1856,6 +1864,19 @@ class Vault:
         `place` is named when the error itself names no file (a full disk).
         """
         reason = exc.strerror or type(exc).__name__
+        self._log_release_failed(tracking, access, reason)
+        named = exc.filename or place
+        where = f" ({named})" if named else ""
+        message = (
+            f"the release of {tracking} (access event {access}) could not be written: "
+            f"{reason}{where}; nothing was released, and the log records the failure"
+        )
+        if server_side and exc.errno in {errno.ENOSPC, errno.EDQUOT, errno.EIO}:
+            return BackendError(message)
+        return InputError(message)
+
+    def _log_release_failed(self, tracking: str, access: int, reason: str) -> None:
+        """Log that the release of access event `access` reached nobody (best effort)."""
         with contextlib.suppress(VaultError, OSError):
             self._append(
                 [
@@ -1867,15 +1888,6 @@ class Vault:
                     )
                 ]
             )
-        named = exc.filename or place
-        where = f" ({named})" if named else ""
-        message = (
-            f"the release of {tracking} (access event {access}) could not be written: "
-            f"{reason}{where}; nothing was released, and the log records the failure"
-        )
-        if server_side and exc.errno in {errno.ENOSPC, errno.EDQUOT, errno.EIO}:
-            return BackendError(message)
-        return InputError(message)
 
     def _render(
         self,
@@ -2950,6 +2962,17 @@ def _capped(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
         if seen > limit:
             raise IntegrityError("stored object is too large")
         yield chunk
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """Why a logged release reached nobody, in the words of its `release.failed` event."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, IntegrityError):
+        return "a stored object failed its integrity check"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
 
 
 def _attachment_bytes(files: Iterable[Mapping[str, Any]]) -> int:

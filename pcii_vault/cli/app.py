@@ -20,6 +20,8 @@ from pcii_vault.cli.output import CliState, Output
 from pcii_vault.errors import InputError, VaultError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from typer import _click
 
 __all__ = ["app", "configure_logging", "main"]
@@ -107,6 +109,7 @@ def _root(
 
     _configure_logging(debug=debug, log_format=Settings.from_environment().log_format)
     directory, server = _vault_location(vault)
+    given = ctx.obj if isinstance(ctx.obj, CliState) else CliState()
     ctx.obj = CliState(
         vault=directory,
         server=server,
@@ -114,6 +117,7 @@ def _root(
         identity=identity,
         output=Output(json_mode=json_mode),
         debug=debug,
+        interrupted_after=given.interrupted_after,  # `main` reads it after an interrupt
     )
 
 
@@ -356,13 +360,17 @@ def _restore_signals(previous: dict[int, Any], *, exiting: bool) -> None:
         signal.signal(signum, signal.SIG_IGN if exiting else handler)
 
 
-def _fail_interrupted(*, json_mode: bool) -> NoReturn:
-    """Exit 128 + the signal's number (130 Ctrl-C, 143 SIGTERM), as a shell reports it."""
+def _fail_interrupted(*, json_mode: bool, notes: Sequence[str] = ()) -> NoReturn:
+    """Exit 128 + the signal's number (130 Ctrl-C, 143 SIGTERM), as a shell reports it.
+
+    `notes` say what the interrupted command had done that the user must know (a
+    submission handed to the vault: its tracking number).
+    """
     import signal
 
     signum = _RECEIVED[0] if _RECEIVED else signal.SIGINT
     what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-    _fail(what, 128 + signum, json_mode=json_mode)
+    _fail(" ".join([what, *notes]), 128 + signum, json_mode=json_mode)
 
 
 def _print_traceback() -> None:
@@ -412,15 +420,11 @@ def main(argv: list[str] | None = None) -> None:
     _RECEIVED.clear()
     if sys.stdout is None:  # started with stdout closed (`>&-`): nowhere to answer
         _fail("cannot write the output: standard output is closed", 2, json_mode=False)
+    state = CliState(output=Output(json_mode=json_mode), debug=debug)
     previous = _interrupt_on_signals()
     try:
         _refuse_empty_paths(options)
-        code = app(
-            args=args,
-            prog_name="pcii",
-            standalone_mode=False,
-            obj=CliState(output=Output(json_mode=json_mode), debug=debug),
-        )
+        code = app(args=args, prog_name="pcii", standalone_mode=False, obj=state)
     except (BrokenPipeError, SystemExit) as exc:
         _exiting(exc)
     except VaultError as exc:
@@ -440,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
             _fail(_missing_command(exc), 2, json_mode=json_mode)
         _fail(" ".join(_usage_message(exc).split()), 2, json_mode=json_mode)
     except KeyboardInterrupt:
-        _fail_interrupted(json_mode=json_mode)
+        _fail_interrupted(json_mode=json_mode, notes=state.interrupted_after)
     except typer.Abort:  # end of input at a prompt
         _fail("interrupted", 1, json_mode=json_mode)
     except Exception as exc:  # noqa: BLE001 -- the last resort: one line, exit 1
@@ -448,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         _restore_signals(previous, exiting=argv is None)
     if _RECEIVED:  # typer caught the interrupt (and made it exit 130): say so
-        _fail_interrupted(json_mode=json_mode)
+        _fail_interrupted(json_mode=json_mode, notes=state.interrupted_after)
     _flush_stdout()
     sys.exit(code if isinstance(code, int) else 0)
 

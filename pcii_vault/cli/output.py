@@ -207,3 +207,5 @@ class CliState:
     identity: Path | None = None
     output: Output = field(default_factory=Output)
     debug: bool = False
+    # What an interrupted command had done that its user must know (said with the error).
+    interrupted_after: list[str] = field(default_factory=list)

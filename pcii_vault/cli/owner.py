@@ -65,9 +65,11 @@ def submit(
     try:
         with client(state) as me:
             receipt = _submit(state, me, document=document, attachments=attachments)
-    except BaseException:
+    except BaseException as exc:
         if receipt_out is not None:
             receipt_out.unlink(missing_ok=True)
+        if isinstance(exc, KeyboardInterrupt):  # handed to the vault already? its number
+            state.interrupted_after.extend(getattr(exc, "__notes__", ()))
         raise
     # The submission is logged: its tracking number is printed whatever happens next.
     written = None

@@ -18,6 +18,7 @@ __all__ = [
     "DEADLINE_READERS",
     "PRINCIPAL_ID_PATTERN",
     "PRINCIPAL_READERS",
+    "UPLOADERS",
     "Level",
     "Principal",
     "PrincipalAttributes",
@@ -58,6 +59,8 @@ class Principal(PrincipalAttributes):
 # Who may list what, in both modes (a listing is not a Cedar decision: no record).
 PRINCIPAL_READERS: frozenset[Role] = frozenset({"admin", "auditor"})
 DEADLINE_READERS: frozenset[Role] = frozenset({"office", "admin", "auditor"})
+# Who puts a submission's ciphertext in the store (and removes it again, unsubmitted).
+UPLOADERS: frozenset[Role] = frozenset({"owner"})
 
 
 def require_role(principal: Principal, roles: frozenset[Role], what: str) -> None:

@@ -55,6 +55,7 @@ from pcii_vault.errors import (
 from pcii_vault.models.principal import (
     DEADLINE_READERS,
     PRINCIPAL_READERS,
+    UPLOADERS,
     Principal,
     PrincipalAttributes,
     Role,
@@ -85,7 +86,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 _UPLOADS = f"{wire.API_PREFIX}/uploads/"
 # Only owners submit; nobody else has a reason to store objects.
-_UPLOADERS: frozenset[Role] = frozenset({"owner"})
 _TAR_BLOCK = 512
 _CHUNK = 1 << 20
 # Attachments up to this many bytes are released from memory (twice: the files and their
@@ -339,7 +339,7 @@ async def upload(
     tracking: str, name: str, request: Request, caller: SignedMessage, ticket: _Ticket = None
 ) -> dict[str, Any]:
     """Store one ciphertext object of a submission not yet submitted (streamed)."""
-    require_role(caller.principal, _UPLOADERS, "upload a submission's objects")
+    require_role(caller.principal, UPLOADERS, "upload a submission's objects")
     vault = _context(request).vault
     key = _upload_key(tracking, name)
     vault.check_upload_ticket(caller.principal.id, tracking, ticket)
@@ -387,7 +387,7 @@ async def discard(
     ticket: _Ticket = None,
 ) -> dict[str, Any]:
     """Remove an uploaded object of a submission that never became a record."""
-    require_role(caller.principal, _UPLOADERS, "discard a submission's objects")
+    require_role(caller.principal, UPLOADERS, "discard a submission's objects")
     vault = _context(request).vault
     key = _upload_key(tracking, name)
     # Only the owner the tracking number was issued to (its ticket) removes its objects.

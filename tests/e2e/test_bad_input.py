@@ -72,6 +72,18 @@ def test_invalid_submission_is_refused_before_anything_is_sent(populated: Cli, c
 
 
 @IN_BOTH_MODES
+def test_a_submit_by_anyone_but_an_owner_stores_and_logs_nothing(populated: Cli) -> None:
+    """Refused at the upload, in both modes alike: no object stored, no event logged."""
+    cli = populated
+    before = json.loads(cli.ok("--json", "audit", "verify").out)["size"]
+    document = cli.write_submission()
+    result = cli.run("submit", str(document), "--attach", str(cli.attachment()), who="water")
+    _assert_clean_refusal(cli, result, 3)
+    assert "water (analyst) may not upload a submission's objects: only owner" in result.err
+    assert json.loads(cli.ok("--json", "audit", "verify").out)["size"] == before
+
+
+@IN_BOTH_MODES
 def test_invalid_json_names_line_and_column(populated: Cli) -> None:
     cli = populated
     path = cli.root / "broken.json"

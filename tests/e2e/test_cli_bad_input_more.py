@@ -678,3 +678,46 @@ def test_a_server_url_given_as_log_says_where_a_servers_log_is_read(
     cli, _ = vault
     line = _one_line_error(cli.run("audit", "verify", "--log", "https://127.0.0.1:9/v"))
     assert "--log https://127.0.0.1:9/v:" in line and "--vault https://" in line
+
+
+_INTERRUPTED_AS_LOGGED = """
+import os, signal
+from pcii_vault import client
+from pcii_vault.cli import app
+receive = client.LocalTransport.receive
+def interrupted(self, request, sealed):
+    receive(self, request, sealed)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the vault logs the submission
+client.LocalTransport.receive = interrupted
+app.main()
+"""
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_an_interrupted_submit_once_handed_to_the_vault_names_its_tracking_number(
+    tmp_path: Path, json_mode: bool
+) -> None:
+    """Ctrl-C while the vault logs the submission: exit 130, and the owner is told the
+    tracking number to check, instead of submitting it again."""
+    cli = Cli(tmp_path)
+    cli.init()
+    cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
+    document = cli.write_submission()
+    args = [*(["--json"] if json_mode else []), "--as", str(cli.key("owner")), "submit",
+            str(document), "--attach", str(cli.attachment())]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_AS_LOGGED, *args],
+        env=cli.env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    if json_mode:
+        error = json.loads(done.stdout)
+        message, code = error["error"], error["exit_code"]
+        assert code == 130
+    else:
+        [message] = done.stderr.strip().splitlines()
+        assert message.startswith("pcii: error: interrupted after handing PCII-")
+    tracking = message.split("handing ")[1].split(" ")[0]
+    assert f"pcii status {tracking}" in message
+    status = json.loads(cli.ok("--json", "status", tracking, who="owner").out)
+    assert status["state"] == "received"

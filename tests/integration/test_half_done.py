@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from vault_support import VaultBench
 
-from pcii_vault.errors import ActConflictError, BackendError, InputError
+from pcii_vault.errors import ActConflictError, BackendError, InputError, IntegrityError
 from pcii_vault.models.request import SignedRequest
 from pcii_vault.models.submission import example_attachment_bytes
 from pcii_vault.store.filesystem import FilesystemStore
@@ -191,6 +191,45 @@ def test_a_release_that_cannot_be_written_is_one_line_and_logged(
     access = next(e for e in events if e.type == "access.decided" and e.record == tracking)
     [failed] = [e for e in events if e.type == "release.failed"]
     assert failed.details["access"] == access.seq
+    bench.audit()
+
+
+@pytest.mark.parametrize(
+    ("where", "raised", "reason"),
+    [
+        ("_write_release", KeyboardInterrupt, "interrupted"),
+        ("_render", KeyboardInterrupt, "interrupted"),
+        ("_write_release", IntegrityError, "a stored object failed its integrity check"),
+    ],
+)
+def test_a_release_interrupted_or_failing_after_its_permit_is_logged_as_failed(
+    bench: VaultBench,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    raised: type[BaseException],
+    reason: str,
+) -> None:
+    """Ctrl-C (or SIGTERM, or a tampered attachment) while the release is being written:
+    the log says it reached nobody, as a server logs a client that hung up."""
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number
+    vault.transition(
+        vault.sign(bench.ids["office"], "validate", record=tracking), "submission.validated"
+    )
+
+    def stop(*_args: object, **_kwargs: object) -> object:
+        raise raised("simulated")
+
+    monkeypatch.setattr(Vault, where, stop)
+    with pytest.raises(raised):
+        vault.release(_retrieve(bench, tracking), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    reader = vault.reader()
+    events = list(reader.events(0, reader.size()))
+    access = next(e for e in events if e.type == "access.decided" and e.record == tracking)
+    [failed] = [e for e in events if e.type == "release.failed"]
+    assert failed.details == {"access": access.seq, "reason": reason}
     bench.audit()
 
 
