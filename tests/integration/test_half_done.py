@@ -195,7 +195,7 @@ def test_a_release_that_cannot_be_written_is_one_line_and_logged(
 
 
 @pytest.mark.parametrize(
-    ("where", "raised", "reason"),
+    "case",
     [
         ("_write_release", KeyboardInterrupt, "interrupted"),
         ("_render", KeyboardInterrupt, "interrupted"),
@@ -206,12 +206,11 @@ def test_a_release_interrupted_or_failing_after_its_permit_is_logged_as_failed(
     bench: VaultBench,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    where: str,
-    raised: type[BaseException],
-    reason: str,
+    case: tuple[str, type[BaseException], str],
 ) -> None:
     """Ctrl-C (or SIGTERM, or a tampered attachment) while the release is being written:
     the log says it reached nobody, as a server logs a client that hung up."""
+    where, raised, reason = case
     vault = bench.vault
     tracking = bench.submit_receipt().tracking_number
     vault.transition(
