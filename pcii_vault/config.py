@@ -11,6 +11,7 @@ never guesses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -87,8 +88,15 @@ class VaultConfig(BaseModel):
         try:
             data = read_regular(path, _MAX_CONFIG_BYTES)
         except FileNotFoundError as exc:
+            where = str(path.parent)
+            if re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", where):
+                # `--vault 127.0.0.1:8443`: a server's address without its scheme.
+                raise ConfigError(
+                    f"no vault at {where} (missing {path.name}); for a vault server, "
+                    f"write --vault https://{where}"
+                ) from exc
             raise ConfigError(
-                f"no vault at {path.parent} (missing {path.name}); run `pcii --vault DIR init`"
+                f"no vault at {where} (missing {path.name}); run `pcii --vault DIR init`"
             ) from exc
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc

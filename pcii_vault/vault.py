@@ -1180,7 +1180,12 @@ class Vault:
 
         def register(_admin: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
             with contextlib.suppress(NotFoundError):
-                self.index.principal(principal_id)
+                existing = self.index.principal(principal_id)
+                if existing.status == "revoked":
+                    raise InputError(
+                        f"principal {principal_id!r} already exists, revoked: an id is never "
+                        "given to anyone else (the log names who acted by it); choose another"
+                    )
                 raise InputError(f"principal {principal_id!r} already exists")
             details = {"principal": principal.model_dump(mode="json")}
             return [self._decision_event("principal.registered", request, verdict, details=details)]
@@ -1960,7 +1965,7 @@ class Vault:
         released = rendered.released
         files_dir = staging / "attachments"
         if released:
-            files_dir.mkdir()
+            files_dir.mkdir(mode=0o700)  # as the staging directory above it
         unmarkable: dict[str, str] = {}
         for number, meta in enumerate(released):
             stamp = package.stamps.get(meta["name"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import date
 from pathlib import Path
@@ -67,7 +68,8 @@ def init(
         typer.Option(
             "--store",
             metavar="STORE",
-            help="'file' (objects in the vault directory) or s3://BUCKET[/PREFIX].",
+            help="'file' (objects in the vault directory), file:///ABSOLUTE/PATH (objects there), "
+            "or s3://BUCKET[/PREFIX].",
         ),
     ] = "file",
     admin: Annotated[
@@ -131,6 +133,7 @@ def init(
     if any(v is not None for v in split) and any(v is None for v in split):
         raise InputError("--unseal-shares, --unseal-threshold and --shares-out go together")
     share_files: list[Path] = []
+    shares_dir_made = shares_out is not None and not shares_out.exists()
     if unseal_shares is not None and unseal_threshold is not None and shares_out is not None:
         # A random secret nobody sees: the custodians hold it only as shares.
         secret, mnemonics = split_secret(unseal_threshold, unseal_shares)
@@ -155,6 +158,9 @@ def init(
     except BaseException:
         for path in share_files:  # shares of a vault that does not exist are noise
             path.unlink(missing_ok=True)
+        if shares_dir_made and shares_out is not None:
+            with contextlib.suppress(OSError):
+                shares_out.rmdir()  # made for them just now; only if still empty
         raise
     try:
         data: dict[str, Any] = {

@@ -168,7 +168,7 @@ def _announce(
     """The first line a server prints: where it is and the certificate to pin."""
     import sys
 
-    cert = certificate.cert_path
+    cert = certificate.cert_path.absolute()  # a path to hand out, whatever --vault said
     lines = [
         f"serving vault {vault.config.vault_id} at {url}",
         f"certificate: {cert}",

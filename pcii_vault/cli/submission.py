@@ -76,8 +76,12 @@ def template(
             typer.echo("")
         return
     _write_new(out, text.encode("utf-8"))
+    # The example describes one attachment: the command must give it (or it is refused).
+    [described] = [a["name"] for a in example_submission()["attachments"]]
+    attach = attachment_out if attachment_out is not None else described
     state.output.note(
-        f"wrote example submission {out}; edit it, then: pcii --as KEYFILE submit {out}"
+        f"wrote example submission {out}; edit it (the attachments it describes are given "
+        f"with --attach), then: pcii --as KEYFILE submit {out} --attach {attach}"
     )
     if state.output.json_mode:
         state.output.result(

@@ -994,8 +994,14 @@ class Service:
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
         path: str = scope.get("path", "")
-        limit = self.limits.max_upload if path.startswith(_UPLOADS) else self.limits.max_body
-        too_large = _BodyRefusedError(413, f"the body is larger than {limit} bytes")
+        upload = path.startswith(_UPLOADS)
+        limit = self.limits.max_upload if upload else self.limits.max_body
+        setting = "PCII_SERVER_MAX_UPLOAD" if upload else "PCII_SERVER_MAX_BODY"
+        what = "an uploaded object" if upload else "a request"
+        too_large = _BodyRefusedError(
+            413,
+            f"{what} is larger than this vault server accepts ({limit} bytes, its {setting})",
+        )
         status = [500]
         scope.setdefault("state", {})
         headers = dict(scope.get("headers") or [])

@@ -130,10 +130,28 @@ def load_certificate(cert: Path, key: Path) -> ServerCertificate:
     return ServerCertificate(cert, key, _fingerprint(_load_pair(cert, key)), created=False)
 
 
-def _load_pair(cert: Path, key: Path) -> x509.Certificate:
+def _load_pair(cert: Path, key: Path, *, renew: str = "") -> x509.Certificate:
+    """The certificate of a matching pair, valid now (`renew`: how to get a new one).
+
+    Raises:
+        ConfigError: no pair, or the certificate has expired or is not valid yet (every
+            client would refuse it).
+    """
     certificate = _load_cert(cert)
     if _load_key_spki(key) != _spki(certificate.public_key()):
         raise ConfigError(f"key file {key} does not belong to certificate {cert}")
+    now = datetime.now(UTC)
+    renew = renew or "give `pcii serve` a current one (--tls-cert, --tls-key)"
+    if certificate.not_valid_after_utc < now:
+        raise ConfigError(
+            f"certificate {cert} expired on {certificate.not_valid_after_utc:%Y-%m-%d}, and "
+            f"every client would refuse it: {renew}"
+        )
+    if certificate.not_valid_before_utc > now:
+        start = f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        raise ConfigError(
+            f"certificate {cert} is valid only from {start} (check this machine's clock): {renew}"
+        )
     return certificate
 
 
@@ -270,7 +288,8 @@ def ensure_self_signed(directory: Path, hosts: Sequence[str]) -> ServerCertifica
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     cert_there, key_there = cert_path.exists(), key_path.exists()
     if cert_there and key_there:
-        certificate = _load_pair(cert_path, key_path)
+        renew = f"remove {cert_path} and {key_path} to make a new pair, and hand it out again"
+        certificate = _load_pair(cert_path, key_path, renew=renew)
         _check_names(certificate, cert_path, key_path, names)
         return ServerCertificate(cert_path, key_path, _fingerprint(certificate), created=False)
     if cert_there or key_there:

@@ -405,15 +405,26 @@ def _checked_url(url: str) -> str:
     return url
 
 
+# OpenSSL's verify code for a certificate past its notAfter date.
+_X509_V_ERR_CERT_HAS_EXPIRED = 10
+
+
 @contextlib.contextmanager
 def _network(url: str) -> Iterator[None]:
     """Transport failures as the CLI's errors: untrusted certificate 2, unreachable 5."""
     try:
         yield
     except httpx.ConnectError as exc:
-        if isinstance(exc.__context__, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(
-            exc
+        cause = exc.__context__
+        if "certificate has expired" in str(exc) or (
+            isinstance(cause, ssl.SSLCertVerificationError)
+            and cause.verify_code == _X509_V_ERR_CERT_HAS_EXPIRED
         ):
+            raise ConfigError(
+                f"the certificate of {url} has expired: the server's administrator must "
+                "give `pcii serve` a current one (--tls-cert, --tls-key) and hand it out again"
+            ) from exc
+        if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc):
             raise ConfigError(
                 f"the certificate of {url} is not trusted: pass --ca FILE with the "
                 "certificate `pcii serve` printed (compare its SHA-256 fingerprint)"

@@ -367,6 +367,17 @@ def test_bad_principal_is_refused_in_one_line_and_writes_no_key(
     assert not key.exists()
 
 
+def test_a_revoked_id_is_not_given_again(populated: Cli) -> None:
+    cli = populated
+    cli.ok("principal", "revoke", "water", who="admin")
+    key = cli.root / "again.key"
+    result = cli.run(
+        "principal", "add", "water", "--role", "analyst", "--key-out", str(key), who="admin"
+    )
+    assert not key.exists()
+    assert "'water' already exists, revoked: an id is never given" in one_line_error(result, 2)
+
+
 @IN_BOTH_MODES
 def test_training_is_renewed_yearly_not_stated_for_decades(populated: Cli) -> None:
     """6 CFR 29: PCII training is renewed yearly; an expired user is inactive."""

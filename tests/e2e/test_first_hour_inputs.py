@@ -41,6 +41,17 @@ def test_init_refuses_a_bad_admin_name_before_creating_anything(cli: Cli) -> Non
     assert not cli.vault.exists() and not shares.exists()
 
 
+def test_init_over_an_existing_vault_leaves_no_shares_folder(cli: Cli) -> None:
+    cli.init()
+    shares = cli.root / "shares"
+    refused = cli.run(
+        "init", "--insecure-fast-kdf", "--unseal-shares", "3", "--unseal-threshold", "2",
+        "--shares-out", str(shares),
+    )  # fmt: skip
+    assert "already holds a vault" in one_line_error(refused, 2)
+    assert not shares.exists()
+
+
 def test_audit_log_refuses_an_event_type_that_does_not_exist(cli: Cli) -> None:
     cli.init()
     # The type the help text once gave as its example: it never existed.

@@ -76,7 +76,11 @@ def test_a_state_analyst_gets_the_report_stamped_on_every_page(populated: Cli) -
     tracking = _validated(cli, cli.attachment())
     got = _get(cli, tracking, "s", who="water")
     assert got["redacted"] == ["contacts"] and got["withheld"] == []
-    reader = pypdf.PdfReader(Path(got["directory"]) / "attachments" / PDF)
+    release = Path(got["directory"])
+    # Only its recipient reads a release, in both modes alike.
+    for folder in (release, release / "attachments"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    reader = pypdf.PdfReader(release / "attachments" / PDF)
     original = pypdf.PdfReader(cli.attachment())
     assert len(reader.pages) == len(original.pages) + 1
     for page in reader.pages:

@@ -231,7 +231,10 @@ def test_an_unknown_route_is_404(served: ServerCli) -> None:
 def test_a_body_over_the_limit_is_413(served: ServerCli) -> None:
     caller = _caller(served, "owner")
     big = b"{" + b" " * (2 << 20) + b"}"
-    assert caller.post("/v1/status", big).status_code == 413
+    refused = caller.post("/v1/status", big)
+    assert refused.status_code == 413
+    # The limit and the setting that makes it, for the user to quote to the administrator.
+    assert "(1048576 bytes, its PCII_SERVER_MAX_BODY)" in _error(refused)["error"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
         for _ in range(3):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,14 @@ def test_another_format_is_a_config_error_naming_the_format(tmp_path: Path) -> N
 def test_a_missing_config_names_init(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="pcii --vault DIR init"):
         VaultConfig.load(tmp_path / "vault.json")
+
+
+@pytest.mark.parametrize("where", ["127.0.0.1:8443", "vault.example:443", "[::1]:8443"])
+def test_a_server_address_without_its_scheme_is_pointed_to_https(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=rf"write --vault https://{re.escape(where)}$"):
+        VaultConfig.load(Path(where) / "vault.json")
+    with pytest.raises(ConfigError, match=r"run `pcii --vault DIR init`$"):
+        VaultConfig.load(Path("my-vault") / "vault.json")

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -31,6 +31,7 @@ from pcii_vault.service.tls import (
     fingerprint,
     load_certificate,
 )
+from pcii_vault.service.transport import _network
 
 FINGERPRINT = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){31}")
 
@@ -371,3 +372,58 @@ def test_a_key_whose_certificate_never_comes_is_refused_in_time(
     monkeypatch.setattr(tls, "write_new_file", racing_write)
     with pytest.raises(ConfigError, match="no certificate came with it"):
         ensure_self_signed(tmp_path, ["127.0.0.1"])
+
+
+def _expired_pair(directory: Path) -> ServerCertificate:
+    """A self-signed pair for 127.0.0.1 whose validity ended yesterday."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "expired")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=30))
+        .not_valid_after(now - timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ServerCertificate(cert_path, key_path, "", created=False)
+
+
+def test_an_expired_certificate_is_refused_before_serving(tmp_path: Path) -> None:
+    """Every client would refuse it: `pcii serve` says so at start, with the way out."""
+    expired = _expired_pair(tmp_path / "tls")
+    with pytest.raises(ConfigError, match=r"expired on .*--tls-cert"):
+        load_certificate(expired.cert_path, expired.key_path)
+    with pytest.raises(ConfigError, match=r"expired on .*remove .* to make a new pair"):
+        ensure_self_signed(tmp_path / "tls", ["127.0.0.1"])
+
+
+def test_a_client_names_an_expired_server_certificate(tmp_path: Path) -> None:
+    expired = _expired_pair(tmp_path / "tls")
+    url = "https://127.0.0.1"
+    with (
+        tls_server(expired) as (port, _),
+        httpx.Client(verify=client_context(expired.cert_path), trust_env=False) as client,
+        pytest.raises(ConfigError, match="has expired") as refused,
+        _network(f"{url}:{port}"),
+    ):
+        client.get(f"{url}:{port}/")
+    assert "not trusted" not in str(refused.value)
