@@ -120,6 +120,7 @@ def init(
 ) -> None:
     """Create a vault: config, sealed keyring, store layout, log, and the first admin."""
     from pcii_vault.cli.session import unseal_secret, vault_dir
+    from pcii_vault.config import VaultPaths
     from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
     from pcii_vault.keys.shares import split_secret, write_shares
     from pcii_vault.vault import Vault
@@ -155,12 +156,13 @@ def init(
             kek_uri=kek,
             unseal_threshold=unseal_threshold if share_files else None,
         )
-    except BaseException:
-        for path in share_files:  # shares of a vault that does not exist are noise
-            path.unlink(missing_ok=True)
-        if shares_dir_made and shares_out is not None:
-            with contextlib.suppress(OSError):
-                shares_out.rmdir()  # made for them just now; only if still empty
+    except BaseException as exc:
+        if VaultPaths(root).config.exists():
+            # Made all the same (interrupted as it opened): its shares are its only secret.
+            if isinstance(exc, KeyboardInterrupt):
+                state.interrupted_after.append(_made_anyway(root, key_out, shares_out))
+            raise
+        _remove_shares(share_files, shares_out if shares_dir_made else None)
         raise
     try:
         data: dict[str, Any] = {
@@ -186,8 +188,31 @@ def init(
                 "(or pass --admin-key-out next time)"
             )
         state.output.result(data, human=vault.config.vault_id)
+    except KeyboardInterrupt:
+        state.interrupted_after.append(_made_anyway(root, key_out, shares_out))
+        raise
     finally:
         vault.close()
+
+
+def _remove_shares(files: list[Path], made_dir: Path | None) -> None:
+    """Remove the shares of a vault that was not made (noise), and the folder made for them."""
+    for path in files:
+        path.unlink(missing_ok=True)
+    if made_dir is not None:
+        with contextlib.suppress(OSError):
+            made_dir.rmdir()  # only if still empty
+
+
+def _made_anyway(root: Path, key_out: Path, shares_out: Path | None) -> str:
+    """What an `init` interrupted after the vault was made must tell its user."""
+    keys = f"its admin key is {key_out}" + (
+        f", its unseal shares are in {shares_out}" if shares_out is not None else ""
+    )
+    return (
+        f"after the vault in {root} was made: it is complete ({keys}); "
+        f"`pcii --vault {root} audit verify` shows it"
+    )
 
 
 def _probe_vault_directory(root: Path) -> None:

@@ -69,6 +69,12 @@ def unseal_secret(*, confirm: bool = False, shares: bool = False) -> bytes:
             # Bytes the environment could not decode (surrogate escapes): no UTF-8 secret.
             raise ConfigError(f"{UNSEAL_SECRET_ENV} is not valid UTF-8 text") from None
     if not from_env and not sys.stdin.isatty():
+        if confirm:  # `init`: choosing the secret of a vault to be
+            raise ConfigError(
+                f"init needs the new vault's unseal secret: set {UNSEAL_SECRET_ENV}, run on a "
+                "terminal, or split a random one with --unseal-shares, --unseal-threshold "
+                "and --shares-out"
+            )
         raise ConfigError(f"the vault is sealed: set {UNSEAL_SECRET_ENV} or run on a terminal")
     return unseal_secret_from_env_or_prompt(confirm=confirm)
 

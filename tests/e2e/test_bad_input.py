@@ -338,7 +338,7 @@ def test_init_refuses_a_non_empty_directory(cli: Cli) -> None:
 def test_init_without_a_secret_or_terminal_is_refused(cli: Cli) -> None:
     result = cli.run("init", env={"PCII_UNSEAL_SECRET": ""}, stdin="")
     assert result.code == 2
-    assert "PCII_UNSEAL_SECRET" in result.err
+    assert "init needs the new vault's unseal secret: set PCII_UNSEAL_SECRET" in result.err
     assert not cli.vault.exists()
 
 

@@ -8,6 +8,9 @@ that does check it when it is another of the vault's documents.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -233,3 +236,40 @@ def test_audit_export_to_a_file_says_what_it_wrote(cli: Cli) -> None:
     csv_out = cli.root / "events.csv"
     said = cli.run("audit", "export", "--format", "csv", "--out", str(csv_out))
     assert said.code == 0 and f"{len(lines)} events exported to {csv_out}" in said.out
+
+
+_INTERRUPTED_AS_OPENED = """
+import os, signal
+from pcii_vault import vault
+from pcii_vault.cli import app
+sync = vault.Vault.sync
+def interrupted(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the new vault is opened
+    return sync(self, *args, **kwargs)
+vault.Vault.sync = interrupted
+app.main()
+"""
+
+
+def test_an_init_interrupted_once_the_vault_is_made_keeps_its_shares(cli: Cli) -> None:
+    """The vault is complete: its unseal shares (its only secret) must not be removed."""
+    shares = cli.root / "shares"
+    cli.env.pop("PCII_UNSEAL_SECRET", None)
+    args = ["init", "--insecure-fast-kdf", "--unseal-shares", "3", "--unseal-threshold", "2",
+            "--shares-out", str(shares), "--admin-key-out", str(cli.key("admin"))]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_AS_OPENED, *args],
+        env=cli.env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("pcii: error:")]
+    assert line.startswith(f"pcii: error: interrupted after the vault in {cli.vault} was made")
+    assert f"its unseal shares are in {shares}" in line
+    files = sorted(shares.iterdir())
+    assert len(files) == 3
+    env = {**cli.env, "PCII_UNSEAL_SHARES": os.pathsep.join(str(p) for p in files[:2])}
+    verified = subprocess.run(
+        [sys.executable, "-m", "pcii_vault", "audit", "verify"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
