@@ -347,6 +347,14 @@ def principal_add(
         new_identity.save_new(key_out)
         try:
             principal = me.add_principal(name, attributes, key.public_key.raw)
+        except KeyboardInterrupt:
+            # Perhaps handed to the log already: the registration may stand, and then
+            # this file is the only copy of its key (and the id is never given again).
+            state.interrupted_after.append(
+                f"while registering {name}: its key file {key_out} is kept, as {name} may "
+                "be registered all the same (see `pcii principal list`); delete it if not"
+            )
+            raise
         except BaseException:
             key_out.unlink(missing_ok=True)
             raise

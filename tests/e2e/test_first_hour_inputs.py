@@ -262,7 +262,7 @@ def test_an_init_interrupted_once_the_vault_is_made_keeps_its_shares(cli: Cli) -
         env=cli.env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 130, done.stderr
-    [line] = [x for x in done.stderr.splitlines() if x.startswith("pcii: error:")]
+    line = one_line_error_any(done.stderr)
     assert line.startswith(f"pcii: error: interrupted after the vault in {cli.vault} was made")
     assert f"its unseal shares are in {shares}" in line
     files = sorted(shares.iterdir())
@@ -273,3 +273,39 @@ def test_an_init_interrupted_once_the_vault_is_made_keeps_its_shares(cli: Cli) -
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert verified.returncode == 0, verified.stderr
+
+
+_INTERRUPTED_AS_REGISTERED = """
+import os, signal
+from pcii_vault import client
+from pcii_vault.cli import app
+add = client.LocalTransport.add_principal
+def interrupted(self, *args, **kwargs):
+    add(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the registration is logged
+client.LocalTransport.add_principal = interrupted
+app.main()
+"""
+
+
+def test_a_principal_add_interrupted_as_it_is_logged_keeps_the_key_file(cli: Cli) -> None:
+    """The registration stands: its key file is the only copy of the user's key."""
+    cli.init()
+    key = cli.key("late")
+    args = ["--as", str(cli.key("admin")), "principal", "add", "late", "--role", "auditor",
+            "--key-out", str(key)]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_AS_REGISTERED, *args],
+        env=cli.env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert f"its key file {key} is kept" in one_line_error_any(done.stderr)
+    assert key.is_file()
+    # Registered, and its key is the one kept: the auditor lists the principals with it.
+    listed = cli.ok("--json", "principal", "list", who="late").lines()
+    assert "late" in {row["id"] for row in listed}
+
+
+def one_line_error_any(stderr: str) -> str:
+    [line] = [x for x in stderr.splitlines() if x.startswith("pcii: error:")]
+    return line
