@@ -116,17 +116,22 @@ def upload(
         for n, path in enumerate(attachments)
     ]
     written: list[str] = []
+    sending: str | None = None
     try:
         for object_name, name, pieces in sources:
             ctx = ObjectContext(vault_id, tracking_number, object_name)
+            sending = _object_key(ctx)
             files.append(_put(store, ctx, name, pieces, dek, kek_version=kek_version))
-            written.append(_object_key(ctx))
-    except BaseException:
+            written.append(sending)
+            sending = None
+    except BaseException as exc:
         # Remove only what this upload created: on a tracking-number collision the
         # objects already there are another submission's. A failed put_stream leaves
-        # nothing of its own (the store guarantees it).
+        # nothing of its own (the store guarantees it); but an interrupt may come while
+        # a server finishes storing the object whose bytes were all sent: removed too.
+        interrupted = isinstance(exc, KeyboardInterrupt) and sending is not None
         with contextlib.suppress(VaultError, OSError):
-            for key in written:
+            for key in [*written, *([sending] if interrupted and sending else [])]:
                 store.delete(key)
         raise
     return SealedUpload(tracking_number, seal_to_intake(intake_public_key, dek), tuple(files))

@@ -191,6 +191,25 @@ def test_store_lost_mid_attachment_upload_leaves_no_record(bench: Bench) -> None
     bench.assert_log_sound()
 
 
+def test_an_interrupt_as_an_object_is_stored_removes_that_object_too(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after the last byte of an object was sent, before the store said so (a
+    server still storing it): the upload's clean-up removes it with the others."""
+    put = FlakyStore.put_stream
+
+    def stored_then_interrupted(self: FlakyStore, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+        info = put(self, key, chunks)
+        if key.endswith("/files/0"):
+            raise KeyboardInterrupt
+        return info
+
+    monkeypatch.setattr(FlakyStore, "put_stream", stored_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bench.upload()
+    assert bench.keys_under("records/") == []
+
+
 def test_log_unavailable_at_receipt_is_not_a_record_and_keeps_its_objects(bench: Bench) -> None:
     """The upload finished but `submission.received` cannot be logged: not a record.
 
