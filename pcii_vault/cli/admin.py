@@ -313,7 +313,15 @@ def principal_add(
         ),
     ],
     org: Annotated[str, typer.Option("--org", metavar="ORG", help=_ORG_HELP)] = "unspecified",
-    level: Annotated[str, typer.Option("--level", metavar="LEVEL", help=_LEVEL_HELP)] = "federal",
+    level: Annotated[
+        str | None,
+        typer.Option(
+            "--level",
+            metavar="LEVEL",
+            help=_LEVEL_HELP + " Default: private for an owner (its staff), else federal.",
+            show_default=False,
+        ),
+    ] = None,
     sector: Annotated[
         list[str] | None,
         typer.Option("--sector", metavar="SECTOR", help=_SECTOR_HELP, show_default=False),
@@ -330,6 +338,8 @@ def principal_add(
     from pcii_vault.identity import Identity
 
     state: CliState = ctx.obj
+    if level is None:  # an owner's staff work for a company, not a government
+        level = "private" if role == "owner" else "federal"
     attributes = _attributes(
         role,
         org,

@@ -309,3 +309,13 @@ def test_a_principal_add_interrupted_as_it_is_logged_keeps_the_key_file(cli: Cli
 def one_line_error_any(stderr: str) -> str:
     [line] = [x for x in stderr.splitlines() if x.startswith("pcii: error:")]
     return line
+
+
+def test_an_owner_is_of_the_private_sector_unless_told_otherwise(cli: Cli) -> None:
+    cli.init()
+    cli.add("acme", "owner", "--org", "Acme Chemical")
+    cli.add("epa", "analyst", "--org", "EPA")
+    cli.add("state", "analyst", "--org", "Ohio EPA", "--level", "state")
+    listed = cli.ok("--json", "principal", "list", who="admin").lines()
+    levels = {row["id"]: row["level"] for row in listed}
+    assert (levels["acme"], levels["epa"], levels["state"]) == ("private", "federal", "state")
