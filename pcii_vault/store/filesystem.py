@@ -462,11 +462,12 @@ class FilesystemStore:
                 if name.startswith(_TMP_PREFIX) and _older(path, before):
                     found.append(path)
         records = self._root / "records"
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(records):
-                folder = records / entry.name
-                if entry.is_dir(follow_symlinks=False) and _empty_tree_older(folder, before):
-                    found.append(folder)
+        if not records.is_symlink():  # planted: it leads out of the store, nothing of ours
+            with contextlib.suppress(OSError), os.scandir(records) as entries:
+                for entry in entries:
+                    folder = records / entry.name
+                    if entry.is_dir(follow_symlinks=False) and _empty_tree_older(folder, before):
+                        found.append(folder)
         return sorted(found)
 
     def remove_leftover(self, path: Path) -> None:

@@ -248,3 +248,14 @@ def test_leftovers_are_old_temporary_files_and_empty_record_folders(
     assert fs_store.leftovers(later) == [root / "records/r3"]  # empty now: next time
     assert fs_store.get("records/r1/document") == b"x"
     assert (root / "log" / "claims").is_dir()
+
+
+def test_a_records_folder_planted_as_a_symlink_is_not_cleaned_through(
+    fs_store: FilesystemStore, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "empty").mkdir(parents=True)
+    (fs_store.root / "records").symlink_to(elsewhere)
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert fs_store.leftovers(later) == []
+    assert (elsewhere / "empty").is_dir()
