@@ -1772,7 +1772,9 @@ class Vault:
                 made current (the wrapped key's version bytes were changed).
         """
         keyring = self.keyring
-        if keyring.owns(wrapped) and keyring.wrapped_version(wrapped) < keyring.current_version:
+        if keyring.owns(wrapped):
+            # Whatever this keyring's current version: one put back from before a rotation
+            # holds a version the log has retired since as its current one.
             self._refuse_retired_by_log(keyring.wrapped_version(wrapped))
         if keyring.owns(wrapped) and keyring.wrapped_version(wrapped) > keyring.current_version:
             with self._key_lock() as fresh_keyring:
@@ -1804,7 +1806,7 @@ class Vault:
         a retirement whose keyring write was cut short) still holds it usable. No live
         record is wrapped under a retired version (retire refuses while one is, and a
         submission on its way is refused at its log position), so a key wrapped under
-        one was put back too. Only keys under an old version pay for this look.
+        one was put back too.
 
         Raises:
             IntegrityError: the log retired `version`.

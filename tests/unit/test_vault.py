@@ -492,6 +492,27 @@ def test_a_keyring_put_back_from_before_a_retirement_is_refused(setup: Setup) ->
         setup.vault.rewrap_keys(setup.key_request("rewrap"))
 
 
+def test_a_keyring_put_back_whose_current_version_the_log_retired_is_refused(
+    setup: Setup,
+) -> None:
+    """The copy's current version (2) was retired after a rotation to 3: no unwrap under it."""
+    tracking = setup.submit()
+    root = setup.vault.paths.root
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    setup.vault.rewrap_keys(setup.key_request("rewrap"))
+    before = (root / "keyring.sealed").read_bytes()
+    under_v2 = setup.real.get(f"wrapped/{tracking}")
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    setup.vault.rewrap_keys(setup.key_request("rewrap"))
+    setup.vault.retire_key(setup.key_request("retire", version=2), 2)
+    setup.vault.close()
+    (root / "keyring.sealed").write_bytes(before)
+    (root / "objects" / "wrapped" / tracking).write_bytes(under_v2)
+    setup.vault = Vault(root, unseal=lambda: SECRET)
+    with pytest.raises(IntegrityError, match="KEK version 2, which the log retired"):
+        setup.review(tracking)
+
+
 def test_retiring_a_version_that_is_not_the_oldest_leaves_the_others_working(
     setup: Setup,
 ) -> None:
