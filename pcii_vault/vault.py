@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import functools
 import hashlib
@@ -1878,7 +1877,7 @@ class Vault:
             f"the release of {tracking} (access event {access}) could not be written: "
             f"{reason}{where}; nothing was released, and the log records the failure"
         )
-        if server_side and exc.errno in {errno.ENOSPC, errno.EDQUOT, errno.EIO}:
+        if server_side:  # the server's own spool: nothing the caller can change
             return BackendError(message)
         return InputError(message)
 

@@ -804,7 +804,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     nonces = NonceCache(limits.skew) if nonces is None else nonces
-    app.state.context = _Context(vault, spool, limits, nonces, seal)
+    app.state.context = _Context(vault, _held_open(spool), limits, nonces, seal)
     app.include_router(router)
     app.add_exception_handler(VaultError, _vault_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_body)  # type: ignore[arg-type]
@@ -1109,6 +1109,30 @@ def private_spool(root: Path) -> Path:
     _remove_entry(mine)
     mine.mkdir(mode=0o700)
     return mine
+
+
+def _held_open(spool: Path) -> Path:
+    """`spool` as the directory it is now, whatever is put at its path later.
+
+    Releases are staged through `/proc/self/fd/N` of the spool opened once (not
+    followed if a symlink): a spool replaced meanwhile by a symlink (to collect the
+    plaintext of releases) is never written through; a removed one fails the release
+    (exit 5). Without /proc, the path as it is.
+
+    Raises:
+        IntegrityError: `spool` is no longer the directory the server made.
+    """
+    proc = Path("/proc/self/fd")
+    if not proc.is_dir():
+        return spool
+    try:
+        fd = os.open(spool, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise IntegrityError(
+            f"{spool} is not the spool directory the server made ({exc.strerror}); remove it"
+        ) from None
+    # Kept open for the process's life: the path below names this directory.
+    return proc / str(fd)
 
 
 def _remove_entry(path: Path) -> None:
