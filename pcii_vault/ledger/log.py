@@ -38,7 +38,6 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -68,7 +67,7 @@ from pcii_vault.ledger.tree import (
 )
 from pcii_vault.ledger.verified import VerifiedTiles
 from pcii_vault.models.event import Event
-from pcii_vault.store.base import ObjectStore, ObjectTooLargeError
+from pcii_vault.store.base import ObjectStore, ObjectTooLargeError, remove_planted_under
 
 __all__ = [
     "CHECKPOINT_KEY",
@@ -715,22 +714,13 @@ class Ledger:
     def _unshadow(self, key: str) -> bool:
         """Remove objects planted under `key`/ (no log object has any); whether any were.
 
-        In a store with directories (a filesystem, SeaweedFS), `key/x` makes `key` a
-        directory that exists but holds no object, so the write of `key` could neither
-        succeed nor find what is there: every append would stop on it. No honest writer
-        puts anything there.
+        Every append would stop on them (`remove_planted_under`). No honest writer puts
+        anything there.
         """
-        junk = [info.key for info in self.store.list(f"{key}/")]
-        for planted in junk:
-            _log.warning("junk_under_log_key_removed", key=planted)
-            self.store.delete(planted)
-        if junk:
-            # The directory left behind (SeaweedFS keeps it): no object is at `key` (its
-            # read found none), so deleting the key removes only that. (A filesystem
-            # store removes an empty directory where it creates an object instead.)
-            with contextlib.suppress(NotFoundError):
-                self.store.delete(key)
-        return bool(junk)
+        planted = remove_planted_under(self.store, key)
+        for found in planted:
+            _log.warning("junk_under_log_key_removed", key=found)
+        return bool(planted)
 
     def _clean_claims(self, size: int, committed: Sequence[int]) -> None:
         for pos in committed:

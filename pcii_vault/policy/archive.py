@@ -25,7 +25,7 @@ import structlog
 from pcii_vault.crypto.canonical import canonical_json
 from pcii_vault.errors import IntegrityError, NotFoundError, ObjectExistsError
 from pcii_vault.policy.engine import PolicyEngine, PolicyLoadError, hash_policy_files
-from pcii_vault.store.base import ObjectStore
+from pcii_vault.store.base import ObjectStore, remove_planted_under
 
 __all__ = ["POLICY_SET_PREFIX", "load_policy_set", "policy_set_key", "store_policy_set"]
 
@@ -73,6 +73,9 @@ def store_policy_set(store: ObjectStore, engine: PolicyEngine) -> str:
         try:
             existing, etag = store.get_with_etag(key)
         except NotFoundError:
+            # Objects planted under the key make it a directory: removed, then written.
+            for found in remove_planted_under(store, key):
+                _log.warning("junk_under_policy_set_removed", key=found)
             store.put_if_absent(key, data)
             return key
         if existing != data:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from pcii_vault.errors import InputError, IntegrityError
+from pcii_vault.errors import InputError, IntegrityError, NotFoundError
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -25,6 +25,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectStore",
     "ObjectTooLargeError",
+    "remove_planted_under",
     "too_large_to_read_whole",
     "validate_key",
 ]
@@ -163,3 +164,30 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove `key`; deleting a missing key is not an error."""
         ...
+
+
+def remove_planted_under(store: ObjectStore, key: str) -> list[str]:
+    """Remove the objects under `key`/ of a key the vault writes as an object; their keys.
+
+    No object of the vault has objects under it: in a store with directories (a
+    filesystem, SeaweedFS) `key/x` makes `key` a directory that exists but holds no
+    object, so writing `key` could neither succeed nor find what is there. The
+    directories left behind (SeaweedFS keeps them) are removed too, deepest first: no
+    object is at `key` or between it and what was planted, so deleting those keys
+    removes only directories. (A filesystem store removes empty directories where it
+    creates an object instead.)
+    """
+    planted = [info.key for info in store.list(f"{key}/")]
+    for found in planted:
+        store.delete(found)
+    folders = {
+        "/".join(found.split("/")[:depth])
+        for found in planted
+        for depth in range(key.count("/") + 1, found.count("/") + 1)
+    }
+    for folder in sorted(folders, key=lambda f: f.count("/"), reverse=True):
+        try:
+            store.delete(folder)
+        except NotFoundError:
+            continue
+    return planted

@@ -562,14 +562,17 @@ def _removed_empty_directory(path: Path) -> bool:
 
     No object is a directory: an empty one at an object's path (planted, or left when
     objects planted under it were removed) holds nothing and would block the key for
-    good. A directory with anything in it stays (`rmdir` refuses it).
+    good; so does one holding only empty directories (`key/a/` left when `key/a/c` was
+    removed). A directory with a file (or a link) anywhere in it stays.
     """
     if path.is_symlink() or not path.is_dir():
         return False
-    try:
-        path.rmdir()
-    except OSError:
-        return False
+    inner = [Path(folder) for folder, _dirs, _files in os.walk(path)]
+    for folder in sorted(inner, key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()  # deepest first; refused while anything is in it
+        except OSError:
+            return False
     return True
 
 
