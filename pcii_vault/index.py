@@ -330,7 +330,15 @@ class Index:
         inode = _inode(self._path)
         if inode is None or inode == self._inode:
             return
-        conn = _connect(self._path)
+        if not self._path.is_file() or self._path.is_symlink():
+            raise IndexTamperedError(
+                f"{self._path.name} was replaced by something else than an index file; "
+                "remove it, and restart a server of this vault"
+            )
+        try:
+            conn = _connect(self._path)
+        except sqlite3.DatabaseError as exc:
+            raise _unreadable(self._path, exc) from None
         try:
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
@@ -362,7 +370,11 @@ class Index:
             self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             self._known = None
         known = _stat_key(self._path)
-        if known is not None and known == self._known:
+        if known is None:
+            # Removed under a long-lived connection (a server), which still reads the
+            # unlinked file: look again under the write lock, which replaces it.
+            raise IndexTamperedError(f"{self._path.name} was removed outside the vault")
+        if known == self._known:
             return
         try:
             stored = read_regular(self._mac_path, _MAX_TAG_BYTES)
@@ -376,7 +388,13 @@ class Index:
             tag = bytes.fromhex(stored[len(_MAC_FORMAT) :].decode("ascii").strip())
         except ValueError as exc:
             raise IndexTamperedError(f"{self._mac_path.name} is not an index tag") from exc
-        if self._seal.tag_file(self._path) != tag:
+        try:
+            actual = self._seal.tag_file(self._path)
+        except OSError as exc:
+            raise IndexTamperedError(
+                f"{self._path.name} cannot be read as the index ({exc.strerror})"
+            ) from None
+        if actual != tag:
             raise IndexTamperedError(f"{self._path.name} was changed outside the vault")
         self._known = known
 

@@ -138,7 +138,13 @@ def _load_pair(cert: Path, key: Path, *, renew: str = "") -> x509.Certificate:
             client would refuse it).
     """
     certificate = _load_cert(cert)
-    if _load_key_spki(key) != _spki(certificate.public_key()):
+    try:
+        # Parsed lazily: a damaged certificate fails only here (a flipped byte).
+        public = _spki(certificate.public_key())
+        certificate.not_valid_after_utc  # noqa: B018 -- parsed here, or refused
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{cert} is not a valid certificate ({exc})") from None
+    if _load_key_spki(key) != public:
         raise ConfigError(f"key file {key} does not belong to certificate {cert}")
     now = datetime.now(UTC)
     renew = renew or "give `pcii serve` a current one (--tls-cert, --tls-key)"

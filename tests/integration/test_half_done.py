@@ -385,3 +385,25 @@ def test_maintenance_removes_claims_no_writer_made(bench: VaultBench) -> None:
     assert set(junk) <= set(done.stale_claims)
     assert [i.key for i in bench.real.list("log/claims/")] == []
     bench.audit()
+
+
+def test_an_index_removed_under_a_long_lived_vault_is_rebuilt(bench: VaultBench) -> None:
+    """A server's open index: deleted, it is rebuilt from the log (it was exit 1)."""
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number
+    index = vault.paths.root / "index.sqlite"
+    index.unlink()
+    status = vault.status(vault.sign(bench.ids["owner"], "status", record=tracking))
+    assert status.state == "received" and index.is_file()
+
+
+def test_an_index_replaced_by_a_directory_under_a_long_lived_vault_is_tampering(
+    bench: VaultBench,
+) -> None:
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number
+    index = vault.paths.root / "index.sqlite"
+    index.unlink()
+    index.mkdir()
+    with pytest.raises(IntegrityError, match="replaced by something else than an index file"):
+        vault.status(vault.sign(bench.ids["owner"], "status", record=tracking))

@@ -427,3 +427,18 @@ def test_a_client_names_an_expired_server_certificate(tmp_path: Path) -> None:
     ):
         client.get(f"{url}:{port}/")
     assert "not trusted" not in str(refused.value)
+
+
+def test_a_damaged_certificate_is_a_config_error_at_every_byte(
+    pair: ServerCertificate, tmp_path: Path
+) -> None:
+    """A flipped byte anywhere: refused in one line, or (a byte that changes nothing the
+    checks read) accepted; never an unexpected error (exit 1)."""
+    original = pair.cert_path.read_bytes()
+    damaged = tmp_path / "damaged.pem"
+    for offset in range(len(original)):
+        flipped = bytearray(original)
+        flipped[offset] ^= 0x01
+        damaged.write_bytes(bytes(flipped))
+        with contextlib.suppress(ConfigError):
+            load_certificate(damaged, pair.key_path)
