@@ -98,6 +98,11 @@ class VaultConfig(BaseModel):
             raise ConfigError(
                 f"no vault at {where} (missing {path.name}); run `pcii --vault DIR init`"
             ) from exc
+        except IsADirectoryError:
+            raise IntegrityError(
+                f"{path} is a directory, not the vault's config (put there): restore the "
+                "file from a backup"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
         if len(data) > _MAX_CONFIG_BYTES:

@@ -98,3 +98,9 @@ def test_a_server_address_without_its_scheme_is_pointed_to_https(
         VaultConfig.load(Path(where) / "vault.json")
     with pytest.raises(ConfigError, match=r"run `pcii --vault DIR init`$"):
         VaultConfig.load(Path("my-vault") / "vault.json")
+
+
+def test_a_directory_at_the_config_is_tampering(tmp_path: Path) -> None:
+    (tmp_path / "vault.json").mkdir()
+    with pytest.raises(IntegrityError, match="is a directory, not the vault's config"):
+        VaultConfig.load(tmp_path / "vault.json")
