@@ -145,6 +145,7 @@ def init(
     if insecure_fast_kdf:
         state.output.note("warning: --insecure-fast-kdf: the keyring is cheap to brute-force")
         kdf = ScryptParams(**_INSECURE_TEST_SCRYPT)
+    had_vault = VaultPaths(root).config.exists()  # refused below: its shares are noise
     try:
         vault, _ = Vault.create(
             root,
@@ -157,7 +158,7 @@ def init(
             unseal_threshold=unseal_threshold if share_files else None,
         )
     except BaseException as exc:
-        if VaultPaths(root).config.exists():
+        if not had_vault and VaultPaths(root).config.exists():
             # Made all the same (interrupted as it opened): its shares are its only secret.
             if isinstance(exc, KeyboardInterrupt):
                 state.interrupted_after.append(_made_anyway(root, key_out, shares_out))
