@@ -1869,7 +1869,7 @@ class Vault:
         server's own spool that fills up or fails is the server's trouble (exit 5).
         `place` is named when the error itself names no file (a full disk).
         """
-        reason = exc.strerror or type(exc).__name__
+        reason = _failure_reason(exc)
         self._log_release_failed(tracking, access, reason)
         named = exc.filename or place
         where = f" ({named})" if named else ""

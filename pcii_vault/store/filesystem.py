@@ -277,18 +277,8 @@ class FilesystemStore:
         (`_write_in_folder`).
         """
         folder = self._path(prefix.rstrip("/") + "/x").parent
-        if folder == self._root or folder.is_symlink():
-            return
-        self._remove_empty_tree(folder)
-
-    def _remove_empty_tree(self, folder: Path) -> None:
-        """Remove `folder` and its sub-folders, deepest first, as long as they are empty."""
-        inner = [Path(path) for path, _dirs, _files in os.walk(folder)]
-        for path in sorted(inner, key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                path.rmdir()  # refused while anything is in it
-        with contextlib.suppress(OSError):
-            _fsync_dir(folder.parent)
+        if folder != self._root:
+            _removed_empty_directory(folder)
 
     def put_if_absent(self, key: str, data: bytes) -> ObjectInfo:
         """Create `key` with `data` unless it exists.
@@ -473,7 +463,7 @@ class FilesystemStore:
     def remove_leftover(self, path: Path) -> None:
         """Remove what `leftovers` found (a folder only while nothing is in it)."""
         if path.is_dir() and not path.is_symlink():
-            self._remove_empty_tree(path)
+            _removed_empty_directory(path)  # stays if anything went in meanwhile
         else:
             path.unlink(missing_ok=True)
 
@@ -558,9 +548,10 @@ def _empty_tree_older(folder: Path, before: datetime) -> bool:
 
 
 def _removed_empty_directory(path: Path) -> bool:
-    """Remove an empty directory where an object is to be created; whether it was one.
+    """Remove an empty directory and its empty sub-folders; whether it was one.
 
-    No object is a directory: an empty one at an object's path (planted, or left when
+    Where an object is to be created, and an emptied record folder. No object is a
+    directory: an empty one at an object's path (planted, or left when
     objects planted under it were removed) holds nothing and would block the key for
     good; so does one holding only empty directories (`key/a/` left when `key/a/c` was
     removed). A directory with a file (or a link) anywhere in it stays.
@@ -573,6 +564,8 @@ def _removed_empty_directory(path: Path) -> bool:
             folder.rmdir()  # deepest first; refused while anything is in it
         except OSError:
             return False
+    with contextlib.suppress(OSError):
+        _fsync_dir(path.parent)
     return True
 
 
