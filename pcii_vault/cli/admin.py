@@ -14,7 +14,7 @@ from pcii_vault.cli.files import refuse_existing
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import check_sectors
-from pcii_vault.errors import InputError
+from pcii_vault.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from pcii_vault.models.principal import Principal, PrincipalAttributes
@@ -158,7 +158,9 @@ def init(
             unseal_threshold=unseal_threshold if share_files else None,
         )
     except BaseException as exc:
-        if not had_vault and VaultPaths(root).config.exists():
+        # A refusal (ConfigError: a vault there, another `init` of this directory came
+        # first) made nothing of ours; anything else after the config was written did.
+        if not isinstance(exc, ConfigError) and VaultPaths(root).config.exists() and not had_vault:
             # Made all the same (interrupted as it opened): its shares are its only secret.
             if isinstance(exc, KeyboardInterrupt):
                 state.interrupted_after.append(_made_anyway(root, key_out, shares_out))
