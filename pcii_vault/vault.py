@@ -313,12 +313,11 @@ class Vault:
         if len(secret) < MIN_SECRET_BYTES:
             raise InputError(f"unseal secret must be at least {MIN_SECRET_BYTES} bytes")
         created_root = not root.exists()
+        _claim_new_vault_directory(root)  # before the clean-up below may remove anything
         claimed = False
         store: ObjectStore | None = None
         custody: KeyCustody | None = None
         try:
-            # Owner-only: the directory holds the sealed keyring and the index's metadata.
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
             _claim_new_file(admin_key_out)
             claimed = True
             store = open_store(store_url, root_for_file=paths.objects, create=True)
@@ -377,6 +376,7 @@ class Vault:
             _write_claimed(admin_key_out, identity)
             # The config file is written last: a directory without it is not a vault.
             config.save_new(paths.config)
+            (root / _INIT_MARKER).unlink()
         except BaseException:
             # Nothing half-created survives: a failed init leaves what was there before.
             if claimed:
@@ -3105,6 +3105,10 @@ def _check_vault_files(paths: VaultPaths) -> None:
             raise IntegrityError(f"{path} is not a regular file, not what the vault wrote: {fix}")
 
 
+# Claims a new vault directory for the `init` that makes it (removed when it is done).
+_INIT_MARKER = ".init-under-way"
+
+
 def _check_new_vault_directory(root: Path) -> None:
     if (root / CONFIG_NAME).exists():
         raise ConfigError(f"{root} already holds a vault")
@@ -3112,6 +3116,25 @@ def _check_new_vault_directory(root: Path) -> None:
         raise ConfigError(f"{root} exists and is not a directory")
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"{root} is not empty: a new vault needs an empty or new directory")
+
+
+def _claim_new_vault_directory(root: Path) -> None:
+    """Make `root` (0700: it holds the sealed keyring) and claim it for this `init`.
+
+    Two `init` of one directory at once: the second is refused here, before its clean-up
+    on failure could remove what the first is writing.
+
+    Raises:
+        ConfigError: another `init` claimed it, or it cannot be made.
+    """
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(root / _INIT_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"another `init` of {root} is under way (or was cut short)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create the vault directory {root}: {exc.strerror}") from None
+    os.close(fd)
 
 
 def _check_store_holds_no_log(store: ObjectStore) -> None:

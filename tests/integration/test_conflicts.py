@@ -321,3 +321,41 @@ def _received_twice(threads: Threads, owner: Identity, sealed: SealedUpload) -> 
 
     run_concurrently([lambda: receive(0), lambda: receive(1)])
     return results
+
+
+def test_two_inits_of_one_directory_at_once_leave_one_sound_vault(tmp_path: Path) -> None:
+    """The second `init` is refused before it starts: its clean-up on failure once removed
+    what the first was writing (the keyring, the log), leaving a vault nobody could open."""
+    from vault_support import FAST_KDF
+
+    from pcii_vault.config import VaultPaths
+    from pcii_vault.errors import ConfigError
+    from pcii_vault.ledger.note import NoteVerifier
+    from pcii_vault.ledger.verify import verify_log
+
+    secret = b"two-inits-unseal-secret"
+    for round_ in range(10):
+        root = tmp_path / f"v{round_}"
+        outcomes: list[BaseException | None] = []
+
+        def init(who: str, root: Path = root, outcomes: list[Any] = outcomes) -> None:
+            try:
+                Vault.create(
+                    root, store_url="file", secret=secret, admin_name="admin",
+                    admin_key_out=tmp_path / f"{root.name}-{who}.key", kdf_params=FAST_KDF,
+                )[0].close()  # fmt: skip
+            except ConfigError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+
+        run_concurrently([lambda: init("a"), lambda: init("b")])
+        assert sorted(map(type, outcomes), key=str) == sorted([ConfigError, type(None)], key=str)
+        vault = Vault(root, unseal=lambda: secret)
+        try:
+            verifier = NoteVerifier.from_key_string(vault.config.log_key)
+            assert verify_log(vault.store, verifier).size == 3
+        finally:
+            vault.close()
+        assert VaultPaths(root).config.is_file()
+        assert not (root / ".init-under-way").exists()
