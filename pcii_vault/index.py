@@ -475,6 +475,15 @@ class Index:
         row = self._db.execute("SELECT value FROM meta WHERE key='size'").fetchone()
         return int(row[0]) if row else 0
 
+    @property
+    def root(self) -> bytes | None:
+        """The log's tree root at `size`, recorded when the index reached it.
+
+        None when not recorded (an index built before roots were, or in memory).
+        """
+        recorded = self.meta("root")
+        return bytes.fromhex(recorded) if recorded is not None else None
+
     def meta(self, key: str) -> str | None:
         """A vault-wide fact recorded from the log (vault id, policy-set hash, ...)."""
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -592,9 +601,19 @@ class Index:
         self.apply_all([event], skip_applied=skip_applied, strict=strict)
 
     def apply_all(
-        self, events: Iterable[Event], *, skip_applied: bool = False, strict: bool = True
+        self,
+        events: Iterable[Event],
+        *,
+        skip_applied: bool = False,
+        strict: bool = True,
+        root: tuple[int, bytes] | None = None,
     ) -> int:
         """Apply events in order, in one transaction; return how many were applied.
+
+        `root` is the log's tree root at a size (its checkpoint's): recorded with the
+        events when the index ends at that size, so that the history the index was built
+        from can be held against the log's (`root`). An index whose size changes with
+        no root known for it loses its recorded one.
 
         Raises:
             IndexTamperedError: the file was changed outside the vault before this write.
@@ -607,13 +626,27 @@ class Index:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 applied = self._apply_events(events, skip_applied=skip_applied, strict=strict)
+                rooted = self._record_root(root, changed=bool(applied))
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            if self._seal is not None and applied:
+            if self._seal is not None and (applied or rooted):
                 self._retag()
         return applied
+
+    def _record_root(self, root: tuple[int, bytes] | None, *, changed: bool) -> bool:
+        """Record the log's root at the index's size, when known; whether anything changed."""
+        recorded = self.meta("root")
+        if root is not None and root[0] == self.size:
+            if recorded == root[1].hex():
+                return False
+            self._set_meta("root", root[1].hex())
+            return True
+        if changed and recorded is not None:
+            self._db.execute("DELETE FROM meta WHERE key='root'")
+            return True
+        return False
 
     @contextlib.contextmanager
     def overlay(self, events: Iterable[Event]) -> Iterator[Index]:
@@ -1095,9 +1128,17 @@ class Index:
             yield str(tracking)
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Every row of every table, in a stable order: for comparing two indexes."""
+        """Every row of every table, in a stable order: for comparing two indexes.
+
+        What the events made, not which tree they were read from: the recorded `root`
+        is left out (a projection in memory has none).
+        """
         return {
-            table: self._db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()  # noqa: S608 -- fixed table names
+            table: [
+                row
+                for row in self._db.execute(f"SELECT * FROM {table} ORDER BY 1, 2")  # noqa: S608 -- fixed table names
+                if table != "meta" or row[0] != "root"
+            ]
             for table in _TABLES
         }
 

@@ -91,12 +91,13 @@ from pcii_vault.ledger.log import (
     CLAIM_PREFIX,
     AppendResult,
     Ledger,
+    LogForkedError,
     LogRolledBackError,
     claim_key,
     decode_claim,
     parse_event,
 )
-from pcii_vault.ledger.note import NoteVerifier, verifier_key_string
+from pcii_vault.ledger.note import Checkpoint, NoteVerifier, verifier_key_string
 from pcii_vault.ledger.proof import prove
 from pcii_vault.ledger.tiles import MAX_ENTRY_BYTES
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
@@ -597,14 +598,21 @@ class Vault:
             # The index's size before the checkpoint: another process of this vault may
             # commit and apply in between, and a checkpoint read first would look older
             # than the index (a rollback that is none).
-            start = index.size
+            start, root = index.size, index.root
             reader = self.reader()
             checkpoint = reader.check_edge()
             size = checkpoint.size if checkpoint else 0
             if start > size:
                 raise IntegrityError(_rolled_back(start, size))
-            if start < size:
-                index.apply_all(reader.events(start, size), skip_applied=True, strict=False)
+            if checkpoint is not None:
+                _refuse_other_history(reader, checkpoint, start, root)
+                if start < size or root is None:
+                    index.apply_all(
+                        reader.events(start, size),
+                        skip_applied=True,
+                        strict=False,
+                        root=(size, checkpoint.root),
+                    )
             self._synced_since = began
 
     def _trusted_index(self) -> Index:
@@ -724,7 +732,13 @@ class Vault:
             index = Index.open(built)
             try:
                 reader = self.reader()
-                index.apply_all(reader.events(0, reader.size()), strict=False)
+                checkpoint = reader.checkpoint()
+                if checkpoint is not None:
+                    index.apply_all(
+                        reader.events(0, checkpoint.size),
+                        strict=False,
+                        root=(checkpoint.size, checkpoint.root),
+                    )
             finally:
                 index.close()
             Index.install(built, self.paths.index, seal=seal)
@@ -757,12 +771,18 @@ class Vault:
                 authentic = True
             except IntegrityError:
                 authentic = False
-            indexed = index.size
+            indexed, root = index.size, index.root
         except (sqlite3.DatabaseError, ValueError):
             return  # unreadable rows: it claims nothing
         finally:
             index.close()
         self._refuse_ahead_of_log(indexed, authentic=authentic)
+        reader = self.reader()
+        checkpoint = reader.checkpoint()
+        if authentic and checkpoint is not None:
+            # The vault's own record of another history: a fork of the log, or an
+            # index from one put in place. Neither is replaced without being asked.
+            _refuse_other_history(reader, checkpoint, indexed, root)
 
     def _refuse_ahead_of_log(self, indexed: int, *, authentic: bool) -> None:
         """Raise if an index of `indexed` events is ahead of the verified log (a rollback).
@@ -1056,13 +1076,14 @@ class Vault:
         index = self.index
         outcomes: list[tuple[int, ...] | BaseException] = []
         spans: list[tuple[int, int] | None] = []
-        known = 0
 
         def build(position: int, before: Sequence[bytes]) -> list[Event]:
             outcomes.clear()
             spans.clear()
             drafts: list[Event] = []
-            events = [parse_event(entry, known + i) for i, entry in enumerate(before)]
+            # `before` holds the entries from the index's size up to the position.
+            start = position - len(before)
+            events = [parse_event(entry, start + i) for i, entry in enumerate(before)]
             with self._lock, index.overlay(events):
                 if index.size != position:
                     # Another process of this vault (a worker, a replica on this host)
@@ -1094,22 +1115,10 @@ class Vault:
                 raise _NothingToLogError
             return drafts
 
-        for _ in range(_STALE_ATTEMPTS):
-            with self._lock:
-                known = index.size
-            try:
-                result = self.ledger.append_at(build, known_size=known)
-                break
-            except _StalePositionError:
-                continue
-            except _NothingToLogError:
-                return outcomes
-            except LogRolledBackError as exc:  # the index, authenticated, is ahead
-                raise IntegrityError(_rolled_back(exc.seen, exc.size)) from None
-            except OSError as exc:
-                raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
-        else:
-            raise BackendError("the log kept moving on while this batch was decided: try again")
+        try:
+            result = self._append_built(build)
+        except _NothingToLogError:
+            return outcomes
         with self._lock:
             self._catch_up(result)
         for i, span in enumerate(spans):
@@ -1117,6 +1126,30 @@ class Vault:
                 start, count = span
                 outcomes[i] = tuple(result.indices[start : start + count])
         return outcomes
+
+    def _append_built(self, build: Callable[[int, Sequence[bytes]], list[Event]]) -> AppendResult:
+        """Append what `build` decides on the index's state at the position it gets.
+
+        Raises:
+            IntegrityError: the index is ahead of the log (a rollback) or was built
+                from another history of it (a fork).
+            BackendError: the store failed, or the log kept moving on.
+        """
+        index = self.index
+        for _ in range(_STALE_ATTEMPTS):
+            with self._lock:
+                known, root = index.size, index.root
+            try:
+                return self.ledger.append_at(build, known_size=known, known_root=root)
+            except _StalePositionError:
+                continue
+            except LogRolledBackError as exc:  # the index, authenticated, is ahead
+                raise IntegrityError(_rolled_back(exc.seen, exc.size)) from None
+            except LogForkedError as exc:  # the index was built from another history
+                raise IntegrityError(_forked(exc.seen)) from None
+            except OSError as exc:
+                raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
+        raise BackendError("the log kept moving on while this batch was decided: try again")
 
     def _catch_up(self, appended: AppendResult) -> None:
         """Bring the index up to the checkpoint that covers this process's append.
@@ -1140,7 +1173,9 @@ class Vault:
                 if own
                 else self.reader().events(index.size, size)
             )
-            index.apply_all(events, skip_applied=True, strict=False)
+            index.apply_all(
+                events, skip_applied=True, strict=False, root=(size, appended.checkpoint.root)
+            )
         illegal = dict(index.illegal_events())
         for position in mine:
             if position in illegal:  # pragma: no cover - acts are checked at their position
@@ -3060,6 +3095,33 @@ _VAULT_FILES = (
     "log-checkpoint.lock",
     _KEY_LOCK_NAME,
 )
+
+
+def _refuse_other_history(
+    reader: Ledger, checkpoint: Checkpoint, size: int, root: bytes | None
+) -> None:
+    """Raise if the index's first `size` events are not the log's (its recorded root).
+
+    Raises:
+        IntegrityError: the index was built from another history of the log.
+    """
+    if (
+        root is not None
+        and 0 < size <= checkpoint.size
+        and not hmac.compare_digest(reader.root_at(size, checkpoint), root)
+    ):
+        raise IntegrityError(_forked(size))
+
+
+def _forked(size: int) -> str:
+    return (
+        f"the index was built from another history of the log than the store holds (its "
+        f"first {size} events differ): the log was forked (rolled back and appended to "
+        "since), or an index from such a fork was put in place; find which history is "
+        "the vault's before acting on either, then restore the store from a copy of it, "
+        "or rebuild the index from the store's log with "
+        "`pcii index rebuild --accept-rollback`"
+    )
 
 
 def _rolled_back(indexed: int, logged: int, *, authentic: bool = True) -> str:

@@ -38,6 +38,7 @@ Invariants:
 
 from __future__ import annotations
 
+import hmac
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -76,6 +77,7 @@ __all__ = [
     "AppendResult",
     "Builder",
     "Ledger",
+    "LogForkedError",
     "LogRolledBackError",
     "claim_key",
     "decode_claim",
@@ -178,6 +180,14 @@ class LogRolledBackError(IntegrityError):
         self.size = size
 
 
+class LogForkedError(IntegrityError):
+    """The log's first events differ from the ones its caller has already seen: a fork."""
+
+    def __init__(self, seen: int) -> None:
+        super().__init__(f"the log's first {seen} events are not the ones the caller has seen")
+        self.seen = seen
+
+
 class Ledger:
     """Appends to and reads the log stored under ``log/`` of `store`.
 
@@ -255,6 +265,19 @@ class Ledger:
             return cached
         self._verified = VerifiedTiles(self.store, checkpoint)
         return self._verified
+
+    def root_at(self, size: int, checkpoint: Checkpoint) -> bytes:
+        """The root of the tree of the first `size` entries, authenticated by `checkpoint`.
+
+        Raises:
+            ValueError: `size` is past the checkpoint.
+            IntegrityError: the stored tiles do not belong to the signed tree.
+        """
+        if size == checkpoint.size:
+            return checkpoint.root
+        if not 0 <= size < checkpoint.size:
+            raise ValueError(f"no tree of {size} entries in the log of {checkpoint.size}")
+        return range_hash(self.verified(checkpoint), 0, size) if size else EMPTY_ROOT
 
     def check_edge(self) -> Checkpoint | None:
         """Read the latest checkpoint and prove the newest part of its tree, afresh.
@@ -437,7 +460,9 @@ class Ledger:
             raise InputError("nothing to append")
         return self.append_at(lambda _pos, _before: drafts, known_size=None)
 
-    def append_at(self, build: Builder, known_size: int | None) -> AppendResult:
+    def append_at(
+        self, build: Builder, known_size: int | None, known_root: bytes | None = None
+    ) -> AppendResult:
         """Append the events `build` makes for the position they will get.
 
         `build(position, before)` is called with the first free position and the
@@ -447,16 +472,20 @@ class Ledger:
         against exactly that state, or raises to abort (nothing is claimed then). When
         another writer takes the position first, `build` is called again with the
         winner's entries added: an act is always checked at the position it gets.
+        `known_root`, the root of the tree of `known_size` leaves the caller's state was
+        built from, must be the log's own.
 
         Raises:
             InputError: `build` made no events, or an entry is too large.
-            IntegrityError: the log is inconsistent, or `known_size` is past the log.
+            IntegrityError: the log is inconsistent, `known_size` is past the log
+                (`LogRolledBackError`), or its first `known_size` entries are not the
+                ones of `known_root` (`LogForkedError`).
             BackendError: the store is unavailable.
             ValueError: this ledger has no signing key.
         """
         if self._signer is None:
             raise ValueError("this ledger is read-only (no signing key)")
-        pos, events, entries = self._claim(build, known_size)
+        pos, events, entries = self._claim(build, known_size, known_root)
         end = pos + len(entries)
         checkpoint = self._commit_until(end)
         self._check_included(pos, entries, checkpoint)
@@ -475,7 +504,11 @@ class Ledger:
         return events, entries
 
     def _before(
-        self, known_size: int | None, cp: Checkpoint | None, pending: Sequence[bytes]
+        self,
+        known_size: int | None,
+        cp: Checkpoint | None,
+        pending: Sequence[bytes],
+        known_root: bytes | None = None,
     ) -> list[bytes]:
         """Entries from `known_size` to the first free position: committed, then claimed."""
         if known_size is None:
@@ -483,17 +516,25 @@ class Ledger:
         size = cp.size if cp else 0
         if known_size > size:
             raise LogRolledBackError(known_size, size)
+        if (
+            known_root is not None
+            and cp is not None
+            and known_size
+            and not hmac.compare_digest(self.root_at(known_size, cp), known_root)
+        ):
+            raise LogForkedError(known_size)
         committed = list(self.verified(cp).entries(known_size, size)) if cp else []
         return committed + list(pending)
 
     def _claim(
-        self, build: Builder, known_size: int | None
+        self, build: Builder, known_size: int | None, known_root: bytes | None
     ) -> tuple[int, list[Event], list[bytes]]:
         cp, _ = self._read_checkpoint()
         pos = cp.size if cp else 0
         pending: list[bytes] = []  # entries of other writers' claims in [checkpoint, pos)
         for attempt in range(_MAX_ATTEMPTS):
-            events, entries = self._assign(build(pos, self._before(known_size, cp, pending)), pos)
+            before = self._before(known_size, cp, pending, known_root)
+            events, entries = self._assign(build(pos, before), pos)
             try:
                 self.store.put_if_absent(
                     claim_key(pos), encode_claim(entries, pos, self._signer_key())

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -137,6 +139,91 @@ def test_a_store_and_anchor_rolled_back_together_are_caught_by_the_index(
     assert not (cli.root / "after-revocation").exists()
     cli.ok("index", "rebuild", "--accept-rollback")
     assert cli.ok("audit", "verify").json()["sound"] is True
+
+
+def _snapshot(cli: Cli, name: str) -> Path:
+    """The store, the anchor and the tagged index as they are now."""
+    saved = cli.root / name
+    saved.mkdir()
+    shutil.copytree(cli.vault / "objects", saved / "objects", symlinks=True)
+    for part in ("log-checkpoint", "index.sqlite", "index.sqlite.mac"):
+        shutil.copy2(cli.vault / part, saved / part)
+    return saved
+
+
+def _put_back(cli: Cli, saved: Path, *parts: str) -> None:
+    for part in parts:
+        target = cli.vault / part
+        if target.is_dir():
+            shutil.rmtree(target)
+            shutil.copytree(saved / part, target, symlinks=True)
+        else:
+            shutil.copy2(saved / part, target)
+
+
+def _fork_index(cli: Cli, real_act: Callable[[], object], fork_act: tuple[str, ...]) -> None:
+    """The log's real history gets `real_act`; the index comes from a fork that got the
+    admin's `fork_act` at the same position instead (the log, its anchor and the index
+    rolled back, one ordinary act, the fork's tagged index kept), then the real log is
+    put back under that index. Record objects are never rolled back."""
+    before = _snapshot(cli, "before")
+    real_act()
+    real = _snapshot(cli, "real")
+    _put_back(cli, before, "objects/log", "log-checkpoint", "index.sqlite", "index.sqlite.mac")
+    cli.ok(*fork_act, who="admin")
+    _put_back(cli, real, "objects/log", "log-checkpoint")
+
+
+def test_an_index_from_a_fork_of_the_log_decides_nothing(vault: tuple[Cli, str]) -> None:
+    """A tester's finding: an index tagged by this vault on a fork of its log, the same
+    size as the real log, was used as it was: an analyst the log suspends got records
+    (and one the log never registered). The index records the log's root at its size;
+    every command holds it against the log before deciding anything."""
+    cli, tracking = vault
+    cli.add_water_analyst("zed", "--level", "federal", "--org", "Federal Water")
+    _fork_index(
+        cli,
+        lambda: cli.ok("principal", "update", "water", "--status", "suspended", who="admin"),
+        ("principal", "update", "zed", "--status", "suspended"),
+    )
+    out = str(cli.root / "released")
+    for who in ("water", "zed"):
+        refused = cli.run("get", tracking, "--purpose", "drought planning", "--out", out, who=who)
+        assert "another history of the log" in one_line_error(refused, 4)
+    assert not (cli.root / "released").exists()
+    assert "another history" in one_line_error(cli.run("status", tracking, who="office"), 4)
+    assert "another history" in one_line_error(cli.run("principal", "list", who="admin"), 4)
+    # The vault's own evidence of a fork is not thrown away unless asked.
+    assert "another history" in one_line_error(cli.run("index", "rebuild"), 4)
+    cli.ok("index", "rebuild", "--accept-rollback")
+    lines = cli.ok("principal", "list", who="admin").out.splitlines()
+    listed = {p["id"]: p["status"] for p in map(json.loads, lines)}
+    assert (listed["water"], listed["zed"]) == ("suspended", "active")
+    refused = cli.run("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
+    assert refused.code == 3
+    assert cli.ok("audit", "verify").json()["sound"] is True
+
+
+def test_maintenance_on_an_index_from_a_fork_removes_nothing(vault: tuple[Cli, str]) -> None:
+    """The same fork made `maintenance` take a logged submission (absent from the fork's
+    index) for crash leftovers and delete its data for good: refused before it looks."""
+    cli, _tracking = vault
+    submitted: list[str] = []
+
+    def submit() -> None:
+        document, attachment = str(cli.write_submission()), str(cli.attachment())
+        result = cli.ok("submit", document, "--attach", attachment, who="owner")
+        submitted.append(str(result.json()["tracking_number"]))
+
+    _fork_index(
+        cli, submit, ("principal", "update", "water", "--training-expires", "2027-01-01")
+    )
+    refused = cli.run("maintenance", "--grace-hours", "0")
+    assert "another history" in one_line_error(refused, 4)
+    cli.ok("index", "rebuild", "--accept-rollback")
+    cli.ok("maintenance", "--grace-hours", "0")
+    assert cli.ok("status", submitted[0], who="owner").json()["tracking_number"] == submitted[0]
+    cli.ok("review", submitted[0], "--out", str(cli.root / "review"), who="office")
 
 
 def test_export_csv_defuses_formulas_as_the_report_does(vault: tuple[Cli, str]) -> None:
