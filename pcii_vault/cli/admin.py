@@ -506,8 +506,9 @@ def index_rebuild(
         bool,
         typer.Option(
             "--accept-rollback",
-            help="Replace an index that holds more events than the log (the vault's "
-            "evidence that the log was rolled back): the newer history is given up.",
+            help="Replace an index that holds more events than the log, or other ones "
+            "(the vault's evidence that the log was rolled back or forked): the history "
+            "the index held is given up for the store's log.",
         ),
     ] = False,
 ) -> None:
