@@ -286,12 +286,14 @@ def _log_store(directory: Path) -> tuple[ObjectStore, Path | None]:
     from pcii_vault.config import VaultConfig, VaultPaths
     from pcii_vault.store import open_store
 
-    if (directory / "log").is_dir():
-        return open_store(f"file://{directory.resolve()}", root_for_file=directory), None
     paths = VaultPaths(directory)
-    if paths.config.is_file():
+    # A vault directory first, whatever else it holds: a `log/` planted beside
+    # vault.json must not stand in for the vault's store, read without its anchor.
+    if paths.config.is_symlink() or paths.config.exists():
         config = VaultConfig.load(paths.config)
         return open_store(config.store, root_for_file=paths.objects), paths.anchor
+    if (directory / "log").is_dir():
+        return open_store(f"file://{directory.resolve()}", root_for_file=directory), None
     raise ConfigError(f"{directory} holds no log/ directory and is not a vault directory")
 
 

@@ -215,15 +215,33 @@ def test_maintenance_on_an_index_from_a_fork_removes_nothing(vault: tuple[Cli, s
         result = cli.ok("submit", document, "--attach", attachment, who="owner")
         submitted.append(str(result.json()["tracking_number"]))
 
-    _fork_index(
-        cli, submit, ("principal", "update", "water", "--training-expires", "2027-01-01")
-    )
+    _fork_index(cli, submit, ("principal", "update", "water", "--training-expires", "2027-01-01"))
     refused = cli.run("maintenance", "--grace-hours", "0")
     assert "another history" in one_line_error(refused, 4)
     cli.ok("index", "rebuild", "--accept-rollback")
     cli.ok("maintenance", "--grace-hours", "0")
     assert cli.ok("status", submitted[0], who="owner").json()["tracking_number"] == submitted[0]
     cli.ok("review", submitted[0], "--out", str(cli.root / "review"), who="office")
+
+
+def test_a_log_planted_in_a_vault_directory_is_not_read_for_its_store(
+    vault: tuple[Cli, str],
+) -> None:
+    """A tester's finding: `--log VAULTDIR` read a `log/` planted beside vault.json (an
+    older copy of the log) without the vault's anchor: a clean audit of a rolled-back
+    log. A directory with vault.json is the vault, whatever else it holds."""
+    cli, tracking = vault
+    shutil.copytree(_log(cli), cli.vault / "log")
+    shutil.copytree(cli.vault / "objects" / "policysets", cli.vault / "policysets")
+    out = str(cli.root / "second")
+    cli.ok("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
+    real = cli.ok("audit", "verify").json()
+    assert cli.ok("audit", "verify", "--log", str(cli.vault)).json() == real
+    listed = cli.ok("audit", "recipients", tracking).out.splitlines()
+    assert len(listed) == 2
+    assert cli.ok("audit", "recipients", tracking, "--log", str(cli.vault)).out.splitlines() == (
+        listed
+    )
 
 
 def test_export_csv_defuses_formulas_as_the_report_does(vault: tuple[Cli, str]) -> None:
