@@ -12,8 +12,11 @@ Invariants:
   crop box clipped to the media box honoured), so nothing in a page's content (graphics
   state, clip, text mode, an unterminated token, an open layer) can hide or displace the
   marking;
-- nothing is drawn above the marking and nothing travels unmarked: annotations and forms
-  are removed, and so are embedded files, JavaScript and actions;
+- nothing is drawn above the marking and nothing travels unmarked: the catalog and the
+  pages keep only what shows the pages (allow-lists), so annotations, forms, embedded and
+  associated files, thumbnails, private data, pages outside the page tree, JavaScript
+  and actions are removed;
+- the page tree is counted before qpdf expands it, and the count stops at `MAX_PAGES`;
 - the text uses the standard Helvetica fonts (nothing embedded, nothing fetched);
 - the input is untrusted: a file that cannot be opened, is encrypted with a password, or
   fails anywhere while being stamped raises `UnmarkablePdf` and no output is left, so
@@ -116,13 +119,69 @@ def stamp_pdf(source: Path, dest: Path, stamp: PdfStamp) -> int:
 
 
 def _pages(pdf: pikepdf.Pdf) -> list[pikepdf.Page]:
-    count = len(pdf.pages)
+    count = _count_pages(pdf.Root.get("/Pages"))
     if not count:
         raise UnmarkablePdf("the PDF has no pages")
-    if count > MAX_PAGES:
-        # One page object listed 100,000 times is a small file and a huge release.
-        raise UnmarkablePdf(f"the PDF has {count} pages; at most {MAX_PAGES} are marked")
     return list(pdf.pages)
+
+
+def _count_pages(tree: object) -> int:
+    """The pages the tree lists, counted before qpdf flattens it (which copies each).
+
+    One page object listed a million times is a 9 MB file that qpdf would expand into
+    gigabytes: the walk stops past `MAX_PAGES`. A node met twice (a cycle, or one
+    subtree listed twice) is refused, as a viewer could not show it either.
+    """
+    import pikepdf  # noqa: PLC0415
+
+    count = 0
+    seen: set[tuple[int, int]] = set()
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, pikepdf.Dictionary):
+            raise UnmarkablePdf("the PDF's page tree holds something other than pages")
+        kids = node.get("/Kids")
+        if kids is None or node.get("/Type") == pikepdf.Name.Page:
+            count += 1
+            if count > MAX_PAGES:
+                raise _too_many_pages()
+            continue
+        if node.is_indirect:
+            if node.objgen in seen:
+                raise UnmarkablePdf("the PDF's page tree lists a part of itself twice")
+            seen.add(node.objgen)
+        if not isinstance(kids, pikepdf.Array):
+            raise UnmarkablePdf("the PDF's page tree holds something other than pages")
+        if len(kids) > MAX_PAGES:
+            raise _too_many_pages()
+        stack.extend(reversed(list(kids)))
+    return count
+
+
+def _too_many_pages() -> UnmarkablePdf:
+    return UnmarkablePdf(f"the PDF has more than {MAX_PAGES} pages; at most {MAX_PAGES} are marked")
+
+
+# What a released PDF keeps (PDF 32000-1 7.7.2 to 7.7.3.3): the page tree and how a
+# viewer shows it. Everything else of the catalog and of the page objects goes, among it
+# what would travel unmarked (embedded and associated files, thumbnails, private and
+# XMP data, named pages and templates outside the page tree, the structure tree) or run
+# in the recipient's viewer (actions, JavaScript, forms, annotations).
+_CATALOG_KEPT = frozenset(
+    {"/Type", "/Version", "/Pages", "/PageLabels", "/Names", "/Dests", "/Outlines"}
+    | {"/ViewerPreferences", "/PageLayout", "/PageMode", "/Lang", "/OCProperties"}
+)
+_PAGE_KEPT = frozenset(
+    {"/Type", "/Parent", "/Resources", "/MediaBox", "/CropBox", "/BleedBox", "/TrimBox"}
+    | {"/ArtBox", "/Contents", "/Rotate", "/Group", "/UserUnit"}
+)
+_PAGE_TREE_KEPT = frozenset(
+    {"/Type", "/Parent", "/Kids", "/Count", "/Resources", "/MediaBox", "/CropBox", "/Rotate"}
+)
+# Dropped from every object left (a form or image a page draws, a font, ...).
+_NOWHERE = ("/AF", "/PieceInfo", "/Metadata", "/Thumb", "/AA", "/OPI")
+_OUTLINE_ITEMS = 100_000
 
 
 def _strip_active_content(pdf: pikepdf.Pdf) -> None:
@@ -130,23 +189,77 @@ def _strip_active_content(pdf: pikepdf.Pdf) -> None:
 
     Annotations are drawn above the page's content, marking included (an opaque one can
     cover it), so every page loses its `/Annots` (comments, form fields, links) and
-    the document its form; embedded files would travel unmarked, and actions and
-    JavaScript run in the recipient's viewer: the name trees, `/OpenAction` and `/AA`
-    go too.
+    the document its form; files, thumbnails and data carried beside the pages would
+    travel unmarked, and actions and JavaScript run in the recipient's viewer. The
+    catalog and the pages keep only what shows the pages (allow-lists above); the name
+    tree keeps named destinations only, and the outline its titles and destinations.
     """
+    import pikepdf  # noqa: PLC0415
+
     root = pdf.Root
-    for key in ("/OpenAction", "/AA", "/AcroForm"):
-        if key in root:
-            del root[key]
-    if "/Names" in root:
-        names = root.Names
-        for key in ("/EmbeddedFiles", "/JavaScript"):
-            if key in names:
-                del names[key]
+    _keep_only(root, _CATALOG_KEPT)
+    if root.get("/PageMode") in (pikepdf.Name.UseAttachments, pikepdf.Name.UseOC):
+        del root["/PageMode"]
+    names = root.get("/Names")
+    if isinstance(names, pikepdf.Dictionary):
+        _keep_only(names, frozenset({"/Dests"}))
+    elif names is not None:
+        del root["/Names"]
+    _strip_outline(root)
     for page in pdf.pages:
-        for key in ("/Annots", "/AA"):
-            if key in page.obj:
-                del page.obj[key]
+        _keep_only(page.obj, _PAGE_KEPT)
+        parent = page.obj.get("/Parent")
+        while isinstance(parent, pikepdf.Dictionary) and "/Kids" in parent:
+            _keep_only(parent, _PAGE_TREE_KEPT)
+            parent = parent.get("/Parent")
+    for obj in pdf.objects:
+        if isinstance(obj, pikepdf.Dictionary | pikepdf.Stream):
+            for key in _NOWHERE:
+                if key in obj:
+                    del obj[key]
+
+
+def _keep_only(node: pikepdf.Object, kept: frozenset[str]) -> None:
+    for key in list(node.keys()):
+        if key not in kept:
+            del node[key]
+
+
+def _strip_outline(root: pikepdf.Object) -> None:
+    """Outline items keep their titles and destinations, never an action.
+
+    A `/GoTo` action becomes the destination it names; any other action is dropped.
+    """
+    import pikepdf  # noqa: PLC0415
+
+    outlines = root.get("/Outlines")
+    if outlines is None:
+        return
+    if not isinstance(outlines, pikepdf.Dictionary):
+        del root["/Outlines"]
+        return
+    seen: set[tuple[int, int]] = set()
+    stack = [outlines.get("/First")]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, pikepdf.Dictionary):
+            continue
+        if item.is_indirect:
+            if item.objgen in seen or len(seen) >= _OUTLINE_ITEMS:
+                continue
+            seen.add(item.objgen)
+        action = item.get("/A")
+        if (
+            isinstance(action, pikepdf.Dictionary)
+            and action.get("/S") == pikepdf.Name.GoTo
+            and "/D" in action
+            and "/Dest" not in item
+        ):
+            item.Dest = action.D
+        for key in ("/A", "/SE"):
+            if key in item:
+                del item[key]
+        stack.extend((item.get("/Next"), item.get("/First")))
 
 
 def _fonts(pdf: pikepdf.Pdf) -> tuple[pikepdf.Object, pikepdf.Object]:

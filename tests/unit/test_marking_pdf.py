@@ -7,6 +7,7 @@ original's pages plus one (the marking first page with the 6 CFR 29.6(c) stateme
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pikepdf
@@ -294,6 +295,146 @@ def test_a_pdf_over_the_page_limit_is_withheld(
 
     monkeypatch.setattr(pcii_vault.marking_pdf, "MAX_PAGES", 3)
     source = make_pdf(tmp_path / "in.pdf", 4)
-    with pytest.raises(UnmarkablePdf, match="has 4 pages; at most 3"):
+    with pytest.raises(UnmarkablePdf, match="has more than 3 pages; at most 3 are marked"):
         stamp_pdf(source, tmp_path / "out.pdf", STAMP)
     assert not (tmp_path / "out.pdf").exists()
+
+
+def _raw_pdf(path: Path, objects: list[bytes]) -> Path:
+    """A PDF written byte by byte (objects 1.., catalog first): shapes pikepdf would not
+    save as they are (qpdf copies a page listed twice when it writes)."""
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    path.write_bytes(bytes(out))
+    return path
+
+
+@pytest.mark.parametrize("listed", [10_001, 1_000_000])
+def test_one_page_listed_past_the_limit_is_withheld_before_it_is_expanded(
+    tmp_path: Path, listed: int
+) -> None:
+    """A tester's finding: one page object listed a million times (a 9 MB file) made
+    every release of it take 2.4 GB while qpdf expanded the tree, before the limit was
+    looked at. The tree is counted first, and the count stops at the limit."""
+    kids = b"3 0 R " * listed
+    source = _raw_pdf(
+        tmp_path / "in.pdf",
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % listed,
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        ],
+    )
+    with pytest.raises(UnmarkablePdf, match="more than 10000 pages"):
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
+
+
+def test_a_page_tree_that_contains_itself_is_withheld(tmp_path: Path) -> None:
+    source = _raw_pdf(
+        tmp_path / "in.pdf",
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R 2 0 R] /Count 2 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        ],
+    )
+    with pytest.raises(UnmarkablePdf):
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
+
+
+_PAYLOAD = b"UNMARKED SECRET PAYLOAD"
+
+
+def test_nothing_beside_the_pages_travels_unmarked(tmp_path: Path) -> None:
+    """A tester's finding: associated files (of the document, a page, a drawn form),
+    outline actions (JavaScript, Launch), pages named outside the page tree (templates),
+    thumbnails and private data were released as they were. The released file holds
+    the marked pages and nothing of that; the outline keeps its titles and a `/GoTo`
+    becomes a destination."""
+    source = make_pdf(tmp_path / "in.pdf", 2)
+    with pikepdf.open(source, allow_overwriting_input=True) as pdf:
+
+        def payload(what: str) -> pikepdf.Object:
+            stream = pikepdf.Stream(pdf, _PAYLOAD + b" " + what.encode())
+            stream.Type = pikepdf.Name.EmbeddedFile
+            spec = pikepdf.Dictionary(
+                Type=pikepdf.Name.Filespec, F=what, EF=pikepdf.Dictionary(F=stream)
+            )
+            return pdf.make_indirect(spec)
+
+        pdf.Root.AF = pikepdf.Array([payload("catalog")])
+        page = pdf.pages[0].obj
+        page.AF = pikepdf.Array([payload("page")])
+        page.Thumb = pikepdf.Stream(pdf, _PAYLOAD + b" thumbnail")
+        page.PieceInfo = pikepdf.Dictionary(
+            App=pikepdf.Dictionary(Private=pikepdf.Stream(pdf, _PAYLOAD + b" private"))
+        )
+        form = pikepdf.Stream(pdf, b"")
+        form.Type, form.Subtype, form.BBox = pikepdf.Name.XObject, pikepdf.Name.Form, [0, 0, 1, 1]
+        form.AF = pikepdf.Array([payload("form")])
+        form.Metadata = pikepdf.Stream(pdf, _PAYLOAD + b" xmp")
+        page.Resources.XObject = pikepdf.Dictionary(Fm0=form)
+        page.Contents = pikepdf.Stream(pdf, page.Contents.read_bytes() + b" /Fm0 Do")
+        hidden = pdf.make_indirect(
+            pikepdf.Dictionary(
+                Type=pikepdf.Name.Page,
+                MediaBox=[0, 0, 612, 792],
+                Contents=pikepdf.Stream(pdf, b"BT (" + _PAYLOAD + b" template) Tj ET"),
+            )
+        )
+        pdf.Root.Names = pikepdf.Dictionary(
+            Templates=pikepdf.Dictionary(Names=pikepdf.Array(["t", hidden])),
+            Pages=pikepdf.Dictionary(Names=pikepdf.Array(["p", hidden])),
+        )
+        pdf.Root.Metadata = pikepdf.Stream(pdf, _PAYLOAD + b" catalog xmp")
+        items = [
+            pikepdf.Dictionary(
+                Title="script", A=pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS="app.alert(1)")
+            ),
+            pikepdf.Dictionary(
+                Title="launch", A=pikepdf.Dictionary(S=pikepdf.Name.Launch, F="calc.exe")
+            ),
+            pikepdf.Dictionary(
+                Title="page two",
+                A=pikepdf.Dictionary(S=pikepdf.Name.GoTo, D=[pdf.pages[1].obj, pikepdf.Name.Fit]),
+            ),
+        ]
+        outline = pdf.make_indirect(pikepdf.Dictionary(Type=pikepdf.Name.Outlines))
+        refs = [pdf.make_indirect(item) for item in items]
+        for before, after in itertools.pairwise(refs):
+            before.Next, after.Prev = after, before
+        for ref in refs:
+            ref.Parent = outline
+        outline.First, outline.Last, outline.Count = refs[0], refs[-1], len(refs)
+        pdf.Root.Outlines = outline
+        pdf.save(source)
+    stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    _check_released(tmp_path / "out.pdf", 2)
+    with pikepdf.open(tmp_path / "out.pdf") as released:
+        for obj in released.objects:
+            if isinstance(obj, pikepdf.Stream):
+                assert _PAYLOAD not in obj.read_bytes(), obj.read_bytes()[:80]
+            if isinstance(obj, pikepdf.Dictionary | pikepdf.Stream):
+                assert "/A" not in obj or obj.get("/Type") != pikepdf.Name.Outlines
+                assert obj.get("/S") not in (pikepdf.Name.JavaScript, pikepdf.Name.Launch)
+        titles, item = [], released.Root.Outlines.First
+        while True:
+            titles.append(str(item.Title))
+            assert "/A" not in item
+            if "/Next" not in item:
+                break
+            item = item.Next
+        assert titles == ["script", "launch", "page two"]
+        assert item.Dest[0].objgen == released.pages[2].obj.objgen
