@@ -2171,6 +2171,9 @@ class Vault:
                     "the keyring was changed outside the vault"
                 )
             _require_next_version(request, held)
+            # A rotation of this vault interrupted after its claim (killed): its event
+            # may be committed by this very attempt, which then loses to it.
+            interrupted = _pending_rotation(pending)
 
             def rotate(_admin: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
                 if self._logged_kek_version(keyring) != held:
@@ -2186,15 +2189,37 @@ class Vault:
             # Noted before the event is logged: a re-run after a crash between the two
             # completes this vault's own rotation, never another replica's.
             pending.unlink(missing_ok=True)
-            write_new_file(pending, str(held + 1).encode(), mode=0o600)
+            write_new_file(pending, f"{held + 1} {request.body.nonce}".encode(), mode=0o600)
             try:
                 self._act(request, "rotate-keys", rotate)
-            except (PolicyDenied, InputError, IntegrityError, ConflictError, ActConflictError):
+            except ActConflictError:
+                if not self._own_rotation_logged(interrupted, keyring, held + 1):
+                    pending.unlink(missing_ok=True)  # refused: nothing was logged
+                    raise
+                # The rotation that came first is this vault's own, interrupted after
+                # its claim: complete it (one event, as a re-run after a commit does).
+                _log.warning("completing_logged_rotation", version=held + 1)
+            except (PolicyDenied, InputError, IntegrityError, ConflictError):
                 pending.unlink(missing_ok=True)  # refused: nothing was logged
                 raise
             version = self._rotate_keyring(keyring, expected=held + 1)
             pending.unlink(missing_ok=True)
             return version
+
+    def _own_rotation_logged(
+        self, interrupted: tuple[int, str | None] | None, keyring: KeyProvider, version: int
+    ) -> bool:
+        """Whether the logged rotation to `version` is the one this vault noted, interrupted.
+
+        It is when its signed request's nonce, noted before it was logged, is in the log.
+        """
+        if interrupted is None or interrupted[0] != version or interrupted[1] is None:
+            return False
+        self.ledger.commit_claimed()
+        self.sync()
+        return (
+            self.index.nonce_seen(interrupted[1]) and self._logged_kek_version(keyring) == version
+        )
 
     def _rotate_keyring(self, keyring: KeyProvider, *, expected: int) -> int:
         try:
@@ -3035,11 +3060,22 @@ def _require_record_id(request: SignedRequest) -> str:
 
 
 def _pending_version(path: Path) -> int | None:
+    noted = _pending_rotation(path)
+    return noted[0] if noted is not None else None
+
+
+def _pending_rotation(path: Path) -> tuple[int, str | None] | None:
+    """The version a rotation of this vault noted before logging it, and its nonce.
+
+    The nonce of its signed request is None in a note written before nonces were.
+    """
     try:
-        text = path.read_text(encoding="ascii").strip()
+        fields = path.read_text(encoding="ascii").split()
     except (OSError, UnicodeDecodeError):
         return None
-    return int(text) if text.isdigit() else None
+    if not 1 <= len(fields) <= 2 or not fields[0].isdigit():
+        return None
+    return int(fields[0]), (fields[1] if len(fields) == 2 else None)
 
 
 def _require_next_version(request: SignedRequest, held: int) -> None:

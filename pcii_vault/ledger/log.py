@@ -493,6 +493,25 @@ class Ledger:
             tuple(range(pos, end)), tuple(events), checkpoint, self, entries=tuple(entries)
         )
 
+    def commit_claimed(self) -> Checkpoint | None:
+        """Commit the claims waiting past the checkpoint; the new checkpoint, or None.
+
+        Their writer died before it committed them (the next append would commit them).
+
+        Raises:
+            IntegrityError: the log is inconsistent.
+            BackendError: the store is unavailable.
+            ValueError: this ledger has no signing key.
+        """
+        self._signer_key()
+        cp, _ = self._read_checkpoint()
+        size = cp.size if cp else 0
+        try:
+            self.store.head(claim_key(size))
+        except NotFoundError:
+            return None
+        return self._commit_until(size + 1)
+
     def _assign(self, drafts: Sequence[Event], pos: int) -> tuple[list[Event], list[bytes]]:
         if not drafts:
             raise InputError("nothing to append")

@@ -25,6 +25,7 @@ from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.errors import BackendError, InputError, IntegrityError, PolicyDenied
 from pcii_vault.history import HistoryAuditor
 from pcii_vault.keys.local import LocalKeyring
+from pcii_vault.ledger.log import Ledger
 from pcii_vault.ledger.note import NoteVerifier
 from pcii_vault.ledger.verify import verify_log
 from pcii_vault.models.principal import PrincipalAttributes
@@ -230,6 +231,42 @@ def test_rotation_that_fails_after_its_event_is_completed_by_a_rerun(
     assert setup.vault.rotate_keys(setup.key_request("rotate")) == 3
     assert [e.details["version"] for e in setup.events("key.rotated")] == [2, 3]
     setup.assert_log_sound()
+
+
+def test_a_rotation_killed_after_its_claim_is_completed_by_the_rerun(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: `keys rotate` killed after its claim, then run again as the
+    docs say: the re-run lost to the dead run's claim ("nothing was rotated", exit 3),
+    forgot the rotation it had noted, and once any act committed that claim the local
+    keyring was behind the log for good (every submission exit 5). The re-run finds its
+    own noted rotation in the log and completes it."""
+
+    def killed(self: Ledger, end: int) -> None:
+        raise KeyboardInterrupt  # as a kill between the claim and its commit
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Ledger, "_commit_until", killed)
+        with pytest.raises(KeyboardInterrupt):
+            setup.vault.rotate_keys(setup.key_request("rotate"))
+    assert setup.vault.keyring.current_version == 1
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
+    assert setup.vault.keyring.current_version == 2
+    assert [e.details["version"] for e in setup.events("key.rotated")] == [2]
+    setup.submit()
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 3
+    setup.assert_log_sound()
+
+
+def test_a_rotation_noted_here_but_logged_by_nobody_is_not_completed_by_another(
+    setup: Setup,
+) -> None:
+    """A note of an interrupted rotation names its request: another rotation that wins
+    meanwhile is not taken for it (that keyring change is another replica's)."""
+    (setup.vault.paths.root / "rotation-pending").write_text("2 not-a-logged-nonce")
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
+    assert [e.details["version"] for e in setup.events("key.rotated")] == [2]
+    assert not (setup.vault.paths.root / "rotation-pending").exists()
 
 
 def test_keyring_rotated_outside_the_vault_is_refused(setup: Setup) -> None:
