@@ -2090,14 +2090,19 @@ class Vault:
         """
         keyring = self.keyring
         logged = self._logged_kek_version(keyring)
+        if keyring.key_id == LOCAL:
+            # The file outlives this process: an older copy put back under a running
+            # server would lose a version wrapped under from memory alone.
+            self._local().reload_if_changed()
         if logged > keyring.current_version:
             with self._key_lock() as fresh_keyring:
                 keyring = fresh_keyring()
         if logged > keyring.current_version:
             raise BackendError(
                 f"the log says KEK version {logged} is current but this vault's keyring "
-                f"holds {keyring.current_version}: the keys were rotated by another replica; "
-                "copy its keyring.sealed here and restart"
+                f"holds {keyring.current_version}: the keys were rotated by another replica "
+                "(or this keyring.sealed is an older copy); copy the newest keyring.sealed "
+                "here and restart"
             )
 
     def _logged_kek_version(self, keyring: KeyProvider) -> int:

@@ -190,7 +190,7 @@ class LocalKeyring:
     opener (never their private keys). Obtain one with `create` or `open`.
     """
 
-    __slots__ = ("_clock", "_contents", "_envelope", "_path", "_sealing_key")
+    __slots__ = ("_clock", "_contents", "_envelope", "_path", "_sealing_key", "_stamp")
 
     def __init__(
         self,
@@ -207,6 +207,7 @@ class LocalKeyring:
         self._sealing_key = sealing_key
         self._contents = contents
         self._clock = clock
+        self._stamp = _file_stamp(path)
 
     def __repr__(self) -> str:
         return f"LocalKeyring({str(self._path)!r}, current_version={self.current_version})"
@@ -434,6 +435,21 @@ class LocalKeyring:
         _log.debug("unwrap_refused", reason="unknown", kek_version=version)
         raise IntegrityError(f"KEK version {version} is not in this keyring")
 
+    def reload_if_changed(self) -> None:
+        """Read the sealed file again if it changed since this handle read or wrote it.
+
+        Another process rotated it, or an older copy was put back: what the file holds is
+        what outlives this process, so a long-lived holder (a server) wraps only under
+        versions the file still has. No key derivation: the sealing key is in memory.
+
+        Raises:
+            ConflictError: the file is another keyring now (sealed afresh).
+            IntegrityError: the file is damaged.
+        """
+        if _file_stamp(self._path) != self._stamp:
+            with self._locked_reload():
+                pass
+
     @contextlib.contextmanager
     def _locked_reload(self) -> Iterator[None]:
         """Hold the keyring's lock file and refresh the contents from disk."""
@@ -451,6 +467,7 @@ class LocalKeyring:
             if envelope != self._envelope:
                 raise ConflictError(f"keyring {self._path} was replaced; open it again")
             self._contents = _unseal(raw, envelope, self._sealing_key, self._path)
+            self._stamp = _file_stamp(self._path)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
@@ -460,6 +477,16 @@ class LocalKeyring:
         data = _serialise(self._envelope, self._sealing_key, contents)
         _write_replace(self._path, data)
         self._contents = contents
+        self._stamp = _file_stamp(self._path)
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes when the file is replaced or rewritten (None: it is gone)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 class _SealedSigner:

@@ -313,6 +313,20 @@ def test_a_keyring_behind_a_rotation_logged_elsewhere_wraps_nothing(setup: Setup
     assert not [e for e in setup.events("key.rotated") if e.seq >= size]
 
 
+def test_an_older_keyring_put_back_under_a_running_vault_wraps_nothing(setup: Setup) -> None:
+    """A tester's finding: a server that rotated to version 2 kept wrapping under it from
+    memory after an older keyring.sealed was put back, so each new record's key was in
+    no file (unreadable after a restart). The file is read again when it changed."""
+    path = setup.vault.paths.keyring
+    setup.vault.keyring  # noqa: B018
+    older = path.read_bytes()
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
+    setup.submit()  # the same long-lived vault object, as a server holds it
+    path.write_bytes(older)
+    with pytest.raises(BackendError, match="older copy"):
+        setup.submit()
+
+
 def test_rotation_by_another_process_is_seen(setup: Setup) -> None:
     """A Vault whose keyring was unsealed earlier reads it again under the key lock."""
     setup.vault.keyring  # noqa: B018 -- unseal now, before the other process rotates
