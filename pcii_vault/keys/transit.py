@@ -59,6 +59,9 @@ _UNWRAP_FAILED: Final = "wrapped data key failed authentication"
 _AUTH_FAILED_MARKERS: Final = ("message authentication failed", "too old", "invalid ciphertext")
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 @dataclass(frozen=True, slots=True)
 class TransitUri:
     """`openbao:https://HOST:PORT/MOUNT/keys/NAME`, parsed."""
@@ -83,6 +86,12 @@ class TransitUri:
             )
         if not name or "/" in name:
             raise InputError(f"malformed OpenBao key name in {uri!r}")
+        if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+            # Every wrap sends a data key, and every call the token, to this address.
+            raise InputError(
+                f"{uri!r} would send data keys and the OpenBao token in cleartext: use "
+                "openbao:https://... (plain http only to 127.0.0.1, ::1 or localhost)"
+            )
         return cls(address=f"{parts.scheme}://{parts.netloc}", mount=mount, name=name)
 
     @property
@@ -162,6 +171,12 @@ class _Client:
         if any(marker in errors for marker in _AUTH_FAILED_MARKERS):
             _log.debug("transit_refused", path=path, error=errors)
             raise IntegrityError(_UNWRAP_FAILED)
+        if "errors" not in doc:
+            # Not OpenBao speaking (plain http to its TLS port, a proxy): the address.
+            raise ConfigError(
+                f"{self._uri.address} did not answer as OpenBao ({response.status_code}) "
+                f"for {path}: check the address (https://, host and port)"
+            )
         raise IntegrityError(f"OpenBao rejected {path}: {errors[:200]}")
 
     def close(self) -> None:

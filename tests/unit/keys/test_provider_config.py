@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pcii_vault.errors import ConfigError
+from pcii_vault.errors import ConfigError, InputError
 from pcii_vault.keys import awskms, transit
 
 
@@ -42,3 +42,37 @@ def test_aws_kms_takes_its_region_from_aws_region(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigError, match="stop here"):
         awskms.KmsKek.open("awskms:alias/pcii")
     assert regions == ["eu-west-3"]
+
+
+@pytest.mark.parametrize("host", ["bao.example.org", "10.0.0.5", "[2001:db8::1]"])
+def test_plain_http_to_openbao_beyond_this_host_is_refused(host: str) -> None:
+    """A tester's finding: `openbao:http://` was taken for any host, and every wrap sent a
+    data key, and every call the token, in cleartext."""
+    with pytest.raises(InputError, match="cleartext"):
+        transit.TransitUri.parse(f"openbao:http://{host}:8200/transit/keys/kek")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_plain_http_to_openbao_on_this_host_is_taken(host: str) -> None:
+    parsed = transit.TransitUri.parse(f"openbao:http://{host}:8200/transit/keys/kek")
+    assert parsed.address == f"http://{host}:8200"
+
+
+def test_an_answer_that_is_not_openbao_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Plain http to OpenBao's TLS port answers 400 with no OpenBao error document: that
+    is the address, not tampering (it was exit 4 with an empty reason)."""
+    import httpx
+
+    monkeypatch.setenv("BAO_TOKEN", "t")
+
+    def plain(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, text="Client sent an HTTP request to an HTTPS server.\n")
+
+    client = transit._Client(transit.TransitUri.parse("openbao:http://127.0.0.1:1/transit/keys/k"))
+    client._http = httpx.Client(
+        base_url="http://127.0.0.1:1/v1/", transport=httpx.MockTransport(plain)
+    )
+    with pytest.raises(ConfigError, match="did not answer as OpenBao"):
+        client.call("GET", "transit/keys/k")
