@@ -49,7 +49,7 @@ import structlog
 from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.signing import Ed25519PublicKey
 from pcii_vault.durable import fsync_directory, read_regular, replace_file
-from pcii_vault.errors import InputError, IntegrityError, NotFoundError
+from pcii_vault.errors import BackendError, InputError, IntegrityError, NotFoundError
 from pcii_vault.lifecycle import (
     DEADLINE_DAYS,
     LIFECYCLE_TRANSITIONS,
@@ -71,6 +71,7 @@ __all__ = [
     "Deadline",
     "Index",
     "IndexTamperedError",
+    "IndexWriteError",
     "RecordRow",
     "signed_final",
 ]
@@ -402,7 +403,10 @@ class Index:
         """Tag the file as it is now (the caller holds the exclusive lock)."""
         assert self._seal is not None and self._path is not None  # noqa: S101
         tag = self._seal.tag_file(self._path)
-        replace_file(self._mac_path, _MAC_FORMAT + tag.hex().encode("ascii") + b"\n")
+        try:
+            replace_file(self._mac_path, _MAC_FORMAT + tag.hex().encode("ascii") + b"\n")
+        except OSError as exc:
+            raise BackendError(f"the index tag cannot be written: {exc.strerror or exc}") from exc
         self._known = _stat_key(self._path)
 
     def verify_or_diagnose(self, projection: Callable[[int], Index]) -> list[str]:
@@ -623,17 +627,23 @@ class Index:
         with self._locked(fcntl.LOCK_EX):
             if self._seal is not None:
                 self._verify_locked()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                applied = self._apply_events(events, skip_applied=skip_applied, strict=strict)
-                rooted = self._record_root(root, changed=bool(applied))
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with _full_is_backend():
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    applied = self._apply_events(events, skip_applied=skip_applied, strict=strict)
+                    rooted = self._record_root(root, changed=bool(applied))
+                except BaseException:
+                    self._rollback()
+                    raise
+                self._db.execute("COMMIT")
             if self._seal is not None and (applied or rooted):
                 self._retag()
         return applied
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already (a full disk, I/O)."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _record_root(self, root: tuple[int, bytes] | None, *, changed: bool) -> bool:
         """Record the log's root at the index's size, when known; whether anything changed."""
@@ -663,19 +673,24 @@ class Index:
         with self._locked(fcntl.LOCK_EX):
             if self._seal is not None:
                 self._verify_locked()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                # Events another process of this vault applied meanwhile are skipped.
-                self._apply_events(events, skip_applied=True, strict=False)
-                yield self
-            finally:
-                self._db.execute("ROLLBACK")
+            with _full_is_backend():
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    # Events another process of this vault applied meanwhile are skipped.
+                    self._apply_events(events, skip_applied=True, strict=False)
+                    yield self
+                finally:
+                    self._rollback()
 
     def apply_in_overlay(self, events: Sequence[Event]) -> str | None:
         """Inside `overlay`: apply an act's own events so the next act sees them.
 
         Returns None when they are legal here, else the reason (and they are undone).
         """
+        with _full_is_backend():
+            return self._apply_act(events)
+
+    def _apply_act(self, events: Sequence[Event]) -> str | None:
         self._db.execute("SAVEPOINT act")
         expected = self.size
         illegal = None
@@ -1147,6 +1162,25 @@ _CHANGEABLE = frozenset(
     {"role", "organisation", "level", "sectors", "training_expires", "nda_signed", "status"}
     | {"contractor"}
 )
+
+
+class IndexWriteError(BackendError):
+    """The index could not be written (a full disk, an I/O error): exit 5."""
+
+
+@contextlib.contextmanager
+def _full_is_backend() -> Iterator[None]:
+    """The index's disk full or failing is the vault's storage failing: exit 5, not 1.
+
+    Raises:
+        IndexWriteError: SQLite could not write (full disk, quota, I/O error).
+    """
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if str(exc) in {"database or disk is full", "disk I/O error"}:
+            raise IndexWriteError(f"the index cannot be written: {exc}") from exc
+        raise
 
 
 def _differences(

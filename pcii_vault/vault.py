@@ -79,6 +79,7 @@ from pcii_vault.index import (
     Deadline,
     Index,
     IndexTamperedError,
+    IndexWriteError,
     RecordRow,
     signed_final,
 )
@@ -1100,6 +1101,8 @@ class Vault:
                         for event in numbered:
                             _reads_back(event)
                         illegal = index.apply_in_overlay(numbered) if made else None
+                    except IndexWriteError:
+                        raise  # the index cannot be written: the batch, not one act, fails
                     except Exception as exc:  # noqa: BLE001 -- the act's refusal, for its requester
                         outcomes.append(exc)
                         spans.append(None)

@@ -327,6 +327,28 @@ def test_an_older_keyring_put_back_under_a_running_vault_wraps_nothing(setup: Se
         setup.submit()
 
 
+def test_an_index_that_cannot_be_written_is_the_vault_storage_failing(setup: Setup) -> None:
+    """A tester's finding: a full disk under the vault made every logged act exit 1 (and
+    the server answer 500): SQLite had rolled the overlay back itself, and the vault's
+    second ROLLBACK hid the reason. A full index is `BackendError` (exit 5, 503)."""
+    index = setup.vault.index
+    pages = index._db.execute("PRAGMA page_count").fetchone()[0]
+    index._db.execute(f"PRAGMA max_page_count = {pages}")
+    failures: list[BaseException] = []
+    for _ in range(30):
+        try:
+            setup.submit()
+        except Exception as exc:  # noqa: BLE001 -- what each failure is, is the test
+            failures.append(exc)
+            break
+    assert failures, "the index never filled up"
+    assert isinstance(failures[0], BackendError), repr(failures[0])
+    assert "index cannot be written" in str(failures[0])
+    index._db.execute("PRAGMA max_page_count = 1073741823")
+    setup.submit()
+    setup.assert_log_sound()
+
+
 def test_rotation_by_another_process_is_seen(setup: Setup) -> None:
     """A Vault whose keyring was unsealed earlier reads it again under the key lock."""
     setup.vault.keyring  # noqa: B018 -- unseal now, before the other process rotates
