@@ -18,6 +18,7 @@ import typer
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import DEFAULT_USE, aware_time
+from pcii_vault.durable import read_bounded
 from pcii_vault.errors import InputError
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ _DirOption = Annotated[
         show_default=False,
     ),
 ]
+
+_MAX_JSON_FILE = 16 << 20
 
 
 def _policy_directory(state: CliState, directory: Path | None) -> Path:
@@ -198,7 +201,9 @@ def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
     text = value
     if not value.lstrip().startswith("{"):
         try:
-            text = Path(value).read_text(encoding="utf-8")
+            text = read_bounded(Path(value), _MAX_JSON_FILE).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{name}: {value} is not UTF-8 text") from None
         except FileNotFoundError:
             if value.lstrip().startswith(("[", '"')) or value.strip() in {"null", "true", "false"}:
                 # JSON, but no object, and no file of that name either.
@@ -208,6 +213,8 @@ def _parse_json_option(name: str, value: str | None) -> dict[str, Any] | None:
             raise InputError(f"{name}: cannot read {value}: no such file") from None
         except OSError as exc:
             raise InputError(f"{name}: cannot read {value}: {exc.strerror}") from None
+        if len(text) > _MAX_JSON_FILE:
+            raise InputError(f"{name}: {value} is larger than 16 MiB")
     return parse_json_object(text.encode("utf-8"), name)
 
 

@@ -23,6 +23,8 @@ __all__ = ["DEFAULT_LISTEN", "serve", "unseal"]
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
 
+_MAX_SHARE_FILE = 64 << 10  # a share file: a line of words, a few hundred bytes
+
 
 def serve(
     ctx: typer.Context,
@@ -303,10 +305,11 @@ def unseal(
     from pcii_vault.service.wire import MAX_SHARE_CHARS
 
     state: CliState = ctx.obj
+    from pcii_vault.durable import read_named_file
+
     try:
-        text = share.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read unseal share {share}: {exc.strerror or exc}") from None
+        # Bounded: a share is a few hundred bytes, and /dev/zero is not one.
+        text = read_named_file(share, _MAX_SHARE_FILE, "unseal share").decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"unseal share {share} is not UTF-8 text (not a share)") from None
     if len(text) > MAX_SHARE_CHARS:  # what the server takes; never echoed back

@@ -28,7 +28,7 @@ import shamir_mnemonic
 from shamir_mnemonic import MnemonicError, Share
 from shamir_mnemonic.wordlist import WORDLIST
 
-from pcii_vault.durable import write_new_file
+from pcii_vault.durable import read_named_file, write_new_file
 from pcii_vault.errors import InputError
 
 __all__ = [
@@ -46,6 +46,8 @@ SECRET_BYTES: Final = 32
 MAX_SHARES: Final = 16  # SLIP-39's limit per group
 # A share of a 256-bit secret: 7 words of metadata and checksum, 26 of value.
 SHARE_WORDS: Final = 33
+
+_MAX_SHARE_FILE = 64 << 10  # a share file: a line of words, a few hundred bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +260,8 @@ def _read_share_files(paths: Iterable[str]) -> list[ShareText]:
         if not raw:
             continue
         try:
-            shares.append(ShareText(raw, Path(raw).read_text(encoding="utf-8")))
-        except OSError as exc:
-            raise InputError(f"cannot read unseal share {raw}: {exc.strerror or exc}") from None
+            data = read_named_file(Path(raw), _MAX_SHARE_FILE, "unseal share")
+            shares.append(ShareText(raw, data.decode("utf-8")))
         except UnicodeDecodeError:
             raise InputError(f"unseal share {raw} is not UTF-8 text (not a share)") from None
     return shares

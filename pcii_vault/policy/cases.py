@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pcii_vault.durable import read_named_file
 from pcii_vault.errors import InputError
 from pcii_vault.policy.engine import Decision, PolicyEngine
 from pcii_vault.policy.entities import PrincipalFacts, RecordFacts, RequestFacts
@@ -37,6 +38,8 @@ __all__ = [
     "run_case_file",
     "run_cases",
 ]
+
+_MAX_CASE_FILE = 16 << 20
 
 
 class _Strict(BaseModel):
@@ -213,11 +216,11 @@ def load_case_file(path: Path) -> list[PolicyCase]:
         InputError: the file is unreadable, not JSON, or not a valid case file.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_named_file(path, _MAX_CASE_FILE, "case file", too_large="16 MiB").decode(
+            "utf-8"
+        )
         document = json.loads(text)
         spec = _CaseFile.model_validate(document)
-    except OSError as exc:
-        raise InputError(f"cannot read case file {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
     except UnicodeDecodeError:  # a ValueError too: before the catch-all below

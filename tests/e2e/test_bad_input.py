@@ -465,3 +465,29 @@ def test_search_and_review_check_purpose_and_use_as_get_does(populated: Cli) -> 
     assert not (cli.root / "out").exists()
     cli.ok("review", tracking, "--out", out, who="office")  # its default purpose still does
     cli.ok("search", who="water")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("policy", "test", "/dev/zero"),
+        ("policy", "explain", "--action", "retrieve", "--principal-json", "/dev/zero"),
+        ("policy", "explain", "--action", "retrieve", "--record-json", "/dev/zero"),
+        ("--vault", "https://127.0.0.1:9", "unseal", "--share", "/dev/zero"),
+    ],
+    ids=["policy test", "principal-json", "record-json", "unseal --share"],
+)
+def test_an_endless_input_file_is_refused_at_its_bound(cli: Cli, args: tuple[str, ...]) -> None:
+    """A tester's finding: these read a named file whole, so /dev/zero had `pcii`
+    killed for memory (exit 137). Each is bounded like every other input file."""
+    identity = ("--as", str(cli.root / "nobody.key")) if "unseal" in args else ()
+    result = cli.run(*identity, *args)
+    assert result.code == 2, (result.code, result.err)
+    assert "larger than" in one_line_error(result, 2)
+
+
+def test_policy_json_that_is_not_utf8_is_refused(cli: Cli) -> None:
+    garbage = cli.root / "garbage"
+    garbage.write_bytes(bytes(range(128, 256)))
+    result = cli.run("policy", "explain", "--action", "retrieve", "--principal-json", str(garbage))
+    assert "not UTF-8" in one_line_error(result, 2)

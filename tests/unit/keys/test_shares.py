@@ -131,3 +131,12 @@ def test_custodians_type_shares_at_a_prompt_until_the_threshold(
     stop_early = iter([mnemonics[0], ""])
     with pytest.raises(InputError, match="1 of 3 unseal shares given: 2 missing"):
         shares_from_env_or_prompt(environ={}, prompt=lambda _: next(stop_early))
+
+
+def test_an_endless_share_file_is_refused_at_its_bound() -> None:
+    """A tester's finding: PCII_UNSEAL_SHARES=/dev/zero read the file whole (MemoryError)."""
+    from pcii_vault.errors import InputError
+    from pcii_vault.keys.shares import _read_share_files
+
+    with pytest.raises(InputError, match="larger than"):
+        _read_share_files(["/dev/zero"])
