@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import secrets
@@ -80,20 +81,34 @@ def split_secret(threshold: int, count: int) -> tuple[bytes, list[str]]:
 def write_shares(directory: Path, mnemonics: Sequence[str]) -> list[Path]:
     """Write one file per share (mode 0600) into `directory` (created 0700).
 
+    Nothing is left behind on failure: the shares written and the directories made.
+
     Raises:
-        InputError: a share file already exists there.
+        InputError: a share file already exists there, or the directory cannot be made
+            or written (one line naming it).
     """
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made = [p for p in (directory, *directory.parents) if not p.exists()]
     written: list[Path] = []
-    for number, mnemonic in enumerate(mnemonics, start=1):
-        path = directory / f"unseal-share-{number}-of-{len(mnemonics)}.txt"
-        try:
-            write_new_file(path, mnemonic.encode("utf-8") + b"\n", mode=0o600)
-        except FileExistsError:
-            for done in written:
-                done.unlink(missing_ok=True)
-            raise InputError(f"{path} already exists; refusing to overwrite a share") from None
-        written.append(path)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for number, mnemonic in enumerate(mnemonics, start=1):
+            path = directory / f"unseal-share-{number}-of-{len(mnemonics)}.txt"
+            try:
+                write_new_file(path, mnemonic.encode("utf-8") + b"\n", mode=0o600)
+            except FileExistsError:
+                raise InputError(f"{path} already exists; refusing to overwrite a share") from None
+            written.append(path)
+    except BaseException as exc:
+        for done in written:
+            done.unlink(missing_ok=True)
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(exc, OSError):
+            raise InputError(
+                f"cannot write the unseal shares into {directory}: {exc.strerror or exc}"
+            ) from None
+        raise
     return written
 
 

@@ -491,3 +491,26 @@ def test_policy_json_that_is_not_utf8_is_refused(cli: Cli) -> None:
     garbage.write_bytes(bytes(range(128, 256)))
     result = cli.run("policy", "explain", "--action", "retrieve", "--principal-json", str(garbage))
     assert "not UTF-8" in one_line_error(result, 2)
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_shares_that_cannot_be_written_are_one_line_and_leave_nothing(cli: Cli, where: str) -> None:
+    """A tester's finding: `--shares-out` naming a file (or a path under one) was exit 1."""
+    blocker = cli.root / "blocker"
+    blocker.write_text("not a directory\n")
+    shares = blocker if where == "a file" else blocker / "shares"
+    result = cli.run(
+        "init",
+        "--admin-key-out",
+        str(cli.root / "admin.key"),
+        "--unseal-shares",
+        "3",
+        "--unseal-threshold",
+        "2",
+        "--shares-out",
+        str(shares),
+    )
+    assert "cannot write the unseal shares" in one_line_error(result, 2)
+    assert not cli.vault.exists()
+    assert not (cli.root / "admin.key").exists()
+    assert blocker.read_text() == "not a directory\n"
