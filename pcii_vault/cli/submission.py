@@ -14,7 +14,6 @@ import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.errors import InputError
 
 __all__ = ["app", "schema_command"]
 
@@ -28,14 +27,12 @@ def _dump(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    try:
-        with path.open("xb") as handle:
-            handle.write(data)
-    except FileExistsError as exc:
-        raise InputError(f"{path} already exists; choose another name") from exc
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from exc
+def _write_new(path: Path, data: bytes, option: str) -> None:
+    """Write a new file through a temporary beside it: never a partial file at `path`."""
+    from pcii_vault.cli.files import new_output
+
+    with new_output(path, option) as tmp:
+        tmp.write_bytes(data)
 
 
 @app.command("template")
@@ -67,7 +64,7 @@ def template(
     state: CliState = ctx.obj
     text = _dump(example_submission())
     if attachment_out is not None:
-        _write_new(attachment_out, example_attachment_bytes())
+        _write_new(attachment_out, example_attachment_bytes(), "--attachment-out")
         state.output.note(f"wrote example attachment {attachment_out}")
     if out is None:
         # The template is a JSON document: with --json, the same document on one line.
@@ -75,7 +72,7 @@ def template(
         if state.output.json_mode:
             typer.echo("")
         return
-    _write_new(out, text.encode("utf-8"))
+    _write_new(out, text.encode("utf-8"), "--out")
     # The example describes one attachment: the command must give it (or it is refused).
     [described] = [a["name"] for a in example_submission()["attachments"]]
     attach = attachment_out if attachment_out is not None else described
