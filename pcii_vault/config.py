@@ -24,10 +24,13 @@ from pcii_vault.durable import read_regular, write_new_file
 from pcii_vault.errors import ConfigError, IntegrityError
 from pcii_vault.models.problems import describe
 
-__all__ = ["CONFIG_NAME", "Settings", "VaultConfig", "VaultPaths"]
+__all__ = ["CONFIG_NAME", "INIT_MARKER", "Settings", "VaultConfig", "VaultPaths"]
 
 CONFIG_NAME = "vault.json"
 _MAX_CONFIG_BYTES = 64 << 10  # a vault.json is about 1 KiB
+
+# Made by `init` in a new vault directory before anything else, removed once it is done.
+INIT_MARKER = ".init-under-way"
 
 
 class VaultConfig(BaseModel):
@@ -94,6 +97,12 @@ class VaultConfig(BaseModel):
                 raise ConfigError(
                     f"no vault at {where} (missing {path.name}); for a vault server, "
                     f"write --vault https://{where}"
+                ) from exc
+            if (path.parent / INIT_MARKER).exists():
+                raise ConfigError(
+                    f"no vault at {where} (missing {path.name}): an `init` of it is under "
+                    "way or was cut short; if none is running, remove the directory and "
+                    "run `pcii --vault DIR init` again"
                 ) from exc
             raise ConfigError(
                 f"no vault at {where} (missing {path.name}); run `pcii --vault DIR init`"

@@ -48,7 +48,7 @@ import structlog
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from pcii_vault.config import CONFIG_NAME, Batching, VaultConfig, VaultPaths
+from pcii_vault.config import CONFIG_NAME, INIT_MARKER, Batching, VaultConfig, VaultPaths
 from pcii_vault.crypto.envelope import (
     ObjectContext,
     RecordContext,
@@ -378,7 +378,7 @@ class Vault:
             _write_claimed(admin_key_out, identity)
             # The config file is written last: a directory without it is not a vault.
             config.save_new(paths.config)
-            (root / _INIT_MARKER).unlink()
+            (root / INIT_MARKER).unlink()
         except BaseException:
             # Nothing half-created survives: a failed init leaves what was there before.
             if claimed:
@@ -3212,7 +3212,6 @@ def _check_vault_files(paths: VaultPaths) -> None:
 
 
 # Claims a new vault directory for the `init` that makes it (removed when it is done).
-_INIT_MARKER = ".init-under-way"
 
 
 def _check_new_vault_directory(root: Path) -> None:
@@ -3220,8 +3219,18 @@ def _check_new_vault_directory(root: Path) -> None:
         raise ConfigError(f"{root} already holds a vault")
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root} exists and is not a directory")
+    if (root / INIT_MARKER).exists():
+        raise ConfigError(_init_under_way(root))
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"{root} is not empty: a new vault needs an empty or new directory")
+
+
+def _init_under_way(root: Path) -> str:
+    return (
+        f"an `init` of {root} is under way, or was cut short (it holds {INIT_MARKER} and "
+        "no vault.json): if no `init` is running, remove the directory (and the admin key "
+        "file that init was writing) and run `pcii init` again"
+    )
 
 
 def _claim_new_vault_directory(root: Path) -> None:
@@ -3235,9 +3244,9 @@ def _claim_new_vault_directory(root: Path) -> None:
     """
     try:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(root / _INIT_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(root / INIT_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise ConfigError(f"another `init` of {root} is under way (or was cut short)") from None
+        raise ConfigError(_init_under_way(root)) from None
     except OSError as exc:
         raise ConfigError(f"cannot create the vault directory {root}: {exc.strerror}") from None
     os.close(fd)

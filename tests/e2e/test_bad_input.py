@@ -514,3 +514,15 @@ def test_shares_that_cannot_be_written_are_one_line_and_leave_nothing(cli: Cli, 
     assert not cli.vault.exists()
     assert not (cli.root / "admin.key").exists()
     assert blocker.read_text() == "not a directory\n"
+
+
+def test_an_init_cut_short_is_named_with_the_way_out(cli: Cli) -> None:
+    """A tester's finding: `init` killed part-way left a directory that every command
+    sent back to `init`, and `init` refused as "not empty": advice in a circle."""
+    cli.vault.mkdir()
+    (cli.vault / ".init-under-way").touch()
+    (cli.vault / "keyring.sealed").write_bytes(b"half")
+    again = cli.run("init", "--admin-key-out", str(cli.root / "admin.key"))
+    assert "cut short" in one_line_error(again, 2)
+    assert "remove the directory" in again.err
+    assert "cut short" in one_line_error(cli.run("audit", "verify"), 2)
