@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -66,8 +66,6 @@ def submit(
         with client(state) as me:
             receipt = _submit(state, me, document=document, attachments=attachments)
     except BaseException as exc:
-        if receipt_out is not None:
-            receipt_out.unlink(missing_ok=True)
         if isinstance(exc, KeyboardInterrupt):  # handed to the vault already? its number
             state.interrupted_after.extend(getattr(exc, "__notes__", ()))
         raise
@@ -75,16 +73,17 @@ def submit(
     written = None
     problem = None
     if receipt_out is not None:
-        from pcii_vault.durable import replace_file
+        from pcii_vault.durable import new_file_via_temporary
 
         try:
-            # Over the empty file claimed above, whole or not at all.
+            # Through a temporary file beside it: whole under its name, or not at all.
             text = json.dumps(receipt.to_json(), indent=2) + "\n"
-            replace_file(receipt_out, text.encode(), mode=0o666)
+            with new_file_via_temporary(receipt_out, mode=0o666) as tmp:
+                tmp.write_text(text, encoding="utf-8")
             written = str(receipt_out)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                receipt_out.unlink(missing_ok=True)  # the empty claim: no partial receipt
+            if isinstance(exc, FileExistsError):
+                exc.strerror = "another file was put there meanwhile"
             problem = (
                 f"{receipt.tracking_number} is submitted (log index {receipt.log_index}), but "
                 f"its receipt could not be written to {receipt_out} ({exc.strerror}): do not "
@@ -107,13 +106,20 @@ def submit(
 
 
 def _claim_receipt_path(path: Path) -> None:
-    """Create the receipt file now (empty), so an unusable path fails before any upload."""
+    """Check, before any upload, that the receipt can be written there.
+
+    Nothing is left under its name: a submit killed part-way leaves no empty receipt.
+    """
+    from pcii_vault.durable import temp_name
+
+    if path.is_symlink() or path.exists():
+        raise InputError(f"{path} already exists: refusing to overwrite a receipt")
+    probe = temp_name(path)
     try:
-        path.open("x", encoding="utf-8").close()
-    except FileExistsError as exc:
-        raise InputError(f"{path} already exists: refusing to overwrite a receipt") from exc
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as exc:
         raise InputError(f"cannot write the receipt to {path}: {exc.strerror}") from exc
+    probe.unlink(missing_ok=True)
 
 
 def _submit(state: CliState, me: Client, *, document: bytes, attachments: list[Path]) -> Receipt:

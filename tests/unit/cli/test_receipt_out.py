@@ -8,10 +8,13 @@ write is made to fail in this process, after the path was claimed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,14 +56,16 @@ def owner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """The receipt's write fails; the vault's own files (the index tag) are written."""
-    replace = durable.replace_file
+    through = durable.new_file_via_temporary
 
-    def full(path: Path, *args: object, **kwargs: object) -> None:
+    @contextlib.contextmanager
+    def full(path: Path, **kwargs: Any) -> Iterator[Path]:
         if Path(path).name == "r.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        replace(path, *args, **kwargs)  # type: ignore[arg-type]
+        with through(path, **kwargs) as tmp:
+            yield tmp
 
-    monkeypatch.setattr(durable, "replace_file", full)
+    monkeypatch.setattr(durable, "new_file_via_temporary", full)
 
 
 def test_the_tracking_number_is_printed_then_exit_2(
@@ -107,3 +112,25 @@ def test_json_mode_gives_one_object_with_the_submission_and_the_error(
     assert document["exit_code"] == 2, document
     assert document["receipt"] is None
     assert document["tracking_number"] in document["error"]
+
+
+def test_nothing_is_under_the_receipt_name_while_the_submission_is_sent(
+    owner: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: the path was claimed as an empty file before the upload, so a
+    submit killed meanwhile left a 0-byte "receipt" that blocked the next `--receipt-out`
+    of that name and was no receipt. The path is checked, not claimed."""
+    from pcii_vault.cli import owner as owner_cli
+
+    seen: list[bool] = []
+    real = owner_cli._submit
+
+    def watching(*args: Any, **kwargs: Any) -> Any:
+        seen.append(Path("r.json").exists())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner_cli, "_submit", watching)
+    submit = [*owner, "submit", "s.json", "--attach", "riverbend-scada-assessment.pdf"]
+    assert _pcii([*submit, "--receipt-out", "r.json"], monkeypatch) == 0
+    assert seen == [False]
+    assert json.loads(Path("r.json").read_text())["format"] == "pcii-receipt/1"
