@@ -210,6 +210,45 @@ def _split_statements(source: str) -> list[_Statement]:
     return statements
 
 
+# Far beyond any policy a person writes, far below where Cedar's recursive parser and
+# its JSON form overflow the stack (about 600 nested parentheses, 700 chained `&&`).
+_MAX_NESTING = 32
+_MAX_OPERATORS = 256
+
+
+def _too_complex(text: str) -> str | None:
+    """Why a statement is too deeply nested or too long a chain to parse, or None."""
+    depth = deepest = operators = 0
+    in_string = False
+    i, length = 0, len(text)
+    while i < length:
+        char = text[i]
+        if in_string:
+            if char == "\\":
+                i += 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "/" and text.startswith("//", i):
+            newline = text.find("\n", i)
+            i = length if newline < 0 else newline
+            continue
+        elif char in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]}":
+            depth -= 1
+        elif char in "&|+-*!<>=":
+            operators += 1
+        i += 1
+    if deepest > _MAX_NESTING:
+        return f"brackets nested {deepest} deep (at most {_MAX_NESTING})"
+    if operators > _MAX_OPERATORS:
+        return f"{operators} operator characters in one policy (at most {_MAX_OPERATORS})"
+    return None
+
+
 def _statement(source: str, start: int, end: int) -> _Statement:
     chunk = source[start:end]
     comment_lines: list[str] = []
@@ -396,10 +435,18 @@ class _Loader:
         self, file: str, statement: _Statement, schema: cedarpy.Schema | None
     ) -> None:
         line = statement.line
+        shape = _too_complex(statement.text)
+        if shape is not None:
+            # Cedar's parser recurses: deep enough, it crashes the process (seen here).
+            self.problem(file, line, shape)
+            return
         try:
             est = json.loads(cedarpy.policies_to_json_str(statement.text))
         except ValueError as exc:
             self.problem(file, line, f"parse error: {exc}")
+            return
+        except RecursionError:
+            self.problem(file, line, "policy nested too deeply to read")
             return
         if est.get("templates"):
             self.problem(file, line, "templates (?principal/?resource) are not allowed")

@@ -303,3 +303,23 @@ def test_policy_set_hash_changes_with_any_byte(policy_dir: MakeDir, tmp_path: Pa
 def test_nda_signed_after_request_does_not_count(engine: PolicyEngine) -> None:
     late = principal(level="state", nda_signed=date(2026, 6, 2))
     assert engine.decide(late, "retrieve", record(), request()).policy_ids == ("nda-missing",)
+
+
+@pytest.mark.parametrize(
+    ("condition", "reason"),
+    [
+        ("(" * 700 + "true" + ")" * 700, "nested 701 deep"),
+        (" && ".join(["true"] * 1000), "operator characters"),
+        ("!" * 5000 + "true", "operator characters"),
+    ],
+    ids=["700 parentheses", "1000 conjuncts", "5000 negations"],
+)
+def test_a_policy_too_deep_for_the_parser_is_refused_before_it_is_parsed(
+    policy_dir: MakeDir, condition: str, reason: str
+) -> None:
+    """A tester's finding: Cedar's recursive parser crashed the process (signal 11) on
+    700 nested parentheses, and its JSON form overflowed Python's stack (exit 1) on a
+    long `&&` chain; any command opening the vault, `pcii serve` too, died with it."""
+    deep = f'@id("deep")\npermit (principal, action, resource) when {{ {condition} }};\n'
+    problems = _load_problems(policy_dir({"office.cedar": PERMIT_STATUS, "deep.cedar": deep}))
+    assert any(reason in p and p.startswith("deep.cedar:1:") for p in problems), problems
