@@ -51,8 +51,16 @@ def _policy_directory(state: CliState, directory: Path | None) -> Path:
 
     if directory is not None:
         return directory
-    if state.vault is not None and (state.vault / "policies").is_dir():
-        return state.vault / "policies"
+    if state.vault is not None:
+        if (state.vault / "policies").is_dir():
+            return state.vault / "policies"
+        # A mistyped --vault (or a vault whose policies/ is gone) must not read as
+        # "your policies are fine" by checking the shipped ones instead.
+        raise InputError(
+            f"{state.vault} holds no policies/ directory (not a vault directory?): give "
+            "the policy directory (DIR), or leave out --vault and PCII_VAULT for the "
+            "shipped defaults"
+        )
     return default_policy_directory()
 
 

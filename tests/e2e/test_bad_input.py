@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pcii_vault.models.submission import example_submission
+from pcii_vault.policy.engine import default_policy_directory
 from tests.e2e.conftest import IN_BOTH_MODES, Cli, one_line_error
 
 _TOO_FAR = (date.today() + timedelta(days=370)).isoformat()  # past a year and its slack
@@ -470,7 +471,7 @@ def test_search_and_review_check_purpose_and_use_as_get_does(populated: Cli) -> 
 @pytest.mark.parametrize(
     "args",
     [
-        ("policy", "test", "/dev/zero"),
+        ("policy", "test", "/dev/zero", "--dir", str(default_policy_directory())),
         ("policy", "explain", "--action", "retrieve", "--principal-json", "/dev/zero"),
         ("policy", "explain", "--action", "retrieve", "--record-json", "/dev/zero"),
         ("--vault", "https://127.0.0.1:9", "unseal", "--share", "/dev/zero"),
@@ -489,7 +490,10 @@ def test_an_endless_input_file_is_refused_at_its_bound(cli: Cli, args: tuple[str
 def test_policy_json_that_is_not_utf8_is_refused(cli: Cli) -> None:
     garbage = cli.root / "garbage"
     garbage.write_bytes(bytes(range(128, 256)))
-    result = cli.run("policy", "explain", "--action", "retrieve", "--principal-json", str(garbage))
+    shipped = ("--dir", str(default_policy_directory()))
+    result = cli.run(
+        "policy", "explain", *shipped, "--action", "retrieve", "--principal-json", str(garbage)
+    )
     assert "not UTF-8" in one_line_error(result, 2)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pcii_vault.policy.engine import default_policy_directory
 from tests.e2e.conftest import Cli, one_line_error, validated_record
 
 pytestmark = pytest.mark.slow
@@ -178,14 +179,23 @@ def test_the_policy_commands_read_the_vaults_copy(cli: Cli) -> None:
 
 
 def test_policy_explain_refuses_an_action_the_schema_does_not_have(cli: Cli) -> None:
-    refused = one_line_error(cli.run("policy", "explain", "--action", "retreive"), 2)
+    shipped = ("--dir", str(default_policy_directory()))
+    refused = one_line_error(cli.run("policy", "explain", *shipped, "--action", "retreive"), 2)
     assert "did you mean 'retrieve'?" in refused
     # A group of actions is no action a request names: refused too.
-    refused = one_line_error(cli.run("policy", "explain", "--action", "handle-pcii"), 2)
+    refused = one_line_error(cli.run("policy", "explain", *shipped, "--action", "handle-pcii"), 2)
     assert "'handle-pcii' is not an action" in refused
-    as_json = cli.run("--json", "policy", "explain", "--action", "bogus")
+    as_json = cli.run("--json", "policy", "explain", *shipped, "--action", "bogus")
     assert as_json.code == 2 and "bogus" in json.loads(as_json.out)["error"]
-    assert cli.ok("policy", "explain", "--action", "retrieve").json()["decision"] == "permit"
+    decided = cli.ok("policy", "explain", *shipped, "--action", "retrieve").json()
+    assert decided["decision"] == "permit"
+
+
+def test_policy_commands_on_a_directory_that_is_no_vault_say_so(cli: Cli) -> None:
+    """A tester's finding: a mistyped --vault made `policy check` check the shipped
+    policies and answer "ok", as if the vault's were fine."""
+    refused = cli.run("--vault", str(cli.root / "mistyped"), "policy", "check")
+    assert "holds no policies/" in one_line_error(refused, 2)
 
 
 def test_an_error_line_shows_control_and_bidi_characters_as_escapes(cli: Cli) -> None:
