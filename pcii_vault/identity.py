@@ -13,6 +13,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from pcii_vault.crypto.canonical import no_duplicate_keys
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.durable import read_bounded, write_new_file
 from pcii_vault.errors import ConfigError, InputError
@@ -75,7 +76,7 @@ class Identity:
         if len(raw) > MAX_IDENTITY_BYTES:
             raise ConfigError(f"identity file {path} is larger than {MAX_IDENTITY_BYTES} bytes")
         try:
-            document = json.loads(raw)
+            document = json.loads(raw, object_pairs_hook=no_duplicate_keys)
             if document.get("format") != IDENTITY_FORMAT:
                 raise ConfigError(f"{path} is not a pcii identity file")
             seed = base64.b64decode(document["ed25519_seed"], validate=True)

@@ -8,11 +8,13 @@ contains an event that names the same tracking number and the same file hashes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pcii_vault.crypto.canonical import no_duplicate_keys
 from pcii_vault.errors import IntegrityError
 from pcii_vault.ledger.note import NoteVerifier, parse_checkpoint
 from pcii_vault.ledger.proof import ProofBundle, verify_bundle
@@ -56,8 +58,10 @@ def verify_receipt(data: bytes, log_key: str) -> VerifiedReceipt:
         IntegrityError: malformed, not signed by the log, or not matching its event.
     """
     try:
+        # A key given twice: which value the receipt says would be the reader's guess.
+        json.loads(data, object_pairs_hook=no_duplicate_keys)
         receipt = Receipt.model_validate_json(data)
-    except ValidationError as exc:
+    except (ValidationError, ValueError, RecursionError) as exc:
         raise IntegrityError("not a well-formed pcii receipt") from exc
     event = verify_bundle(receipt.proof, log_key)
     if receipt.proof.index != receipt.log_index:

@@ -55,11 +55,10 @@ def _policy_directory(state: CliState, directory: Path | None) -> Path:
         if (state.vault / "policies").is_dir():
             return state.vault / "policies"
         # A mistyped --vault (or a vault whose policies/ is gone) must not read as
-        # "your policies are fine" by checking the shipped ones instead.
-        raise InputError(
-            f"{state.vault} holds no policies/ directory (not a vault directory?): give "
-            "the policy directory (DIR), or leave out --vault and PCII_VAULT for the "
-            "shipped defaults"
+        # "your policies are fine" with nothing said: the shipped ones are read, and named.
+        state.output.note(
+            f"note: {state.vault} holds no policies/ directory (no vault there yet?): "
+            "reading the shipped defaults; give DIR (or --dir) to read others"
         )
     return default_policy_directory()
 

@@ -25,7 +25,7 @@ import rfc8785
 
 from pcii_vault.errors import InputError
 
-__all__ = ["canonical_json", "parse_json_object"]
+__all__ = ["DuplicateKeyError", "canonical_json", "no_duplicate_keys", "parse_json_object"]
 
 _SAFE_INT = 2**53 - 1
 _LAST_BMP = "\uffff"
@@ -73,15 +73,39 @@ def _plain(value: Any, depth: int) -> bool:  # noqa: ANN401 -- any JSON value
     return kind is str or kind is bool or value is None
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice (which value counts would be the reader's guess)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key!r} is given twice")
+        self.key = key
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads` object hook: an object naming a key twice is refused, never resolved.
+
+    Raises:
+        DuplicateKeyError: a key is given twice.
+    """
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return document
+
+
 def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
     """Parse bytes that must hold one JSON object.
 
     Raises:
         InputError: not UTF-8, not JSON (with line and column), nested too deeply, a
-            number too large to convert, or not an object.
+            number too large to convert, a key given twice in an object, or not an object.
     """
     try:
-        value = json.loads(data.decode("utf-8"))
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
     except UnicodeDecodeError as exc:
         raise InputError(f"{what}: not UTF-8 text (byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
@@ -91,6 +115,8 @@ def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
     except RecursionError:
         # Arrays or objects nested thousands deep: no document of ours nests so.
         raise InputError(f"{what}: JSON nested too deeply") from None
+    except DuplicateKeyError as exc:
+        raise InputError(f"{what}: {exc}") from None
     except ValueError:
         # An integer of thousands of digits (Python refuses to convert it): input, not a bug.
         raise InputError(f"{what}: a JSON number is too large to read") from None

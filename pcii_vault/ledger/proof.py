@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pcii_vault.crypto.canonical import no_duplicate_keys
 from pcii_vault.errors import IntegrityError
 from pcii_vault.ledger.log import Ledger, parse_event
 from pcii_vault.ledger.note import Checkpoint, NoteVerifier, parse_checkpoint
@@ -53,8 +55,9 @@ class ProofBundle(BaseModel):
         try:
             if isinstance(data, dict):
                 return cls.model_validate(data)
+            json.loads(data, object_pairs_hook=no_duplicate_keys)  # a key twice: no guessing
             return cls.model_validate_json(data)
-        except ValidationError as exc:
+        except (ValidationError, ValueError, RecursionError) as exc:
             raise IntegrityError("not a well-formed log proof bundle") from exc
 
 

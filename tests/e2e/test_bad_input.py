@@ -530,3 +530,16 @@ def test_an_init_cut_short_is_named_with_the_way_out(cli: Cli) -> None:
     assert "cut short" in one_line_error(again, 2)
     assert "remove the directory" in again.err
     assert "cut short" in one_line_error(cli.run("audit", "verify"), 2)
+
+
+def test_a_submission_naming_a_field_twice_is_refused(populated: Cli) -> None:
+    """A tester's finding: `"sector"` given twice was taken with its last value, which
+    decides who may retrieve the record. Which one the owner meant is no guess to make."""
+    text = json.dumps(example_submission(), indent=2)
+    doubled = text.replace('"sector":', '"sector": "Energy Sector",\n  "sector":', 1)
+    path = populated.root / "doubled.json"
+    path.write_text(doubled)
+    attachment = str(populated.attachment())
+    result = populated.run("submit", str(path), "--attach", attachment, who="owner")
+    assert "'sector' is given twice" in one_line_error(result, 2)
+    _assert_clean_refusal(populated, result, 2)

@@ -35,3 +35,12 @@ def test_a_principal_or_vault_that_is_not_text_is_malformed(
     """`"principal": 5` was accepted and signed as the principal "5"."""
     with pytest.raises(ConfigError, match="is malformed"):
         Identity.load(_written(tmp_path / "odd.key", **changes))
+
+
+def test_an_identity_naming_its_principal_twice_is_malformed(tmp_path: Path) -> None:
+    """A tester's finding: a second `"principal"` key was used (the last one wins)."""
+    path = _written(tmp_path / "twice.key")
+    text = path.read_text()
+    path.write_text(text.replace('"principal": "diaz"', '"principal": "diaz", "principal": "lee"'))
+    with pytest.raises(ConfigError, match="is malformed"):
+        Identity.load(path)

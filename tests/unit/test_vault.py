@@ -623,3 +623,19 @@ def test_a_retirement_whose_keyring_write_failed_is_completed_by_a_rerun(
     setup.vault.retire_key(setup.key_request("retire", version=1), 1)
     assert [v.retired for v in setup.vault.keyring.versions] == [True, False]
     setup.assert_log_sound()
+
+
+def test_a_receipt_naming_a_field_twice_does_not_verify(setup: Setup) -> None:
+    """A tester's finding: a receipt with a second `tracking_number` verified (the last
+    value won, the one the proof covers): a key given twice is no receipt of ours."""
+    from pcii_vault.receipt import verify_receipt
+
+    receipt = setup.submit_receipt()
+    text = json.dumps(receipt.to_json())
+    key = setup.vault.config.log_key
+    assert verify_receipt(text.encode(), key).tracking_number == receipt.tracking_number
+    doubled = text.replace(
+        '"tracking_number": ', '"tracking_number": "PCII-2026-00000001", "tracking_number": ', 1
+    )
+    with pytest.raises(IntegrityError, match="not a well-formed"):
+        verify_receipt(doubled.encode(), key)
