@@ -43,6 +43,8 @@ __all__ = ["MAX_PAGES", "PdfStamp", "UnmarkablePdf", "is_pdf_name", "stamp_pdf"]
 
 # Beyond this a PDF is withheld: each page is a form and a marking in the copy.
 MAX_PAGES = 10_000
+# A page whose content streams (an array of them) inflate past this is withheld.
+MAX_CONTENT_BYTES = 64 << 20
 
 # Letter, for the added first page when the original's first page has no usable size.
 _LETTER = (612.0, 792.0)
@@ -103,7 +105,13 @@ def stamp_pdf(source: Path, dest: Path, stamp: PdfStamp) -> int:
             # A new file, readable by its owner only, like every released file.
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:
-                pdf.save(handle, encryption=False)
+                # Streams are written as they are stored: qpdf's default would inflate
+                # and deflate each again (a small stream inflating to gigabytes, too).
+                pdf.save(
+                    handle,
+                    encryption=False,
+                    stream_decode_level=pikepdf.StreamDecodeLevel.none,
+                )
     except UnmarkablePdf:
         dest.unlink(missing_ok=True)
         raise
@@ -374,7 +382,7 @@ def _stamp_page(
     # marking, which is drawn in the page's own coordinates.
     made = page.as_form_xobject(handle_transformations=False)
     # Its data is the page's /Contents as it is when saved: copied now, before they change.
-    original = pikepdf.Stream(pdf, made.read_bytes())
+    original = _content_copy(pdf, page)
     for key in ("/Type", "/Subtype", "/BBox", "/Resources", "/Matrix"):
         if key in made:
             original[key] = made[key]
@@ -385,6 +393,60 @@ def _stamp_page(
     content = f"q /PCIIPage Do Q\nq {_matrix(page)}\n{_marking(stamp, width, height)}Q\n"
     page.obj.Resources = resources
     page.obj.Contents = pikepdf.Stream(pdf, content.encode("latin-1"))
+
+
+def _content_copy(pdf: pikepdf.Pdf, page: pikepdf.Page) -> pikepdf.Stream:
+    """The page's content as one new stream, never inflated past `MAX_CONTENT_BYTES`.
+
+    One content stream is copied as it is stored (compressed: a 1 MB stream that inflates
+    to gigabytes costs nothing here, and the copy is saved without decoding it); an array
+    of streams is joined, each part inflated to a bound first.
+
+    Raises:
+        UnmarkablePdf: the content inflates past the bound.
+    """
+    import pikepdf  # noqa: PLC0415
+
+    contents = page.obj.get("/Contents")
+    if isinstance(contents, pikepdf.Stream):
+        copy = pikepdf.Stream(pdf, contents.read_raw_bytes())
+        for key in ("/Filter", "/DecodeParms"):
+            if key in contents:
+                copy[key] = contents[key]
+        return copy
+    parts = list(contents) if isinstance(contents, pikepdf.Array) else []
+    joined = bytearray()
+    for part in parts:
+        if not isinstance(part, pikepdf.Stream):
+            continue
+        joined += _inflated(part, MAX_CONTENT_BYTES - len(joined)) + b"\n"
+    return pikepdf.Stream(pdf, bytes(joined))
+
+
+def _inflated(stream: pikepdf.Stream, room: int) -> bytes:
+    """A content stream's data, refused once it inflates past `room` bytes.
+
+    Raises:
+        UnmarkablePdf: it inflates past `room`.
+    """
+    import zlib  # noqa: PLC0415
+
+    import pikepdf  # noqa: PLC0415
+
+    filters = stream.get("/Filter")
+    if filters == pikepdf.Name.FlateDecode and "/DecodeParms" not in stream:
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(stream.read_raw_bytes(), max(room, 0) + 1)
+        except zlib.error as exc:
+            raise UnmarkablePdf("a page's content cannot be inflated") from exc
+    else:
+        data = stream.read_bytes()  # other filters: decoded by qpdf
+    if len(data) > room:
+        raise UnmarkablePdf(
+            f"a page's content inflates past {MAX_CONTENT_BYTES >> 20} MiB; not marked"
+        )
+    return data
 
 
 def _first_page(

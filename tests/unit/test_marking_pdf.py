@@ -438,3 +438,42 @@ def test_nothing_beside_the_pages_travels_unmarked(tmp_path: Path) -> None:
             item = item.Next
         assert titles == ["script", "launch", "page two"]
         assert item.Dest[0].objgen == released.pages[2].obj.objgen
+
+
+def _flate_page_pdf(path: Path, inflated: int, *, parts: int) -> Path:
+    import zlib
+
+    pdf = pikepdf.new()
+    pdf.add_blank_page()
+    streams = []
+    for _ in range(parts):
+        stream = pikepdf.Stream(pdf, zlib.compress(b" " * inflated, 9))
+        stream.Filter = pikepdf.Name.FlateDecode
+        streams.append(pdf.make_indirect(stream))
+    pdf.pages[0].obj.Contents = streams[0] if parts == 1 else pikepdf.Array(streams)
+    pdf.save(path)
+    return path
+
+
+def test_a_content_stream_that_inflates_hugely_is_copied_as_stored(tmp_path: Path) -> None:
+    """A tester's finding: a 1 MB content stream inflating to 1 GiB cost 3.2 GB and 30 s
+    per release (and stalled the server). One stream is copied compressed, never inflated,
+    and saved as stored."""
+    source = _flate_page_pdf(tmp_path / "in.pdf", 64 << 20, parts=1)
+    stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert (tmp_path / "out.pdf").stat().st_size < 1 << 20
+    with pikepdf.open(tmp_path / "out.pdf") as released:
+        assert len(released.pages) == 2
+
+
+def test_content_parts_that_inflate_past_the_bound_are_withheld(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An array of content streams is joined, each inflated to a bound first."""
+    import pcii_vault.marking_pdf
+
+    monkeypatch.setattr(pcii_vault.marking_pdf, "MAX_CONTENT_BYTES", 1 << 20)
+    source = _flate_page_pdf(tmp_path / "in.pdf", 600 << 10, parts=2)
+    with pytest.raises(UnmarkablePdf, match="inflates past"):
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
