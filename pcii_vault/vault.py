@@ -390,6 +390,8 @@ class Vault:
         vault = cls(root, unseal=lambda: secret, clock=clock)
         vault._keyring = custody
         vault._local_keys = custody.local
+        # The index is new here (the `index` property warns of one found missing).
+        vault._index = Index.open(paths.index, seal=custody.local.index_authenticator())
         vault.sync()
         return vault, identity
 
@@ -529,7 +531,12 @@ class Vault:
     def index(self) -> Index:
         """The authenticated projection (its key comes from the keyring: unseals)."""
         if self._index is None:
-            self._index = Index.open(self.paths.index, seal=self._local().index_authenticator())
+            seal = self._local().index_authenticator()
+            missing = not self.paths.index.is_symlink() and not self.paths.index.exists()
+            self._index = Index.open(self.paths.index, seal=seal)
+            if missing and self.paths.anchor.exists():
+                # Deleted (or lost): what decides is the log, replayed into a new one.
+                _log.warning("index_rebuilt_from_log", reason=f"{self.paths.index} was missing")
         return self._index
 
     @property

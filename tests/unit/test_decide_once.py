@@ -99,10 +99,10 @@ def _between_looks(monkeypatch: pytest.MonkeyPatch, vault: Vault, step: Callable
     append_at = ledger.append_at
     pending = [step]
 
-    def stepped(build: Builder, known_size: int | None) -> Any:
+    def stepped(build: Builder, known_size: int | None, known_root: bytes | None = None) -> Any:
         if pending:
             pending.pop()()
-        return append_at(build, known_size)
+        return append_at(build, known_size, known_root)
 
     monkeypatch.setattr(ledger, "append_at", stepped)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from vault_support import VaultBench
 
 from pcii_vault.crypto.keywrap import parse_unverified_wrapped_kek_version
@@ -639,3 +640,15 @@ def test_a_receipt_naming_a_field_twice_does_not_verify(setup: Setup) -> None:
     )
     with pytest.raises(IntegrityError, match="not a well-formed"):
         verify_receipt(doubled.encode(), key)
+
+
+def test_a_deleted_index_is_rebuilt_from_the_log_with_a_warning(setup: Setup) -> None:
+    """A tester's finding: SECURITY.md promised a warning that never came."""
+    tracking = setup.submit()
+    setup.vault.close()
+    setup.vault.paths.index.unlink()
+    reopened = Vault(setup.vault.paths.root, unseal=lambda: SECRET)
+    setup.vault = reopened
+    with structlog.testing.capture_logs() as logs:
+        assert reopened.status(reopened.sign(setup.ids["owner"], "status", record=tracking))
+    assert [e["event"] for e in logs].count("index_rebuilt_from_log") == 1
