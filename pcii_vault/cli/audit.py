@@ -493,7 +493,9 @@ def verify_proof_command(
         raise IntegrityError(f"proof bundle {file}: {exc}") from exc
     state.output.result(
         {"verified": True, "index": event.seq, "type": event.type, "event": _row(event)},
-        f"proof verified: event {event.seq} ({event.type}) is in the log",
+        f"proof verified: event {event.seq} ({event.type}) is in the log signed by this "
+        "key, at the checkpoint the proof carries (hold that checkpoint against yours: "
+        "`audit verify --trusted-checkpoint FILE`)",
     )
 
 
