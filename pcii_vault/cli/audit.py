@@ -414,6 +414,7 @@ def verify_command(
     state.output.result(
         {
             **report.to_json(),
+            "key": verifier.key_string(),
             "sound": True,
             "legal_history": not structure_only,
             "decisions_replayed": None
@@ -422,7 +423,8 @@ def verify_command(
         },
         f"log sound: {report.size} events, root {report.checkpoint.root.hex()}, "
         f"{report.tiles} tiles and {report.history} historic checkpoints checked"
-        f"{legal}{replayed}{pending}",
+        f"{legal}{replayed}{pending}; signed by {verifier.key_string()} (compare with the "
+        "key you hold from elsewhere)",
     )
     for item in report.pending:
         state.output.note(f"pending: {item}")
