@@ -2107,6 +2107,8 @@ class Vault:
         if logged > keyring.current_version:
             with self._key_lock() as fresh_keyring:
                 keyring = fresh_keyring()
+        if logged > keyring.current_version and keyring.key_id != LOCAL:
+            raise BackendError(_kek_missing_in_holder(keyring.key_id, logged))
         if logged > keyring.current_version:
             raise BackendError(
                 f"the log says KEK version {logged} is current but this vault's keyring "
@@ -2178,8 +2180,11 @@ class Vault:
                     "and restart"
                 )
             if logged == held + 1:
-                _log.warning("completing_logged_rotation", version=logged)
-                return self._rotate_keyring(keyring, expected=logged)
+                # Not this vault's own rotation (it noted none): the key holder lost the
+                # version (a key deleted there), or another replica logged it and failed
+                # to make it. Making a new key of that version would orphan every record
+                # wrapped under the lost one: refused, for a person to look at.
+                raise BackendError(_kek_missing_in_holder(keyring.key_id, logged))
             if logged != held:
                 raise IntegrityError(
                     f"the keyring's current KEK version is {held} but the log says {logged}: "
@@ -3146,6 +3151,15 @@ _VAULT_FILES = (
     "log-checkpoint.lock",
     _KEY_LOCK_NAME,
 )
+
+
+def _kek_missing_in_holder(key_id: str, version: int) -> str:
+    return (
+        f"the log says KEK version {version} is current but {key_id} does not hold it: "
+        "the key was deleted there (records wrapped under it cannot be read), or the "
+        "rotation was logged and the key not made (`pcii keys rotate` on the vault "
+        "directory that logged it completes it); nothing is wrapped until it is there"
+    )
 
 
 def _refuse_other_history(

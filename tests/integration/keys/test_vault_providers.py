@@ -218,3 +218,29 @@ def test_a_migration_whose_start_was_claimed_but_never_committed_is_resumed(
         assert [d["phase"] for d in migrated] == ["started", "finished"]
     finally:
         vault.close()
+
+
+def test_a_version_the_key_holder_lost_is_not_made_again(
+    external_kit: ProviderKit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: a token key destroyed in the HSM made the log one version
+    ahead of the holder, and `keys rotate` "completed" that rotation by generating a new
+    key of the same version: every record wrapped under the lost one was orphaned and
+    new ones went under the impostor. Only a rotation this vault noted is completed."""
+    from pcii_vault.errors import BackendError
+    from pcii_vault.keys.custody import KeyCustody
+
+    bench = Bench(tmp_path, external_kit.new_uri())
+    try:
+        assert bench.vault.rotate_keys(bench.key_request("rotate")) == 2
+        # Version 2 gone from the key holder (destroyed there): it reports version 1.
+        monkeypatch.setattr(KeyCustody, "current_version", property(lambda _self: 1))
+        made: list[int] = []
+        monkeypatch.setattr(KeyCustody, "rotate", lambda _self: made.append(1) or 2)
+        with pytest.raises(BackendError, match="does not hold it"):
+            bench.vault.rotate_keys(bench.key_request("rotate"))
+        with pytest.raises(BackendError, match="does not hold it"):
+            bench.submit()
+        assert made == []
+    finally:
+        bench.vault.close()
