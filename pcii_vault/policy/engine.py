@@ -57,7 +57,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -176,14 +176,8 @@ def default_policy_directory() -> Path:
     raise ConfigError(f"default policies not found next to {package}; pass a directory")
 
 
-def _split_statements(source: str) -> list[_Statement]:
-    """Split Cedar policy text at each `;` outside strings and `//` comments.
-
-    Each statement keeps the line of its first token and the `//` comment block right
-    above that token (after the last blank line), for explanations and error messages.
-    """
-    statements: list[_Statement] = []
-    start = 0
+def _code(source: str) -> Iterator[tuple[int, str]]:
+    """Each character of Cedar text outside strings and `//` comments, with its offset."""
     i = 0
     in_string = False
     length = len(source)
@@ -200,11 +194,24 @@ def _split_statements(source: str) -> list[_Statement]:
             newline = source.find("\n", i)
             i = length if newline < 0 else newline
             continue
-        elif char == ";":
+        else:
+            yield i, char
+        i += 1
+
+
+def _split_statements(source: str) -> list[_Statement]:
+    """Split Cedar policy text at each `;` outside strings and `//` comments.
+
+    Each statement keeps the line of its first token and the `//` comment block right
+    above that token (after the last blank line), for explanations and error messages.
+    """
+    statements: list[_Statement] = []
+    start = 0
+    for i, char in _code(source):
+        if char == ";":
             statements.append(_statement(source, start, i + 1))
             start = i + 1
-        i += 1
-    tail = _statement(source, start, length)
+    tail = _statement(source, start, len(source))
     if tail.text.strip():
         statements.append(tail)
     return statements
@@ -219,29 +226,14 @@ _MAX_OPERATORS = 256
 def _too_complex(text: str) -> str | None:
     """Why a statement is too deeply nested or too long a chain to parse, or None."""
     depth = deepest = operators = 0
-    in_string = False
-    i, length = 0, len(text)
-    while i < length:
-        char = text[i]
-        if in_string:
-            if char == "\\":
-                i += 1
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "/" and text.startswith("//", i):
-            newline = text.find("\n", i)
-            i = length if newline < 0 else newline
-            continue
-        elif char in "([{":
+    for _, char in _code(text):
+        if char in "([{":
             depth += 1
             deepest = max(deepest, depth)
         elif char in ")]}":
             depth -= 1
         elif char in "&|+-*!<>=":
             operators += 1
-        i += 1
     if deepest > _MAX_NESTING:
         return f"brackets nested {deepest} deep (at most {_MAX_NESTING})"
     if operators > _MAX_OPERATORS:

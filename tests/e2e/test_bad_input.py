@@ -503,17 +503,9 @@ def test_shares_that_cannot_be_written_are_one_line_and_leave_nothing(cli: Cli, 
     blocker = cli.root / "blocker"
     blocker.write_text("not a directory\n")
     shares = blocker if where == "a file" else blocker / "shares"
-    result = cli.run(
-        "init",
-        "--admin-key-out",
-        str(cli.root / "admin.key"),
-        "--unseal-shares",
-        "3",
-        "--unseal-threshold",
-        "2",
-        "--shares-out",
-        str(shares),
-    )
+    three_of_two = ("--unseal-shares", "3", "--unseal-threshold", "2")
+    key = ("--admin-key-out", str(cli.root / "admin.key"))
+    result = cli.run("init", *key, *three_of_two, "--shares-out", str(shares))
     assert "cannot write the unseal shares" in one_line_error(result, 2)
     assert not cli.vault.exists()
     assert not (cli.root / "admin.key").exists()
