@@ -479,14 +479,15 @@ class Index:
         row = self._db.execute("SELECT value FROM meta WHERE key='size'").fetchone()
         return int(row[0]) if row else 0
 
-    @property
-    def root(self) -> bytes | None:
-        """The log's tree root at `size`, recorded when the index reached it.
+    def size_and_root(self) -> tuple[int, bytes | None]:
+        """`size` and `root`, read in one statement.
 
-        None when not recorded (an index built before roots were, or in memory).
+        Another process may apply events between two reads: a size with the next size's
+        root would look like another history of the log.
         """
-        recorded = self.meta("root")
-        return bytes.fromhex(recorded) if recorded is not None else None
+        rows = dict(self._db.execute("SELECT key, value FROM meta WHERE key IN ('size', 'root')"))
+        root = rows.get("root")
+        return int(rows.get("size") or 0), (bytes.fromhex(root) if root is not None else None)
 
     def meta(self, key: str) -> str | None:
         """A vault-wide fact recorded from the log (vault id, policy-set hash, ...)."""

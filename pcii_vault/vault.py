@@ -606,7 +606,7 @@ class Vault:
             # The index's size before the checkpoint: another process of this vault may
             # commit and apply in between, and a checkpoint read first would look older
             # than the index (a rollback that is none).
-            start, root = index.size, index.root
+            start, root = index.size_and_root()
             reader = self.reader()
             checkpoint = reader.check_edge()
             size = checkpoint.size if checkpoint else 0
@@ -779,7 +779,7 @@ class Vault:
                 authentic = True
             except IntegrityError:
                 authentic = False
-            indexed, root = index.size, index.root
+            indexed, root = index.size_and_root()
         except (sqlite3.DatabaseError, ValueError):
             return  # unreadable rows: it claims nothing
         finally:
@@ -1148,7 +1148,7 @@ class Vault:
         index = self.index
         for _ in range(_STALE_ATTEMPTS):
             with self._lock:
-                known, root = index.size, index.root
+                known, root = index.size_and_root()
             try:
                 return self.ledger.append_at(build, known_size=known, known_root=root)
             except _StalePositionError:

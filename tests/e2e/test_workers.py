@@ -67,7 +67,10 @@ def _pids(log: Path) -> set[int]:
     pids: set[int] = set()
     for line in log.read_text().splitlines():
         if line.startswith("{"):
-            entry = json.loads(line)
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a worker killed (or still writing) part-way through its line
             if entry.get("event") == "access":
                 pids.add(int(entry["pid"]))
     return pids
