@@ -43,20 +43,23 @@ def _next_keys(size: int) -> dict[str, str]:
     }
 
 
+@pytest.mark.parametrize("planted", ["planted", "a/c"], ids=["under", "deeper"])
 @pytest.mark.parametrize("which", ["claim", "hash tile", "entries tile", "history", "all"])
 def test_objects_planted_under_the_next_keys_are_removed_and_the_append_goes_on(
-    any_store: Any, which: str
+    any_store: Any, which: str, planted: str
 ) -> None:
+    """`KEY/a/c` leaves `KEY/a/` once `c` is removed: every append hung on the claim's."""
     log = Ledger(any_store, ORIGIN, signer=KEY, verifier=KEY.public_key)
     log.append([_event(i) for i in range(3)])
-    keys = _next_keys(3)
-    for name, key in keys.items():
+    for name, key in _next_keys(3).items():
         if which in (name, "all"):
-            any_store.put_if_absent(f"{key}/planted", b"junk")
+            any_store.put_if_absent(f"{key}/{planted}", b"junk")
     result = log.append([_event(3)])
     assert result.indices == (3,)
-    assert verify_log(any_store, NoteVerifier(ORIGIN, KEY.public_key)).size == 4
-    assert not [info.key for info in any_store.list("log/") if info.key.endswith("/planted")]
+    assert log.append([_event(4)]).indices == (4,)
+    assert verify_log(any_store, NoteVerifier(ORIGIN, KEY.public_key)).size == 5
+    leaf = planted.rsplit("/", 1)[-1]
+    assert not [info.key for info in any_store.list("log/") if info.key.endswith(f"/{leaf}")]
 
 
 @pytest.mark.parametrize("which", ["claim", "hash tile", "entries tile", "history"])
@@ -66,18 +69,3 @@ def test_an_empty_directory_at_the_next_key_is_no_obstacle(fs_store: Any, which:
     (fs_store.root / _next_keys(3)[which]).mkdir(parents=True)
     assert log.append([_event(3)]).indices == (3,)
     assert verify_log(fs_store, NoteVerifier(ORIGIN, KEY.public_key)).size == 4
-
-
-@pytest.mark.parametrize("which", ["claim", "hash tile", "entries tile", "history", "all"])
-def test_objects_planted_deeper_under_the_next_keys_are_no_obstacle(
-    any_store: Any, which: str
-) -> None:
-    """`KEY/a/c` leaves `KEY/a/` once `c` is removed: every append hung on the claim's."""
-    log = Ledger(any_store, ORIGIN, signer=KEY, verifier=KEY.public_key)
-    log.append([_event(i) for i in range(3)])
-    for name, key in _next_keys(3).items():
-        if which in (name, "all"):
-            any_store.put_if_absent(f"{key}/a/c", b"junk")
-    assert log.append([_event(3)]).indices == (3,)
-    assert log.append([_event(4)]).indices == (4,)
-    assert verify_log(any_store, NoteVerifier(ORIGIN, KEY.public_key)).size == 5
