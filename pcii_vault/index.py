@@ -406,7 +406,8 @@ class Index:
         try:
             replace_file(self._mac_path, _MAC_FORMAT + tag.hex().encode("ascii") + b"\n")
         except OSError as exc:
-            raise BackendError(f"the index tag cannot be written: {exc.strerror or exc}") from exc
+            reason = exc.strerror or exc
+            raise IndexWriteError(f"the index tag cannot be written: {reason}") from exc
         self._known = _stat_key(self._path)
 
     def verify_or_diagnose(self, projection: Callable[[int], Index]) -> list[str]:
