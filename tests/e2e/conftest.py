@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cli_process import run_pcii
 
 from pcii_vault.models.submission import example_attachment_bytes, example_submission
 
@@ -60,14 +61,8 @@ class Cli:
         stdin: str | None = None,
     ) -> Result:
         identity = ["--as", str(self.key(who))] if who else []
-        done = subprocess.run(
-            [sys.executable, "-m", "pcii_vault", *identity, *args],
-            env={**self.environment(args), **(env or {})},
-            capture_output=True,
-            text=True,
-            check=False,
-            input=stdin,
-            timeout=120,
+        done = run_pcii(
+            [*identity, *args], env={**self.environment(args), **(env or {})}, stdin=stdin
         )
         return Result(done.returncode, done.stdout, done.stderr)
 
