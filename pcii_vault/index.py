@@ -15,11 +15,16 @@ names it.
 
 The index file is authenticated: after every write the vault tags the whole file with a
 key derived from its keyring (HMAC-SHA256, tag beside it in ``index.sqlite.mac``), and
-checks the tag before it trusts a row. An edit by anyone without the unseal secret
-(a changed sector, a deleted recipient, a rolled-back row, an altered policy hash) is an
-`IndexTamperedError` error; the caller names what changed by comparing with a projection of
-the verified log, and `pcii index rebuild` repairs it. Putting back an older file and
-its tag together only makes the vault replay the verified log from that point.
+checks the tag before it trusts a row. The vault never lets SQLite read or write the file
+itself: it reads the file's bytes once, checks their tag, and queries an in-memory copy
+of exactly those bytes; a write changes the copy, and the copy's own bytes are written
+(to a new file put in place) and tagged. A byte written into the file by someone else,
+even while the vault writes, is never read as a fact nor tagged as the vault's. An edit
+by anyone without the unseal secret (a changed sector, a deleted recipient, a rolled-back
+row, an altered policy hash) is an `IndexTamperedError` error; the caller names what
+changed by comparing with a projection of the verified log, and `pcii index rebuild`
+repairs it. Putting back an older file and its tag together only makes the vault replay
+the verified log from that point.
 
 Invariants:
 - `apply` is deterministic: the same events in the same order give the same rows;
@@ -37,7 +42,7 @@ import json
 import os
 import sqlite3
 import stat
-import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,7 +53,7 @@ import structlog
 
 from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.signing import Ed25519PublicKey
-from pcii_vault.durable import fsync_directory, read_regular, replace_file
+from pcii_vault.durable import read_regular, replace_file
 from pcii_vault.errors import BackendError, InputError, IntegrityError, NotFoundError
 from pcii_vault.lifecycle import (
     DEADLINE_DAYS,
@@ -101,6 +106,7 @@ _PRINCIPAL_OPS = {
 }
 _MAC_FORMAT = b"pcii-index-mac/1 "
 _MAX_TAG_BYTES = 4096  # the format, 64 hex digits and a newline
+_MAX_INDEX_BYTES = 1 << 34  # 16 GiB: the vault reads the file into memory to check it
 
 # Why each of the vault's own acts was refused (see `_check_vault_event`).
 _VAULT_RULES = {
@@ -224,7 +230,70 @@ def _stat_key(path: Path) -> tuple[int, ...] | None:
         st = path.stat()
     except FileNotFoundError:
         return None
+    return _key_of(st)
+
+
+def _key_of(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _read_index_file(path: Path) -> tuple[tuple[int, ...], bytes]:
+    """The index file's stat key (taken before reading) and its bytes.
+
+    Raises:
+        IndexTamperedError: no regular file there (a symlink, FIFO, directory, device), or
+            it cannot be read.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise IndexTamperedError(f"{path.name} was removed outside the vault") from None
+    except OSError as exc:
+        raise IndexTamperedError(
+            f"{path.name} is not the index file the vault wrote ({exc.strerror}); remove it "
+            "and run `pcii index rebuild`"
+        ) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise IndexTamperedError(
+            f"{path.name} was replaced by something else than an index file; remove it and "
+            "run `pcii index rebuild`"
+        )
+    with os.fdopen(fd, "rb") as handle:
+        if st.st_size > _MAX_INDEX_BYTES:
+            raise IndexTamperedError(f"{path.name} is larger than any index the vault writes")
+        try:
+            return _key_of(st), handle.read(st.st_size + 1)
+        except OSError as exc:
+            raise IndexTamperedError(
+                f"{path.name} cannot be read as the index ({exc.strerror})"
+            ) from None
+
+
+def _write_tagged(path: Path, data: bytes, tag: bytes) -> None:
+    """Put `data` in place of the index file at `path` (atomically), then its tag.
+
+    A crash between the two leaves a file whose tag fails: the next command finds its
+    rows equal to the log's and writes it again (`verify_or_diagnose`).
+
+    Raises:
+        IndexWriteError: either cannot be written (a full disk, a read-only directory).
+    """
+    try:
+        replace_file(path, data)
+        replace_file(path.with_name(path.name + ".mac"), _MAC_FORMAT + tag.hex().encode() + b"\n")
+    except OSError as exc:
+        raise IndexWriteError(f"the index cannot be written: {exc.strerror or exc}") from exc
+    for suffix in ("-journal", "-wal", "-shm"):
+        # An older version's, beside a file it no longer belongs to.
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            Path(f"{path}{suffix}").unlink()
+
+
+def _memory_connection() -> sqlite3.Connection:
+    return sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
 
 
 class Index:
@@ -240,16 +309,23 @@ class Index:
         self._db = conn
         self._path = path
         self._seal = seal
+        # The stat key of the file whose bytes `_db` holds, and whether their tag matched
+        # (and if not, why): an authenticated index is only ever read from memory.
         self._known: tuple[int, ...] | None = None
+        self._unverified: str | None = None
         self._inode = _inode(path)
+        # Threads of one process (a server's) take turns at loading and writing the copy.
+        self._mutex = threading.RLock()
         self._db.executescript(_SCHEMA)
 
     @classmethod
     def open(cls, path: Path, *, seal: Authenticator | None = None) -> Index:
         """Open (or create, owner-only) the index file at `path`.
 
-        With `seal`, the file is authenticated: `verify` checks its tag, every write
-        renews it. A file created here is tagged at once.
+        With `seal`, the file is authenticated: its bytes are read into memory (`verify`
+        says whether their tag matches), and every write puts a new, tagged file in its
+        place. Without, SQLite reads and writes the file itself. A file created here is
+        tagged at once.
         """
         # Create it 0600 before SQLite does (it would use the umask). It holds metadata
         # only, but of PCII records.
@@ -262,44 +338,45 @@ class Index:
                 f"{path.name} is not a file (a directory?), not the index the vault wrote; "
                 "remove it and run `pcii index rebuild`"
             )
-        conn = _connect(path)
-        try:
-            index = cls(conn, path=path, seal=seal)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise _unreadable(path, exc) from None
-        if created and seal is not None:
-            with index._locked(fcntl.LOCK_EX):
-                index._retag()
+        if seal is None:
+            conn = _connect(path)
+            try:
+                return cls(conn, path=path)
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                raise _unreadable(path, exc) from None
+        index = cls(_memory_connection(), path=path, seal=seal)
+        with index._locked(fcntl.LOCK_EX if created else fcntl.LOCK_SH):
+            if created:
+                index._persist_locked()
+            else:
+                index._load_locked()
         return index
 
     @classmethod
-    def install(cls, built: Path, path: Path, *, seal: Authenticator) -> None:
-        """Put a closed index file built beside `path` in its place, tagged, atomically.
+    def install(cls, built: bytes, path: Path, *, seal: Authenticator) -> None:
+        """Put an index's bytes (`Index.serialize`) in place of the file at `path`, tagged.
 
         Under the index's write lock: no process of this vault is writing meanwhile, and
-        each one opens the new file before its next write (`_locked`); until then its
-        reads see the old file's consistent state. Nothing is ever deleted under an open
-        connection, so no other process's transaction fails.
+        each one loads the new file before its next read or write of the file. The bytes
+        are tagged as they are in memory, never as read back from the vault directory.
         """
-        tag = seal.tag_file(built)
+        tag = seal.tag(built)
         fd = _open_lock(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            built.replace(path)
-            for suffix in ("-journal", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)  # the old file's, if any
-            replace_file(
-                path.with_name(path.name + ".mac"),
-                _MAC_FORMAT + tag.hex().encode("ascii") + b"\n",
-            )
+            _write_tagged(path, built, tag)
         finally:
             os.close(fd)
 
     @classmethod
     def in_memory(cls) -> Index:
         """A throw-away index, for rebuilding and for auditing history."""
-        return cls(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False))
+        return cls(_memory_connection())
+
+    def serialize(self) -> bytes:
+        """The database's bytes, as a file of it would hold them."""
+        return self._db.serialize()
 
     def close(self) -> None:
         """Release the database."""
@@ -317,13 +394,15 @@ class Index:
         if self._path is None:
             yield
             return
-        fd = _open_lock(self._path)
-        try:
-            fcntl.flock(fd, mode)
-            self._reopen_if_replaced()
-            yield
-        finally:
-            os.close(fd)
+        with self._mutex:
+            fd = _open_lock(self._path)
+            try:
+                fcntl.flock(fd, mode)
+                if self._seal is None:
+                    self._reopen_if_replaced()
+                yield
+            finally:
+                os.close(fd)
 
     def _reopen_if_replaced(self) -> None:
         """Open the file now at the path if another process installed a rebuilt one."""
@@ -346,10 +425,10 @@ class Index:
             conn.close()
             raise _unreadable(self._path, exc) from None
         self._db.close()
-        self._db, self._inode, self._known = conn, inode, None
+        self._db, self._inode = conn, inode
 
     def verify(self) -> None:
-        """Check that the file is as the vault last wrote it.
+        """Load the file if another process changed it, and check its tag.
 
         Raises:
             IndexTamperedError: the file or its tag was changed outside the vault.
@@ -360,55 +439,79 @@ class Index:
             self._verify_locked()
 
     def _verify_locked(self) -> None:
+        """Under the index's lock: bring the copy up to the file, refuse unless tagged.
+
+        Raises:
+            IndexTamperedError: the file or its tag was changed outside the vault.
+        """
         assert self._seal is not None and self._path is not None  # noqa: S101
-        if os.path.lexists(f"{self._path}-journal"):
-            # A journal beside the index, while no process of this vault writes (they
-            # hold the lock we wait for): a crash's leftover, or planted. SQLite rolls
-            # a hot journal back into the file at the next read, so a planted one would
-            # change the file after this check, under a long-lived connection (a
-            # server) that checked the file's stat only. Let SQLite do it now, then
-            # check the whole file: a crash's rollback gives back the tagged state.
-            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            self._known = None
-        known = _stat_key(self._path)
-        if known is None:
-            # Removed under a long-lived connection (a server), which still reads the
-            # unlinked file: look again under the write lock, which replaces it.
-            raise IndexTamperedError(f"{self._path.name} was removed outside the vault")
-        if known == self._known:
-            return
+        if _stat_key(self._path) != self._known:
+            self._load_locked()
+        if self._unverified is not None:
+            raise IndexTamperedError(self._unverified)
+
+    def _load_locked(self) -> None:
+        """Read the file into a new in-memory copy, noting whether its tag matches.
+
+        An untagged copy is loaded too, so that the caller can name what differs from the
+        log (`verify_or_diagnose`); `_verify_locked` refuses it for anything else.
+
+        Raises:
+            IndexTamperedError: no readable index file there.
+        """
+        assert self._seal is not None and self._path is not None  # noqa: S101
+        known, data = _read_index_file(self._path)
+        conn = _memory_connection()
+        try:
+            conn.deserialize(data)
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _unreadable(self._path, exc) from None
+        # The old copy is not closed here: another thread may still be reading from it
+        # (a verified state); it is closed when no longer referenced.
+        self._db, self._known = conn, known
+        self._unverified = self._untagged_because(data)
+
+    def _untagged_because(self, data: bytes) -> str | None:
+        """Why `data` does not carry the vault's tag, or None when it does."""
+        assert self._seal is not None and self._path is not None  # noqa: S101
+        name = self._path.name
         try:
             stored = read_regular(self._mac_path, _MAX_TAG_BYTES)
-        except FileNotFoundError as exc:
-            raise IndexTamperedError(f"{self._path.name} has no authentication tag") from exc
-        except (IsADirectoryError, IntegrityError):
-            raise IndexTamperedError(f"{self._mac_path.name} is not an index tag") from None
+        except FileNotFoundError:
+            return f"{name} has no authentication tag"
+        except (OSError, IntegrityError):
+            return f"{self._mac_path.name} is not an index tag"
         if not stored.startswith(_MAC_FORMAT):
-            raise IndexTamperedError(f"{self._mac_path.name} is not an index tag")
+            return f"{self._mac_path.name} is not an index tag"
         try:
             tag = bytes.fromhex(stored[len(_MAC_FORMAT) :].decode("ascii").strip())
-        except ValueError as exc:
-            raise IndexTamperedError(f"{self._mac_path.name} is not an index tag") from exc
-        try:
-            actual = self._seal.tag_file(self._path)
-        except OSError as exc:
-            raise IndexTamperedError(
-                f"{self._path.name} cannot be read as the index ({exc.strerror})"
-            ) from None
-        if actual != tag:
-            raise IndexTamperedError(f"{self._path.name} was changed outside the vault")
-        self._known = known
+        except ValueError:
+            return f"{self._mac_path.name} is not an index tag"
+        if self._seal.tag(data) != tag:
+            return f"{name} was changed outside the vault"
+        return None
 
-    def _retag(self) -> None:
-        """Tag the file as it is now (the caller holds the exclusive lock)."""
+    def _persist_locked(self) -> None:
+        """Write the in-memory copy as a new file in the index's place, and tag it.
+
+        On failure the copy is loaded again from the file, so that memory never holds a
+        state the file does not.
+
+        Raises:
+            IndexWriteError: the file or its tag cannot be written (a full disk).
+        """
         assert self._seal is not None and self._path is not None  # noqa: S101
-        tag = self._seal.tag_file(self._path)
+        data = self._db.serialize()
         try:
-            replace_file(self._mac_path, _MAC_FORMAT + tag.hex().encode("ascii") + b"\n")
-        except OSError as exc:
-            reason = exc.strerror or exc
-            raise IndexWriteError(f"the index tag cannot be written: {reason}") from exc
-        self._known = _stat_key(self._path)
+            _write_tagged(self._path, data, self._seal.tag(data))
+        except IndexWriteError:
+            self._known = None
+            with contextlib.suppress(IntegrityError):
+                self._load_locked()
+            raise
+        self._known, self._unverified = _stat_key(self._path), None
 
     def verify_or_diagnose(self, projection: Callable[[int], Index]) -> list[str]:
         """Check the tag under the write lock; when it fails, compare with the log.
@@ -426,51 +529,50 @@ class Index:
         """
         if self._seal is None:
             return []
+        assert self._path is not None  # noqa: S101 -- sealed: on disk
         with self._locked(fcntl.LOCK_EX):
+            known = _stat_key(self._path)
+            if known is None:
+                # Removed under a long-lived vault: its copy, if it is the log's, goes back.
+                return self._diagnose_locked(f"{self._path.name} was removed", projection)
             try:
-                self._verify_locked()
+                if known != self._known:
+                    self._load_locked()
             except IndexTamperedError as exc:
-                name = self._path.name if self._path else "the index"
-                replayed: Index | None = None
-                try:
-                    replayed = projection(self.size)
-                    differences = _differences(replayed.dump(), self.dump())
-                    if differences:
-                        return [str(exc), *differences]
-                    _log.warning("index_replaced_by_replay", reason=str(exc))
-                    self._replace_locked(replayed)
-                except sqlite3.DatabaseError as unreadable:
-                    # Truncated or overwritten: not even SQLite can read what is left.
-                    return [f"{name} is not a readable index ({unreadable})"]
-                finally:
-                    if replayed is not None:
-                        replayed.close()
+                return [str(exc)]  # nothing there to compare with the log
+            if self._unverified is None:
+                return []
+            return self._diagnose_locked(self._unverified, projection)
+
+    def _diagnose_locked(self, reason: str, projection: Callable[[int], Index]) -> list[str]:
+        """What differs from the log in a copy whose tag failed; replaced if nothing."""
+        assert self._path is not None  # noqa: S101 -- sealed: on disk
+        name = self._path.name
+        replayed: Index | None = None
+        try:
+            replayed = projection(self.size)
+            differences = _differences(replayed.dump(), self.dump())
+            if differences:
+                return [reason, *differences]
+            _log.warning("index_replaced_by_replay", reason=reason)
+            self._replace_locked(replayed)
+        except sqlite3.DatabaseError as unreadable:
+            # Truncated or overwritten: not even SQLite can read what is left.
+            return [f"{name} is not a readable index ({unreadable})"]
+        except ValueError as invalid:
+            # A size that is no number, or no size of this log.
+            return [reason, f"{name} records an impossible log size ({invalid})"]
+        finally:
+            if replayed is not None:
+                replayed.close()
         return []
 
     def _replace_locked(self, replayed: Index) -> None:
         """Put a copy of `replayed` in the file's place and tag it (under the write lock)."""
-        assert self._path is not None  # noqa: S101 -- only for an index on disk
-        # A fresh name (0600): nothing planted beside the index is opened or removed.
-        fd, name = tempfile.mkstemp(
-            prefix=f".{self._path.name}.", suffix=".replayed", dir=self._path.parent
-        )
-        os.close(fd)
-        built = Path(name)
-        try:
-            target = _connect(built)
-            try:
-                replayed._db.backup(target)  # committed, and synced, by SQLite
-            finally:
-                target.close()
-            built.replace(self._path)
-        except BaseException:
-            built.unlink(missing_ok=True)
-            raise
-        for suffix in ("-journal", "-wal", "-shm"):
-            Path(f"{self._path}{suffix}").unlink(missing_ok=True)  # the old file's, if any
-        fsync_directory(self._path.parent)
-        self._reopen_if_replaced()
-        self._retag()
+        conn = _memory_connection()
+        conn.deserialize(replayed.serialize())
+        self._db = conn
+        self._persist_locked()
 
     # ----- reading -------------------------------------------------------------------
 
@@ -639,7 +741,7 @@ class Index:
                     raise
                 self._db.execute("COMMIT")
             if self._seal is not None and (applied or rooted):
-                self._retag()
+                self._persist_locked()
         return applied
 
     def _rollback(self) -> None:

@@ -59,7 +59,7 @@ from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.decisions import decide, principal_facts, record_facts, request_facts
-from pcii_vault.durable import fsync_directory, temp_name, write_new_file
+from pcii_vault.durable import fsync_directory, write_new_file
 from pcii_vault.errors import (
     ActConflictError,
     BackendError,
@@ -713,9 +713,9 @@ class Vault:
     def rebuild_index(self, *, accept_rollback: bool = False) -> int:
         """Replay the whole verified log into a new index; return the event count.
 
-        The new file is built beside the old one and put in its place atomically (with
+        The new index is built in memory and put in the old one's place atomically (with
         its tag), so processes of this vault acting meanwhile never see it half-built:
-        they go on from the new file at their next write.
+        they go on from the new file at their next look at it.
 
         An index that carries its tag and holds more events than the log is the vault's
         own evidence that the log was rolled back (store and `log-checkpoint` together):
@@ -735,24 +735,21 @@ class Vault:
                     f"{path} is a directory, not a file the vault wrote; remove it and run "
                     "`pcii index rebuild` again"
                 )
-        built = temp_name(self.paths.index)
+        # Built in memory: nothing in the vault directory is read back and tagged.
+        index = Index.in_memory()
         try:
-            index = Index.open(built)
-            try:
-                reader = self.reader()
-                checkpoint = reader.checkpoint()
-                if checkpoint is not None:
-                    index.apply_all(
-                        reader.events(0, checkpoint.size),
-                        strict=False,
-                        root=(checkpoint.size, checkpoint.root),
-                    )
-            finally:
-                index.close()
-            Index.install(built, self.paths.index, seal=seal)
+            reader = self.reader()
+            checkpoint = reader.checkpoint()
+            if checkpoint is not None:
+                index.apply_all(
+                    reader.events(0, checkpoint.size),
+                    strict=False,
+                    root=(checkpoint.size, checkpoint.root),
+                )
+            built = index.serialize()
         finally:
-            for leftover in (built, Path(f"{built}.lock"), Path(f"{built}-journal")):
-                leftover.unlink(missing_ok=True)
+            index.close()
+        Index.install(built, self.paths.index, seal=seal)
         self._index = Index.open(self.paths.index, seal=seal)
         return self._index.size
 

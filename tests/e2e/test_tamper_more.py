@@ -439,7 +439,11 @@ def test_a_vault_json_edited_outside_the_vault_opens_nothing(
 def test_a_fifo_or_device_in_place_of_a_vault_file_is_refused_not_waited_on(
     vault: tuple[Cli, str], name: str, kind: str
 ) -> None:
-    """A FIFO would hang every command; /dev/zero would be read until memory runs out."""
+    """A FIFO would hang every command; /dev/zero would be read until memory runs out.
+
+    A journal beside the index is never opened (the vault reads the index's bytes
+    itself): the command answers, and the next write removes what was planted.
+    """
     cli, tracking = vault
     path = cli.vault / name
     path.unlink(missing_ok=True)
@@ -447,14 +451,25 @@ def test_a_fifo_or_device_in_place_of_a_vault_file_is_refused_not_waited_on(
         os.mkfifo(path)
     else:
         path.symlink_to("/dev/zero")
+    if name == "index.sqlite-journal":
+        assert _status(cli, tracking).code == 0
+        cli.ok(
+            "principal",
+            "add",
+            "later",
+            "--role",
+            "auditor",
+            "--key-out",
+            str(cli.key("later")),
+            who="admin",
+        )
+        assert not os.path.lexists(path)
+        return
     # `audit verify` reads the log and vault.json, not the policies or the index.
     audit = [cli.run("audit", "verify")] if name == "vault.json" else []
     for result in (_status(cli, tracking), *audit):
         assert result.code in {2, 4}, result.err
         assert len(result.err.strip().splitlines()) == 1, result.err
-    if name == "index.sqlite-journal":  # a rebuild puts a new index in place, past it
-        cli.ok("index", "rebuild")
-        assert _status(cli, tracking).code == 0
     assert not (cli.root / "out").exists()
 
 

@@ -1,12 +1,10 @@
 """A rollback journal planted beside the index of a long-lived vault object (a server).
 
-SQLite rolls a hot journal back into the database file at the next read. A vault that
-checked the file's tag and then saw only its stat unchanged would read the journal's
-pages as the index's: a journal crafted from a copy of the index, with a suspended
-principal made active again, would decide one read on facts the vault never wrote. The
-index is checked again whole when a journal lies beside it (before, only the order of
-a read's queries made SQLite roll it back before the check): the planted pages are found
-(exit 4), the crash leftover (a journal of the vault's own interrupted write) is not.
+SQLite rolls a hot journal back into the database file at the next read: a journal
+crafted from a copy of the index, with a suspended principal made active again, would
+decide reads on facts the vault never wrote. The vault never lets SQLite open the index
+file: it reads the file's bytes, checks their tag and queries a copy of them in memory,
+so a journal beside the file is never read, whoever left it; the next write removes it.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 from vault_support import VaultBench
 
-from pcii_vault.errors import IntegrityError, PolicyDenied
+from pcii_vault.errors import PolicyDenied
 from pcii_vault.vault import Vault
 
 SECRET = b"hot-journal-tests-unseal-secret"
@@ -79,9 +77,7 @@ _SUSPEND = (
 )
 
 
-def test_a_planted_journal_is_found_before_a_read_decides_on_it(
-    bench: VaultBench, tmp_path: Path
-) -> None:
+def test_a_planted_journal_is_never_read(bench: VaultBench, tmp_path: Path) -> None:
     vault = bench.vault
     tracking = bench.submit_receipt().tracking_number
     _suspend(vault, bench, "water")
@@ -93,27 +89,29 @@ def test_a_planted_journal_is_found_before_a_read_decides_on_it(
     planted = _journal(index, tmp_path, _REACTIVATE, _SUSPEND)
     Path(f"{index}-journal").write_bytes(planted)
 
-    again = vault.sign(bench.ids["water"], "status", record=tracking)
-    with pytest.raises(IntegrityError, match="changed outside the vault"):
-        vault.status(again)
-    # Nothing decided on it later either, in this process or a new one.
-    with pytest.raises(IntegrityError):
+    # Still suspended, in this process and in a new one: the journal's pages are not read.
+    with pytest.raises(PolicyDenied, match="suspended"):
         vault.status(vault.sign(bench.ids["water"], "status", record=tracking))
     fresh = Vault(vault.paths.root, unseal=lambda: SECRET)
     try:
-        with pytest.raises(IntegrityError):
-            fresh.status(fresh.sign(bench.ids["office"], "status", record=tracking))
+        with pytest.raises(PolicyDenied, match="suspended"):
+            fresh.status(fresh.sign(bench.ids["water"], "status", record=tracking))
+        bench.submit_receipt()  # a write: the file replaced, the journal removed
     finally:
         fresh.close()
+    assert not Path(f"{index}-journal").exists()
+    with pytest.raises(PolicyDenied, match="suspended"):
+        vault.status(vault.sign(bench.ids["water"], "status", record=tracking))
+    bench.audit()
 
 
-def test_a_journal_left_by_an_interrupted_write_is_rolled_back_and_accepted(
+def test_a_journal_left_by_an_older_version_changes_nothing(
     bench: VaultBench, tmp_path: Path
 ) -> None:
     vault = bench.vault
     tracking = bench.submit_receipt().tracking_number
     index = vault.paths.index
-    # The vault's own interrupted write: a journal of the file's current pages.
+    before = index.read_bytes()
     leftover = _journal(
         index, tmp_path, None, "UPDATE meta SET value = value || '.' WHERE key = 'size'"
     )
@@ -121,4 +119,4 @@ def test_a_journal_left_by_an_interrupted_write_is_rolled_back_and_accepted(
 
     row = vault.status(vault.sign(bench.ids["owner"], "status", record=tracking))
     assert row.tracking == tracking
-    assert not Path(f"{index}-journal").exists()
+    assert index.read_bytes() == before

@@ -1,0 +1,142 @@
+"""An index file written by someone else while the vault works with it.
+
+A tester's finding: the vault checked the index file's tag, let SQLite write its
+transaction into the file, then tagged the file as it found it. An attacker with write
+access to the vault directory (no secret) who wrote a forged page while the transaction
+was open had it tagged as the vault's: a suspended analyst active again, a record's row
+deleted (which `maintenance` then shredded, with a clean audit). The vault now queries an
+in-memory copy of the bytes whose tag it checked, and writes and tags its own copy's bytes:
+what is written into the file meanwhile is never read as a fact, nor tagged.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from vault_support import VaultBench
+
+from pcii_vault.errors import IntegrityError, PolicyDenied
+from pcii_vault.index import Index
+from pcii_vault.vault import Vault
+
+SECRET = b"written-meanwhile-unseal-secret"
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Iterator[VaultBench]:
+    made = VaultBench(tmp_path, secret=SECRET, attachment_bytes=b"fictional capture " * 50)
+    yield made
+    made.vault.close()
+
+
+def _suspend_office(bench: VaultBench) -> None:
+    changes = {"status": "suspended"}
+    request = bench.vault.sign(
+        bench.ids["admin"],
+        "manage-principals",
+        params={"op": "update", "principal": "office", "changes": changes},
+    )
+    bench.vault.update_principal(request, "office", changes)
+
+
+def _forged(index: Path, scratch: Path) -> bytes:
+    """The index's bytes with the suspended office active again (as an attacker makes it)."""
+    copy = scratch / "forged.sqlite"
+    shutil.copyfile(index, copy)
+    db = sqlite3.connect(copy, isolation_level=None)
+    try:
+        db.execute(
+            "UPDATE principals SET status = 'active', "
+            "document = replace(document, '\"suspended\"', '\"active\"') WHERE id = 'office'"
+        )
+    finally:
+        db.close()
+    return copy.read_bytes()
+
+
+def _office_status(vault: Vault, bench: VaultBench, tracking: str) -> object:
+    return vault.status(vault.sign(bench.ids["office"], "status", record=tracking))
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    with path.open("r+b") as handle:  # the same inode, as a write into the open file
+        handle.write(data)
+
+
+def test_a_page_written_while_the_vault_writes_is_not_tagged_as_its_own(
+    bench: VaultBench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracking = bench.submit_receipt().tracking_number
+    _suspend_office(bench)
+    with pytest.raises(PolicyDenied, match="suspended"):
+        _office_status(bench.vault, bench, tracking)
+    index = bench.vault.paths.index
+    forged = _forged(index, tmp_path)
+    persist = Index._persist_locked
+
+    def attacker_writes_first(self: Index) -> None:
+        _write_in_place(index, forged)  # during the vault's write, before its tag
+        persist(self)
+
+    monkeypatch.setattr(Index, "_persist_locked", attacker_writes_first)
+    bench.submit_receipt()  # anyone's ordinary act
+    monkeypatch.undo()
+
+    with pytest.raises(PolicyDenied, match="suspended"):
+        _office_status(bench.vault, bench, tracking)
+    fresh = Vault(bench.vault.paths.root, unseal=lambda: SECRET)
+    try:
+        with pytest.raises(PolicyDenied, match="suspended"):
+            _office_status(fresh, bench, tracking)
+    finally:
+        fresh.close()
+    assert index.read_bytes() != forged
+    bench.audit()
+
+
+def test_a_page_written_after_the_check_never_decides(
+    bench: VaultBench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracking = bench.submit_receipt().tracking_number
+    _suspend_office(bench)
+    index = bench.vault.paths.index
+    forged = _forged(index, tmp_path)
+    verify = Index._verify_locked
+
+    def check_then_attacker_writes(self: Index) -> None:
+        verify(self)
+        _write_in_place(index, forged)  # between the tag's check and the decision's reads
+
+    monkeypatch.setattr(Index, "_verify_locked", check_then_attacker_writes)
+    # Denied on the facts checked, or refused at the act's next look at the file.
+    with pytest.raises((PolicyDenied, IntegrityError), match="suspended|outside the vault"):
+        _office_status(bench.vault, bench, tracking)
+    monkeypatch.undo()
+
+    # The next look finds the file changed, and names it.
+    with pytest.raises(IntegrityError, match="changed outside the vault"):
+        _office_status(bench.vault, bench, tracking)
+
+
+@pytest.mark.parametrize("size", ["abc", "12.0", "-1", "99999999999999999999"])
+def test_an_edited_size_is_named_as_tampering(bench: VaultBench, size: str) -> None:
+    """A tester's finding: a size that is no number (or no size of the log) was exit 1."""
+    tracking = bench.submit_receipt().tracking_number
+    index = bench.vault.paths.index
+    db = sqlite3.connect(index, isolation_level=None)
+    try:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'size'", (size,))
+    finally:
+        db.close()
+    with pytest.raises(IntegrityError, match="index"):
+        _office_status(bench.vault, bench, tracking)
+    fresh = Vault(bench.vault.paths.root, unseal=lambda: SECRET)
+    try:
+        with pytest.raises(IntegrityError, match="index"):
+            _office_status(fresh, bench, tracking)
+    finally:
+        fresh.close()
