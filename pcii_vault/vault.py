@@ -59,7 +59,7 @@ from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.decisions import decide, principal_facts, record_facts, request_facts
-from pcii_vault.durable import fsync_directory, write_new_file
+from pcii_vault.durable import fsync_directory, read_regular, write_new_file
 from pcii_vault.errors import (
     ActConflictError,
     BackendError,
@@ -2164,7 +2164,11 @@ class Vault:
             logged, held = self._logged_kek_version(keyring), keyring.current_version
             pending = self.paths.root / _ROTATION_PENDING
             if logged == held + 1 and _pending_version(pending) == logged:
-                # This vault logged the rotation and died before its keyring changed.
+                # This vault logged the rotation and died before its keyring changed:
+                # then no data key was wrapped under that version yet. One was: the key
+                # existed, and this keyring.sealed is an older copy (the note, put back
+                # with it, does not make a new key of that version).
+                self._refuse_if_version_used(logged)
                 _log.warning("completing_logged_rotation", version=logged)
                 version = self._rotate_keyring(keyring, expected=logged)
                 pending.unlink(missing_ok=True)
@@ -2222,6 +2226,26 @@ class Vault:
             version = self._rotate_keyring(keyring, expected=held + 1)
             pending.unlink(missing_ok=True)
             return version
+
+    def _refuse_if_version_used(self, version: int) -> None:
+        """Raise if the verified log shows a data key wrapped under KEK `version`.
+
+        Raises:
+            IntegrityError: a logged submission or rewrap used that version.
+        """
+        reader = self.reader()
+        checkpoint = reader.checkpoint()
+        size = checkpoint.size if checkpoint is not None else 0
+        for event in reader.events(0, size, size):
+            used = event.details.get("kek_version") if event.type == "submission.received" else None
+            if event.type == "key.rewrapped":
+                used = event.details.get("version")
+            if used == version:
+                raise IntegrityError(
+                    f"the log has data keys wrapped under KEK version {version} (event "
+                    f"{event.seq}), which this keyring.sealed lacks: it is an older copy; "
+                    "put the newest keyring.sealed back"
+                )
 
     def _own_rotation_logged(
         self, interrupted: tuple[int, str | None] | None, keyring: KeyProvider, version: int
@@ -3076,6 +3100,9 @@ def _require_record_id(request: SignedRequest) -> str:
     return request.body.record
 
 
+_MAX_PENDING_NOTE = 256  # a version number, a space and a request's nonce
+
+
 def _pending_version(path: Path) -> int | None:
     noted = _pending_rotation(path)
     return noted[0] if noted is not None else None
@@ -3087,10 +3114,21 @@ def _pending_rotation(path: Path) -> tuple[int, str | None] | None:
     The nonce of its signed request is None in a note written before nonces were.
     """
     try:
-        fields = path.read_text(encoding="ascii").split()
-    except (OSError, UnicodeDecodeError):
+        noted = read_regular(path, _MAX_PENDING_NOTE)
+    except FileNotFoundError:
         return None
-    if not 1 <= len(fields) <= 2 or not fields[0].isdigit():
+    except (OSError, IntegrityError):
+        # A directory, FIFO or device in its place: never waited on, nor read to the end.
+        raise IntegrityError(
+            f"{path.name} in the vault directory is not the note a rotation writes; remove it"
+        ) from None
+    try:
+        fields = noted.decode("ascii").split()
+    except UnicodeDecodeError:
+        return None
+    if len(noted) > _MAX_PENDING_NOTE or not 1 <= len(fields) <= 2:
+        return None
+    if not fields[0].isdigit() or len(fields[0]) > 9:
         return None
     return int(fields[0]), (fields[1] if len(fields) == 2 else None)
 

@@ -314,6 +314,42 @@ def test_a_keyring_behind_a_rotation_logged_elsewhere_wraps_nothing(setup: Setup
     assert not [e for e in setup.events("key.rotated") if e.seq >= size]
 
 
+def test_a_note_put_back_with_an_older_keyring_makes_no_new_key_of_a_used_version(
+    setup: Setup,
+) -> None:
+    """A tester's finding: an older keyring.sealed put back with a note "2" (the vault's
+    own, or forged) made `keys rotate` generate a new version 2, and every record wrapped
+    under the real one failed (exit 4). A version the log shows in use is never made."""
+    root = setup.vault.paths.root
+    setup.vault.keyring  # noqa: B018
+    older = (root / "keyring.sealed").read_bytes()
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
+    tracking = setup.submit()  # wrapped under version 2
+    setup.vault.close()
+    (root / "keyring.sealed").write_bytes(older)
+    (root / "rotation-pending").write_text("2")
+    setup.vault = Vault(root, unseal=lambda: SECRET)
+    with pytest.raises(IntegrityError, match="wrapped under KEK version 2"):
+        setup.vault.rotate_keys(setup.key_request("rotate"))
+    assert (root / "keyring.sealed").read_bytes() == older  # no key made
+    assert setup.wrapped_version(tracking) == 2
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "dev-zero"])
+def test_a_planted_rotation_note_is_refused_not_waited_on(setup: Setup, kind: str) -> None:
+    """A tester's finding: a FIFO there hung `keys rotate` (holding the key lock), a
+    directory was exit 1, and /dev/zero was read until memory ran out."""
+    note = setup.vault.paths.root / "rotation-pending"
+    if kind == "directory":
+        note.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(note)
+    else:
+        note.symlink_to("/dev/zero")
+    with pytest.raises(IntegrityError, match="not the note a rotation writes"):
+        setup.vault.rotate_keys(setup.key_request("rotate"))
+
+
 def test_an_older_keyring_put_back_under_a_running_vault_wraps_nothing(setup: Setup) -> None:
     """A tester's finding: a server that rotated to version 2 kept wrapping under it from
     memory after an older keyring.sealed was put back, so each new record's key was in
