@@ -507,6 +507,7 @@ class FilesystemStore:
         Raises:
             InputError: the key is unsafe.
             BackendError: the filesystem refused the removal.
+            IntegrityError: a directory stands at the key (planted).
         """
         path = self._path(key)
         with _os_errors(self._root, "delete", key):
@@ -658,6 +659,13 @@ def _os_errors(root: Path, operation: str, key: str) -> Iterator[None]:
     except (FileNotFoundError, NotADirectoryError):
         raise NotFoundError(f"object {key} not found in {root}") from None
     except IsADirectoryError:
+        if operation == "delete":
+            # Only a planted directory stands where the vault deletes an object it wrote:
+            # it would keep the delete from ever happening (a crypto-shred never done).
+            raise IntegrityError(
+                f"filesystem store {root}: delete {key}: a directory is planted where the "
+                "object should be; remove it"
+            ) from None
         raise NotFoundError(f"object {key} not found in {root} (it is a prefix)") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:

@@ -113,7 +113,7 @@ def test_a_page_written_after_the_check_never_decides(
 
     monkeypatch.setattr(Index, "_verify_locked", check_then_attacker_writes)
     # Denied on the facts checked, or refused at the act's next look at the file.
-    with pytest.raises((PolicyDenied, IntegrityError), match="suspended|outside the vault"):
+    with pytest.raises((PolicyDenied, IntegrityError), match=r"suspended|outside the vault"):
         _office_status(bench.vault, bench, tracking)
     monkeypatch.undo()
 

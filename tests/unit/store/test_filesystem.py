@@ -259,3 +259,13 @@ def test_a_records_folder_planted_as_a_symlink_is_not_cleaned_through(
     later = datetime.now(UTC) + timedelta(minutes=1)
     assert fs_store.leftovers(later) == []
     assert (elsewhere / "empty").is_dir()
+
+
+def test_a_directory_planted_where_an_object_is_deleted_is_tampering(
+    fs_store: FilesystemStore,
+) -> None:
+    """A tester's finding: a directory at `wrapped/<id>` made a withdrawal's key deletion
+    exit 2 ("not found") for ever, the crypto-shred never done. It is planted: exit 4."""
+    fs_store.put_if_absent("wrapped/r1/x", b"a copy of the key")
+    with pytest.raises(IntegrityError, match="directory is planted"):
+        fs_store.delete("wrapped/r1")
