@@ -281,11 +281,17 @@ def run_server(app: Service, sock: socket.socket, listener: Listener) -> None:
         server_header=False,
     )
     _uvicorn_logs_through_structlog()
-    # uvicorn shuts down gracefully on SIGTERM (in-flight requests finish), then raises
-    # the signal again for the handler it found: ours only notes it, so the caller
-    # commits the pending batch and the process exits 0.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+
+    def stop(_signum: int, _frame: object) -> None:
+        # Before uvicorn listens for SIGTERM (its start-up), this stops the server as
+        # soon as it runs (a handler that only noted it lost it: the server ran on).
+        # uvicorn shuts down gracefully (in-flight requests finish), then raises the
+        # signal again for this handler: the caller commits the pending batch, exits 0.
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, stop)
+    server.run(sockets=[sock])
 
 
 class _ToStructlog(logging.Handler):
@@ -327,6 +333,9 @@ def supervise(spec: WorkerSpec, sock: socket.socket, workers: int) -> int:
     """Run `workers` worker processes on `sock` until SIGTERM; the exit code.
 
     0 after a graceful stop; a worker's own exit code when it failed to start.
+
+    Stopped by Ctrl-C (SIGINT), it raises the signal again for the handler it found,
+    once the workers have stopped.
     """
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
@@ -374,11 +383,19 @@ def supervise(spec: WorkerSpec, sock: socket.socket, workers: int) -> int:
                 process.join()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if stopping and stopping[0] == signal.SIGINT and not failed:
+        # For the handler found (the CLI's): exit 130, "interrupted", as with one worker.
+        signal.raise_signal(signal.SIGINT)
     return failed
 
 
 def _work(spec: WorkerSpec, sock: socket.socket, number: int, started: Event) -> None:
-    """One worker process: open the vault with the parent's secret, serve `sock`."""
+    """One worker process: open the vault with the parent's secret, serve `sock`.
+
+    Ctrl-C reaches the whole process group: the parent decides (it stops the workers
+    with SIGTERM), so a worker ignores SIGINT rather than dying with a traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pcii_vault.cli.app import configure_logging  # noqa: PLC0415
     from pcii_vault.service.app import create_app, private_spool  # noqa: PLC0415
     from pcii_vault.service.httpsig import SharedNonceCache  # noqa: PLC0415

@@ -13,6 +13,8 @@ import functools
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +34,13 @@ from pcii_vault.models.request import sign_request
 from pcii_vault.service.httpsig import RequestSigner, content_digest
 from pcii_vault.service.tls import client_context
 from pcii_vault.service.transport import HttpTransport
-from tests.e2e.conftest import ServerCli, VaultServer, init_split, stop_during_submissions
+from tests.e2e.conftest import (
+    ServerCli,
+    VaultServer,
+    free_port,
+    init_split,
+    stop_during_submissions,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -293,3 +301,75 @@ def test_workers_stop_when_their_parent_is_killed(cli: ServerCli) -> None:
     cli.server = None
     # The address is free again, and the log sound.
     assert cli.ok("audit", "verify").json()["sound"] is True
+
+
+def _serve_in_own_group(
+    cli: ServerCli, *extra: str
+) -> tuple[subprocess.Popen[str], Path, dict[str, str]]:
+    """`pcii serve` as a terminal starts it: its own process group; after its first line."""
+    err = cli.root / "own-group.err"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pcii_vault",
+            "--json",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            *extra,
+        ],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=err.open("w"),
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line, err.read_text()
+    return process, err, json.loads(line)
+
+
+def test_ctrl_c_stops_the_workers_and_exits_130_with_one_line(cli: ServerCli) -> None:
+    """A tester's finding: Ctrl-C (SIGINT to the whole process group) gave a traceback
+    per worker and exit 0. The parent decides: exit 130, one line, no worker left."""
+    cli.close()
+    process, err, started = _serve_in_own_group(cli, "--workers", str(WORKERS))
+    try:
+        with httpx.Client(verify=client_context(Path(started["certificate"]))) as http:
+            deadline = time.monotonic() + 60
+            answers = 0
+            while answers < 8 and time.monotonic() < deadline:  # both workers up, likely
+                assert process.poll() is None, err.read_text()[-2000:]
+                with contextlib.suppress(httpx.HTTPError):
+                    answers += http.get(f"{started['url']}/readyz").status_code == 200
+                time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    text = err.read_text()
+    assert "Traceback" not in text, text[-2000:]
+    assert process.stdout is not None
+    answer = [json.loads(line) for line in process.stdout.read().splitlines()]  # --json
+    assert [a.get("error") for a in answer] == ["interrupted"], (answer, text[-2000:])
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.02, 0.04, 0.08])
+def test_a_sigterm_just_after_start_stops_the_server(cli: ServerCli, delay: float) -> None:
+    """A tester's finding: a SIGTERM soon after the `serving` line was swallowed while the
+    HTTP server started, and the server ran on until a second one."""
+    cli.close()
+    process, err, _ = _serve_in_own_group(cli)
+    time.sleep(delay)
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code in {0, 143}, err.read_text()[-2000:]
