@@ -461,7 +461,7 @@ def principal_list(ctx: typer.Context) -> None:
     from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with client(state, listing=True) as me:
+    with client(state) as me:
         rows = [_principal_row(p) for p in me.principals()]
         state.output.rows(
             rows,

@@ -193,7 +193,7 @@ def due(
     from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
-    with client(state, listing=True) as me:
+    with client(state) as me:
         until = datetime.now(UTC) + timedelta(days=within)
         rows = [
             {

@@ -143,16 +143,15 @@ def transport(state: CliState) -> Transport:
 
 
 @contextlib.contextmanager
-def client(state: CliState, *, listing: bool = False) -> Iterator[Client]:
+def client(state: CliState) -> Iterator[Client]:
     """The caller's client of the vault (server or embedded), closed when done.
 
-    `listing`: an embedded listing needs no identity (its caller holds the unseal
-    secret); a server always wants one.
+    Every command acts as someone (`--as`), embedded or not: its role is held to the
+    command's, as a server holds it.
     """
     from pcii_vault.client import Client
 
-    anonymous = listing and state.server is None and state.identity is None
-    me = None if anonymous else identity(state)
+    me = identity(state)
     way = transport(state)
     try:
         yield Client(way, me)

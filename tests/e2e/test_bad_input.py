@@ -273,7 +273,7 @@ def test_no_vault_given(cli: Cli) -> None:
 
 
 def test_not_a_vault_directory(cli: Cli) -> None:
-    result = cli.run("--vault", str(cli.root / "nowhere"), "principal", "list")
+    result = cli.run("--vault", str(cli.root / "nowhere"), "audit", "verify")
     assert result.code == 2
     assert "no vault" in result.err
 
@@ -402,6 +402,9 @@ def test_listings_are_held_to_the_roles_in_both_modes(populated: Cli) -> None:
         assert "may not list deadlines: only admin, auditor, office" in line
     cli.ok("principal", "list", who="auditor")
     cli.ok("office", "due", "--within", "30", who="office")
+    # Without `--as`, embedded too (a tester's finding: embedded, these listed anyway).
+    for args in (("principal", "list"), ("office", "due")):
+        assert "no identity given" in one_line_error(cli.run(*args), 2)
 
 
 @IN_BOTH_MODES

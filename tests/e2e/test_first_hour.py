@@ -59,12 +59,12 @@ def test_hostile_text_in_every_free_text_field_never_breaks_a_listing(populated:
     rejected = _submit(cli)
     cli.ok("reject", rejected, "--ground", "not-cii", "--reason", HOSTILE, who="office")
     listings = [
-        (["principal", "list"], None),
+        (["principal", "list"], "admin"),
         (["search"], "fedwater"),
         (["audit", "recipients", tracking], None),
         (["audit", "log"], None),
         (["audit", "report"], None),
-        (["office", "due", "--within", "60"], None),
+        (["office", "due", "--within", "60"], "office"),
         (["status", tracking], "owner"),
     ]
     for args, who in listings:
@@ -72,7 +72,7 @@ def test_hostile_text_in_every_free_text_field_never_breaks_a_listing(populated:
         assert result.code == 0, f"pcii {' '.join(args)} -> {result.code}: {result.err}"
         assert "\x1b" not in result.out and "\u202e" not in result.out, args
         assert "\x07" not in result.out, args
-    principals = cli.run("principal", "list").out
+    principals = cli.run("principal", "list", who="admin").out
     assert MARKUP in principals
     recipients = cli.run("audit", "recipients", tracking).out
     assert SHOWN in recipients
@@ -108,7 +108,7 @@ def test_sector_is_repeatable_checked_and_suggested(populated: Cli) -> None:
     cli = populated
     nuclear = "Nuclear Reactors, Materials, and Waste"
     cli.add("nuke", "analyst", "--sector", nuclear, "--sector", "Energy")
-    listed = {p["id"]: p for p in cli.ok("principal", "list").lines()}
+    listed = {p["id"]: p for p in cli.ok("principal", "list", who="admin").lines()}
     assert listed["nuke"]["sectors"] == [nuclear, "Energy"]
     typo = cli.run(
         "principal",
@@ -128,7 +128,7 @@ def test_sector_is_repeatable_checked_and_suggested(populated: Cli) -> None:
     update = cli.run("principal", "update", "nuke", "--sector", "Enrgy", who="admin")
     assert update.code == 2 and "did you mean 'Energy'" in update.err
     cli.ok("principal", "update", "nuke", "--sector", WATER, who="admin")
-    listed = {p["id"]: p for p in cli.ok("principal", "list").lines()}
+    listed = {p["id"]: p for p in cli.ok("principal", "list", who="admin").lines()}
     assert listed["nuke"]["sectors"] == [WATER]
 
 
