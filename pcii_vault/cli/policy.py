@@ -9,6 +9,7 @@ here changes a vault.
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -104,9 +105,12 @@ def check(
                 }
             )
         else:
-            for problem in exc.problems:
-                state.output.console.print(str(problem), markup=False)
-            state.output.note(f"{len(problems)} problem(s) in {directory}")
+            # As any error: a one-line summary on stderr, then one line per problem.
+            from pcii_vault.text import printable
+
+            lines = [f"pcii: error: {len(problems)} problem(s) in {directory}"]
+            lines += [f"  {printable(str(problem))}" for problem in exc.problems]
+            sys.stderr.write("\n".join(lines) + "\n")
         raise typer.Exit(code=exc.exit_code) from None
     files = sorted({source.file for source in engine.policies.values()})
     state.output.result(

@@ -188,6 +188,6 @@ def remove_planted_under(store: ObjectStore, key: str) -> list[str]:
     for folder in sorted(folders, key=lambda f: f.count("/"), reverse=True):
         try:
             store.delete(folder)
-        except NotFoundError:
+        except (NotFoundError, IntegrityError):  # a directory: a filesystem store's own
             continue
     return planted

@@ -49,8 +49,11 @@ def test_check_default_set_exits_0() -> None:
 def test_check_lists_every_problem_and_exits_2(broken_dir: Path) -> None:
     result = runner.invoke(root, ["policy", "check", str(broken_dir)])
     assert result.exit_code == 2
-    assert "zz-bad.cedar:2: bad:" in result.stdout
-    assert "zz-bad.cedar:4: bad2: unknown obligation 'mark:secret'" in result.stdout
+    # As any error: a summary line on stderr, then one line per problem.
+    assert result.stderr.startswith("pcii: error: 2 problem(s) in ")
+    assert "  zz-bad.cedar:2: bad:" in result.stderr
+    assert "  zz-bad.cedar:4: bad2: unknown obligation 'mark:secret'" in result.stderr
+    assert result.stdout == ""
 
 
 def test_check_json_reports_problems(broken_dir: Path) -> None:
