@@ -69,10 +69,6 @@ class Identity:
             raise ConfigError(f"identity file {path} is a directory") from exc
         except OSError as exc:
             raise ConfigError(f"cannot read identity file {path}: {exc.strerror}") from exc
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"identity file {path} is readable by others: chmod 600 it and try again"
-            )
         if len(raw) > MAX_IDENTITY_BYTES:
             raise ConfigError(f"identity file {path} is larger than {MAX_IDENTITY_BYTES} bytes")
         try:
@@ -80,7 +76,7 @@ class Identity:
             if document.get("format") != IDENTITY_FORMAT:
                 raise ConfigError(f"{path} is not a pcii identity file")
             seed = base64.b64decode(document["ed25519_seed"], validate=True)
-            return cls(
+            loaded = cls(
                 vault_id=_text(document["vault_id"]),
                 principal=_text(document["principal"]),  # `5` names no principal
                 key=Ed25519PrivateKey(seed),
@@ -90,6 +86,13 @@ class Identity:
         except RecursionError:
             # JSON nested thousands deep: no identity file nests at all.
             raise ConfigError(f"identity file {path} is malformed (nested too deeply)") from None
+        # After its kind: a receipt or a submission given by mistake is named as such,
+        # not sent to chmod.
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"identity file {path} is readable by others: chmod 600 it and try again"
+            )
+        return loaded
 
 
 def _text(value: object) -> str:

@@ -44,3 +44,20 @@ def test_an_identity_naming_its_principal_twice_is_malformed(tmp_path: Path) -> 
     path.write_text(text.replace('"principal": "diaz"', '"principal": "diaz", "principal": "lee"'))
     with pytest.raises(ConfigError, match="is malformed"):
         Identity.load(path)
+
+
+def test_an_identity_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = _written(tmp_path / "diaz.key")
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others: chmod 600"):
+        Identity.load(path)
+
+
+def test_another_kind_of_file_is_named_before_its_permissions(tmp_path: Path) -> None:
+    """A tester's finding: `--as receipt.json` (0644) asked to chmod it, then, once it was,
+    said it was no identity file. Its kind comes first."""
+    path = tmp_path / "receipt.json"
+    path.write_text(json.dumps({"format": "pcii-vault/receipt", "tracking_number": "T"}))
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="is not a pcii identity file"):
+        Identity.load(path)
