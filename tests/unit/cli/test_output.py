@@ -51,6 +51,31 @@ def test_less_important_columns_are_left_out_when_identifiers_need_the_room() ->
     assert hidden == ["type"]
 
 
+def test_a_principal_listing_keeps_status_and_whole_dates_on_80_columns() -> None:
+    """A tester's finding: on 80 columns `principal list` left `status` out (a revoked
+    user looked active) and split `nda_signed` over two lines."""
+    columns = ["id", "role", "organisation", "level", "sectors", "training_expires"]
+    columns += ["nda_signed", "contractor", "status"]
+    cells = [
+        {
+            "id": "bob",
+            "role": "analyst",
+            "organisation": "State Water Board",
+            "level": "state",
+            "sectors": "Water and Wastewater Systems",
+            "training_expires": "2027-06-30",
+            "nda_signed": "2026-01-01",
+            "contractor": "False",
+            "status": "revoked",
+        }
+    ]
+    shown, _ = fit_columns(cells, columns, 80)
+    assert {"id", "status", "training_expires", "nda_signed"} <= set(shown)
+    output, buffer = _terminal_output(width=80)
+    output.rows(cells, columns)
+    assert "revoked" in buffer.getvalue() and "2026-01-01" in buffer.getvalue()
+
+
 def test_markup_in_data_is_text() -> None:
     output, buffer = _terminal_output()
     output.rows([{"id": "a", "organisation": "ops [/ops] [bold]x"}], ["id", "organisation"])
