@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pypdf
 import pytest
+from cli_process import run_pcii
 from seaweed import SeaweedServer
 
 from pcii_vault.models.submission import example_attachment_bytes, example_submission
@@ -49,14 +48,7 @@ class S3Cli:
 
     def ok(self, *args: str, who: str | None = None) -> Any:
         identity = ["--as", str(self.key(who))] if who else []
-        done = subprocess.run(
-            [sys.executable, "-m", "pcii_vault", "--json", *identity, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        done = run_pcii(["--json", *identity, *args], env=self.env)
         assert done.returncode == 0, f"pcii {' '.join(args)} -> {done.returncode}: {done.stderr}"
         lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
         return lines[0] if len(lines) == 1 else lines
