@@ -405,7 +405,18 @@ def explain(
     elif determining:
         why = "denied by the forbid policies below (forbid overrides permit)"
     else:
-        why = "denied by default: no permit policy applies to this request"
+        from pcii_vault.policy.denial import denial_reason
+
+        # The same reason the vault gives with its denial (the role, the record's state).
+        reason = denial_reason(
+            engine,
+            request.principal,
+            action=request.action,
+            record=request.record,
+            context=request.context,
+            decision=decision,
+        )
+        why = f"denied by default: no permit policy applies to this request ({reason})"
     data = {
         "decision": decision.decision,
         "why": why,

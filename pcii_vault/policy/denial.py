@@ -21,7 +21,7 @@ from datetime import UTC, timedelta
 from pcii_vault.policy.engine import Decision, PolicyEngine
 from pcii_vault.policy.entities import ROLES, STATES, PrincipalFacts, RecordFacts, RequestFacts
 
-__all__ = ["OTHER_ORGANISATION", "explain_command", "explain_denial"]
+__all__ = ["OTHER_ORGANISATION", "denial_reason", "explain_command", "explain_denial"]
 
 # What a denial names as the submitter of a record of another organisation.
 OTHER_ORGANISATION = "(another organisation)"
@@ -57,6 +57,21 @@ def explain_denial(
     )
     command = explain_command(principal, action, record, context)
     return f"{action} denied for {principal.id!r}: {reason}; see why: {command}"
+
+
+def denial_reason(
+    engine: PolicyEngine,
+    principal: PrincipalFacts,
+    *,
+    action: str,
+    record: RecordFacts | None,
+    context: RequestFacts,
+    decision: Decision,
+) -> str:
+    """The reason a person can act on for a denial (the role or the record's state)."""
+    return _reason(
+        engine, principal, action=action, record=record, context=context, decision=decision
+    )
 
 
 def _reason(

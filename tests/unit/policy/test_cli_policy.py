@@ -157,6 +157,15 @@ def test_explain_default_deny_says_so() -> None:
     assert data["decision"] == "deny"
     assert data["policies"] == []
     assert "no permit policy applies" in data["why"]
+    # And why none does, as the vault's denial says it (a tester's finding).
+    assert "an analyst cannot validate; only: office" in data["why"]
+
+
+def test_explain_of_a_state_denial_names_the_state() -> None:
+    args = ["--json", "policy", "explain", "--action", "validate", "--role", "office"]
+    result = runner.invoke(root, [*args, "--state", "validated"])
+    why = json.loads(result.stdout)["why"]
+    assert "a validated record cannot be given 'validate'" in why
 
 
 @pytest.mark.parametrize("value", ["[1]", '"x"', "null", "true"])
