@@ -85,6 +85,15 @@ class VaultBench:
         self.vault.add_principal(request, name, attributes, key.public_key)
         self.ids[name] = Identity(self.vault.config.vault_id, name, key)
 
+    def update(self, name: str, **changes: Any) -> None:
+        """Change a principal's attributes, as `pcii principal update` does (signed by admin)."""
+        request = self.vault.sign(
+            self.ids["admin"],
+            "manage-principals",
+            params={"op": "update", "principal": name, "changes": changes},
+        )
+        self.vault.update_principal(request, name, changes)
+
     def submit_receipt(self, *, attach: bool = True) -> Receipt:
         """What `pcii submit` does: check, upload (owner side), sign, receive."""
         me = self.ids["owner"]

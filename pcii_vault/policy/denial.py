@@ -52,7 +52,7 @@ def explain_denial(
     decision: Decision,
 ) -> str:
     """One line: what was denied, the reason a person can act on, and how to explain it."""
-    reason = _reason(
+    reason = denial_reason(
         engine, principal, action=action, record=record, context=context, decision=decision
     )
     command = explain_command(principal, action, record, context)
@@ -69,20 +69,6 @@ def denial_reason(
     decision: Decision,
 ) -> str:
     """The reason a person can act on for a denial (the role or the record's state)."""
-    return _reason(
-        engine, principal, action=action, record=record, context=context, decision=decision
-    )
-
-
-def _reason(
-    engine: PolicyEngine,
-    principal: PrincipalFacts,
-    *,
-    action: str,
-    record: RecordFacts | None,
-    context: RequestFacts,
-    decision: Decision,
-) -> str:
     if decision.errors:
         return "policy evaluation failed (any error denies)"
 

@@ -33,16 +33,6 @@ def bench(tmp_path: Path) -> Iterator[VaultBench]:
     made.vault.close()
 
 
-def _suspend_office(bench: VaultBench) -> None:
-    changes = {"status": "suspended"}
-    request = bench.vault.sign(
-        bench.ids["admin"],
-        "manage-principals",
-        params={"op": "update", "principal": "office", "changes": changes},
-    )
-    bench.vault.update_principal(request, "office", changes)
-
-
 def _forged(index: Path, scratch: Path) -> bytes:
     """The index's bytes with the suspended office active again (as an attacker makes it)."""
     copy = scratch / "forged.sqlite"
@@ -62,6 +52,20 @@ def _office_status(vault: Vault, bench: VaultBench, tracking: str) -> object:
     return vault.status(vault.sign(bench.ids["office"], "status", record=tracking))
 
 
+def _refused_here_and_in_a_new_process(
+    bench: VaultBench, tracking: str, error: type[Exception], match: str
+) -> None:
+    """The office's status refused by the running vault, and by one opened afresh."""
+    with pytest.raises(error, match=match):
+        _office_status(bench.vault, bench, tracking)
+    fresh = Vault(bench.vault.paths.root, unseal=lambda: SECRET)
+    try:
+        with pytest.raises(error, match=match):
+            _office_status(fresh, bench, tracking)
+    finally:
+        fresh.close()
+
+
 def _write_in_place(path: Path, data: bytes) -> None:
     with path.open("r+b") as handle:  # the same inode, as a write into the open file
         handle.write(data)
@@ -71,7 +75,7 @@ def test_a_page_written_while_the_vault_writes_is_not_tagged_as_its_own(
     bench: VaultBench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tracking = bench.submit_receipt().tracking_number
-    _suspend_office(bench)
+    bench.update("office", status="suspended")
     with pytest.raises(PolicyDenied, match="suspended"):
         _office_status(bench.vault, bench, tracking)
     index = bench.vault.paths.index
@@ -86,14 +90,7 @@ def test_a_page_written_while_the_vault_writes_is_not_tagged_as_its_own(
     bench.submit_receipt()  # anyone's ordinary act
     monkeypatch.undo()
 
-    with pytest.raises(PolicyDenied, match="suspended"):
-        _office_status(bench.vault, bench, tracking)
-    fresh = Vault(bench.vault.paths.root, unseal=lambda: SECRET)
-    try:
-        with pytest.raises(PolicyDenied, match="suspended"):
-            _office_status(fresh, bench, tracking)
-    finally:
-        fresh.close()
+    _refused_here_and_in_a_new_process(bench, tracking, PolicyDenied, "suspended")
     assert index.read_bytes() != forged
     bench.audit()
 
@@ -102,7 +99,7 @@ def test_a_page_written_after_the_check_never_decides(
     bench: VaultBench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tracking = bench.submit_receipt().tracking_number
-    _suspend_office(bench)
+    bench.update("office", status="suspended")
     index = bench.vault.paths.index
     forged = _forged(index, tmp_path)
     verify = Index._verify_locked
@@ -132,11 +129,4 @@ def test_an_edited_size_is_named_as_tampering(bench: VaultBench, size: str) -> N
         db.execute("UPDATE meta SET value = ? WHERE key = 'size'", (size,))
     finally:
         db.close()
-    with pytest.raises(IntegrityError, match="index"):
-        _office_status(bench.vault, bench, tracking)
-    fresh = Vault(bench.vault.paths.root, unseal=lambda: SECRET)
-    try:
-        with pytest.raises(IntegrityError, match="index"):
-            _office_status(fresh, bench, tracking)
-    finally:
-        fresh.close()
+    _refused_here_and_in_a_new_process(bench, tracking, IntegrityError, "index")

@@ -473,13 +473,7 @@ def test_identify_refuses_a_principal_who_is_not_active(setup: Setup) -> None:
     # `identify` alone gates some server routes (principal and deadline lists, tracking
     # numbers); it reads the log first, so a suspension made through another replica
     # counts at once, whatever that server's own lookup still says.
-    changes = {"status": "suspended"}
-    request = setup.vault.sign(
-        setup.ids["admin"],
-        "manage-principals",
-        params={"op": "update", "principal": "office", "changes": changes},
-    )
-    setup.vault.update_principal(request, "office", changes)
+    setup.update("office", status="suspended")
     with pytest.raises(PolicyDenied, match="office is suspended"):
         setup.vault.check_identity(setup.ids["office"])
     assert setup.vault.check_identity(setup.ids["owner"]).id == "owner"
