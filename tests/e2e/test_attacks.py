@@ -240,7 +240,7 @@ def test_planted_admin_by_actor_vault_in_the_partial_bundle_is_refused(target: T
         return _as_entry(planted)
 
     _forge_in_partial_bundle(target, plant)
-    _exit4(target.run("principal", "list"), "signed")
+    _exit4(target.run("principal", "list", who="admin"), "signed")
     _exit4(target.run("audit", "verify"))
 
 
@@ -422,7 +422,8 @@ def test_a_flipped_byte_anywhere_in_the_bundles_and_checkpoint_is_exit_4(
             code = _in_process(target, "audit", "verify")
             assert code == 4, f"{key}@{offset}: exit {code}: {capsys.readouterr().err}"
             if offset % 97 == 0:
-                code = _in_process(target, "principal", "list")
+                admin = str(target.cli.key("admin"))
+                code = _in_process(target, "--as", admin, "principal", "list")
                 assert code == 4, f"{key}@{offset}: list exit {code}: {capsys.readouterr().err}"
             if offset % 331 == 0:
                 # The real command line, in its own process, agrees.
