@@ -106,7 +106,7 @@ _PRINCIPAL_OPS = {
 }
 _MAC_FORMAT = b"pcii-index-mac/1 "
 _MAX_TAG_BYTES = 4096  # the format, 64 hex digits and a newline
-_MAX_INDEX_BYTES = 1 << 34  # 16 GiB: the vault reads the file into memory to check it
+_MAX_INDEX_BYTES = 1 << 32  # 4 GiB: the vault reads the file into memory to check it
 
 # Why each of the vault's own acts was refused (see `_check_vault_event`).
 _VAULT_RULES = {

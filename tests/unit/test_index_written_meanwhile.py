@@ -130,3 +130,16 @@ def test_an_edited_size_is_named_as_tampering(bench: VaultBench, size: str) -> N
     finally:
         db.close()
     _refused_here_and_in_a_new_process(bench, tracking, IntegrityError, "index")
+
+
+def test_an_index_grown_past_any_size_the_vault_writes_is_not_read(
+    bench: VaultBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vault reads the index into memory: a huge sparse file planted there is refused
+    by its size, not read."""
+    tracking = bench.submit_receipt().tracking_number
+    monkeypatch.setattr("pcii_vault.index._MAX_INDEX_BYTES", 1 << 20)
+    index = bench.vault.paths.index
+    with index.open("r+b") as handle:
+        handle.truncate(2 << 20)  # sparse: nothing written
+    _refused_here_and_in_a_new_process(bench, tracking, IntegrityError, "larger than any index")
