@@ -175,30 +175,6 @@ class Deadline:
     what: str
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    for suffix in ("-journal", "-wal", "-shm"):
-        # SQLite opens these beside the file, blocking: a FIFO planted there would hang
-        # every command inside SQLite, where no signal reaches Python.
-        beside = Path(f"{path}{suffix}")
-        try:
-            mode = os.lstat(beside).st_mode
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISREG(mode):
-            raise IndexTamperedError(
-                f"{beside.name} is not a regular file (planted beside the index); remove it"
-            )
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-    try:
-        # A rollback journal, not WAL: after each commit the main file alone holds the
-        # state, so its tag covers everything a reader will see.
-        conn.execute("PRAGMA journal_mode=DELETE")
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise _unreadable(path, exc) from None
-    return conn
-
-
 def _unreadable(path: Path, exc: sqlite3.DatabaseError) -> IndexTamperedError:
     return IndexTamperedError(
         f"{path.name} is not a readable index ({exc}); run `pcii index rebuild` to "
@@ -213,15 +189,6 @@ def _open_lock(path: Path) -> int:
         raise IndexTamperedError(
             f"{path.name}.lock is a directory, not the index's lock file; remove it"
         ) from None
-
-
-def _inode(path: Path | None) -> int | None:
-    if path is None:
-        return None
-    try:
-        return path.stat().st_ino
-    except FileNotFoundError:
-        return None
 
 
 def _stat_key(path: Path) -> tuple[int, ...] | None:
@@ -313,22 +280,19 @@ class Index:
         # (and if not, why): an authenticated index is only ever read from memory.
         self._known: tuple[int, ...] | None = None
         self._unverified: str | None = None
-        self._inode = _inode(path)
         # Threads of one process (a server's) take turns at loading and writing the copy.
         self._mutex = threading.RLock()
         self._db.executescript(_SCHEMA)
 
     @classmethod
-    def open(cls, path: Path, *, seal: Authenticator | None = None) -> Index:
-        """Open (or create, owner-only) the index file at `path`.
+    def open(cls, path: Path, *, seal: Authenticator) -> Index:
+        """Open (or create, owner-only) the authenticated index file at `path`.
 
-        With `seal`, the file is authenticated: its bytes are read into memory (`verify`
-        says whether their tag matches), and every write puts a new, tagged file in its
-        place. Without, SQLite reads and writes the file itself. A file created here is
-        tagged at once.
+        Its bytes are read into memory (`verify` says whether their tag matches), and
+        every write puts a new, tagged file in its place. A file created here is tagged
+        at once.
         """
-        # Create it 0600 before SQLite does (it would use the umask). It holds metadata
-        # only, but of PCII records.
+        # Created 0600 (not with the umask): it holds metadata only, but of PCII records.
         created = False
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -338,13 +302,6 @@ class Index:
                 f"{path.name} is not a file (a directory?), not the index the vault wrote; "
                 "remove it and run `pcii index rebuild`"
             )
-        if seal is None:
-            conn = _connect(path)
-            try:
-                return cls(conn, path=path)
-            except sqlite3.DatabaseError as exc:
-                conn.close()
-                raise _unreadable(path, exc) from None
         index = cls(_memory_connection(), path=path, seal=seal)
         with index._locked(fcntl.LOCK_EX if created else fcntl.LOCK_SH):
             if created:
@@ -398,34 +355,9 @@ class Index:
             fd = _open_lock(self._path)
             try:
                 fcntl.flock(fd, mode)
-                if self._seal is None:
-                    self._reopen_if_replaced()
                 yield
             finally:
                 os.close(fd)
-
-    def _reopen_if_replaced(self) -> None:
-        """Open the file now at the path if another process installed a rebuilt one."""
-        assert self._path is not None  # noqa: S101 -- only for an index on disk
-        inode = _inode(self._path)
-        if inode is None or inode == self._inode:
-            return
-        if not self._path.is_file() or self._path.is_symlink():
-            raise IndexTamperedError(
-                f"{self._path.name} was replaced by something else than an index file; "
-                "remove it, and restart a server of this vault"
-            )
-        try:
-            conn = _connect(self._path)
-        except sqlite3.DatabaseError as exc:
-            raise _unreadable(self._path, exc) from None
-        try:
-            conn.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise _unreadable(self._path, exc) from None
-        self._db.close()
-        self._db, self._inode = conn, inode
 
     def verify(self) -> None:
         """Load the file if another process changed it, and check its tag.

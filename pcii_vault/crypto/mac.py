@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -17,8 +16,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pcii_vault.errors import IntegrityError
 
 __all__ = ["Authenticator"]
-
-_CHUNK = 1 << 20
 
 
 class Authenticator:
@@ -37,14 +34,6 @@ class Authenticator:
     def tag(self, data: bytes) -> bytes:
         """The tag of `data`."""
         return hmac.new(self._key, data, hashlib.sha256).digest()
-
-    def tag_file(self, path: Path) -> bytes:
-        """The tag of a file's bytes, read in chunks (bounded memory)."""
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                mac.update(chunk)
-        return mac.digest()
 
     def verify(self, data: bytes, tag: bytes) -> None:
         """Check a tag.

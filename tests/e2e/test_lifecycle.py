@@ -7,6 +7,7 @@ The main stories run twice: on the vault directory (embedded) and through a real
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pypdf
@@ -270,7 +271,7 @@ def test_index_rebuild_reproduces_the_index_exactly(populated: Cli) -> None:
     cli.ok("get", tracking, "--purpose", "p", "--out", str(cli.root / "r"), who="water")
 
     def dump() -> dict[str, list[tuple[object, ...]]]:
-        index = Index.open(cli.vault / "index.sqlite")
+        index = Index(sqlite3.connect(f"file:{cli.vault / 'index.sqlite'}?mode=ro", uri=True))
         try:
             return index.dump()
         finally:
