@@ -179,11 +179,17 @@ class VaultPaths:
 
 @dataclass(frozen=True)
 class Batching:
-    """Group commit: a batch closes at `max_acts` acts or `max_age` seconds."""
+    """Group commit: a batch closes at `max_acts` acts or `max_age` seconds.
+
+    `index_write_every`: a long-lived core (a server) writes its index file at most this
+    often (seconds) and when it stops, rather than after every batch (0): the file is a
+    cache of the log, and whoever reads it behind the log catches up from the log.
+    """
 
     max_acts: int = 256
     max_age: float = 0.002
     max_pending: int = 4096
+    index_write_every: float = 0.0
 
 
 class Settings(BaseSettings):
@@ -225,13 +231,20 @@ class Settings(BaseSettings):
     server_skew_s: float = Field(
         default=60.0, gt=0, le=3600, description="`pcii serve`: a signed request's max age"
     )
+    server_index_write_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="`pcii serve`: write the index file at most this often (and at stop)",
+    )
 
-    def batching(self) -> Batching:
-        """The group-commit settings for the core."""
+    def batching(self, *, serving: bool = False) -> Batching:
+        """The group-commit settings for the core (`serving`: of a `pcii serve` process)."""
         return Batching(
             max_acts=self.batch_max_acts,
             max_age=self.batch_max_age_ms / 1000,
             max_pending=max(self.batch_max_pending, self.batch_max_acts),
+            index_write_every=self.server_index_write_s if serving else 0.0,
         )
 
     @classmethod

@@ -43,6 +43,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -259,6 +260,11 @@ def _write_tagged(path: Path, data: bytes, tag: bytes) -> None:
             Path(f"{path}{suffix}").unlink()
 
 
+def _size_of(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key='size'").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _memory_connection() -> sqlite3.Connection:
     return sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
 
@@ -272,10 +278,18 @@ class Index:
         *,
         path: Path | None = None,
         seal: Authenticator | None = None,
+        write_every: float = 0.0,
     ) -> None:
         self._db = conn
         self._path = path
         self._seal = seal
+        # A long-lived process (a server) writes its copy at most every `write_every`
+        # seconds, and when closed: the log is the record, and a file behind it is caught
+        # up from the verified log by whoever reads it next. `_dirty`: the copy holds
+        # events the file does not.
+        self._write_every = write_every
+        self._written_at = float("-inf")
+        self._dirty = False
         # The stat key of the file whose bytes `_db` holds, and whether their tag matched
         # (and if not, why): an authenticated index is only ever read from memory.
         self._known: tuple[int, ...] | None = None
@@ -285,12 +299,13 @@ class Index:
         self._db.executescript(_SCHEMA)
 
     @classmethod
-    def open(cls, path: Path, *, seal: Authenticator) -> Index:
+    def open(cls, path: Path, *, seal: Authenticator, write_every: float = 0.0) -> Index:
         """Open (or create, owner-only) the authenticated index file at `path`.
 
-        Its bytes are read into memory (`verify` says whether their tag matches), and
-        every write puts a new, tagged file in its place. A file created here is tagged
-        at once.
+        Its bytes are read into memory (`verify` says whether their tag matches), and a
+        write puts a new, tagged file in its place: after every change, or (`write_every`
+        seconds, for a long-lived process) at most that often and at `close`. A file
+        created here is tagged at once.
         """
         # Created 0600 (not with the umask): it holds metadata only, but of PCII records.
         created = False
@@ -302,7 +317,7 @@ class Index:
                 f"{path.name} is not a file (a directory?), not the index the vault wrote; "
                 "remove it and run `pcii index rebuild`"
             )
-        index = cls(_memory_connection(), path=path, seal=seal)
+        index = cls(_memory_connection(), path=path, seal=seal, write_every=write_every)
         with index._locked(fcntl.LOCK_EX if created else fcntl.LOCK_SH):
             if created:
                 index._persist_locked()
@@ -336,7 +351,19 @@ class Index:
         return self._db.serialize()
 
     def close(self) -> None:
-        """Release the database."""
+        """Write what the file does not hold yet (a long-lived copy), release the database.
+
+        A copy that cannot be written is only logged: the log holds its events, and the
+        next reader of the older file catches up from there.
+        """
+        if self._dirty:
+            try:
+                with self._locked(fcntl.LOCK_EX):
+                    self._verify_locked()
+                    if self._dirty:
+                        self._persist_locked()
+            except (IndexTamperedError, IndexWriteError) as exc:
+                _log.warning("index_not_written_at_close", error=str(exc))
         self._db.close()
 
     # ----- authentication -------------------------------------------------------------
@@ -378,7 +405,12 @@ class Index:
         """
         assert self._seal is not None and self._path is not None  # noqa: S101
         if _stat_key(self._path) != self._known:
+            ahead = self._db if self._dirty else None
             self._load_locked()
+            if ahead is not None and self._unverified is None and _size_of(ahead) > self.size:
+                # Another process of this vault wrote its copy, behind this one's: both
+                # are the verified log's, and this one goes on from its own.
+                self._db, self._dirty = ahead, True
         if self._unverified is not None:
             raise IndexTamperedError(self._unverified)
 
@@ -402,7 +434,8 @@ class Index:
             raise _unreadable(self._path, exc) from None
         # The old copy is not closed here: another thread may still be reading from it
         # (a verified state); it is closed when no longer referenced.
-        self._db, self._known = conn, known
+        self._db, self._known, self._dirty = conn, known, False
+        self._written_at = time.monotonic()  # the copy is the file's: as if just written
         self._unverified = self._untagged_because(data)
 
     def _untagged_because(self, data: bytes) -> str | None:
@@ -444,6 +477,7 @@ class Index:
                 self._load_locked()
             raise
         self._known, self._unverified = _stat_key(self._path), None
+        self._dirty, self._written_at = False, time.monotonic()
 
     def verify_or_diagnose(self, projection: Callable[[int], Index]) -> list[str]:
         """Check the tag under the write lock; when it fails, compare with the log.
@@ -511,8 +545,7 @@ class Index:
     @property
     def size(self) -> int:
         """How many log events have been applied."""
-        row = self._db.execute("SELECT value FROM meta WHERE key='size'").fetchone()
-        return int(row[0]) if row else 0
+        return _size_of(self._db)
 
     def size_and_root(self) -> tuple[int, bytes | None]:
         """`size` and `root`, read in one statement.
@@ -673,7 +706,9 @@ class Index:
                     raise
                 self._db.execute("COMMIT")
             if self._seal is not None and (applied or rooted):
-                self._persist_locked()
+                self._dirty = True
+                if time.monotonic() - self._written_at >= self._write_every:
+                    self._persist_locked()
         return applied
 
     def _rollback(self) -> None:

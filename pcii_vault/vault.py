@@ -533,7 +533,9 @@ class Vault:
         if self._index is None:
             seal = self._local().index_authenticator()
             missing = not self.paths.index.is_symlink() and not self.paths.index.exists()
-            self._index = Index.open(self.paths.index, seal=seal)
+            self._index = Index.open(
+                self.paths.index, seal=seal, write_every=self._batching.index_write_every
+            )
             if missing and self.paths.anchor.exists():
                 # Deleted (or lost): what decides is the log, replayed into a new one.
                 _log.warning("index_rebuilt_from_log", reason=f"{self.paths.index} was missing")
@@ -750,7 +752,9 @@ class Vault:
         finally:
             index.close()
         Index.install(built, self.paths.index, seal=seal)
-        self._index = Index.open(self.paths.index, seal=seal)
+        self._index = Index.open(
+            self.paths.index, seal=seal, write_every=self._batching.index_write_every
+        )
         return self._index.size
 
     def _refuse_rolled_back_log(self, seal: Authenticator) -> None:

@@ -87,7 +87,7 @@ def serve(
     settings = Settings.from_environment()
     _log_access_lines(settings.log_format)
     skew = _seconds(settings.server_skew_s)
-    vault, seal, secrets = _open(state, root, workers, settings.batching(), skew)
+    vault, seal, secrets = _open(state, root, workers, settings.batching(serving=True), skew)
     spool: Path | None = None
     sock: socket.socket | None = None
     try:
@@ -120,7 +120,7 @@ def serve(
             secrets[-1] if secrets else None,
             listener,
             limits,
-            settings.batching(),
+            settings.batching(serving=True),
             json_logs=settings.log_format != "console",
             nonces=spool / "nonces.sqlite",
         )
