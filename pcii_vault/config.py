@@ -11,13 +11,15 @@ never guesses.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pcii_vault.durable import read_regular, write_new_file
@@ -43,7 +45,11 @@ class VaultConfig(BaseModel):
     created: datetime
     store: str = Field(description="'file' (objects in the vault directory) or s3://bucket/prefix")
     log_origin: str = Field(min_length=1, max_length=200)
-    log_key: str = Field(description="the log's signed-note verifier key")
+    log_key: str = Field(
+        # name+keyid+base64(0x01 || Ed25519 key): the form, before any use checks the rest.
+        pattern=r"^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]{44}$",
+        description="the log's signed-note verifier key",
+    )
     intake_public_key: str = Field(description="X25519 public key, base64, for owner-side sealing")
     request_window_seconds: int = Field(default=300, ge=10, le=3600)
     kek: str = Field(
@@ -67,6 +73,18 @@ class VaultConfig(BaseModel):
         "from the sealed keyring: the vault refuses a vault.json edited outside it (a key "
         "holder's address or module path) before it opens any key holder",
     )
+
+    @field_validator("intake_public_key")
+    @classmethod
+    def _an_x25519_key(cls, value: str) -> str:
+        """Read before the seal is checked (a client's first look): refused here if no key."""
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise ValueError("not base64") from None
+        if len(raw) != 32:
+            raise ValueError(f"{len(raw)} bytes, not an X25519 public key's 32")
+        return value
 
     def sealed_fields(self) -> bytes:
         """What `seal` authenticates: every field but `store` (a vault may move) and itself."""

@@ -163,7 +163,7 @@ def init(
         if not isinstance(exc, ConfigError) and VaultPaths(root).config.exists() and not had_vault:
             # Made all the same (interrupted as it opened): its shares are its only secret.
             if isinstance(exc, KeyboardInterrupt):
-                state.interrupted_after.append(_made_anyway(root, key_out, shares_out))
+                state.already_done.append(_made_anyway(root, key_out, shares_out))
             raise
         _remove_shares(share_files, shares_out if shares_dir_made else None)
         raise
@@ -192,7 +192,7 @@ def init(
             )
         state.output.result(data, human=vault.config.vault_id)
     except KeyboardInterrupt:
-        state.interrupted_after.append(_made_anyway(root, key_out, shares_out))
+        state.already_done.append(_made_anyway(root, key_out, shares_out))
         raise
     finally:
         vault.close()
@@ -363,7 +363,7 @@ def principal_add(
         except KeyboardInterrupt:
             # Perhaps handed to the log already: the registration may stand, and then
             # this file is the only copy of its key (and the id is never given again).
-            state.interrupted_after.append(
+            state.already_done.append(
                 f"while registering {name}: its key file {key_out} is kept, as {name} may "
                 "be registered all the same (see `pcii principal list`); delete it if not"
             )

@@ -117,7 +117,7 @@ def _root(
         identity=identity,
         output=Output(json_mode=json_mode),
         debug=debug,
-        interrupted_after=given.interrupted_after,  # `main` reads it after an interrupt
+        already_done=given.already_done,  # `main` reads it after an interrupt
     )
 
 
@@ -444,26 +444,31 @@ def main(argv: list[str] | None = None) -> None:
             _fail(_missing_command(exc), 2, json_mode=json_mode)
         _fail(" ".join(_usage_message(exc).split()), 2, json_mode=json_mode)
     except KeyboardInterrupt:
-        _fail_interrupted(json_mode=json_mode, notes=state.interrupted_after)
+        _fail_interrupted(json_mode=json_mode, notes=state.already_done)
     except typer.Abort:  # end of input at a prompt
         _fail("interrupted", 1, json_mode=json_mode)
     except Exception as exc:  # noqa: BLE001 -- the last resort: one line, exit 1
-        _fail_unexpected(exc, json_mode=json_mode, debug=debug)
+        _fail_unexpected(exc, json_mode=json_mode, debug=debug, notes=state.already_done)
     finally:
         _restore_signals(previous, exiting=argv is None)
     if _RECEIVED:  # typer caught the interrupt (and made it exit 130): say so
-        _fail_interrupted(json_mode=json_mode, notes=state.interrupted_after)
-    _flush_stdout()
+        _fail_interrupted(json_mode=json_mode, notes=state.already_done)
+    _flush_stdout(notes=state.already_done)
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _fail_unexpected(exc: Exception, *, json_mode: bool, debug: bool) -> NoReturn:
-    """One line: exit 2 when a write ran out of space (the user's to change), else 1."""
+def _fail_unexpected(
+    exc: Exception, *, json_mode: bool, debug: bool, notes: Sequence[str] = ()
+) -> NoReturn:
+    """One line: exit 2 when a write ran out of space (the user's to change), else 1.
+
+    `notes`: what the command had done all the same (a submission logged: its number).
+    """
     if debug:
         _print_traceback()
     full = _out_of_space(exc)
     if full is not None:
-        _fail(f"cannot write the output: {full}", 2, json_mode=json_mode)
+        _fail(" ".join([f"cannot write the output: {full}", *notes]), 2, json_mode=json_mode)
     _fail(f"unexpected error: {type(exc).__name__}: {exc}", 1, json_mode=json_mode)
 
 
@@ -486,7 +491,7 @@ def _out_of_space(exc: BaseException) -> str | None:
     return None
 
 
-def _flush_stdout() -> None:
+def _flush_stdout(*, notes: Sequence[str] = ()) -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -494,7 +499,8 @@ def _flush_stdout() -> None:
     except OSError as exc:
         if not _out_of_space(exc):
             raise
-        print(f"pcii: error: cannot write the output: {exc.strerror}", file=sys.stderr)  # noqa: T201
+        line = " ".join([f"cannot write the output: {exc.strerror}", *notes])
+        print(f"pcii: error: {line}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
 
 

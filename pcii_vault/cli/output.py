@@ -213,5 +213,6 @@ class CliState:
     identity: Path | None = None
     output: Output = field(default_factory=Output)
     debug: bool = False
-    # What an interrupted command had done that its user must know (said with the error).
-    interrupted_after: list[str] = field(default_factory=list)
+    # What a command had done that its user must know when it fails after all (interrupted,
+    # or its output cannot be written): said with the error, e.g. a submission's number.
+    already_done: list[str] = field(default_factory=list)

@@ -67,9 +67,14 @@ def submit(
             receipt = _submit(state, me, document=document, attachments=attachments)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):  # handed to the vault already? its number
-            state.interrupted_after.extend(getattr(exc, "__notes__", ()))
+            state.already_done.extend(getattr(exc, "__notes__", ()))
         raise
-    # The submission is logged: its tracking number is printed whatever happens next.
+    # The submission is logged: its tracking number is printed whatever happens next (on
+    # stderr with the error, when stdout cannot be written or the command is interrupted).
+    state.already_done.append(
+        f"({receipt.tracking_number} is submitted, log index {receipt.log_index}: "
+        "do not submit it again)"
+    )
     written = None
     problem = None
     if receipt_out is not None:
@@ -112,10 +117,10 @@ def _claim_receipt_path(path: Path) -> None:
     """
     from pcii_vault.durable import temp_name
 
-    if path.is_symlink() or path.exists():
-        raise InputError(f"{path} already exists: refusing to overwrite a receipt")
-    probe = temp_name(path)
     try:
+        if os.path.lexists(path):
+            raise InputError(f"{path} already exists: refusing to overwrite a receipt")
+        probe = temp_name(path)
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as exc:
         raise InputError(f"cannot write the receipt to {path}: {exc.strerror}") from exc

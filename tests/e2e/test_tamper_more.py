@@ -426,6 +426,31 @@ def test_a_vault_json_edited_outside_the_vault_opens_nothing(
 
 
 @pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("intake_public_key", "*{key}"),  # no base64: read before anything unseals
+        ("intake_public_key", "AAAA"),  # base64, but no X25519 key
+        ("log_key", "{key}*"),
+    ],
+)
+def test_a_key_in_vault_json_that_is_no_key_is_tampering(
+    vault: tuple[Cli, str], field: str, value: str
+) -> None:
+    """A tester's finding: a non-base64 intake key was exit 1 ("Incorrect padding")."""
+    cli, tracking = vault
+    config_path = cli.vault / "vault.json"
+    config = json.loads(config_path.read_text())
+    config[field] = value.format(key=config[field][1:])
+    config_path.write_text(json.dumps(config))
+    for result in (
+        cli.run("principal", "list", who="admin"),
+        _status(cli, tracking),
+        cli.run("audit", "verify"),
+    ):
+        assert "vault.json" in one_line_error(result, 4)
+
+
+@pytest.mark.parametrize(
     "name",
     [
         "vault.json",
