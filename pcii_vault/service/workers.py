@@ -22,6 +22,7 @@ started once it has opened the vault and is about to serve.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     import asyncio
     from multiprocessing.process import BaseProcess
     from multiprocessing.synchronize import Event
+
+    import uvicorn
 
     from pcii_vault.config import Batching
     from pcii_vault.service.app import Service, ServiceLimits
@@ -281,7 +284,7 @@ def run_server(app: Service, sock: socket.socket, listener: Listener) -> None:
         server_header=False,
     )
     _uvicorn_logs_through_structlog()
-    server = uvicorn.Server(config)
+    server = _handshake_bounded(config, app.limits.read_timeout)
 
     def stop(_signum: int, _frame: object) -> None:
         # Before uvicorn listens for SIGTERM (its start-up), this stops the server as
@@ -292,6 +295,31 @@ def run_server(app: Service, sock: socket.socket, listener: Listener) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     server.run(sockets=[sock])
+
+
+def _handshake_bounded(config: uvicorn.Config, handshake_timeout: float) -> uvicorn.Server:
+    """A uvicorn server whose listening sockets bound the TLS handshake too.
+
+    The protocol's own deadline starts once the handshake is done: a connection that
+    never sends a ClientHello, or half of one, was held for the event loop's default
+    60 s, whatever `PCII_SERVER_READ_TIMEOUT_S` said.
+    """
+    import asyncio  # noqa: PLC0415 -- only a server pays for it
+
+    import uvicorn  # noqa: PLC0415
+
+    class Bounded(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            loop = asyncio.get_running_loop()
+            # Always TLS here (the listener's certificate), the one case the bound applies.
+            bounded = functools.partial(loop.create_server, ssl_handshake_timeout=handshake_timeout)
+            setattr(loop, "create_server", bounded)  # noqa: B010 -- this loop only
+            try:
+                await super().startup(sockets=sockets)
+            finally:
+                delattr(loop, "create_server")
+
+    return Bounded(config)
 
 
 class _ToStructlog(logging.Handler):

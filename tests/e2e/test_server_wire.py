@@ -7,6 +7,7 @@ a request's head is tested without waiting the default 30 s.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import ssl
@@ -232,6 +233,26 @@ def test_a_connection_that_sends_nothing_is_closed(wire: ServerCli) -> None:
         answer = _read_all(conn, timeout=READ_TIMEOUT_S + 10)
         assert time.monotonic() - started < READ_TIMEOUT_S + 5
     assert answer == b""  # closed without an answer: there was no request
+
+
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"])
+def test_a_tls_handshake_that_never_completes_is_closed_at_the_read_timeout(
+    wire: ServerCli, sent: bytes
+) -> None:
+    """No ClientHello, or half of one: closed by the read timeout, not the loop's 60 s.
+
+    A tester's finding: the deadline began after the handshake, so a connection that
+    never finished one was held for 60 s whatever PCII_SERVER_READ_TIMEOUT_S said.
+    """
+    server = _server(wire)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as tcp:
+        tcp.sendall(sent)
+        started = time.monotonic()
+        tcp.settimeout(READ_TIMEOUT_S + 30)
+        with contextlib.suppress(OSError):
+            while tcp.recv(65536):
+                pass
+        assert time.monotonic() - started < READ_TIMEOUT_S + 10
 
 
 def test_a_kept_alive_connection_serves_requests_past_the_head_deadline(wire: ServerCli) -> None:
