@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import structlog
@@ -279,7 +280,9 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         await run_in_threadpool(_ready, context.vault)
     except VaultError as exc:
-        return JSONResponse({"ready": False, "error": exc.diagnostics()}, status_code=503)
+        structlog.get_logger("pcii.serve").warning("not_ready", error=exc.diagnostics())
+        error = _for_clients(exc.diagnostics(), context.vault)
+        return JSONResponse({"ready": False, "error": error}, status_code=503)
     return JSONResponse({"ready": True})
 
 
@@ -815,20 +818,50 @@ def create_app(
     return Service(app, limits, structlog.get_logger("pcii.serve"))
 
 
-def _error(exc: VaultError, status: int | None = None) -> JSONResponse:
+def _error(
+    exc: VaultError, status: int | None = None, *, vault: Vault | None = None
+) -> JSONResponse:
     body = wire.ErrorBody(
-        error=exc.diagnostics(),
+        error=_for_clients(exc.diagnostics(), vault),
         exit_code=exc.exit_code,
         kind=type(exc).__name__,
-        problems=[str(p) for p in getattr(exc, "problems", ())],
+        problems=[_for_clients(str(p), vault) for p in getattr(exc, "problems", ())],
     )
     return JSONResponse(body.model_dump(), status_code=status or wire.status_for(exc))
 
 
-async def _vault_error(_request: Request, exc: VaultError) -> JSONResponse:
+def _for_clients(message: str, vault: Vault | None) -> str:
+    """`message` without where the server keeps the vault: its directory, its store's.
+
+    A store's error names its directory (or endpoint) for the server's operator; a client,
+    whoever it is, learns only that the server's store failed. The server's log keeps it.
+    """
+    if vault is None:
+        return message
+    places = [(str(vault.paths.root), "the server's vault directory")]
+    with contextlib.suppress(OSError):
+        places.append((str(vault.paths.root.resolve()), "the server's vault directory"))
+    with contextlib.suppress(VaultError, OSError):
+        url = vault.store.url
+        if url.startswith("file://"):
+            root = unquote(urlsplit(url).path)
+            places.append((f"filesystem store {root}", "the server's filesystem store"))
+            places.append((root, "the server's store"))
+        if endpoint := getattr(vault.store, "endpoint", None):
+            places.append((str(endpoint), "the server's store endpoint"))
+    for place, name in sorted(places, key=lambda p: -len(p[0])):
+        if len(place) > 1:
+            message = message.replace(place, name)
+    return message
+
+
+async def _vault_error(request: Request, exc: VaultError) -> JSONResponse:
+    vault = _context(request).vault
+    if isinstance(exc, BackendError):
+        structlog.get_logger("pcii.serve").warning("backend_error", error=exc.diagnostics())
     if isinstance(exc, SignatureRefused):
-        return _error(exc, exc.status)
-    return _error(exc)
+        return _error(exc, exc.status, vault=vault)
+    return _error(exc, vault=vault)
 
 
 async def _invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import Cli
 
@@ -49,10 +50,10 @@ def test_a_submission_whose_number_cannot_be_printed_says_it_on_stderr(populated
     """
     cli = populated
     submission = str(cli.write_submission(attachments=[]))
-    with open("/dev/full", "w") as full:
+    command = [sys.executable, "-m", "pcii_vault", "--as", str(cli.key("owner")), "submit"]
+    with Path("/dev/full").open("w") as full:
         done = subprocess.run(
-            [sys.executable, "-m", "pcii_vault", "--as", str(cli.key("owner")), "submit",
-             submission],  # fmt: skip
+            [*command, submission],
             env=cli.environment(["submit"]),
             cwd=cli.root,
             stdout=full,

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from vault_support import VaultBench
 
+from pcii_vault.errors import BackendError
 from pcii_vault.service import app as service
 
 
@@ -34,3 +35,36 @@ def test_an_unexpected_error_is_answered_in_the_error_shape(
             assert http.get("/healthz").json() == {"status": "alive"}
     finally:
         bench.vault.close()
+
+
+def test_a_store_failure_does_not_tell_clients_where_the_store_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: a 503 named the server's store directory to any user.
+
+    The client learns that the server's store failed; the server's log keeps where.
+    """
+    bench = VaultBench(tmp_path, secret=b"app-errors-unseal-secret", attachment_bytes=b"x")
+    vault = bench.vault
+    objects = vault.paths.root / "objects"
+    failure = f"filesystem store {objects}: write log/claims/0033 failed: Operation not permitted"
+    try:
+
+        def down(*_args: object) -> None:
+            raise BackendError(failure)
+
+        monkeypatch.setattr(service, "_ready", down)
+        monkeypatch.setattr(vault, "current_kek_version", down)
+        app = service.create_app(vault, spool=service.private_spool(tmp_path / "spool"))
+        with TestClient(app.app, raise_server_exceptions=False) as http:
+            ready = http.get("/readyz")
+            info = http.get("/v1/info")
+        assert ready.status_code == 503 and info.status_code == 503
+        for said in (ready.json()["error"], info.json()["error"]):
+            assert str(tmp_path) not in said
+            assert said == (
+                "the server's filesystem store: write log/claims/0033 failed: "
+                "Operation not permitted"
+            )
+    finally:
+        vault.close()
