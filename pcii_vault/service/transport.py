@@ -407,6 +407,8 @@ def _checked_url(url: str) -> str:
 
 # OpenSSL's verify code for a certificate past its notAfter date.
 _X509_V_ERR_CERT_HAS_EXPIRED = 10
+_X509_V_ERR_HOSTNAME_MISMATCH = 62
+_X509_V_ERR_IP_ADDRESS_MISMATCH = 64
 
 
 @contextlib.contextmanager
@@ -415,7 +417,7 @@ def _network(url: str) -> Iterator[None]:
     try:
         yield
     except httpx.ConnectError as exc:
-        cause = exc.__context__
+        cause = _verification_error(exc)
         if "certificate has expired" in str(exc) or (
             isinstance(cause, ssl.SSLCertVerificationError)
             and cause.verify_code == _X509_V_ERR_CERT_HAS_EXPIRED
@@ -423,6 +425,15 @@ def _network(url: str) -> Iterator[None]:
             raise ConfigError(
                 f"the certificate of {url} has expired: the server's administrator must "
                 "give `pcii serve` a current one (--tls-cert, --tls-key) and hand it out again"
+            ) from exc
+        if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_code in (
+            _X509_V_ERR_HOSTNAME_MISMATCH,
+            _X509_V_ERR_IP_ADDRESS_MISMATCH,
+        ):
+            host = httpx.URL(url).host
+            raise ConfigError(
+                f"the certificate of {url} is not made out for {host}: use the address "
+                "`pcii serve` printed for clients (or serve with a certificate for it)"
             ) from exc
         if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc):
             raise ConfigError(
@@ -434,6 +445,16 @@ def _network(url: str) -> Iterator[None]:
         raise BackendError(f"the vault server at {url} did not answer in time") from exc
     except httpx.HTTPError as exc:
         raise BackendError(f"the connection to {url} failed: {exc}") from exc
+
+
+def _verification_error(exc: BaseException) -> BaseException | None:
+    """The TLS verification error under `exc` (httpx wraps httpcore's, which wraps it)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _raise_for(response: httpx.Response) -> None:
