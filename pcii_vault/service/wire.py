@@ -9,6 +9,7 @@ raises the same error class with the same one-line message as embedded mode.
 from __future__ import annotations
 
 import base64
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -94,6 +95,11 @@ class ErrorBody(_Wire):
 
 def error_from_body(body: ErrorBody) -> VaultError:
     """The error a client raises for a server's answer (same class, same message)."""
+    from pcii_vault.models.submission import SubmissionInvalid  # noqa: PLC0415 -- rare
+
+    if body.kind == SubmissionInvalid.__name__ and body.exit_code == SubmissionInvalid.exit_code:
+        with contextlib.suppress(ValueError):  # no problems listed: the plain error below
+            return SubmissionInvalid(body.problems)  # a summary line, then one per problem
     cls = ERROR_KINDS.get(body.kind)
     if cls is None or cls.exit_code != body.exit_code:
         cls = next((c for c in ERROR_KINDS.values() if c.exit_code == body.exit_code), VaultError)

@@ -9,7 +9,9 @@ from fastapi.testclient import TestClient
 from vault_support import VaultBench
 
 from pcii_vault.errors import BackendError
+from pcii_vault.models.submission import SubmissionInvalid
 from pcii_vault.service import app as service
+from pcii_vault.service import wire
 
 
 def test_an_unexpected_error_is_answered_in_the_error_shape(
@@ -68,3 +70,27 @@ def test_a_store_failure_does_not_tell_clients_where_the_store_is(
             )
     finally:
         vault.close()
+
+
+def test_a_submission_refused_by_the_server_reads_as_one_refused_locally() -> None:
+    """A tester's finding: the server's problems arrived run together on one line.
+
+    A client of another version than the server's may let a submission through that the
+    server refuses: its user sees the same summary line and one line per problem.
+    """
+    problems = ["facility.city: required", "facility.state: required"]
+    refused = SubmissionInvalid(problems)
+    body = wire.ErrorBody(
+        error=refused.diagnostics(),
+        exit_code=refused.exit_code,
+        kind=type(refused).__name__,
+        problems=list(refused.problems),
+    )
+    raised = wire.error_from_body(body)
+    assert isinstance(raised, SubmissionInvalid)
+    assert raised.diagnostics() == refused.diagnostics()
+    assert raised.diagnostics().splitlines() == [
+        "submission has 2 problems",
+        "  facility.city: required",
+        "  facility.state: required",
+    ]
