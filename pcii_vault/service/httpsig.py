@@ -160,6 +160,15 @@ class Nonces(Protocol):
         """How long after its `created` a nonce is remembered."""
         ...
 
+    @property
+    def since(self) -> datetime:
+        """From when on every accepted nonce is here: the server's start.
+
+        An earlier request may have been accepted by the server before it restarted, and
+        cannot be told from its replay.
+        """
+        ...
+
     def check_and_add(
         self, key_id: str, nonce: str, created: datetime, *, now: datetime | None = None
     ) -> bool:
@@ -170,16 +179,24 @@ class Nonces(Protocol):
 class _Windowed(abc.ABC):
     """What both nonce caches share: the window, and when a nonce may be forgotten."""
 
-    def __init__(self, window: timedelta) -> None:
+    def __init__(self, window: timedelta, *, since: datetime | None = None) -> None:
         if window <= timedelta(0):
             raise ValueError("the nonce window must be positive")
         self._window = window
         self._lock = threading.Lock()
+        # `created` counts whole seconds: a request signed in the second the cache began
+        # is taken (the server was not listening before it began).
+        self._since = (datetime.now(UTC) if since is None else since).replace(microsecond=0)
 
     @property
     def window(self) -> timedelta:
         """How long after its `created` a nonce is remembered."""
         return self._window
+
+    @property
+    def since(self) -> datetime:
+        """From when on every accepted nonce is here (see `Nonces.since`)."""
+        return self._since
 
     def check_and_add(
         self, key_id: str, nonce: str, created: datetime, *, now: datetime | None = None
@@ -209,8 +226,8 @@ class NonceCache(_Windowed):
     serves one process: the workers of one server share a `SharedNonceCache` instead.
     """
 
-    def __init__(self, window: timedelta) -> None:
-        super().__init__(window)
+    def __init__(self, window: timedelta, *, since: datetime | None = None) -> None:
+        super().__init__(window, since=since)
         self._expires: dict[tuple[str, str], datetime] = {}
         self._queue: list[tuple[datetime, str, str]] = []  # a heap of (expires, key id, nonce)
 
@@ -241,8 +258,8 @@ class SharedNonceCache(_Windowed):
 
     _PURGE_EVERY = 512  # inserts between deletions of expired rows
 
-    def __init__(self, path: Path, window: timedelta) -> None:
-        super().__init__(window)
+    def __init__(self, path: Path, window: timedelta, *, since: datetime | None = None) -> None:
+        super().__init__(window, since=since)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # never readable by others
         os.close(fd)
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
@@ -256,6 +273,15 @@ class SharedNonceCache(_Windowed):
             "CREATE TABLE IF NOT EXISTS nonces (key_id TEXT NOT NULL, nonce TEXT NOT NULL, "
             "expires REAL NOT NULL, PRIMARY KEY (key_id, nonce)) WITHOUT ROWID"
         )
+        # The file's start, not this process's: a worker started later (a replacement)
+        # finds every nonce the server accepted since the file was made.
+        self._db.execute("CREATE TABLE IF NOT EXISTS began (since REAL NOT NULL)")
+        self._db.execute(
+            "INSERT INTO began (since) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM began)",
+            (self._since.timestamp(),),
+        )
+        (since,) = self._db.execute("SELECT min(since) FROM began").fetchone()
+        self._since = datetime.fromtimestamp(since, UTC)
         self._inserts = 0
 
     def _remember(self, key_id: str, nonce: str, expires: datetime, now: datetime) -> bool:
@@ -502,9 +528,25 @@ def verify_request(
     digest = result.covered_components['"content-digest"']
     if _sha256_of(digest) is None:
         raise SignatureRefused("Content-Digest must be exactly one sha-256 digest")
-    if seen is not None and not seen.check_and_add(key_id, nonce, created, now=now):
-        raise SignatureRefused("nonce already used: the request was replayed", exit_code=4)
+    if seen is not None:
+        _refuse_replay(seen, key_id, nonce, created, now)
     return VerifiedSignature(key_id=key_id, created=created, nonce=nonce, content_digest=digest)
+
+
+def _refuse_replay(seen: Nonces, key_id: str, nonce: str, created: datetime, now: datetime) -> None:
+    """Remember the nonce; refuse one seen already, or signed before `seen` began.
+
+    Raises:
+        SignatureRefused: a replay, or what cannot be told from one (exit 4).
+    """
+    if created < seen.since:
+        raise SignatureRefused(
+            "request signed before this server started: it cannot be told from a replay; "
+            "sign it again (and check the client's clock)",
+            exit_code=4,
+        )
+    if not seen.check_and_add(key_id, nonce, created, now=now):
+        raise SignatureRefused("nonce already used: the request was replayed", exit_code=4)
 
 
 class RequestSigner:

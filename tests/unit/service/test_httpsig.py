@@ -174,7 +174,7 @@ def test_signed_headers_are_exactly_the_profile() -> None:
 
 
 def test_round_trip() -> None:
-    verified = verify(signed(), seen=NonceCache(timedelta(seconds=60)))
+    verified = verify(signed(), seen=NonceCache(timedelta(seconds=60), since=NOW))
     assert verified == VerifiedSignature(
         key_id=KEY_ID, created=NOW, nonce=NONCE, content_digest=DIGEST
     )
@@ -479,7 +479,7 @@ def test_the_window_is_the_callers() -> None:
 
 
 def test_a_replayed_nonce_is_refused() -> None:
-    seen = NonceCache(timedelta(seconds=60))
+    seen = NonceCache(timedelta(seconds=60), since=NOW)
     headers = signed()
     verify(headers, seen=seen)
     refused(headers, "replayed", exit_code=4, seen=seen, now=NOW + timedelta(seconds=30))
@@ -493,8 +493,22 @@ def test_a_replayed_nonce_is_refused() -> None:
     assert verified.key_id == "bob"
 
 
+def test_a_request_signed_before_the_server_started_is_refused() -> None:
+    """A tester's finding: a read replayed to a restarted server was answered.
+
+    The restarted server's nonce memory is new: a request signed before it began may have
+    been answered by the server before, and is refused as one it cannot tell from a replay.
+    """
+    seen = NonceCache(timedelta(seconds=60), since=NOW + timedelta(seconds=18))
+    later = NOW + timedelta(seconds=18)
+    refused(signed(), "before this server started", exit_code=4, seen=seen, now=later)
+    assert len(seen) == 0
+    # Signed in the second the server began: taken (`created` counts whole seconds).
+    assert verify(signed(now=later), seen=seen, now=later).created == later
+
+
 def test_a_refused_request_does_not_use_up_its_nonce() -> None:
-    seen = NonceCache(timedelta(seconds=60))
+    seen = NonceCache(timedelta(seconds=60), since=NOW)
     refused(hand_signed(key=OTHER_KEY), "does not verify", exit_code=4, seen=seen)
     refused(signed(), "does not verify", exit_code=4, method="PUT", seen=seen)
     refused(hand_signed(label="other"), "labelled", seen=seen)
@@ -506,14 +520,14 @@ def test_verification_needs_an_aware_now_and_a_cache_as_wide_as_the_window() -> 
     with pytest.raises(ValueError, match="time zone"):
         verify(signed(), now=NOW.replace(tzinfo=None))
     with pytest.raises(ValueError, match="whole window"):
-        verify(signed(), seen=NonceCache(timedelta(seconds=30)))
+        verify(signed(), seen=NonceCache(timedelta(seconds=30), since=NOW))
 
 
 # --- the nonce cache -------------------------------------------------------------------
 
 
 def test_nonce_cache_remembers_until_the_window_has_passed_then_forgets() -> None:
-    cache = NonceCache(timedelta(seconds=60))
+    cache = NonceCache(timedelta(seconds=60), since=NOW)
     assert cache.check_and_add("k", "n1", NOW, now=NOW)
     assert not cache.check_and_add("k", "n1", NOW, now=NOW + timedelta(seconds=60))
     assert cache.check_and_add("k", "n2", NOW + timedelta(seconds=30), now=NOW)
@@ -535,13 +549,13 @@ def test_nonce_cache_memory_is_bounded_by_the_window() -> None:
 
 
 def test_nonce_cache_refuses_what_it_could_not_remember() -> None:
-    cache = NonceCache(timedelta(seconds=60))
+    cache = NonceCache(timedelta(seconds=60), since=NOW)
     assert not cache.check_and_add("k", "old", NOW - timedelta(seconds=61), now=NOW)
     assert len(cache) == 0
 
 
 def test_nonce_cache_admits_a_nonce_once_across_threads() -> None:
-    cache = NonceCache(timedelta(seconds=60))
+    cache = NonceCache(timedelta(seconds=60), since=NOW)
     start = threading.Barrier(8)
     results: list[bool] = []
     lock = threading.Lock()

@@ -36,6 +36,18 @@ def test_a_nonce_accepted_by_one_worker_is_refused_by_another(tmp_path: Path) ->
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_a_worker_started_later_remembers_from_the_servers_start(tmp_path: Path) -> None:
+    # A replacement worker finds every nonce accepted since the file was made: it takes
+    # that start, not its own, as the time before which it cannot tell a replay.
+    path = tmp_path / "nonces.sqlite"
+    SharedNonceCache(path, WINDOW, since=NOW).close()  # the parent, at the server's start
+    worker = SharedNonceCache(path, WINDOW, since=NOW + timedelta(minutes=5))
+    try:
+        assert worker.since == NOW
+    finally:
+        worker.close()
+
+
 def test_a_stale_nonce_is_refused_and_expired_rows_are_deleted(tmp_path: Path) -> None:
     cache = SharedNonceCache(tmp_path / "nonces.sqlite", WINDOW)
     try:
