@@ -375,6 +375,7 @@ async def upload(
         if not check.matches(caller.signature.content_digest):
             with contextlib.suppress(VaultError):
                 vault.store.delete(key)
+                vault.remove_empty_record_folder(tracking)
             raise SignatureRefused(_NOT_SIGNED_BODY, exit_code=4)
 
     await anyio.to_thread.run_sync(put)

@@ -368,6 +368,21 @@ def test_an_upload_that_already_exists_is_409_exit_3(wire: ServerCli) -> None:
         assert str(server.ca.parent) not in body["error"]
 
 
+def test_an_upload_not_matching_its_signed_digest_leaves_nothing(wire: ServerCli) -> None:
+    """Refused (401, exit 4), its object deleted, and (a tester's finding) its folder too."""
+    server, owner = _server(wire), _who(wire, "owner")
+    tracking, ticket = _issued(server, owner)
+    url = f"{server.url}{_uploads(tracking, 'document', ticket)}"
+    signer = RequestSigner(owner.principal, owner.key)
+    headers = signer.headers("PUT", url, body_digest=content_digest(b"signed" * 1000))
+    headers["content-type"] = "application/octet-stream"
+    with _http(server) as http:
+        refused = http.put(url, content=b"sent!!" * 1000, headers=headers)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["exit_code"] == 4
+    assert not (wire.vault / "objects" / "records" / tracking).exists()
+
+
 def test_the_client_maps_an_upload_conflict_to_exit_3(wire: ServerCli) -> None:
     server, owner = _server(wire), _who(wire, "owner")
     transport = HttpTransport(server.url, ca=server.ca, identity=owner)
