@@ -146,6 +146,8 @@ _log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 _DEFAULT_BATCHING = Batching()
+# The actor of the vault's own events (notices, policy loads): no principal may take it.
+VAULT_ACTOR = "vault"
 # progress(attachment name, stored bytes read so far, its plaintext size)
 Progress = Callable[[str, int, int], None]
 
@@ -1215,6 +1217,11 @@ class Vault:
             )
         except ValidationError as exc:
             raise InputError(describe(exc, "invalid principal")) from exc
+        if principal_id == VAULT_ACTOR:
+            raise InputError(
+                f"principal {principal_id!r}: the name is the vault's own in the log (its "
+                "events are acted by it); choose another"
+            )
         _check_organisation(attributes.organisation)
         _check_sectors(attributes.sectors)
         _check_training(attributes.training_expires, request)
@@ -1630,7 +1637,7 @@ class Vault:
             seq=0,
             time=verdict.at,
             type="notice.sent",
-            actor="vault",
+            actor=VAULT_ACTOR,
             record=tracking,
             action="notify",
             policy_set=verdict.decision.policy_set_hash,
@@ -2976,7 +2983,7 @@ def _require_signed_params(request: SignedRequest, expected: dict[str, Any], wha
 
 
 def _draft(event_type: EventType, now: datetime, **fields: Any) -> Event:  # noqa: ANN401
-    return Event(seq=0, time=now, type=event_type, actor="vault", **fields)
+    return Event(seq=0, time=now, type=event_type, actor=VAULT_ACTOR, **fields)
 
 
 def _reporting(

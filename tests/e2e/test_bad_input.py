@@ -351,6 +351,7 @@ def test_init_without_a_secret_or_terminal_is_refused(cli: Cli) -> None:
         (["x1", "--role", "analyst", "--level", "galactic"], "level"),
         (["x1", "--role", "analyst", "--training-expires", "2027-13-01"], "not a date"),
         (["owner", "--role", "analyst"], "already exists"),
+        (["vault", "--role", "office"], "the vault's own in the log"),  # its events' actor
         (["x1", "--role", "analyst", "--org", "Org\x0bVT"], "one line of printable text"),
         (["x1", "--role", "analyst", "--org", "Evil\u202eCorp"], "one line of printable text"),
         (["x1", "--role", "analyst", "--training-expires", _TOO_FAR], "renewed yearly"),
