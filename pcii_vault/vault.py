@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import functools
 import hashlib
@@ -381,13 +382,15 @@ class Vault:
             # The config file is written last: a directory without it is not a vault.
             config.save_new(paths.config)
             (root / INIT_MARKER).unlink()
-        except BaseException:
+        except BaseException as exc:
             # Nothing half-created survives: a failed init leaves what was there before.
             if claimed:
                 admin_key_out.unlink(missing_ok=True)
             if custody is not None:
                 custody.close()
             _remove_partial_vault(paths, store, created_root=created_root)
+            if isinstance(exc, OSError):  # writing the vault directory (a full disk)
+                raise _not_created(root, exc) from exc
             raise
         vault = cls(root, unseal=lambda: secret, clock=clock)
         vault._keyring = custody
@@ -3356,12 +3359,25 @@ def _claim_new_file(path: Path) -> None:
     os.close(fd)
 
 
+def _not_created(root: Path, exc: OSError) -> VaultError:
+    """Why `init` could not write the vault directory: the disk's (exit 5) or the user's."""
+    reason = f"cannot create the vault in {root}: {exc.strerror or exc}"
+    if exc.errno in {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}:
+        return BackendError(f"{reason} (nothing of it was kept)")
+    return InputError(reason)
+
+
 def _write_claimed(path: Path, identity: Identity) -> None:
     path.unlink()
     identity.save_new(path)
 
 
 def _copy_default_policies(root: Path) -> Path:
-    target = root / "policies"
-    shutil.copytree(default_policy_directory(), target)
+    """Copy the shipped policies into the new vault; an OS error as it is (not a list)."""
+    source, target = default_policy_directory(), root / "policies"
+    for directory, _subdirectories, files in os.walk(source):
+        into = target / Path(directory).relative_to(source)
+        into.mkdir()
+        for name in files:
+            shutil.copyfile(Path(directory) / name, into / name)
     return target

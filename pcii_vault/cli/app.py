@@ -499,7 +499,9 @@ def _flush_stdout(*, notes: Sequence[str] = ()) -> None:
     except OSError as exc:
         if not _out_of_space(exc):
             raise
-        line = " ".join([f"cannot write the output: {exc.strerror}", *notes])
+        # The command returned: whatever it did is done, only its answer is lost.
+        done = notes or ["(the command itself was done: check before running it again)"]
+        line = " ".join([f"cannot write the output: {exc.strerror}", *done])
         print(f"pcii: error: {line}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -313,6 +317,35 @@ def test_failed_init_leaves_nothing_behind(cli: Cli) -> None:
     )
     assert result.code in {2, 5}, result.err
     assert len(result.err.strip().splitlines()) == 1
+    assert not cli.vault.exists()
+    assert not cli.key("admin").exists()
+
+
+@pytest.mark.parametrize("limit", [1500, 6000, 20000])
+def test_an_init_that_runs_out_of_space_is_exit_5_and_leaves_nothing(cli: Cli, limit: int) -> None:
+    """A tester's finding: a disk filling while the policies were copied was exit 1.
+
+    The file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) stands in for a full disk: the
+    write that crosses it fails with EFBIG, at a different file for each limit.
+    """
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pcii_vault", "init", "--admin-key-out", str(cli.key("admin"))],
+        env=cli.env,
+        cwd=cli.root,
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=limited,
+    )
+    assert done.returncode == 5, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("pcii: error:") and "File too large" in line, line
+    assert str(cli.vault) in line  # the vault directory, or its store's
     assert not cli.vault.exists()
     assert not cli.key("admin").exists()
 
