@@ -411,6 +411,14 @@ class Submission(_Model):
     )
     attachments: tuple[Attachment, ...] = Field(default=(), max_length=100, strict=False)
 
+    @field_validator("v", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        # `true == 1` in Python: a JSON true would pass as version 1.
+        if isinstance(value, bool):
+            raise PydanticCustomError("version", "must be one of: 1")
+        return value
+
     @field_validator("findings")
     @classmethod
     def _unique_finding_ids(cls, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:

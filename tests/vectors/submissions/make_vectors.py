@@ -212,6 +212,13 @@ CASES: list[tuple[str, Callable[[Doc], None] | None, list[str], str, str]] = [
         "a format version this software does not know",
     ),
     (
+        "version-true",
+        _set("v", True),
+        ATTACH,
+        "v: must be one of: 1",
+        "true for the version (equal to 1 in Python, yet no number)",
+    ),
+    (
         "attachment-described-not-given",
         None,
         [],
