@@ -78,6 +78,7 @@ from pcii_vault.errors import (
     NotFoundError,
 )
 from pcii_vault.keys.base import KekInfo
+from pcii_vault.text import printable
 
 __all__ = [
     "KEYRING_FORMAT_VERSION",
@@ -558,6 +559,7 @@ def _parse_unverified_envelope(raw: bytes, path: Path) -> _Envelope:
         raise ConfigError(f"keyring {path} has unknown format version {version!r}")
     try:
         kdf = _typed(doc, "kdf", dict)
+        _refuse_unknown_fields(doc, kdf, path)
         if _typed(kdf, "name", str) != _KDF or _typed(doc, "cipher", str) != _CIPHER:
             raise IntegrityError(f"keyring {path} names an unsupported KDF or cipher")
         params = ScryptParams(
@@ -572,6 +574,24 @@ def _parse_unverified_envelope(raw: bytes, path: Path) -> _Envelope:
         raise IntegrityError(f"keyring {path} is damaged (bad header)")
     _check_kdf_cost(params, path)
     return _Envelope(params=params, salt=salt)
+
+
+_FILE_FIELDS = frozenset({"format", "version", "kdf", "cipher", "nonce", "ciphertext"})
+_KDF_FIELDS = frozenset({"name", "n", "r", "p", "salt"})
+
+
+def _refuse_unknown_fields(doc: dict[str, Any], kdf: dict[str, Any], path: Path) -> None:
+    """Refuse a field the vault never writes: the seal covers only the fields it knows.
+
+    Raises:
+        IntegrityError: the file or its `kdf` carries another field.
+    """
+    extra = sorted(set(doc) - _FILE_FIELDS) + [f"kdf.{k}" for k in sorted(set(kdf) - _KDF_FIELDS)]
+    if extra:
+        raise IntegrityError(
+            f"keyring {path} is damaged: it carries fields the vault never writes "
+            f"({', '.join(printable(str(name))[:40] for name in extra[:3])})"
+        )
 
 
 def _check_kdf_cost(params: ScryptParams, path: Path) -> None:

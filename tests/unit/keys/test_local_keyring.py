@@ -197,6 +197,11 @@ DAMAGED = {
     "short salt": lambda p: rewrite(
         p, kdf={**json.loads(p.read_text())["kdf"], "salt": base64.b64encode(b"s").decode()}
     ),
+    # Fields the vault never writes, outside what the seal covers (a tester's finding).
+    "planted field": lambda p: rewrite(p, planted={"n": 1 << 30}),
+    "planted kdf field": lambda p: rewrite(
+        p, kdf={**json.loads(p.read_text())["kdf"], "comment": "x"}
+    ),
 }
 
 
