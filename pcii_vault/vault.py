@@ -2315,9 +2315,8 @@ class Vault:
             version = keyring.current_version
             logged = self._logged_kek_version(keyring)
             if logged != version:
-                raise IntegrityError(
-                    f"the log says KEK version {logged} but the keyring "
-                    f"is at {version}: run `pcii keys rotate` again to complete the rotation"
+                raise _keyring_not_the_logs(
+                    logged, version, _pending_version(self.paths.root / _ROTATION_PENDING)
                 )
             count, failed = self._rewrap_live(keyring)
             details = {"count": count, "version": version}
@@ -3115,6 +3114,24 @@ def _require_record_id(request: SignedRequest) -> str:
 
 
 _MAX_PENDING_NOTE = 256  # a version number, a space and a request's nonce
+
+
+def _keyring_not_the_logs(logged: int, held: int, pending: int | None) -> VaultError:
+    """Why a key act cannot go on: the keyring holds another current KEK than the log.
+
+    The same advice `keys rotate` acts on: a rotation this vault noted and logged but did
+    not finish is finished by running it again; a keyring behind the log otherwise is an
+    older copy (or another replica rotated), which no rotation here can repair.
+    """
+    said = f"the log says KEK version {logged} is current but this vault's keyring holds {held}"
+    if logged == held + 1 and pending == logged:
+        return IntegrityError(f"{said}: run `pcii keys rotate` again to complete the rotation")
+    if logged > held:
+        return BackendError(
+            f"{said}: the keys were rotated by another replica (or this keyring.sealed is an "
+            "older copy); copy the newest keyring.sealed here and restart"
+        )
+    return IntegrityError(f"{said}: the keyring was changed outside the vault")
 
 
 def _pending_version(path: Path) -> int | None:

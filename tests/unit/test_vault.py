@@ -364,6 +364,19 @@ def test_an_older_keyring_put_back_under_a_running_vault_wraps_nothing(setup: Se
         setup.submit()
 
 
+def test_rewrap_under_an_older_keyring_gives_the_advice_rotate_acts_on(setup: Setup) -> None:
+    """A tester's finding: rewrap said "run keys rotate again" (exit 4); rotate then said
+    "copy the newest keyring.sealed" (exit 5). Both now say the latter, with exit 5."""
+    path = setup.vault.paths.keyring
+    older = path.read_bytes()
+    assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
+    path.write_bytes(older)
+    with pytest.raises(BackendError, match="copy the newest keyring.sealed"):
+        setup.vault.rewrap_keys(setup.key_request("rewrap"))
+    with pytest.raises(BackendError, match="copy the newest keyring.sealed"):
+        setup.vault.rotate_keys(setup.key_request("rotate"))
+
+
 def test_an_index_that_cannot_be_written_is_the_vault_storage_failing(setup: Setup) -> None:
     """A tester's finding: a full disk under the vault made every logged act exit 1 (and
     the server answer 500): SQLite had rolled the overlay back itself, and the vault's
