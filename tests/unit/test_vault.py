@@ -371,9 +371,9 @@ def test_rewrap_under_an_older_keyring_gives_the_advice_rotate_acts_on(setup: Se
     older = path.read_bytes()
     assert setup.vault.rotate_keys(setup.key_request("rotate")) == 2
     path.write_bytes(older)
-    with pytest.raises(BackendError, match="copy the newest keyring.sealed"):
+    with pytest.raises(BackendError, match=r"copy the newest keyring\.sealed"):
         setup.vault.rewrap_keys(setup.key_request("rewrap"))
-    with pytest.raises(BackendError, match="copy the newest keyring.sealed"):
+    with pytest.raises(BackendError, match=r"copy the newest keyring\.sealed"):
         setup.vault.rotate_keys(setup.key_request("rotate"))
 
 
