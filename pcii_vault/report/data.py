@@ -14,19 +14,26 @@ from typing import Any
 
 from pcii_vault.report.audit import AuditReport
 from pcii_vault.report.figures import TABLES
+from pcii_vault.text import printable
 
 __all__ = ["csv_cell", "figures_json", "write_csv"]
 
 
 def csv_cell(value: object) -> object:
-    """Defuse spreadsheet formulas: user text starting with = + - @ is read as text.
+    """Defuse user text: formulas read as text, control and bidi characters as escapes.
 
     Every CSV the CLI writes from the log (`audit report --csv`, `audit export`) passes
-    its cells through here: a spreadsheet would run such text as a formula.
+    its cells through here: a spreadsheet would run text starting with = + - @ as a
+    formula, and an escape sequence or a right-to-left override in a purpose would
+    rewrite a terminal that shows the file (`cat`), as it would on any other output.
+    Line breaks stay: CSV quotes them. The JSON lines of `audit export` keep the text as
+    logged.
     """
-    if isinstance(value, str) and value[:1] in {"=", "+", "-", "@", "\t", "\r"}:
-        return "'" + value
-    return value
+    if not isinstance(value, str):
+        return value
+    if value[:1] in {"=", "+", "-", "@", "\t", "\r"}:
+        value = "'" + value
+    return printable(value, keep_newlines=True)
 
 
 def _sorted(counts: dict[str, int]) -> dict[str, int]:

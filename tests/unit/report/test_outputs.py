@@ -10,6 +10,7 @@ import pytest
 import pcii_vault.report
 from pcii_vault.cli.report import _Outputs
 from pcii_vault.errors import InputError
+from pcii_vault.report.data import csv_cell
 
 
 def test_a_report_that_fails_part_way_leaves_none_of_its_outputs(
@@ -27,3 +28,19 @@ def test_a_report_that_fails_part_way_leaves_none_of_its_outputs(
     with pytest.raises(InputError, match="No space"):
         outputs._pages(None, None)  # type: ignore[arg-type]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("typed", "cell"),
+    [
+        ("ctrl \x1b]0;pwned\x07 \u202egnp.exe", "ctrl \\u001b]0;pwned\\u0007 \\u202egnp.exe"),
+        ('=HYPERLINK("http://evil.example")', '\'=HYPERLINK("http://evil.example")'),
+        ("\r=1+1", "'\\u000d=1+1"),
+        ("two\nlines", "two\nlines"),  # CSV quotes a line break
+        ("drought planning", "drought planning"),
+    ],
+)
+def test_a_csv_cell_shows_what_users_typed_without_running_it(typed: str, cell: str) -> None:
+    """A tester's finding: escapes and bidi overrides reached the CSV files raw."""
+    assert csv_cell(typed) == cell
+    assert csv_cell(3) == 3
