@@ -2088,11 +2088,21 @@ class Vault:
         keyring = self._reread_keyring()
         rewrapped = self.index.meta("key.rewrapped")
         migrated = self.index.meta("key.migrated")
+        with self._lock:
+            retired = self.index.retired_versions()
+        versions = tuple(keyring.versions)
+        if unmarked := [v.version for v in versions if v.version in retired and not v.retired]:
+            # An older keyring.sealed put back (or a retirement whose keyring write was cut
+            # short): the log decides, as it does when a data key is unwrapped.
+            _log.warning("keyring_holds_retired_versions_usable", versions=unmarked)
+            versions = tuple(
+                dataclasses.replace(v, retired=v.retired or v.version in retired) for v in versions
+            )
         return KeyStatus(
             current_version=keyring.current_version,
             logged_version=self._logged_kek_version(keyring),
             min_decryption_version=keyring.min_decryption_version,
-            versions=keyring.versions,
+            versions=versions,
             last_rewrap=json.loads(rewrapped) if rewrapped else None,
             locations=keyring.locations(),
             migration=self._migration_progress(keyring, json.loads(migrated)) if migrated else None,

@@ -377,6 +377,19 @@ def test_rewrap_under_an_older_keyring_gives_the_advice_rotate_acts_on(setup: Se
         setup.vault.rotate_keys(setup.key_request("rotate"))
 
 
+def test_status_shows_a_version_the_log_retired_as_retired(setup: Setup) -> None:
+    """A tester's finding: a keyring.sealed put back from before `keys retire 1` made
+    status list version 1 as usable, while every unwrap under it was refused."""
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    setup.vault.rewrap_keys(setup.key_request("rewrap"))
+    path = setup.vault.paths.keyring
+    before = path.read_bytes()
+    setup.vault.retire_key(setup.key_request("retire", version=1), 1)
+    path.write_bytes(before)
+    status = setup.vault.key_status(setup.key_request("status"))
+    assert {v.version: v.retired for v in status.versions} == {1: True, 2: False}
+
+
 def test_an_index_that_cannot_be_written_is_the_vault_storage_failing(setup: Setup) -> None:
     """A tester's finding: a full disk under the vault made every logged act exit 1 (and
     the server answer 500): SQLite had rolled the overlay back itself, and the vault's
