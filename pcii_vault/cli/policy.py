@@ -100,16 +100,24 @@ def check(
                     "ok": False,
                     "directory": str(directory),
                     "problems": problems,
-                    "error": f"{len(problems)} problem(s) in {directory}",
+                    "error": (
+                        str(exc.problems[0])
+                        if len(problems) == 1
+                        else f"{len(problems)} problems in {directory}"
+                    ),
                     "exit_code": exc.exit_code,
                 }
             )
         else:
-            # As any error: a one-line summary on stderr, then one line per problem.
+            # As a submission's: one line, or a summary line and one line per problem.
             from pcii_vault.text import printable
 
-            lines = [f"pcii: error: {len(problems)} problem(s) in {directory}"]
-            lines += [f"  {printable(str(problem))}" for problem in exc.problems]
+            shown = [printable(str(problem)) for problem in exc.problems]
+            if len(shown) == 1:  # one problem: one line, as every other error
+                lines = [f"pcii: error: {shown[0]}"]
+            else:
+                lines = [f"pcii: error: {len(shown)} problems in {directory}"]
+                lines += [f"  {problem}" for problem in shown]
             sys.stderr.write("\n".join(lines) + "\n")
         raise typer.Exit(code=exc.exit_code) from None
     files = sorted({source.file for source in engine.policies.values()})

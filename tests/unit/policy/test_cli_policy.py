@@ -50,10 +50,19 @@ def test_check_lists_every_problem_and_exits_2(broken_dir: Path) -> None:
     result = runner.invoke(root, ["policy", "check", str(broken_dir)])
     assert result.exit_code == 2
     # As any error: a summary line on stderr, then one line per problem.
-    assert result.stderr.startswith("pcii: error: 2 problem(s) in ")
+    assert result.stderr.startswith("pcii: error: 2 problems in ")
     assert "  zz-bad.cedar:2: bad:" in result.stderr
     assert "  zz-bad.cedar:4: bad2: unknown obligation 'mark:secret'" in result.stderr
     assert result.stdout == ""
+
+
+def test_check_of_no_directory_is_one_line(tmp_path: Path) -> None:
+    """A tester's finding: one problem took a summary line and the problem's."""
+    result = runner.invoke(root, ["policy", "check", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert result.stderr == f"pcii: error: {tmp_path / 'nowhere'}: not a directory\n"
+    result = runner.invoke(root, ["--json", "policy", "check", str(tmp_path / "nowhere")])
+    assert json.loads(result.stdout)["error"] == f"{tmp_path / 'nowhere'}: not a directory"
 
 
 def test_check_json_reports_problems(broken_dir: Path) -> None:
@@ -63,7 +72,7 @@ def test_check_json_reports_problems(broken_dir: Path) -> None:
     assert data["ok"] is False
     assert {p["line"] for p in data["problems"]} == {2, 4}
     # As every --json error: its exit code and a one-line error in the one object.
-    assert data["exit_code"] == 2 and data["error"].startswith("2 problem(s) in ")
+    assert data["exit_code"] == 2 and data["error"].startswith("2 problems in ")
 
 
 def test_test_shipped_cases_exit_0() -> None:
