@@ -216,6 +216,12 @@ def _open_token(uri: Pkcs11Uri) -> Any:  # noqa: ANN401 -- pkcs11.Token
         return lib.get_token(token_label=uri.token)
     except p11err.NoSuchToken:
         raise BackendError(f"PKCS#11 token {uri.token!r} is not present") from None
+    except p11err.MultipleTokensReturned:
+        # `softhsm2-util --init-token` run twice with one label makes two tokens.
+        raise ConfigError(
+            f"more than one PKCS#11 token is labelled {uri.token!r}: the vault cannot tell "
+            "which holds its keys; give the other token another label (or remove it)"
+        ) from None
     except p11err.PKCS11Error as exc:
         raise BackendError(
             f"PKCS#11 token {uri.token!r} unavailable ({type(exc).__name__})"

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from key_servers import BaoServer, SoftHsm
+from key_servers import SOFTHSM_MODULE_CANDIDATES, BaoServer, SoftHsm
 from shamir_mnemonic.wordlist import WORDLIST
 
 from tests.e2e.conftest import SECRET, TRAINED, Cli
@@ -178,3 +180,40 @@ def test_keys_migrate_through_the_cli_and_status_shows_it(
     released = runner.ok("review", submitted, "--out", str(tmp_path / "rev"), who="office")
     assert released.code == 0
     assert runner.ok("audit", "verify").code == 0
+
+
+def test_two_tokens_with_the_label_of_the_vaults_are_named_not_unavailable(
+    tmp_path: Path,
+) -> None:
+    """A tester's finding: `softhsm2-util --init-token` run twice with one label made the
+    vault's token "unavailable (MultipleTokensReturned)", exit 5. It is the user's to fix."""
+    util = shutil.which("softhsm2-util")
+    module = next((m for m in SOFTHSM_MODULE_CANDIDATES if Path(m).exists()), None)
+    if util is None or module is None:
+        pytest.skip("SoftHSM2 is not installed")
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n")
+    pin = tmp_path / "pin"
+    pin.write_text("1234\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    for _ in range(2):
+        subprocess.run(
+            [util, "--init-token", "--free", "--label", "dup", "--so-pin", "1234", "--pin", "1234"],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+    (tmp_path / "cli").mkdir()
+    cli = Cli(tmp_path / "cli")
+    kek = f"pkcs11:token=dup;object=k?module-path={module}&pin-source=file:{pin}"
+    result = cli.run(
+        "init", "--insecure-fast-kdf", "--kek", kek, "--admin-key-out", str(cli.key("admin")),
+        env={"SOFTHSM2_CONF": str(conf), "PCII_TEST_EXEC": "1"},
+    )  # fmt: skip
+    assert result.code == 2, result.err
+    assert "more than one PKCS#11 token is labelled 'dup'" in result.err
+    assert [line for line in result.err.splitlines() if line.startswith("pcii: error:")] == [
+        result.err.splitlines()[-1]
+    ]
+    assert not cli.vault.exists()
