@@ -280,8 +280,8 @@ class SharedNonceCache(_Windowed):
             "INSERT INTO began (since) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM began)",
             (self._since.timestamp(),),
         )
-        (since,) = self._db.execute("SELECT min(since) FROM began").fetchone()
-        self._since = datetime.fromtimestamp(since, UTC)
+        (began,) = self._db.execute("SELECT min(since) FROM began").fetchone()
+        self._since = datetime.fromtimestamp(float(began), UTC)
         self._inserts = 0
 
     def _remember(self, key_id: str, nonce: str, expires: datetime, now: datetime) -> bool:
