@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from datetime import UTC, datetime
@@ -22,8 +23,8 @@ def _written(tmp_path: Path) -> dict[str, Any]:
         created=datetime(2026, 12, 1, tzinfo=UTC),
         store="file",
         log_origin="pcii-vault/v-0123456789abcdef",
-        log_key="pcii-vault+12345678+AAAA",
-        intake_public_key="AAAA",
+        log_key="pcii-vault+12345678+" + base64.b64encode(b"\x01" + bytes(32)).decode(),
+        intake_public_key=base64.b64encode(bytes(32)).decode(),
         unseal_threshold=2,
         seal="0" * 64,
     )

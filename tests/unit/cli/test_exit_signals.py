@@ -13,10 +13,10 @@ _SCRIPT = """
 import os, signal, sys
 from pcii_vault.cli import app
 flush = app._flush_stdout
-def interrupted_flush():
+def interrupted_flush(**notes):
     # The interrupt arrives as the finished command's output is flushed.
     os.kill(os.getpid(), signal.{name})
-    flush()
+    flush(**notes)
 app._flush_stdout = interrupted_flush
 sys.argv = ["pcii", "policy", "check"]
 app.main()
