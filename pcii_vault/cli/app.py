@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from pcii_vault.cli.help import CliTyper
-from pcii_vault.cli.output import CliState, Output
+from pcii_vault.cli.output import CliState, Output, ResultNotWrittenError
 from pcii_vault.errors import InputError, VaultError
 
 if TYPE_CHECKING:
@@ -468,6 +468,8 @@ def _fail_unexpected(
         _print_traceback()
     full = _out_of_space(exc)
     if full is not None:
+        if not notes and isinstance(exc, ResultNotWrittenError):
+            notes = [_DONE_ALL_THE_SAME]
         _fail(" ".join([f"cannot write the output: {full}", *notes]), 2, json_mode=json_mode)
     _fail(f"unexpected error: {type(exc).__name__}: {exc}", 1, json_mode=json_mode)
 
@@ -491,6 +493,9 @@ def _out_of_space(exc: BaseException) -> str | None:
     return None
 
 
+_DONE_ALL_THE_SAME = "(the command itself was done: check before running it again)"
+
+
 def _flush_stdout(*, notes: Sequence[str] = ()) -> None:
     try:
         sys.stdout.flush()
@@ -500,7 +505,7 @@ def _flush_stdout(*, notes: Sequence[str] = ()) -> None:
         if not _out_of_space(exc):
             raise
         # The command returned: whatever it did is done, only its answer is lost.
-        done = notes or ["(the command itself was done: check before running it again)"]
+        done = notes or [_DONE_ALL_THE_SAME]
         line = " ".join([f"cannot write the output: {exc.strerror}", *done])
         print(f"pcii: error: {line}", file=sys.stderr)  # noqa: T201
         sys.exit(2)

@@ -68,6 +68,10 @@ def _console(*, stderr: bool) -> Console:
     return _Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
+class ResultNotWrittenError(OSError):
+    """A command's result could not be written to stdout, after the command was done."""
+
+
 class Output:
     """Writes results for people or for programs."""
 
@@ -91,15 +95,25 @@ class Output:
         return self._errors
 
     def result(self, data: Mapping[str, Any], human: str | None = None) -> None:
-        """Print one result: `data` as JSON with --json, else `human` (or key: value lines)."""
-        if self.json_mode:
-            sys.stdout.write(json.dumps(data, sort_keys=True, default=str) + "\n")
-            return
-        if human is not None:
-            self._line(printable(human, keep_newlines=True))
-            return
-        for key, value in data.items():
-            self._line(f"{key}: {printable(_cell(value))}")
+        """Print one result: `data` as JSON with --json, else `human` (or key: value lines).
+
+        Raises:
+            ResultNotWrittenError: stdout cannot be written (a full disk); what the command
+                did before its result (an act, logged) is done all the same.
+        """
+        try:
+            if self.json_mode:
+                sys.stdout.write(json.dumps(data, sort_keys=True, default=str) + "\n")
+                return
+            if human is not None:
+                self._line(printable(human, keep_newlines=True))
+                return
+            for key, value in data.items():
+                self._line(f"{key}: {printable(_cell(value))}")
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise ResultNotWrittenError(exc.errno, exc.strerror) from exc
 
     def rows(
         self, rows: Iterable[Mapping[str, Any]], columns: Sequence[str], title: str | None = None
