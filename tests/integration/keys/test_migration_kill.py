@@ -120,9 +120,16 @@ def test_migration_killed_at_random_points_finishes_with_every_record_readable(
     finally:
         bench.vault.close()
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    # One step run whole first: how long one takes on this machine now (a loaded one is
+    # several times slower), so that the kills land inside the steps, not before them.
+    began = time.monotonic()
+    _run_child(bench, chain, env, kill_after=None)
+    step = time.monotonic() - began
     killed_mid_migration = 0
-    for _ in range(ROUNDS):
-        outcome = _run_child(bench, chain, env, kill_after=rng.uniform(0.0, 0.3))
+    for round_number in range(2 * ROUNDS):
+        if round_number >= ROUNDS and killed_mid_migration:
+            break  # more rounds only while no kill has landed inside a step yet
+        outcome = _run_child(bench, chain, env, kill_after=rng.uniform(0.0, step))
         killed_mid_migration += outcome == "killed" and _phase(bench) == "started"
     # Then run it to the end: the unfinished step completes, nothing is wrapped twice.
     _run_child(bench, chain, env, kill_after=None)
