@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -515,8 +516,18 @@ def main() -> None:
         default="both",
         help="where to time the components of one configuration",
     )
+    parser.add_argument(
+        "--index-write-every",
+        type=float,
+        default=BATCHED.index_write_every,
+        help="batched runs: write the index file at most this often, seconds (0: after "
+        "every batch, as before `pcii serve` wrote it behind)",
+    )
     args = parser.parse_args()
+    global BATCHED  # noqa: PLW0603 -- one setting for the whole run
+    BATCHED = dataclasses.replace(BATCHED, index_write_every=args.index_write_every)
     print(
+        f"index written every {args.index_write_every:g} s in batched runs; "
         f"document {len(small_document())} bytes; {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.2f}; "
         f"{args.seconds} s or {args.acts} acts per configuration"
