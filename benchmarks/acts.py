@@ -501,6 +501,7 @@ def _aws_environment(server: Any) -> Iterator[None]:  # noqa: ANN401
 
 
 def main() -> None:
+    global BATCHED  # noqa: PLW0603 -- one setting for the whole run
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per configuration")
     parser.add_argument(
@@ -519,12 +520,11 @@ def main() -> None:
     parser.add_argument(
         "--index-write-every",
         type=float,
-        default=BATCHED.index_write_every,
+        default=1.0,
         help="batched runs: write the index file at most this often, seconds (0: after "
         "every batch, as before `pcii serve` wrote it behind)",
     )
     args = parser.parse_args()
-    global BATCHED  # noqa: PLW0603 -- one setting for the whole run
     BATCHED = dataclasses.replace(BATCHED, index_write_every=args.index_write_every)
     print(
         f"index written every {args.index_write_every:g} s in batched runs; "
