@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pcii_vault.errors import BackendError
 from pcii_vault.models.event import Event
 
-__all__ = ["Act", "Sequencer"]
+__all__ = ["Act", "Sequencer", "logged_before_interrupt"]
 
 # An act: decide on the current (overlay) state; return the drafts to log, or raise.
 Act = Callable[[], list[Event]]
@@ -46,6 +46,17 @@ class _Waiting:
     act: Act
     future: Future[tuple[int, ...]] = field(default_factory=Future)
     since: float = field(default_factory=time.monotonic)
+
+
+# How long an interrupted requester waits for its act's batch to be decided.
+_SETTLE_SECONDS = 10.0
+_LOGGED = "pcii_logged_indices"
+
+
+def logged_before_interrupt(exc: BaseException) -> tuple[int, ...] | None:
+    """The log indices of an act whose requester was interrupted after handing it over."""
+    logged = getattr(exc, _LOGGED, None)
+    return logged if isinstance(logged, tuple) else None
 
 
 class Sequencer:
@@ -88,7 +99,31 @@ class Sequencer:
                 )
             self._waiting.append(waiting)
             self._cond.notify_all()
-        return waiting.future.result()
+        try:
+            return waiting.future.result()
+        except (KeyboardInterrupt, SystemExit) as interrupt:
+            self._settle_interrupted(waiting, interrupt)
+            raise
+
+    def _settle_interrupted(self, waiting: _Waiting, interrupt: BaseException) -> None:
+        """What became of an act whose requester was interrupted (Ctrl-C, SIGTERM).
+
+        Not yet in a batch: withdrawn, never logged. In one: the batch goes on, and its
+        log may commit the act all the same; the outcome is waited for (a while) and, when
+        logged, its indices noted on `interrupt` (`logged_before_interrupt`), so that the
+        caller can record what the act's logging obliges it to (a release that reached
+        nobody).
+        """
+        with self._cond:
+            for at, queued in enumerate(self._waiting):
+                if queued is waiting:
+                    del self._waiting[at]
+                    return
+        try:
+            indices = waiting.future.result(timeout=_SETTLE_SECONDS)
+        except BaseException:  # noqa: BLE001 -- refused, failed or still unknown: nothing noted
+            return
+        setattr(interrupt, _LOGGED, tuple(indices))
 
     def close(self) -> None:
         """Finish the acts already queued, then stop the batching thread."""

@@ -126,7 +126,7 @@ from pcii_vault.policy.engine import (
     default_policy_directory,
 )
 from pcii_vault.receipt import Receipt
-from pcii_vault.sequencer import Act, Sequencer
+from pcii_vault.sequencer import Act, Sequencer, logged_before_interrupt
 from pcii_vault.store import open_store
 from pcii_vault.store.base import ObjectStore
 from pcii_vault.store.filesystem import FilesystemStore
@@ -1732,6 +1732,22 @@ class Vault:
         assert record is not None  # noqa: S101 -- the act names a record
         return record
 
+    def _log_access(self, request: SignedRequest, access: Effect, tracking: str) -> _Done:
+        """Decide a release at its log position and log it (the access event first).
+
+        Interrupted while its batch was being committed, the permit may be logged all the
+        same: then the log also says that it reached nobody (`release.failed`).
+        """
+        try:
+            return self._act(
+                request, request.body.action, access, record=tracking, look_first=False
+            )
+        except BaseException as exc:
+            logged = logged_before_interrupt(exc)
+            if logged:
+                self._log_release_failed(tracking, logged[0], _failure_reason(exc))
+            raise
+
     def _stage_release(
         self,
         request: SignedRequest,
@@ -1771,12 +1787,12 @@ class Vault:
 
         # The read above was this request's first look: the access is decided at its
         # position only (the unwrap and the document read happened in between).
-        done = self._act(request, action, access, record=tracking, look_first=False)
-        decision = done.verdict.decision
-        assert done.record is not None  # noqa: S101 -- the act names a record
-        record = done.record
+        done = self._log_access(request, access, tracking)
         index = done.indices[0]
         try:
+            decision = done.verdict.decision
+            assert done.record is not None  # noqa: S101 -- the act names a record
+            record = done.record
             rendered = self._render(dek, document, record, request, decision, access_index=index)
             held = in_memory and _attachment_bytes(record.files) <= in_memory
             if held and not rendered.stamps_pdfs:

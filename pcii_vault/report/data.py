@@ -25,15 +25,16 @@ def csv_cell(value: object) -> object:
     Every CSV the CLI writes from the log (`audit report --csv`, `audit export`) passes
     its cells through here: a spreadsheet would run text starting with = + - @ as a
     formula, and an escape sequence or a right-to-left override in a purpose would
-    rewrite a terminal that shows the file (`cat`), as it would on any other output.
-    Line breaks stay: CSV quotes them. The JSON lines of `audit export` keep the text as
-    logged.
+    rewrite a terminal that shows the file (`cat`), as it would on any other output. A
+    line break is escaped too: quoted, it is valid CSV, but a line-based tool (`grep`)
+    would read the rest as a row of its own. The JSON lines of `audit export` keep the
+    text as logged.
     """
     if not isinstance(value, str):
         return value
     if value[:1] in {"=", "+", "-", "@", "\t", "\r"}:
         value = "'" + value
-    return printable(value, keep_newlines=True)
+    return printable(value)
 
 
 def _sorted(counts: dict[str, int]) -> dict[str, int]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -229,6 +231,46 @@ def test_a_release_interrupted_or_failing_after_its_permit_is_logged_as_failed(
     access = next(e for e in events if e.type == "access.decided" and e.record == tracking)
     [failed] = [e for e in events if e.type == "release.failed"]
     assert failed.details == {"access": access.seq, "reason": reason}
+    bench.audit()
+
+
+def test_a_release_interrupted_while_its_permit_is_committed_is_logged_as_failed(
+    bench: VaultBench, tmp_path: Path
+) -> None:
+    """A tester's finding: SIGTERM while the requester waited for its batch to commit
+    the permit left no `release.failed`, and `audit recipients` said "delivered".
+
+    The batch commits all the same; the interrupted requester waits for its outcome,
+    and logs that the release reached nobody. The signal arrives (in the main thread,
+    as a real one) once the log has the permit, while the batch thread is still busy.
+    """
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number
+    vault.transition(
+        vault.sign(bench.ids["office"], "validate", record=tracking), "submission.validated"
+    )
+    ledger = vault.ledger
+    committed = ledger.append_at
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        result = committed(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)  # the requester is interrupted before this batch is done
+        return result
+
+    request = _retrieve(bench, tracking)
+    try:
+        ledger.append_at = interrupted  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            vault.release(request, tmp_path / "out")
+    finally:
+        ledger.append_at = committed  # type: ignore[method-assign]
+    assert not (tmp_path / "out" / tracking).exists()
+    reader = vault.reader()
+    events = list(reader.events(0, reader.size()))
+    access = next(e for e in events if e.type == "access.decided" and e.record == tracking)
+    [failed] = [e for e in events if e.type == "release.failed"]
+    assert failed.details == {"access": access.seq, "reason": "interrupted"}
     bench.audit()
 
 
