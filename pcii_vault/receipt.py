@@ -30,7 +30,7 @@ class Receipt(BaseModel):
     format: Literal["pcii-receipt/1"] = "pcii-receipt/1"
     tracking_number: str = Field(max_length=64)
     files: tuple[dict[str, Any], ...]
-    log_index: int = Field(ge=0)
+    log_index: int = Field(ge=0, strict=True)  # a number: not "8", true or 8.0
     proof: ProofBundle
 
     def to_json(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class ProofBundle(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format: Literal["pcii-log-proof/1"] = PROOF_FORMAT
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, strict=True)  # a number: not "1", true or 1.0
     entry: str = Field(max_length=4 * MAX_ENTRY_BYTES, description="base64 entry bytes")
     proof: tuple[str, ...] = Field(max_length=64, description="base64 hashes, bottom first")
     checkpoint: str = Field(max_length=16384, description="the signed checkpoint note")
@@ -82,9 +82,13 @@ def prove(ledger: Ledger, index: int, checkpoint: Checkpoint | None = None) -> P
 
 def _b64(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(text, validate=True)
+        raw = base64.b64decode(text, validate=True)
     except binascii.Error as exc:
         raise IntegrityError(f"proof bundle: {what} is not base64") from exc
+    if base64.b64encode(raw).decode("ascii") != text:
+        # Unused bits set: the same bytes, another text; one bundle has one encoding.
+        raise IntegrityError(f"proof bundle: {what} is not canonical base64")
+    return raw
 
 
 def verify_bundle(bundle: ProofBundle, verifier_key: NoteVerifier | str) -> Event:

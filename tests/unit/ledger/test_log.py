@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
@@ -154,6 +157,25 @@ def test_proof_bundle_round_trip_and_tamper(fs_store):
     other = NoteVerifier(ORIGIN, Ed25519PrivateKey(b"\x06" * 32).public_key)
     with pytest.raises(IntegrityError):
         verify_bundle(bundle, other)
+
+
+def test_a_bundle_has_one_encoding(fs_store):
+    """A tester's finding: `"index": true` (or "6", 6.0) and a proof hash with its unused
+    base64 bits set verified, where the checkpoint's parser is strict."""
+    log = _ledger(fs_store)
+    log.append([_draft(i) for i in range(10)])
+    good = json.loads(prove(log, 6).model_dump_json())
+    key = NoteVerifier(ORIGIN, KEY.public_key).key_string()
+    for index in (True, "6", 6.0):
+        with pytest.raises(IntegrityError, match="not a well-formed"):
+            ProofBundle.from_json(json.dumps({**good, "index": index}))
+    last = good["proof"][0]
+    assert last.endswith("=")  # 32 bytes: 4 unused bits before the padding
+    loose = last[:-2] + chr(ord(last[-2]) + 1) + "="
+    assert base64.b64decode(loose) == base64.b64decode(last)
+    bundle = ProofBundle.from_json(json.dumps({**good, "proof": [loose, *good["proof"][1:]]}))
+    with pytest.raises(IntegrityError, match="not canonical base64"):
+        verify_bundle(bundle, key)
 
 
 def test_a_forged_claim_is_never_signed_into_the_log(fs_store):
