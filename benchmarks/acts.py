@@ -15,8 +15,8 @@ tests/seaweed.py; `--no-s3` skips it). Two acts:
   `Vault.release`: decision, access event durable in the log, unwrap, decrypt, marked
   package written to a fresh directory.
 
-Each runs twice on the same vault, alternately: batched (the default `Batching`, with the
-index file written behind at most once a second, as `pcii serve` runs it) and "one act,
+Each runs twice on the same vault, alternately: batched (the default `Batching`, as
+`pcii serve` runs it; `--index-write-every` writes the index behind) and "one act,
 one append" (`Batching(max_acts=1, max_age=0)`: each act its own claim and commit, and the
 index written after each, the path before group commit). Each configuration runs until
 `--acts` acts or `--seconds` seconds, whichever comes first; latency is the vault call
@@ -67,7 +67,7 @@ from pcii_vault.vault import Vault, principal_params
 SECRET = b"acts-benchmark-unseal-secret"
 WATER = "Water and Wastewater Systems"
 REQUESTERS = (1, 8, 64)
-BATCHED = Batching(index_write_every=1.0)  # `pcii serve`'s default
+BATCHED = Batching()  # as `pcii serve` by default: the index written after every batch
 UNBATCHED = Batching(max_acts=1, max_age=0)
 # Targets at 64 requesters, batched.
 TARGET_RATE = {"fs": 5_000, "s3": 2_000}
@@ -520,9 +520,9 @@ def main() -> None:
     parser.add_argument(
         "--index-write-every",
         type=float,
-        default=1.0,
-        help="batched runs: write the index file at most this often, seconds (0: after "
-        "every batch, as before `pcii serve` wrote it behind)",
+        default=0.0,
+        help="batched runs: write the index file at most this often, seconds (0, the "
+        "default of `pcii serve`: after every batch; PCII_SERVER_INDEX_WRITE_S)",
     )
     args = parser.parse_args()
     BATCHED = dataclasses.replace(BATCHED, index_write_every=args.index_write_every)

@@ -250,10 +250,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, le=3600, description="`pcii serve`: a signed request's max age"
     )
     server_index_write_s: float = Field(
-        default=1.0,
+        default=0.0,
         ge=0,
         le=3600,
-        description="`pcii serve`: write the index file at most this often (and at stop)",
+        description="`pcii serve`: write the index file at most this often (and at stop); "
+        "0: after every batch",
     )
 
     def batching(self, *, serving: bool = False) -> Batching:

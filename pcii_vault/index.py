@@ -350,6 +350,19 @@ class Index:
         """The database's bytes, as a file of it would hold them."""
         return self._db.serialize()
 
+    def write_if_due(self) -> None:
+        """Write a copy the file is behind when `write_every` has passed (an idle server).
+
+        Raises:
+            IndexWriteError: the file cannot be written.
+        """
+        if not self._dirty or time.monotonic() - self._written_at < self._write_every:
+            return
+        with self._locked(fcntl.LOCK_EX):
+            self._verify_locked()
+            if self._dirty:
+                self._persist_locked()
+
     def close(self) -> None:
         """Write what the file does not hold yet (a long-lived copy), release the database.
 
@@ -427,7 +440,8 @@ class Index:
         known, data = _read_index_file(self._path)
         conn = _memory_connection()
         try:
-            conn.deserialize(data)
+            if data:  # an empty file holds no database (SQLite would say "out of memory")
+                conn.deserialize(data)
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             conn.close()

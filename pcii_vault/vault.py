@@ -628,6 +628,7 @@ class Vault:
                         strict=False,
                         root=(size, checkpoint.root),
                     )
+            index.write_if_due()  # a server idle since its last batch: the file catches up
             self._synced_since = began
 
     def _trusted_index(self) -> Index:

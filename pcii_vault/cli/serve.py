@@ -145,7 +145,7 @@ def _open(
 
     if not _starts_sealed(root):
         secrets: list[bytes] = []  # what unseals the keys here, for worker processes
-        return open_vault(state, keep_secret=secrets), None, secrets
+        return open_vault(state, keep_secret=secrets, serving=True), None, secrets
     if workers > 1:
         raise InputError(
             f"--workers {workers}: this vault is split into shares and starts sealed, "

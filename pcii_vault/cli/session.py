@@ -79,10 +79,13 @@ def unseal_secret(*, confirm: bool = False, shares: bool = False) -> bytes:
     return unseal_secret_from_env_or_prompt(confirm=confirm)
 
 
-def open_vault(state: CliState, *, keep_secret: list[bytes] | None = None) -> Vault:
+def open_vault(
+    state: CliState, *, keep_secret: list[bytes] | None = None, serving: bool = False
+) -> Vault:
     """Open the vault named by the global options; the keyring unseals on first need.
 
-    `keep_secret` receives the secret that unsealed it (a server hands it to its workers).
+    `keep_secret` receives the secret that unsealed it (a server hands it to its workers);
+    `serving`: for `pcii serve` (its settings for the group commit and the index).
     """
     from pcii_vault.config import Settings
     from pcii_vault.vault import Vault
@@ -101,7 +104,7 @@ def open_vault(state: CliState, *, keep_secret: list[bytes] | None = None) -> Va
             keep_secret.append(secret)
         return secret
 
-    batching = Settings.from_environment().batching()
+    batching = Settings.from_environment().batching(serving=serving)
     vault = Vault(vault_dir(state), unseal=unseal, batching=batching)
     return vault
 

@@ -425,6 +425,21 @@ def test_a_vault_json_edited_outside_the_vault_opens_nothing(
     assert not (cli.root / "out").exists()
 
 
+@pytest.mark.parametrize("command", [("status",), ("index", "rebuild")])
+def test_an_index_emptied_to_0_bytes_is_rebuilt_from_the_log(
+    vault: tuple[Cli, str], command: tuple[str, ...]
+) -> None:
+    """A tester's finding: an empty index.sqlite was exit 1 ("MemoryError") for every
+    command, `index rebuild` included; SECURITY.md: rebuilt from the verified log."""
+    cli, tracking = vault
+    (cli.vault / "index.sqlite").write_bytes(b"")
+    args = (*command, tracking) if command == ("status",) else command
+    result = cli.run(*args, who="owner" if command == ("status",) else None)
+    assert result.code == 0, result.err
+    assert cli.run("status", tracking, who="owner").code == 0
+    assert cli.ok("audit", "verify").json()["sound"] is True
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

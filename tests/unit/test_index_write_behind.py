@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from vault_support import VaultBench
 
+from pcii_vault.cli.output import CliState
+from pcii_vault.cli.session import open_vault
 from pcii_vault.config import Batching
 from pcii_vault.errors import PolicyDenied
 from pcii_vault.index import Index, IndexTamperedError
@@ -136,3 +138,20 @@ def test_an_edit_under_a_copy_written_behind_is_refused_and_kept_as_evidence(
     finally:
         server.close()  # does not write over the edit
     assert path.read_bytes() == bytes(edited)
+
+
+def test_a_server_of_one_process_takes_the_write_interval_as_workers_do(
+    bench: VaultBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: `pcii serve` without `--workers` wrote after every batch
+    whatever PCII_SERVER_INDEX_WRITE_S said (its vault was opened as a command's)."""
+    monkeypatch.setenv("PCII_SERVER_INDEX_WRITE_S", "5")
+    state = CliState(vault=bench.vault.paths.root)
+    served = open_vault(state, serving=True)
+    command = open_vault(state)
+    try:
+        assert served._batching.index_write_every == 5.0
+        assert command._batching.index_write_every == 0.0
+    finally:
+        served.close()
+        command.close()
