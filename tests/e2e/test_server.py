@@ -36,6 +36,7 @@ from pcii_vault.service.tls import client_context
 from tests.e2e.conftest import (
     TRAINED,
     Cli,
+    Result,
     ServerCli,
     VaultServer,
     init_split,
@@ -468,23 +469,16 @@ def test_an_untrusted_certificate_or_no_server_is_a_clear_error(
     untrusted = served.run("status", "PCII-2026-00000001", who="owner", env={"PCII_CA": str(other)})
     assert untrusted.code == 2
     assert "not trusted" in untrusted.err and "--ca" in untrusted.err
-    # The right certificate, another name for the host: the name is wrong, not the --ca.
-    other_name = served.run(
-        "status",
-        "PCII-2026-00000001",
-        who="owner",
-        env={"PCII_VAULT": f"https://127.1:{served.server.port}"},
-    )
-    assert other_name.code == 2
-    assert "is not made out for 127.1" in other_name.err, other_name.err
     from tests.e2e.conftest import free_port
 
-    down = served.run(
-        "status",
-        "PCII-2026-00000001",
-        who="owner",
-        env={"PCII_VAULT": f"https://127.0.0.1:{free_port()}"},
-    )
+    def status_at(url: str) -> Result:
+        return served.run("status", "PCII-2026-00000001", who="owner", env={"PCII_VAULT": url})
+
+    # The right certificate, another name for the host: the name is wrong, not the --ca.
+    other_name = status_at(f"https://127.1:{served.server.port}")
+    assert other_name.code == 2
+    assert "is not made out for 127.1" in other_name.err, other_name.err
+    down = status_at(f"https://127.0.0.1:{free_port()}")
     assert down.code == 5
     assert "cannot reach" in down.err
     plain = served.run("status", "X", who="owner", env={"PCII_VAULT": "http://127.0.0.1:1"})

@@ -15,7 +15,9 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -358,15 +360,20 @@ def test_another_vaults_keyring_is_refused_before_anything_is_read(
     assert not (cli.root / "out").exists()
 
 
+def _edit_config(cli: Cli, field: str, edit: Callable[[Any], Any]) -> None:
+    """Replace one field of the vault's `vault.json` by `edit(its value)`."""
+    config_path = cli.vault / "vault.json"
+    config = json.loads(config_path.read_text())
+    config[field] = edit(config[field])
+    config_path.write_text(json.dumps(config))
+
+
 @pytest.mark.parametrize("field", ["log_key", "intake_public_key"])
 def test_a_vault_json_naming_another_vaults_key_is_refused(
     vault: tuple[Cli, str], other_vault: Path, field: str
 ) -> None:
     cli, tracking = vault
-    config_path = cli.vault / "vault.json"
-    config = json.loads(config_path.read_text())
-    config[field] = json.loads((other_vault / "vault.json").read_text())[field]
-    config_path.write_text(json.dumps(config))
+    _edit_config(cli, field, lambda _: json.loads((other_vault / "vault.json").read_text())[field])
     for result in (
         _get(cli, tracking),
         cli.run("validate", tracking, who="office"),
@@ -453,10 +460,7 @@ def test_a_key_in_vault_json_that_is_no_key_is_tampering(
 ) -> None:
     """A tester's finding: a non-base64 intake key was exit 1 ("Incorrect padding")."""
     cli, tracking = vault
-    config_path = cli.vault / "vault.json"
-    config = json.loads(config_path.read_text())
-    config[field] = value.format(key=config[field][1:])
-    config_path.write_text(json.dumps(config))
+    _edit_config(cli, field, lambda key: value.format(key=key[1:]))
     for result in (
         cli.run("principal", "list", who="admin"),
         _status(cli, tracking),
