@@ -356,12 +356,8 @@ class Index:
         Raises:
             IndexWriteError: the file cannot be written.
         """
-        if not self._dirty or time.monotonic() - self._written_at < self._write_every:
-            return
-        with self._locked(fcntl.LOCK_EX):
-            self._verify_locked()
-            if self._dirty:
-                self._persist_locked()
+        if self._dirty and time.monotonic() - self._written_at >= self._write_every:
+            self._write_dirty()
 
     def close(self) -> None:
         """Write what the file does not hold yet (a long-lived copy), release the database.
@@ -371,13 +367,17 @@ class Index:
         """
         if self._dirty:
             try:
-                with self._locked(fcntl.LOCK_EX):
-                    self._verify_locked()
-                    if self._dirty:
-                        self._persist_locked()
+                self._write_dirty()
             except (IndexTamperedError, IndexWriteError) as exc:
                 _log.warning("index_not_written_at_close", error=str(exc))
         self._db.close()
+
+    def _write_dirty(self) -> None:
+        """Write the copy if the file (checked again under the lock) is still behind it."""
+        with self._locked(fcntl.LOCK_EX):
+            self._verify_locked()
+            if self._dirty:
+                self._persist_locked()
 
     # ----- authentication -------------------------------------------------------------
 

@@ -396,7 +396,7 @@ class Vault:
         vault._keyring = custody
         vault._local_keys = custody.local
         # The index is new here (the `index` property warns of one found missing).
-        vault._index = Index.open(paths.index, seal=custody.local.index_authenticator())
+        vault._index = vault._open_index(custody.local.index_authenticator())
         vault.sync()
         return vault, identity
 
@@ -532,15 +532,17 @@ class Vault:
         details = json.loads(migrated)
         return (str(details["from"]),) if details["phase"] == "started" else ()
 
+    def _open_index(self, seal: Authenticator) -> Index:
+        """The index file, written as this vault's batching says (a server: behind)."""
+        return Index.open(self.paths.index, seal=seal, write_every=self._batching.index_write_every)
+
     @property
     def index(self) -> Index:
         """The authenticated projection (its key comes from the keyring: unseals)."""
         if self._index is None:
             seal = self._local().index_authenticator()
             missing = not self.paths.index.is_symlink() and not self.paths.index.exists()
-            self._index = Index.open(
-                self.paths.index, seal=seal, write_every=self._batching.index_write_every
-            )
+            self._index = self._open_index(seal)
             if missing and self.paths.anchor.exists():
                 # Deleted (or lost): what decides is the log, replayed into a new one.
                 _log.warning("index_rebuilt_from_log", reason=f"{self.paths.index} was missing")
@@ -758,9 +760,7 @@ class Vault:
         finally:
             index.close()
         Index.install(built, self.paths.index, seal=seal)
-        self._index = Index.open(
-            self.paths.index, seal=seal, write_every=self._batching.index_write_every
-        )
+        self._index = self._open_index(seal)
         return self._index.size
 
     def _refuse_rolled_back_log(self, seal: Authenticator) -> None:

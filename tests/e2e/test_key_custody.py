@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from key_servers import SOFTHSM_MODULE_CANDIDATES, BaoServer, SoftHsm
+from key_servers import BaoServer, SoftHsm
 from shamir_mnemonic.wordlist import WORDLIST
 
 from tests.e2e.conftest import SECRET, TRAINED, Cli
@@ -183,14 +183,17 @@ def test_keys_migrate_through_the_cli_and_status_shows_it(
 
 
 def test_two_tokens_with_the_label_of_the_vaults_are_named_not_unavailable(
-    tmp_path: Path,
+    tmp_path: Path, softhsm: SoftHsm
 ) -> None:
     """A tester's finding: `softhsm2-util --init-token` run twice with one label made the
-    vault's token "unavailable (MultipleTokensReturned)", exit 5. It is the user's to fix."""
+    vault's token "unavailable (MultipleTokensReturned)", exit 5. It is the user's to fix.
+
+    The session's token (the fixture installs SoftHSM2) is not used: two tokens of one
+    label are made in a directory of their own, for a `pcii` process of its own.
+    """
     util = shutil.which("softhsm2-util")
-    module = next((m for m in SOFTHSM_MODULE_CANDIDATES if Path(m).exists()), None)
-    if util is None or module is None:
-        pytest.skip("SoftHSM2 is not installed")
+    assert util is not None
+    module = softhsm.module
     (tmp_path / "tokens").mkdir()
     conf = tmp_path / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n")
