@@ -2148,12 +2148,7 @@ class Vault:
         if logged > keyring.current_version and keyring.key_id != LOCAL:
             raise BackendError(_kek_missing_in_holder(keyring.key_id, logged))
         if logged > keyring.current_version:
-            raise BackendError(
-                f"the log says KEK version {logged} is current but this vault's keyring "
-                f"holds {keyring.current_version}: the keys were rotated by another replica "
-                "(or this keyring.sealed is an older copy); copy the newest keyring.sealed "
-                "here and restart"
-            )
+            raise _keyring_not_the_logs(logged, keyring.current_version, pending=None)
 
     def _logged_kek_version(self, keyring: KeyProvider) -> int:
         """The current provider's KEK version as the log last recorded it.
@@ -2215,12 +2210,7 @@ class Vault:
                 pending.unlink(missing_ok=True)
                 return version
             if logged > held and keyring.key_id == LOCAL:
-                raise BackendError(
-                    f"the log says KEK version {logged} is current but this vault's keyring "
-                    f"holds {held}: the keys were rotated by another replica (or this "
-                    "keyring.sealed is an older copy); copy the newest keyring.sealed here "
-                    "and restart"
-                )
+                raise _keyring_not_the_logs(logged, held, pending=None)  # not this vault's own
             if logged == held + 1:
                 # Not this vault's own rotation (it noted none): the key holder lost the
                 # version (a key deleted there), or another replica logged it and failed
@@ -2342,9 +2332,8 @@ class Vault:
             version = keyring.current_version
             logged = self._logged_kek_version(keyring)
             if logged != version:
-                raise _keyring_not_the_logs(
-                    logged, version, _pending_version(self.paths.root / _ROTATION_PENDING)
-                )
+                pending = _pending_version(self.paths.root / _ROTATION_PENDING)
+                raise _keyring_not_the_logs(logged, version, pending=pending)
             count, failed = self._rewrap_live(keyring)
             details = {"count": count, "version": version}
 
@@ -3143,7 +3132,7 @@ def _require_record_id(request: SignedRequest) -> str:
 _MAX_PENDING_NOTE = 256  # a version number, a space and a request's nonce
 
 
-def _keyring_not_the_logs(logged: int, held: int, pending: int | None) -> VaultError:
+def _keyring_not_the_logs(logged: int, held: int, *, pending: int | None) -> VaultError:
     """Why a key act cannot go on: the keyring holds another current KEK than the log.
 
     The same advice `keys rotate` acts on: a rotation this vault noted and logged but did
