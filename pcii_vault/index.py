@@ -649,6 +649,15 @@ class Index:
         found = self._db.execute("SELECT 1 FROM nonces WHERE nonce=?", (nonce,)).fetchone()
         return found is not None
 
+    def released_at(self, tracking: str, nonce: str) -> int | None:
+        """The log index of the permitted release of `tracking` to the request `nonce`."""
+        found = self._db.execute(
+            "SELECT r.seq FROM nonces n JOIN recipients r ON r.seq = n.seq "
+            "WHERE n.nonce=? AND r.tracking=?",
+            (nonce, tracking),
+        ).fetchone()
+        return None if found is None else int(found[0])
+
     def illegal_events(self) -> list[tuple[int, str]]:
         """Events the projection gave no effect because the lifecycle rules forbid them."""
         return [

@@ -1733,21 +1733,20 @@ class Vault:
         assert record is not None  # noqa: S101 -- the act names a record
         return record
 
-    def _log_access(self, request: SignedRequest, access: Effect, tracking: str) -> _Done:
-        """Decide a release at its log position and log it (the access event first).
+    def _permit_logged(
+        self, request: SignedRequest, tracking: str, exc: BaseException
+    ) -> int | None:
+        """The access event of a release whose permit the log holds, else None.
 
-        Interrupted while its batch was being committed, the permit may be logged all the
-        same: then the log also says that it reached nobody (`release.failed`).
+        A requester interrupted while its batch committed learns the outcome from the
+        sequencer; one interrupted just after (the signal lands between two bytecodes)
+        finds its request's nonce logged as a release to a recipient. A denial, or an
+        act refused at its position, is no permit.
         """
-        try:
-            return self._act(
-                request, request.body.action, access, record=tracking, look_first=False
-            )
-        except BaseException as exc:
-            logged = logged_before_interrupt(exc)
-            if logged:
-                self._log_release_failed(tracking, logged[0], _failure_reason(exc))
-            raise
+        logged = logged_before_interrupt(exc)
+        if logged:
+            return logged[0]
+        return self.index.released_at(tracking, request.body.nonce)
 
     def _stage_release(
         self,
@@ -1786,11 +1785,11 @@ class Vault:
                 events.append(self._notice(verdict, tracking, "program-office", notice))
             return events
 
-        # The read above was this request's first look: the access is decided at its
-        # position only (the unwrap and the document read happened in between).
-        done = self._log_access(request, access, tracking)
-        index = done.indices[0]
         try:
+            # The read above was this request's first look: the access is decided at its
+            # position only (the unwrap and the document read happened in between).
+            done = self._act(request, action, access, record=tracking, look_first=False)
+            index = done.indices[0]
             decision = done.verdict.decision
             assert done.record is not None  # noqa: S101 -- the act names a record
             record = done.record
@@ -1799,9 +1798,12 @@ class Vault:
             if held and not rendered.stamps_pdfs:
                 return self._hold_release(rendered, limit=in_memory)
         except BaseException as exc:
-            # Logged as permitted, released to nobody: interrupted (Ctrl-C, SIGTERM), or
-            # an attachment that fails its check. The log says so, as for a full disk.
-            self._log_release_failed(tracking, index, _failure_reason(exc))
+            # Logged as permitted, released to nobody: interrupted (Ctrl-C, SIGTERM) while
+            # the permit was committed or just after, or an attachment that fails its
+            # check. The log says so, as for a full disk.
+            logged = self._permit_logged(request, tracking, exc)
+            if logged is not None:
+                self._log_release_failed(tracking, logged, _failure_reason(exc))
             raise
         # Staged durably: next to an embedded caller's --out, so a failure there is the
         # caller's destination (exit 2); else the server's own spool (exit 5 for a full disk).

@@ -274,6 +274,65 @@ def test_a_release_interrupted_while_its_permit_is_committed_is_logged_as_failed
     bench.audit()
 
 
+def test_a_release_interrupted_just_after_its_permit_is_logged_as_failed(
+    bench: VaultBench, tmp_path: Path
+) -> None:
+    """The signal lands once the sequencer has returned the permit's index, before the
+    release is being written: the log still says that the release reached nobody."""
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number
+    vault.transition(
+        vault.sign(bench.ids["office"], "validate", record=tracking), "submission.validated"
+    )
+    sequenced = vault.sequencer.run
+
+    def interrupted_on_return(act: Any) -> tuple[int, ...]:
+        sequenced(act)
+        raise KeyboardInterrupt
+
+    request = _retrieve(bench, tracking)
+    try:
+        vault.sequencer.run = interrupted_on_return  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            vault.release(request, tmp_path / "out")
+    finally:
+        vault.sequencer.run = sequenced  # type: ignore[method-assign]
+    reader = vault.reader()
+    events = list(reader.events(0, reader.size()))
+    access = next(e for e in events if e.type == "access.decided" and e.record == tracking)
+    [failed] = [e for e in events if e.type == "release.failed"]
+    assert failed.details == {"access": access.seq, "reason": "interrupted"}
+    bench.audit()
+
+
+def test_a_denied_release_interrupted_just_after_its_denial_logs_no_failure(
+    bench: VaultBench, tmp_path: Path
+) -> None:
+    """Only a permit can fail to reach its recipient: a denial logged just before the
+    signal is not followed by a `release.failed`."""
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number  # received: no analyst may retrieve it
+    sequenced = vault.sequencer.run
+
+    def interrupted_on_return(act: Any) -> tuple[int, ...]:
+        sequenced(act)
+        raise KeyboardInterrupt
+
+    try:
+        vault.sequencer.run = interrupted_on_return  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            vault.release(_retrieve(bench, tracking), tmp_path / "out")
+    finally:
+        vault.sequencer.run = sequenced  # type: ignore[method-assign]
+    reader = vault.reader()
+    events = list(reader.events(0, reader.size()))
+    assert [e.decision for e in events if e.type == "access.decided" and e.record == tracking] == [
+        "deny"
+    ]
+    assert not [e for e in events if e.type == "release.failed"]
+    bench.audit()
+
+
 @pytest.mark.parametrize(("server_side", "error"), [(False, InputError), (True, BackendError)])
 def test_a_full_disk_names_where_and_is_the_servers_trouble_only_in_its_spool(
     bench: VaultBench,
