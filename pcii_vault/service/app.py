@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -121,6 +121,33 @@ class Caller:
     body: bytes
 
 
+_KEY_PROBE_SECONDS = 5.0
+
+
+class _KeyProbe:
+    """Whether the key holder wraps and unwraps: asked at most every few seconds.
+
+    `/readyz` needs no signature, and a KMS, OpenBao or an HSM answers each probe with a
+    call of its own: a success is trusted for `_KEY_PROBE_SECONDS`, a failure never.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ok_at = -_KEY_PROBE_SECONDS
+
+    def check(self, vault: Vault) -> None:
+        """Raise as the key holder does (BackendError: unavailable)."""
+        with self._lock:
+            if time.monotonic() - self._ok_at < _KEY_PROBE_SECONDS:
+                return
+            context = b"pcii-vault readiness probe\0" + vault.config.vault_id.encode()
+            probe = os.urandom(32)
+            keyring = vault.keyring
+            if keyring.unwrap(keyring.wrap(probe, context), context) != probe:
+                raise IntegrityError("the key holder unwrapped another key than it wrapped")
+            self._ok_at = time.monotonic()
+
+
 @dataclass(frozen=True)
 class _Context:
     vault: Vault
@@ -128,6 +155,7 @@ class _Context:
     limits: ServiceLimits
     nonces: Nonces
     seal: Seal | None = None
+    key_probe: _KeyProbe = field(default_factory=_KeyProbe)
 
     def require_unsealed(self) -> None:
         if self.seal is not None and self.seal.sealed:
@@ -278,7 +306,7 @@ async def readyz(request: Request) -> JSONResponse:
     if context.seal is not None and context.seal.sealed:
         return JSONResponse({"ready": False, **context.seal.status()}, status_code=503)
     try:
-        await run_in_threadpool(_ready, context.vault)
+        await run_in_threadpool(_ready, context.vault, context.key_probe)
     except VaultError as exc:
         structlog.get_logger("pcii.serve").warning("not_ready", error=exc.diagnostics())
         error = _for_clients(exc.diagnostics(), context.vault)
@@ -937,10 +965,11 @@ def _is_record(vault: Vault, tracking: str) -> bool:
     return True
 
 
-def _ready(vault: Vault) -> None:
-    """Raise unless the vault can act: keys open, log verified to its edge, store writable."""
+def _ready(vault: Vault, key_probe: _KeyProbe) -> None:
+    """Raise unless the vault can act: keys answer, log verified to its edge, store writable."""
     signer = vault.keyring.log_signer  # unsealed, the providers open
     del signer
+    key_probe.check(vault)  # the KEK's holder (KMS, OpenBao, an HSM) wraps and unwraps
     vault.sync()  # the store answers and the log verifies to its signed edge
     probe = f"health/{uuid.uuid4().hex}"  # outside the retained prefixes: deletable
     vault.store.put_if_absent(probe, b"ready?")

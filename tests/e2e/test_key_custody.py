@@ -15,10 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from key_servers import BaoServer, SoftHsm
+from key_servers import BaoServer, SoftHsm, start_bao
 from shamir_mnemonic.wordlist import WORDLIST
 
-from tests.e2e.conftest import SECRET, TRAINED, Cli
+from tests.e2e.conftest import SECRET, TRAINED, Cli, VaultServer
 from tests.e2e.test_lifecycle import (
     test_destroy_is_logged_then_crypto_shredded,
     test_index_rebuild_reproduces_the_index_exactly,
@@ -99,6 +99,38 @@ def test_an_unreachable_key_service_is_exit_5_and_releases_nothing(
     assert done.code == 5, done.err
     assert len(done.err.strip().splitlines()) == 1
     assert "OpenBao" in done.err
+
+
+def test_a_server_whose_key_service_went_down_is_not_ready(tmp_path: Path) -> None:
+    """A tester's finding: `/readyz` said ready while OpenBao was down, and every
+    submission and release then failed. It now asks the key holder to wrap and unwrap
+    (at most every few seconds), and says not ready while it cannot."""
+    import time
+
+    import httpx
+
+    from pcii_vault.service.tls import client_context
+
+    bao = start_bao()  # this test's own: it is stopped under the running server
+    try:
+        runner = KekCli(tmp_path, bao.uri("readiness"), bao.env)
+        runner.init()
+        server = VaultServer(runner.vault, runner.env, tmp_path / "serve.log")
+        try:
+            with httpx.Client(verify=client_context(server.ca)) as http:
+                assert http.get(f"{server.url}/readyz").json() == {"ready": True}
+                bao.stop()
+                deadline = time.monotonic() + 30
+                while (ready := http.get(f"{server.url}/readyz")).status_code == 200:
+                    assert time.monotonic() < deadline, "still ready with OpenBao down"
+                    time.sleep(0.5)
+                assert ready.status_code == 503
+                answer = ready.json()
+                assert answer["ready"] is False and "OpenBao" in answer["error"], answer
+        finally:
+            server.stop()
+    finally:
+        bao.stop()
 
 
 def _reseal(vault: Path) -> None:

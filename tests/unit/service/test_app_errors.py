@@ -20,7 +20,7 @@ def test_an_unexpected_error_is_answered_in_the_error_shape(
     bench = VaultBench(tmp_path, secret=b"app-errors-unseal-secret", attachment_bytes=b"x")
     try:
 
-        def broken(_vault: object) -> None:
+        def broken(*_args: object) -> None:
             raise RuntimeError("a bug")
 
         monkeypatch.setattr(service, "_ready", broken)
