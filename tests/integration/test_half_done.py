@@ -274,11 +274,13 @@ def test_a_release_interrupted_while_its_permit_is_committed_is_logged_as_failed
     bench.audit()
 
 
-def test_a_release_interrupted_just_after_its_permit_is_logged_as_failed(
-    bench: VaultBench, tmp_path: Path
+@pytest.mark.parametrize("suspended_meanwhile", [False, True])
+def test_a_release_interrupted_just_after_its_position_is_logged_as_failed_if_permitted(
+    bench: VaultBench, tmp_path: Path, suspended_meanwhile: bool
 ) -> None:
-    """The signal lands once the sequencer has returned the permit's index, before the
-    release is being written: the log still says that the release reached nobody."""
+    """The signal lands once the sequencer has returned the release's index, before the
+    release is written: a permit is followed by `release.failed`; a denial (the analyst
+    suspended between the first look and the position) is not, as it released nothing."""
     vault = bench.vault
     tracking = bench.submit_receipt().tracking_number
     vault.transition(
@@ -287,34 +289,12 @@ def test_a_release_interrupted_just_after_its_permit_is_logged_as_failed(
     sequenced = vault.sequencer.run
 
     def interrupted_on_return(act: Any) -> tuple[int, ...]:
-        sequenced(act)
-        raise KeyboardInterrupt
-
-    request = _retrieve(bench, tracking)
-    try:
-        vault.sequencer.run = interrupted_on_return  # type: ignore[method-assign]
-        with pytest.raises(KeyboardInterrupt):
-            vault.release(request, tmp_path / "out")
-    finally:
         vault.sequencer.run = sequenced  # type: ignore[method-assign]
-    reader = vault.reader()
-    events = list(reader.events(0, reader.size()))
-    access = next(e for e in events if e.type == "access.decided" and e.record == tracking)
-    [failed] = [e for e in events if e.type == "release.failed"]
-    assert failed.details == {"access": access.seq, "reason": "interrupted"}
-    bench.audit()
-
-
-def test_a_denied_release_interrupted_just_after_its_denial_logs_no_failure(
-    bench: VaultBench, tmp_path: Path
-) -> None:
-    """Only a permit can fail to reach its recipient: a denial logged just before the
-    signal is not followed by a `release.failed`."""
-    vault = bench.vault
-    tracking = bench.submit_receipt().tracking_number  # received: no analyst may retrieve it
-    sequenced = vault.sequencer.run
-
-    def interrupted_on_return(act: Any) -> tuple[int, ...]:
+        if suspended_meanwhile:
+            changes = {"status": "suspended"}
+            params = {"op": "update", "principal": "analyst", "changes": changes}
+            admin = vault.sign(bench.ids["admin"], "manage-principals", params=params)
+            vault.update_principal(admin, "analyst", changes)
         sequenced(act)
         raise KeyboardInterrupt
 
@@ -326,10 +306,13 @@ def test_a_denied_release_interrupted_just_after_its_denial_logs_no_failure(
         vault.sequencer.run = sequenced  # type: ignore[method-assign]
     reader = vault.reader()
     events = list(reader.events(0, reader.size()))
-    assert [e.decision for e in events if e.type == "access.decided" and e.record == tracking] == [
-        "deny"
-    ]
-    assert not [e for e in events if e.type == "release.failed"]
+    [access] = [e for e in events if e.type == "access.decided" and e.actor == "analyst"]
+    failed = [e.details for e in events if e.type == "release.failed"]
+    if suspended_meanwhile:
+        assert access.decision == "deny" and failed == []
+    else:
+        assert access.decision == "permit"
+        assert failed == [{"access": access.seq, "reason": "interrupted"}]
     bench.audit()
 
 
