@@ -39,6 +39,7 @@ from typing import Any
 from pcii_vault.marking_pdf import PdfStamp, is_pdf_name
 from pcii_vault.models.reference import reference_data
 from pcii_vault.models.submission import TRACKING_NUMBER_PATTERN, Submission
+from pcii_vault.text import printable
 
 __all__ = [
     "COVER_SHEET_NAME",
@@ -440,13 +441,19 @@ def _md_text(text: str) -> list[str]:
 
 
 def _escape_html(value: Any) -> Any:  # noqa: ANN401 -- any JSON value
-    """Strings with `& < >` as entities: user text renders as text, never as HTML."""
+    r"""User text as the text it is: never HTML, never reordered or hidden on screen.
+
+    `& < >` become entities; control, zero-width and bidi characters become escapes
+    (`\u202e`).
+    """
     if isinstance(value, dict):
         return {k: _escape_html(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_escape_html(v) for v in value]
     if isinstance(value, str):
-        return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        lines = value.replace("\r\n", "\n").replace("\r", "\n")
+        text = lines.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return printable(text, keep_newlines=True)
     return value
 
 

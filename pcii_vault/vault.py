@@ -109,7 +109,7 @@ from pcii_vault.models.acts import check_params
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
-from pcii_vault.models.request import SignedRequest, sign_request, verify_act
+from pcii_vault.models.request import RequestBody, SignedRequest, sign_request, verify_act
 from pcii_vault.models.submission import (
     TRACKING_NUMBER_PATTERN,
     ManifestEntry,
@@ -131,7 +131,7 @@ from pcii_vault.store import open_store
 from pcii_vault.store.base import ObjectStore
 from pcii_vault.store.filesystem import FilesystemStore
 from pcii_vault.submitter import MAX_DOCUMENT_BYTES, SealedUpload
-from pcii_vault.text import printable
+from pcii_vault.text import printable, unreadable
 
 __all__ = [
     "KeyStatus",
@@ -899,6 +899,7 @@ class Vault:
         if self.index.nonce_seen(body.nonce):
             raise IntegrityError("replayed request: this request is already in the log")
         check_params(body.action, body.params)  # the action's typed parameters, or exit 2
+        _check_stated_text(body)
         return principal
 
     def _decide(
@@ -1983,7 +1984,7 @@ class Vault:
         """The marked package of a logged release, and the attachments it releases."""
         attachments = [f for f in record.files if f["object"] != "document"]
         submission = validate_submission_bytes(
-            document, attachment_names=[f["name"] for f in attachments]
+            document, attachment_names=[f["name"] for f in attachments], stored=True
         )
         render = functools.partial(
             render_release,
@@ -2923,6 +2924,22 @@ def _check_organisation(organisation: str) -> None:
             f"organisation '{printable(organisation)}' must be one line of printable text "
             "(no control, bidi or zero-width characters)"
         )
+
+
+def _check_stated_text(body: RequestBody) -> None:
+    """Refuse a purpose or reason that would not read as it is logged (exit 2).
+
+    A blank one is left to the policies (`no-stated-purpose` denies, and the denial is
+    logged); one of zero-width or bidi characters would pass for stated.
+
+    Raises:
+        InputError: the purpose or reason holds control, invisible or bidi characters only
+            or among its text.
+    """
+    reason = body.params.get("reason")
+    for what, text, lines in (("purpose", body.purpose, False), ("reason", reason, True)):
+        if isinstance(text, str) and text.strip() and (why := unreadable(text, lines=lines)):
+            raise InputError(f"the request's {what} {why}: state it in plain text")
 
 
 def _check_transition(

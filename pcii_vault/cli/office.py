@@ -13,6 +13,7 @@ from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import PURPOSE_HELP, TRACKING, check_purpose, suggest
 from pcii_vault.cli.progress import release_progress
 from pcii_vault.errors import InputError
+from pcii_vault.text import unreadable, visible
 
 if TYPE_CHECKING:
     from pcii_vault.models.acts import ActParams
@@ -37,8 +38,10 @@ GROUNDS = (
 
 
 def _require_reason(reason: str) -> None:
-    if not reason.strip():
+    if not reason.strip() or not visible(reason):
         raise InputError("--reason must not be empty: it is recorded in the log")
+    if why := unreadable(reason, lines=True):
+        raise InputError(f"--reason {why}: state it in plain text")
 
 
 def _transition(

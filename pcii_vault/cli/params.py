@@ -14,6 +14,7 @@ from datetime import datetime
 import typer
 
 from pcii_vault.errors import InputError
+from pcii_vault.text import unreadable, visible
 
 __all__ = [
     "DEFAULT_USE",
@@ -58,8 +59,10 @@ def check_purpose(purpose: str) -> None:
     Raises:
         InputError: the purpose is empty or only blanks.
     """
-    if not purpose.strip():
+    if not purpose.strip() or not visible(purpose):
         raise InputError("--purpose must state why you need the record")
+    if why := unreadable(purpose):
+        raise InputError(f"--purpose {why}: state it in plain text")
 
 
 def check_use(use: str) -> None:

@@ -48,6 +48,7 @@ from pydantic_core import PydanticCustomError
 from pcii_vault.crypto.canonical import parse_json_object
 from pcii_vault.errors import InputError
 from pcii_vault.models.reference import reference_data
+from pcii_vault.text import hidden_character, visible
 
 __all__ = [
     "EXPRESS_STATEMENT",
@@ -591,12 +592,44 @@ def _attachment_problems(document: dict[str, Any], attachment_names: Sequence[st
     return problems
 
 
-def validate_submission_bytes(data: bytes, *, attachment_names: Sequence[str]) -> Submission:
+def _hidden_text_problems(value: Any, path: str, reported: Sequence[str]) -> list[str]:  # noqa: ANN401 -- any JSON value
+    """Text that reads other than it is stored: invisible, bidi or blank-looking characters.
+
+    A name of zero-width spaces passes for given, and a right-to-left override reorders
+    what the marked copy shows; the model's patterns see neither (they refuse control
+    characters only). Paths the model already reported are left out.
+    """
+    if isinstance(value, dict):
+        return [
+            problem
+            for key, item in value.items()
+            for problem in _hidden_text_problems(item, f"{path}.{key}" if path else key, reported)
+        ]
+    if isinstance(value, list):
+        return [
+            problem
+            for at, item in enumerate(value)
+            for problem in _hidden_text_problems(item, f"{path}[{at}]", reported)
+        ]
+    if not isinstance(value, str) or any(p.startswith(f"{path}:") for p in reported):
+        return []
+    if (code := hidden_character(value)) is not None:
+        return [f"{path}: holds an invisible or bidirectional character ({code}); type plain text"]
+    if value and not visible(value):
+        return [f"{path}: {_FIXED_MESSAGES['string_pattern_mismatch']}"]
+    return []
+
+
+def validate_submission_bytes(
+    data: bytes, *, attachment_names: Sequence[str], stored: bool = False
+) -> Submission:
     """Validate an owner's submission file, reporting every problem at once.
 
     Args:
         data: the bytes of the submission JSON, untrusted.
         attachment_names: the file names (base names) given with `--attach`, in order.
+        stored: the document of a record already received (a release), checked as it was
+            at its intake: text refused since (invisible characters) does not strand it.
 
     Returns:
         The validated submission.
@@ -621,6 +654,8 @@ def validate_submission_bytes(data: bytes, *, attachment_names: Sequence[str]) -
         problems += _problems_of(exc, skip_duplicates=True)
     problems += _raw_duplicate_problems(document)
     problems += _attachment_problems(document, attachment_names)
+    if not stored:
+        problems += _hidden_text_problems(document, "", problems)
     if problems or submission is None:
         raise SubmissionInvalid(problems)
     return submission

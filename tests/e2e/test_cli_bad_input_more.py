@@ -106,6 +106,52 @@ def test_a_field_over_its_limit_is_one_line_exit_2(both: tuple[Cli, str], case: 
     assert not Path(out).exists()
 
 
+UNREADABLE = {
+    "zero_width_purpose": (
+        ["get", "{tn}", "--purpose", "\u200b", "--out", "{out}"],
+        "water",
+        "--purpose must state why you need the record",
+    ),
+    "filler_purpose": (
+        ["get", "{tn}", "--purpose", "\u3164", "--out", "{out}"],
+        "water",
+        "--purpose must state why you need the record",
+    ),
+    "bidi_purpose": (
+        ["get", "{tn}", "--purpose", "drought\u202eplanning", "--out", "{out}"],
+        "water",
+        "--purpose holds an invisible or bidirectional character (U+202E)",
+    ),
+    "zero_width_reason": (
+        ["deficient", "{tn}", "--reason", "\u200b\u200b"],
+        "office",
+        "--reason must not be empty",
+    ),
+    # `withdraw --reason` is optional, so the core refuses it (the same in both modes).
+    "bidi_withdraw_reason": (
+        ["withdraw", "{tn}", "--reason", "changed\u2066our mind"],
+        "owner",
+        "the request's reason holds an invisible or bidirectional character (U+2066)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE))
+def test_a_purpose_or_reason_that_reads_other_than_stored_is_refused(
+    both: tuple[Cli, str], case: str
+) -> None:
+    """A tester's finding: a purpose of one zero-width space passed for stated, and the
+    release went out with "Purpose: (none given)" on its cover sheet."""
+    cli, tracking = both
+    args, who, said = UNREADABLE[case]
+    out = str(cli.root / f"out-{case}")
+    argv = [a.format(tn=tracking, out=out) if "{" in a else a for a in args]
+    before = cli.ok("audit", "verify", "--structure-only", who="auditor").json()["size"]
+    assert said in _one_line_error(cli.run(*argv, who=who))
+    assert not Path(out).exists()
+    assert cli.ok("audit", "verify", "--structure-only", who="auditor").json()["size"] == before
+
+
 def test_a_long_value_quoted_in_an_error_is_cut_in_its_middle(vault: tuple[Cli, str]) -> None:
     cli, _ = vault
     key = str(cli.root / "long.key")

@@ -294,6 +294,19 @@ def test_user_text_cannot_comment_out_the_marking_in_markdown() -> None:
     assert md.rstrip().splitlines()[-1] == PCII_HEADER
 
 
+def test_a_stored_bidi_override_is_shown_not_obeyed_in_markdown() -> None:
+    """A tester's finding: a right-to-left override in a contact's name reached
+    document.md raw, reversing the rest of its line on screen. Intake refuses it now;
+    a record received before that still renders it as an escape."""
+    doc = example_submission()
+    doc["primary_contact"]["name"] = "Dana\u202eOkafor"
+    doc["summary"] = "First line.\r\nSecond\u2028line."
+    md = _release(["mark:pcii"], doc).files[DOCUMENT_MD_NAME].decode()
+    assert "\u202e" not in md and "\u2028" not in md and "\r" not in md
+    assert "- Primary contact: Dana\\u202eOkafor," in md
+    assert "First line.\nSecond\\u2028line." in md
+
+
 def test_both_redactions_leave_no_placeholder_mangled() -> None:
     text = _all_text(_release(["redact:contacts", "redact:submitter"]))
     assert "[[" not in text

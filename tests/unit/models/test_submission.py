@@ -66,6 +66,19 @@ def test_vectors_are_up_to_date_with_the_example() -> None:
     assert on_disk == example_submission()
 
 
+def test_a_stored_document_is_read_as_it_was_accepted() -> None:
+    """Invisible characters are refused at intake only: a record received before that
+    rule stays releasable (its document is checked again at each release)."""
+    doc = example_submission()
+    doc["primary_contact"]["name"] = "Dana\u202eOkafor"
+    assert _problems(doc) == (
+        "primary_contact.name: holds an invisible or bidirectional character (U+202E); "
+        "type plain text",
+    )
+    stored = validate_submission_bytes(_bytes(doc), attachment_names=ATTACH, stored=True)
+    assert stored.primary_contact.name == "Dana\u202eOkafor"
+
+
 def test_model_is_frozen() -> None:
     submission = Submission.model_validate(example_submission())
     with pytest.raises(ValidationError):
