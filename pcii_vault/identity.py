@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from pcii_vault.crypto.canonical import no_duplicate_keys
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.durable import read_bounded, write_new_file
 from pcii_vault.errors import ConfigError, InputError
+from pcii_vault.models.principal import PRINCIPAL_ID_PATTERN
+from pcii_vault.text import printable
 
 __all__ = ["IDENTITY_FORMAT", "Identity"]
 
@@ -86,6 +89,12 @@ class Identity:
         except RecursionError:
             # JSON nested thousands deep: no identity file nests at all.
             raise ConfigError(f"identity file {path} is malformed (nested too deeply)") from None
+        if not re.fullmatch(PRINCIPAL_ID_PATTERN, loaded.principal):
+            # Names no principal `principal add` makes; the wire's key id could not carry it.
+            raise ConfigError(
+                f"identity file {path} is malformed: {printable(loaded.principal)!r} is no "
+                "principal name (lower-case letters, digits, '.', '_' and '-')"
+            )
         # After its kind: a receipt or a submission given by mistake is named as such,
         # not sent to chmod.
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):

@@ -7,6 +7,7 @@ stderr and exits with the error family's code (0 ok, 1 unexpected, 2 bad input, 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -18,6 +19,7 @@ import typer
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState, Output, ResultNotWrittenError
 from pcii_vault.errors import InputError, VaultError
+from pcii_vault.text import printable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -445,8 +447,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(" ".join(_usage_message(exc).split()), 2, json_mode=json_mode)
     except KeyboardInterrupt:
         _fail_interrupted(json_mode=json_mode, notes=state.already_done)
-    except typer.Abort:  # end of input at a prompt
-        _fail("interrupted", 1, json_mode=json_mode)
+    except typer.Abort as exc:  # at a prompt: end of input (Ctrl-D), or Ctrl-C
+        _fail_at_prompt(exc, json_mode=json_mode, notes=state.already_done)
     except Exception as exc:  # noqa: BLE001 -- the last resort: one line, exit 1
         _fail_unexpected(exc, json_mode=json_mode, debug=debug, notes=state.already_done)
     finally:
@@ -455,6 +457,13 @@ def main(argv: list[str] | None = None) -> None:
         _fail_interrupted(json_mode=json_mode, notes=state.already_done)
     _flush_stdout(notes=state.already_done)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail_at_prompt(exc: typer.Abort, *, json_mode: bool, notes: Sequence[str]) -> NoReturn:
+    """End of input (Ctrl-D) at a prompt is the user's answer (exit 2); Ctrl-C is 130."""
+    if isinstance(exc.__cause__, EOFError):
+        _fail("end of input at a prompt: nothing was typed", 2, json_mode=json_mode)
+    _fail_interrupted(json_mode=json_mode, notes=notes)
 
 
 def _fail_unexpected(
@@ -466,6 +475,10 @@ def _fail_unexpected(
     """
     if debug:
         _print_traceback()
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        # Only a path the user gave (or one made from it) can be too long for the system.
+        named = f": {printable(str(exc.filename))}" if exc.filename else ""
+        _fail(f"file name too long{named}", 2, json_mode=json_mode)
     full = _out_of_space(exc)
     if full is not None:
         if not notes and isinstance(exc, ResultNotWrittenError):

@@ -127,8 +127,25 @@ def _claim_receipt_path(path: Path) -> None:
     probe.unlink(missing_ok=True)
 
 
+def _attachment_bytes(attachments: list[Path]) -> int:
+    """The bytes to send, for the progress bar (the files were checked, yet may go since).
+
+    Raises:
+        InputError: an attachment vanished or became unreadable after it was checked.
+    """
+    total = 0
+    for path in attachments:
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            raise InputError(f"attachment {path} not found") from None
+        except OSError as exc:
+            raise InputError(f"cannot read attachment {path}: {exc.strerror}") from None
+    return total
+
+
 def _submit(state: CliState, me: Client, *, document: bytes, attachments: list[Path]) -> Receipt:
-    total = sum(p.stat().st_size for p in attachments)
+    total = _attachment_bytes(attachments)
     # One 80-column line: the file being sent, a short bar, bytes, speed and time left.
     with progress_bar(state.output if attachments else Output(json_mode=True)) as bar:
         task = bar.add_task("encrypting", total=total) if bar is not None else None

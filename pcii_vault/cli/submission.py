@@ -6,6 +6,8 @@ JSON by nature), and touch no vault; `template` writes files only where asked.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +16,7 @@ import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
+from pcii_vault.errors import InputError
 
 __all__ = ["app", "schema_command"]
 
@@ -25,14 +28,6 @@ app = CliTyper(
 
 def _dump(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-
-
-def _write_new(path: Path, data: bytes, option: str) -> None:
-    """Write a new file through a temporary beside it: never a partial file at `path`."""
-    from pcii_vault.cli.files import new_output
-
-    with new_output(path, option) as tmp:
-        tmp.write_bytes(data)
 
 
 @app.command("template")
@@ -59,31 +54,75 @@ def template(
     ] = None,
 ) -> None:
     """Print a filled, fictional example submission (a water utility's assessment)."""
-    from pcii_vault.models.submission import example_attachment_bytes, example_submission
+    from pcii_vault.cli.files import new_output
+    from pcii_vault.models.submission import (
+        Submission,
+        example_attachment_bytes,
+        example_submission,
+    )
 
     state: CliState = ctx.obj
-    text = _dump(example_submission())
+    document = example_submission()
+    [described] = [a["name"] for a in document["attachments"]]
+    if attachment_out is not None and attachment_out.name != described:
+        # The example describes the file by the name it is written under, so that the
+        # command printed below submits it as it is (when that name is one to submit).
+        renamed = copy.deepcopy(document)
+        renamed["attachments"][0]["name"] = attachment_out.name
+        with contextlib.suppress(ValueError):
+            Submission.model_validate(renamed)
+            document = renamed
+    text = _dump(document)
+    if out is not None and attachment_out is not None and _same_file(out, attachment_out):
+        raise InputError("--out and --attachment-out name the same file; give two names")
+    # Both outputs are refused before either is written, and neither is left half-done.
+    with contextlib.ExitStack() as outputs:
+        if attachment_out is not None:
+            pdf = outputs.enter_context(new_output(attachment_out, "--attachment-out"))
+        if out is not None:
+            json_file = outputs.enter_context(new_output(out, "--out"))
+        if attachment_out is not None:
+            _write(pdf, example_attachment_bytes(), "--attachment-out", attachment_out)
+        if out is not None:
+            _write(json_file, text.encode("utf-8"), "--out", out)
     if attachment_out is not None:
-        _write_new(attachment_out, example_attachment_bytes(), "--attachment-out")
         state.output.note(f"wrote example attachment {attachment_out}")
     if out is None:
         # The template is a JSON document: with --json, the same document on one line.
-        typer.echo(json.dumps(example_submission()) if state.output.json_mode else text, nl=False)
+        typer.echo(json.dumps(document) if state.output.json_mode else text, nl=False)
         if state.output.json_mode:
             typer.echo("")
         return
-    _write_new(out, text.encode("utf-8"), "--out")
     # The example describes one attachment: the command must give it (or it is refused).
-    [described] = [a["name"] for a in example_submission()["attachments"]]
-    attach = attachment_out if attachment_out is not None else described
+    attach: Path | str = attachment_out if attachment_out is not None else described
+    [named] = [a["name"] for a in document["attachments"]]
+    rename = ""
+    if attachment_out is not None and attachment_out.name != named:
+        attach = attachment_out.with_name(named)  # no name to submit under: the example's
+        rename = f" (after renaming {attachment_out} to {attach})"
     state.output.note(
         f"wrote example submission {out}; edit it (the attachments it describes are given "
-        f"with --attach), then: pcii --as KEYFILE submit {out} --attach {attach}"
+        f"with --attach), then: pcii --as KEYFILE submit {out} --attach {attach}{rename}"
     )
     if state.output.json_mode:
         state.output.result(
             {"out": str(out), "attachment": str(attachment_out) if attachment_out else None}
         )
+
+
+def _write(tmp: Path, data: bytes, option: str, path: Path) -> None:
+    try:
+        tmp.write_bytes(data)
+    except OSError as exc:
+        raise InputError(f"cannot write {option} {path}: {exc.strerror or exc}") from None
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    """Whether two output paths name one file (`x` and `./x`, or through a symlinked dir)."""
+    try:
+        return one.resolve() == other.resolve()
+    except OSError:
+        return one.absolute() == other.absolute()
 
 
 def schema_command() -> None:

@@ -7,6 +7,7 @@ a malformed server URL, an out-of-range option, SIGTERM in the middle of an uplo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -717,6 +718,89 @@ def test_an_identity_file_naming_another_principal_reads_alike_in_both_modes(
     forged.chmod(0o600)
     line = _one_line_error(cli.run("--as", str(forged), "status", tracking), code)
     assert line == f"pcii: error: {words}", line
+
+
+@pytest.mark.parametrize("principal", ["rmw\u00e9", "", "own\ner", "own\x7fer"])
+def test_an_identity_file_naming_no_possible_principal_is_malformed_in_both_modes(
+    both: tuple[Cli, str], principal: str
+) -> None:
+    """A tester's finding: a principal name the wire's key id cannot carry was exit 1
+    ("String contains disallowed characters") through a server."""
+    cli, tracking = both
+    document = json.loads(cli.key("owner").read_text())
+    document["principal"] = principal
+    forged = cli.root / "odd-principal.key"
+    forged.write_text(json.dumps(document))
+    forged.chmod(0o600)
+    line = _one_line_error(cli.run("--as", str(forged), "status", tracking), 2)
+    assert "is malformed" in line and "is no principal name" in line, line
+
+
+def test_a_file_name_too_long_is_one_line_exit_2(vault: tuple[Cli, str]) -> None:
+    """A tester's finding: ENAMETOOLONG was exit 1 in four commands."""
+    cli, _ = vault
+    long = str(cli.root / ("a" * 300))
+    for args in (
+        ["policy", "check", long],
+        ["audit", "verify", "--log", long],
+        ["--vault", long, "init", "--insecure-fast-kdf", "--admin-key-out", long + ".key"],
+    ):
+        line = _one_line_error(cli.run(*args))
+        assert "too long" in line, (args, line)
+    submission = str(cli.write_submission("long.json", attachments=[]))
+    line = _one_line_error(cli.run("submit", submission, "--attach", long, who="owner"))
+    assert "too long" in line
+
+
+def test_an_unseal_prompt_ended_with_ctrl_d_is_exit_2(vault: tuple[Cli, str]) -> None:
+    """A tester's finding: end of input at the secret's prompt was "interrupted", exit 1."""
+    import pty
+
+    cli, _ = vault
+    env = {k: v for k, v in cli.env.items() if k != "PCII_UNSEAL_SECRET"}
+    argv = [sys.executable, "-m", "pcii_vault", "--as", str(cli.key("admin")), "principal", "list"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: pcii on a terminal of its own
+        os.execve(sys.executable, argv, env)  # noqa: S606 -- our own interpreter, no shell
+    said = b""
+    deadline = time.monotonic() + 60
+    while b"Unseal secret" not in said and time.monotonic() < deadline:
+        said += os.read(fd, 1024)
+    os.write(fd, b"\x04")  # Ctrl-D
+    with contextlib.suppress(OSError):  # the terminal closes as the child exits
+        while chunk := os.read(fd, 1024):
+            said += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 2, said
+    assert b"end of input at a prompt" in said
+
+
+def test_a_template_refused_for_one_output_writes_neither(tmp_path: Path) -> None:
+    """A tester's finding: with --out taken, the --attachment-out file was written all
+    the same; and the printed command named an attachment the example did not describe."""
+    cli = Cli(tmp_path)
+    taken = tmp_path / "taken.json"
+    taken.write_text("{}")
+    line = _one_line_error(
+        cli.run("submission", "template", "--out", str(taken), "--attachment-out",
+                str(tmp_path / "new.pdf"))
+    )  # fmt: skip
+    assert "taken.json already exists" in line and not (tmp_path / "new.pdf").exists()
+    same = tmp_path / "same"
+    line = _one_line_error(
+        cli.run("submission", "template", "--out", str(same), "--attachment-out",
+                str(tmp_path / "." / "same"))
+    )  # fmt: skip
+    assert "name the same file" in line and not same.exists()
+    done = cli.run(
+        "submission", "template", "--out", str(tmp_path / "a.json"), "--attachment-out",
+        str(tmp_path / "scada.pdf"),
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    described = json.loads((tmp_path / "a.json").read_text())["attachments"]
+    assert [a["name"] for a in described] == ["scada.pdf"]
+    assert f"--attach {tmp_path / 'scada.pdf'}" in done.err
 
 
 def test_a_server_url_given_as_log_says_where_a_servers_log_is_read(
