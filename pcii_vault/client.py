@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -522,8 +524,6 @@ def write_release(out_dir: Path, request: SignedRequest, stage: Stage, failed: F
     Raises:
         InputError: `out_dir/<tracking>` exists, or `out_dir` cannot be created.
     """
-    from pcii_vault.vault import Release  # noqa: PLC0415
-
     tracking = request.body.record
     if tracking is None:
         raise InputError("a release names a record")
@@ -533,8 +533,28 @@ def write_release(out_dir: Path, request: SignedRequest, stage: Stage, failed: F
     created = _missing_ancestors(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        # Held open: a staging directory left in `--out` is found there, and removed,
+        # even after `--out` was moved away or replaced by a symlink meanwhile.
+        pinned = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise InputError(f"cannot create {out_dir}: {exc.strerror}") from exc
+    try:
+        return _stage_and_rename(target, stage, failed, pinned, created)
+    finally:
+        os.close(pinned)
+
+
+def _stage_and_rename(
+    target: Path,
+    stage: Stage,
+    failed: Failed,
+    pinned: int,
+    created: list[Path],
+) -> Release:
+    from pcii_vault.vault import Release  # noqa: PLC0415
+
+    out_dir, tracking = target.parent, target.name
+    before = set(os.listdir(pinned))
     try:
         with stage(out_dir) as staged:
             try:
@@ -554,10 +574,23 @@ def write_release(out_dir: Path, request: SignedRequest, stage: Stage, failed: F
                 staged.policies,
             )
     except BaseException:
+        _remove_staging_left(pinned, tracking, before)
         for directory in created:
             with contextlib.suppress(OSError):
                 directory.rmdir()  # only if still empty
         raise
+
+
+def _remove_staging_left(pinned: int, tracking: str, before: set[str]) -> None:
+    """Remove the staging directories of this release still in the pinned `--out`.
+
+    The stage removes its own by path; once `--out` was moved or swapped for a symlink,
+    that path leads elsewhere, and the (decrypted) files would stay where they were.
+    """
+    with contextlib.suppress(OSError):
+        for name in set(os.listdir(pinned)) - before:
+            if name.startswith(f".{tracking}.") and name.endswith(".partial"):
+                shutil.rmtree(name, dir_fd=pinned, ignore_errors=True)
 
 
 def _missing_ancestors(path: Path) -> list[Path]:

@@ -316,6 +316,50 @@ def test_a_release_interrupted_just_after_its_position_is_logged_as_failed_if_pe
     bench.audit()
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("how", ["moved", "symlinked"])
+def test_an_out_directory_moved_during_a_release_keeps_nothing_of_it(
+    bench: VaultBench,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+    how: str,
+) -> None:
+    """A tester's finding: `--out` moved (or swapped for a symlink) while a release was
+    written left the decrypted files in the moved directory, while the CLI said that
+    nothing was released. The directory is held open, and emptied through it."""
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number
+    vault.transition(
+        vault.sign(bench.ids["office"], "validate", record=tracking), "submission.validated"
+    )
+    out, moved, elsewhere = tmp_path / "out", tmp_path / "moved", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write = Vault._write_release
+
+    def move_out() -> None:
+        out.rename(moved)
+        if how == "symlinked":
+            out.symlink_to(elsewhere)
+
+    def moving(self: Vault, rendered: Any, **kwargs: Any) -> tuple[str, ...]:
+        if when == "before":
+            move_out()
+        written = write(self, rendered, **kwargs)
+        if when == "after":
+            move_out()
+        return written
+
+    monkeypatch.setattr(Vault, "_write_release", moving)
+    with pytest.raises(InputError, match="nothing was released"):
+        vault.release(_retrieve(bench, tracking), out)
+    assert list(moved.iterdir()) == [] and list(elsewhere.iterdir()) == []
+    reader = vault.reader()
+    events = list(reader.events(0, reader.size()))
+    assert [e.type for e in events][-2:] == ["access.decided", "release.failed"]
+    bench.audit()
+
+
 @pytest.mark.parametrize(("server_side", "error"), [(False, InputError), (True, BackendError)])
 def test_a_full_disk_names_where_and_is_the_servers_trouble_only_in_its_spool(
     bench: VaultBench,
