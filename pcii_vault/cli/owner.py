@@ -83,7 +83,7 @@ def submit(
         try:
             # Through a temporary file beside it: whole under its name, or not at all.
             text = json.dumps(receipt.to_json(), indent=2) + "\n"
-            with new_file_via_temporary(receipt_out, mode=0o666) as tmp:
+            with new_file_via_temporary(receipt_out, mode=0o600) as tmp:
                 tmp.write_text(text, encoding="utf-8")
             written = str(receipt_out)
         except OSError as exc:

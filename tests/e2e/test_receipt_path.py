@@ -31,6 +31,16 @@ def test_an_existing_receipt_is_never_overwritten(populated: Cli) -> None:
     assert existing.read_text() == "keep me"
 
 
+def test_a_receipt_is_readable_by_its_owner_only(populated: Cli) -> None:
+    """A tester's finding: receipts were 0644 (umask 022), though they name the files
+    and their plaintext SHA-256, which confirms a guessed file."""
+    cli = populated
+    receipt = cli.root / "private-receipt.json"
+    cli.ok("submit", str(cli.write_submission(attachments=[])), "--receipt-out", str(receipt),
+           who="owner")  # fmt: skip
+    assert receipt.stat().st_mode & 0o777 == 0o600
+
+
 def test_a_receipt_name_too_long_is_refused_before_any_upload(populated: Cli) -> None:
     """A tester's finding: a name over the file system's limit was exit 1."""
     cli = populated
