@@ -621,15 +621,21 @@ class Vault:
             size = checkpoint.size if checkpoint else 0
             if start > size:
                 raise IntegrityError(_rolled_back(start, size))
-            if checkpoint is not None:
-                _refuse_other_history(reader, checkpoint, start, root)
-                if start < size or root is None:
-                    index.apply_all(
-                        reader.events(start, size),
-                        skip_applied=True,
-                        strict=False,
-                        root=(size, checkpoint.root),
-                    )
+            if checkpoint is None:
+                # `init` logs the vault's creation before it writes vault.json: a vault
+                # directory always has a log, and an empty store is not this vault's.
+                raise IntegrityError(
+                    f"the store holds no log, yet vault {self.config.vault_id} logged its "
+                    "creation there: the log was deleted, or vault.json names another store"
+                )
+            _refuse_other_history(reader, checkpoint, start, root)
+            if start < size or root is None:
+                index.apply_all(
+                    reader.events(start, size),
+                    skip_applied=True,
+                    strict=False,
+                    root=(size, checkpoint.root),
+                )
             index.write_if_due()  # a server idle since its last batch: the file catches up
             self._synced_since = began
 

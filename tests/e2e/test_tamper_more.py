@@ -23,7 +23,14 @@ import pytest
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
 from pcii_vault.keys.local import MAX_SCRYPT_MEMORY, MAX_SCRYPT_P
-from tests.e2e.conftest import Cli, Result, copied_vault, one_line_error, validated_record
+from tests.e2e.conftest import (
+    Cli,
+    Result,
+    copied_vault,
+    free_port,
+    one_line_error,
+    validated_record,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +118,28 @@ def test_a_directory_planted_where_a_repair_builds_its_index_is_left_alone(
     assert _status(cli, tracking).code == 0
     assert planted.is_dir()
     assert not list(cli.vault.glob(".index.sqlite.*"))
+
+
+def test_a_vault_directory_over_a_store_without_its_log_is_refused(
+    vault: tuple[Cli, str],
+) -> None:
+    """A tester's finding: a replica's vault directory (no index, no log-checkpoint: both
+    optional to copy) over an empty store said ready, and every user got "'admin' is not
+    a registered principal" (exit 3). `init` logs before it writes vault.json, so a vault
+    directory always has a log: an empty store is a deleted log, or another store."""
+    cli, tracking = vault
+    for name in ("objects", "index.sqlite", "index.sqlite.mac", "log-checkpoint"):
+        target = cli.vault / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    (cli.vault / "objects").mkdir()
+    said = "the store holds no log, yet vault"
+    assert said in one_line_error(_status(cli, tracking), 4)
+    assert said in one_line_error(cli.run("principal", "list", who="admin"), 4)
+    serve = cli.run("serve", "--listen", f"127.0.0.1:{free_port()}")
+    assert said in one_line_error(serve, 4)
 
 
 @pytest.mark.parametrize("folder", ["log/claims", "wrapped", "records"])
