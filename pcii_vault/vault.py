@@ -128,7 +128,7 @@ from pcii_vault.policy.engine import (
 from pcii_vault.receipt import Receipt
 from pcii_vault.sequencer import Act, Sequencer, logged_before_interrupt
 from pcii_vault.store import open_store
-from pcii_vault.store.base import ObjectStore
+from pcii_vault.store.base import ObjectStore, UnfinishedUploads
 from pcii_vault.store.filesystem import FilesystemStore
 from pcii_vault.submitter import MAX_DOCUMENT_BYTES, SealedUpload
 from pcii_vault.text import printable, unreadable
@@ -2606,7 +2606,8 @@ class Vault:
           flight is younger), and objects under a record that its logged manifest does
           not name (uploaded beside it: nothing can read them);
         - claims below the checkpoint (already committed), and temporary files of writes
-          that never finished (filesystem store), older than `grace`.
+          that never finished (filesystem store) or their unfinished multipart uploads
+          (S3: a writer killed mid-upload leaves its parts stored), older than `grace`.
         Objects the store refuses to delete (Object Lock retention) are listed as kept.
 
         Raises:
@@ -2648,6 +2649,12 @@ class Vault:
             if isinstance(self.store, FilesystemStore)
             else []
         )
+        unfinished = (
+            self.store.unfinished_uploads(cutoff)
+            if isinstance(self.store, UnfinishedUploads)
+            else []
+        )
+        leftovers += [f"{key} (unfinished multipart upload)" for key, _ in unfinished]
         kept: list[str] = []
         if not dry_run:
             for tracking in shreds:
@@ -2664,6 +2671,12 @@ class Vault:
             if isinstance(self.store, FilesystemStore):
                 for path in leftovers:
                     self.store.remove_leftover(Path(path))
+            if isinstance(self.store, UnfinishedUploads):
+                for key, upload_id in unfinished:
+                    try:
+                        self.store.abort_unfinished(key, upload_id)
+                    except VaultError:
+                        kept.append(f"{key} (unfinished multipart upload)")
         return Maintenance(
             tuple(shreds), tuple(orphans), tuple(claims), tuple(leftovers), tuple(kept), dry_run
         )

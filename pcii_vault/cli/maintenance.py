@@ -53,7 +53,7 @@ def maintenance(
         f"{verb} shredding {len(done.unfinished_shreds)} records; {gone} "
         f"{len(done.orphans)} orphaned objects, {len(done.stale_claims)} committed or forged "
         "claims, "
-        f"{len(done.leftovers)} temporary files or empty record folders"
+        f"{len(done.leftovers)} temporary files, empty record folders or unfinished uploads"
         + (f"; kept {len(done.kept)} (locked by the store)" if done.kept else ""),
     )
     for item in (*done.unfinished_shreds, *done.orphans, *done.leftovers):

@@ -25,6 +25,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectStore",
     "ObjectTooLargeError",
+    "UnfinishedUploads",
     "remove_planted_under",
     "too_large_to_read_whole",
     "validate_key",
@@ -163,6 +164,23 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove `key`; deleting a missing key is not an error."""
+        ...
+
+
+@runtime_checkable
+class UnfinishedUploads(Protocol):
+    """A store whose streamed writes can outlive a crash unseen (S3 multipart uploads).
+
+    A writer killed mid-upload never completes or aborts it: no object appears, yet the
+    parts stay stored (and billed) until someone aborts the upload.
+    """
+
+    def unfinished_uploads(self, before: datetime) -> list[tuple[str, str]]:
+        """Uploads begun before `before` and never completed or aborted: (key, upload id)."""
+        ...
+
+    def abort_unfinished(self, key: str, upload_id: str) -> None:
+        """Abort one of them; its parts are removed (one already gone is not an error)."""
         ...
 
 

@@ -89,6 +89,10 @@ _CREDENTIAL_CODES = frozenset(
 )
 
 
+# (key, upload id) of multipart uploads never completed (`list` is a method in the class).
+_Unfinished = list[tuple[str, str]]
+
+
 def _default_clock() -> datetime:
     return datetime.now(UTC)
 
@@ -599,6 +603,41 @@ class S3Store:
             if isinstance(error, NotFoundError):
                 return
             raise error from exc
+
+    def unfinished_uploads(self, before: datetime) -> _Unfinished:
+        """Multipart uploads begun before `before`, never completed or aborted: (key, id).
+
+        Under this store's prefix, by key: what a writer killed mid-upload left.
+
+        Raises:
+            BackendError: the store is unavailable.
+        """
+        found: _Unfinished = []
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
+                for upload in page.get("Uploads", []):
+                    begun = upload.get("Initiated")
+                    if isinstance(begun, datetime) and begun < before:
+                        found.append((upload["Key"][len(self._prefix) :], upload["UploadId"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._map(exc, "list unfinished uploads under", self._prefix) from exc
+        return sorted(found)
+
+    def abort_unfinished(self, key: str, upload_id: str) -> None:
+        """Abort an unfinished multipart upload; its parts are removed.
+
+        Raises:
+            BackendError: the store is unavailable or refused.
+        """
+        try:
+            self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=self._prefix + key, UploadId=upload_id
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and _error_code(exc) == "NoSuchUpload":
+                return  # completed or aborted meanwhile
+            raise self._map(exc, "abort the unfinished upload of", key) from exc
 
     def _retention_args_apply(self, key: str) -> bool:
         return key.startswith(_RETAINED_PREFIXES) and not key.startswith(_NEVER_RETAINED_PREFIXES)

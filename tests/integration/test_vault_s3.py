@@ -131,3 +131,40 @@ def test_lifecycle_on_an_s3_store(tmp_path: Path, seaweed: SeaweedServer, s3_buc
 
 def _files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_maintenance_aborts_multipart_uploads_a_killed_writer_left(
+    tmp_path: Path, seaweed: SeaweedServer, s3_bucket: str
+) -> None:
+    """A tester's finding: a replica killed with `kill -9` during a large submit left an
+    unfinished multipart upload (88 MiB of parts) that maintenance never found."""
+    cli = S3Cli(tmp_path, seaweed)
+    cli.ok("init", "--insecure-fast-kdf", "--store", f"s3://{s3_bucket}/{PREFIX}",
+           "--admin-key-out", str(cli.key("admin")))  # fmt: skip
+    client = seaweed.client()
+    ours = f"{PREFIX}/records/PCII-2026-00000042/files/0"
+    theirs = "vaults/another/records/PCII-2026-00000042/files/0"  # another vault's prefix
+    for key in (ours, theirs):
+        started = client.create_multipart_upload(Bucket=s3_bucket, Key=key)
+        client.upload_part(Bucket=s3_bucket, Key=key, UploadId=started["UploadId"],
+                           PartNumber=1, Body=b"\0" * (5 << 20))  # fmt: skip
+
+    def unfinished() -> list[str]:
+        listed = client.list_multipart_uploads(Bucket=s3_bucket)
+        return sorted(upload["Key"] for upload in listed.get("Uploads", []))
+
+    young = cli.ok("maintenance", "--dry-run")  # within the grace period: an upload in flight
+    assert not any("unfinished" in item for item in young["leftovers"])
+    listed = cli.ok("maintenance", "--dry-run", "--grace-hours", "0")
+    assert listed["leftovers"] == [
+        "records/PCII-2026-00000042/files/0 (unfinished multipart upload)"
+    ]
+    assert unfinished() == sorted([ours, theirs])
+    done = cli.ok("maintenance", "--grace-hours", "0")
+    assert done["leftovers"] == listed["leftovers"] and done["kept"] == []
+    assert unfinished() == [theirs]
+    client.abort_multipart_upload(
+        Bucket=s3_bucket,
+        Key=theirs,
+        UploadId=client.list_multipart_uploads(Bucket=s3_bucket)["Uploads"][0]["UploadId"],
+    )
