@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -255,6 +255,7 @@ def render_release(
     purpose: str,
     authority: str | None,
     unmarkable: Mapping[str, str] | None = None,
+    pdfs: Collection[str] = (),
 ) -> ReleasePackage:
     """Apply a permit's obligations to a decrypted submission.
 
@@ -272,6 +273,8 @@ def render_release(
         authority: a 29.8(f) disclosure-exception id when one is invoked, else None.
         unmarkable: PDF attachments the caller could not stamp, with the reason; they
             are withheld and the cover sheet says why.
+        pdfs: attachments whose bytes the caller found to be PDF, whatever their names:
+            stamped like those named `.pdf`.
 
     Returns:
         The files to write and what to do with the attachments.
@@ -287,6 +290,10 @@ def render_release(
         else Submission.model_validate(dict(submission))
     )
     described = [a.name for a in model.attachments]
+
+    def is_pdf(name: str) -> bool:
+        return is_pdf_name(name) or name in pdfs
+
     stored = {str(meta["name"]): meta for meta in attachments}
     if sorted(stored) != sorted(described) or len(stored) != len(attachments):
         raise ValueError("attachment list does not match the attachments the submission describes")
@@ -320,7 +327,7 @@ def render_release(
         where = f"released as {_ATTACHMENTS_DIR}/{file_name[n]}"
         notes[shown_name[n]] = (
             f"{where}, stamped on every page"
-            if is_pdf_name(n)
+            if is_pdf(n)
             else f"{where} with marking sidecar {sidecar_name(file_name[n])}"
         )
     notices = ("program-office",) if "notify:program-office" in applied else ()
@@ -342,7 +349,7 @@ def render_release(
         recipient_line=recipient_line,
         released=tuple(file_name[n] for n in released),
         withheld=tuple(f"{shown_name[n]} ({notes[shown_name[n]]})" for n in withheld),
-        stamped=tuple(file_name[n] for n in released if is_pdf_name(n)),
+        stamped=tuple(file_name[n] for n in released if is_pdf(n)),
         attachment_notes=notes,
         notices=notices,
     )
@@ -355,7 +362,7 @@ def render_release(
         model.attachments, document["attachments"], strict=True
     ):
         name = attachment.name
-        if name in released and not is_pdf_name(name):
+        if name in released and not is_pdf(name):
             files[sidecar_name(file_name[name])] = _render_sidecar(
                 file_name[name], shown_attachment["description"], stored[name], context
             )
@@ -365,7 +372,7 @@ def render_release(
         file_names=MappingProxyType({n: file_name[n] for n in released}),
         withheld=withheld,
         stamps=MappingProxyType(
-            {n: _pdf_stamp(file_name[n], context) for n in released if is_pdf_name(n)}
+            {n: _pdf_stamp(file_name[n], context) for n in released if is_pdf(n)}
         ),
         redacted=redacted,
         notices=notices,

@@ -39,7 +39,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pikepdf
 
-__all__ = ["MAX_PAGES", "PdfStamp", "UnmarkablePdf", "is_pdf_name", "stamp_pdf"]
+__all__ = [
+    "MAX_PAGES",
+    "PDF_SNIFF_BYTES",
+    "PdfStamp",
+    "UnmarkablePdf",
+    "is_pdf_name",
+    "looks_like_pdf",
+    "stamp_pdf",
+]
 
 # Beyond this a PDF is withheld: each page is a form and a marking in the copy.
 MAX_PAGES = 10_000
@@ -72,8 +80,18 @@ class PdfStamp:
 
 
 def is_pdf_name(name: str) -> bool:
-    """Whether an attachment is treated as a PDF (and so stamped): its name ends in .pdf."""
+    """Whether an attachment is treated as a PDF by its name (it ends in .pdf)."""
     return name.lower().endswith(".pdf")
+
+
+# A PDF reader looks for the header in the first kilobyte (ISO 32000-2, 7.5.2 and
+# common practice): a file with it there opens as a PDF whatever its name.
+PDF_SNIFF_BYTES = 1024
+
+
+def looks_like_pdf(head: bytes) -> bool:
+    """Whether the first `PDF_SNIFF_BYTES` of a file make a PDF reader open it as one."""
+    return b"%PDF-" in head[:PDF_SNIFF_BYTES]
 
 
 def stamp_pdf(source: Path, dest: Path, stamp: PdfStamp) -> int:

@@ -104,7 +104,7 @@ from pcii_vault.ledger.proof import prove
 from pcii_vault.ledger.tiles import MAX_ENTRY_BYTES
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
 from pcii_vault.marking import ReleasePackage, render_release
-from pcii_vault.marking_pdf import UnmarkablePdf, stamp_pdf
+from pcii_vault.marking_pdf import PDF_SNIFF_BYTES, UnmarkablePdf, looks_like_pdf, stamp_pdf
 from pcii_vault.models.acts import check_params
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
@@ -1801,9 +1801,8 @@ class Vault:
             assert done.record is not None  # noqa: S101 -- the act names a record
             record = done.record
             rendered = self._render(dek, document, record, request, decision, access_index=index)
-            held = in_memory and _attachment_bytes(record.files) <= in_memory
-            if held and not rendered.stamps_pdfs:
-                return self._hold_release(rendered, limit=in_memory)
+            if (in_hand := self._hold_release(rendered, record, limit=in_memory)) is not None:
+                return in_hand
         except BaseException as exc:
             # Logged as permitted, released to nobody: interrupted (Ctrl-C, SIGTERM) while
             # the permit was committed or just after, or an attachment that fails its
@@ -2008,8 +2007,16 @@ class Vault:
         released = tuple(m for m in attachments if m["name"] in package.attachments)
         return _Rendered(record.tracking, dek, access_index, decision, released, package, render)
 
-    def _hold_release(self, rendered: _Rendered, *, limit: int) -> HeldRelease:
-        """The release in memory (no PDF to stamp: that needs files)."""
+    def _hold_release(
+        self, rendered: _Rendered, record: RecordRow, *, limit: int
+    ) -> HeldRelease | None:
+        """The release in memory; None when it is to be staged instead.
+
+        Staged: attachments over `limit` bytes, a PDF to stamp (that needs files), or an
+        attachment that turns out to be a PDF under another name.
+        """
+        if not limit or _attachment_bytes(record.files) > limit or rendered.stamps_pdfs:
+            return None
         package = rendered.package
         contents = dict(package.files)
         for meta in rendered.released:
@@ -2020,6 +2027,8 @@ class Vault:
                 raise self._missing_object(rendered.tracking, meta["object"]) from exc
             if hashlib.sha256(data).hexdigest() != meta["sha256"]:
                 raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
+            if looks_like_pdf(data[:PDF_SNIFF_BYTES]):
+                return None
             contents[f"attachments/{package.file_names[meta['name']]}"] = data
         decision = rendered.decision
         return HeldRelease(
@@ -2042,14 +2051,16 @@ class Vault:
         vault_id = self.config.vault_id
         tracking = rendered.tracking
         package = rendered.package
-        # The package names the attachments the policy releases; PDFs among them are
-        # stamped page by page, and one that cannot be stamped is withheld (the cover
-        # sheet, rendered again, says why). Plaintext stays inside the staging directory.
+        # The package names the attachments the policy releases; PDFs among them (by
+        # name, or by their first bytes) are stamped page by page, and one that cannot be
+        # stamped is withheld (the cover sheet, rendered again, says why). Plaintext stays
+        # inside the staging directory.
         released = rendered.released
         files_dir = staging / "attachments"
         if released:
             files_dir.mkdir(mode=0o700)  # as the staging directory above it
         unmarkable: dict[str, str] = {}
+        sniffed: set[str] = set()
         for number, meta in enumerate(released):
             stamp = package.stamps.get(meta["name"])
             dest = files_dir / package.file_names[meta["name"]]
@@ -2068,6 +2079,12 @@ class Vault:
             )
             if digest != meta["sha256"]:
                 raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
+            if stamp is None and _opens_as_pdf(dest):
+                # A PDF under another name opens as one all the same: it is stamped too.
+                sniffed.add(meta["name"])
+                stamp = rendered.render(pdfs=frozenset({meta["name"]})).stamps[meta["name"]]
+                plain = staging / f".attachment-{number}.plain"
+                dest.rename(plain)
             if stamp is not None:
                 try:
                     stamp_pdf(plain, dest, stamp)
@@ -2075,8 +2092,8 @@ class Vault:
                     unmarkable[meta["name"]] = str(exc)
                 finally:
                     plain.unlink()
-        if unmarkable:
-            package = rendered.render(unmarkable=unmarkable)
+        if unmarkable or sniffed:
+            package = rendered.render(unmarkable=unmarkable, pdfs=frozenset(sniffed))
         written: list[str] = []
         for name, data in package.files.items():
             write_new_file(staging / name, data, mode=0o600, sync_directory=False, durable=durable)
@@ -3147,6 +3164,12 @@ def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
     return type(exc).__name__
+
+
+def _opens_as_pdf(path: Path) -> bool:
+    """Whether a PDF reader opens the decrypted attachment at `path` as a PDF."""
+    with path.open("rb") as handle:
+        return looks_like_pdf(handle.read(PDF_SNIFF_BYTES))
 
 
 def _attachment_bytes(files: Iterable[Mapping[str, Any]]) -> int:

@@ -196,7 +196,7 @@ def test_kill_9_during_batch_commits_loses_nothing_claimed(tmp_path: Path) -> No
     """50 SIGKILLs of a batching writer: the log stays complete, verified and legal."""
     print(f"PCII_CRASH_SEED={SEED}")  # noqa: T201 -- replays the kill delays
     rng = random.Random(SEED)
-    bench = VaultBench(tmp_path, secret=SECRET, attachment_bytes=b"%PDF-1.7 crash test\n")
+    bench = VaultBench(tmp_path, secret=SECRET, attachment_bytes=b"fictional crash test\n")
     records = [bench.submit_receipt(attach=False).tracking_number for _ in range(RECORDS)]
     ids = {name: ident.key.seed.hex() for name, ident in bench.ids.items()}
     vault_id = bench.vault.config.vault_id

@@ -41,7 +41,7 @@ class Setup(VaultBench):
     """The shared bench: an admin, an owner and an office user."""
 
     def __init__(self, root: Path) -> None:
-        super().__init__(root, secret=SECRET, attachment_bytes=b"%PDF-1.4 fictional " * 2000)
+        super().__init__(root, secret=SECRET, attachment_bytes=b"fictional capture " * 2000)
 
     def submit(self) -> str:
         return self.submit_receipt().tracking_number

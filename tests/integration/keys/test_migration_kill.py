@@ -109,7 +109,7 @@ def test_migration_killed_at_random_points_finishes_with_every_record_readable(
         monkeypatch.setenv(key, value)
     chain = ["local", softhsm.uri("killed"), bao.uri("killed")]
     env = {**os.environ, **bao.env}
-    bench = VaultBench(tmp_path, secret=SECRET, attachment_bytes=b"%PDF-1.4 kill " * 100)
+    bench = VaultBench(tmp_path, secret=SECRET, attachment_bytes=b"fictional kill " * 100)
     try:
         # The keys exist before the kills start: SoftHSM2's file store rewrites its token
         # file in place when it creates a key, and a SIGKILL in that moment can leave the

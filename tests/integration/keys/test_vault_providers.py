@@ -30,7 +30,7 @@ class Bench(VaultBench):
 
     def __init__(self, root: Path, kek_uri: str) -> None:
         super().__init__(
-            root, secret=SECRET, attachment_bytes=b"%PDF-1.4 fictional " * 500, kek_uri=kek_uri
+            root, secret=SECRET, attachment_bytes=b"fictional capture " * 500, kek_uri=kek_uri
         )
 
     def submit(self) -> str:
