@@ -105,7 +105,7 @@ from pcii_vault.ledger.tiles import MAX_ENTRY_BYTES
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
 from pcii_vault.marking import ReleasePackage, render_release
 from pcii_vault.marking_pdf import PDF_SNIFF_BYTES, UnmarkablePdf, looks_like_pdf, stamp_pdf
-from pcii_vault.models.acts import check_params
+from pcii_vault.models.acts import DECONTROL_BASES, check_params
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.models.problems import describe
@@ -1600,6 +1600,13 @@ class Vault:
         ):
             which = "a final" if signed_final(signed) else "an initial"
             raise IntegrityError(f"the request signed {which} finding, not {event_type}")
+        if event_type == "record.decontrolled" and signed.get("basis") not in DECONTROL_BASES:
+            # Accepted in the log's history (decontrols logged before it was signed), never
+            # for a new act: 6 CFR 29 allows a decontrol on two grounds only.
+            raise InputError(
+                f"a decontrol names its basis: {' or '.join(DECONTROL_BASES)} "
+                "(the submitter's written request, or a customarily-public finding)"
+            )
         tracking = _require_record_id(request)
 
         def change(_actor: Principal, row: RecordRow | None, verdict: _Verdict) -> list[Event]:

@@ -151,13 +151,28 @@ def deficient(
 def decontrol(
     ctx: typer.Context,
     tracking: Annotated[str, TRACKING],
+    basis: Annotated[
+        str,
+        typer.Option(
+            "--basis",
+            metavar="BASIS",
+            help="submitter-request (the submitter asked in writing) or customarily-public "
+            "(it was customarily in the public domain when submitted).",
+        ),
+    ],
     reason: Annotated[str, _REASON],
 ) -> None:
-    """Decontrol a record; every earlier recipient gets a notice."""
-    _require_reason(reason)
-    from pcii_vault.models.acts import ReasonParams
+    """Decontrol a record on a basis 6 CFR 29 allows; every earlier recipient gets a notice."""
+    from pcii_vault.models.acts import DECONTROL_BASES, DecontrolParams
 
-    _transition(ctx, tracking, "decontrol", "record.decontrolled", ReasonParams.of(reason=reason))
+    if basis not in DECONTROL_BASES:
+        raise InputError(
+            f"--basis {basis!r} is not a basis for decontrol{suggest(basis, DECONTROL_BASES)}; "
+            f"one of: {', '.join(DECONTROL_BASES)}"
+        )
+    _require_reason(reason)
+    params = DecontrolParams.of(basis=basis, reason=reason)
+    _transition(ctx, tracking, "decontrol", "record.decontrolled", params)
 
 
 def destroy(

@@ -18,7 +18,9 @@ from pcii_vault.models.problems import describe
 
 __all__ = [
     "ACT_PARAMS",
+    "DECONTROL_BASES",
     "ActParams",
+    "DecontrolParams",
     "KeyParams",
     "ReasonParams",
     "RegisterParams",
@@ -87,8 +89,26 @@ class RejectParams(ActParams):
 
 
 class ReasonParams(ActParams):
-    """`withdraw`, `mark-deficient`, `decontrol`, `destroy`: why (recorded in the log)."""
+    """`withdraw`, `mark-deficient`, `destroy`: why (recorded in the log).
 
+    A `decontrol` logged before its basis was signed carries these too.
+    """
+
+    reason: _Reason = ""
+
+
+# 6 CFR 29 allows a decontrol on these two grounds only.
+DECONTROL_BASES = ("submitter-request", "customarily-public")
+
+
+class DecontrolParams(ActParams):
+    """`decontrol`: on which ground 6 CFR 29 allows it, and why.
+
+    `submitter-request`: the submitter asked in writing; `customarily-public`: the office
+    found the information customarily in the public domain when it was submitted.
+    """
+
+    basis: Literal["submitter-request", "customarily-public"]
     reason: _Reason = ""
 
 
@@ -144,7 +164,9 @@ ACT_PARAMS: dict[str, tuple[type[ActParams], ...]] = {
     "reject": (RejectParams,),
     "withdraw": (ReasonParams,),
     "mark-deficient": (ReasonParams,),
-    "decontrol": (ReasonParams,),
+    # Without a basis: a decontrol logged before the basis was signed (audit replay); the
+    # core refuses a new one without it.
+    "decontrol": (DecontrolParams, ReasonParams),
     "destroy": (ReasonParams,),
     "manage-principals": (RegisterParams, UpdateParams, RevokeParams),
     "rotate-keys": (KeyParams,),

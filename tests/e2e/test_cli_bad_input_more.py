@@ -84,7 +84,11 @@ OVER_LIMIT = {
     "purpose": (["get", "{tn}", "--purpose", "p" * 3000, "--out", "{out}"], "water", "purpose"),
     "withdraw_reason": (["withdraw", "{tn}", "--reason", "r" * 100_000], "owner", "reason"),
     "deficient_reason": (["deficient", "{tn}", "--reason", "r" * 3000], "office", "reason"),
-    "decontrol_reason": (["decontrol", "{tn}", "--reason", "r" * 3000], "office", "reason"),
+    "decontrol_reason": (
+        ["decontrol", "{tn}", "--basis", "submitter-request", "--reason", "r" * 3000],
+        "office",
+        "reason",
+    ),
     "destroy_reason": (["destroy", "{tn}", "--reason", "r" * 3000], "office", "reason"),
     "undecodable_tracking": (["destroy", "\udcff", "--reason", "x"], "office", "UTF-8"),
     "undecodable_purpose": (

@@ -159,9 +159,31 @@ def test_decontrol_notifies_every_recipient(populated: Cli) -> None:
     tracking = _submit(cli, attach=False)
     cli.ok("validate", tracking, who="office")
     cli.ok("get", tracking, "--purpose", "p", "--out", str(cli.root / "a"), who="water")
-    cli.ok("decontrol", tracking, "--reason", "submitter's written request", who="office")
+    cli.ok("decontrol", tracking, "--basis", "submitter-request", "--reason",
+           "submitter's written request", who="office")  # fmt: skip
     notices = cli.ok("audit", "log", "--record", tracking, "--type", "notice.sent").lines()
     assert [n["details"]["recipient"] for n in notices] == ["water"]
+    [decontrolled] = cli.ok("audit", "log", "--record", tracking, "--type",
+                            "record.decontrolled").lines()  # fmt: skip
+    assert decontrolled["details"] == {
+        "basis": "submitter-request",
+        "reason": "submitter's written request",
+    }
+
+
+@IN_BOTH_MODES
+def test_decontrol_only_on_a_basis_6_cfr_29_allows(populated: Cli) -> None:
+    """A tester's finding: any reason decontrolled a record ("office felt like it"); 6 CFR
+    29 allows it on the submitter's written request or a customarily-public finding."""
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("validate", tracking, who="office")
+    missing = cli.run("decontrol", tracking, "--reason", "office felt like it", who="office")
+    assert missing.code == 2 and "--basis" in missing.err, missing.err
+    other = cli.run("decontrol", tracking, "--basis", "whim", "--reason", "x", who="office")
+    assert other.code == 2 and "one of: submitter-request, customarily-public" in other.err
+    assert cli.ok("status", tracking, who="office").json()["state"] == "validated"
+    assert cli.ok("audit", "log", "--type", "record.decontrolled").lines() == []
 
 
 @IN_BOTH_MODES

@@ -79,7 +79,8 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
             "get", a, "--purpose", "curiosity", "--out", str(out / f"d{i}"), who="energy"
         )
         assert denied.code == 3, denied.err
-    cli.ok("decontrol", a, "--reason", "customarily public", who="office")
+    cli.ok("decontrol", a, "--basis", "customarily-public", "--reason", "customarily public",
+           who="office")  # fmt: skip
     cli.ok("keys", "rotate", who="admin")
     cli.ok("keys", "rewrap", who="admin")
     cli.ok("keys", "retire", "1", who="admin")
