@@ -21,8 +21,6 @@ pytestmark = pytest.mark.slow
 
 HOSTILE = "pump station [/draft] [bold red]x[/] \u202eevil\u202c \u200f\x1b[31m\x07end"
 MARKUP = "pump station [/draft] review [bold]"
-# How the listings must show it: markup as text, control and bidi marks as escapes.
-SHOWN = "pump station [/draft] [bold red]x[/] \\u202eevil\\u202c \\u200f\\u001b[31m\\u0007end"
 
 
 def _submit(cli: Cli, **changes: object) -> str:
@@ -53,11 +51,20 @@ def test_hostile_text_in_every_free_text_field_never_breaks_a_listing(populated:
     # A submission refuses control characters itself; markup-like text it takes as text.
     tracking = _submit(cli, title=MARKUP, summary=MARKUP)
     cli.ok("validate", tracking, who="office")
-    cli.ok("get", tracking, "--purpose", HOSTILE, "--out", str(cli.root / "r1"), who="fedwater")
+    # A purpose or reason reads as it is logged: control and bidi characters are refused,
+    # before anything is logged; markup-like text is taken as text.
     withdrawn = _submit(cli)
-    cli.ok("withdraw", withdrawn, "--reason", HOSTILE, who="owner")
     rejected = _submit(cli)
-    cli.ok("reject", rejected, "--ground", "not-cii", "--reason", HOSTILE, who="office")
+    for args, who in (
+        (["get", tracking, "--purpose", HOSTILE, "--out", str(cli.root / "r0")], "fedwater"),
+        (["withdraw", withdrawn, "--reason", HOSTILE], "owner"),
+        (["reject", rejected, "--ground", "not-cii", "--reason", HOSTILE], "office"),
+    ):
+        result = cli.run(*args, who=who)
+        assert result.code == 2 and "holds a control character" in result.err, result.err
+    cli.ok("get", tracking, "--purpose", MARKUP, "--out", str(cli.root / "r1"), who="fedwater")
+    cli.ok("withdraw", withdrawn, "--reason", MARKUP, who="owner")
+    cli.ok("reject", rejected, "--ground", "not-cii", "--reason", MARKUP, who="office")
     listings = [
         (["principal", "list"], "admin"),
         (["search"], "fedwater"),
@@ -75,10 +82,10 @@ def test_hostile_text_in_every_free_text_field_never_breaks_a_listing(populated:
     principals = cli.run("principal", "list", who="admin").out
     assert MARKUP in principals
     recipients = cli.run("audit", "recipients", tracking).out
-    assert SHOWN in recipients
+    assert MARKUP in recipients
     # The same data under --json is the data, exactly as given.
     rows = cli.ok("audit", "recipients", tracking).lines()
-    assert rows[0]["purpose"] == HOSTILE
+    assert rows[0]["purpose"] == MARKUP
 
 
 def test_listings_are_plain_rows_with_whole_identifiers_when_not_a_terminal(
