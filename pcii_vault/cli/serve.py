@@ -23,7 +23,6 @@ __all__ = ["DEFAULT_LISTEN", "serve", "unseal"]
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
 
-_MAX_SHARE_FILE = 64 << 10  # a share file: a line of words, a few hundred bytes
 
 
 def serve(
@@ -301,17 +300,12 @@ def unseal(
 ) -> None:
     """Offer your unseal share to a sealed `pcii serve` (a custodian's signed act)."""
     from pcii_vault.cli.session import client
-    from pcii_vault.keys.shares import SHARE_WORDS
+    from pcii_vault.keys.shares import SHARE_WORDS, read_share_file
     from pcii_vault.service.wire import MAX_SHARE_CHARS
 
     state: CliState = ctx.obj
-    from pcii_vault.durable import read_named_file
-
-    try:
-        # Bounded: a share is a few hundred bytes, and /dev/zero is not one.
-        text = read_named_file(share, _MAX_SHARE_FILE, "unseal share").decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"unseal share {share} is not UTF-8 text (not a share)") from None
+    # Bounded (a share is a few hundred bytes, and /dev/zero is not one), owner-only.
+    text = read_share_file(share)
     if len(text) > MAX_SHARE_CHARS:  # what the server takes; never echoed back
         raise InputError(
             f"unseal share {share} is {len(text)} characters, not one share "

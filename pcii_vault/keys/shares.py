@@ -20,6 +20,7 @@ import contextlib
 import getpass
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "SHARES_ENV",
     "ShareText",
     "combine_shares",
+    "read_share_file",
     "share_parameters",
     "shares_from_env_or_prompt",
     "split_secret",
@@ -270,13 +272,26 @@ def shares_from_env_or_prompt(
 
 
 def _read_share_files(paths: Iterable[str]) -> list[ShareText]:
-    shares = []
-    for raw in paths:
-        if not raw:
-            continue
-        try:
-            data = read_named_file(Path(raw), _MAX_SHARE_FILE, "unseal share")
-            shares.append(ShareText(raw, data.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise InputError(f"unseal share {raw} is not UTF-8 text (not a share)") from None
-    return shares
+    return [ShareText(raw, read_share_file(Path(raw))) for raw in paths if raw]
+
+
+def read_share_file(path: Path) -> str:
+    """A custodian's share file: bounded, UTF-8, readable by its owner only.
+
+    `init` writes shares 0600; one readable by others is refused, as an identity file
+    is (a share is part of the vault's master secret).
+
+    Raises:
+        InputError: missing, unreadable, too large, not text, or readable by others.
+    """
+    data = read_named_file(path, _MAX_SHARE_FILE, "unseal share")
+    with contextlib.suppress(OSError):  # a pipe or /dev/stdin has no mode to check
+        mode = path.stat().st_mode
+        if stat.S_ISREG(mode) and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise InputError(
+                f"unseal share {path} is readable by others: chmod 600 it and try again"
+            )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"unseal share {path} is not UTF-8 text (not a share)") from None

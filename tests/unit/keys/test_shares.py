@@ -115,6 +115,19 @@ def test_share_files_are_private_and_never_overwritten(
         shares_from_env_or_prompt(environ={SHARES_ENV: str(tmp_path / "nope")})
 
 
+def test_a_share_file_readable_by_others_is_refused(
+    split: tuple[bytes, list[str]], tmp_path: Path
+) -> None:
+    """A tester's finding: a world-readable share was taken, where a world-readable
+    identity file is refused; a share is part of the vault's master secret."""
+    _, mnemonics = split
+    paths = write_shares(tmp_path / "shares", mnemonics)
+    paths[3].chmod(0o644)
+    env = {SHARES_ENV: os.pathsep.join(str(p) for p in paths[2:])}
+    with pytest.raises(InputError, match=r"unseal-share-4-of-5\.txt is readable by others"):
+        shares_from_env_or_prompt(environ=env)
+
+
 def test_custodians_type_shares_at_a_prompt_until_the_threshold(
     split: tuple[bytes, list[str]],
 ) -> None:
