@@ -81,6 +81,8 @@ def read_key(key: str, option: str = "--key") -> NoteVerifier:
     """
     from pcii_vault.ledger.note import NoteVerifier
 
+    if not key.strip():
+        raise InputError(f"{option} is empty: give the key `pcii audit key` prints, or its file")
     path = Path(key)
     text = key
     if "+" not in key or path.is_file():

@@ -756,6 +756,13 @@ def test_a_file_name_too_long_is_one_line_exit_2(vault: tuple[Cli, str]) -> None
     assert "too long" in line
 
 
+def test_an_empty_key_is_named_empty_not_a_directory(vault: tuple[Cli, str]) -> None:
+    """A tester's finding: `--key ""` said "key file . is a directory"."""
+    cli, _ = vault
+    line = _one_line_error(cli.run("audit", "verify", "--key", ""))
+    assert "--key is empty" in line
+
+
 def test_an_unseal_prompt_ended_with_ctrl_d_is_exit_2(vault: tuple[Cli, str]) -> None:
     """A tester's finding: end of input at the secret's prompt was "interrupted", exit 1."""
     import pty
