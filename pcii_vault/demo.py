@@ -64,6 +64,8 @@ class _Demo:
             _console.print(f"  [yellow]{escape(done.stderr.strip())}[/]", markup=True)
         rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
         result: dict[str, Any] = rows[0] if len(rows) == 1 else {"rows": rows}
+        if expect and isinstance(result.get("error"), str):  # a refusal: its one line, why
+            _console.print(f"  [yellow]→ exit {expect}: {escape(result['error'])}[/]", markup=True)
         if show:
             for key in show:
                 _console.print(f"  [green]→ {escape(f'{key}: {result.get(key)}')}[/]", markup=True)

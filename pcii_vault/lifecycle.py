@@ -107,14 +107,15 @@ def next_state(current: RecordState, event_type: str, *, categorical: bool = Fal
         KeyError: `event_type` is not a lifecycle transition (a programming error).
     """
     allowed, target = LIFECYCLE_TRANSITIONS[event_type]
+    a = "an" if current[:1] in "aeiou" else "a"
     if current not in allowed:
         raise IllegalTransitionError(
-            f"a {current} record cannot {_DOES[event_type]} ({event_type}); only a record "
+            f"{a} {current} record cannot {_DOES[event_type]} ({event_type}); only a record "
             f"that is {' or '.join(sorted(allowed))} can"
         )
     if categorical and current not in CATEGORICAL_FROM:
         raise IllegalTransitionError(
-            f"a {current} record cannot be validated by categorical inclusion (only on "
+            f"{a} {current} record cannot be validated by categorical inclusion (only on "
             "receipt); validate it without --categorical"
         )
     return target

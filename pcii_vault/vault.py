@@ -86,8 +86,9 @@ from pcii_vault.index import (
 )
 from pcii_vault.keys.base import KekInfo, KeyLocation, KeyProvider
 from pcii_vault.keys.custody import KeyCustody, open_custody
-from pcii_vault.keys.local import MIN_SECRET_BYTES, LocalKeyring
+from pcii_vault.keys.local import MIN_SECRET_BYTES, UNSEAL_SECRET_ENV, LocalKeyring, UnsealError
 from pcii_vault.keys.providers import LOCAL, log_signer_uri_for, public_uri
+from pcii_vault.keys.shares import SHARES_ENV
 from pcii_vault.ledger.anchor import CheckpointAnchor
 from pcii_vault.ledger.log import (
     CLAIM_PREFIX,
@@ -459,7 +460,18 @@ class Vault:
     def _local(self) -> LocalKeyring:
         """The unsealed local keyring (the index's key, the intake key; maybe the KEKs)."""
         if self._local_keys is None:
-            local = LocalKeyring.open(self.paths.keyring, self._unseal(), clock=self._clock)
+            try:
+                local = LocalKeyring.open(self.paths.keyring, self._unseal(), clock=self._clock)
+            except UnsealError as exc:
+                if self.config.unseal_threshold is None:
+                    raise
+                # A passphrase left in the environment is tried before shares are asked
+                # for (an edited claim of shares is found by the seal): say what is wrong.
+                raise UnsealError(
+                    f"{exc}; this vault's secret is split into shares: give "
+                    f"{self.config.unseal_threshold} of them with {SHARES_ENV} "
+                    f"({UNSEAL_SECRET_ENV}, when set, is tried first: unset it)"
+                ) from None
             self._check_keyring_belongs(local)
             self._local_keys = local
         return self._local_keys

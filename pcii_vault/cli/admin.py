@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from datetime import date
 from pathlib import Path
@@ -59,6 +60,22 @@ _NdaOption = Annotated[
     ),
 ]
 _NAME = typer.Argument(metavar="NAME", help="The user's id.", show_default=False)
+
+
+def _split_new_secret(
+    state: CliState, threshold: int, count: int, shares_out: Path
+) -> tuple[bytes, list[Path]]:
+    """A random secret nobody sees, written as `count` share files: the custodians hold it."""
+    from pcii_vault.keys.shares import split_secret, write_shares
+
+    secret, mnemonics = split_secret(threshold, count)
+    share_files = write_shares(shares_out, mnemonics)
+    if os.environ.get("PCII_UNSEAL_SECRET"):
+        state.output.note(
+            "warning: PCII_UNSEAL_SECRET is not this vault's secret (a random one is split "
+            "into the shares): unset it and use PCII_UNSEAL_SHARES for this vault"
+        )
+    return secret, share_files
 
 
 def init(
@@ -122,7 +139,6 @@ def init(
     from pcii_vault.cli.session import unseal_secret, vault_dir
     from pcii_vault.config import VaultPaths
     from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
-    from pcii_vault.keys.shares import split_secret, write_shares
     from pcii_vault.vault import Vault
 
     state: CliState = ctx.obj
@@ -136,9 +152,7 @@ def init(
     share_files: list[Path] = []
     shares_dir_made = shares_out is not None and not shares_out.exists()
     if unseal_shares is not None and unseal_threshold is not None and shares_out is not None:
-        # A random secret nobody sees: the custodians hold it only as shares.
-        secret, mnemonics = split_secret(unseal_threshold, unseal_shares)
-        share_files = write_shares(shares_out, mnemonics)
+        secret, share_files = _split_new_secret(state, unseal_threshold, unseal_shares, shares_out)
     else:
         secret = unseal_secret(confirm=True)
     kdf = DEFAULT_SCRYPT

@@ -28,7 +28,9 @@ from pcii_vault.cli.files import (
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import aware_time
+from pcii_vault.durable import path_exists
 from pcii_vault.errors import ConfigError, InputError, IntegrityError, NotFoundError
+from pcii_vault.text import printable
 
 if TYPE_CHECKING:
     from pcii_vault.ledger.log import Ledger
@@ -85,6 +87,11 @@ def read_key(key: str, option: str = "--key") -> NoteVerifier:
         raise InputError(f"{option} is empty: give the key `pcii audit key` prints, or its file")
     path = Path(key)
     text = key
+    if "+" not in key and not path_exists(path, option):
+        raise InputError(
+            f"{option} {printable(key)!r} is neither a verifier key (`pcii audit key` prints "
+            "it) nor a file"
+        )
     if "+" not in key or path.is_file():
         data = read_given_file(path, f"{option} key file")  # bounded: never /dev/zero whole
         try:

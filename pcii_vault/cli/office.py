@@ -51,13 +51,13 @@ def _transition(
     event_type: EventType,
     params: ActParams,
 ) -> None:
-    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.render import record_line, record_row
     from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
     with client(state) as me:
         record = me.transition(tracking, action, event_type, params)
-    state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
+    state.output.result(record_row(record), human=record_line(record))
 
 
 def review(
@@ -181,14 +181,14 @@ def destroy(
     reason: Annotated[str, _REASON],
 ) -> None:
     """Destroy a record by crypto-shredding its data key (logged first)."""
-    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.render import record_line, record_row
     from pcii_vault.cli.session import client
 
     _require_reason(reason)
     state: CliState = ctx.obj
     with client(state) as me:
         record = me.destroy(tracking, reason)
-    state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
+    state.output.result(record_row(record), human=record_line(record))
 
 
 @app.command("due")

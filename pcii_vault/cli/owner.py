@@ -159,13 +159,13 @@ def _submit(state: CliState, me: Client, *, document: bytes, attachments: list[P
 
 def status(ctx: typer.Context, tracking: Annotated[str, TRACKING]) -> None:
     """Show a submission's state (its submitter and the program office)."""
-    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.render import record_line, record_row
     from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
     with client(state) as me:
         record = me.status(tracking)
-    state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
+    state.output.result(record_row(record), human=record_line(record))
 
 
 def withdraw(
@@ -176,7 +176,7 @@ def withdraw(
     ] = "",
 ) -> None:
     """Withdraw your submission before the final decision (its data key is destroyed)."""
-    from pcii_vault.cli.render import record_row
+    from pcii_vault.cli.render import record_line, record_row
     from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
@@ -185,7 +185,7 @@ def withdraw(
     with client(state) as me:
         params = ReasonParams.of(reason=reason)
         record = me.transition(tracking, "withdraw", "submission.withdrawn", params)
-    state.output.result(record_row(record), human=f"{record.tracking}: {record.state}")
+    state.output.result(record_row(record), human=record_line(record))
 
 
 @receipt_app.command("verify")

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from pcii_vault.vault import Release
 
 
-__all__ = ["record_row", "release_row", "release_summary"]
+__all__ = ["record_line", "record_row", "release_row", "release_summary"]
 
 
 def record_row(record: RecordRow) -> dict[str, Any]:
@@ -27,6 +27,12 @@ def record_row(record: RecordRow) -> dict[str, Any]:
         "state_at": record.state_at.isoformat(),
         "files": [f["name"] for f in record.files],
     }
+
+
+def record_line(record: RecordRow) -> str:
+    """A record's state for a person: `PCII-...: validated (categorical inclusion)`."""
+    categorical = " (categorical inclusion)" if record.categorical else ""
+    return f"{record.tracking}: {record.state}{categorical}"
 
 
 def release_row(release: Release) -> dict[str, Any]:

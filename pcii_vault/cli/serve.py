@@ -24,7 +24,6 @@ __all__ = ["DEFAULT_LISTEN", "serve", "unseal"]
 DEFAULT_LISTEN = "127.0.0.1:8443"
 
 
-
 def serve(
     ctx: typer.Context,
     listen: Annotated[

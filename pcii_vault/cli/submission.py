@@ -48,8 +48,8 @@ def template(
             "--attachment-out",
             metavar="FILE",
             show_default=False,
-            help="Also write the example's PDF attachment to this new file "
-            "(name it riverbend-scada-assessment.pdf to submit the example as is).",
+            help="Also write the example's PDF attachment to this new file (the example "
+            "then describes it under this file's name).",
         ),
     ] = None,
 ) -> None:
@@ -97,7 +97,9 @@ def template(
     attach: Path | str = attachment_out if attachment_out is not None else described
     [named] = [a["name"] for a in document["attachments"]]
     rename = ""
-    if attachment_out is not None and attachment_out.name != named:
+    if attachment_out is None:
+        rename = f" (no {described} was written: give --attachment-out, or your own files)"
+    elif attachment_out.name != named:
         attach = attachment_out.with_name(named)  # no name to submit under: the example's
         rename = f" (after renaming {attachment_out} to {attach})"
     state.output.note(

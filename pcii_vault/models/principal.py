@@ -67,8 +67,10 @@ def require_role(principal: Principal, roles: frozenset[Role], what: str) -> Non
     """Refuse `principal` unless their role is among `roles`.
 
     Raises:
-        PolicyDenied: another role ("... may not list principals: only admin, auditor").
+        PolicyDenied: another role ("... may not list principals: only admins, auditors").
     """
     if principal.role not in roles:
-        allowed = ", ".join(sorted(roles))
+        allowed = ", ".join(
+            "the office" if role == "office" else f"{role}s" for role in sorted(roles)
+        )
         raise PolicyDenied(f"{principal.id} ({principal.role}) may not {what}: only {allowed}")

@@ -84,7 +84,7 @@ def test_a_submit_by_anyone_but_an_owner_stores_and_logs_nothing(populated: Cli)
     document = cli.write_submission()
     result = cli.run("submit", str(document), "--attach", str(cli.attachment()), who="water")
     _assert_clean_refusal(cli, result, 3)
-    assert "water (analyst) may not upload a submission's objects: only owner" in result.err
+    assert "water (analyst) may not upload a submission's objects: only owners" in result.err
     assert json.loads(cli.ok("--json", "audit", "verify").out)["size"] == before
 
 
@@ -431,9 +431,9 @@ def test_listings_are_held_to_the_roles_in_both_modes(populated: Cli) -> None:
     cli = populated
     for who in ("water", "owner"):
         line = one_line_error(cli.run("principal", "list", who=who), 3)
-        assert "may not list principals: only admin, auditor" in line
+        assert "may not list principals: only admins, auditors" in line
         line = one_line_error(cli.run("office", "due", "--within", "30", who=who), 3)
-        assert "may not list deadlines: only admin, auditor, office" in line
+        assert "may not list deadlines: only admins, auditors, the office" in line
     cli.ok("principal", "list", who="auditor")
     cli.ok("office", "due", "--within", "30", who="office")
     # Without `--as`, embedded too (a tester's finding: embedded, these listed anyway).

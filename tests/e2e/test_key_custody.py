@@ -167,6 +167,22 @@ def _shares_cli(tmp_path: Path) -> tuple[Cli, list[Path]]:
     return runner, shares
 
 
+def test_a_passphrase_left_in_the_environment_of_a_split_vault_is_named(tmp_path: Path) -> None:
+    """A tester's finding: after the tour's `export PCII_UNSEAL_SECRET=...`, `init` with
+    shares ignored it silently, and every command then said "wrong unseal secret or
+    damaged keyring file", as if the keyring were damaged."""
+    runner = Cli(tmp_path)  # PCII_UNSEAL_SECRET set, as the tour leaves it
+    made = runner.run(
+        "init", "--insecure-fast-kdf", "--unseal-shares", "3", "--unseal-threshold", "2",
+        "--shares-out", str(tmp_path / "shares"), "--admin-key-out", str(runner.key("admin")),
+    )  # fmt: skip
+    assert made.code == 0, made.err
+    assert "PCII_UNSEAL_SECRET is not this vault's secret" in made.err
+    listed = runner.run("principal", "list", who="admin")
+    assert listed.code == 2, listed.err
+    assert "split into shares: give 2 of them with PCII_UNSEAL_SHARES" in listed.err
+
+
 def test_m_of_n_shares_unseal_and_fewer_refuse(tmp_path: Path) -> None:
     runner, shares = _shares_cli(tmp_path)
     three = {"PCII_UNSEAL_SHARES": os.pathsep.join(str(p) for p in shares[1:4])}
