@@ -64,6 +64,8 @@ def unreadable(text: str, *, lines: bool = False) -> str | None:
     passes for stated and reaches the cover sheet as none.
     """
     allowed = "\n\r\t" if lines else ""
+    if any(unicodedata.category(ch) == "Cs" for ch in text):
+        return "is not valid UTF-8 text"  # bytes the command line could not decode
     if any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text):
         return "holds a control character"
     if (code := hidden_character(text)) is not None:

@@ -677,6 +677,7 @@ def test_an_unseal_share_far_longer_than_a_share_is_refused_before_it_is_sent(
     cli, _ = vault
     long = tmp_path / "long.txt"
     long.write_text(" ".join(["academic", "acid"] * 300))
+    long.chmod(0o600)  # as a share file is kept
     result = cli.run(
         "unseal", "--share", str(long), who="admin", env={"PCII_VAULT": "https://127.0.0.1:9"}
     )

@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.durable import write_new_file
 from pcii_vault.identity import Identity
 from pcii_vault.models.principal import PrincipalAttributes
 from pcii_vault.models.request import sign_request
@@ -755,7 +756,7 @@ def test_a_server_split_into_shares_starts_sealed_and_custodians_unseal_it(
         words = shares[2].read_text().split()
         words[3] = "academic" if words[3] != "academic" else "acid"
         corrupted = tmp_path / "corrupted.txt"
-        corrupted.write_text(" ".join(words))
+        write_new_file(corrupted, " ".join(words).encode(), mode=0o600)  # as shares are kept
         bad = cli.run("unseal", "--share", str(corrupted), who="admin")
         assert bad.code == 2 and "checksum" in bad.err, bad.err
 
