@@ -21,6 +21,7 @@ from pcii_vault.index import Index
 from pcii_vault.ledger.note import NoteVerifier
 from pcii_vault.ledger.verify import VerifyReport, verify_log
 from pcii_vault.models.principal import PrincipalAttributes
+from pcii_vault.models.request import SignedRequest
 from pcii_vault.models.submission import example_submission
 from pcii_vault.receipt import Receipt
 from pcii_vault.store.base import ObjectStore
@@ -119,6 +120,16 @@ class VaultBench:
             kek_version=self.vault.current_kek_version(),
             document=json.dumps(document).encode(),
             attachments=[self.attachment] if attach else [],
+        )
+
+    def retrieve(self, tracking: str, who: str = "analyst") -> SignedRequest:
+        """`who`'s signed retrieve request for `tracking` (a stated purpose and use)."""
+        return self.vault.sign(
+            self.ids[who],
+            "retrieve",
+            record=tracking,
+            purpose="drought planning",
+            use="infrastructure-protection",
         )
 
     def audit(self) -> VerifyReport:

@@ -156,13 +156,7 @@ def test_a_submission_logged_while_maintenance_lists_the_store_is_not_an_orphan(
 
 def _retrieve(bench: VaultBench, tracking: str) -> SignedRequest:
     """The analyst's signed retrieve request for `tracking`."""
-    return bench.vault.sign(
-        bench.ids["analyst"],
-        "retrieve",
-        record=tracking,
-        purpose="drought planning",
-        use="infrastructure-protection",
-    )
+    return bench.retrieve(tracking)
 
 
 @pytest.mark.parametrize(

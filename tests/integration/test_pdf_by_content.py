@@ -9,7 +9,6 @@ import pypdf
 import pytest
 from vault_support import ATTACHMENT, VaultBench
 
-from pcii_vault.models.request import SignedRequest
 from pcii_vault.models.submission import example_attachment_bytes
 from pcii_vault.vault import StagedRelease
 
@@ -36,16 +35,6 @@ def _validated(bench: VaultBench) -> str:
     return tracking
 
 
-def _retrieve(bench: VaultBench, tracking: str) -> SignedRequest:
-    return bench.vault.sign(
-        bench.ids["analyst"],
-        "retrieve",
-        record=tracking,
-        purpose="drought planning",
-        use="infrastructure-protection",
-    )
-
-
 def _assert_stamped(released: Path, original: Path) -> None:
     pages = pypdf.PdfReader(released).pages
     assert len(pages) == len(pypdf.PdfReader(original).pages) + 1
@@ -55,7 +44,7 @@ def _assert_stamped(released: Path, original: Path) -> None:
 def test_a_pdf_named_otherwise_is_stamped_not_sidecarred(bench: VaultBench, tmp_path: Path) -> None:
     """A tester's finding: a PDF named `report.bin` went out unstamped, with a sidecar."""
     tracking = _validated(bench)
-    release = bench.vault.release(_retrieve(bench, tracking), tmp_path / "out")
+    release = bench.vault.release(bench.retrieve(tracking), tmp_path / "out")
     _assert_stamped(release.directory / "attachments" / ATTACHMENT, bench.attachment)
     assert f"attachments/{ATTACHMENT}.PCII.txt" not in release.files
     assert not (release.directory / "attachments" / f"{ATTACHMENT}.PCII.txt").exists()
@@ -72,7 +61,7 @@ def test_a_server_stages_such_a_pdf_to_stamp_it_rather_than_hold_it(
     tracking = _validated(bench)
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
-    request = _retrieve(bench, tracking)
+    request = bench.retrieve(tracking)
     with bench.vault.serve_release(request, spool, in_memory=64 << 20) as staged:
         assert isinstance(staged, StagedRelease)
         _assert_stamped(staged.directory / "attachments" / ATTACHMENT, bench.attachment)
