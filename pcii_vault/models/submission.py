@@ -620,6 +620,22 @@ def _hidden_text_problems(value: Any, path: str, reported: Sequence[str]) -> lis
     return []
 
 
+def _signer_problems(submission: Submission) -> list[str]:
+    """A certification signed inside the submitter, by someone of another organisation.
+
+    The signer is the owner/operator itself unless `authorised_representative` says
+    otherwise (a consultant, a law firm): then the organisations may differ.
+    """
+    cert = submission.certification
+    ours = " ".join(submission.submitter.organisation.split()).casefold()
+    if cert.authorised_representative or " ".join(cert.organisation.split()).casefold() == ours:
+        return []
+    return [
+        "certification.organisation: differs from submitter.organisation, yet "
+        "authorised_representative is false (a signer of another organisation signs as one)"
+    ]
+
+
 def validate_submission_bytes(
     data: bytes, *, attachment_names: Sequence[str], stored: bool = False
 ) -> Submission:
@@ -656,6 +672,8 @@ def validate_submission_bytes(
     problems += _attachment_problems(document, attachment_names)
     if not stored:
         problems += _hidden_text_problems(document, "", problems)
+        if submission is not None:
+            problems += _signer_problems(submission)
     if problems or submission is None:
         raise SubmissionInvalid(problems)
     return submission

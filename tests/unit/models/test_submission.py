@@ -79,6 +79,18 @@ def test_a_stored_document_is_read_as_it_was_accepted() -> None:
     assert stored.primary_contact.name == "Dana\u202eOkafor"
 
 
+def test_a_representative_of_another_organisation_may_sign() -> None:
+    """Only a signer not marked as the submitter's representative must be of its
+    organisation (case and spacing aside)."""
+    doc = example_submission()
+    doc["certification"]["organisation"] = "Acme Consulting LLC"
+    doc["certification"]["authorised_representative"] = True
+    validate_submission_bytes(_bytes(doc), attachment_names=ATTACH)
+    doc = example_submission()
+    doc["certification"]["organisation"] = "  riverbend   municipal WATER authority"
+    validate_submission_bytes(_bytes(doc), attachment_names=ATTACH)
+
+
 def test_model_is_frozen() -> None:
     submission = Submission.model_validate(example_submission())
     with pytest.raises(ValidationError):

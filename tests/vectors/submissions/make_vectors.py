@@ -177,6 +177,14 @@ CASES: list[tuple[str, Callable[[Doc], None] | None, list[str], str, str]] = [
         "a Unicode line separator in a one-line field",
     ),
     (
+        "signer-of-another-organisation",
+        _set("certification.organisation", "Acme Consulting LLC"),
+        ATTACH,
+        "certification.organisation: differs from submitter.organisation, yet "
+        "authorised_representative is false",
+        "a signer of another organisation, not marked as the submitter's representative",
+    ),
+    (
         "wrong-type",
         _set("findings", "F-01"),
         ATTACH,
