@@ -462,6 +462,7 @@ def test_a_submission_naming_another_organisation_as_its_submitter_is_refused(
     document = example_submission()
     document["attachments"] = []
     document["submitter"]["organisation"] = "Northgrid Power"
+    document["certification"]["organisation"] = "Northgrid Power"  # signed inside it
     path = cli.root / "other.json"
     path.write_text(json.dumps(document))
     size = cli.ok("audit", "checkpoint").json()["size"]
@@ -471,6 +472,7 @@ def test_a_submission_naming_another_organisation_as_its_submitter_is_refused(
     assert cli.ok("audit", "checkpoint").json()["size"] == size
     # Case and spacing are not a different organisation.
     document["submitter"]["organisation"] = "riverbend  municipal water AUTHORITY"
+    document["certification"]["organisation"] = "Riverbend Municipal Water Authority"
     path.write_text(json.dumps(document))
     assert cli.run("submit", str(path), who="owner").code == 0
 
