@@ -51,8 +51,14 @@ __all__ = [
 
 # Beyond this a PDF is withheld: each page is a form and a marking in the copy.
 MAX_PAGES = 10_000
-# A page whose content streams (an array of them) inflate past this is withheld.
+# A page whose content streams (an array of them) inflate past this is withheld; so is a
+# PDF whose pages' arrays inflate past the second bound in all (one stream shared by every
+# page of ten thousand would otherwise be inflated ten thousand times).
 MAX_CONTENT_BYTES = 64 << 20
+MAX_CONTENT_BYTES_IN_ALL = 256 << 20
+# A larger PDF is withheld: qpdf holds a PDF's objects in memory, about three times its
+# size, and a release must not take a server's memory with it.
+MAX_PDF_BYTES = 256 << 20
 
 # Letter, for the added first page when the original's first page has no usable size.
 _LETTER = (612.0, 792.0)
@@ -110,13 +116,16 @@ def stamp_pdf(source: Path, dest: Path, stamp: PdfStamp) -> int:
     """
     import pikepdf  # noqa: PLC0415 -- qpdf is loaded only by releases that carry PDFs
 
+    if source.stat().st_size > MAX_PDF_BYTES:
+        raise UnmarkablePdf(f"the PDF is larger than {MAX_PDF_BYTES >> 20} MiB; not marked")
     try:
         with pikepdf.open(source) as pdf:
             fonts = _fonts(pdf)
             pages = _pages(pdf)
             _strip_active_content(pdf)
+            budget = [MAX_CONTENT_BYTES_IN_ALL]
             for page in pages:
-                _stamp_page(pdf, page, fonts, stamp)
+                _stamp_page(pdf, page, fonts, stamp, budget)
             width, height = _visible_size(pages[0])
             pdf.pages.insert(0, _first_page(pdf, fonts, stamp, width, height))
             count = len(pdf.pages)
@@ -232,10 +241,15 @@ def _strip_active_content(pdf: pikepdf.Pdf) -> None:
     elif names is not None:
         del root["/Names"]
     _strip_outline(root)
+    seen: set[tuple[int, int]] = set()  # tree nodes done: each once, and no loop of /Parent
     for page in pdf.pages:
         _keep_only(page.obj, _PAGE_KEPT)
         parent = page.obj.get("/Parent")
         while isinstance(parent, pikepdf.Dictionary) and "/Kids" in parent:
+            if parent.is_indirect:
+                if parent.objgen in seen:
+                    break
+                seen.add(parent.objgen)
             _keep_only(parent, _PAGE_TREE_KEPT)
             parent = parent.get("/Parent")
     for obj in pdf.objects:
@@ -388,6 +402,7 @@ def _stamp_page(
     page: pikepdf.Page,
     fonts: tuple[pikepdf.Object, pikepdf.Object],
     stamp: PdfStamp,
+    budget: list[int],
 ) -> None:
     import pikepdf  # noqa: PLC0415
 
@@ -400,7 +415,7 @@ def _stamp_page(
     # marking, which is drawn in the page's own coordinates.
     made = page.as_form_xobject(handle_transformations=False)
     # Its data is the page's /Contents as it is when saved: copied now, before they change.
-    original = _content_copy(pdf, page)
+    original = _content_copy(pdf, page, budget)
     for key in ("/Type", "/Subtype", "/BBox", "/Resources", "/Matrix"):
         if key in made:
             original[key] = made[key]
@@ -413,15 +428,16 @@ def _stamp_page(
     page.obj.Contents = pikepdf.Stream(pdf, content.encode("latin-1"))
 
 
-def _content_copy(pdf: pikepdf.Pdf, page: pikepdf.Page) -> pikepdf.Stream:
+def _content_copy(pdf: pikepdf.Pdf, page: pikepdf.Page, budget: list[int]) -> pikepdf.Stream:
     """The page's content as one new stream, never inflated past `MAX_CONTENT_BYTES`.
 
     One content stream is copied as it is stored (compressed: a 1 MB stream that inflates
     to gigabytes costs nothing here, and the copy is saved without decoding it); an array
-    of streams is joined, each part inflated to a bound first.
+    of streams is joined, each part inflated to a bound first, and what all pages' arrays
+    inflate to is counted against `budget` (`MAX_CONTENT_BYTES_IN_ALL` for the document).
 
     Raises:
-        UnmarkablePdf: the content inflates past the bound.
+        UnmarkablePdf: the content inflates past a bound.
     """
     import pikepdf  # noqa: PLC0415
 
@@ -437,7 +453,17 @@ def _content_copy(pdf: pikepdf.Pdf, page: pikepdf.Page) -> pikepdf.Stream:
     for part in parts:
         if not isinstance(part, pikepdf.Stream):
             continue
-        joined += _inflated(part, MAX_CONTENT_BYTES - len(joined)) + b"\n"
+        room = min(MAX_CONTENT_BYTES - len(joined), budget[0] - len(joined))
+        try:
+            joined += _inflated(part, room) + b"\n"
+        except _InflatesTooFar:
+            if room < MAX_CONTENT_BYTES - len(joined):
+                raise UnmarkablePdf(
+                    f"the pages' content inflates past {MAX_CONTENT_BYTES_IN_ALL >> 20} MiB in "
+                    "all; not marked"
+                ) from None
+            raise
+    budget[0] -= len(joined)
     return pikepdf.Stream(pdf, bytes(joined))
 
 
@@ -452,19 +478,30 @@ def _inflated(stream: pikepdf.Stream, room: int) -> bytes:
     import pikepdf  # noqa: PLC0415
 
     filters = stream.get("/Filter")
-    if filters == pikepdf.Name.FlateDecode and "/DecodeParms" not in stream:
+    if filters is None:
+        data = stream.read_raw_bytes()  # stored as it is: no larger than the file
+    elif filters == pikepdf.Name.FlateDecode and "/DecodeParms" not in stream:
         inflater = zlib.decompressobj()
         try:
             data = inflater.decompress(stream.read_raw_bytes(), max(room, 0) + 1)
         except zlib.error as exc:
             raise UnmarkablePdf("a page's content cannot be inflated") from exc
     else:
-        data = stream.read_bytes()  # other filters: decoded by qpdf
-    if len(data) > room:
+        # qpdf decodes a chain of filters whole, with no bound (two Flate filters in a
+        # row inflate a few kilobytes to gigabytes): not decoded here, the PDF withheld.
         raise UnmarkablePdf(
+            f"a page's content parts use filters ({filters}) the vault does not inflate "
+            "within bounds; not marked"
+        )
+    if len(data) > room:
+        raise _InflatesTooFar(
             f"a page's content inflates past {MAX_CONTENT_BYTES >> 20} MiB; not marked"
         )
     return data
+
+
+class _InflatesTooFar(UnmarkablePdf):
+    """A page's content inflates past the room left for it."""
 
 
 def _first_page(

@@ -477,3 +477,83 @@ def test_content_parts_that_inflate_past_the_bound_are_withheld(
     with pytest.raises(UnmarkablePdf, match="inflates past"):
         stamp_pdf(source, tmp_path / "out.pdf", STAMP)
     assert not (tmp_path / "out.pdf").exists()
+
+
+def test_a_loop_of_parent_pointers_is_withheld_or_stamped_never_a_hang(tmp_path: Path) -> None:
+    """A tester's finding: a page whose /Parent leads into two tree nodes naming each
+    other as parent hung the release for ever (and, 41 times over, a whole server)."""
+    source = _raw_pdf(
+        tmp_path / "in.pdf",
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 4 0 R /MediaBox [0 0 612 792] >>",
+            b"<< /Type /Pages /Kids [] /Parent 5 0 R /Count 0 >>",
+            b"<< /Type /Pages /Kids [] /Parent 4 0 R /Count 0 >>",
+        ],
+    )
+    try:
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    except UnmarkablePdf:
+        assert not (tmp_path / "out.pdf").exists()
+    else:
+        with pikepdf.open(tmp_path / "out.pdf") as released:
+            assert len(released.pages) == 2
+
+
+def test_content_parts_shared_by_many_pages_are_counted_in_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: one stream inflating to 60 MiB, named by the content array of
+    each of N pages, was inflated N times (1.5 GB at 20 pages, 600 GB possible at 10,000)."""
+    import zlib
+
+    import pcii_vault.marking_pdf
+
+    monkeypatch.setattr(pcii_vault.marking_pdf, "MAX_CONTENT_BYTES_IN_ALL", 2 << 20)
+    pdf = pikepdf.new()
+    shared = pikepdf.Stream(pdf, zlib.compress(b" " * (600 << 10), 9))
+    shared.Filter = pikepdf.Name.FlateDecode
+    shared = pdf.make_indirect(shared)
+    for _ in range(5):
+        pdf.add_blank_page()
+        pdf.pages[-1].obj.Contents = pikepdf.Array([shared])
+    pdf.save(tmp_path / "in.pdf")
+    with pytest.raises(UnmarkablePdf, match="past 2 MiB in all"):
+        stamp_pdf(tmp_path / "in.pdf", tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
+
+
+def test_content_parts_behind_a_chain_of_filters_are_not_decoded(tmp_path: Path) -> None:
+    """A tester's finding: [/FlateDecode /FlateDecode] on a content part was decoded whole
+    by qpdf before the bound was looked at (2.3 KB inflating to 1 GiB: 2.1 GB of memory)."""
+    import zlib
+
+    twice = zlib.compress(zlib.compress(b" " * (1 << 20), 9), 9)
+    _raw_pdf(
+        tmp_path / "in.pdf",
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents [4 0 R] >>",
+            b"<< /Length %d /Filter [/FlateDecode /FlateDecode] >>\nstream\n" % len(twice)
+            + twice
+            + b"\nendstream",
+        ],
+    )
+    with pytest.raises(UnmarkablePdf, match="does not inflate within bounds"):
+        stamp_pdf(tmp_path / "in.pdf", tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
+
+
+def test_a_pdf_over_the_size_limit_is_withheld_before_it_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: a valid 1 GiB PDF took 3.2 GB to stamp (qpdf holds its objects)."""
+    import pcii_vault.marking_pdf
+
+    source = make_pdf(tmp_path / "in.pdf", 1)
+    monkeypatch.setattr(pcii_vault.marking_pdf, "MAX_PDF_BYTES", source.stat().st_size - 1)
+    with pytest.raises(UnmarkablePdf, match="larger than"):
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
