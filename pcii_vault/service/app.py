@@ -122,6 +122,8 @@ class Caller:
 
 
 _KEY_PROBE_SECONDS = 5.0
+# Threads uploads may hold at once (anyio's default pool has 40, shared by everything).
+UPLOAD_THREADS = 16
 
 
 class _KeyProbe:
@@ -406,7 +408,7 @@ async def upload(
                 vault.remove_empty_record_folder(tracking)
             raise SignatureRefused(_NOT_SIGNED_BODY, exit_code=4)
 
-    await anyio.to_thread.run_sync(put)
+    await anyio.to_thread.run_sync(put, limiter=request.app.state.upload_threads)
     return {"key": key}
 
 
@@ -811,7 +813,11 @@ def create_app(
     stop = threading.Event()
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Uploads wait on their clients' bytes in a thread each: a share of the threads,
+        # so that slow uploads (within the minimum body rate) never take every thread
+        # from the signature checks and acts of everyone else.
+        app.state.upload_threads = anyio.CapacityLimiter(UPLOAD_THREADS)
         # A replica catches up with what other replicas log (acts catch up anyway).
         follower = threading.Thread(target=_follow, args=(vault, seal, stop), daemon=True)
         follower.start()
@@ -985,6 +991,8 @@ def _follow(vault: Vault, seal: Seal | None, stop: threading.Event) -> None:
             vault.sync()
         except VaultError as exc:
             log.warning("catch_up_failed", error=exc.diagnostics())
+        except Exception as exc:  # noqa: BLE001 -- out of file descriptors, say: try again later
+            log.warning("catch_up_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _tar_bytes(contents: Mapping[str, bytes], names: tuple[str, ...]) -> bytes:

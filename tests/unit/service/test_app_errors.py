@@ -94,3 +94,44 @@ def test_a_submission_refused_by_the_server_reads_as_one_refused_locally() -> No
         "  facility.city: required",
         "  facility.state: required",
     ]
+
+
+def test_uploads_hold_a_share_of_the_threads_not_all(tmp_path: Path) -> None:
+    """A tester's finding: 45 uploads trickling at 20 KiB/s (above the minimum rate) held
+    every one of the 40 threads, and every other user's request waited. Uploads run under
+    a limiter of their own, smaller than the pool the signature checks share."""
+    import anyio.to_thread
+
+    bench = VaultBench(tmp_path, secret=b"app-errors-unseal-secret", attachment_bytes=b"x")
+    try:
+        app = service.create_app(bench.vault, spool=service.private_spool(tmp_path / "spool"))
+        with TestClient(app.app) as http:
+            assert http.get("/healthz").status_code == 200
+            uploads = app.app.state.upload_threads
+            shared = http.portal.call(anyio.to_thread.current_default_thread_limiter)
+            assert uploads.total_tokens == service.UPLOAD_THREADS
+            assert uploads.total_tokens <= shared.total_tokens // 2
+    finally:
+        bench.vault.close()
+
+
+def test_the_catch_up_thread_outlives_a_failure_that_is_no_vault_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tester's finding: a connection flood ran the server out of file descriptors, and
+    the thread that follows other replicas died for good of the OSError."""
+    import threading
+
+    monkeypatch.setattr(service, "_CATCH_UP_SECONDS", 0.01)
+    stop = threading.Event()
+    calls: list[int] = []
+
+    class Flooded:
+        def sync(self) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise OSError(24, "Too many open files")
+            stop.set()
+
+    service._follow(Flooded(), None, stop)  # type: ignore[arg-type]
+    assert len(calls) == 2  # it went on after the failure
