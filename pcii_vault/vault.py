@@ -116,6 +116,7 @@ from pcii_vault.models.submission import (
     ManifestEntry,
     Submission,
     check_manifest,
+    same_organisation,
     validate_submission_bytes,
 )
 from pcii_vault.policy.archive import store_policy_set
@@ -2879,7 +2880,7 @@ def _check_submitter(declared: str, owner: Principal) -> None:
     Raises:
         InputError: the submission names another organisation.
     """
-    if " ".join(declared.casefold().split()) != " ".join(owner.organisation.casefold().split()):
+    if not same_organisation(declared, owner.organisation):
         raise InputError(
             f"submitter.organisation '{printable(declared)}' is not your organisation "
             f"('{printable(owner.organisation)}'): submit as an owner of the organisation "

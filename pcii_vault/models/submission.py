@@ -71,6 +71,7 @@ __all__ = [
     "example_submission",
     "format_tracking_number",
     "is_express_statement",
+    "same_organisation",
     "validate_submission_bytes",
 ]
 
@@ -620,6 +621,11 @@ def _hidden_text_problems(value: Any, path: str, reported: Sequence[str]) -> lis
     return []
 
 
+def same_organisation(one: str, other: str) -> bool:
+    """Whether two organisation names are one, case and spacing aside."""
+    return " ".join(one.casefold().split()) == " ".join(other.casefold().split())
+
+
 def _signer_problems(submission: Submission) -> list[str]:
     """A certification signed inside the submitter, by someone of another organisation.
 
@@ -627,8 +633,9 @@ def _signer_problems(submission: Submission) -> list[str]:
     otherwise (a consultant, a law firm): then the organisations may differ.
     """
     cert = submission.certification
-    ours = " ".join(submission.submitter.organisation.split()).casefold()
-    if cert.authorised_representative or " ".join(cert.organisation.split()).casefold() == ours:
+    if cert.authorised_representative or same_organisation(
+        cert.organisation, submission.submitter.organisation
+    ):
         return []
     return [
         "certification.organisation: differs from submitter.organisation, yet "
