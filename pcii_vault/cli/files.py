@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +25,16 @@ __all__ = [
     "new_directory",
     "new_output",
     "new_text_output",
+    "output_key",
     "read_given_file",
     "refuse_existing",
     "refuse_other_document",
 ]
+
+
+def output_key(path: Path) -> Path:
+    """What two output options compare by: `x` and `./x` name one file."""
+    return Path(os.path.abspath(path))  # noqa: PTH100 -- lexical: the file is not there yet
 
 
 def refuse_existing(path: Path, option: str, what: str = "") -> None:

@@ -27,7 +27,7 @@ from pcii_vault.cli.audit import (
     read_trusted_checkpoint,
     time_range,
 )
-from pcii_vault.cli.files import new_directory, new_output, refuse_existing
+from pcii_vault.cli.files import new_directory, new_output, output_key, refuse_existing
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import InputError, IntegrityError
 
@@ -94,7 +94,7 @@ def report(
     for target, option in targets:
         if target is not None:
             refuse_existing(target, option)  # before the long pass over the log
-            same = named.setdefault(Path(os.path.abspath(target)), option)  # noqa: PTH100
+            same = named.setdefault(output_key(target), option)
             if same != option:
                 raise InputError(f"{same} and {option} name the same path: {target}")
     if pdf is not None:

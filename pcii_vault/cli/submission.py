@@ -54,7 +54,7 @@ def template(
     ] = None,
 ) -> None:
     """Print a filled, fictional example submission (a water utility's assessment)."""
-    from pcii_vault.cli.files import new_output
+    from pcii_vault.cli.files import new_output, output_key
     from pcii_vault.models.submission import (
         Submission,
         example_attachment_bytes,
@@ -73,7 +73,11 @@ def template(
             Submission.model_validate(renamed)
             document = renamed
     text = _dump(document)
-    if out is not None and attachment_out is not None and _same_file(out, attachment_out):
+    if (
+        out is not None
+        and attachment_out is not None
+        and output_key(out) == output_key(attachment_out)
+    ):
         raise InputError("--out and --attachment-out name the same file; give two names")
     # Both outputs are refused before either is written, and neither is left half-done.
     with contextlib.ExitStack() as outputs:
@@ -117,14 +121,6 @@ def _write(tmp: Path, data: bytes, option: str, path: Path) -> None:
         tmp.write_bytes(data)
     except OSError as exc:
         raise InputError(f"cannot write {option} {path}: {exc.strerror or exc}") from None
-
-
-def _same_file(one: Path, other: Path) -> bool:
-    """Whether two output paths name one file (`x` and `./x`, or through a symlinked dir)."""
-    try:
-        return one.resolve() == other.resolve()
-    except OSError:
-        return one.absolute() == other.absolute()
 
 
 def schema_command() -> None:
