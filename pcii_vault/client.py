@@ -574,18 +574,30 @@ def _stage_and_rename(
                 staged.policies,
             )
     except BaseException:
-        _remove_staging_left(pinned, tracking, before)
+        if not _still_there(out_dir, pinned):
+            _remove_staging_left(pinned, tracking, before)
         for directory in created:
             with contextlib.suppress(OSError):
                 directory.rmdir()  # only if still empty
         raise
 
 
+def _still_there(out_dir: Path, pinned: int) -> bool:
+    """Whether `out_dir` still leads to the directory held open as `pinned`."""
+    try:
+        now, held = out_dir.stat(), os.fstat(pinned)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
 def _remove_staging_left(pinned: int, tracking: str, before: set[str]) -> None:
     """Remove the staging directories of this release still in the pinned `--out`.
 
     The stage removes its own by path; once `--out` was moved or swapped for a symlink,
-    that path leads elsewhere, and the (decrypted) files would stay where they were.
+    that path leads elsewhere, and the (decrypted) files would stay where they were. Only
+    then is this needed: by path, a stage never removes another release's staging (one of
+    the same record into the same `--out` at the same moment), which a sweep could.
     """
     with contextlib.suppress(OSError):
         for name in set(os.listdir(pinned)) - before:
