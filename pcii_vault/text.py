@@ -36,7 +36,7 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
 
 
 def hidden_character(text: str) -> str | None:
-    """The first zero-width, bidi, separator, private or unassigned character, as U+XXXX.
+    """The first zero-width, bidi, separator, surrogate, private or unassigned character.
 
     Control characters (tab, newline...) are left to the caller: some fields take lines.
     """
