@@ -36,9 +36,10 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
 
 
 def hidden_character(text: str) -> str | None:
-    """The first zero-width, bidi, separator, surrogate, private or unassigned character.
+    """The first character a reader would not see as stored, as U+XXXX (None: none).
 
-    Control characters (tab, newline...) are left to the caller: some fields take lines.
+    Zero-width, bidi, separator, surrogate, private or unassigned. Control characters
+    (tab, newline...) are left to the caller: some fields take lines.
     """
     for ch in text:
         if unicodedata.category(ch) in _HIDDEN:
