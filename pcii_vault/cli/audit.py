@@ -229,12 +229,19 @@ def open_reader(state: CliState, log: str | None = None, key: str | None = None)
 
     Raises:
         IntegrityError: the checkpoint was deleted or rolled back (`check_log_head`), or
-            differs from the vault's anchor.
+            differs from the vault's anchor; or the log is empty, which no vault's log is
+            (as `audit verify`, not an empty listing).
     """
     from pcii_vault.ledger.verify import check_log_head
 
     store, _, verifier = open_log(state, log, key)
-    check_log_head(store, verifier)
+    if check_log_head(store, verifier) is None:
+        # `init` logs the vault's creation before anything else: an empty log was
+        # deleted whole (with the vault's anchor), or is not a vault's log at all.
+        raise IntegrityError(
+            "the log holds nothing (no log/checkpoint), yet every vault logs its creation "
+            "first: the log was deleted, or this is not a vault's log"
+        )
     return _reader(store, verifier)
 
 

@@ -72,6 +72,27 @@ def test_a_deleted_checkpoint_is_tampering_for_every_audit_command(
 
 
 @pytest.mark.parametrize("where", ["vault", "log copy"])
+def test_a_log_deleted_whole_is_tampering_for_every_audit_command(
+    vault: tuple[Cli, str], where: str
+) -> None:
+    """Every vault logs its creation first: an empty log lists nothing, as tampering.
+
+    A tester's finding: with the log deleted whole and no anchor (a replica's copy of the
+    vault directory), `audit log` and `export` listed nothing (exit 0) and `recipients`
+    said no such record (exit 2), where `audit verify` and `status` said exit 4.
+    """
+    cli, tracking = vault
+    source = _exported_log(cli) if where == "log copy" else ()
+    (cli.vault / "log-checkpoint").unlink()
+    shutil.rmtree(_log(cli))
+    _log(cli).mkdir()  # a copied log directory, emptied
+    for command in _reading_commands(tracking):
+        line = one_line_error(cli.run(*command, *source), 4)
+        assert "log/checkpoint" in line, (command, line)
+    assert one_line_error(cli.run("audit", "log", "--record", tracking), 4)
+
+
+@pytest.mark.parametrize("where", ["vault", "log copy"])
 def test_a_checkpoint_put_back_to_an_older_one_is_rollback_for_every_audit_command(
     vault: tuple[Cli, str], where: str
 ) -> None:
