@@ -274,6 +274,8 @@ class Vault:
         self._local_keys: LocalKeyring | None = None
         self._ledger: Ledger | None = None
         self._reader: Ledger | None = None
+        # One anchor for the ledger and the reader: what either saw, both hold the log to.
+        self._checkpoint_anchor = CheckpointAnchor(self.paths.anchor)
         self._synced_since = float("-inf")  # when the last sync that succeeded began
         self._index: Index | None = None
         # The index connection and its overlay transaction are shared by the threads
@@ -600,7 +602,7 @@ class Vault:
         return reader
 
     def _anchor(self) -> CheckpointAnchor:
-        return CheckpointAnchor(self.paths.anchor)
+        return self._checkpoint_anchor
 
     @property
     def log_public_key(self) -> Ed25519PublicKey:
@@ -2578,6 +2580,7 @@ class Vault:
                     f"{len(in_use)} records are still wrapped under KEK version {version} "
                     f"(e.g. {in_use[0]}): run `pcii keys rewrap` first"
                 )
+            keyring.check_retire(version)  # what the key holder would refuse, before logging
             details = {"version": version}
 
             def retired(

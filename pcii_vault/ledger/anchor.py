@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,13 +42,46 @@ class CheckpointAnchor:
         self.path = path
         # The last note read and checked, and the verifier that checked it.
         self._parsed: tuple[bytes, NoteVerifier, Checkpoint] | None = None
+        # The largest checkpoint this object read or anchored: the file never shrinks by
+        # the vault's own hand, so a long-lived process (a server) holds the log to it
+        # even when the file is put back, with the store, to an older copy under it.
+        self._highest: Checkpoint | None = None
+        self._floor_lock = threading.Lock()
 
     def load(self, verifier: NoteVerifier) -> Checkpoint | None:
         """The anchored checkpoint, signature checked (None before the first one).
 
+        Never smaller than one this object read or anchored before: a file removed or
+        put back to an older checkpoint meanwhile still anchors what this process saw.
+
         Raises:
             IntegrityError: the file is not a checkpoint signed by the log key.
         """
+        return self._raise_floor(self._load_file(verifier))
+
+    def _raise_floor(self, checkpoint: Checkpoint | None) -> Checkpoint | None:
+        """The larger of `checkpoint` and the highest one before, which it becomes.
+
+        Raises:
+            IntegrityError: `checkpoint` has the highest one's size and another root.
+        """
+        with self._floor_lock:
+            highest = self._highest
+            if highest is None or (checkpoint is not None and checkpoint.size > highest.size):
+                self._highest = checkpoint
+                return checkpoint
+            if (
+                checkpoint is not None
+                and checkpoint.size == highest.size
+                and checkpoint.root != highest.root
+            ):
+                raise IntegrityError(
+                    f"{self.path}: another checkpoint of size {highest.size} than the one "
+                    "this process anchored: the file was replaced"
+                )
+            return highest
+
+    def _load_file(self, verifier: NoteVerifier) -> Checkpoint | None:
         try:
             note = read_regular(self.path, MAX_NOTE_BYTES)
         except FileNotFoundError:
@@ -82,6 +116,7 @@ class CheckpointAnchor:
             if current is not None and current.size >= checkpoint.size:
                 return
             replace_file(self.path, checkpoint.note.encode("utf-8"), mode=0o600)
+            self._raise_floor(checkpoint)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
