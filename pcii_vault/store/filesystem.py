@@ -195,13 +195,24 @@ class FilesystemStore:
 
     # -- writes ----------------------------------------------------------------------
 
-    def _write_temp(self, directory: Path, chunks: Iterable[bytes]) -> tuple[Path, int, str]:
+    def _write_temp(
+        self, directory: Path, chunks: Iterable[bytes], *, tmp: Path | None = None
+    ) -> tuple[Path, int, str]:
         """Write `chunks` to a fresh temporary file in `directory`, fsynced.
+
+        Args:
+            directory: where the temporary file goes (the object's folder).
+            chunks: the bytes.
+            tmp: the temporary file's path (a crash leftover there is replaced); default a
+                fresh random name in `directory`.
 
         Returns:
             The temporary path, the size, and the SHA-256 hex digest of the bytes.
         """
-        tmp = directory / f"{_TMP_PREFIX}{secrets.token_hex(12)}"
+        if tmp is None:
+            tmp = directory / f"{_TMP_PREFIX}{secrets.token_hex(12)}"
+        else:
+            tmp.unlink(missing_ok=True)
         digest = hashlib.sha256()
         size = 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -323,7 +334,7 @@ class FilesystemStore:
                 raise PreconditionFailedError(f"object {key} no longer exists") from None
             if current != etag:
                 raise PreconditionFailedError(f"object {key} changed since it was read")
-            tmp, size, new_etag = self._write_temp(path.parent, (data,))
+            tmp, size, new_etag = self._write_temp(path.parent, (data,), tmp=_swap_temp(path))
             try:
                 tmp.replace(path)
             except BaseException:
@@ -510,7 +521,13 @@ class FilesystemStore:
             IntegrityError: a directory stands at the key (planted).
         """
         path = self._path(key)
-        with _os_errors(self._root, "delete", key):
+        # Under the lock of `put_if_match`: a replacement whose check passed just before
+        # cannot put the object back after it is gone (a rewrap racing a destroy).
+        with _os_errors(self._root, "delete", key), self._locked():
+            # A replacement's temporary copy a crash left (a killed `keys rewrap` leaves
+            # a wrapped data key there): deleting a key deletes every copy of it.
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                _swap_temp(path).unlink()
             try:
                 path.unlink()
             except (FileNotFoundError, NotADirectoryError):
@@ -640,6 +657,16 @@ def _opened_path(path: str) -> str:
     if not real.startswith("/"):  # not a path ("anon_inode:", say): ask realpath
         raise OSError(errno.EINVAL, "not a path")
     return real
+
+
+def _swap_temp(path: Path) -> Path:
+    """The temporary file `put_if_match` writes for `path`, under the store's lock.
+
+    One name per key (made only under the lock, so never two at once): whatever stands
+    there outside the lock was left by a crash, and `delete` removes it with the key.
+    """
+    digest = hashlib.sha256(path.name.encode("utf-8")).hexdigest()[:32]
+    return path.with_name(f"{_TMP_PREFIX}swap-{digest}")
 
 
 def _fsync_dir(directory: Path) -> None:

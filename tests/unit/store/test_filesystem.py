@@ -16,6 +16,7 @@ from pcii_vault.errors import (
     IntegrityError,
     NotFoundError,
     ObjectExistsError,
+    PreconditionFailedError,
 )
 from pcii_vault.store import filesystem
 from pcii_vault.store.filesystem import FilesystemStore
@@ -269,3 +270,50 @@ def test_a_directory_planted_where_an_object_is_deleted_is_tampering(
     fs_store.put_if_absent("wrapped/r1/x", b"a copy of the key")
     with pytest.raises(IntegrityError, match="directory is planted"):
         fs_store.delete("wrapped/r1")
+
+
+def _objects_and_temporaries(store: FilesystemStore) -> list[str]:
+    return [name for name in _all_files(store.root) if name != filesystem._LOCK_NAME]
+
+
+def _swap_leftover(store: FilesystemStore, key: str) -> Path:
+    """What a process killed inside `put_if_match` leaves: its temporary copy."""
+    leftover = filesystem._swap_temp(store.root / key)
+    leftover.write_bytes(b"a wrapped data key, copied")
+    return leftover
+
+
+def test_deleting_a_key_deletes_a_replacement_a_crash_left(fs_store: FilesystemStore) -> None:
+    """A tester's finding: `keys rewrap` killed mid-replacement left a wrapped data key in
+    a temporary file, and destroying the record deleted the key but not that copy."""
+    fs_store.put_if_absent("wrapped/PCII-2026-00000001", b"wrapped")
+    leftover = _swap_leftover(fs_store, "wrapped/PCII-2026-00000001")
+    fs_store.delete("wrapped/PCII-2026-00000001")
+    assert _objects_and_temporaries(fs_store) == []
+    assert not leftover.exists()
+
+
+def test_a_replacement_takes_the_place_of_one_a_crash_left(fs_store: FilesystemStore) -> None:
+    info = fs_store.put_if_absent("wrapped/PCII-2026-00000001", b"wrapped")
+    _swap_leftover(fs_store, "wrapped/PCII-2026-00000001")
+    fs_store.put_if_match("wrapped/PCII-2026-00000001", b"rewrapped", info.etag)
+    assert fs_store.get("wrapped/PCII-2026-00000001") == b"rewrapped"
+    assert _objects_and_temporaries(fs_store) == ["wrapped/PCII-2026-00000001"]
+
+
+def test_a_delete_waits_for_a_replacement_whose_check_passed(
+    fs_store: FilesystemStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the lock of `put_if_match`: a key deleted meanwhile is not put back."""
+    monkeypatch.setattr(filesystem, "_LOCK_WAIT_S", 0.2)
+    info = fs_store.put_if_absent("wrapped/PCII-2026-00000001", b"wrapped")
+    lock = os.open(fs_store.root / filesystem._LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a replacement in progress holds it
+        with pytest.raises(BackendError):
+            fs_store.delete("wrapped/PCII-2026-00000001")
+    finally:
+        os.close(lock)
+    fs_store.delete("wrapped/PCII-2026-00000001")
+    with pytest.raises(PreconditionFailedError):
+        fs_store.put_if_match("wrapped/PCII-2026-00000001", b"rewrapped", info.etag)
