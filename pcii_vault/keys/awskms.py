@@ -61,6 +61,15 @@ _REFUSED: Final = frozenset(
 _UNAVAILABLE: Final = frozenset(
     {"DependencyTimeoutException", "KMSInternalException", "ThrottlingException"}
 )
+# The caller's credentials themselves refused (a key of a blob refused is `_REFUSED`).
+_CREDENTIALS_REFUSED: Final = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+    }
+)
 _CONFIG: Final = botocore.config.Config(
     connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"}
 )
@@ -100,7 +109,21 @@ class _Calls:
                 raise BackendError(f"AWS KMS unavailable during {self._what} ({code})") from exc
             if code == "NotFoundException":
                 raise ConfigError(f"KMS key not found during {self._what}") from None
+            if code in _CREDENTIALS_REFUSED:
+                # As a refused OpenBao token: the vault's configuration, not the holder.
+                raise ConfigError(
+                    f"AWS KMS refused the credentials during {self._what} ({code}); "
+                    "check AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+                ) from None
             raise BackendError(f"AWS KMS refused {self._what} ({code})") from exc
+        if isinstance(
+            exc,
+            botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError,
+        ):
+            raise ConfigError(
+                f"no usable AWS credentials for KMS ({self._what}): set AWS_PROFILE or "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ) from None
         if isinstance(exc, botocore.exceptions.BotoCoreError):
             raise BackendError(
                 f"AWS KMS unreachable during {self._what} ({type(exc).__name__})"

@@ -137,6 +137,17 @@ class KekProvider(Protocol):
         """Add a new KEK version, make it current, and return its number."""
         ...
 
+    def check_retire(self, version: int) -> None:
+        """Refuse, changing nothing, what `retire(version)` would refuse.
+
+        The vault logs a retirement before the key holder acts: a refusal known in
+        advance (an order the holder imposes) must come before the log names it.
+
+        Raises:
+            InputError: `version` is current, unknown, or cannot be retired on its own.
+        """
+        ...
+
     def retire(self, version: int) -> None:
         """Make `version` refuse to unwrap from now on (idempotent).
 
@@ -271,6 +282,14 @@ class VersionedKek:
                 "holder: nothing is wrapped under it; re-enable it there, or rotate"
             )
         return current.version
+
+    def check_retire(self, version: int) -> None:
+        """Refuse, changing nothing, what `retire(version)` would refuse.
+
+        Raises:
+            InputError: current or unknown version.
+        """
+        self._check_retirable(version)
 
     def _check_retirable(self, version: int) -> None:
         """Refuse to retire the current version or one that does not exist.

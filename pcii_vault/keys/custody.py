@@ -144,6 +144,10 @@ class KeyCustody:
         """Rotate the current provider's KEK."""
         return self._kek.rotate()
 
+    def check_retire(self, version: int) -> None:
+        """Refuse, changing nothing, what `retire` would refuse."""
+        self._kek.check_retire(version)
+
     def retire(self, version: int) -> None:
         """Retire one of the current provider's KEK versions."""
         self._kek.retire(version)

@@ -368,6 +368,18 @@ class LocalKeyring:
         _log.info("keyring_rotated", kek_version=new.version)
         return new.version
 
+    def check_retire(self, version: int) -> None:
+        """Refuse, changing nothing, what `retire` would refuse.
+
+        Raises:
+            InputError: `version` is the current version, or does not exist.
+        """
+        keks = self._contents.keks
+        if version == keks[-1].version:
+            raise InputError(f"KEK version {version} is current; rotate before retiring it")
+        if all(k.version != version for k in keks):
+            raise InputError(f"no KEK version {version} in this keyring")
+
     def retire(self, version: int) -> None:
         """Mark a KEK version retired: it no longer unwraps. Idempotent.
 
@@ -377,10 +389,7 @@ class LocalKeyring:
         """
         with self._locked_reload():
             contents = self._contents
-            if version == contents.keks[-1].version:
-                raise InputError(f"KEK version {version} is current; rotate before retiring it")
-            if all(k.version != version for k in contents.keks):
-                raise InputError(f"no KEK version {version} in this keyring")
+            self.check_retire(version)
             keks = tuple(
                 replace(k, retired=True) if k.version == version else k for k in contents.keks
             )

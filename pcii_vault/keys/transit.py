@@ -314,19 +314,27 @@ class TransitKek(VersionedKek):
             InputError: current, unknown, or not the oldest unretired version.
         """
         self._refresh()
-        self._check_retirable(version)
+        self.check_retire(version)
         if version < self.min_decryption_version:
             return
-        if version != self.min_decryption_version:
-            raise InputError(
-                f"transit retires versions oldest first: retire {self.min_decryption_version}"
-            )
         self._client.call(
             "POST",
             f"{self._uri.mount}/keys/{self._uri.name}/config",
             {"min_decryption_version": version + 1},
         )
         self._refresh()
+
+    def check_retire(self, version: int) -> None:
+        """Refuse what `retire` would: also any version but the oldest unretired one.
+
+        Raises:
+            InputError: current, unknown, or not the oldest unretired version.
+        """
+        self._check_retirable(version)
+        if version > self.min_decryption_version:
+            raise InputError(
+                f"transit retires versions oldest first: retire {self.min_decryption_version}"
+            )
 
     def close(self) -> None:
         """Close the connections."""

@@ -98,6 +98,31 @@ def test_a_blob_moved_to_another_record_fails_with_integrity_error(
         bench.vault.close()
 
 
+def test_a_retirement_transit_refuses_is_refused_before_it_is_logged(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A tester's finding: `keys retire 2` with version 1 unretired exited 2 (transit
+    retires oldest first) after `key.retired 2` was logged, which the holder never did."""
+    bao = request.getfixturevalue("bao")
+    for key, value in bao.env.items():
+        monkeypatch.setenv(key, value)
+    bench = Bench(tmp_path, bao.uri(f"order-{secrets.token_hex(4)}"))
+    try:
+        bench.vault.rotate_keys(bench.key_request("rotate"))
+        bench.vault.rotate_keys(bench.key_request("rotate"))
+        with pytest.raises(InputError, match="oldest first: retire 1"):
+            bench.vault.retire_key(bench.key_request("retire", version=2), 2)
+        reader = bench.vault.reader()
+        size = bench.vault.index.size
+        assert "key.retired" not in {event.type for event in reader.events(0, size)}
+        assert [v.retired for v in bench.status().versions] == [False, False, False]
+        bench.vault.retire_key(bench.key_request("retire", version=1), 1)
+        bench.vault.retire_key(bench.key_request("retire", version=2), 2)
+        assert bench.status().min_decryption_version == 3
+    finally:
+        bench.vault.close()
+
+
 @pytest.fixture
 def chain(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
