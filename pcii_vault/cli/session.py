@@ -91,15 +91,21 @@ def open_vault(
     from pcii_vault.vault import Vault
 
     vault: Vault | None = None
+    given: list[bytes] = []
 
     def unseal() -> bytes:
         from pcii_vault.keys.local import UNSEAL_SECRET_ENV
 
+        if given:
+            # A key operation reads the keyring again under its lock: custodians typed
+            # their shares (or the passphrase) once for this command, not once per read.
+            return given[0]
         # `vault.json` is authenticated by the keyring it opens: a passphrase in the
         # environment is tried even where the file claims shares, so that a claim
         # edited in is found by the seal (exit 4), not taken for missing shares.
         split = vault is not None and vault.config.unseal_threshold is not None
         secret = unseal_secret(shares=split and not os.environ.get(UNSEAL_SECRET_ENV))
+        given.append(secret)
         if keep_secret is not None:
             keep_secret.append(secret)
         return secret
