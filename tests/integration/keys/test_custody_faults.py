@@ -297,6 +297,22 @@ def test_a_kms_key_disabled_or_pending_deletion_wraps_nothing(
         kek.close()
 
 
+def test_kms_without_credentials_is_a_configuration_problem(
+    kms_emulator: KmsEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A tester's finding: no AWS credentials was exit 5 (KMS "unreachable"), where a
+    missing OpenBao token is exit 2."""
+    for key, value in kms_emulator.env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ConfigError, match="no usable AWS credentials"):
+        KmsKek.open(f"awskms:alias/kek-{secrets.token_hex(4)}", create=True)
+
+
 def test_a_retired_transit_version_is_named_and_an_untrusted_ca_is_config(
     bao: BaoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
