@@ -70,6 +70,24 @@ def validate_key(key: str) -> str:
     return key
 
 
+def listed_key(key: str) -> str:
+    """A key a listing found, refused when the vault could never have written it.
+
+    Every key the vault writes passes `validate_key`: another name in the store (a space,
+    ``<``, a letter outside ASCII) was planted there by someone with access to it.
+
+    Raises:
+        IntegrityError: not a name the vault writes.
+    """
+    try:
+        return validate_key(key)
+    except InputError:
+        raise IntegrityError(
+            f"the store holds an object named {key!r}, a name the vault never writes "
+            "(planted); remove it"
+        ) from None
+
+
 class ObjectTooLargeError(IntegrityError):
     """An object asked for whole is larger than `MAX_WHOLE_OBJECT_BYTES`: never the vault's.
 

@@ -44,6 +44,7 @@ from pcii_vault.errors import (
 from pcii_vault.store.base import (
     MAX_WHOLE_OBJECT_BYTES,
     ObjectInfo,
+    listed_key,
     too_large_to_read_whole,
     validate_key,
 )
@@ -492,7 +493,7 @@ class FilesystemStore:
         for key in keys:
             try:
                 with _os_errors(self._root, "read", key):
-                    yield self._info(key, self._path(key))
+                    yield self._info(key, self._path(listed_key(key)))
             except NotFoundError:
                 continue  # deleted between listing and reading: no longer in the store
 

@@ -61,6 +61,7 @@ from pcii_vault.errors import (
 from pcii_vault.store.base import (
     MAX_WHOLE_OBJECT_BYTES,
     ObjectInfo,
+    listed_key,
     too_large_to_read_whole,
     validate_key,
 )
@@ -570,7 +571,7 @@ class S3Store:
                         continue  # directory markers some servers report
                     infos.append(
                         ObjectInfo(
-                            key=key,
+                            key=listed_key(key),
                             size=item["Size"],
                             etag=_etag(item["ETag"]),
                             modified=item.get("LastModified"),

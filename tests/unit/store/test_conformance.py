@@ -14,11 +14,14 @@ import pytest
 
 from pcii_vault.errors import (
     InputError,
+    IntegrityError,
     NotFoundError,
     ObjectExistsError,
     PreconditionFailedError,
 )
 from pcii_vault.store.base import MAX_KEY_BYTES, ObjectStore
+from pcii_vault.store.filesystem import FilesystemStore
+from pcii_vault.store.s3 import S3Store
 
 MiB = 1 << 20
 
@@ -294,3 +297,20 @@ def test_compare_and_swap_loses_no_update_under_contention(any_store: ObjectStor
         worker.join()
     assert errors == []
     assert any_store.get("log/checkpoint") == b"%d" % (threads * rounds)
+
+
+@pytest.mark.parametrize("name", ["log/checkpoints/a b", "log/tile/x<y", "log/Größe", "log/:"])
+def test_a_listed_name_the_vault_never_writes_is_planted(any_store: ObjectStore, name: str) -> None:
+    """A tester's finding: a file named `log/checkpoints/a b` made `audit verify` and
+    `audit report` exit 2 ("unsafe segment": bad input) where any other plant is exit 4."""
+    any_store.put_if_absent("log/checkpoint", b"note")
+    if isinstance(any_store, FilesystemStore):
+        (any_store.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (any_store.root / name).write_bytes(b"junk")
+    else:
+        assert isinstance(any_store, S3Store)
+        any_store._client.put_object(
+            Bucket=any_store._bucket, Key=any_store._prefix + name, Body=b"junk"
+        )
+    with pytest.raises(IntegrityError, match="a name the vault never writes"):
+        list(any_store.list("log/"))
