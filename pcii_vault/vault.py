@@ -285,6 +285,7 @@ class Vault:
         self._sequencer: Sequencer | None = None
         self._policy_stamp = _policy_stamp(self._policy_dir())
         self.policy = PolicyEngine.load(self._policy_dir())
+        self._policy_text_stored: str | None = None  # the set whose stored text was seen
 
     # ----- creation ------------------------------------------------------------------
 
@@ -728,9 +729,20 @@ class Vault:
             # A changed policy set is itself an event, before it decides anything; its
             # text goes into the store first, so an auditor can re-run its decisions.
             store_policy_set(self.store, self.policy)
+            self._policy_text_stored = self.policy.policy_set_hash
             self._append(
                 [_draft("policy.loaded", self._clock(), policy_set=self.policy.policy_set_hash)]
             )
+        elif self._policy_text_unchecked():
+            # Logged before: its text must still be in the store, or every decision it
+            # makes could not be re-run by `audit verify`. Once per process and set: a
+            # text deleted (or replaced by junk) is written again from the policy files.
+            store_policy_set(self.store, self.policy, restore=True)
+            self._policy_text_stored = self.policy.policy_set_hash
+
+    def _policy_text_unchecked(self) -> bool:
+        """Whether this process has not yet seen the running set's text in the store."""
+        return self._policy_text_stored != self.policy.policy_set_hash
 
     def _append(self, drafts: Sequence[Event]) -> list[int]:
         """Append the vault's own events (no request to check); return their indices."""
@@ -1062,7 +1074,7 @@ class Vault:
             # here alone), is made again on the latest log.
             with contextlib.suppress(Exception):
                 self._refresh_policy()
-                if not self._policy_set_unlogged():
+                if not self._policy_set_unlogged() and not self._policy_text_unchecked():
                     with self.index.overlay([]):
                         if act():
                             return True

@@ -63,12 +63,18 @@ def _parse_unverified_files(data: bytes, key: str) -> list[tuple[str, bytes]]:
     return [(name, text.encode("utf-8")) for name, text in doc["files"].items()]
 
 
-def store_policy_set(store: ObjectStore, engine: PolicyEngine) -> str:
-    """Store the exact text of `engine`'s policy set (idempotent); return its key."""
+def store_policy_set(store: ObjectStore, engine: PolicyEngine, *, restore: bool = False) -> str:
+    """Store the exact text of `engine`'s policy set (idempotent); return its key.
+
+    `restore`: the log already names the set, so its text missing here was deleted
+    (warned as such when written again).
+    """
     key = policy_set_key(engine.policy_set_hash)
     data = _document(engine)
     try:
         store.put_if_absent(key, data)
+        if restore:
+            _log.warning("deleted_policy_set_restored", key=key)
     except ObjectExistsError:
         try:
             existing, etag = store.get_with_etag(key)
