@@ -157,7 +157,8 @@ class _PrincipalFacts:
         problems = []
         if self.training_expires is None:
             problems.append("no PCII training on record")
-        elif self.training_expires < day:
+        elif self.training_expires <= day:
+            # As the policies decide: training expires at the start of its date (UTC).
             problems.append(f"training expired {self.training_expires.isoformat()}")
         if self.level != "federal" or self.contractor:
             if self.nda_signed is None:
@@ -441,6 +442,11 @@ class ReportFigures:
 
     def finish(self, as_of: datetime) -> None:
         """Close the open obligations as of `as_of` (the period's end, or now)."""
+        in_force = self._policy_in_force
+        begun = self.period.since is None or self.period.since <= as_of
+        if in_force is not None and begun and in_force.hash not in self.policy_sets:
+            # Loaded before a period in which no event was counted: in force all through.
+            self.policy_sets[in_force.hash] = in_force
         window = timedelta(days=DEADLINE_DAYS)
         for record, (kind, seq, since, _) in self._open_deadlines.items():
             # Still open at the period's end (opened before it too): due or overdue then.

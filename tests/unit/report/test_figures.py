@@ -219,6 +219,19 @@ def test_a_policy_change_reverted_lists_the_set_loaded_again(log: Log) -> None:
     assert sets["p1"].loaded_again == [reverted]
 
 
+def test_a_period_without_events_lists_the_policy_set_in_force(tmp_path: Path) -> None:
+    """A tester's finding: a quiet period listed no policy set in force ("None")."""
+    day = timedelta(days=1)
+    quiet = Log(tmp_path / "quiet", Period(since=MONDAY + day, until=MONDAY + 2 * day))
+    quiet.policy("p1", MONDAY)
+    quiet.figures.finish(MONDAY + timedelta(days=2))
+    assert list(quiet.figures.policy_sets) == ["p1"]
+    ahead = Log(tmp_path / "ahead", Period(since=MONDAY + timedelta(days=30), until=None))
+    ahead.policy("p1", MONDAY)
+    ahead.figures.finish(MONDAY + timedelta(days=2))  # the period has not begun
+    assert list(ahead.figures.policy_sets) == []
+
+
 def test_the_first_policy_set_is_no_change(log: Log) -> None:
     log.validated("R")
     log.release("fed", "R", MONDAY + timedelta(hours=1))
@@ -240,6 +253,19 @@ def test_recipients_without_training_or_nda(log: Log) -> None:
         "expired": "training expired 2026-01-01",
     }
     assert {s for r, s in log.rules() if r == "unqualified-recipient"} == {"nonda", "expired"}
+
+
+def test_training_that_expires_on_the_day_of_a_release_had_expired(log: Log) -> None:
+    """A tester's finding: the policies deny from the start of the expiry date (UTC), the
+    report flagged only releases after it, so a dropped forbid went unseen for a day."""
+    log.principal("today", training_expires="2026-03-02")  # MONDAY's date
+    log.principal("tomorrow", training_expires="2026-03-03")
+    log.validated("R")
+    log.release("today", "R")
+    log.release("tomorrow", "R")
+    log.figures.finish(MONDAY)
+    rows = {row["principal"]: row["problem"] for row in log.table("unqualified")}
+    assert rows == {"today": "training expired 2026-03-02"}
 
 
 def test_disclosures_and_their_program_office_notices(log: Log) -> None:
