@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -242,7 +243,9 @@ def _write_proofs(
 
     def href(seq: int) -> str:
         target = (directory / f"access-{seq}.json").resolve()
-        return Path(os.path.relpath(target, base)).as_posix()
+        # A URL, not a path: `#`, `?`, `%` or `:` in a folder's name would end the path,
+        # start a query, or read as a scheme.
+        return urllib.parse.quote(Path(os.path.relpath(target, base)).as_posix())
 
     return href
 
