@@ -2723,6 +2723,10 @@ class Vault:
             if isinstance(self.store, FilesystemStore):
                 for path in leftovers:
                     self.store.remove_leftover(Path(path))
+                # A temporary file was the last thing in its record's folder (an upload
+                # killed mid-write, its document removed above as an orphan).
+                for tracking in _record_folders_of(self.store.root, leftovers):
+                    self.remove_empty_record_folder(tracking)
             if isinstance(self.store, UnfinishedUploads):
                 for key, upload_id in unfinished:
                     try:
@@ -3338,6 +3342,16 @@ def _kek_missing_in_holder(key_id: str, version: int) -> str:
         "rotation was logged and the key not made (`pcii keys rotate` on the vault "
         "directory that logged it completes it); nothing is wrapped until it is there"
     )
+
+
+def _record_folders_of(root: Path, paths: Iterable[str]) -> set[str]:
+    """The tracking numbers whose ``records/<t>/`` folder holds one of `paths`."""
+    found = set()
+    for path in paths:
+        parts = Path(path).relative_to(root).parts if Path(path).is_relative_to(root) else ()
+        if len(parts) > 2 and parts[0] == "records":
+            found.add(parts[1])
+    return found
 
 
 def _refuse_other_history(

@@ -57,6 +57,22 @@ def test_an_empty_record_folder_is_a_leftover_maintenance_removes(bench: VaultBe
     bench.audit()
 
 
+def test_an_upload_killed_mid_write_is_cleared_by_one_maintenance(bench: VaultBench) -> None:
+    """A tester's finding: a submit killed while writing its attachment left its document
+    and a temporary file; one `maintenance` removed both but left the emptied folders,
+    which the next `--dry-run` listed."""
+    tracking = bench.upload(attach=False).tracking_number
+    folder = _store_root(bench) / "records" / tracking
+    (folder / "files").mkdir()
+    (folder / "files" / ".tmp-0123456789abcdef01234567").write_bytes(b"half an attachment")
+    done = bench.vault.maintain(grace=timedelta(0), dry_run=False)
+    assert done.orphans and done.leftovers
+    assert not folder.exists()
+    again = bench.vault.maintain(grace=timedelta(0), dry_run=True)
+    assert (again.orphans, again.leftovers) == ((), ())
+    bench.audit()
+
+
 def test_a_destroyed_record_leaves_no_folder(bench: VaultBench) -> None:
     tracking = _destroyed(bench)
     assert not (_store_root(bench) / "records" / tracking).exists()
