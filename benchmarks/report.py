@@ -3,10 +3,11 @@
 Run:  .venv/bin/python benchmarks/report.py [--size 1000000] [--batch 5000] [--keep DIR]
 
 - builds a legal log of `--size` events: a vault (tests/vault_support.py) with an admin,
-  an owner, an office user and four analysts in two organisations, 20 validated records,
-  then signed retrieve requests (mostly permits, every seventh a denial, one decontrol
-  and its notices, a key rotation) appended through `Ledger.append` in batches of
-  `--batch`, with times spread over a year (so the charts bucket by month);
+  an owner, an office user, four water analysts and one of another sector, 20 validated
+  records, then signed retrieve requests decided by the default policies (mostly
+  permits; every seventh by the analyst of another sector, denied: need to know),
+  appended through `Ledger.append` in batches of `--batch`, with times spread over a
+  year (so the charts bucket by month);
 - runs, each in a fresh process, `pcii audit verify`'s check (`verify_log` with the
   in-memory legal-history replay) and the report (`compile_report` + `write_html` +
   `figures_json`: the same verification, its replay on a scratch file, and every figure,
@@ -30,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pcii_vault.config import VaultConfig, VaultPaths
+from pcii_vault.decisions import decide
 from pcii_vault.index import Index
 from pcii_vault.ledger.note import NoteVerifier
 from pcii_vault.ledger.verify import verify_log
@@ -44,6 +46,8 @@ ANALYSTS = (
     ("ana-3", "EPA Water Security", "federal"),
     ("ana-4", "DHS I&A", "federal"),
 )
+# Asks for water records outside its sectors: the default policies deny it (need to know).
+OUTSIDER = ("ana-5", "State Energy Office", "state")
 RECORDS = 20
 
 
@@ -56,6 +60,8 @@ def build(root: Path, size: int, batch: int) -> None:
     for name, org, level in ANALYSTS:
         extra = {"nda_signed": "2026-01-01"} if level != "federal" else {}
         bench.add(name, "analyst", org, level, sectors=("Water and Wastewater Systems",), **extra)
+    name, org, level = OUTSIDER
+    bench.add(name, "analyst", org, level, sectors=("Energy",), nda_signed="2026-01-01")
     records = []
     for _ in range(RECORDS):
         receipt = bench.submit_receipt(attach=False)
@@ -66,6 +72,7 @@ def build(root: Path, size: int, batch: int) -> None:
         )
         records.append(tracking)
     policy_set = vault.policy.policy_set_hash
+    rows = {tracking: vault.index.record(tracking) for tracking in records}
     vault_id = vault.config.vault_id
     start = vault.ledger.size()
     t0 = datetime.now(UTC) + timedelta(minutes=1)
@@ -73,10 +80,9 @@ def build(root: Path, size: int, batch: int) -> None:
     drafts: list[Event] = []
     i = start
     while i < size:
-        name, _, _ = ANALYSTS[i % len(ANALYSTS)]
+        name, _, _ = OUTSIDER if i % 7 == 0 else ANALYSTS[i % len(ANALYSTS)]
         identity = bench.ids[name]
         when = t0 + step * i
-        denied = i % 7 == 0
         record = records[i % RECORDS]
         purpose = f"benchmark read {i}"
         request = sign_request(
@@ -89,6 +95,10 @@ def build(root: Path, size: int, batch: int) -> None:
             purpose=purpose,
             use="infrastructure-protection",
         )
+        # Decided as the vault decides (the audit replays every decision).
+        decision = decide(
+            vault.policy, vault.index.principal(name), request.body, rows[record], now=when
+        )
         drafts.append(
             Event(
                 seq=0,
@@ -98,12 +108,12 @@ def build(root: Path, size: int, batch: int) -> None:
                 request=request.to_log(),
                 record=record,
                 action="retrieve",
-                decision="deny" if denied else "permit",
-                policies=("no-need-to-know",) if denied else ("analyst-need-to-know",),
+                decision=decision.decision,
+                policies=tuple(decision.policy_ids),
                 policy_set=policy_set,
                 purpose=purpose,
                 use="infrastructure-protection",
-                obligations=() if denied else ("mark:pcii",),
+                obligations=tuple(decision.obligations),
             )
         )
         i += 1
