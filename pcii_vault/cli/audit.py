@@ -56,6 +56,16 @@ LogOption = Annotated[
         show_default=False,
     ),
 ]
+TrustedOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--trusted-checkpoint",
+        metavar="FILE",
+        help="A checkpoint (or receipt, or proof) seen before: the log must have only grown "
+        "from it.",
+        show_default=False,
+    ),
+]
 KeyOption = Annotated[
     str | None,
     typer.Option(
@@ -224,8 +234,14 @@ def _check_anchor(found: _Log) -> None:
     ).checkpoint()
 
 
-def open_reader(state: CliState, log: str | None = None, key: str | None = None) -> Ledger:
+def open_reader(
+    state: CliState, log: str | None = None, key: str | None = None, trusted: Path | None = None
+) -> Ledger:
     """The log to read events from, its head checked as `audit verify` checks it.
+
+    `trusted`: a checkpoint file seen before (`--trusted-checkpoint`), which the log must
+    extend, as `audit verify` holds it: what a copied log, without the vault's anchor,
+    is held against.
 
     Raises:
         IntegrityError: the checkpoint was deleted or rolled back (`check_log_head`), or
@@ -235,14 +251,28 @@ def open_reader(state: CliState, log: str | None = None, key: str | None = None)
     from pcii_vault.ledger.verify import check_log_head
 
     store, _, verifier = open_log(state, log, key)
-    if check_log_head(store, verifier) is None:
+    seen = read_trusted_checkpoint(trusted, verifier)
+    head = check_log_head(store, verifier)
+    if head is None:
         # `init` logs the vault's creation before anything else: an empty log was
         # deleted whole (with the vault's anchor), or is not a vault's log at all.
         raise IntegrityError(
             "the log holds nothing (no log/checkpoint), yet every vault logs its creation "
             "first: the log was deleted, or this is not a vault's log"
         )
-    return _reader(store, verifier)
+    reader = _reader(store, verifier)
+    if seen is not None:
+        if seen.size > head.size:
+            raise IntegrityError(
+                f"rollback: log/checkpoint has size {head.size}, smaller than the trusted "
+                f"checkpoint's {seen.size}"
+            )
+        if reader.root_at(seen.size, head) != seen.root:
+            raise IntegrityError(
+                f"fork: the trusted checkpoint of size {seen.size} is not consistent with "
+                "log/checkpoint"
+            )
+    return reader
 
 
 def _server_log(state: CliState, key: str | None) -> tuple[ObjectStore, NoteVerifier]:
@@ -460,6 +490,7 @@ def prove_command(
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,
+    trusted_checkpoint: TrustedOption = None,
 ) -> None:
     """Print (or write) the inclusion proof bundle of one event."""
     from pcii_vault.ledger.proof import prove
@@ -467,7 +498,7 @@ def prove_command(
     state = _state(ctx)
     if out is not None:
         refuse_existing(out, "--out")  # before reading the log
-    ledger = open_reader(state, log, key)
+    ledger = open_reader(state, log, key, trusted_checkpoint)
     checkpoint = ledger.checkpoint()
     size = 0 if checkpoint is None else checkpoint.size
     if index >= size:
@@ -540,10 +571,11 @@ def _filtered(
     log: str | None,
     key: str | None,
     filters: dict[str, Any],
+    trusted: Path | None = None,
 ) -> Iterator[Event]:
     from pcii_vault.ledger.proof import iter_events
 
-    return iter_events(open_reader(state, log, key), **filters)
+    return iter_events(open_reader(state, log, key, trusted), **filters)
 
 
 def _parse_time(value: str | None, what: str) -> datetime | None:
@@ -598,6 +630,7 @@ def log_command(
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,
+    trusted_checkpoint: TrustedOption = None,
 ) -> None:
     """List events (a table, or JSON lines with --json), streaming."""
     state = _state(ctx)
@@ -614,10 +647,14 @@ def log_command(
         "until": (ended := _parse_time(until, "--until")),
     }
     time_range(began, ended)
-    if record is not None and next(_filtered(state, log, key, {"record": record}), None) is None:
+    only_record = {"record": record}
+    if (
+        record is not None
+        and next(_filtered(state, log, key, only_record, trusted_checkpoint), None) is None
+    ):
         # As `audit recipients` and `audit report --record`: not an empty listing.
         raise NotFoundError(f"no record with tracking number {record!r} in the log")
-    rows = (_row(e) for e in _filtered(state, log, key, filters))
+    rows = (_row(e) for e in _filtered(state, log, key, filters, trusted_checkpoint))
     state.output.rows(rows, _COLUMNS, title="access log")
 
 
@@ -658,6 +695,7 @@ def export_command(
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,
+    trusted_checkpoint: TrustedOption = None,
 ) -> None:
     """Export every event as JSON lines or CSV, streaming."""
     state = _state(ctx)
@@ -665,7 +703,7 @@ def export_command(
         raise InputError("--format must be jsonl or csv")
     if out is not None:
         refuse_existing(out, "--out")  # before reading the log
-    events = _filtered(state, log, key, {})
+    events = _filtered(state, log, key, {}, trusted_checkpoint)
     if out is None:
         _export(events, fmt, sys.stdout)
         return

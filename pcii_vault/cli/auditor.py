@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pcii_vault.cli.audit import KeyOption, LogOption, open_reader
+from pcii_vault.cli.audit import KeyOption, LogOption, TrustedOption, open_reader
 from pcii_vault.cli.files import new_output, refuse_existing
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import TRACKING
@@ -25,6 +25,7 @@ def recipients(
     tracking: Annotated[str, TRACKING],
     log: LogOption = None,
     key: KeyOption = None,
+    trusted_checkpoint: TrustedOption = None,
 ) -> None:
     """Everyone who received a record's content: who, when, why, under what authority.
 
@@ -36,7 +37,7 @@ def recipients(
     from pcii_vault.index import Index
 
     state: CliState = ctx.obj
-    ledger = open_reader(state, log, key)
+    ledger = open_reader(state, log, key, trusted_checkpoint)
     projection = Index.in_memory()
     failed: dict[object, int] = {}
 
@@ -80,6 +81,7 @@ def checkpoint(
     ] = None,
     log: LogOption = None,
     key: KeyOption = None,
+    trusted_checkpoint: TrustedOption = None,
 ) -> None:
     """Print (or save) the log's current signed checkpoint, to trust later.
 
@@ -89,7 +91,7 @@ def checkpoint(
     state: CliState = ctx.obj
     if out is not None:
         refuse_existing(out, "--out")  # before reading the log
-    current = open_reader(state, log, key).checkpoint()
+    current = open_reader(state, log, key, trusted_checkpoint).checkpoint()
     if current is None:
         raise IntegrityError("the log has no checkpoint yet")
     if out is not None:

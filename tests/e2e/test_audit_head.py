@@ -105,6 +105,27 @@ def test_a_checkpoint_put_back_to_an_older_one_is_rollback_for_every_audit_comma
         assert "rollback" in line, (command, line)
 
 
+def test_a_copied_log_is_held_against_a_trusted_checkpoint_by_every_reader(
+    vault: tuple[Cli, str],
+) -> None:
+    """A tester's finding: README says to pass `--trusted-checkpoint` for a copied log,
+    which only `verify`, `report` and `checkpoint` accepted: `recipients` on an old copy
+    answered from the shorter log (a release missing, exit 0)."""
+    cli, tracking = vault
+    old_copy = cli.root / "old-copy"
+    shutil.copytree(_log(cli), old_copy / "log", symlinks=True)
+    source = ("--log", str(old_copy), "--key", cli.ok("audit", "key").json()["key"])
+    out = str(cli.root / "again")
+    cli.ok("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
+    kept = cli.root / "kept.checkpoint"
+    cli.ok("audit", "checkpoint", "--out", str(kept))
+    trusted = ("--trusted-checkpoint", str(kept))
+    for command in _reading_commands(tracking):
+        line = one_line_error(cli.run(*command, *source, *trusted), 4)
+        assert "rollback" in line, (command, line)
+        cli.ok(*command, *trusted)  # the vault's own log extends it
+
+
 def test_a_store_rolled_back_whole_fails_audit_verify_on_the_vault(
     vault: tuple[Cli, str],
 ) -> None:
