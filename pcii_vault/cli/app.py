@@ -392,12 +392,25 @@ _PATH_OPTIONS = frozenset(
 )  # fmt: skip
 
 
+# Options naming a file to write: a value ending in "/" names a folder, which the path
+# type drops silently (`--html reports/` wrote a file named `reports`). `--out` is a
+# folder for a release (`get`, `review`) and a file everywhere else.
+_FILE_OUTPUTS = frozenset(
+    {"--admin-key-out", "--attachment-out", "--html", "--key-out", "--pdf", "--receipt-out"}
+)
+_FOLDER_OUT_COMMANDS = frozenset({"get", "review"})
+
+
 def _refuse_empty_paths(args: list[str]) -> None:
-    """Refuse `--out ''` and its kind: not silently the current directory.
+    """Refuse `--out ''` and its kind, and a file output given as a folder.
+
+    An empty path would silently be the current directory; `--html reports/` a file
+    named `reports`.
 
     Raises:
-        InputError: a path option with an empty value.
+        InputError: a path option with an empty value, or a file's ending in "/".
     """
+    out_is_file = not _FOLDER_OUT_COMMANDS & set(args)
     for at, arg in enumerate(args):
         name, equals, value = arg.partition("=")
         if name not in _PATH_OPTIONS:
@@ -405,6 +418,9 @@ def _refuse_empty_paths(args: list[str]) -> None:
         given = value if equals else (args[at + 1] if at + 1 < len(args) else None)
         if given is not None and not given.strip():
             raise InputError(f"{name} is empty: give a path")
+        is_file = name in _FILE_OUTPUTS or (name == "--out" and out_is_file)
+        if given is not None and is_file and given.endswith("/"):
+            raise InputError(f"{name} {given} names a folder: give the file's name")
 
 
 def main(argv: list[str] | None = None) -> None:

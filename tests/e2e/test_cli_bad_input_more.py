@@ -259,6 +259,26 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_directory(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_file_output_given_as_a_folder_is_refused(
+    vault: tuple[Cli, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: `audit report --html reports/` wrote a file named `reports`."""
+    cli, tracking = vault
+    monkeypatch.chdir(tmp_path)
+    for args in [
+        ("audit", "report", "--html", "reports/"),
+        ("audit", "checkpoint", "--out=checkpoints/"),
+        ("submission", "template", "--out", "t.json", "--attachment-out", "files/"),
+    ]:
+        assert "names a folder" in _one_line_error(cli.run(*args))
+    assert list(tmp_path.iterdir()) == []
+    # A release's --out is a folder: the slash is the user's to give (this record is
+    # not validated yet, so the policies answer, not the path check).
+    out = f"{tmp_path}/releases/"
+    get = cli.run("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
+    assert get.code == 3 and "names a folder" not in get.out + get.err
+
+
 def test_a_full_or_closed_stdout_is_one_line_not_a_crash(vault: tuple[Cli, str]) -> None:
     """/dev/full as stdout (exit 2); a --json error with stdout closed (on stderr instead)."""
     cli, _ = vault
