@@ -9,9 +9,10 @@ Run:  .venv/bin/python benchmarks/report.py [--size 1000000] [--batch 5000] [--k
   appended through `Ledger.append` in batches of `--batch`, with times spread over a
   year (so the charts bucket by month);
 - runs, each in a fresh process, `pcii audit verify`'s check (`verify_log` with the
-  in-memory legal-history replay) and the report (`compile_report` + `write_html` +
-  `figures_json`: the same verification, its replay on a scratch file, and every figure,
-  table and chart), and prints wall time, events/s and peak RSS of each, and the ratio;
+  in-memory legal-history replay and every decision re-run) and the report
+  (`compile_report` + `write_html` + `figures_json`: the same verification, its replay on
+  a scratch file, and every figure, table and chart), and prints wall time, events/s and
+  peak RSS of each, and the ratio;
 - does both first on a separate log a tenth of the size, so the peak RSS of the two
   sizes shows whether memory depends on the log's length.
 """
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pcii_vault.config import VaultConfig, VaultPaths
 from pcii_vault.decisions import decide
-from pcii_vault.index import Index
+from pcii_vault.history import HistoryAuditor
 from pcii_vault.ledger.note import NoteVerifier
 from pcii_vault.ledger.verify import verify_log
 from pcii_vault.models.event import Event
@@ -130,9 +131,10 @@ def measure(kind: str, vault_dir: Path) -> dict[str, float]:
     verifier = NoteVerifier.from_key_string(config.log_key)
     started = time.perf_counter()
     if kind == "verify":
-        history = Index.in_memory()
+        # What `pcii audit verify` runs: the legal-history replay and every decision re-run.
+        history = HistoryAuditor(store)
         try:
-            size = verify_log(store, verifier, event_checker=history.apply).size
+            size = verify_log(store, verifier, event_checker=history).size
         finally:
             history.close()
     else:
