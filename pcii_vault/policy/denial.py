@@ -51,12 +51,53 @@ def explain_denial(
     context: RequestFacts,
     decision: Decision,
 ) -> str:
-    """One line: what was denied, the reason a person can act on, and how to explain it."""
+    """One line: what was denied, the reason a person can act on, and how to explain it.
+
+    A record's state and sector are named only to whom may look the record up (in good
+    standing): an analyst denied a record of another sector, or a suspended or revoked
+    principal, learns nothing about it the search would not show them.
+    """
+    if record is not None and not _may_know(engine, principal, record, context):
+        if principal.status != "active":
+            reason = f"you are {principal.status}: every request is denied"
+        else:
+            reason = (
+                f"no policy lets you {action} this record, and it is not one you may look "
+                "up (your role, sectors and level decide; ask the program office)"
+            )
+        # No `policy explain` line: it would have to carry the record's facts.
+        return f"{action} denied for {principal.id!r}: {reason}"
     reason = denial_reason(
         engine, principal, action=action, record=record, context=context, decision=decision
     )
     command = explain_command(principal, action, record, context)
     return f"{action} denied for {principal.id!r}: {reason}; see why: {command}"
+
+
+def _may_know(
+    engine: PolicyEngine, principal: PrincipalFacts, record: RecordFacts, context: RequestFacts
+) -> bool:
+    """Whether a denial may name `record`'s facts to `principal`.
+
+    Active owners: their denials name nothing of another organisation's record anyway.
+    Others: when, trained and under NDA and for the plainest use, they may see the
+    record's status or find it by a search, or review it (the program office).
+    """
+    if principal.status != "active":
+        return False
+    if principal.role == "owner":
+        return True
+    standing = replace(
+        principal,
+        training_expires=context.now + timedelta(days=365),
+        nda_signed=context.now.date() - timedelta(days=30),
+    )
+    # The record's visibility, not this request's use or authority, decides.
+    plain = replace(context, use="infrastructure-protection", authority=None, emergency=False)
+    return any(
+        engine.decide(standing, action, record, plain).allowed
+        for action in ("status", "search", "review")
+    )
 
 
 def denial_reason(

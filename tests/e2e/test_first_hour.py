@@ -262,11 +262,17 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     other_withdraw = cli.run("withdraw", tracking, who="grid")
     assert other_withdraw.code == 3 and "--state" not in other_withdraw.err, other_withdraw.err
     assert _replay(cli, other_withdraw.err)["decision"] == "deny"
-    # An analyst outside the record's sector is told it is need to know, not a policy id.
+    # An analyst outside the record's sector learns nothing of a record their search
+    # would not show them (a tester's finding: its state and sector were named).
     energy = cli.run("get", tracking, "--purpose", "p", "--out", str(cli.root / "e"), who="energy")
     assert energy.code == 3
-    assert f"the record's sector ({WATER}) is not among yours" in energy.err, energy.err
-    assert _replay(cli, energy.err)["decision"] == "deny"
+    assert "it is not one you may look up" in energy.err, energy.err
+    assert WATER not in energy.err and "validated" not in energy.err
+    # A revoked analyst of the record's own sector: the same, whatever the record.
+    cli.ok("principal", "revoke", "fedwater", who="admin")
+    gone = cli.run("status", tracking, who="fedwater")
+    assert gone.code == 3 and "you are revoked" in gone.err, gone.err
+    assert WATER not in gone.err and "validated" not in gone.err
     # Only the submitter withdraws: the office is told the role that may.
     withdraw = cli.run("withdraw", tracking, who="office")
     assert withdraw.code == 3 and "an office cannot withdraw; only: owner" in withdraw.err
