@@ -358,6 +358,8 @@ async def tracking_number(
     """A tracking number no record has yet."""
     vault = _context(request).vault
     owner = await _core(vault.identify, _act_of(caller, act))
+    # Only an owner may upload with it: nobody else is handed a number and a ticket.
+    require_role(owner, UPLOADERS, "ask for a tracking number")
     tracking = await _core(vault.new_tracking_number)
     return wire.TrackingNumberBody(
         tracking_number=tracking, upload_ticket=vault.upload_ticket(owner.id, tracking)

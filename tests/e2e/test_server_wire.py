@@ -635,6 +635,11 @@ def test_only_owners_upload_or_discard(wire: ServerCli, who: str) -> None:
     kept = _signed(server, other, "DELETE", path)
     assert kept.status_code == 403 and kept.json()["exit_code"] == 3
     assert _signed(server, owner, "DELETE", path).status_code == 200
+    # Nor are they handed a tracking number and ticket (a tester's finding).
+    act = {"request": signed_act(other, "identify").model_dump(mode="json")}
+    issued = _signed(server, other, "POST", "/v1/tracking-numbers", json.dumps(act).encode())
+    assert issued.status_code == 403 and issued.json()["exit_code"] == 3, issued.text
+    assert "ask for a tracking number" in issued.json()["error"]
 
 
 def test_the_client_maps_an_upload_refusal_to_exit_3(wire: ServerCli) -> None:
