@@ -59,12 +59,15 @@ def explain_denial(
     """
     if record is not None and not _may_know(engine, principal, record, context):
         if principal.status != "active":
-            reason = f"you are {principal.status}: every request is denied"
-        else:
-            reason = (
-                f"no policy lets you {action} this record, and it is not one you may look "
-                "up (your role, sectors and level decide; ask the program office)"
-            )
+            # The status decides whatever the record: explain's defaults stand in for it.
+            policies = ", ".join(decision.policy_ids) or "no policy permits it"
+            reason = f"you are {principal.status} ({policies}): every request is denied"
+            command = explain_command(principal, action, record, context, hide_record=True)
+            return f"{action} denied for {principal.id!r}: {reason}; see why: {command}"
+        reason = (
+            f"no policy lets you {action} this record, and it is not one you may look "
+            "up (your role, sectors and level decide; ask the program office)"
+        )
         # No `policy explain` line: it would have to carry the record's facts.
         return f"{action} denied for {principal.id!r}: {reason}"
     reason = denial_reason(
@@ -197,9 +200,18 @@ def _article(word: str) -> str:
 
 
 def explain_command(
-    principal: PrincipalFacts, action: str, record: RecordFacts | None, context: RequestFacts
+    principal: PrincipalFacts,
+    action: str,
+    record: RecordFacts | None,
+    context: RequestFacts,
+    *,
+    hide_record: bool = False,
 ) -> str:
-    """The `pcii policy explain` command line that reproduces this decision."""
+    """The `pcii policy explain` command line that reproduces this decision.
+
+    `hide_record`: the record's facts are not the caller's to know; explain's defaults
+    stand in for them (as for an owner and another organisation's record).
+    """
     args = [
         "pcii",
         "policy",
@@ -227,7 +239,9 @@ def explain_command(
         args.append("--contractor")
     if record is None:
         args.append("--no-record")
-    elif principal.role == "owner" and record.submitter_org != principal.organisation:
+    elif hide_record or (
+        principal.role == "owner" and record.submitter_org != principal.organisation
+    ):
         # Nothing about another organisation's submission is told to an owner (its state
         # and sector included): explain's default state and sector stand in for them, as
         # the submitters' permits all require the owner's own organisation. The record

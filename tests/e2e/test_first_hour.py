@@ -272,7 +272,8 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     cli.ok("principal", "revoke", "fedwater", who="admin")
     gone = cli.run("status", tracking, who="fedwater")
     assert gone.code == 3 and "you are revoked" in gone.err, gone.err
-    assert WATER not in gone.err and "validated" not in gone.err
+    assert "--record-sector" not in gone.err and "--state" not in gone.err
+    assert _replay(cli, gone.err)["decision"] == "deny"
     # Only the submitter withdraws: the office is told the role that may.
     withdraw = cli.run("withdraw", tracking, who="office")
     assert withdraw.code == 3 and "an office cannot withdraw; only: owner" in withdraw.err

@@ -518,9 +518,10 @@ def test_a_denied_submission_leaves_the_owners_upload_in_progress(wire: ServerCl
         assert denied.status_code == 403, denied.text
     assert (wire.vault / "objects" / "records" / tracking / "document").is_file()
     assert wire.ok("audit", "checkpoint").json()["size"] == size  # refused before the core
-    # Under a tracking number issued to it, the analyst's submit is the policy's to deny:
-    # logged, as any signed act's denial.
-    own, own_ticket = _issued(server, analyst)
+    # Under a ticket bound to it (the server issues none to an analyst: made here), the
+    # analyst's submit is the policy's to deny: logged, as any signed act's denial.
+    own, _ = _issued(server, owner)
+    own_ticket = _ticket_of(wire, "water", own)
     denied = _submission(server, analyst, own, [_DOCUMENT], own_ticket)
     assert denied.status_code == 403, denied.text
     assert "upload ticket" not in denied.json()["error"]

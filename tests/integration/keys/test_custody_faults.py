@@ -309,6 +309,8 @@ def test_kms_without_credentials_is_a_configuration_problem(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # A fresh process resolves credentials afresh; boto3's default session keeps them.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     with pytest.raises(ConfigError, match="no usable AWS credentials"):
         KmsKek.open(f"awskms:alias/kek-{secrets.token_hex(4)}", create=True)
 
