@@ -2570,6 +2570,13 @@ class Vault:
         with self._key_lock() as fresh_keyring:
             self._authorize_key_op(request, "retire", version=version)
             keyring = fresh_keyring()
+            logged = self._logged_kek_version(keyring)
+            if logged > keyring.current_version:
+                # Rotated through another replica: this keyring's "current" is not the
+                # log's, and its advice (rotate here) would be refused too.
+                if keyring.key_id != LOCAL:
+                    raise BackendError(_kek_missing_in_holder(keyring.key_id, logged))
+                raise _keyring_not_the_logs(logged, keyring.current_version, pending=None)
             info = {v.version: v for v in keyring.versions}
             if version not in info:
                 known = ", ".join(str(v) for v in sorted(info))

@@ -310,8 +310,12 @@ def test_a_keyring_behind_a_rotation_logged_elsewhere_wraps_nothing(setup: Setup
         setup.submit()
     with pytest.raises(BackendError, match="rotated by another replica"):
         replica.rotate_keys(setup.key_request("rotate"))
+    # A tester's finding: retire answered exit 2 "version 1 is the current one: rotate".
+    with pytest.raises(BackendError, match="rotated by another replica"):
+        replica.retire_key(setup.key_request("retire", version=1), 1)
     replica.sync()
     assert not [e for e in setup.events("key.rotated") if e.seq >= size]
+    assert not setup.events("key.retired")
 
 
 def test_a_note_put_back_with_an_older_keyring_makes_no_new_key_of_a_used_version(
