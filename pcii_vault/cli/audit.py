@@ -248,7 +248,7 @@ def open_reader(
             differs from the vault's anchor; or the log is empty, which no vault's log is
             (as `audit verify`, not an empty listing).
     """
-    from pcii_vault.ledger.verify import check_log_head
+    from pcii_vault.ledger.verify import check_log_head, refuse_other_tree, refuse_shorter_than
 
     store, _, verifier = open_log(state, log, key)
     seen = read_trusted_checkpoint(trusted, verifier)
@@ -262,16 +262,8 @@ def open_reader(
         )
     reader = _reader(store, verifier)
     if seen is not None:
-        if seen.size > head.size:
-            raise IntegrityError(
-                f"rollback: log/checkpoint has size {head.size}, smaller than the trusted "
-                f"checkpoint's {seen.size}"
-            )
-        if reader.root_at(seen.size, head) != seen.root:
-            raise IntegrityError(
-                f"fork: the trusted checkpoint of size {seen.size} is not consistent with "
-                "log/checkpoint"
-            )
+        refuse_shorter_than(seen, head)
+        refuse_other_tree(seen, reader.root_at(seen.size, head))
     return reader
 
 

@@ -47,7 +47,13 @@ from pcii_vault.ledger.tree import EMPTY_ROOT, RootBuilder, range_hash
 from pcii_vault.models.event import Event
 from pcii_vault.store.base import ObjectStore
 
-__all__ = ["VerifyReport", "check_log_head", "verify_log"]
+__all__ = [
+    "VerifyReport",
+    "check_log_head",
+    "refuse_other_tree",
+    "refuse_shorter_than",
+    "verify_log",
+]
 
 _W = _tiles.TILE_WIDTH
 
@@ -361,6 +367,32 @@ def check_log_head(store: ObjectStore, verifier: NoteVerifier) -> Checkpoint | N
     return cp
 
 
+def refuse_shorter_than(trusted: Checkpoint, head: Checkpoint) -> None:
+    """Refuse a log head smaller than a checkpoint seen before (`--trusted-checkpoint`).
+
+    Raises:
+        IntegrityError: rollback.
+    """
+    if trusted.size > head.size:
+        raise IntegrityError(
+            f"rollback: {CHECKPOINT_KEY} has size {head.size}, "
+            f"smaller than the trusted checkpoint's {trusted.size}"
+        )
+
+
+def refuse_other_tree(trusted: Checkpoint, root: bytes) -> None:
+    """Refuse a log whose tree of `trusted.size` entries has `root`, not the trusted one.
+
+    Raises:
+        IntegrityError: fork.
+    """
+    if trusted.root != root:
+        raise IntegrityError(
+            f"fork: the trusted checkpoint of size {trusted.size} is not consistent "
+            f"with {CHECKPOINT_KEY}"
+        )
+
+
 def verify_log(
     store: ObjectStore,
     verifier_key: NoteVerifier | str,
@@ -394,11 +426,8 @@ def verify_log(
     except NotFoundError as exc:
         raise IntegrityError(f"missing log object {CHECKPOINT_KEY}") from exc
     cp = _parse_head(note, verifier)
-    if trusted is not None and trusted.size > cp.size:
-        raise IntegrityError(
-            f"rollback: {CHECKPOINT_KEY} has size {cp.size}, "
-            f"smaller than the trusted checkpoint's {trusted.size}"
-        )
+    if trusted is not None:
+        refuse_shorter_than(trusted, cp)
     inventory = _Inventory(store)
     auditor = _Auditor(store, cp.size, inventory, event_checker)
     root = auditor.run()
@@ -423,11 +452,8 @@ def verify_log(
             raise IntegrityError(f"fork: {key} is not consistent with {CHECKPOINT_KEY}")
         checked += 1
     _check_history_kept(cp, checked)
-    if trusted is not None and trusted.root != root_at(trusted.size):
-        raise IntegrityError(
-            f"fork: the trusted checkpoint of size {trusted.size} is not consistent "
-            f"with {CHECKPOINT_KEY}"
-        )
+    if trusted is not None:
+        refuse_other_tree(trusted, root_at(trusted.size))
     for pos, key in sorted(inventory.claims.items()):
         # A pending claim is committed by the next append: it must be the log key's own.
         with contextlib.suppress(NotFoundError):  # committed and cleaned meanwhile
