@@ -247,7 +247,11 @@ class Settings(BaseSettings):
         "or between body bytes",
     )
     server_skew_s: float = Field(
-        default=60.0, gt=0, le=3600, description="`pcii serve`: a signed request's max age"
+        # `created` counts whole seconds: a window under one second would refuse them all.
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="`pcii serve`: a signed request's max age",
     )
     server_index_write_s: float = Field(
         default=0.0,

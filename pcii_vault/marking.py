@@ -316,7 +316,7 @@ def render_release(
     by_policy = "withhold:attachments" in applied
     released = () if by_policy else tuple(n for n in described if n not in failed)
     withheld = tuple(n for n in described if n not in released)
-    file_name = {n: _release_file_name(n, shown_name[n], i) for i, n in enumerate(described, 1)}
+    file_name = _release_file_names(described, shown_name)
     notes = {
         shown_name[n]: "withheld by policy (withhold:attachments)"
         if by_policy
@@ -590,13 +590,29 @@ def _render_cover_sheet(ctx: _Context) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def _release_file_name(name: str, shown: str, number: int) -> str:
-    """The released file's name: its own unless redaction scrubbed part of it."""
-    if name == shown:
-        return name
-    suffix = PurePosixPath(name).suffix.lower()
-    keep = re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) and shown.lower().endswith(suffix)
-    return f"attachment-{number}{suffix if keep else ''}"
+def _release_file_names(described: Sequence[str], shown: Mapping[str, str]) -> dict[str, str]:
+    """Each attachment's released file name: its own unless redaction scrubbed part of it.
+
+    A scrubbed name becomes `attachment-<n>[.ext]`, numbered after its place and made
+    unique (case folded) against every other released name: an attachment may itself be
+    called `attachment-2.txt`.
+    """
+    taken = {name.casefold() for name in described if shown[name] == name}
+    names: dict[str, str] = {}
+    for number, name in enumerate(described, 1):
+        if shown[name] == name:
+            names[name] = name
+            continue
+        suffix = PurePosixPath(name).suffix.lower()
+        if not (re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) and shown[name].lower().endswith(suffix)):
+            suffix = ""
+        candidate, again = f"attachment-{number}{suffix}", 1
+        while candidate.casefold() in taken:
+            again += 1
+            candidate = f"attachment-{number}-{again}{suffix}"
+        taken.add(candidate.casefold())
+        names[name] = candidate
+    return names
 
 
 def _pdf_stamp(name: str, ctx: _Context) -> PdfStamp:

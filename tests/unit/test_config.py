@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pcii_vault.config import VaultConfig
+from pcii_vault.config import Settings, VaultConfig
 from pcii_vault.errors import ConfigError, IntegrityError
 
 _DELETED = object()
@@ -105,3 +105,14 @@ def test_a_directory_at_the_config_is_tampering(tmp_path: Path) -> None:
     (tmp_path / "vault.json").mkdir()
     with pytest.raises(IntegrityError, match="is a directory, not the vault's config"):
         VaultConfig.load(tmp_path / "vault.json")
+
+
+@pytest.mark.parametrize("value", ["1e-9", "0.0000004", "0.5", "0", "-1"])
+def test_a_request_window_under_a_second_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """`created` counts whole seconds: a shorter window refused every request, and one
+    under a microsecond made `pcii serve` crash after its banner (exit 1)."""
+    monkeypatch.setenv("PCII_SERVER_SKEW_S", value)
+    with pytest.raises(ConfigError, match=r"^PCII_SERVER_SKEW_S: .*greater than or equal to 1"):
+        Settings.from_environment()

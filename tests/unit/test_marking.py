@@ -274,6 +274,32 @@ def test_a_released_attachment_whose_name_was_scrubbed_gets_a_neutral_name() -> 
     assert "attachments/attachment-1.pdf" in package.files[COVER_SHEET_NAME].decode()
 
 
+@pytest.mark.parametrize("kept", ["attachment-2.pdf", "ATTACHMENT-2.PDF"])
+def test_a_scrubbed_name_never_takes_another_attachments_name(kept: str) -> None:
+    """A tester's finding: the second attachment, its name scrubbed, was released as
+    `attachment-2.pdf`, the name the first one already had: one file overwrote the other."""
+    doc = example_submission()
+    doc["attachments"] = [
+        {"name": kept, "description": "pump station log"},
+        {"name": ATTACHMENT, "description": "the assessment"},
+    ]
+    meta = [{"name": n, "sha256": "ab" * 32, "size": 1234} for n in (kept, ATTACHMENT)]
+    package = render_release(
+        doc,
+        meta,
+        ["redact:submitter"],
+        tracking_number=TRACKING,
+        recipient="analyst-ana",
+        access_index=42,
+        released_at=WHEN,
+        purpose="review",
+        authority=None,
+    )
+    assert package.file_names == {kept: kept, ATTACHMENT: "attachment-2-2.pdf"}
+    cover = package.files[COVER_SHEET_NAME].decode()
+    assert f"attachments/{kept}" in cover and "attachments/attachment-2-2.pdf" in cover
+
+
 def test_contact_names_of_any_length_are_scrubbed() -> None:
     doc = example_submission()
     doc["primary_contact"]["name"] = "Li Wu"
