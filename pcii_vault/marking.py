@@ -38,7 +38,7 @@ from typing import Any
 
 from pcii_vault.marking_pdf import PdfStamp, is_pdf_name
 from pcii_vault.models.reference import reference_data
-from pcii_vault.models.submission import TRACKING_NUMBER_PATTERN, Submission
+from pcii_vault.models.submission import STORED, TRACKING_NUMBER_PATTERN, Submission
 from pcii_vault.text import printable
 
 __all__ = [
@@ -287,7 +287,7 @@ def render_release(
     model = (
         submission
         if isinstance(submission, Submission)
-        else Submission.model_validate(dict(submission))
+        else Submission.model_validate(dict(submission), context={STORED: True})
     )
     described = [a.name for a in model.attachments]
 

@@ -295,6 +295,18 @@ def test_a_certification_dated_in_the_future_is_refused() -> None:
     validate_submission_bytes(_bytes(doc), attachment_names=ATTACH)
 
 
+def test_a_stored_certification_is_not_dated_again_by_the_releasing_clock() -> None:
+    """A tester's finding: a record received by a process whose clock ran days ahead
+    (its certification dated that clock's today) could then be neither reviewed nor
+    retrieved on a right clock: the release checked the date again, exit 2."""
+    doc = example_submission()
+    doc["certification"]["date"] = (datetime.now(UTC).date() + timedelta(days=3)).isoformat()
+    with pytest.raises(SubmissionInvalid):
+        validate_submission_bytes(_bytes(doc), attachment_names=ATTACH)
+    stored = validate_submission_bytes(_bytes(doc), attachment_names=ATTACH, stored=True)
+    assert stored.certification.date.isoformat() == doc["certification"]["date"]
+
+
 @pytest.mark.parametrize(
     "text",
     [
