@@ -20,7 +20,7 @@ import ssl
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlencode
@@ -405,7 +405,8 @@ def _checked_url(url: str) -> str:
     return url
 
 
-# OpenSSL's verify code for a certificate past its notAfter date.
+# OpenSSL's verify codes for a certificate before its notBefore or past its notAfter date.
+_X509_V_ERR_CERT_NOT_YET_VALID = 9
 _X509_V_ERR_CERT_HAS_EXPIRED = 10
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
 _X509_V_ERR_IP_ADDRESS_MISMATCH = 64
@@ -423,8 +424,17 @@ def _network(url: str) -> Iterator[None]:
             and cause.verify_code == _X509_V_ERR_CERT_HAS_EXPIRED
         ):
             raise ConfigError(
-                f"the certificate of {url} has expired: the server's administrator must "
-                "give `pcii serve` a current one (--tls-cert, --tls-key) and hand it out again"
+                f"the certificate of {url} has expired by this machine's clock ({_today()}): "
+                "if the clock is right, the server's administrator must give `pcii serve` a "
+                "current one (--tls-cert, --tls-key) and hand it out again"
+            ) from exc
+        if (
+            isinstance(cause, ssl.SSLCertVerificationError)
+            and cause.verify_code == _X509_V_ERR_CERT_NOT_YET_VALID
+        ):
+            raise ConfigError(
+                f"the certificate of {url} is not valid yet by this machine's clock "
+                f"({_today()}): check this machine's clock"
             ) from exc
         if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_code in (
             _X509_V_ERR_HOSTNAME_MISMATCH,
@@ -445,6 +455,10 @@ def _network(url: str) -> Iterator[None]:
         raise BackendError(f"the vault server at {url} did not answer in time") from exc
     except httpx.HTTPError as exc:
         raise BackendError(f"the connection to {url} failed: {exc}") from exc
+
+
+def _today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _verification_error(exc: BaseException) -> BaseException | None:

@@ -374,8 +374,9 @@ def test_a_key_whose_certificate_never_comes_is_refused_in_time(
         ensure_self_signed(tmp_path, ["127.0.0.1"])
 
 
-def _expired_pair(directory: Path) -> ServerCertificate:
-    """A self-signed pair for 127.0.0.1 whose validity ended yesterday."""
+def _expired_pair(directory: Path, *, days: tuple[int, int] = (-30, -1)) -> ServerCertificate:
+    """A self-signed pair for 127.0.0.1 valid from and until `days` from now (by default,
+    its validity ended yesterday)."""
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "expired")])
@@ -386,8 +387,8 @@ def _expired_pair(directory: Path) -> ServerCertificate:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=30))
-        .not_valid_after(now - timedelta(days=1))
+        .not_valid_before(now + timedelta(days=days[0]))
+        .not_valid_after(now + timedelta(days=days[1]))
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
@@ -427,6 +428,23 @@ def test_a_client_names_an_expired_server_certificate(tmp_path: Path) -> None:
     ):
         client.get(f"{url}:{port}/")
     assert "not trusted" not in str(refused.value)
+    assert "by this machine's clock" in str(refused.value)
+
+
+def test_a_client_whose_clock_is_behind_is_told_to_check_it(tmp_path: Path) -> None:
+    """A tester's finding: a client clock a day behind the certificate's start was told
+    "not trusted: pass --ca FILE" with the right --ca given."""
+    early = _expired_pair(tmp_path / "tls", days=(1, 30))
+    url = "https://127.0.0.1"
+    with (
+        tls_server(early) as (port, _),
+        httpx.Client(verify=client_context(early.cert_path), trust_env=False) as client,
+        pytest.raises(ConfigError, match="not valid yet by this machine's clock") as refused,
+        _network(f"{url}:{port}"),
+    ):
+        client.get(f"{url}:{port}/")
+    assert "check this machine's clock" in str(refused.value)
+    assert "--ca" not in str(refused.value)
 
 
 def test_a_damaged_certificate_is_a_config_error_at_every_byte(
