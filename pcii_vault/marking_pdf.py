@@ -64,6 +64,7 @@ MAX_PDF_BYTES = 256 << 20
 _LETTER = (612.0, 792.0)
 _HELVETICA_WIDTH = 0.6  # average glyph width per point of font size (capitals: wider)
 _MARGIN = 18.0
+_MIN_PAGE = 72.0  # points: one inch, the smallest page the marking fits on
 
 
 class UnmarkablePdf(Exception):  # noqa: N818 -- a verdict on an attachment, not a failure
@@ -324,8 +325,14 @@ def _box(page: pikepdf.Page) -> tuple[float, float, float, float]:
     media = _normalised([float(Decimal(str(v))) for v in page.mediabox])
     x0, y0 = max(crop[0], media[0]), max(crop[1], media[1])
     x1, y1 = min(crop[2], media[2]), min(crop[3], media[3])
-    if x1 - x0 < 1 or y1 - y0 < 1:
-        raise UnmarkablePdf("a page has no usable size")
+    if x1 - x0 < _MIN_PAGE or y1 - y0 < _MIN_PAGE:
+        # The header and footer are drawn 7 to 24 points inside the page's edges: on a
+        # smaller page (its content scaled down, shown full size by "fit page") they
+        # would lie outside it and the page would show no marking.
+        raise UnmarkablePdf(
+            f"a page is smaller than {_MIN_PAGE:g} points (one inch) across; the marking "
+            "would not fit on it"
+        )
     return x0, y0, x1, y1
 
 

@@ -80,8 +80,8 @@ def _check_released(path: Path, original_pages: int) -> None:
 
 @pytest.mark.parametrize(
     ("pages", "size"),
-    [(1, LETTER), (3, A4), (2, (144, 144)), (2, (1224, 792)), (5, (300, 1800))],
-    ids=["letter", "a4", "tiny", "tabloid-landscape", "tall"],
+    [(1, LETTER), (3, A4), (2, (144, 144)), (1, (72, 72)), (2, (1224, 792)), (5, (300, 1800))],
+    ids=["letter", "a4", "small", "one-inch", "tabloid-landscape", "tall"],
 )
 def test_every_page_of_every_size_is_stamped(
     tmp_path: Path, pages: int, size: tuple[float, float]
@@ -89,6 +89,21 @@ def test_every_page_of_every_size_is_stamped(
     source = make_pdf(tmp_path / "in.pdf", pages, size)
     assert stamp_pdf(source, tmp_path / "out.pdf", STAMP) == pages + 1
     _check_released(tmp_path / "out.pdf", pages)
+
+
+@pytest.mark.parametrize("size", [(4, 4), (71, 600), (600, 71)])
+def test_a_page_too_small_for_the_marking_is_not_released_unmarked(
+    tmp_path: Path, size: tuple[float, float]
+) -> None:
+    """A tester's finding: a 4 x 4 pt page (its content scaled down, shown full size by a
+    viewer's "fit page") was released with its header and footer drawn outside it."""
+    source = make_pdf(tmp_path / "in.pdf", 2, LETTER)
+    with pikepdf.open(source, allow_overwriting_input=True) as pdf:
+        pdf.pages[1].obj.MediaBox = [0, 0, *size]
+        pdf.save(source)
+    with pytest.raises(UnmarkablePdf, match=r"smaller than 72 points \(one inch\) across"):
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
 
 
 @pytest.mark.parametrize("rotate", [90, 180, 270, -90])
