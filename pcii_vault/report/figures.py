@@ -21,7 +21,7 @@ from typing import Any
 from pcii_vault.index import DEADLINE_DAYS, LIFECYCLE_TRANSITIONS
 from pcii_vault.lifecycle import RecordState, deadline_rule
 from pcii_vault.models.event import Event
-from pcii_vault.report.findings import FindingRules
+from pcii_vault.report.findings import CLOCK_SLACK, FindingRules
 from pcii_vault.report.spool import TableSpool
 
 __all__ = [
@@ -224,11 +224,20 @@ class ReportFigures:
         self._open_deadlines: dict[str, tuple[str, int, datetime, bool]] = {}
         self._awaiting_notice: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._decontrols: list[_Decontrol] = []
+        # The latest time of any event so far, and its index: a later event dated well
+        # before it was logged by a clock set back.
+        self._latest: tuple[int, datetime] | None = None
 
     # ----- streaming -----------------------------------------------------------------
 
     def observe(self, event: Event) -> None:
         """Take the next event of the log (in order)."""
+        latest = self._latest
+        if latest is None or event.time > latest[1]:
+            self._latest = (event.seq, event.time)
+        elif event.time < latest[1] - CLOCK_SLACK:
+            # Whatever the period: a clock set back moves an event out of its own.
+            self.findings.clock_set_back(event, latest)
         if self.period.until is not None and event.time > self.period.until:
             return
         inside = self.period.covers(event)

@@ -15,7 +15,10 @@ Rules (thresholds are module constants, stated in the report):
 - a decontrol not sent to every earlier recipient;
 - an overdue 30-day deadline (a validation decision, a deficiency cure, a final decision,
   acting on the submitter's preference);
-- a decision under a policy set that the log never loaded.
+- a decision under a policy set that the log never loaded;
+- an event dated more than `CLOCK_SLACK` before an event logged earlier (a clock set back
+  on a machine that acted on the vault: the times of its events, and the decisions made
+  at them, are not to be trusted), wherever in the log it falls.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from pcii_vault.models.event import Event
 
 __all__ = [
+    "CLOCK_SLACK",
     "EVIDENCE_LIMIT",
     "MANY_DENIALS",
     "POLICY_CHANGE_WINDOW",
@@ -42,6 +46,8 @@ MANY_DENIALS = 3
 WORK_START = 7
 WORK_END = 19
 POLICY_CHANGE_WINDOW = timedelta(hours=24)
+# Replicas' clocks differ a little, and a batch's acts are dated when first looked at.
+CLOCK_SLACK = timedelta(minutes=5)
 
 
 @dataclass
@@ -161,6 +167,20 @@ class FindingRules:
         found.cite(opened_seq)
         if closed_seq is not None:
             found.cite(closed_seq)
+
+    def clock_set_back(self, event: Event, latest: tuple[int, datetime]) -> None:
+        """`event` is dated more than `CLOCK_SLACK` before event `latest` logged earlier."""
+        found = self._finding(
+            "clock-set-back",
+            "log",
+            f"events dated more than {CLOCK_SLACK.total_seconds() / 60:.0f} min before an "
+            "event logged earlier: a clock set back where they were logged; their times "
+            "(and what was decided at them: training, deadlines, periods) are not to be "
+            "trusted",
+        )
+        if not found.events:
+            found.cite(latest[0])
+        found.cite(event.seq)
 
     def unknown_policy_set(self, event: Event) -> None:
         """A decision names a policy set the log never loaded."""

@@ -308,6 +308,25 @@ def test_a_decision_under_a_policy_set_never_loaded(log: Log) -> None:
     assert log.rules() == {("unknown-policy-set", "rogue")}
 
 
+def test_an_event_dated_well_before_an_earlier_one_is_a_clock_set_back(tmp_path: Path) -> None:
+    """A tester's finding: an analyst whose training had expired, the clock set ten days
+    back, was released a record dated before its receipt; no finding named it, and a
+    report of the real day did not count it. Whatever the period, the report says so."""
+    today = MONDAY + timedelta(days=10)
+    log = Log(tmp_path, Period(since=today - timedelta(hours=1)))
+    log.policy("p1", today)
+    log.principal("fed", today)
+    log.receive("R1", today)
+    log.add("access.decided", today + timedelta(minutes=4), actor="fed", decision="deny")
+    slack = log.release("fed", "R1", today)  # replicas' clocks differ a little: not named
+    back = log.release("fed", "R1", MONDAY)  # outside the period by its false time
+    log.figures.finish(today)
+    [finding] = log.figures.findings.all()
+    assert (finding.rule, finding.subject) == ("clock-set-back", "log")
+    assert finding.events == [3, back] and slack not in finding.events
+    assert "clock set back" in finding.text
+
+
 def test_period_limits_the_counts_not_the_state(tmp_path: Path) -> None:
     log = Log(tmp_path, Period(since=MONDAY + timedelta(days=1), until=MONDAY + timedelta(days=2)))
     log.policy("p1")
