@@ -2025,6 +2025,10 @@ class Vault:
         submission = validate_submission_bytes(
             document, attachment_names=[f["name"] for f in attachments], stored=True
         )
+        # Each file under the name the document describes: a record received before intake
+        # required the two to match in case too holds them differing in case only.
+        described = {a.name.casefold(): a.name for a in submission.attachments}
+        attachments = [f | {"name": described[str(f["name"]).casefold()]} for f in attachments]
         render = functools.partial(
             render_release,
             submission,

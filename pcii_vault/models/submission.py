@@ -556,8 +556,13 @@ def _is_safe_file_name(name: str) -> bool:
     return True
 
 
-def _attachment_problems(document: dict[str, Any], attachment_names: Sequence[str]) -> list[str]:
+def _attachment_problems(
+    document: dict[str, Any], attachment_names: Sequence[str], *, exact: bool = True
+) -> list[str]:
     """Cross-check the attachments the JSON describes against the files given.
+
+    `exact`: a described name must be the given file's own, case included (at intake; a
+    record stored by an older version may differ in case, and is released as described).
 
     An unsafe name is reported once (by the model for the JSON, here for --attach) and
     left out of the cross-check, so one mistake gives one problem.
@@ -579,7 +584,7 @@ def _attachment_problems(document: dict[str, Any], attachment_names: Sequence[st
             _check_file_name(name)
         except PydanticCustomError as exc:
             problems.append(f"--attach: {_quote(name)}: {exc.message()}")
-    given = {name.casefold() for name in attachment_names}
+    given = {name.casefold(): name for name in reversed(attachment_names)}
     described: set[str] = set()
     attachments = document.get("attachments", [])
     for index, item in enumerate(attachments if isinstance(attachments, list) else []):
@@ -593,6 +598,13 @@ def _attachment_problems(document: dict[str, Any], attachment_names: Sequence[st
             problems.append(
                 f"attachments[{index}].name: {_quote(raw)} is described but was not "
                 "given with --attach"
+            )
+        elif exact and given[raw.casefold()] != raw:
+            # The release names the file as described: it must be the file's own name.
+            problems.append(
+                f"attachments[{index}].name: {_quote(raw)} is described but was given with "
+                f"--attach as {_quote(given[raw.casefold()])}: the names must match exactly, "
+                "case included"
             )
     problems.extend(
         f"attachments: {_quote(name)} was given with --attach but is not described here"
@@ -685,7 +697,7 @@ def validate_submission_bytes(
     except ValidationError as exc:
         problems += _problems_of(exc, skip_duplicates=True)
     problems += _raw_duplicate_problems(document)
-    problems += _attachment_problems(document, attachment_names)
+    problems += _attachment_problems(document, attachment_names, exact=not stored)
     if not stored:
         problems += _hidden_text_problems(document, "", problems)
         if submission is not None:

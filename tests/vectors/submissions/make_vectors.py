@@ -262,6 +262,15 @@ CASES: list[tuple[str, Callable[[Doc], None] | None, list[str], str, str]] = [
         "the JSON describes a file that --attach did not give",
     ),
     (
+        "attachment-given-in-another-case",
+        None,
+        ["Riverbend-SCADA-assessment.pdf"],
+        'attachments[0].name: "riverbend-scada-assessment.pdf" is described but was given '
+        'with --attach as "Riverbend-SCADA-assessment.pdf": the names must match exactly',
+        "the file given differs from the name described in case only (it is released "
+        "under the described name)",
+    ),
+    (
         "attachment-given-not-described",
         None,
         [*ATTACH, "extra.pdf"],
