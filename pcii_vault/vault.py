@@ -119,12 +119,13 @@ from pcii_vault.models.submission import (
     same_organisation,
     validate_submission_bytes,
 )
-from pcii_vault.policy.archive import store_policy_set
+from pcii_vault.policy.archive import policy_set_damage, policy_set_key, store_policy_set
 from pcii_vault.policy.denial import explain_denial
 from pcii_vault.policy.engine import (
     Decision,
     EntityDirectory,
     PolicyEngine,
+    PolicyLoadError,
     default_policy_directory,
 )
 from pcii_vault.receipt import Receipt
@@ -237,6 +238,8 @@ class Maintenance:
     leftovers: tuple[str, ...]
     kept: tuple[str, ...]
     dry_run: bool
+    # The text of the policy set in force, deleted or changed in the store: written again.
+    policy_texts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -734,10 +737,16 @@ class Vault:
                 [_draft("policy.loaded", self._clock(), policy_set=self.policy.policy_set_hash)]
             )
         elif self._policy_text_unchecked():
-            # Logged before: its text must still be in the store, or every decision it
-            # makes could not be re-run by `audit verify`. Once per process and set: a
-            # text deleted (or replaced by junk) is written again from the policy files.
-            store_policy_set(self.store, self.policy, restore=True)
+            # Logged before: its text must still be in the store, or no decision it makes
+            # could be re-run by `audit verify`. Once per process and set. A text deleted
+            # or changed is tampering, refused here (not written over: `maintenance`
+            # does that, and says so).
+            damage = policy_set_damage(self.store, self.policy)
+            if damage is not None:
+                raise IntegrityError(
+                    f"{damage}: its decisions could not be re-run; `pcii maintenance` "
+                    "writes it again from this vault's policies/"
+                )
             self._policy_text_stored = self.policy.policy_set_hash
 
     def _policy_text_unchecked(self) -> bool:
@@ -2685,6 +2694,7 @@ class Vault:
             self.sync()
             records = {r.tracking: r for r in self.index.records()}
             size = self.reader().size()
+            policy_texts = self._policy_text_to_restore(dry_run=dry_run)
         shreds = [
             tracking
             for tracking, row in records.items()
@@ -2745,8 +2755,34 @@ class Vault:
                     except VaultError:
                         kept.append(f"{key} (unfinished multipart upload)")
         return Maintenance(
-            tuple(shreds), tuple(orphans), tuple(claims), tuple(leftovers), tuple(kept), dry_run
+            tuple(shreds),
+            tuple(orphans),
+            tuple(claims),
+            tuple(leftovers),
+            tuple(kept),
+            dry_run,
+            policy_texts,
         )
+
+    def _policy_text_to_restore(self, *, dry_run: bool) -> tuple[str, ...]:
+        """The key of the logged set in force when its stored text was deleted or changed.
+
+        Written again unless `dry_run` (a set not logged yet is stored by the next act).
+        """
+        try:
+            self._refresh_policy()
+        except PolicyLoadError:
+            return ()  # every act refuses until the policies load; nothing to restore from
+        if self._policy_set_unlogged():
+            return ()
+        damage = policy_set_damage(self.store, self.policy)
+        if damage is None:
+            return ()
+        _log.warning("policy_set_text_damaged", problem=damage)
+        if not dry_run:
+            store_policy_set(self.store, self.policy)
+            self._policy_text_stored = self.policy.policy_set_hash
+        return (policy_set_key(self.policy.policy_set_hash),)
 
     def _uploads_older_than(self, cutoff: datetime) -> dict[str, list[str]]:
         """The objects of uploads whose newest object is older than `cutoff`, by tracking number.

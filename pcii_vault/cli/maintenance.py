@@ -49,12 +49,19 @@ def maintenance(
             "stale_claims": list(done.stale_claims),
             "leftovers": list(done.leftovers),
             "kept": list(done.kept),
+            "policy_texts": list(done.policy_texts),
         },
         f"{verb} shredding {len(done.unfinished_shreds)} records; {gone} "
         f"{len(done.orphans)} orphaned objects, {len(done.stale_claims)} committed or forged "
         "claims, "
         f"{len(done.leftovers)} temporary files, empty record folders or unfinished uploads"
-        + (f"; kept {len(done.kept)} (locked by the store)" if done.kept else ""),
+        + (f"; kept {len(done.kept)} (locked by the store)" if done.kept else "")
+        + (
+            f"; {'would write' if dry_run else 'wrote'} again the text of the policy set "
+            "in force, deleted or changed in the store"
+            if done.policy_texts
+            else ""
+        ),
     )
-    for item in (*done.unfinished_shreds, *done.orphans, *done.leftovers):
+    for item in (*done.unfinished_shreds, *done.orphans, *done.leftovers, *done.policy_texts):
         state.output.note(f"  {item}")

@@ -8,9 +8,10 @@ hash from the files and refuses anything else, so a swapped or edited policy set
 detected, never used. With it an auditor re-runs every logged decision on the policies
 that made it.
 
-Invariants: an object at a policy set's key that does not hash to the key is junk and is
-replaced when the vault stores the real set (it cannot wedge the vault); reading checks
-the hash before parsing a single policy.
+Invariants: an object at a policy set's key that does not hash to the key is junk: it is
+replaced when the vault stores a set before logging it, and for a set the log names
+already (deleted or changed since) the vault refuses to decide until `pcii maintenance`
+writes it again; reading checks the hash before parsing a single policy.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from pcii_vault.errors import IntegrityError, NotFoundError, ObjectExistsError
 from pcii_vault.policy.engine import PolicyEngine, PolicyLoadError, hash_policy_files
 from pcii_vault.store.base import ObjectStore, remove_planted_under
 
-__all__ = ["POLICY_SET_PREFIX", "load_policy_set", "policy_set_key", "store_policy_set"]
+__all__ = [
+    "POLICY_SET_PREFIX",
+    "load_policy_set",
+    "policy_set_damage",
+    "policy_set_key",
+    "store_policy_set",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -63,18 +70,16 @@ def _parse_unverified_files(data: bytes, key: str) -> list[tuple[str, bytes]]:
     return [(name, text.encode("utf-8")) for name, text in doc["files"].items()]
 
 
-def store_policy_set(store: ObjectStore, engine: PolicyEngine, *, restore: bool = False) -> str:
-    """Store the exact text of `engine`'s policy set (idempotent); return its key.
+def store_policy_set(store: ObjectStore, engine: PolicyEngine) -> bool:
+    """Store the exact text of `engine`'s policy set (idempotent).
 
-    `restore`: the log already names the set, so its text missing here was deleted
-    (warned as such when written again).
+    Returns:
+        Whether it was written: absent, or junk in its place (replaced, never trusted).
     """
     key = policy_set_key(engine.policy_set_hash)
     data = _document(engine)
     try:
         store.put_if_absent(key, data)
-        if restore:
-            _log.warning("deleted_policy_set_restored", key=key)
     except ObjectExistsError:
         try:
             existing, etag = store.get_with_etag(key)
@@ -83,12 +88,30 @@ def store_policy_set(store: ObjectStore, engine: PolicyEngine, *, restore: bool 
             for found in remove_planted_under(store, key):
                 _log.warning("junk_under_policy_set_removed", key=found)
             store.put_if_absent(key, data)
-            return key
-        if existing != data:
-            # Junk at our key (the real text hashes to it): replace, never trust it.
-            _log.warning("junk_policy_set_replaced", key=key)
-            store.put_if_match(key, data, etag)
-    return key
+            return True
+        if existing == data:
+            return False
+        # Junk at our key (the real text hashes to it): replace, never trust it.
+        _log.warning("junk_policy_set_replaced", key=key)
+        store.put_if_match(key, data, etag)
+    return True
+
+
+def policy_set_damage(store: ObjectStore, engine: PolicyEngine) -> str | None:
+    """What happened to the stored text of `engine`'s set, or None when it is its own.
+
+    For a set the log already names: `store_policy_set` writes it again.
+    """
+    key = policy_set_key(engine.policy_set_hash)
+    try:
+        existing = store.get(key)
+    except NotFoundError:
+        return f"{key}, the text of the policy set in force, was deleted outside the vault"
+    except IntegrityError:  # larger than any object the vault writes
+        existing = b""
+    if existing != _document(engine):
+        return f"{key}, the text of the policy set in force, was changed outside the vault"
+    return None
 
 
 def load_policy_set(store: ObjectStore, policy_set_hash: str) -> PolicyEngine:

@@ -1,57 +1,69 @@
-"""A logged policy set's text deleted from the store is written again before it decides.
+"""A logged policy set's text deleted or changed in the store: refused, then restored.
 
 A tester's finding: with `policysets/<hash>` deleted, the vault went on logging decisions
 naming that set, never storing its text again, and from then on `audit verify` failed
 (exit 4, "policy set ... named by the log is missing"): one deleted object made every
-later decision impossible to re-run.
+later decision impossible to re-run. The next finding: the vault then wrote the text
+again by itself, at the next command of any kind, so the tampering left no trace. Now it
+is tampering (exit 4) until `pcii maintenance` writes it again and says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from vault_support import VaultBench
 
+from pcii_vault.errors import IntegrityError
 from pcii_vault.policy.archive import POLICY_SET_PREFIX, load_policy_set
+from pcii_vault.store.base import ObjectStore
 from pcii_vault.vault import Vault
 
 SECRET = b"policy-text-restored"
 
 
-def test_a_deleted_policy_text_is_restored_by_the_next_process_that_decides(
-    tmp_path: Path,
+def _deleted(store: ObjectStore, key: str) -> None:
+    store.delete(key)
+
+
+def _changed(store: ObjectStore, key: str) -> None:
+    _, etag = store.get_with_etag(key)
+    store.put_if_match(key, b"junk", etag)
+
+
+@pytest.mark.parametrize(("damage", "what"), [(_deleted, "deleted"), (_changed, "changed")])
+def test_a_damaged_policy_text_is_refused_until_maintenance_writes_it(
+    tmp_path: Path, damage: Callable[[ObjectStore, str], None], what: str
 ) -> None:
     bench = VaultBench(tmp_path, secret=SECRET, attachment_bytes=b"fictional\n")
     root = bench.vault.paths.root
     bench.vault.close()
     store = bench.real
-    stored = [info.key for info in store.list(POLICY_SET_PREFIX)]
-    assert len(stored) == 1
-    text = store.get(stored[0])
-    store.delete(stored[0])
+    [key] = [info.key for info in store.list(POLICY_SET_PREFIX)]
+    text = store.get(key)
+    damage(store, key)
     bench.vault = Vault(root, unseal=lambda: SECRET)
     try:
-        bench.submit_receipt()
-        assert store.get(stored[0]) == text
         size = bench.vault.index.size
-        named = {e.policy_set for e in bench.vault.reader().events(0, size) if e.policy_set}
-        for policy_set in named:
-            load_policy_set(store, policy_set)  # what `audit verify` re-runs decisions on
-    finally:
-        bench.vault.close()
-
-
-def test_junk_in_place_of_a_policy_text_is_replaced(tmp_path: Path) -> None:
-    bench = VaultBench(tmp_path, secret=SECRET, attachment_bytes=b"fictional\n")
-    root = bench.vault.paths.root
-    bench.vault.close()
-    store = bench.real
-    key = next(info.key for info in store.list(POLICY_SET_PREFIX))
-    text, etag = store.get_with_etag(key)
-    store.put_if_match(key, b"junk", etag)
-    bench.vault = Vault(root, unseal=lambda: SECRET)
-    try:
-        bench.submit_receipt()
+        for _ in range(2):  # refused each time, never written over
+            with pytest.raises(IntegrityError, match=rf"{key}, .* was {what} outside the vault"):
+                bench.submit_receipt()
+        assert bench.vault.reader().size() == size
+        dry = bench.vault.maintain(grace=timedelta(hours=24), dry_run=True)
+        assert dry.policy_texts == (key,)
+        with pytest.raises(IntegrityError, match=f"was {what}"):  # a dry run wrote nothing
+            bench.submit_receipt()
+        done = bench.vault.maintain(grace=timedelta(hours=24), dry_run=False)
+        assert done.policy_texts == (key,)
         assert store.get(key) == text
+        bench.submit_receipt()
+        assert bench.vault.maintain(grace=timedelta(hours=24), dry_run=True).policy_texts == ()
+        named = {e.policy_set for e in bench.vault.reader().events(0, bench.vault.index.size)}
+        for policy_set in named - {None}:
+            assert policy_set is not None
+            load_policy_set(store, policy_set)  # what `audit verify` re-runs decisions on
     finally:
         bench.vault.close()

@@ -18,6 +18,6 @@ def test_objects_planted_under_the_key_are_removed_and_the_set_stored(tmp_path: 
     key = policy_set_key(engine.policy_set_hash)
     store.put_if_absent(f"{key}/x", b"junk")
     store.put_if_absent(f"{key}/a/c", b"junk")
-    assert store_policy_set(store, engine) == key
+    assert store_policy_set(store, engine) is True
     assert load_policy_set(store, engine.policy_set_hash).policy_set_hash == engine.policy_set_hash
     assert [info.key for info in store.list("policysets/")] == [key]
