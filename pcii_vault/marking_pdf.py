@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_PAGES",
-    "PDF_SNIFF_BYTES",
     "PdfStamp",
     "UnmarkablePdf",
+    "file_looks_like_pdf",
     "is_pdf_name",
     "looks_like_pdf",
     "stamp_pdf",
@@ -91,14 +91,28 @@ def is_pdf_name(name: str) -> bool:
     return name.lower().endswith(".pdf")
 
 
-# A PDF reader looks for the header in the first kilobyte (ISO 32000-2, 7.5.2 and
-# common practice): a file with it there opens as a PDF whatever its name.
-PDF_SNIFF_BYTES = 1024
+_PDF_HEADER = b"%PDF-"
 
 
-def looks_like_pdf(head: bytes) -> bool:
-    """Whether the first `PDF_SNIFF_BYTES` of a file make a PDF reader open it as one."""
-    return b"%PDF-" in head[:PDF_SNIFF_BYTES]
+def looks_like_pdf(data: bytes) -> bool:
+    """Whether a PDF reader may open `data` as a PDF: `%PDF-` anywhere in it.
+
+    Readers look for the header in the first kilobyte (ISO 32000-2, 7.5.2), but poppler,
+    finding none there, goes on ("May not be a PDF file (continuing anyway)") and shows
+    a PDF that starts anywhere further on.
+    """
+    return _PDF_HEADER in data
+
+
+def file_looks_like_pdf(path: Path) -> bool:
+    """`looks_like_pdf` of a file's bytes, read a mebibyte at a time."""
+    with path.open("rb") as handle:
+        tail = b""
+        while chunk := handle.read(1 << 20):
+            if looks_like_pdf(tail + chunk):
+                return True
+            tail = chunk[1 - len(_PDF_HEADER) :]
+    return False
 
 
 def stamp_pdf(source: Path, dest: Path, stamp: PdfStamp) -> int:

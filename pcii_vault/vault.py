@@ -105,7 +105,12 @@ from pcii_vault.ledger.proof import prove
 from pcii_vault.ledger.tiles import MAX_ENTRY_BYTES
 from pcii_vault.lifecycle import SHREDDED_STATES, IllegalTransitionError, next_state, releasable
 from pcii_vault.marking import ReleasePackage, render_release
-from pcii_vault.marking_pdf import PDF_SNIFF_BYTES, UnmarkablePdf, looks_like_pdf, stamp_pdf
+from pcii_vault.marking_pdf import (
+    UnmarkablePdf,
+    file_looks_like_pdf,
+    looks_like_pdf,
+    stamp_pdf,
+)
 from pcii_vault.models.acts import DECONTROL_BASES, check_params
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal, PrincipalAttributes
@@ -2074,7 +2079,7 @@ class Vault:
                 raise self._missing_object(rendered.tracking, meta["object"]) from exc
             if hashlib.sha256(data).hexdigest() != meta["sha256"]:
                 raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
-            if looks_like_pdf(data[:PDF_SNIFF_BYTES]):
+            if looks_like_pdf(data):
                 return None
             contents[f"attachments/{package.file_names[meta['name']]}"] = data
         decision = rendered.decision
@@ -2126,7 +2131,7 @@ class Vault:
             )
             if digest != meta["sha256"]:
                 raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
-            if stamp is None and _opens_as_pdf(dest):
+            if stamp is None and file_looks_like_pdf(dest):
                 # A PDF under another name opens as one all the same: it is stamped too.
                 sniffed.add(meta["name"])
                 stamp = rendered.render(pdfs=frozenset({meta["name"]})).stamps[meta["name"]]
@@ -3250,12 +3255,6 @@ def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
     return type(exc).__name__
-
-
-def _opens_as_pdf(path: Path) -> bool:
-    """Whether a PDF reader opens the decrypted attachment at `path` as a PDF."""
-    with path.open("rb") as handle:
-        return looks_like_pdf(handle.read(PDF_SNIFF_BYTES))
 
 
 def _attachment_bytes(files: Iterable[Mapping[str, Any]]) -> int:

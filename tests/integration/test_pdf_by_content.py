@@ -17,11 +17,16 @@ WATER = "Water and Wastewater Systems"
 MARKING = "PROTECTED CRITICAL INFRASTRUCTURE INFORMATION"
 
 
-@pytest.fixture
-def bench(tmp_path: Path) -> VaultBench:
-    """The example PDF, submitted under a name that does not end in .pdf."""
+@pytest.fixture(
+    params=[0, 1100, (1 << 20) - 2], ids=["at-the-start", "after-1k", "across-a-mebibyte"]
+)
+def bench(tmp_path: Path, request: pytest.FixtureRequest) -> VaultBench:
+    """The example PDF, submitted under a name that does not end in .pdf, after `param`
+    bytes of junk (a tester's finding: poppler opens a PDF whose header is past the first
+    kilobyte, and it went out unstamped with a sidecar)."""
     assert not ATTACHMENT.lower().endswith(".pdf")
-    made = VaultBench(tmp_path, secret=SECRET, attachment_bytes=example_attachment_bytes())
+    junk = b" " * request.param
+    made = VaultBench(tmp_path, secret=SECRET, attachment_bytes=junk + example_attachment_bytes())
     made.add("analyst", "analyst", "EPA Water", "federal", sectors=[WATER])
     return made
 
