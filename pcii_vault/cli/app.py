@@ -455,10 +455,12 @@ def main(argv: list[str] | None = None) -> None:
             problems=tuple(str(p) for p in getattr(exc, "problems", ())),
         )
     except _click.ClickException as exc:
-        if _wants_help(exc) and not json_mode:  # `pcii principal` alone: its help, as -h
+        if _wants_help(exc) and not json_mode:
+            # `pcii principal` alone: its help (as -h), and a usage error's exit 2 (as with
+            # --json): a script that forgot the command does not go on as if it had run.
             sys.stdout.write(exc.format_message() + "\n")
-            sys.exit(0)
-        if _wants_help(exc):  # with --json, stdout is for JSON: a usage error, as such
+            sys.exit(2)
+        if _wants_help(exc):  # with --json, stdout is for JSON: the error as JSON
             _fail(_missing_command(exc), 2, json_mode=json_mode)
         _fail(" ".join(_usage_message(exc).split()), 2, json_mode=json_mode)
     except KeyboardInterrupt:

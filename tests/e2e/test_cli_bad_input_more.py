@@ -606,8 +606,9 @@ def test_a_group_alone_with_json_is_a_json_usage_error(vault: tuple[Cli, str]) -
         "error": "Missing command (see 'pcii principal --help')",
         "exit_code": 2,
     }
+    # A tester's finding: the same mistake was exit 0 without --json.
     helped = cli.run("principal")
-    assert helped.code == 0 and "Usage: pcii principal" in helped.out
+    assert helped.code == 2 and "Usage: pcii principal" in helped.out
 
 
 # ----- 12. SIGTERM in the middle of an upload ---------------------------------------------

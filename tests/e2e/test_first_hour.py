@@ -219,8 +219,9 @@ def test_usage_errors_are_one_pcii_error_line(cli: Cli) -> None:
 
 
 def test_help_of_a_group_alone_is_its_help(cli: Cli) -> None:
+    """Shown as with -h, and exit 2 (a command is missing), as with --json."""
     result = cli.run("principal")
-    assert result.code == 0 and "Usage: pcii principal" in result.out
+    assert result.code == 2 and "Usage: pcii principal" in result.out
 
 
 def _replay(cli: Cli, message: str) -> dict[str, object]:
