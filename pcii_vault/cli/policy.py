@@ -52,7 +52,13 @@ def _policy_directory(state: CliState, directory: Path | None) -> Path:
 
     if directory is not None:
         return directory
-    if state.vault is not None:
+    if state.server is not None:
+        # The server's policies are on its machine; the shipped ones are not them.
+        state.output.note(
+            f"note: the policies of {state.server} are on the server's machine, not read "
+            "from here: reading the shipped defaults; give DIR (or --dir) to read others"
+        )
+    elif state.vault is not None:
         if (state.vault / "policies").is_dir():
             return state.vault / "policies"
         # A mistyped --vault (or a vault whose policies/ is gone) must not read as

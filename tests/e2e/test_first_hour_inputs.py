@@ -197,6 +197,11 @@ def test_policy_commands_on_a_directory_that_is_no_vault_say_so(cli: Cli) -> Non
     checked = cli.ok("--vault", str(cli.root / "mistyped"), "policy", "check")
     assert "holds no policies/ directory" in checked.err
     assert "reading the shipped defaults" in checked.err
+    # Nor does a server's URL read the server's: they are on its machine (nothing is
+    # contacted; a tester's finding: it said "ok" with no note).
+    served = cli.ok("--vault", "https://127.0.0.1:9", "policy", "check")
+    assert "are on the server's machine" in served.err
+    assert "reading the shipped defaults" in served.err
 
 
 def test_an_error_line_shows_control_and_bidi_characters_as_escapes(cli: Cli) -> None:
