@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ import typer
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.errors import InputError
+from pcii_vault.text import printable
 
 __all__ = ["app", "schema_command"]
 
@@ -105,10 +107,11 @@ def template(
         rename = f" (no {described} was written: give --attachment-out, or your own files)"
     elif attachment_out.name != named:
         attach = attachment_out.with_name(named)  # no name to submit under: the example's
-        rename = f" (after renaming {attachment_out} to {attach})"
+        rename = f" (after renaming {_shell(attachment_out)} to {_shell(attach)})"
     state.output.note(
-        f"wrote example submission {out}; edit it (the attachments it describes are given "
-        f"with --attach), then: pcii --as KEYFILE submit {out} --attach {attach}{rename}"
+        f"wrote example submission {_shell(out)}; edit it (the attachments it describes are "
+        f"given with --attach), then: pcii --as KEYFILE submit {_shell(out)} --attach "
+        f"{_shell(attach)}{rename}"
     )
     if state.output.json_mode:
         state.output.result(
@@ -128,3 +131,8 @@ def schema_command() -> None:
     from pcii_vault.models.submission import Submission
 
     typer.echo(_dump(Submission.model_json_schema()), nl=False)
+
+
+def _shell(path: Path | str) -> str:
+    """`path` as a shell word, pasted as one argument (a name with a space, a quote)."""
+    return printable(shlex.quote(str(path)))
