@@ -442,7 +442,11 @@ class FilesystemStore:
             st = os.fstat(stream.fileno())
             sig: _StatSig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             etag = self._etag_cache.get(sig)
-            if etag is None:
+            if etag is None and st.st_size > MAX_WHOLE_OBJECT_BYTES:
+                # Never read whole, so never replaced by a conditional write: no hash of a
+                # planted file of any size (a sparse terabyte) is taken just to list it.
+                etag = f"unhashed-{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
+            elif etag is None:
                 etag = hashlib.file_digest(stream, "sha256").hexdigest()
                 if len(self._etag_cache) >= _ETAG_CACHE_MAX:
                     self._etag_cache.clear()
