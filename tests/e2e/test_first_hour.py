@@ -395,21 +395,15 @@ def test_kept_demo_prints_export_lines_that_work(cli: Cli) -> None:
 def test_the_template_hint_is_a_command_to_paste(cli: Cli) -> None:
     """A tester's finding: with `--attachment-out "scada report.pdf"` the hint printed
     `--attach scada report.pdf`, two arguments once pasted into a shell."""
-    made = cli.ok(
-        "submission",
-        "template",
-        "--out",
-        "my assessment.json",
-        "--attachment-out",
-        "scada report.pdf",
-    )
+    out, attachment = cli.root / "my assessment.json", cli.root / "scada report.pdf"
+    made = cli.ok("submission", "template", "--out", str(out), "--attachment-out", str(attachment))
     hint = made.err.split("then: ", 1)[1].strip()
     assert shlex.split(hint) == [
         "pcii",
         "--as",
         "KEYFILE",
         "submit",
-        "my assessment.json",
+        str(out),
         "--attach",
-        "scada report.pdf",
+        str(attachment),
     ]
