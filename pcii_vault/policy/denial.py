@@ -95,8 +95,15 @@ def _may_know(
         training_expires=context.now + timedelta(days=365),
         nda_signed=context.now.date() - timedelta(days=30),
     )
-    # The record's visibility, not this request's use or authority, decides.
-    plain = replace(context, use="infrastructure-protection", authority=None, emergency=False)
+    # The record's visibility, not this request's purpose, use or authority, decides: an
+    # act that states no purpose (status, validate) is judged as a search stating one.
+    plain = replace(
+        context,
+        purpose=context.purpose or "record look-up",
+        use="infrastructure-protection",
+        authority=None,
+        emergency=False,
+    )
     return any(
         engine.decide(standing, action, record, plain).allowed
         for action in ("status", "search", "review")

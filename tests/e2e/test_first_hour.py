@@ -269,6 +269,12 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     assert energy.code == 3
     assert "it is not one you may look up" in energy.err, energy.err
     assert WATER not in energy.err and "validated" not in energy.err
+    # An analyst of the record's sector, who finds it by a search, is told the role that
+    # decides, also for an act that states no purpose (a tester's finding: "it is not one
+    # you may look up", as if it were another sector's).
+    own = cli.run("validate", tracking, who="fedwater")
+    assert own.code == 3 and "an analyst cannot validate; only: office" in own.err, own.err
+    assert _replay(cli, own.err)["decision"] == "deny"
     # A revoked analyst of the record's own sector: the same, whatever the record.
     cli.ok("principal", "revoke", "fedwater", who="admin")
     gone = cli.run("status", tracking, who="fedwater")
