@@ -38,7 +38,11 @@ STATEMENT_FROM_PCII_MD = (
 
 
 def _release(
-    obligations: list[str], submission: dict[str, Any] | None = None, **kwargs: Any
+    obligations: list[str],
+    submission: dict[str, Any] | None = None,
+    *,
+    attachments: list[dict[str, Any]] | None = None,
+    **kwargs: Any,
 ) -> ReleasePackage:
     args: dict[str, Any] = {
         "tracking_number": TRACKING,
@@ -50,7 +54,10 @@ def _release(
     }
     args.update(kwargs)
     return render_release(
-        submission if submission is not None else example_submission(), META, obligations, **args
+        submission if submission is not None else example_submission(),
+        META if attachments is None else attachments,
+        obligations,
+        **args,
     )
 
 
@@ -284,17 +291,7 @@ def test_a_scrubbed_name_never_takes_another_attachments_name(kept: str) -> None
         {"name": ATTACHMENT, "description": "the assessment"},
     ]
     meta = [{"name": n, "sha256": "ab" * 32, "size": 1234} for n in (kept, ATTACHMENT)]
-    package = render_release(
-        doc,
-        meta,
-        ["redact:submitter"],
-        tracking_number=TRACKING,
-        recipient="analyst-ana",
-        access_index=42,
-        released_at=WHEN,
-        purpose="review",
-        authority=None,
-    )
+    package = _release(["redact:submitter"], doc, attachments=meta)
     assert package.file_names == {kept: kept, ATTACHMENT: "attachment-2-2.pdf"}
     cover = package.files[COVER_SHEET_NAME].decode()
     assert f"attachments/{kept}" in cover and "attachments/attachment-2-2.pdf" in cover
