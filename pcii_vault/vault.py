@@ -1291,6 +1291,7 @@ class Vault:
                         "given to anyone else (the log names who acted by it); choose another"
                     )
                 raise InputError(f"principal {principal_id!r} already exists")
+            self._check_one_spelling(attributes.organisation, principal_id)
             details = {"principal": principal.model_dump(mode="json")}
             return [self._decision_event("principal.registered", request, verdict, details=details)]
 
@@ -1322,6 +1323,8 @@ class Vault:
                 updated = Principal.model_validate(merged)
             except ValidationError as exc:
                 raise InputError(describe(exc, "invalid principal update")) from exc
+            if "organisation" in changes:
+                self._check_one_spelling(updated.organisation, principal_id)
             if "sectors" in changes:
                 _check_sectors(updated.sectors)
             if "training_expires" in changes:
@@ -1333,6 +1336,27 @@ class Vault:
 
         self._act(request, "manage-principals", update)
         return self.index.principal(principal_id)
+
+    def _check_one_spelling(self, organisation: str, principal_id: str) -> None:
+        """Refuse a second spelling of a registered organisation.
+
+        Intake takes names alike but for case and spacing as one (a document's
+        submitter); the policies compare them exactly.
+
+        Raises:
+            InputError: another principal's organisation is this one spelled otherwise.
+        """
+        for other in self.index.principals():
+            if (
+                other.id != principal_id
+                and other.organisation != organisation
+                and same_organisation(other.organisation, organisation)
+            ):
+                raise InputError(
+                    f"organisation '{printable(organisation)}' is '"
+                    f"{printable(other.organisation)}' (of {other.id}) spelled otherwise: give "
+                    "it as registered, or the policies would take them for two organisations"
+                )
 
     def revoke_principal(self, request: SignedRequest, principal_id: str) -> Principal:
         """Revoke a user for good (an admin's act); the request signs who."""
