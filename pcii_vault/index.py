@@ -512,6 +512,15 @@ class Index:
         assert self._path is not None  # noqa: S101 -- sealed: on disk
         with self._locked(fcntl.LOCK_EX):
             known = _stat_key(self._path)
+            if known is None and self._unverified is not None:
+                # Removed under a long-lived vault whose copy was never the log's (its tag
+                # failed): begin again from nothing, as a vault without an index does; the
+                # caller catches up from the verified log.
+                _log.warning("index_rebuilt_from_log", reason=f"{self._path.name} was removed")
+                self._db = _memory_connection()
+                self._db.executescript(_SCHEMA)
+                self._persist_locked()
+                return []
             if known is None:
                 # Removed under a long-lived vault: its copy, if it is the log's, goes back.
                 return self._diagnose_locked(f"{self._path.name} was removed", projection)
