@@ -1506,8 +1506,9 @@ class Vault:
         def receive(owner: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:
             # Decided again if another writer takes the position first: `details` stays.
             _check_submitter(details["declared_org"], owner)
+            self._check_supplemented(details["related"], owner)
             self._check_still_receivable(tracking, details["kek_version"])
-            facts = {k: v for k, v in details.items() if k != "declared_org"}
+            facts = {k: v for k, v in details.items() if k not in {"declared_org", "related"}}
             facts["submitter_org"] = owner.organisation
             return [self._decision_event("submission.received", request, verdict, details=facts)]
 
@@ -1595,7 +1596,26 @@ class Vault:
             # The version it was wrapped under (a rotation may have come in between).
             "kek_version": keyring.wrapped_version(wrapped),
             "declared_org": submission.submitter.organisation,
+            "related": submission.related_tracking_number,
         }
+
+    def _check_supplemented(self, related: str | None, owner: Principal) -> None:
+        """A supplement names an earlier submission of its own organisation.
+
+        The same answer for a record that does not exist and for another organisation's:
+        a submission tells nothing of records its owner may not see.
+
+        Raises:
+            InputError: `related` is no record of the owner's organisation.
+        """
+        if related is None:
+            return
+        row = self.index.find_record(related)
+        if row is None or not same_organisation(row.submitter_org, owner.organisation):
+            raise InputError(
+                f"related_tracking_number: {related} is no submission of your organisation "
+                "(a supplement names an earlier submission of its own submitter)"
+            )
 
     def _open_submission_document(self, dek: bytes, sealed: SealedUpload) -> Submission:
         ctx = ObjectContext(self.config.vault_id, sealed.tracking_number, "document")
