@@ -97,29 +97,37 @@ class VaultBench:
 
     def submit_receipt(self, *, attach: bool = True) -> Receipt:
         """What `pcii submit` does: check, upload (owner side), sign, receive."""
-        me = self.ids["owner"]
-        self.vault.check_identity(me)
-        sealed = self.upload(attach=attach)
+        self.vault.check_identity(self.ids["owner"])
+        return self.receive(self.upload(attach=attach))
+
+    def receive(self, sealed: SealedUpload, who: str = "owner") -> Receipt:
+        """`who` signs the submission of an upload, and the vault receives it."""
         request = self.vault.sign(
-            me, "submit", record=sealed.tracking_number, params={"files": list(sealed.files)}
+            self.ids[who],
+            "submit",
+            record=sealed.tracking_number,
+            params={"files": list(sealed.files)},
         )
         return self.vault.receive(request, sealed)
 
     def upload(self, *, attach: bool = True) -> SealedUpload:
         """The owner's side of a submission: a fresh tracking number, its objects stored."""
-        tracking = self.vault.new_tracking_number()
         document = example_submission()
         document["attachments"][0]["name"] = ATTACHMENT
         if not attach:
             document["attachments"] = []
+        return self.upload_document(document, [self.attachment] if attach else [])
+
+    def upload_document(self, document: dict[str, Any], attachments: list[Path]) -> SealedUpload:
+        """`document` and `attachments` uploaded under a fresh tracking number."""
         return upload(
             self.vault.store,
             vault_id=self.vault.config.vault_id,
-            tracking_number=tracking,
+            tracking_number=self.vault.new_tracking_number(),
             intake_public_key=self.vault.intake_key(),
             kek_version=self.vault.current_kek_version(),
             document=json.dumps(document).encode(),
-            attachments=[self.attachment] if attach else [],
+            attachments=attachments,
         )
 
     def retrieve(self, tracking: str, who: str = "analyst") -> SignedRequest:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from vault_support import ATTACHMENT, VaultBench
 
 import pcii_vault.models.submission as submission_module
 from pcii_vault.models.submission import SubmissionInvalid, example_submission
-from pcii_vault.submitter import upload
 
 SECRET = b"attachment-names-secret"
 WATER = "Water and Wastewater Systems"
@@ -30,22 +28,7 @@ def bench(tmp_path: Path) -> VaultBench:
 def _upload(bench: VaultBench, given: Path) -> str:
     document = example_submission()
     document["attachments"][0]["name"] = ATTACHMENT
-    sealed = upload(
-        bench.vault.store,
-        vault_id=bench.vault.config.vault_id,
-        tracking_number=bench.vault.new_tracking_number(),
-        intake_public_key=bench.vault.intake_key(),
-        kek_version=bench.vault.current_kek_version(),
-        document=json.dumps(document).encode(),
-        attachments=[given],
-    )
-    request = bench.vault.sign(
-        bench.ids["owner"],
-        "submit",
-        record=sealed.tracking_number,
-        params={"files": list(sealed.files)},
-    )
-    return bench.vault.receive(request, sealed).tracking_number
+    return bench.receive(bench.upload_document(document, [given])).tracking_number
 
 
 def test_a_file_given_in_another_case_than_described_is_refused_at_intake(

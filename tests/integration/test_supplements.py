@@ -7,7 +7,6 @@ supplement said "Supplements: PCII-..." of it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from vault_support import VaultBench
 from pcii_vault.errors import InputError
 from pcii_vault.models.submission import example_submission
 from pcii_vault.receipt import Receipt
-from pcii_vault.submitter import upload
 
 SECRET = b"supplements-secret"
 
@@ -35,22 +33,7 @@ def _supplement(bench: VaultBench, who: str, related: str) -> Receipt:
     organisation = bench.vault.index.principal(who).organisation
     for part in ("submitter", "certification"):
         document[part]["organisation"] = organisation
-    sealed = upload(
-        bench.vault.store,
-        vault_id=bench.vault.config.vault_id,
-        tracking_number=bench.vault.new_tracking_number(),
-        intake_public_key=bench.vault.intake_key(),
-        kek_version=bench.vault.current_kek_version(),
-        document=json.dumps(document).encode(),
-        attachments=[],
-    )
-    request = bench.vault.sign(
-        bench.ids[who],
-        "submit",
-        record=sealed.tracking_number,
-        params={"files": list(sealed.files)},
-    )
-    return bench.vault.receive(request, sealed)
+    return bench.receive(bench.upload_document(document, []), who)
 
 
 def test_a_supplement_of_ones_own_submission_is_received(bench: VaultBench) -> None:
