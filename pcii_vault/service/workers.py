@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from pcii_vault.errors import InputError, VaultError
+from pcii_vault.keys.local import UNSEAL_SECRET_ENV
 
 if TYPE_CHECKING:
     import asyncio
@@ -365,6 +366,9 @@ def supervise(spec: WorkerSpec, sock: socket.socket, workers: int) -> int:
     Stopped by Ctrl-C (SIGINT), it raises the signal again for the handler it found,
     once the workers have stopped.
     """
+    # The secret travels in `spec`: no process started from here (workers, their
+    # replacements, multiprocessing's helpers) inherits it from the environment.
+    os.environ.pop(UNSEAL_SECRET_ENV, None)
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
 

@@ -237,6 +237,27 @@ def _every_worker_answered(cli: ServerCli, server: VaultServer) -> set[int]:
     return workers
 
 
+def _children(pid: int) -> set[int]:
+    """Every process `pid` started (workers, multiprocessing's helpers)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def test_no_worker_inherits_the_unseal_secret_from_the_environment(cli: ServerCli) -> None:
+    # Started with PCII_UNSEAL_SECRET set, the parent hands the secret over the spawn
+    # pipe: no process it starts carries the variable in its environment.
+    server = cli.server
+    assert server is not None
+    assert "PCII_UNSEAL_SECRET" in cli.env
+    workers = _every_worker_answered(cli, server)
+    children = _children(server.process.pid)
+    assert workers <= children
+    for pid in children:
+        assert b"PCII_UNSEAL_SECRET=" not in Path(f"/proc/{pid}/environ").read_bytes(), pid
+
+
 def test_a_worker_killed_while_serving_is_replaced(cli: ServerCli) -> None:
     server = cli.server
     assert server is not None
