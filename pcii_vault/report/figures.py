@@ -273,12 +273,14 @@ class ReportFigures:
             policy_set, event.seq, event.time
         )
         self._policy_in_force = current
+        changed = previous is not None and previous.hash != current.hash
+        if changed:
+            # Before the period too: a release in it may follow the change by hours.
+            self.findings.policy_changed(event)
         if self.period.covers_time(event.time):
             self.policy_sets.setdefault(current.hash, current)
-            if previous is not None and previous.hash != current.hash:
-                self.findings.policy_changed(event)
-                if event.seq != current.loaded_seq:
-                    current.loaded_again.append(event.seq)
+            if changed and event.seq != current.loaded_seq:
+                current.loaded_again.append(event.seq)
 
     def _track_principal(self, event: Event) -> None:
         details = event.details

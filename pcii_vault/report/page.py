@@ -28,6 +28,7 @@ from pcii_vault.report.audit import AuditReport
 from pcii_vault.report.charts import Chart
 from pcii_vault.report.figures import DEADLINE_KINDS, KEY_OPERATION_LIMIT, TABLES
 from pcii_vault.report.findings import (
+    CLOCK_SLACK,
     MANY_DENIALS,
     POLICY_CHANGE_WINDOW,
     WORK_END,
@@ -364,7 +365,9 @@ def _findings(page: _Page, report: AuditReport) -> None:
         "permitted; a key version used after its retirement; a release to someone without "
         "current training or NDA; a 29.8(f) disclosure without its program-office notice; a "
         "decontrol not sent to an earlier recipient; an overdue 30-day deadline; a decision "
-        "under a policy set the log never loaded.</p>\n"
+        "under a policy set the log never loaded; an event dated more than "
+        f"{CLOCK_SLACK.total_seconds() / 60:.0f} minutes before one logged earlier (a clock "
+        "set back), wherever in the log.</p>\n"
     )
     if not found:
         page.w('<p class="empty" id="no-findings">No findings.</p>\n')

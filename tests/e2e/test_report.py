@@ -216,6 +216,7 @@ def test_page_renders_in_chromium_with_no_request_but_the_file(vault: Cli) -> No
     assert seen.scripts == 0
     assert seen.headings == ["Access log audit report", *HEADINGS]
     assert "Log sound" in seen.text
+    assert "before one logged earlier (a clock set back)" in seen.text  # every rule is named
     assert HOSTILE_ORG in seen.text  # shown as text, not markup
     days = len(want["acts_by_day"])  # bucketed by day: the log is minutes long
     denial_policies = want["denials_by_policy"]

@@ -210,6 +210,23 @@ def test_policy_set_loaded_shortly_before_a_release_it_permitted(log: Log) -> No
     assert finding.events == [loaded, release]
 
 
+def test_a_policy_change_just_before_the_period_is_named_for_a_release_in_it(
+    tmp_path: Path,
+) -> None:
+    """A tester's finding: a report from 10:00 left out a release at 12:00 permitted by a
+    policy set loaded at 09:00 (the change was outside the period)."""
+    log = Log(tmp_path, Period(since=MONDAY + timedelta(hours=2), until=None))
+    log.policy("p1", MONDAY)
+    log.principal("fed")
+    log.validated("R")
+    loaded = log.policy("p2", MONDAY + timedelta(hours=1))
+    release = log.release("fed", "R", MONDAY + timedelta(hours=3), policy_set="p2")
+    finding = log.only_finding(MONDAY + timedelta(hours=4))
+    assert finding.rule == "policy-changed-before-release"
+    assert finding.events == [loaded, release]
+    assert list(log.figures.policy_sets) == ["p2"]
+
+
 def test_a_policy_change_reverted_lists_the_set_loaded_again(log: Log) -> None:
     """p1, then p2, then p1 again: the table must not read as if p2 were still in force."""
     weakened = log.policy("p2", MONDAY + timedelta(hours=1))
