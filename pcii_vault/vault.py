@@ -1577,6 +1577,7 @@ class Vault:
         keyring = self.keyring
         dek = keyring.open_intake(sealed.sealed_dek)
         submission = self._open_submission_document(dek, sealed)
+        self._check_attachments_uploaded(dek, sealed)
         record_ctx = RecordContext(self.config.vault_id, sealed.tracking_number)
         wrapped = keyring.wrap(dek, record_ctx.to_bytes())
         try:
@@ -1620,8 +1621,34 @@ class Vault:
     def _open_submission_document(self, dek: bytes, sealed: SealedUpload) -> Submission:
         ctx = ObjectContext(self.config.vault_id, sealed.tracking_number, "document")
         document = _read_document(self.store, dek, ctx, sealed.files)
+        _check_uploaded_as_signed(
+            "the document", sealed.files[0], hashlib.sha256(document).hexdigest(), None
+        )
         names = [f["name"] for f in sealed.files if f["object"] != "document"]
         return validate_submission_bytes(document, attachment_names=names)
+
+    def _check_attachments_uploaded(self, dek: bytes, sealed: SealedUpload) -> None:
+        """Each attachment decrypts, whole, to the SHA-256 and size its request signed.
+
+        The log and the receipt state them as the submission's: an owner's client that
+        signed others would make a false record of what was submitted, and a release
+        of it a false tampering alarm.
+
+        Raises:
+            IntegrityError: naming the first attachment that differs or fails to open.
+        """
+        tracking = sealed.tracking_number
+        for entry in sealed.files[1:]:
+            what = f"attachment {printable(str(entry['name']))!r}"
+            ctx = ObjectContext(self.config.vault_id, tracking, entry["object"])
+            digest = hashlib.sha256()
+            size = 0
+            for chunk in _named_failures(
+                open_object(dek, ctx, self.store.open_stream(_doc_key(ctx))), what
+            ):
+                digest.update(chunk)
+                size += len(chunk)
+            _check_uploaded_as_signed(what, entry, digest.hexdigest(), size)
 
     def _discard_unless_recorded(self, tracking: str) -> None:
         """Remove a failed submission's objects, unless the log made them a record.
@@ -3270,6 +3297,21 @@ def _read_bounded(
     if total != declared:
         raise IntegrityError(f"{what}: smaller than its declared size")
     return b"".join(parts)
+
+
+def _check_uploaded_as_signed(
+    what: str, entry: Mapping[str, Any], sha256: str, size: int | None
+) -> None:
+    """The uploaded plaintext (`sha256`, and `size` unless checked already) is the entry's.
+
+    Raises:
+        IntegrityError: they differ (nothing is logged; the upload is removed).
+    """
+    if sha256 != entry["sha256"] or (size is not None and size != entry["size"]):
+        raise IntegrityError(
+            f"{what} uploaded is not the one its request signed (SHA-256 or size differ): "
+            "nothing was logged"
+        )
 
 
 def _named_failures(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:

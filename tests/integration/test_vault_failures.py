@@ -210,6 +210,49 @@ def test_an_interrupt_as_an_object_is_stored_removes_that_object_too(
     assert bench.keys_under("records/") == []
 
 
+@pytest.mark.parametrize(
+    ("entry", "field", "value"),
+    [
+        (0, "sha256", "0" * 64),  # the document
+        (1, "sha256", "0" * 64),
+        (1, "size", 0),
+        (1, "size", len(ATTACHMENT_BYTES) + 1),
+        (1, "size", len(ATTACHMENT_BYTES) - 100),
+    ],
+)
+def test_a_manifest_signing_other_hashes_or_sizes_than_uploaded_is_refused(
+    bench: Bench, entry: int, field: str, value: object
+) -> None:
+    """A tester's finding: a hostile owner's client signed a document hash of zeros and an
+    attachment size of 0; the vault logged them and the receipt verified, so the log's
+    record of what was submitted was the owner's word (and the attachment's release a
+    false tampering alarm). Exit 4 at intake, nothing logged, nothing stored."""
+    sealed = bench.upload()
+    files = [dict(f) for f in sealed.files]
+    files[entry][field] = value
+    sealed.files = tuple(files)
+    size_before = bench.vault.reader().size()
+    with pytest.raises(IntegrityError, match="not the one its request signed"):
+        bench.receive(sealed)
+    assert bench.vault.reader().size() == size_before
+    assert bench.vault.index.records() == []
+    assert bench.keys_under("records/") == bench.keys_under("wrapped/") == []
+    bench.assert_log_sound()
+
+
+def test_an_attachment_damaged_after_its_upload_is_refused_at_intake(bench: Bench) -> None:
+    """Its last byte changed before the receipt: exit 4 naming it, not a record."""
+    sealed = bench.upload()
+    stored = bench.objects_path(f"records/{sealed.tracking_number}/files/0")
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 1
+    stored.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="attachment"):
+        bench.receive(sealed)
+    assert bench.vault.index.records() == []
+    assert bench.keys_under("records/") == []
+
+
 def test_log_unavailable_at_receipt_is_not_a_record_and_keeps_its_objects(bench: Bench) -> None:
     """The upload finished but `submission.received` cannot be logged: not a record.
 
