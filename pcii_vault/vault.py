@@ -1340,7 +1340,7 @@ class Vault:
     def _check_one_spelling(self, organisation: str, principal_id: str) -> None:
         """Refuse a second spelling of a registered organisation.
 
-        Intake takes names alike but for case and spacing as one (a document's
+        Intake takes names alike but for case, spacing and Unicode form as one (a document's
         submitter); the policies compare them exactly.
 
         Raises:
@@ -3017,7 +3017,7 @@ def _check_submitter(declared: str, owner: Principal) -> None:
 
     The record's submitter of record is the owner's organisation (its owners follow and
     withdraw it); a document naming another would release under a name the log does not
-    hold. Compared without regard to case and spacing.
+    hold. Compared without regard to case, spacing and Unicode form.
 
     Raises:
         InputError: the submission names another organisation.

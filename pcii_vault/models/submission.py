@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -643,8 +644,17 @@ def _hidden_text_problems(value: Any, path: str, reported: Sequence[str]) -> lis
 
 
 def same_organisation(one: str, other: str) -> bool:
-    """Whether two organisation names are one, case and spacing aside."""
-    return " ".join(one.casefold().split()) == " ".join(other.casefold().split())
+    """Whether two organisation names are one, case, spacing and Unicode form aside.
+
+    The form: "Société" typed with composed or decomposed accents (NFC or NFD, as
+    editors differ), or in fullwidth letters, is one name (compatibility normalisation).
+    """
+    return _organisation_key(one) == _organisation_key(other)
+
+
+def _organisation_key(name: str) -> str:
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    return " ".join(folded.split())
 
 
 def _signer_problems(submission: Submission) -> list[str]:

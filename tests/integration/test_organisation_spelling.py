@@ -14,6 +14,7 @@ import pytest
 from vault_support import VaultBench
 
 from pcii_vault.errors import InputError
+from pcii_vault.models.submission import example_submission
 
 SECRET = b"organisation-spelling"
 OTHER_SPELLING = "riverbend  MUNICIPAL water authority"
@@ -45,3 +46,28 @@ def test_nor_may_an_update_give_one(bench: VaultBench) -> None:
     with pytest.raises(InputError, match="spelled otherwise"):
         bench.vault.update_principal(request, "grid", {"organisation": OTHER_SPELLING})
     assert bench.vault.index.principal("grid").organisation == "Northgrid Power"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "Socie\u0301te\u0301 E\u0301nergie",  # decomposed accents (NFD), as some editors type
+        "\uff33oci\u00e9t\u00e9 \u00c9nergie",  # a fullwidth S
+    ],
+)
+def test_the_same_letters_in_another_unicode_form_are_one_spelling(
+    bench: VaultBench, spelling: str
+) -> None:
+    """A tester's finding: "Société Énergie" in NFD beside its NFC spelling was
+    registered as a second organisation, and an owner whose document named its own
+    organisation in the other form was told it was not theirs, both names printed alike."""
+    bench.add("cafe", "owner", "Soci\u00e9t\u00e9 \u00c9nergie", "private")
+    with pytest.raises(InputError, match="spelled otherwise"):
+        bench.add("cafe2", "owner", spelling, "private")
+    document = example_submission()
+    document["submitter"]["organisation"] = spelling
+    document["certification"]["organisation"] = spelling
+    document["attachments"] = []
+    receipt = bench.receive(bench.upload_document(document, []), "cafe")
+    row = bench.vault.index.record(receipt.tracking_number)
+    assert row.submitter_org == "Soci\u00e9t\u00e9 \u00c9nergie"  # the registered spelling
