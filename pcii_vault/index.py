@@ -260,6 +260,17 @@ def _write_tagged(path: Path, data: bytes, tag: bytes) -> None:
             Path(f"{path}{suffix}").unlink()
 
 
+# Every column that holds the index of the log event a row came from.
+_EVENT_COLUMNS = (
+    ("principals", "since_seq"),
+    ("records", "received_seq"),
+    ("records", "state_seq"),
+    ("recipients", "seq"),
+    ("nonces", "seq"),
+    ("illegal", "seq"),
+)
+
+
 def _size_of(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key='size'").fetchone()
     return int(row[0]) if row else 0
@@ -569,6 +580,25 @@ class Index:
     def size(self) -> int:
         """How many log events have been applied."""
         return _size_of(self._db)
+
+    def claimed_size(self) -> int:
+        """How many log events this index stands for: `size`, or more if a row says so.
+
+        Each row names the event it came from (`since_seq`, `received_seq`, `seq`...).
+        In a copy whose tag failed, a row of an event the size leaves out is the index's
+        evidence of a longer log: an attacker who rolled the log back and deleted the
+        size (or set it back) must not pass that evidence off as an edit.
+
+        Raises:
+            sqlite3.DatabaseError: a table or column is missing (an edited schema).
+            ValueError: a value is no number.
+        """
+        latest = [self.size - 1]
+        for table, column in _EVENT_COLUMNS:
+            value = self._db.execute(f"SELECT MAX({column}) FROM {table}").fetchone()[0]  # noqa: S608 -- names from the constant above
+            if value is not None:
+                latest.append(int(value))
+        return max(latest) + 1
 
     def size_and_root(self) -> tuple[int, bytes | None]:
         """`size` and `root`, read in one statement.

@@ -691,7 +691,7 @@ class Vault:
             IntegrityError: the index claims more events than the verified log holds.
         """
         try:
-            indexed = index.size
+            indexed = index.claimed_size()
         except (sqlite3.DatabaseError, ValueError):
             return
         self._refuse_ahead_of_log(indexed, authentic=False)
@@ -834,6 +834,8 @@ class Vault:
             except IntegrityError:
                 authentic = False
             indexed, root = index.size_and_root()
+            if not authentic:
+                indexed = index.claimed_size()
         except (sqlite3.DatabaseError, ValueError):
             return  # unreadable rows: it claims nothing
         finally:

@@ -9,10 +9,12 @@ Every test works on its own copy of one vault built once for the module.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import shutil
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -149,7 +151,9 @@ def test_a_store_rolled_back_whole_fails_audit_verify_on_the_vault(
     assert "rollback" in one_line_error(cli.run("status", tracking, who="owner"), 4)
 
 
-@pytest.mark.parametrize("damage", ["none", "a flipped byte", "no tag"])
+@pytest.mark.parametrize(
+    "damage", ["none", "a flipped byte", "no tag", "no size", "its size set back"]
+)
 def test_a_store_and_anchor_rolled_back_together_are_caught_by_the_index(
     vault: tuple[Cli, str], damage: str
 ) -> None:
@@ -173,6 +177,14 @@ def test_a_store_and_anchor_rolled_back_together_are_caught_by_the_index(
         index.write_bytes(bytes(data))
     elif damage == "no tag":
         (cli.vault / "index.sqlite.mac").unlink()
+    else:
+        # A tester's finding: the size deleted or set back, the rows of the revocation
+        # kept, the rollback was named an edit, and `index rebuild` erased its evidence.
+        with contextlib.closing(sqlite3.connect(index)) as db, db:
+            if damage == "no size":
+                db.execute("DELETE FROM meta")
+            else:
+                db.execute("UPDATE meta SET value = CAST(value AS INTEGER) - 1 WHERE key='size'")
     out = str(cli.root / "after-revocation")
     refused = cli.run("get", tracking, "--purpose", "drought planning", "--out", out, who="water")
     assert "the log was rolled back" in one_line_error(refused, 4)
