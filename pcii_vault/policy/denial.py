@@ -60,8 +60,9 @@ def explain_denial(
     if record is not None and not _may_know(engine, principal, record, context):
         if principal.status != "active":
             # The status decides whatever the record: explain's defaults stand in for it.
-            policies = ", ".join(decision.policy_ids) or "no policy permits it"
-            reason = f"you are {principal.status} ({policies}): every request is denied"
+            # No policy ids: the other forbids that fired (need to know, a closed
+            # record) would tell the record's sector or state.
+            reason = f"you are {principal.status}: every request is denied"
             command = explain_command(principal, action, record, context, hide_record=True)
             return f"{action} denied for {principal.id!r}: {reason}; see why: {command}"
         reason = (

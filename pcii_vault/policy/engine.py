@@ -8,6 +8,8 @@ policy without `@id`, a repeated `@id`, an unknown annotation, an unknown obliga
 obligations on a forbid, a template, an empty file, or an empty directory.
 
 `PolicyEngine.decide()` evaluates one request. Invariants:
+- Only an active principal is ever permitted: a suspended or revoked one (any status but
+  "active") is denied by `INACTIVE_PRINCIPAL_RULE` whatever the policies permit.
 - Default deny: only a Cedar "Allow" with no evaluation error permits. Any error (a
   policy failing at run time, a request that does not match the schema, an exception
   from Cedar) denies and is reported; Cedar alone would skip an erroring forbid.
@@ -80,6 +82,7 @@ from pcii_vault.policy.obligations import Obligation, canonical_obligations, par
 
 __all__ = [
     "HASH_DOMAIN",
+    "INACTIVE_PRINCIPAL_RULE",
     "Decision",
     "EntityDirectory",
     "PolicyEngine",
@@ -96,6 +99,8 @@ _POLICY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,79}")
 _INTERNAL_ID = re.compile(r"\bpolicy0\b")
 _PRINCIPAL_CACHE_SIZE = 4096
 _RECORD_CACHE_SIZE = 16384  # about 1 KB each; cleared when full, like the principal cache
+# Named as the determining policy of the vault's own rule: only an active principal acts.
+INACTIVE_PRINCIPAL_RULE = "principal-not-active"
 _DECISION_CACHE_SIZE = 16384  # cleared when full, like the others
 _MAX_POLICY_FILE_BYTES = 1 << 20  # a policy file or schema; the shipped ones are a few KiB
 
@@ -688,6 +693,10 @@ class PolicyEngine:
         except Exception as exc:  # noqa: BLE001 -- fail closed on anything Cedar raises
             return self._deny((), (f"{type(exc).__name__}: {exc}",))
         decision = self._outcome(result)
+        if decision.allowed and principal.status != "active":
+            # The vault's own rule, whatever the policies permit: only an active
+            # principal acts (the shipped set says so too, by this id).
+            decision = self._deny((INACTIVE_PRINCIPAL_RULE,), ())
         if len(self._decisions) >= _DECISION_CACHE_SIZE:
             self._decisions.clear()
         self._decisions[key] = decision

@@ -286,6 +286,25 @@ def test_an_inactive_principals_act_is_a_logged_denial_in_both_modes(
     assert not (cli.root / "out" / tracking).exists()
 
 
+@pytest.mark.parametrize("status", ["suspended", "revoked"])
+def test_an_inactive_principals_denial_names_no_fact_of_the_record(
+    populated: Cli, status: str
+) -> None:
+    """A tester's finding: the denial listed every forbid that fired, and `record-closed`
+    told a revoked analyst the record was withdrawn."""
+    cli = populated
+    tracking = _submit(cli, attach=False)
+    cli.ok("withdraw", tracking, who="owner")
+    if status == "revoked":
+        cli.ok("principal", "revoke", "water", who="admin")
+    else:
+        cli.ok("principal", "update", "water", "--status", "suspended", who="admin")
+    out = str(cli.root / "out")
+    line = one_line_error(cli.run("get", tracking, "--purpose", "p", "--out", out, who="water"), 3)
+    assert f"you are {status}: every request is denied" in line, line
+    assert "record-closed" not in line and "withdrawn" not in line, line
+
+
 def test_index_rebuild_reproduces_the_index_exactly(populated: Cli) -> None:
     cli = populated
     tracking = _submit(cli, attach=False)

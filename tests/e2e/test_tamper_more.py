@@ -603,4 +603,15 @@ def test_a_policy_edit_that_permits_a_suspended_user_still_releases_nothing(
     assert "suspended" in line and "another act came first" not in line
     assert "illegal_event_ignored" not in result.err
     assert not (cli.root / "out").exists()
+    # Nor does anything else (a tester's finding: `status` answered, and nothing was
+    # logged): the vault's own rule denies, and each denial is logged.
+    status = cli.run("status", tracking, who="water")
+    assert "you are suspended" in one_line_error(status, 3)
+    denials = [
+        (e["actor"], e["decision"], e["policies"])
+        for e in cli.ok("audit", "log", "--type", "access.decided").lines()
+        if e["actor"] == "water"
+    ]
+    assert denials[-2] == ("water", "deny", ["principal-not-active"])  # the get
+    assert denials[-1][:2] == ("water", "deny")  # the status
     cli.ok("audit", "verify")

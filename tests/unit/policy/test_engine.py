@@ -54,6 +54,19 @@ def test_suspended_principal_is_denied_everything(engine: PolicyEngine) -> None:
         assert "principal-not-active" in decision.policy_ids
 
 
+@pytest.mark.parametrize("status", ["suspended", "revoked"])
+def test_an_inactive_principal_is_denied_whatever_the_policies_permit(
+    policy_dir: MakeDir, status: str
+) -> None:
+    """A tester's finding: with a permit-all set (and principal-status.cedar removed) a
+    suspended or revoked principal read `status` of records, and nothing was logged."""
+    permit_all = '// everything\n@id("permit-all")\npermit (principal, action, resource);\n'
+    engine = PolicyEngine.load(policy_dir({"all.cedar": permit_all}))
+    assert engine.decide(principal(), "status", record(), request()).allowed
+    decision = engine.decide(principal(status=status), "status", record(), request())
+    assert (decision.allowed, decision.policy_ids) == (False, ("principal-not-active",))
+
+
 def test_sector_mismatch_is_denied(engine: PolicyEngine) -> None:
     decision = engine.decide(principal(), "retrieve", record(sector="Dams"), request())
     assert (decision.allowed, decision.policy_ids) == (False, ("no-need-to-know",))
