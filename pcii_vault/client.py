@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pcii_vault.durable import path_exists
+from pcii_vault.durable import left_by_a_dead_process, path_exists
 from pcii_vault.errors import BackendError, ConfigError, InputError, VaultError
 from pcii_vault.models.acts import (
     ActParams,
@@ -540,6 +540,7 @@ def write_release(out_dir: Path, request: SignedRequest, stage: Stage, failed: F
     except OSError as exc:
         raise InputError(f"cannot create {out_dir}: {exc.strerror}") from exc
     try:
+        _remove_dead_stagings(pinned, out_dir)
         return _stage_and_rename(target, stage, failed, pinned, created)
     finally:
         os.close(pinned)
@@ -581,6 +582,23 @@ def _stage_and_rename(
             with contextlib.suppress(OSError):
                 directory.rmdir()  # only if still empty
         raise
+
+
+def _remove_dead_stagings(pinned: int, out_dir: Path) -> None:
+    """Remove what releases killed part-way left in `--out` (decrypted, unmarked files).
+
+    A release killed while it wrote (SIGKILL, a power cut) cannot remove its staging
+    directory; the next release into the same folder does, once that process is gone.
+    """
+    with contextlib.suppress(OSError):
+        for name in os.listdir(pinned):
+            if left_by_a_dead_process(name):
+                shutil.rmtree(name, dir_fd=pinned, ignore_errors=True)
+                import structlog  # noqa: PLC0415 -- rare; the CLI's import stays light
+
+                structlog.get_logger("pcii_vault").warning(
+                    "dead_release_staging_removed", path=str(out_dir / name)
+                )
 
 
 def _still_there(out_dir: Path, pinned: int) -> bool:

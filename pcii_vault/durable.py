@@ -14,8 +14,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
+import re
 import secrets
+import socket
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,10 +27,13 @@ from pcii_vault.errors import InputError, IntegrityError
 
 __all__ = [
     "fsync_directory",
+    "is_temp_name",
+    "left_by_a_dead_process",
     "new_file_via_temporary",
     "path_exists",
     "read_bounded",
     "replace_file",
+    "staging_prefix",
     "temp_name",
     "write_new_file",
 ]
@@ -46,6 +52,55 @@ def fsync_directory(directory: Path) -> None:
 def temp_name(path: Path) -> Path:
     """A fresh hidden name beside `path` for the file or directory that will become it."""
     return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+
+
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is one `temp_name` gives (a crash may leave it behind)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def staging_prefix(tracking: str) -> str:
+    """The start of a release's staging directory name: the record, then this process.
+
+    The process (its host, hashed, and pid) lets a later release into the same folder
+    remove a staging directory whose process was killed (`left_by_a_dead_process`).
+    """
+    return f".{tracking}.{_this_process()}."
+
+
+# `.<tracking>.<host>-<pid>.<random>.partial`, as `staging_prefix` and mkdtemp name it.
+_STAGING = re.compile(r"\.PCII-\d{4}-\d{8}\.(?P<host>[0-9a-f]{8})-(?P<pid>\d{1,10})\.\w+\.partial")
+
+
+def _this_process() -> str:
+    return f"{_host_tag()}-{os.getpid()}"
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def left_by_a_dead_process(name: str) -> bool:
+    """Whether `name` is a release's staging directory whose process, on this host, died.
+
+    Another host's (a shared folder) or a live process's, this one's included, is not.
+    """
+    found = _STAGING.fullmatch(name)
+    if found is None or found["host"] != _host_tag():
+        return False
+    pid = int(found["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
 
 
 def _write_temp(path: Path, data: bytes, mode: int, *, sync: bool = True) -> Path:

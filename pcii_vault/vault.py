@@ -60,7 +60,13 @@ from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.seal import DEFAULT_SCRYPT, ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey, Ed25519PublicKey
 from pcii_vault.decisions import decide, principal_facts, record_facts, request_facts
-from pcii_vault.durable import fsync_directory, read_regular, write_new_file
+from pcii_vault.durable import (
+    fsync_directory,
+    is_temp_name,
+    read_regular,
+    staging_prefix,
+    write_new_file,
+)
 from pcii_vault.errors import (
     ActConflictError,
     BackendError,
@@ -1936,7 +1942,9 @@ class Vault:
         # caller's destination (exit 2); else the server's own spool (exit 5 for a full disk).
         server_side = not durable
         try:
-            staging = Path(tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=spool))
+            staging = Path(
+                tempfile.mkdtemp(prefix=staging_prefix(tracking), suffix=".partial", dir=spool)
+            )
         except OSError as exc:
             raise self.release_failed(
                 tracking, index, exc, server_side=server_side, place=spool
@@ -2795,17 +2803,22 @@ class Vault:
             for info in self.store.list(CLAIM_PREFIX)
             if info.key[len(CLAIM_PREFIX) :].isdigit() and int(info.key[len(CLAIM_PREFIX) :]) < size
         ] + self._junk_claims(size)
-        leftovers = (
+        store_leftovers = (
             [str(path) for path in self.store.leftovers(cutoff)]
             if isinstance(self.store, FilesystemStore)
             else []
         )
+        leftovers = list(store_leftovers)
         unfinished = (
             self.store.unfinished_uploads(cutoff)
             if isinstance(self.store, UnfinishedUploads)
             else []
         )
         leftovers += [f"{key} (unfinished multipart upload)" for key, _ in unfinished]
+        # The vault directory's own: a command killed while it wrote the index, the
+        # keyring or log-checkpoint left a whole copy of it under a temporary name.
+        vault_temps = _temp_files_older_than(self.paths.root, cutoff)
+        leftovers += [str(path) for path in vault_temps]
         kept: list[str] = []
         if not dry_run:
             for tracking in shreds:
@@ -2819,19 +2832,7 @@ class Vault:
                     self.store.delete(key)
                 except VaultError:
                     kept.append(key)
-            if isinstance(self.store, FilesystemStore):
-                for path in leftovers:
-                    self.store.remove_leftover(Path(path))
-                # A temporary file was the last thing in its record's folder (an upload
-                # killed mid-write, its document removed above as an orphan).
-                for tracking in _record_folders_of(self.store.root, leftovers):
-                    self.remove_empty_record_folder(tracking)
-            if isinstance(self.store, UnfinishedUploads):
-                for key, upload_id in unfinished:
-                    try:
-                        self.store.abort_unfinished(key, upload_id)
-                    except VaultError:
-                        kept.append(f"{key} (unfinished multipart upload)")
+            kept += self._remove_leftovers(store_leftovers, vault_temps, unfinished)
         return Maintenance(
             tuple(shreds),
             tuple(orphans),
@@ -2841,6 +2842,31 @@ class Vault:
             dry_run,
             policy_texts,
         )
+
+    def _remove_leftovers(
+        self,
+        store_leftovers: list[str],
+        vault_temps: list[Path],
+        unfinished: Sequence[tuple[str, str]],
+    ) -> list[str]:
+        """Remove what `maintain` found of writes that never finished; what stays."""
+        for temp in vault_temps:
+            temp.unlink(missing_ok=True)
+        if isinstance(self.store, FilesystemStore):
+            for path in store_leftovers:
+                self.store.remove_leftover(Path(path))
+            # A temporary file was the last thing in its record's folder (an upload
+            # killed mid-write, its document removed above as an orphan).
+            for tracking in _record_folders_of(self.store.root, store_leftovers):
+                self.remove_empty_record_folder(tracking)
+        kept: list[str] = []
+        if isinstance(self.store, UnfinishedUploads):
+            for key, upload_id in unfinished:
+                try:
+                    self.store.abort_unfinished(key, upload_id)
+                except VaultError:
+                    kept.append(f"{key} (unfinished multipart upload)")
+        return kept
 
     def _policy_text_to_restore(self, *, dry_run: bool) -> tuple[str, ...]:
         """The key of the logged set in force when its stored text was deleted or changed.
@@ -3476,6 +3502,20 @@ def _kek_missing_in_holder(key_id: str, version: int) -> str:
         "rotation was logged and the key not made (`pcii keys rotate` on the vault "
         "directory that logged it completes it); nothing is wrapped until it is there"
     )
+
+
+def _temp_files_older_than(directory: Path, cutoff: datetime) -> list[Path]:
+    """The files `temp_name` named in `directory`, unchanged since before `cutoff`."""
+    found: list[Path] = []
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if not is_temp_name(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            with contextlib.suppress(OSError):
+                changed = datetime.fromtimestamp(entry.stat(follow_symlinks=False).st_mtime, UTC)
+                if changed < cutoff:
+                    found.append(directory / entry.name)
+    return sorted(found)
 
 
 def _record_folders_of(root: Path, paths: Iterable[str]) -> set[str]:

@@ -29,6 +29,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from pcii_vault.client import Progress, VaultInfo
+from pcii_vault.durable import staging_prefix
 from pcii_vault.errors import BackendError, ConfigError, InputError, IntegrityError, VaultError
 from pcii_vault.index import Deadline, RecordRow
 from pcii_vault.models.principal import Principal, PrincipalAttributes
@@ -170,7 +171,7 @@ class HttpTransport:
             access = int(meta["access_index"])
             try:
                 staging = Path(
-                    tempfile.mkdtemp(prefix=f".{tracking}.", suffix=".partial", dir=spool)
+                    tempfile.mkdtemp(prefix=staging_prefix(tracking), suffix=".partial", dir=spool)
                 )
             except OSError as exc:
                 raise self.release_failed(tracking, access, exc) from exc

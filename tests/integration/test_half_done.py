@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 from vault_support import VaultBench
 
+from pcii_vault.durable import staging_prefix, temp_name
 from pcii_vault.errors import ActConflictError, BackendError, InputError, IntegrityError
 from pcii_vault.models.request import SignedRequest
 from pcii_vault.models.submission import example_attachment_bytes
@@ -545,3 +548,50 @@ def test_an_index_replaced_by_a_directory_under_a_long_lived_vault_is_tampering(
     index.mkdir()
     with pytest.raises(IntegrityError, match="replaced by something else than an index file"):
         vault.status(vault.sign(bench.ids["owner"], "status", record=tracking))
+
+
+def test_a_vault_file_left_under_a_temporary_name_is_a_leftover(bench: VaultBench) -> None:
+    """A tester's finding: a command killed while it wrote the index left a whole copy of
+    it (every principal and record) as `.index.sqlite.<random>.tmp`, which maintenance
+    neither listed nor removed."""
+    vault = bench.vault
+    temp = temp_name(vault.paths.index)
+    temp.write_bytes(vault.paths.index.read_bytes())
+    hour_ago = time.time() - 3600
+    os.utime(temp, (hour_ago, hour_ago))
+    assert str(temp) not in vault.maintain(grace=timedelta(hours=24), dry_run=True).leftovers
+    assert str(temp) in vault.maintain(grace=timedelta(minutes=30), dry_run=True).leftovers
+    assert temp.exists()  # a dry run changes nothing
+    vault.maintain(grace=timedelta(minutes=30), dry_run=False)
+    assert not temp.exists()
+    assert vault.paths.index.exists()
+
+
+def test_a_release_killed_part_way_is_removed_by_the_next_release_into_its_folder(
+    bench: VaultBench, tmp_path: Path
+) -> None:
+    """A tester's finding: `get` killed (SIGKILL) while it wrote left the decrypted,
+    unmarked attachment in a hidden staging folder under `--out`, for good. The next
+    release into that folder removes it once its process is gone; a live one's stays."""
+    vault = bench.vault
+    tracking = bench.submit_receipt().tracking_number
+    vault.transition(
+        vault.sign(bench.ids["office"], "validate", record=tracking), "submission.validated"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    code = (
+        "from pcii_vault.durable import staging_prefix; print(staging_prefix('PCII-2026-00000001'))"
+    )
+    gone = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    left = out / f"{gone}k1ll3d_x.partial"
+    (left / "attachments").mkdir(parents=True)
+    (left / ".attachment-0.plain").write_bytes(b"decrypted, unmarked")
+    in_flight = out / f"{staging_prefix('PCII-2026-00000002')}w0rk1ng.partial"
+    in_flight.mkdir()
+    vault.release(_retrieve(bench, tracking), out)
+    assert not left.exists()
+    assert in_flight.is_dir()
+    assert (out / tracking).is_dir()
