@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pcii_vault.durable import left_by_a_dead_process, path_exists
-from pcii_vault.errors import BackendError, ConfigError, InputError, VaultError
+from pcii_vault.errors import (
+    ActConflictError,
+    BackendError,
+    ConfigError,
+    InputError,
+    IntegrityError,
+    PolicyDenied,
+    VaultError,
+)
 from pcii_vault.models.acts import (
     ActParams,
     KeyParams,
@@ -387,9 +395,12 @@ class Client:
         request = self.sign("submit", record=tracking, params=params)
         try:
             return self.transport.receive(request, sealed)
-        except KeyboardInterrupt as exc:
-            # Handed to the vault: it may log the submission all the same. The owner
-            # needs the tracking number to find out, not to submit it twice.
+        except (InputError, PolicyDenied, ActConflictError, IntegrityError):
+            raise  # refused: nothing of it was logged
+        except BaseException as exc:
+            # Handed to the vault, interrupted or failing (a full disk as its event was
+            # committed, a server gone): it may log the submission all the same. The
+            # owner needs the tracking number to find out, not to submit it twice.
             exc.add_note(
                 f"after handing {tracking} to the vault, which may record it all the same: "
                 f"check `pcii status {tracking}` before submitting it again"

@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pcii_vault.errors import InputError, IntegrityError
+from pcii_vault.errors import BackendError, InputError, IntegrityError
 
 __all__ = [
     "fsync_directory",
@@ -35,6 +35,7 @@ __all__ = [
     "replace_file",
     "staging_prefix",
     "temp_name",
+    "vault_file_failure",
     "write_new_file",
 ]
 
@@ -47,6 +48,14 @@ def fsync_directory(directory: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def vault_file_failure(path: Path | str, exc: OSError) -> BackendError:
+    """A file of the vault's own could not be written (exit 5): named, with why."""
+    return BackendError(
+        f"cannot write {path}: {exc.strerror or exc} (the vault directory must be "
+        "writable, with room)"
+    )
 
 
 def temp_name(path: Path) -> Path:

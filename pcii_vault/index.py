@@ -54,7 +54,7 @@ import structlog
 
 from pcii_vault.crypto.mac import Authenticator
 from pcii_vault.crypto.signing import Ed25519PublicKey
-from pcii_vault.durable import read_regular, replace_file
+from pcii_vault.durable import read_regular, replace_file, vault_file_failure
 from pcii_vault.errors import BackendError, InputError, IntegrityError, NotFoundError
 from pcii_vault.lifecycle import (
     DEADLINE_DAYS,
@@ -190,6 +190,8 @@ def _open_lock(path: Path) -> int:
         raise IndexTamperedError(
             f"{path.name}.lock is a directory, not the index's lock file; remove it"
         ) from None
+    except OSError as exc:  # a read-only vault directory, say
+        raise vault_file_failure(f"{path}.lock", exc) from exc
 
 
 def _stat_key(path: Path) -> tuple[int, ...] | None:

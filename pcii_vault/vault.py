@@ -65,6 +65,7 @@ from pcii_vault.durable import (
     is_temp_name,
     read_regular,
     staging_prefix,
+    vault_file_failure,
     write_new_file,
 )
 from pcii_vault.errors import (
@@ -2399,8 +2400,11 @@ class Vault:
 
             # Noted before the event is logged: a re-run after a crash between the two
             # completes this vault's own rotation, never another replica's.
-            pending.unlink(missing_ok=True)
-            write_new_file(pending, f"{held + 1} {request.body.nonce}".encode(), mode=0o600)
+            try:
+                pending.unlink(missing_ok=True)
+                write_new_file(pending, f"{held + 1} {request.body.nonce}".encode(), mode=0o600)
+            except OSError as exc:  # a full disk, say: nothing was logged
+                raise vault_file_failure(pending, exc) from exc
             try:
                 self._act(request, "rotate-keys", rotate)
             except ActConflictError:
@@ -2732,7 +2736,10 @@ class Vault:
         # The local keyring is unsealed as soon as the index is opened (its tag key): a
         # keyring read before the lock may predate another process's rotation.
         loaded_before = self._keyring is not None or self._local_keys is not None
-        fd = os.open(self.paths.root / _KEY_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.paths.root / _KEY_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # a read-only vault directory, say
+            raise vault_file_failure(self.paths.root / _KEY_LOCK_NAME, exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
 

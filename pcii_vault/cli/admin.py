@@ -15,7 +15,7 @@ from pcii_vault.cli.files import refuse_existing
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import check_sectors
-from pcii_vault.errors import ConfigError, InputError
+from pcii_vault.errors import ActConflictError, ConfigError, InputError, PolicyDenied
 
 if TYPE_CHECKING:
     from pcii_vault.models.principal import Principal, PrincipalAttributes
@@ -374,16 +374,17 @@ def principal_add(
         new_identity.save_new(key_out)
         try:
             principal = me.add_principal(name, attributes, key.public_key.raw)
-        except KeyboardInterrupt:
-            # Perhaps handed to the log already: the registration may stand, and then
-            # this file is the only copy of its key (and the id is never given again).
+        except (InputError, PolicyDenied, ActConflictError):
+            key_out.unlink(missing_ok=True)  # refused before anything was logged
+            raise
+        except BaseException:
+            # Interrupted, or failing once perhaps handed to the log (a full disk as the
+            # index is written): the registration may stand, and then this file is the
+            # only copy of its key (and the id is never given again).
             state.already_done.append(
                 f"while registering {name}: its key file {key_out} is kept, as {name} may "
                 "be registered all the same (see `pcii principal list`); delete it if not"
             )
-            raise
-        except BaseException:
-            key_out.unlink(missing_ok=True)
             raise
         state.output.result(
             {**_principal_row(principal), "key_file": str(key_out)},

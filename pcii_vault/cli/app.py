@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             _print_traceback()
         _fail(
-            exc.diagnostics(),
+            " ".join([exc.diagnostics(), *state.already_done]),
             exc.exit_code,
             json_mode=json_mode,
             problems=tuple(str(p) for p in getattr(exc, "problems", ())),

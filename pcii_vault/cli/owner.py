@@ -66,8 +66,9 @@ def submit(
         with client(state) as me:
             receipt = _submit(state, me, document=document, attachments=attachments)
     except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):  # handed to the vault already? its number
-            state.already_done.extend(getattr(exc, "__notes__", ()))
+        # Handed to the vault already (interrupted, or failing once it may be logged)?
+        # The note names its tracking number.
+        state.already_done.extend(getattr(exc, "__notes__", ()))
         raise
     # The submission is logged: its tracking number is printed whatever happens next (on
     # stderr with the error, when stdout cannot be written or the command is interrupted).
@@ -107,6 +108,7 @@ def submit(
         raise typer.Exit(InputError.exit_code)
     state.output.result(data, human=receipt.tracking_number)
     if problem is not None:
+        state.already_done.clear()  # the problem names the submission already
         raise InputError(problem)  # an output path that failed: exit 2, as for any
 
 

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from pcii_vault.durable import read_regular, replace_file
+from pcii_vault.durable import read_regular, replace_file, vault_file_failure
 from pcii_vault.errors import IntegrityError
 from pcii_vault.ledger.note import MAX_NOTE_BYTES, Checkpoint, NoteVerifier, parse_checkpoint
 
@@ -115,7 +115,10 @@ class CheckpointAnchor:
             current = self.load(verifier)
             if current is not None and current.size >= checkpoint.size:
                 return
-            replace_file(self.path, checkpoint.note.encode("utf-8"), mode=0o600)
+            try:
+                replace_file(self.path, checkpoint.note.encode("utf-8"), mode=0o600)
+            except OSError as exc:  # a full disk, say
+                raise vault_file_failure(self.path, exc) from exc
             self._raise_floor(checkpoint)
 
     @contextlib.contextmanager
@@ -124,6 +127,8 @@ class CheckpointAnchor:
             fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         except IsADirectoryError:
             raise IntegrityError(f"{self.path}.lock is a directory, not a lock file") from None
+        except OSError as exc:  # a read-only vault directory, say
+            raise vault_file_failure(f"{self.path}.lock", exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

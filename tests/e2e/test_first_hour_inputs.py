@@ -291,30 +291,38 @@ def test_an_init_interrupted_once_the_vault_is_made_keeps_its_shares(cli: Cli) -
     assert verified.returncode == 0, verified.stderr
 
 
-_INTERRUPTED_AS_REGISTERED = """
-import os, signal
+_FAILING_AS_REGISTERED = """
+import os, signal, sys
 from pcii_vault import client
 from pcii_vault.cli import app
+from pcii_vault.errors import BackendError
+HOW = sys.argv.pop(1)
 add = client.LocalTransport.add_principal
 def interrupted(self, *args, **kwargs):
     add(self, *args, **kwargs)
-    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the registration is logged
+    if HOW == "interrupt":
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the registration is logged
+    raise BackendError("the index cannot be written: No space left on device")
 client.LocalTransport.add_principal = interrupted
 app.main()
 """
 
 
-def test_a_principal_add_interrupted_as_it_is_logged_keeps_the_key_file(cli: Cli) -> None:
-    """The registration stands: its key file is the only copy of the user's key."""
+@pytest.mark.parametrize(("how", "code"), [("interrupt", 130), ("full-disk", 5)])
+def test_a_principal_add_failing_as_it_is_logged_keeps_the_key_file(
+    cli: Cli, how: str, code: int
+) -> None:
+    """The registration stands: its key file is the only copy of the user's key (a
+    tester's finding: a full disk as the index was written removed it)."""
     cli.init()
     key = cli.key("late")
-    args = ["--as", str(cli.key("admin")), "principal", "add", "late", "--role", "auditor",
-            "--key-out", str(key)]  # fmt: skip
+    args = [how, "--as", str(cli.key("admin")), "principal", "add", "late", "--role",
+            "auditor", "--key-out", str(key)]  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED_AS_REGISTERED, *args],
+        [sys.executable, "-c", _FAILING_AS_REGISTERED, *args],
         env=cli.env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert done.returncode == 130, done.stderr
+    assert done.returncode == code, done.stderr
     assert f"its key file {key} is kept" in one_line_error_any(done.stderr)
     assert key.is_file()
     # Registered, and its key is the one kept: the auditor lists the principals with it.
@@ -335,3 +343,33 @@ def test_an_owner_is_of_the_private_sector_unless_told_otherwise(cli: Cli) -> No
     listed = cli.ok("--json", "principal", "list", who="admin").lines()
     levels = {row["id"]: row["level"] for row in listed}
     assert (levels["acme"], levels["epa"], levels["state"]) == ("private", "federal", "state")
+
+
+_FAILING_AS_SUBMITTED = """
+from pcii_vault import client
+from pcii_vault.cli import app
+from pcii_vault.errors import BackendError
+receive = client.LocalTransport.receive
+def full(self, *args, **kwargs):
+    receive(self, *args, **kwargs)
+    raise BackendError("the index cannot be written: No space left on device")
+client.LocalTransport.receive = full
+app.main()
+"""
+
+
+def test_a_submit_failing_once_it_is_logged_names_its_tracking_number(cli: Cli) -> None:
+    """A tester's finding: a full disk as the index was written after the submission was
+    committed said exit 5 without the tracking number; the owner submitted it again."""
+    cli.init()
+    cli.add("acme", "owner", "--org", "Riverbend Municipal Water Authority")
+    document = cli.write_submission("bare.json", attachments=[])
+    args = ["--as", str(cli.key("acme")), "submit", str(document)]
+    done = subprocess.run(
+        [sys.executable, "-c", _FAILING_AS_SUBMITTED, *args],
+        env=cli.env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    line = one_line_error_any(done.stderr)
+    [tracking] = [r["tracking_number"] for r in cli.ok("search", who="acme").lines()]
+    assert f"check `pcii status {tracking}` before submitting it again" in line, line

@@ -153,12 +153,13 @@ def test_a_principal_suspended_before_the_position_is_denied_there(
 
     _between_looks(monkeypatch, bench.fixed, bench.as_other(suspend))
     decisions = _decisions(monkeypatch, bench.fixed)
-    with pytest.raises(PolicyDenied, match="principal-not-active"):
+    with pytest.raises(PolicyDenied, match="you are suspended"):
         _validate(bench, tracking)
     # The first look permitted; the position saw the suspension and decided again.
     assert decisions == ["permit", "deny"]
     denial = _last_event(bench.fixed)
     assert (denial.type, denial.actor, denial.decision) == ("access.decided", "office", "deny")
+    assert denial.policies == ("principal-not-active",)
     assert bench.fixed.index.record(tracking).state == "received"
     bench.audit()
 
@@ -177,7 +178,7 @@ def test_a_principal_revoked_before_the_position_gets_nothing(
     _between_looks(monkeypatch, bench.fixed, bench.as_other(revoke))
     decisions = _decisions(monkeypatch, bench.fixed)
     out = tmp_path / "released"
-    with pytest.raises(PolicyDenied, match="principal-not-active"):
+    with pytest.raises(PolicyDenied, match="you are revoked"):
         _retrieve(bench, tracking, out)
     # A release looks twice: the read (its first look), then the access at its position.
     assert decisions == ["permit", "deny"]

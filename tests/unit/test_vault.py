@@ -9,6 +9,7 @@ and retirement of the old version.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -712,3 +713,48 @@ def test_a_deleted_index_is_rebuilt_from_the_log_with_a_warning(setup: Setup) ->
     with structlog.testing.capture_logs() as logs:
         assert reopened.status(reopened.sign(setup.ids["owner"], "status", record=tracking))
     assert [e["event"] for e in logs].count("index_rebuilt_from_log") == 1
+
+
+def test_a_vault_directory_that_cannot_be_written_is_exit_5_naming_the_file(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: a read-only vault directory crashed every command (exit 1,
+    OSError on `index.sqlite.lock`), reads included."""
+    root = setup.vault.paths.root
+    setup.vault.close()
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        # As Linux answers on a read-only mount: an existing name first, then EROFS.
+        writes = flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR)
+        if str(path).startswith(str(root)) and writes:
+            if flags & os.O_EXCL and os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "File exists", str(path))
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(BackendError, match=r"cannot write .*\.lock: Read-only file system"):
+        vault = Vault(root, unseal=lambda: SECRET)
+        try:
+            vault.sync()
+        finally:
+            vault.close()
+
+
+def test_a_rotation_whose_note_cannot_be_written_is_exit_5_and_logs_nothing(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: a full vault disk as `rotation-pending` was written said
+    "cannot write the output" (exit 2, for a destination the user named)."""
+    import pcii_vault.vault as vault_module
+
+    def full(path: Path, *_args: Any, **_kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(vault_module, "write_new_file", full)
+    size = setup.vault.reader().size()
+    with pytest.raises(BackendError, match="rotation-pending: No space left on device"):
+        setup.vault.rotate_keys(setup.key_request("rotate"))
+    assert setup.vault.reader().size() == size
+    assert not (setup.vault.paths.root / "rotation-pending").exists()
