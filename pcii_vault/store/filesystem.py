@@ -130,7 +130,7 @@ class FilesystemStore:
                 f"store directory {root} does not exist or is no directory (moved, or not mounted?)"
             )
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise BackendError(f"cannot create store directory {root}: {exc.strerror}") from exc
         self._root = root.resolve()
@@ -180,7 +180,7 @@ class FilesystemStore:
         created: list[Path] = []
         for directory in reversed(missing):
             try:
-                directory.mkdir()
+                directory.mkdir(mode=0o700)  # whatever the umask: objects are 0600
             except FileExistsError:
                 if not directory.is_dir():
                     # The vault's keys never make an object of another's folder: put there.

@@ -317,3 +317,18 @@ def test_a_delete_waits_for_a_replacement_whose_check_passed(
     fs_store.delete("wrapped/PCII-2026-00000001")
     with pytest.raises(PreconditionFailedError):
         fs_store.put_if_match("wrapped/PCII-2026-00000001", b"rewrapped", info.etag)
+
+
+def test_folders_are_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    """A tester's finding: under umask 000 an external store's folders were 0777, and any
+    local user could rename `wrapped/<tracking>` away (the record lost for good)."""
+    previous = os.umask(0)
+    try:
+        store = FilesystemStore(tmp_path / "store")
+        store.put_if_absent("wrapped/PCII-2026-00000001", b"key")
+        store.put_if_absent("records/PCII-2026-00000001/files/0", b"data")
+    finally:
+        os.umask(previous)
+    folders = [tmp_path / "store", *(p for p in (tmp_path / "store").rglob("*") if p.is_dir())]
+    assert len(folders) == 5
+    assert {oct(p.stat().st_mode & 0o777) for p in folders} == {oct(0o700)}
