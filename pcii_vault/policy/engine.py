@@ -60,7 +60,8 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -360,6 +361,26 @@ class _Delta:
     entity_id: str
 
 
+def _sample_entities() -> list[dict[str, Any]]:
+    """A principal with every optional attribute and one with none, and a record."""
+    bare = PrincipalFacts(
+        id="schema-check",
+        role="analyst",
+        organisation="Schema Check",
+        level="federal",
+        sectors=frozenset(),
+        training_expires=None,
+        nda_signed=None,
+        contractor=False,
+        status="active",
+    )
+    full = replace(
+        bare, training_expires=datetime(2030, 1, 1, tzinfo=UTC), nda_signed=date(2026, 1, 1)
+    )
+    record = RecordFacts("PCII-2026-00000001", "received", "Energy", "TLP:AMBER", "a", "b")
+    return [principal_entity(bare), principal_entity(full), record_entity(record)]
+
+
 def _validated_delta(entity: dict[str, Any], schema: cedarpy.Schema) -> _Delta:
     """Return `entity` as a Cedar entities JSON document, validated against `schema`.
 
@@ -605,6 +626,20 @@ class PolicyEngine:
             policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
         except ValueError as exc:  # pragma: no cover - every policy parsed on its own
             raise PolicyLoadError([PolicyProblem(directory.name, None, str(exc))]) from exc
+        try:
+            # Every entity the vault will give Cedar must fit the schema, or each decision
+            # would fail (an edited schema: a Vault with attributes, a User with more).
+            vault = _validated_delta(vault_entity(), schema)
+            for entity in _sample_entities():
+                _validated_delta(entity, schema)
+            slices = _slice_by_action(loader.policies_json, schema)
+        except ValueError as exc:
+            [schema_file] = sorted(directory.glob("*.cedarschema"))
+            problem = (
+                "the schema does not fit the entities the vault gives Cedar (User, Record, "
+                f"Vault, as the shipped schema declares them): {' '.join(str(exc).split())}"
+            )
+            raise PolicyLoadError([PolicyProblem(schema_file.name, None, problem)]) from exc
         return cls(
             directory=directory,
             policy_set_hash=_hash_files(loader.files),
@@ -612,8 +647,8 @@ class PolicyEngine:
             files=tuple(sorted(loader.files)),
             _policy_set=policy_set,
             _schema=schema,
-            _slices=MappingProxyType(_slice_by_action(loader.policies_json, schema)),
-            _vault=_validated_delta(vault_entity(), schema),
+            _slices=MappingProxyType(slices),
+            _vault=vault,
             _request_entities_only=_reads_only_request_entities(loader.policies_json),
         )
 

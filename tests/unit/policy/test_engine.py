@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -336,3 +337,27 @@ def test_a_policy_too_deep_for_the_parser_is_refused_before_it_is_parsed(
     deep = f'@id("deep")\npermit (principal, action, resource) when {{ {condition} }};\n'
     problems = _load_problems(policy_dir({"office.cedar": PERMIT_STATUS, "deep.cedar": deep}))
     assert any(reason in p and p.startswith("deep.cedar:1:") for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("entity Vault;", "entity Vault = { name: String };"),
+        ("entity User = {\n", "entity User = {\n  clearance: String,\n"),
+        ("entity Record = {\n", "entity Record = {\n  owner: String,\n"),
+    ],
+)
+def test_a_schema_the_vaults_entities_do_not_fit_is_refused_at_load(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    """A tester's finding: `entity Vault = { name: String };` (Cedar accepts it) made
+    `policy check` and every command exit 1; a User with one more required attribute
+    passed `policy check`, and then every decision failed."""
+    directory = tmp_path / "policies"
+    shutil.copytree(POLICIES, directory)
+    schema = directory / "pcii.cedarschema"
+    text = schema.read_text(encoding="utf-8")
+    assert old in text
+    schema.write_text(text.replace(old, new, 1), encoding="utf-8")
+    [problem] = _load_problems(directory)
+    assert problem.startswith("pcii.cedarschema: the schema does not fit the entities"), problem
