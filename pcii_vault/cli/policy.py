@@ -331,6 +331,9 @@ def explain(
     submitter_org: Annotated[
         str, typer.Option("--submitter-org", metavar="ORG", help="Submitter organisation.")
     ] = "Acme Power",
+    tlp: Annotated[
+        str, typer.Option("--tlp", metavar="TLP", help="The record's Traffic Light Protocol label.")
+    ] = "TLP:AMBER",
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Action on the vault itself.")
     ] = False,
@@ -388,6 +391,7 @@ def explain(
             "state": state,
             "sector": record_sector,
             "submitter_org": submitter_org,
+            "tlp": tlp,
         }
     request = CaseRequest.from_attributes(
         principal,

@@ -263,6 +263,8 @@ def explain_command(
             record.state,
             "--record-sector",
             record.sector,
+            "--tlp",
+            record.tlp,
             "--submitter-org",
             # Who submitted a record is not told to someone of another organisation (an
             # analyst may get it redacted, another owner may not know it): the shipped

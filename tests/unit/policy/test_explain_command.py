@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 import typer
@@ -84,3 +86,25 @@ def _explain(args: list[str]) -> dict[str, object]:
     result = CliRunner().invoke(root, args)
     assert result.exit_code == 0, result.output
     return dict(json.loads(result.stdout))
+
+
+def test_a_denial_on_the_records_tlp_replays_as_a_denial(tmp_path: Path) -> None:
+    """A tester's finding: a forbid on `resource.tlp` denied a TLP:RED record, and the
+    printed explain line replayed as a permit (it carried no TLP: explain's default)."""
+    directory = tmp_path / "policies"
+    shutil.copytree(POLICIES, directory)
+    (directory / "tlp.cedar").write_text(
+        '// TLP:RED to federal users only\n@id("tlp-red-federal-only")\n'
+        "forbid (principal, action, resource is Record)\n"
+        'when { resource.tlp == "TLP:RED" && principal.level != "federal" };\n',
+        encoding="utf-8",
+    )
+    engine = PolicyEngine.load(directory)
+    state_analyst = principal(level="state", nda_signed=date(2026, 1, 1))
+    red = record(tlp="TLP:RED")
+    denied = engine.decide(state_analyst, "retrieve", red, request())
+    assert denied.policy_ids == ("tlp-red-federal-only",)
+    args = shlex.split(explain_command(state_analyst, "retrieve", red, request()))
+    replayed = _explain([*args[1:], "--dir", str(directory)])
+    assert replayed["decision"] == "deny"
+    assert [p["id"] for p in replayed["policies"]] == ["tlp-red-federal-only"]  # type: ignore[attr-defined]
