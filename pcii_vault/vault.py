@@ -761,6 +761,26 @@ class Vault:
                 )
             self._policy_text_stored = self.policy.policy_set_hash
 
+    def _policy_loaded_again(self, position: int) -> list[Event]:
+        """`policy.loaded` of this vault's set, when another is the last loaded at `position`.
+
+        Replicas running different sets (a new one copied to them one by one) log theirs
+        in turn: one may log its own between another's and that one's decisions, which
+        would then be illegal there (decided by a set not the last loaded). The set is
+        logged again first, in the same batch; only a set whose stored text this process
+        has checked, so that `audit verify` can re-run its decisions.
+        """
+        policy_set = self.policy.policy_set_hash
+        if not self._policy_set_unlogged() or self._policy_text_unchecked():
+            return []
+        loaded = _draft("policy.loaded", self._clock(), policy_set=policy_set)
+        loaded = loaded.model_copy(update={"seq": position})
+        _reads_back(loaded)
+        if self.index.apply_in_overlay([loaded]) is not None:
+            return []
+        _log.warning("policy_set_logged_again", policy_set=policy_set[:16])
+        return [loaded]
+
     def _policy_text_unchecked(self) -> bool:
         """Whether this process has not yet seen the running set's text in the store."""
         return self._policy_text_stored != self.policy.policy_set_hash
@@ -1162,6 +1182,7 @@ class Vault:
                     # applied events past the log tip this claim read: build again
                     # from the newer tip, never on a state ahead of the position.
                     raise _StalePositionError
+                drafts += self._policy_loaded_again(position)
                 for act in acts:
                     try:
                         made = act()

@@ -10,6 +10,7 @@ position must decide on the changed state: the permit of the first look is not r
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,6 +215,41 @@ def test_a_policy_set_loaded_before_the_position_decides_there(
     assert denial.decision == "deny"
     assert denial.policy_set == vault.policy.policy_set_hash != before
     assert vault.index.record(tracking).state == "received"
+    bench.audit()
+
+
+def test_a_replicas_other_policy_set_logged_before_the_position_is_logged_over(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A tester's finding: replicas running different policy sets (a new one copied to
+    them one by one) refused a permitted act at its position when the other replica had
+    logged its set in between ("decided by policy set ..., not the one last loaded"). The
+    act's set is logged again before it, in the same batch."""
+    tracking = bench.submit_receipt().tracking_number
+    vault = bench.fixed
+    vault.sync()
+    ours = vault.policy.policy_set_hash
+    theirs_dir = tmp_path / "their-policies"
+    shutil.copytree(vault.paths.root / "policies", theirs_dir)
+    (theirs_dir / "zz-extra.cedar").write_text(
+        '@id("no-decontrol")\nforbid (principal, action == Action::"decontrol", resource);\n',
+        encoding="utf-8",
+    )
+
+    def their_set(other: Vault) -> None:
+        other.policy = PolicyEngine.load(theirs_dir)
+        other._note_policy_change()
+
+    _between_looks(monkeypatch, vault, bench.as_other(their_set))
+    _validate(bench, tracking)
+    assert vault.index.record(tracking).state == "validated"
+    reader = vault.reader()
+    last = list(reader.events(reader.size() - 3, reader.size()))
+    assert [(e.type, e.policy_set) for e in last] == [
+        ("policy.loaded", PolicyEngine.load(theirs_dir).policy_set_hash),
+        ("policy.loaded", ours),
+        ("submission.validated", ours),
+    ]
     bench.audit()
 
 
