@@ -245,15 +245,12 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def test_no_worker_inherits_the_unseal_secret_from_the_environment(cli: ServerCli) -> None:
-    # Started with PCII_UNSEAL_SECRET set, the parent hands the secret over the spawn
-    # pipe: no process it starts carries the variable in its environment.
-    server = cli.server
-    assert server is not None
-    assert "PCII_UNSEAL_SECRET" in cli.env
-    workers = _every_worker_answered(cli, server)
+def _assert_no_secret_in_environments(server: VaultServer) -> None:
+    """Started with PCII_UNSEAL_SECRET set, the parent hands the secret over the spawn
+    pipe: no process it starts (a replacement included) carries it in its environment
+    (a tester's finding: every worker and multiprocessing's helper did)."""
     children = _children(server.process.pid)
-    assert workers <= children
+    assert children
     for pid in children:
         assert b"PCII_UNSEAL_SECRET=" not in Path(f"/proc/{pid}/environ").read_bytes(), pid
 
@@ -261,7 +258,11 @@ def test_no_worker_inherits_the_unseal_secret_from_the_environment(cli: ServerCl
 def test_a_worker_killed_while_serving_is_replaced(cli: ServerCli) -> None:
     server = cli.server
     assert server is not None
-    victim = min(_every_worker_answered(cli, server))
+    assert "PCII_UNSEAL_SECRET" in cli.env
+    workers = _every_worker_answered(cli, server)
+    assert workers <= _children(server.process.pid)
+    _assert_no_secret_in_environments(server)
+    victim = min(workers)
     owner = _client(cli, "owner")
     try:
         os.kill(victim, signal.SIGKILL)
@@ -276,6 +277,7 @@ def test_a_worker_killed_while_serving_is_replaced(cli: ServerCli) -> None:
                 break
         assert len(_pids(server.log) - {victim}) == WORKERS, server.log.read_text()[-2000:]
         assert "worker_replaced" in server.log.read_text()
+        _assert_no_secret_in_environments(server)
     finally:
         owner.close()
     assert server.stop() == 0
