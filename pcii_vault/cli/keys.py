@@ -79,6 +79,11 @@ def status(ctx: typer.Context) -> None:
             f"{migration['moved']} of {migration['live']} live records moved; run "
             f"`pcii keys migrate --to {migration['to']}` to finish it"
         )
+    elif migration is not None:
+        state.output.note(
+            f"last migration: from {migration['from']} to {migration['to']}, finished "
+            f"({migration['count']} records moved)"
+        )
     if key_status.logged_version != key_status.current_version:
         state.output.note(
             f"warning: the log says KEK version {key_status.logged_version}, the keyring is "

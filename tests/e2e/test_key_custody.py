@@ -222,6 +222,11 @@ def test_keys_migrate_through_the_cli_and_status_shows_it(
     status = runner.ok("keys", "status", who="admin").json()
     assert status["migration"]["phase"] == "finished"
     assert status["locations"]["key-encryption keys"].startswith("pkcs11:")
+    # And in words (a tester's finding: only an unfinished migration was shown).
+    text = runner.run("keys", "status", who="admin")
+    assert text.code == 0
+    assert "last migration: from local to pkcs11:" in text.out + text.err
+    assert "finished (1 records moved)" in text.out + text.err
     again = runner.run("keys", "migrate", "--to", target, who="admin")
     assert again.code == 2
     assert "already live" in again.err
