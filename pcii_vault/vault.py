@@ -1374,7 +1374,8 @@ class Vault:
         submitter); the policies compare them exactly.
 
         Raises:
-            InputError: another principal's organisation is this one spelled otherwise.
+            InputError: another principal's organisation, or a record's submitter, is
+                this one spelled otherwise.
         """
         for other in self.index.principals():
             if (
@@ -1386,6 +1387,14 @@ class Vault:
                     f"organisation '{printable(organisation)}' is '"
                     f"{printable(other.organisation)}' (of {other.id}) spelled otherwise: give "
                     "it as registered, or the policies would take them for two organisations"
+                )
+        # A principal alone in its organisation respelling it: its records keep theirs.
+        for spelling in {row.submitter_org for row in self.index.records()}:
+            if spelling != organisation and same_organisation(spelling, organisation):
+                raise InputError(
+                    f"organisation '{printable(organisation)}' is '{printable(spelling)}' (of "
+                    "submitted records) spelled otherwise: give it as registered, or the "
+                    "policies would take them for two organisations"
                 )
 
     def revoke_principal(self, request: SignedRequest, principal_id: str) -> Principal:

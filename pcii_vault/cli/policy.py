@@ -200,6 +200,26 @@ def test(
         raise typer.Exit(code=2)
 
 
+def _determining(engine: PolicyEngine, policy_id: str) -> dict[str, Any]:
+    """A determining policy as explain shows it; the vault's own rule when no file has it."""
+    source = engine.policies.get(policy_id)
+    if source is None:  # INACTIVE_PRINCIPAL_RULE, with principal-status.cedar removed
+        return {
+            "id": policy_id,
+            "effect": "forbid",
+            "source": "the vault itself",
+            "rule": "only an active principal acts, whatever the policies permit",
+            "obligations": [],
+        }
+    return {
+        "id": policy_id,
+        "effect": source.effect,
+        "source": f"{source.file}:{source.line}",
+        "rule": source.comment,
+        "obligations": [o.value for o in source.obligations],
+    }
+
+
 def _check_action(engine: PolicyEngine, action: str) -> None:
     """Refuse an action the schema does not declare: a typo would read as a denial.
 
@@ -406,16 +426,7 @@ def explain(
         },
     )
     decision = engine.decide(request.principal, request.action, request.record, request.context)
-    determining = [
-        {
-            "id": policy_id,
-            "effect": engine.policies[policy_id].effect,
-            "source": f"{engine.policies[policy_id].file}:{engine.policies[policy_id].line}",
-            "rule": engine.policies[policy_id].comment,
-            "obligations": [o.value for o in engine.policies[policy_id].obligations],
-        }
-        for policy_id in decision.policy_ids
-    ]
+    determining = [_determining(engine, policy_id) for policy_id in decision.policy_ids]
     if decision.allowed:
         why = "permitted by the permit policies below; no forbid applies"
     elif decision.errors:

@@ -381,6 +381,41 @@ def _sample_entities() -> list[dict[str, Any]]:
     return [principal_entity(bare), principal_entity(full), record_entity(record)]
 
 
+def _check_request_context(schema: cedarpy.Schema) -> None:
+    """A request the vault makes (with and without an authority) passes `schema`.
+
+    Decided against no policy at all, so that only the request itself is checked: a
+    context type with another required attribute would fail every decision.
+
+    Raises:
+        ValueError: Cedar's reason.
+    """
+    nothing = cedarpy.PolicySet.from_json_str(
+        json.dumps({"staticPolicies": {}, "templates": {}, "templateLinks": []})
+    )
+    [bare, _full, record] = _sample_entities()
+    entities = cedarpy.Entities.from_json_str(json.dumps([bare, record]), schema)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    for authority in (None, "sample exception"):
+        context = RequestFacts(
+            purpose="schema check",
+            use="infrastructure-protection",
+            authority=authority,
+            emergency=False,
+            now=now,
+        )
+        request = {
+            "principal": bare["uid"],
+            "action": {"type": "Action", "id": "retrieve"},
+            "resource": record["uid"],
+            "context": context_json(context),
+        }
+        result = cedarpy.is_authorized(request, nothing, entities, schema)
+        errors = [str(e) for e in result.diagnostics.errors]
+        if errors:
+            raise ValueError("; ".join(errors))
+
+
 def _validated_delta(entity: dict[str, Any], schema: cedarpy.Schema) -> _Delta:
     """Return `entity` as a Cedar entities JSON document, validated against `schema`.
 
@@ -633,11 +668,13 @@ class PolicyEngine:
             for entity in _sample_entities():
                 _validated_delta(entity, schema)
             slices = _slice_by_action(loader.policies_json, schema)
+            _check_request_context(schema)
         except ValueError as exc:
             [schema_file] = sorted(directory.glob("*.cedarschema"))
             problem = (
-                "the schema does not fit the entities the vault gives Cedar (User, Record, "
-                f"Vault, as the shipped schema declares them): {' '.join(str(exc).split())}"
+                "the schema does not fit the entities and requests the vault gives Cedar "
+                "(User, Record, Vault and the request context, as the shipped schema declares "
+                f"them): {' '.join(str(exc).split())}"
             )
             raise PolicyLoadError([PolicyProblem(schema_file.name, None, problem)]) from exc
         return cls(

@@ -71,3 +71,21 @@ def test_the_same_letters_in_another_unicode_form_are_one_spelling(
     receipt = bench.receive(bench.upload_document(document, []), "cafe")
     row = bench.vault.index.record(receipt.tracking_number)
     assert row.submitter_org == "Soci\u00e9t\u00e9 \u00c9nergie"  # the registered spelling
+
+
+def test_an_owner_alone_in_its_organisation_may_not_respell_it_away_from_its_records(
+    bench: VaultBench,
+) -> None:
+    """A tester's finding: the only owner of "Société des Eaux" updated to the NFD form;
+    no other principal held the NFC one, so it was accepted, and its own records (of the
+    NFC spelling) became another organisation's to the policies."""
+    nfc, nfd = "Soci\u00e9t\u00e9 des Eaux", "Socie\u0301te\u0301 des Eaux"
+    bench.add("eaux", "owner", nfc, "private")
+    document = example_submission()
+    document["submitter"]["organisation"] = nfc
+    document["certification"]["organisation"] = nfc
+    document["attachments"] = []
+    bench.receive(bench.upload_document(document, []), "eaux")
+    with pytest.raises(InputError, match="of submitted records"):
+        bench.update("eaux", organisation=nfd)
+    assert bench.vault.index.principal("eaux").organisation == nfc

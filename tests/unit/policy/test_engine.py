@@ -345,6 +345,8 @@ def test_a_policy_too_deep_for_the_parser_is_refused_before_it_is_parsed(
         ("entity Vault;", "entity Vault = { name: String };"),
         ("entity User = {\n", "entity User = {\n  clearance: String,\n"),
         ("entity Record = {\n", "entity Record = {\n  owner: String,\n"),
+        ("type RequestContext = {\n", "type RequestContext = {\n  ticket: String,\n"),
+        ("  authority?: String,", "  authority: String,"),
     ],
 )
 def test_a_schema_the_vaults_entities_do_not_fit_is_refused_at_load(
@@ -361,3 +363,4 @@ def test_a_schema_the_vaults_entities_do_not_fit_is_refused_at_load(
     schema.write_text(text.replace(old, new, 1), encoding="utf-8")
     [problem] = _load_problems(directory)
     assert problem.startswith("pcii.cedarschema: the schema does not fit the entities"), problem
+    assert "Traceback" not in problem

@@ -108,3 +108,24 @@ def test_a_denial_on_the_records_tlp_replays_as_a_denial(tmp_path: Path) -> None
     replayed = _explain([*args[1:], "--dir", str(directory)])
     assert replayed["decision"] == "deny"
     assert [p["id"] for p in replayed["policies"]] == ["tlp-red-federal-only"]  # type: ignore[attr-defined]
+
+
+def test_explain_names_the_vaults_own_rule_when_no_policy_file_has_it(tmp_path: Path) -> None:
+    """A tester's finding: with principal-status.cedar removed, the explain line of a
+    suspended user's denial crashed (`KeyError: 'principal-not-active'`, exit 1)."""
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    shutil.copy(POLICIES / "pcii.cedarschema", directory / "pcii.cedarschema")
+    (directory / "all.cedar").write_text(
+        '// everything\n@id("permit-all")\npermit (principal, action, resource);\n',
+        encoding="utf-8",
+    )
+    args = ["policy", "explain", "--dir", str(directory), "--action", "status"]
+    replayed = _explain([*args, "--status", "suspended"])
+    assert replayed["decision"] == "deny"
+    [rule] = replayed["policies"]  # type: ignore[misc]
+    assert (rule["id"], rule["effect"], rule["source"]) == (
+        "principal-not-active",
+        "forbid",
+        "the vault itself",
+    )
