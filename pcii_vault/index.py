@@ -659,6 +659,10 @@ class Index:
         except NotFoundError:
             return None
 
+    def submitter_organisations(self) -> set[str]:
+        """Every spelling of a submitting organisation the records hold."""
+        return {row[0] for row in self._db.execute("SELECT DISTINCT submitter_org FROM records")}
+
     def records(self, *, sector: str | None = None, state: str | None = None) -> list[RecordRow]:
         """Records, optionally filtered, oldest first."""
         sql = (

@@ -1389,7 +1389,7 @@ class Vault:
                     "it as registered, or the policies would take them for two organisations"
                 )
         # A principal alone in its organisation respelling it: its records keep theirs.
-        for spelling in {row.submitter_org for row in self.index.records()}:
+        for spelling in self.index.submitter_organisations():
             if spelling != organisation and same_organisation(spelling, organisation):
                 raise InputError(
                     f"organisation '{printable(organisation)}' is '{printable(spelling)}' (of "
