@@ -273,10 +273,7 @@ def test_an_init_interrupted_once_the_vault_is_made_keeps_its_shares(cli: Cli) -
     cli.env.pop("PCII_UNSEAL_SECRET", None)
     args = ["init", "--insecure-fast-kdf", "--unseal-shares", "3", "--unseal-threshold", "2",
             "--shares-out", str(shares), "--admin-key-out", str(cli.key("admin"))]  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED_AS_OPENED, *args],
-        env=cli.env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = _patched_pcii(cli, _INTERRUPTED_AS_OPENED, args)
     assert done.returncode == 130, done.stderr
     line = one_line_error_any(done.stderr)
     assert line.startswith(f"pcii: error: interrupted after the vault in {cli.vault} was made")
@@ -318,10 +315,7 @@ def test_a_principal_add_failing_as_it_is_logged_keeps_the_key_file(
     key = cli.key("late")
     args = [how, "--as", str(cli.key("admin")), "principal", "add", "late", "--role",
             "auditor", "--key-out", str(key)]  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-c", _FAILING_AS_REGISTERED, *args],
-        env=cli.env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = _patched_pcii(cli, _FAILING_AS_REGISTERED, args)
     assert done.returncode == code, done.stderr
     assert f"its key file {key} is kept" in one_line_error_any(done.stderr)
     assert key.is_file()
@@ -365,11 +359,16 @@ def test_a_submit_failing_once_it_is_logged_names_its_tracking_number(cli: Cli) 
     cli.add("acme", "owner", "--org", "Riverbend Municipal Water Authority")
     document = cli.write_submission("bare.json", attachments=[])
     args = ["--as", str(cli.key("acme")), "submit", str(document)]
-    done = subprocess.run(
-        [sys.executable, "-c", _FAILING_AS_SUBMITTED, *args],
-        env=cli.env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = _patched_pcii(cli, _FAILING_AS_SUBMITTED, args)
     assert done.returncode == 5, done.stderr
     line = one_line_error_any(done.stderr)
     [tracking] = [r["tracking_number"] for r in cli.ok("search", who="acme").lines()]
     assert f"check `pcii status {tracking}` before submitting it again" in line, line
+
+
+def _patched_pcii(cli: Cli, script: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`pcii ARGS` run by `script` (the CLI with a failure patched in), in its own process."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=cli.env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip

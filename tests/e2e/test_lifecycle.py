@@ -248,11 +248,16 @@ def _validated_with_water_inactive(cli: Cli, status: str) -> str:
     """A validated record, then the water analyst suspended or revoked; its tracking."""
     tracking = _submit(cli, attach=False)
     cli.ok("validate", tracking, who="office")
+    _make_water(cli, status)
+    return tracking
+
+
+def _make_water(cli: Cli, status: str) -> None:
+    """The water analyst suspended or revoked."""
     if status == "revoked":
         cli.ok("principal", "revoke", "water", who="admin")
     else:
         cli.ok("principal", "update", "water", "--status", "suspended", who="admin")
-    return tracking
 
 
 @IN_BOTH_MODES
@@ -295,10 +300,7 @@ def test_an_inactive_principals_denial_names_no_fact_of_the_record(
     cli = populated
     tracking = _submit(cli, attach=False)
     cli.ok("withdraw", tracking, who="owner")
-    if status == "revoked":
-        cli.ok("principal", "revoke", "water", who="admin")
-    else:
-        cli.ok("principal", "update", "water", "--status", "suspended", who="admin")
+    _make_water(cli, status)
     out = str(cli.root / "out")
     line = one_line_error(cli.run("get", tracking, "--purpose", "p", "--out", out, who="water"), 3)
     assert f"you are {status}: every request is denied" in line, line
