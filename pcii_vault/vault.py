@@ -1680,14 +1680,10 @@ class Vault:
         for entry in sealed.files[1:]:
             what = f"attachment {printable(str(entry['name']))!r}"
             ctx = ObjectContext(self.config.vault_id, tracking, entry["object"])
-            digest = hashlib.sha256()
-            size = 0
-            for chunk in _named_failures(
-                open_object(dek, ctx, self.store.open_stream(_doc_key(ctx))), what
-            ):
-                digest.update(chunk)
-                size += len(chunk)
-            _check_uploaded_as_signed(what, entry, digest.hexdigest(), size)
+            opened = open_object(dek, ctx, self.store.open_stream(_doc_key(ctx)))
+            for _chunk in _named_failures(opened, what):
+                pass  # decrypted to the end: authenticated, hashed and counted as it goes
+            _check_uploaded_as_signed(what, entry, opened.plaintext_sha256, opened.plaintext_size)
 
     def _discard_unless_recorded(self, tracking: str) -> None:
         """Remove a failed submission's objects, unless the log made them a record.
