@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from vault_support import VaultBench
 
-import pcii_vault.vault as vault_module
+import pcii_vault.core.intake as intake_module
 from pcii_vault.config import VaultPaths
 from pcii_vault.crypto.seal import ScryptParams
 from pcii_vault.crypto.signing import Ed25519PrivateKey
@@ -655,7 +655,7 @@ def test_failure_after_the_receipt_event_keeps_the_record(
     def broken_prove(*_args: object) -> object:
         raise BackendError("injected: store unavailable while building the proof")
 
-    monkeypatch.setattr(vault_module, "prove", broken_prove)
+    monkeypatch.setattr(intake_module, "prove", broken_prove)
     with pytest.raises(BackendError):
         bench.submit()
     [record] = bench.vault.index.records()

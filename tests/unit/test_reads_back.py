@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from pcii_vault.core.acting import _reads_back
 from pcii_vault.errors import InputError
 from pcii_vault.models.event import Event
 from pcii_vault.models.request import MAX_PARAMS_DEPTH, RequestBody
-from pcii_vault.vault import _reads_back
 
 
 def _nested(levels: int) -> dict[str, Any]:

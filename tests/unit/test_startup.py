@@ -17,6 +17,7 @@ import pcii_vault
 
 HEAVY = (
     "pcii_vault.vault",
+    "pcii_vault.core",
     "pcii_vault.crypto",
     "pcii_vault.ledger",
     "pcii_vault.policy",

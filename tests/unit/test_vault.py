@@ -747,12 +747,12 @@ def test_a_rotation_whose_note_cannot_be_written_is_exit_5_and_logs_nothing(
 ) -> None:
     """A tester's finding: a full vault disk as `rotation-pending` was written said
     "cannot write the output" (exit 2, for a destination the user named)."""
-    import pcii_vault.vault as vault_module
+    import pcii_vault.core.keyacts as keyacts_module
 
     def full(path: Path, *_args: Any, **_kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(vault_module, "write_new_file", full)
+    monkeypatch.setattr(keyacts_module, "write_new_file", full)
     size = setup.vault.reader().size()
     with pytest.raises(BackendError, match="rotation-pending: No space left on device"):
         setup.vault.rotate_keys(setup.key_request("rotate"))

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from pcii_vault.core.objects import _read_document
 from pcii_vault.crypto.envelope import ObjectContext, seal_object
 from pcii_vault.errors import IntegrityError
 from pcii_vault.store.filesystem import FilesystemStore
 from pcii_vault.submitter import MAX_DOCUMENT_BYTES
-from pcii_vault.vault import _read_document
 
 DEK = bytes(range(32))
 CTX = ObjectContext("vault-1", "PCII-2026-00000001", "document")
