@@ -55,6 +55,7 @@ from pcii_vault.errors import (
     NotFoundError,
     ObjectExistsError,
     PreconditionFailedError,
+    VaultError,
 )
 from pcii_vault.ledger import tiles as _tiles
 from pcii_vault.ledger.anchor import CheckpointAnchor
@@ -783,13 +784,23 @@ class Ledger:
         return bool(planted)
 
     def _clean_claims(self, size: int, committed: Sequence[int]) -> None:
-        for pos in committed:
-            self.store.delete(claim_key(pos))
-        # Stale claims (a writer that died between claiming a cleaned slot and noticing).
-        for info in self.store.list(CLAIM_PREFIX):
-            name = info.key[len(CLAIM_PREFIX) :]
-            if name.isdigit() and int(name) < size:
-                self.store.delete(info.key)
+        """Remove the claims just committed, and stale ones below `size`: housekeeping.
+
+        Their events are committed: a failure here (the store failing, junk planted
+        among the claims) must not fail the acts, whose requesters would then take a
+        logged act for one that did not happen. A claim below the checkpoint is never
+        read again; junk is named by `pcii audit verify` and `pcii maintenance`.
+        """
+        try:
+            for pos in committed:
+                self.store.delete(claim_key(pos))
+            # Stale claims (a writer that died between claiming a cleaned slot and noticing).
+            for info in self.store.list(CLAIM_PREFIX):
+                name = info.key[len(CLAIM_PREFIX) :]
+                if name.isdigit() and int(name) < size:
+                    self.store.delete(info.key)
+        except VaultError as exc:
+            _log.warning("log_claims_not_removed", size=size, reason=str(exc))
 
 
 def parse_event(entry: bytes, index: int) -> Event:

@@ -222,3 +222,20 @@ def test_a_history_slot_is_junk_unless_it_holds_that_size(fs_store, planted_size
         fs_store.put_if_absent(slot, forged.note.encode())
         with pytest.raises(IntegrityError, match="fork alarm"):
             log.append([_draft(3)])
+
+
+@pytest.mark.parametrize("planted", ["sp ace", "-dash", "a:b", "new\nline"])
+def test_junk_among_the_claims_does_not_fail_a_committed_append(fs_store, planted, capsys):
+    """A tester's finding: a file of a name the vault never writes, planted among the
+    claims, made every append fail after its commit (exit 4): a logged permit with no
+    release, a validation reported failed that had happened. Removing claims is
+    housekeeping: the append returns; the junk is named where the claims are listed."""
+    log = _ledger(fs_store)
+    log.append([_draft(0)])
+    (fs_store.root / "log" / "claims" / planted).write_bytes(b"junk")
+    result = log.append([_draft(1)])
+    assert result.indices == (1,)
+    assert log.size() == 2
+    assert "log_claims_not_removed" in capsys.readouterr().out
+    with pytest.raises(IntegrityError, match="planted"):
+        list(fs_store.list(CLAIM_PREFIX))
