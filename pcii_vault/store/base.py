@@ -22,6 +22,7 @@ from pcii_vault.errors import InputError, IntegrityError, NotFoundError
 __all__ = [
     "MAX_KEY_BYTES",
     "MAX_WHOLE_OBJECT_BYTES",
+    "FolderMarkers",
     "ObjectInfo",
     "ObjectStore",
     "ObjectTooLargeError",
@@ -186,6 +187,20 @@ class ObjectStore(Protocol):
 
 
 @runtime_checkable
+class FolderMarkers(Protocol):
+    """A store where a name can stand as a folder with no object in it (S3 servers).
+
+    Anyone who can write the bucket can put `key/` (a "directory marker"): on SeaweedFS
+    `key` then exists as a folder, so the vault's conditional write of `key` is refused
+    while nothing can be read there. Listings skip such markers.
+    """
+
+    def remove_folder_marker(self, key: str) -> bool:
+        """Remove the marker `key/` (never an object); whether there was one."""
+        ...
+
+
+@runtime_checkable
 class UnfinishedUploads(Protocol):
     """A store whose streamed writes can outlive a crash unseen (S3 multipart uploads).
 
@@ -226,4 +241,6 @@ def remove_planted_under(store: ObjectStore, key: str) -> list[str]:
             store.delete(folder)
         except (NotFoundError, IntegrityError):  # a directory: a filesystem store's own
             continue
+    if isinstance(store, FolderMarkers) and store.remove_folder_marker(key):
+        planted.append(f"{key}/")  # a bare folder marker, with nothing under it
     return planted

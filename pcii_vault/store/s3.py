@@ -605,6 +605,23 @@ class S3Store:
                 return
             raise error from exc
 
+    def remove_folder_marker(self, key: str) -> bool:
+        """Remove the folder marker `key/` (never an object); whether there was one.
+
+        Raises:
+            InputError: the key is unsafe.
+            BackendError: the store is unavailable or refused.
+        """
+        marker = self._full(key) + "/"
+        try:
+            listed = self._client.list_objects_v2(Bucket=self._bucket, Prefix=marker, MaxKeys=1)
+            found = any(item["Key"] == marker for item in listed.get("Contents", []))
+            if found:
+                self._client.delete_object(Bucket=self._bucket, Key=marker)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._map(exc, "remove the folder marker at", key) from exc
+        return found
+
     def unfinished_uploads(self, before: datetime) -> _Unfinished:
         """Multipart uploads begun before `before`, never completed or aborted: (key, id).
 

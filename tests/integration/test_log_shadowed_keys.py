@@ -69,3 +69,19 @@ def test_an_empty_directory_at_the_next_key_is_no_obstacle(fs_store: Any, which:
     (fs_store.root / _next_keys(3)[which]).mkdir(parents=True)
     assert log.append([_event(3)]).indices == (3,)
     assert verify_log(fs_store, NoteVerifier(ORIGIN, KEY.public_key)).size == 4
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("which", ["claim", "hash tile", "entries tile", "history"])
+def test_a_folder_marker_at_the_next_key_is_removed_and_the_append_goes_on(
+    seaweed: Any, s3_bucket: str, which: str
+) -> None:
+    """A tester's finding: `KEY/` put into the bucket (a folder with nothing under it)
+    made every act retry its claim for ever on SeaweedFS, and listings skip it."""
+    store = seaweed.s3_store(s3_bucket)
+    log = Ledger(store, ORIGIN, signer=KEY, verifier=KEY.public_key)
+    log.append([_event(i) for i in range(3)])
+    seaweed.client().put_object(Bucket=s3_bucket, Key=f"{_next_keys(3)[which]}/", Body=b"junk")
+    assert log.append([_event(3)]).indices == (3,)
+    assert verify_log(store, NoteVerifier(ORIGIN, KEY.public_key)).size == 4
+    assert not store.remove_folder_marker(_next_keys(3)[which])
