@@ -399,12 +399,14 @@ class Client:
             raise  # refused: nothing of it was logged
         except BaseException as exc:
             # Handed to the vault, interrupted or failing (a full disk as its event was
-            # committed, a server gone): it may log the submission all the same. The
-            # owner needs the tracking number to find out, not to submit it twice.
-            exc.add_note(
-                f"after handing {tracking} to the vault, which may record it all the same: "
-                f"check `pcii status {tracking}` before submitting it again"
-            )
+            # committed, a server gone): it may log the submission all the same, unless
+            # the vault says it refused before that. The owner needs the tracking number
+            # to find out, not to submit it twice.
+            if getattr(exc, "handed_to_log", None) is not False:
+                exc.add_note(
+                    f"(after handing {tracking} to the vault, which may record it all the "
+                    f"same: check `pcii status {tracking}` before submitting it again)"
+                )
             raise
 
     def status(self, tracking: str) -> RecordRow:

@@ -28,6 +28,9 @@ class VaultError(Exception):
     """Root of every error the vault raises on purpose."""
 
     exit_code: int = 1
+    # Whether the act was handed to the log when this was raised: None when unknown (it
+    # may be committed all the same); False when the core knows it never was.
+    handed_to_log: bool | None = None
 
     def diagnostics(self) -> str:
         """Return a one-line, printable description of the error."""

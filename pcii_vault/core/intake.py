@@ -139,21 +139,26 @@ class Intake(Keying):
             self._act(request, "submit", None, record=tracking, new_record=True)
             # A permitted owner's upload: a manifest refused here is removed with it.
             self._check_uploaded(tracking, check_manifest(sealed.files))
-        except ConflictError:
+        except ConflictError as exc:
+            exc.handed_to_log = False
             raise  # the tracking number is another record's: its objects stay
         except PolicyDenied:
             # Someone who may not submit (an analyst) names an owner's upload in progress:
             # its objects are not theirs to remove (unclaimed, maintenance removes them).
             raise
-        except BaseException:
+        except BaseException as exc:
             self._discard_unless_recorded(tracking)
+            if isinstance(exc, VaultError):
+                exc.handed_to_log = False
             raise
         try:
             details = self._accept(sealed)
         except ActConflictError:
             raise  # another submission of this tracking number holds its key: its objects stay
-        except BaseException:
+        except BaseException as exc:
             self._discard_unless_recorded(tracking)
+            if isinstance(exc, VaultError):
+                exc.handed_to_log = False  # the owner may submit it again at once
             raise
 
         def receive(owner: Principal, _row: RecordRow | None, verdict: _Verdict) -> list[Event]:

@@ -863,6 +863,7 @@ def _error(
         exit_code=exc.exit_code,
         kind=type(exc).__name__,
         problems=[_for_clients(str(p), vault) for p in getattr(exc, "problems", ())],
+        handed_to_log=exc.handed_to_log,
     )
     return JSONResponse(body.model_dump(), status_code=status or wire.status_for(exc))
 

@@ -91,6 +91,9 @@ class ErrorBody(_Wire):
     exit_code: int = Field(ge=1, le=5)
     kind: str = Field(description="the error class (e.g. PolicyDenied)")
     problems: list[str] = Field(default_factory=list)
+    handed_to_log: bool | None = Field(
+        default=None, description="false when the act was never handed to the log"
+    )
 
 
 def error_from_body(body: ErrorBody) -> VaultError:
@@ -104,6 +107,7 @@ def error_from_body(body: ErrorBody) -> VaultError:
     if cls is None or cls.exit_code != body.exit_code:
         cls = next((c for c in ERROR_KINDS.values() if c.exit_code == body.exit_code), VaultError)
     error = cls(body.error)
+    error.handed_to_log = body.handed_to_log
     if body.problems:
         error.problems = tuple(body.problems)  # type: ignore[attr-defined]
     return error

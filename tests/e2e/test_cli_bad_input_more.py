@@ -881,7 +881,7 @@ def test_an_interrupted_submit_once_handed_to_the_vault_names_its_tracking_numbe
         assert code == 130
     else:
         [message] = done.stderr.strip().splitlines()
-        assert message.startswith("pcii: error: interrupted after handing PCII-")
+        assert message.startswith("pcii: error: interrupted (after handing PCII-")
     tracking = message.split("handing ")[1].split(" ")[0]
     assert f"pcii status {tracking}" in message
     status = json.loads(cli.ok("--json", "status", tracking, who="owner").out)

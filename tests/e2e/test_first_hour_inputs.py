@@ -366,6 +366,33 @@ def test_a_submit_failing_once_it_is_logged_names_its_tracking_number(cli: Cli) 
     assert f"check `pcii status {tracking}` before submitting it again" in line, line
 
 
+_REFUSED_BEFORE_THE_LOG = """
+from pcii_vault.cli import app
+from pcii_vault.core.intake import Intake
+from pcii_vault.errors import BackendError
+def behind(self, sealed):
+    raise BackendError("the keyring is behind the log: copy the newest keyring.sealed here")
+Intake._accept = behind
+app.main()
+"""
+
+
+def test_a_submit_refused_before_it_reaches_the_log_does_not_say_it_may_be_recorded(
+    cli: Cli,
+) -> None:
+    """A tester's finding: a replica whose keyring was behind refused the submission
+    outright, and the error still told the owner the vault might record it."""
+    cli.init()
+    cli.add("acme", "owner", "--org", "Riverbend Municipal Water Authority")
+    document = cli.write_submission("bare.json", attachments=[])
+    args = ["--as", str(cli.key("acme")), "submit", str(document)]
+    done = _patched_pcii(cli, _REFUSED_BEFORE_THE_LOG, args)
+    assert done.returncode == 5, done.stderr
+    line = one_line_error_any(done.stderr)
+    assert line.endswith("the keyring is behind the log: copy the newest keyring.sealed here"), line
+    assert cli.ok("search", who="acme").lines() == []
+
+
 def _patched_pcii(cli: Cli, script: str, args: list[str]) -> subprocess.CompletedProcess[str]:
     """`pcii ARGS` run by `script` (the CLI with a failure patched in), in its own process."""
     return subprocess.run(

@@ -96,6 +96,19 @@ def test_a_submission_refused_by_the_server_reads_as_one_refused_locally() -> No
     ]
 
 
+@pytest.mark.parametrize("handed", [None, False])
+def test_an_error_says_over_the_wire_whether_the_act_reached_the_log(handed: bool | None) -> None:
+    """A submission the core refused before its event was handed to the log must not be
+    reported as one the vault may record all the same (the client adds that note)."""
+    refused = BackendError("this vault's keyring is behind the log")
+    refused.handed_to_log = handed
+    response = service._error(refused)
+    body = wire.ErrorBody.model_validate_json(response.body)
+    raised = wire.error_from_body(body)
+    assert isinstance(raised, BackendError)
+    assert raised.handed_to_log is handed
+
+
 def test_uploads_hold_a_share_of_the_threads_not_all(tmp_path: Path) -> None:
     """A tester's finding: 45 uploads trickling at 20 KiB/s (above the minimum rate) held
     every one of the 40 threads, and every other user's request waited. Uploads run under
