@@ -188,15 +188,16 @@ class ObjectStore(Protocol):
 
 @runtime_checkable
 class FolderMarkers(Protocol):
-    """A store where a name can stand as a folder with no object in it (S3 servers).
+    """A store where a name can stand as a folder with no object of its own in it.
 
-    Anyone who can write the bucket can put `key/` (a "directory marker"): on SeaweedFS
+    Anyone who can write an S3 bucket can put `key/` (a "directory marker"): on SeaweedFS
     `key` then exists as a folder, so the vault's conditional write of `key` is refused
-    while nothing can be read there. Listings skip such markers.
+    while nothing can be read there (listings skip markers). In a filesystem store a
+    symlink at `key` to a folder does the same, and what is under it is another folder's.
     """
 
     def remove_folder_marker(self, key: str) -> bool:
-        """Remove the marker `key/` (never an object); whether there was one."""
+        """Remove the marker (or link) at `key`, never an object; whether there was one."""
         ...
 
 
@@ -228,6 +229,7 @@ def remove_planted_under(store: ObjectStore, key: str) -> list[str]:
     removes only directories. (A filesystem store removes empty directories where it
     creates an object instead.)
     """
+    marked = isinstance(store, FolderMarkers) and store.remove_folder_marker(key)
     planted = [info.key for info in store.list(f"{key}/")]
     for found in planted:
         store.delete(found)
@@ -241,6 +243,6 @@ def remove_planted_under(store: ObjectStore, key: str) -> list[str]:
             store.delete(folder)
         except (NotFoundError, IntegrityError):  # a directory: a filesystem store's own
             continue
-    if isinstance(store, FolderMarkers) and store.remove_folder_marker(key):
-        planted.append(f"{key}/")  # a bare folder marker, with nothing under it
+    if marked:
+        planted.append(f"{key}/")  # the folder marker (or link) itself
     return planted

@@ -164,7 +164,50 @@ class FilesystemStore:
                 f"object {key} resolves outside the store root {self._root}: a symlink "
                 "planted in the store"
             )
+        if real != text:
+            self._refuse_linked_folder(os.path.dirname(text), key)  # noqa: PTH120
         return Path(text)
+
+    def remove_folder_marker(self, key: str) -> bool:
+        """Remove a symlink planted at `key` (the link, never what it leads to).
+
+        Raises:
+            InputError: the key is unsafe.
+            IntegrityError: a folder on the key's path is a symlink.
+        """
+        validate_key(key)
+        text = os.path.join(self._root_text, key)  # noqa: PTH118
+        self._refuse_linked_folder(os.path.dirname(text), key)  # noqa: PTH120
+        try:
+            linked = stat.S_ISLNK(os.lstat(text).st_mode)
+        except OSError:
+            return False  # nothing there (or not even its folder)
+        if not linked:
+            return False
+        try:
+            with _os_errors(self._root, "delete", key):
+                os.unlink(text)  # noqa: PTH108
+        except NotFoundError:
+            return False  # removed meanwhile
+        with contextlib.suppress(OSError):
+            _fsync_dir(Path(text).parent)
+        return True
+
+    def _refuse_linked_folder(self, folder: str, key: str) -> None:
+        """Refuse a key whose folder is reached through a symlink (none is the vault's).
+
+        Followed, a link at a folder aliases every object under its target: a listing
+        of the folder, and deleting what it lists (junk removed from under a log key),
+        would reach the target's objects, every data key among them.
+
+        Raises:
+            IntegrityError: a folder on the key's path is a symlink.
+        """
+        if _resolved(folder) != folder:
+            raise IntegrityError(
+                f"object {key}: a folder on its path is a symlink planted in the store (the "
+                "vault makes none); remove it"
+            )
 
     def _ensure_parent(self, path: Path) -> list[Path]:
         """Create the missing directories above `path`, fsyncing each new entry's parent.
@@ -507,6 +550,7 @@ class FilesystemStore:
         base = self._root.joinpath(*base_parts)
         if not base.is_dir():
             return
+        self._refuse_linked_folder(str(base), prefix)  # os.walk would follow it
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel = Path(dirpath).relative_to(self._root).as_posix()

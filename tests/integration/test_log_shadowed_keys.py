@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pcii_vault.crypto.signing import Ed25519PrivateKey
+from pcii_vault.errors import IntegrityError
 from pcii_vault.ledger.log import Ledger, claim_key, history_key
 from pcii_vault.ledger.note import NoteVerifier
 from pcii_vault.ledger.tiles import bundle_key, hash_tile_key
@@ -85,3 +86,38 @@ def test_a_folder_marker_at_the_next_key_is_removed_and_the_append_goes_on(
     assert log.append([_event(3)]).indices == (3,)
     assert verify_log(store, NoteVerifier(ORIGIN, KEY.public_key)).size == 4
     assert not store.remove_folder_marker(_next_keys(3)[which])
+
+
+@pytest.mark.parametrize("target", ["../../wrapped", "../tile", ".."])
+@pytest.mark.parametrize("which", ["claim", "entries tile", "history"])
+def test_a_symlink_at_the_next_key_is_removed_never_followed(
+    fs_store: Any, which: str, target: str
+) -> None:
+    """A tester's finding: `log/claims/<N>` made a symlink to `../../wrapped` had the next
+    append remove "what was planted under it": every data key, every record shredded."""
+    log = Ledger(fs_store, ORIGIN, signer=KEY, verifier=KEY.public_key)
+    log.append([_event(i) for i in range(3)])
+    fs_store.put_if_absent("wrapped/PCII-2026-00000001", b"a data key")
+    link = fs_store.root / _next_keys(3)[which]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    depth = _next_keys(3)[which].count("/") - 2  # deeper keys need more `..`
+    link.symlink_to("../" * depth + target)
+    assert log.append([_event(3)]).indices == (3,)
+    assert not link.is_symlink()
+    assert fs_store.get("wrapped/PCII-2026-00000001") == b"a data key"
+    assert verify_log(fs_store, NoteVerifier(ORIGIN, KEY.public_key)).size == 4
+
+
+def test_no_object_is_read_listed_or_deleted_through_a_linked_folder(fs_store: Any) -> None:
+    """The vault makes no symlink in its store: a folder reached through one aliases
+    another folder's objects, so reading, listing or deleting through it is refused."""
+    fs_store.put_if_absent("wrapped/PCII-2026-00000001", b"a data key")
+    (fs_store.root / "records").symlink_to("wrapped")
+    for act in (
+        lambda: fs_store.get("records/PCII-2026-00000001"),
+        lambda: fs_store.delete("records/PCII-2026-00000001"),
+        lambda: list(fs_store.list("records/")),
+    ):
+        with pytest.raises(IntegrityError, match="symlink planted in the store"):
+            act()
+    assert fs_store.get("wrapped/PCII-2026-00000001") == b"a data key"
