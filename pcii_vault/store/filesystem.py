@@ -693,7 +693,7 @@ def _require_regular(mode: int, path: Path, key: str) -> None:
         raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
     if not stat.S_ISREG(mode):
         raise IntegrityError(
-            f"object {key} is not a regular file (a FIFO or device planted in the store)"
+            f"object {key} is not a regular file (a FIFO or device planted in the store); remove it"
         )
 
 
