@@ -559,6 +559,12 @@ class Ledger:
                 self.store.put_if_absent(
                     claim_key(pos), encode_claim(entries, pos, self._signer_key())
                 )
+            except IntegrityError:
+                # A symlink planted at the claim's key (out of the store): removed, never
+                # followed; anything else the store refuses stops the append.
+                if self._unshadow(claim_key(pos)):
+                    continue
+                raise
             except ObjectExistsError:
                 try:
                     other = self.store.get(claim_key(pos))
@@ -733,6 +739,11 @@ class Ledger:
         and the key written.
         """
         try:
+            self.store.put_if_absent(key, data)
+        except IntegrityError:
+            # A symlink planted at the key (out of the store): removed, never followed.
+            if not self._unshadow(key):
+                raise
             self.store.put_if_absent(key, data)
         except ObjectExistsError:
             try:

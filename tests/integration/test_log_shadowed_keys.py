@@ -121,3 +121,21 @@ def test_no_object_is_read_listed_or_deleted_through_a_linked_folder(fs_store: A
         with pytest.raises(IntegrityError, match="symlink planted in the store"):
             act()
     assert fs_store.get("wrapped/PCII-2026-00000001") == b"a data key"
+
+
+@pytest.mark.parametrize("which", ["claim", "hash tile", "entries tile", "history"])
+def test_a_symlink_out_of_the_store_at_the_next_key_is_removed(
+    fs_store: Any, which: str, tmp_path: Any
+) -> None:
+    """A tester's finding: a link out of the store at the next tile failed the act after
+    its claim was written, and every append after it, until removed by hand."""
+    log = Ledger(fs_store, ORIGIN, signer=KEY, verifier=KEY.public_key)
+    log.append([_event(i) for i in range(3)])
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not the vault's")
+    link = fs_store.root / _next_keys(3)[which]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside)
+    assert log.append([_event(3)]).indices == (3,)
+    assert outside.read_bytes() == b"not the vault's"
+    assert verify_log(fs_store, NoteVerifier(ORIGIN, KEY.public_key)).size == 4
