@@ -454,6 +454,36 @@ class Releases(Keying):
             tuple(decision.policy_ids),
         )
 
+    def _decrypt_attachment(
+        self,
+        rendered: _Rendered,
+        meta: Mapping[str, Any],
+        plain: Path,
+        *,
+        progress: Progress | None,
+        durable: bool,
+    ) -> None:
+        """Decrypt one released attachment into `plain`, checked against its logged hash.
+
+        Raises:
+            IntegrityError: the stored object fails authentication (named) or its hash.
+            NotFoundError: the object is missing.
+        """
+        tracking = rendered.tracking
+        ctx = ObjectContext(self.config.vault_id, tracking, meta["object"])
+        try:
+            stored = self.store.open_stream(f"records/{tracking}/{meta['object']}")
+        except NotFoundError as exc:
+            raise self._missing_object(tracking, meta["object"]) from exc
+        try:
+            digest, _ = decrypt_to_file(
+                rendered.dek, ctx, _reporting(stored, meta, progress), plain, durable=durable
+            )
+        except IntegrityError as exc:  # named, as a held release names it
+            raise IntegrityError(f"{meta['object']} of {tracking}: {exc}") from exc
+        if digest != meta["sha256"]:
+            raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
+
     def _write_release(
         self,
         rendered: _Rendered,
@@ -462,8 +492,6 @@ class Releases(Keying):
         progress: Progress | None,
         durable: bool,
     ) -> tuple[str, ...]:
-        vault_id = self.config.vault_id
-        tracking = rendered.tracking
         package = rendered.package
         # The package names the attachments the policy releases; PDFs among them (by
         # name, or by their first bytes) are stamped page by page, and one that cannot be
@@ -479,20 +507,7 @@ class Releases(Keying):
             stamp = package.stamps.get(meta["name"])
             dest = files_dir / package.file_names[meta["name"]]
             plain = dest if stamp is None else staging / f".attachment-{number}.plain"
-            ctx = ObjectContext(vault_id, tracking, meta["object"])
-            try:
-                stored = self.store.open_stream(f"records/{tracking}/{meta['object']}")
-            except NotFoundError as exc:
-                raise self._missing_object(tracking, meta["object"]) from exc
-            digest, _ = decrypt_to_file(
-                rendered.dek,
-                ctx,
-                _reporting(stored, meta, progress),
-                plain,
-                durable=durable,
-            )
-            if digest != meta["sha256"]:
-                raise IntegrityError(f"attachment {meta['name']} does not match its logged hash")
+            self._decrypt_attachment(rendered, meta, plain, progress=progress, durable=durable)
             if stamp is None and file_looks_like_pdf(dest):
                 # A PDF under another name opens as one all the same: it is stamped too.
                 sniffed.add(meta["name"])

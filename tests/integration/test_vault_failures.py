@@ -574,6 +574,7 @@ def test_tampered_object_is_an_integrity_failure_and_nothing_is_written(
     with pytest.raises(IntegrityError) as raised:
         bench.vault.release(bench.retrieve_request(tracking), out)
     assert raised.value.exit_code == 4
+    assert f"{obj} of {tracking}" in str(raised.value)  # which object: a tester's finding
     _assert_untouched(out)
     bench.assert_log_sound()
 
