@@ -10,7 +10,7 @@ from pydantic_core import to_jsonable_python
 
 from pcii_vault.core.acting import Acting, _require_record_id, _signed_params, _Verdict
 from pcii_vault.decisions import principal_facts, record_facts
-from pcii_vault.errors import ActConflictError, InputError, IntegrityError, PolicyDenied
+from pcii_vault.errors import ActConflictError, InputError, IntegrityError, PolicyDenied, VaultError
 from pcii_vault.index import TRANSITION_ACTIONS, RecordRow, signed_final
 from pcii_vault.lifecycle import IllegalTransitionError, next_state
 from pcii_vault.models.acts import DECONTROL_BASES
@@ -82,7 +82,7 @@ class RecordActs(Acting):
 
         self._act(request, TRANSITION_ACTIONS[event_type], change, record=tracking)
         if event_type == "submission.withdrawn":
-            self._shred(tracking)
+            self._shred_logged(tracking, "withdrawal")
         return self.index.record(tracking)
 
     def destroy(self, request: SignedRequest) -> RecordRow:
@@ -96,8 +96,23 @@ class RecordActs(Acting):
             return [self._decision_event("record.destroyed", request, verdict, details=details)]
 
         self._act(request, "destroy", destroy, record=tracking)
-        self._shred(tracking)
+        self._shred_logged(tracking, "destruction")
         return self.index.record(tracking)
+
+    def _shred_logged(self, tracking: str, what: str) -> None:
+        """Shred a record whose withdrawal or destruction is logged; say so if it fails.
+
+        Raises:
+            VaultError: of the store's failure's family, saying the act is logged and
+                what finishes the deletion.
+        """
+        try:
+            self._shred(tracking)
+        except VaultError as exc:
+            raise type(exc)(
+                f"the {what} of {tracking} is logged, but its data key was not deleted: "
+                f"{exc}; `pcii maintenance` finishes it once that is fixed"
+            ) from exc
 
     def status(self, request: SignedRequest) -> RecordRow:
         """A record's state, for its submitter or the office (metadata, not content)."""

@@ -92,6 +92,32 @@ def _destroyed(bench: VaultBench) -> str:
     return tracking
 
 
+def test_a_destroy_whose_key_deletion_failed_says_it_is_logged(
+    bench: VaultBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: a destroy whose key deletion the store refused said only what
+    the store said, as if nothing had happened; it is logged, and maintenance finishes it."""
+    tracking = bench.submit_receipt().tracking_number
+    vault = bench.vault
+    vault.transition(
+        vault.sign(bench.ids["office"], "validate", record=tracking), "submission.validated"
+    )
+    store = vault.store
+    delete = store.delete
+
+    def refused(key: str) -> None:
+        if key.startswith("wrapped/"):
+            raise BackendError(f"cannot delete {key}: the store is read-only")
+        delete(key)
+
+    monkeypatch.setattr(store, "delete", refused)
+    with pytest.raises(BackendError, match=r"the destruction of PCII-.* is logged, but its data"):
+        vault.destroy(vault.sign(bench.ids["office"], "destroy", record=tracking, params={}))
+    assert vault.index.record(tracking).state == "destroyed"
+    monkeypatch.setattr(store, "delete", delete)
+    assert vault.maintain(grace=timedelta(hours=24), dry_run=False).unfinished_shreds == (tracking,)
+
+
 def test_a_destroy_whose_key_deletion_crashed_is_finished_by_maintenance(
     bench: VaultBench,
 ) -> None:
