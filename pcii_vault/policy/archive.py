@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,12 @@ def policy_set_key(policy_set_hash: str) -> str:
 
 
 def _document(engine: PolicyEngine) -> bytes:
-    files = {name: data.decode("utf-8") for name, data in engine.files}
-    return canonical_json({"format": _FORMAT, "v": _VERSION, "files": files})
+    return _document_of(engine.files)
+
+
+def _document_of(files: Sequence[tuple[str, bytes]]) -> bytes:
+    texts = {name: data.decode("utf-8") for name, data in files}
+    return canonical_json({"format": _FORMAT, "v": _VERSION, "files": texts})
 
 
 def _parse_unverified_files(data: bytes, key: str) -> list[tuple[str, bytes]]:
@@ -132,6 +137,10 @@ def load_policy_set(store: ObjectStore, policy_set_hash: str) -> PolicyEngine:
     files = _parse_unverified_files(data, key)
     if hash_policy_files(files) != policy_set_hash:
         raise IntegrityError(f"{key} does not hash to its name: an altered policy set")
+    if data != _document_of(files):
+        # The same files in other bytes (a space added, keys reordered): not what the vault
+        # wrote, so changed by someone; the vault's own commands refuse it the same way.
+        raise IntegrityError(f"{key} is not the document the vault wrote: an altered policy set")
     with tempfile.TemporaryDirectory(prefix="pcii-policy-") as tmp:
         directory = Path(tmp)
         for name, text in files:

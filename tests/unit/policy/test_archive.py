@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from pcii_vault.errors import IntegrityError
 from pcii_vault.policy.archive import load_policy_set, policy_set_key, store_policy_set
 from pcii_vault.policy.engine import PolicyEngine
 from pcii_vault.store.filesystem import FilesystemStore
@@ -21,3 +25,27 @@ def test_objects_planted_under_the_key_are_removed_and_the_set_stored(tmp_path: 
     assert store_policy_set(store, engine) is True
     assert load_policy_set(store, engine.policy_set_hash).policy_set_hash == engine.policy_set_hash
     assert [info.key for info in store.list("policysets/")] == [key]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda data: data + b" ",
+        lambda data: b" " + data,
+        lambda data: data.replace(b'"format":', b'"format" :', 1),
+    ],
+    ids=["space after", "space before", "space inside"],
+)
+def test_a_stored_set_in_other_bytes_is_refused_by_the_auditor_too(
+    tmp_path: Path, edit: Callable[[bytes], bytes]
+) -> None:
+    """A tester's finding: a space added to a stored policy set stopped every command
+    (the vault compares bytes) while `audit verify`, parsing it, said the log was sound."""
+    store = FilesystemStore(tmp_path / "objects", create=True)
+    engine = PolicyEngine.load(POLICIES)
+    key = policy_set_key(engine.policy_set_hash)
+    store_policy_set(store, engine)
+    data, etag = store.get_with_etag(key)
+    store.put_if_match(key, edit(data), etag)
+    with pytest.raises(IntegrityError, match="not the document the vault wrote"):
+        load_policy_set(store, engine.policy_set_hash)
