@@ -865,7 +865,9 @@ def _error(
         problems=[_for_clients(str(p), vault) for p in getattr(exc, "problems", ())],
         handed_to_log=exc.handed_to_log,
     )
-    return JSONResponse(body.model_dump(), status_code=status or wire.status_for(exc))
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status or wire.status_for(exc)
+    )
 
 
 def _for_clients(message: str, vault: Vault | None) -> str:
@@ -1143,7 +1145,7 @@ class Service:
 
 async def _refuse(send: Send, refused: _BodyRefusedError) -> None:
     error = wire.ErrorBody(error=refused.message, exit_code=2, kind="InputError")
-    body = error.model_dump_json().encode()
+    body = error.model_dump_json(exclude_none=True).encode()
     await send(
         {
             "type": "http.response.start",

@@ -92,7 +92,8 @@ class ErrorBody(_Wire):
     kind: str = Field(description="the error class (e.g. PolicyDenied)")
     problems: list[str] = Field(default_factory=list)
     handed_to_log: bool | None = Field(
-        default=None, description="false when the act was never handed to the log"
+        default=None,
+        description="false when the act was never handed to the log (absent: unknown)",
     )
 
 

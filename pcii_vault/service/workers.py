@@ -111,7 +111,11 @@ def _error_json(message: str) -> bytes:
     """An answer's body in the API's error shape (a malformed request: exit 2)."""
     from pcii_vault.service.wire import ErrorBody  # noqa: PLC0415 -- a server's cost
 
-    return ErrorBody(error=message, exit_code=2, kind="InputError").model_dump_json().encode()
+    return (
+        ErrorBody(error=message, exit_code=2, kind="InputError")
+        .model_dump_json(exclude_none=True)
+        .encode()
+    )
 
 
 def _bounded_http_protocol(read_timeout: float) -> type[asyncio.Protocol]:
