@@ -15,7 +15,7 @@ from pcii_vault.cli.files import refuse_existing
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import check_sectors
-from pcii_vault.errors import ActConflictError, ConfigError, InputError, PolicyDenied
+from pcii_vault.errors import ActConflictError, ConfigError, InputError, PolicyDenied, VaultError
 
 if TYPE_CHECKING:
     from pcii_vault.models.principal import Principal, PrincipalAttributes
@@ -377,19 +377,30 @@ def principal_add(
         except (InputError, PolicyDenied, ActConflictError):
             key_out.unlink(missing_ok=True)  # refused before anything was logged
             raise
+        except VaultError as exc:
+            if exc.handed_to_log is False:  # the vault says nothing of it reached the log
+                key_out.unlink(missing_ok=True)
+                raise
+            _keep_key_file(state, name, key_out)
+            raise
         except BaseException:
-            # Interrupted, or failing once perhaps handed to the log (a full disk as the
-            # index is written): the registration may stand, and then this file is the
-            # only copy of its key (and the id is never given again).
-            state.already_done.append(
-                f"while registering {name}: its key file {key_out} is kept, as {name} may "
-                "be registered all the same (see `pcii principal list`); delete it if not"
-            )
+            _keep_key_file(state, name, key_out)
             raise
         state.output.result(
             {**_principal_row(principal), "key_file": str(key_out)},
             human=f"registered {name} ({principal.role}); key written to {key_out}",
         )
+
+
+def _keep_key_file(state: CliState, name: str, key_out: Path) -> None:
+    """Say why a new user's key file stays after a failure: it may be registered."""
+    # Interrupted, or failing once perhaps handed to the log (a full disk as the index is
+    # written): the registration may stand, and then this file is the only copy of its key
+    # (and the id is never given again).
+    state.already_done.append(
+        f"while registering {name}: its key file {key_out} is kept, as {name} may "
+        "be registered all the same (see `pcii principal list`); delete it if not"
+    )
 
 
 @principal_app.command("update")

@@ -35,6 +35,7 @@ from pcii_vault.errors import (
     IntegrityError,
     NotFoundError,
     PolicyDenied,
+    VaultError,
 )
 from pcii_vault.identity import Identity
 from pcii_vault.index import IndexWriteError, RecordRow
@@ -462,9 +463,9 @@ class Acting(Projection):
             except _StalePositionError:
                 continue
             except LogRolledBackError as exc:  # the index, authenticated, is ahead
-                raise IntegrityError(_rolled_back(exc.seen, exc.size)) from None
+                raise _as_handed(IntegrityError(_rolled_back(exc.seen, exc.size)), exc) from None
             except LogForkedError as exc:  # the index was built from another history
-                raise IntegrityError(_forked(exc.seen)) from None
+                raise _as_handed(IntegrityError(_forked(exc.seen)), exc) from None
             except OSError as exc:
                 raise BackendError(f"log append failed: {exc.strerror or exc}") from exc
         raise BackendError("the log kept moving on while this batch was decided: try again")
@@ -521,6 +522,12 @@ class Acting(Projection):
         details = {"attempts": [dict(a) for a in attempts]}
         [index] = self._append([_draft("vault.unsealed", self._clock(), details=details)])
         return index
+
+
+def _as_handed(error: VaultError, cause: VaultError) -> VaultError:
+    """`error`, saying as `cause` does whether anything of the act reached the log."""
+    error.handed_to_log = cause.handed_to_log
+    return error
 
 
 def _reads_back(event: Event) -> None:

@@ -486,7 +486,13 @@ class Ledger:
         """
         if self._signer is None:
             raise ValueError("this ledger is read-only (no signing key)")
-        pos, events, entries = self._claim(build, known_size, known_root)
+        written: list[int] = []  # positions whose claim this call wrote
+        try:
+            pos, events, entries = self._claim(build, known_size, known_root, written)
+        except VaultError as exc:
+            if not written:
+                exc.handed_to_log = False  # nothing claimed: nothing of it can be committed
+            raise
         end = pos + len(entries)
         checkpoint = self._commit_until(end)
         self._check_included(pos, entries, checkpoint)
@@ -547,7 +553,11 @@ class Ledger:
         return committed + list(pending)
 
     def _claim(
-        self, build: Builder, known_size: int | None, known_root: bytes | None
+        self,
+        build: Builder,
+        known_size: int | None,
+        known_root: bytes | None,
+        written: list[int],
     ) -> tuple[int, list[Event], list[bytes]]:
         cp, _ = self._read_checkpoint()
         pos = cp.size if cp else 0
@@ -559,6 +569,7 @@ class Ledger:
                 self.store.put_if_absent(
                     claim_key(pos), encode_claim(entries, pos, self._signer_key())
                 )
+                written.append(pos)
             except IntegrityError:
                 # A symlink planted at the claim's key (out of the store): removed, never
                 # followed; anything else the store refuses stops the append.

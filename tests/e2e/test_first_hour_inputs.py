@@ -339,6 +339,27 @@ def test_an_owner_is_of_the_private_sector_unless_told_otherwise(cli: Cli) -> No
     assert (levels["acme"], levels["epa"], levels["state"]) == ("private", "federal", "state")
 
 
+def test_acts_refused_before_anything_is_claimed_say_nothing_may_be_recorded(cli: Cli) -> None:
+    """A tester's finding: with a file planted where the log keeps its claims, `principal
+    add` kept the new user's key file, saying the user might be registered, and `submit`
+    said the vault might record the submission: neither could be, nothing was claimed."""
+    cli.init()
+    cli.add("acme", "owner", "--org", "Riverbend Municipal Water Authority")
+    claims = cli.vault / "objects" / "log" / "claims"
+    claims.rmdir()
+    claims.write_bytes(b"planted")
+    key = cli.key("late")
+    added = cli.run("--as", str(cli.key("admin")), "principal", "add", "late", "--role",
+                    "auditor", "--key-out", str(key))  # fmt: skip
+    assert added.code == 4, added.err
+    assert "is kept" not in added.err
+    assert not key.exists()
+    document = cli.write_submission("bare.json", attachments=[])
+    submitted = cli.run("--as", str(cli.key("acme")), "submit", str(document))
+    assert submitted.code == 4, submitted.err
+    assert "may record it" not in submitted.err
+
+
 _FAILING_AS_SUBMITTED = """
 from pcii_vault import client
 from pcii_vault.cli import app
