@@ -451,7 +451,9 @@ def _network(url: str) -> Iterator[None]:
                 f"the certificate of {url} is not trusted: pass --ca FILE with the "
                 "certificate `pcii serve` printed (compare its SHA-256 fingerprint)"
             ) from exc
-        raise BackendError(f"cannot reach the vault server at {url}: {exc}") from exc
+        unreached = BackendError(f"cannot reach the vault server at {url}: {exc}")
+        unreached.handed_to_log = False  # no connection: the request was never sent
+        raise unreached from exc
     except httpx.TimeoutException as exc:
         raise BackendError(f"the vault server at {url} did not answer in time") from exc
     except httpx.HTTPError as exc:

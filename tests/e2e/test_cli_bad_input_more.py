@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pcii_vault.errors import ConfigError
+from pcii_vault.errors import BackendError, ConfigError
 from tests.e2e.conftest import TRAINED, Cli, Result, ServerCli
 
 pytestmark = pytest.mark.slow
@@ -556,6 +556,23 @@ def test_the_transport_checks_its_url_too() -> None:
     for url in ("https://h:0", "https://", "http://h:1", "https://[::1"):
         with pytest.raises(ConfigError, match="vault URL"):
             HttpTransport(url, ca=None, identity=None)
+
+
+def test_a_server_that_cannot_be_reached_was_handed_nothing() -> None:
+    """A tester's finding: a server stopped between a submission's uploads and its submit
+    refused the connection, and the owner was told the vault might record it all the same.
+    No connection: nothing was sent (the client then adds no such note)."""
+    import socket
+
+    from pcii_vault.service.transport import HttpTransport
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    transport = HttpTransport(f"https://127.0.0.1:{port}", ca=None, identity=None)
+    with pytest.raises(BackendError, match="cannot reach the vault server") as raised:
+        transport.info()
+    assert raised.value.handed_to_log is False
 
 
 def test_proving_an_index_beyond_the_log_is_bad_input(vault: tuple[Cli, str]) -> None:
