@@ -398,8 +398,8 @@ def _keep_key_file(state: CliState, name: str, key_out: Path) -> None:
     # written): the registration may stand, and then this file is the only copy of its key
     # (and the id is never given again).
     state.already_done.append(
-        f"while registering {name}: its key file {key_out} is kept, as {name} may "
-        "be registered all the same (see `pcii principal list`); delete it if not"
+        f"(while registering {name}: its key file {key_out} is kept, as {name} may "
+        "be registered all the same (see `pcii principal list`); delete it if not)"
     )
 
 

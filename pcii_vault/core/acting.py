@@ -294,10 +294,14 @@ class Acting(Projection):
 
         to_log = True
         if look_first:
-            with self._lock:
-                to_log = self._first_look(
-                    act, read=effect is None and not decided_again, decided_again=decided_again
-                )
+            try:
+                with self._lock:
+                    to_log = self._first_look(
+                        act, read=effect is None and not decided_again, decided_again=decided_again
+                    )
+            except VaultError as exc:
+                exc.handed_to_log = False  # refused at the first look: nothing went to the log
+                raise
         indices = self.sequencer.run(act) if to_log else ()
         done = outcome[0]
         done.indices = tuple(indices)
@@ -420,6 +424,8 @@ class Acting(Projection):
                     except IndexWriteError:
                         raise  # the index cannot be written: the batch, not one act, fails
                     except Exception as exc:  # noqa: BLE001 -- the act's refusal, for its requester
+                        if isinstance(exc, VaultError):
+                            exc.handed_to_log = False  # refused at its position: left out
                         outcomes.append(exc)
                         spans.append(None)
                         continue
