@@ -156,10 +156,11 @@ def denial_reason(
         and principal.role in roles
         and not allowed(standing, record)
         and len(standings) > 1
-        and allowed(standings[1], record)
+        and _only_its_organisation(allowed, standing, standings[1], record)
     ):
         # The record exists (the denial says so anyway); that it is another organisation's
-        # is the fact that decided, and nothing more about it is told.
+        # is the fact that decided, and nothing more about it is told (not its state:
+        # whether its own organisation could act on it now is not this one's to know).
         return (
             f"{record.tracking_number} is another organisation's submission; only that "
             f"organisation's {principal.role}s may {action} it"
@@ -175,6 +176,25 @@ def denial_reason(
     if decision.policy_ids:
         return "forbidden by " + ", ".join(decision.policy_ids)
     return "no policy permits it (your sectors, level or stated use may not fit)"
+
+
+def _only_its_organisation(
+    allowed: Callable[[PrincipalFacts, RecordFacts | None], bool],
+    standing: PrincipalFacts,
+    as_its_own: PrincipalFacts,
+    record: RecordFacts,
+) -> bool:
+    """Whether the record's organisation decides: its own may act on it, this one not.
+
+    Now, or (when nobody may now) in some state while this organisation may in none: the
+    record's state is then not this organisation's to learn from the denial.
+    """
+    if allowed(as_its_own, record):
+        return True
+    states = [replace(record, state=s) for s in _STATE_ORDER]
+    return any(allowed(as_its_own, r) for r in states) and not any(
+        allowed(standing, r) for r in states
+    )
 
 
 def _record_reason(

@@ -260,6 +260,12 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     assert "Riverbend" not in other.err
     assert WATER not in other.err and "--state" not in other.err  # nor its sector, state
     assert _replay(cli, other.err)["decision"] == "deny"
+    # Nor when its own organisation could not act on it now either (a tester's finding:
+    # withdrawing another organisation's validated record said "no policy permits it").
+    withdraw = cli.run("withdraw", tracking, who="grid")
+    assert withdraw.code == 3
+    assert "is another organisation's submission" in withdraw.err, withdraw.err
+    assert "validated" not in withdraw.err and "--state" not in withdraw.err
     other_withdraw = cli.run("withdraw", tracking, who="grid")
     assert other_withdraw.code == 3 and "--state" not in other_withdraw.err, other_withdraw.err
     assert _replay(cli, other_withdraw.err)["decision"] == "deny"
