@@ -424,6 +424,11 @@ def verify_log(
     try:
         note, etag = store.get_with_etag(CHECKPOINT_KEY)
     except NotFoundError as exc:
+        if next(store.list(_tiles.LOG_PREFIX), None) is None:
+            raise IntegrityError(
+                "the log holds nothing (no log/checkpoint), yet every vault logs its creation "
+                "first: the log was deleted, or this is not a vault's log"
+            ) from exc
         raise IntegrityError(f"missing log object {CHECKPOINT_KEY}") from exc
     cp = _parse_head(note, verifier)
     if trusted is not None:
