@@ -201,8 +201,8 @@ class Seal:
                 }
                 if others:
                     answer["warning"] = (
-                        f"this share is of another split than {others}: "
-                        "only this vault's own shares open it"
+                        f"this share is of another split than {others}: only one of them "
+                        "can be this vault's, and only its own shares open it"
                     )
                 return answer
             self._secret = self._open(share.split, principal)
@@ -293,6 +293,18 @@ class Seal:
         count, _ = self._unlisted.get((principal, kind), (0, at))
         self._unlisted[(principal, kind)] = (count + 1, at)
 
+    def _outcome(self, attempt: _Attempt) -> str:
+        """An accepted share's outcome, told once it is known which split opened the vault.
+
+        Until then a share is only of the same split as others or not: the first one in
+        may be the foreign one, so the log names the shares that opened the vault.
+        """
+        if attempt.split is None:
+            return attempt.outcome
+        if attempt.split == self._opened_split:
+            return "accepted"
+        return "accepted, of another split than the shares that opened the vault"
+
     def _logged_attempts(self) -> list[dict[str, str]]:
         """What `vault.unsealed` lists: bounded, every share that opened the vault kept."""
         listed: list[_Attempt] = []
@@ -307,7 +319,9 @@ class Seal:
                 kind = "refused" if attempt.outcome.startswith("refused") else "accepted"
                 self._count_unlisted(attempt.principal, kind, attempt.at)
         self._attempts = listed
-        rows = [{"principal": a.principal, "at": a.at, "outcome": a.outcome} for a in listed]
+        rows = [
+            {"principal": a.principal, "at": a.at, "outcome": self._outcome(a)} for a in listed
+        ]
         rows += [
             {"principal": who, "at": last, "outcome": f"{kind} {count} more times (not listed)"}
             for (who, kind), (count, last) in sorted(self._unlisted.items())

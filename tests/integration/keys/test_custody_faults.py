@@ -142,12 +142,14 @@ def test_a_foreign_share_given_first_does_not_lock_the_vault_out(tmp_path: Path)
     assert (done["sealed"], done["shares"]) == (False, 3)
     assert not seal.sealed
     [attempts] = vault.logged
+    # Named once the opening split is known (a tester's finding: the foreign share was
+    # logged as plainly accepted, the vault's own ones as "another split than of carol").
     assert [a["outcome"] for a in attempts] == [
+        "accepted, of another split than the shares that opened the vault",
         "accepted",
-        "accepted (another split than of carol)",
         "refused: unseal share of bob was given already",
-        "accepted (another split than of carol)",
-        "accepted (another split than of carol)",
+        "accepted",
+        "accepted",
     ]
     # No share's words in the log: a run of four of them, not single words (an outcome's
     # own words, "split" or "again", are in the SLIP-39 word list too: a flaky check).
@@ -363,8 +365,8 @@ def test_many_refused_offers_still_fit_in_one_logged_event(tmp_path: Path) -> No
     assert outcomes[:32] == ["refused: unseal share of mallory: word 10 is not a SLIP-39 word"] * 32
     # Every share that opened it is listed; the rest is counted per custodian.
     assert outcomes[32:] == [
-        "accepted (another split than of mallory)",
-        "accepted (another split than of mallory)",
+        "accepted",
+        "accepted",
         "accepted 5 more times (not listed)",
         "refused 568 more times (not listed)",
     ]
