@@ -319,9 +319,7 @@ class Seal:
                 kind = "refused" if attempt.outcome.startswith("refused") else "accepted"
                 self._count_unlisted(attempt.principal, kind, attempt.at)
         self._attempts = listed
-        rows = [
-            {"principal": a.principal, "at": a.at, "outcome": self._outcome(a)} for a in listed
-        ]
+        rows = [{"principal": a.principal, "at": a.at, "outcome": self._outcome(a)} for a in listed]
         rows += [
             {"principal": who, "at": last, "outcome": f"{kind} {count} more times (not listed)"}
             for (who, kind), (count, last) in sorted(self._unlisted.items())
