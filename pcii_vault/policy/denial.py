@@ -173,6 +173,20 @@ def denial_reason(
     )
     if about_record is not None:
         return about_record
+    # Another organisation's record, to an owner (`_may_know` lets owners' denials
+    # through): the policies that fired may name its state (`record-closed`), which is
+    # not that organisation's to learn.
+    hidden = record is not None and principal.role == "owner" and len(standings) > 1
+    return _last_reason(decision, action, hidden=hidden)
+
+
+def _last_reason(decision: Decision, action: str, *, hidden: bool) -> str:
+    """The policies that fired, unless they may tell what the record is not to tell."""
+    if hidden:
+        return (
+            f"no policy lets you {action} this record, and it is not one you may look up "
+            "(your role, sectors and level decide; ask the program office)"
+        )
     if decision.policy_ids:
         return "forbidden by " + ", ".join(decision.policy_ids)
     return "no policy permits it (your sectors, level or stated use may not fit)"

@@ -266,6 +266,12 @@ def test_denials_name_the_reason_and_the_explain_command(populated: Cli) -> None
     assert withdraw.code == 3
     assert "is another organisation's submission" in withdraw.err, withdraw.err
     assert "validated" not in withdraw.err and "--state" not in withdraw.err
+    # Nor through the policies that fired: `record-closed` would tell a withdrawn one.
+    cli.ok("withdraw", second := _submit(cli), who="owner")
+    for record in (tracking, second):
+        get = cli.run("get", record, "--purpose", "x", "--out", str(cli.root / "o"), who="grid")
+        assert get.code == 3
+        assert "record-closed" not in get.err and "forbidden by" not in get.err, get.err
     other_withdraw = cli.run("withdraw", tracking, who="grid")
     assert other_withdraw.code == 3 and "--state" not in other_withdraw.err, other_withdraw.err
     assert _replay(cli, other_withdraw.err)["decision"] == "deny"
