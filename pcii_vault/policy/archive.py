@@ -27,7 +27,7 @@ import structlog
 from pcii_vault.crypto.canonical import canonical_json
 from pcii_vault.errors import IntegrityError, NotFoundError, ObjectExistsError
 from pcii_vault.policy.engine import PolicyEngine, PolicyLoadError, hash_policy_files
-from pcii_vault.store.base import ObjectStore, remove_planted_under
+from pcii_vault.store.base import ObjectStore, ObjectTooLargeError, remove_planted_under
 
 __all__ = [
     "POLICY_SET_PREFIX",
@@ -112,7 +112,7 @@ def policy_set_damage(store: ObjectStore, engine: PolicyEngine) -> str | None:
         existing = store.get(key)
     except NotFoundError:
         return f"{key}, the text of the policy set in force, was deleted outside the vault"
-    except IntegrityError:  # larger than any object the vault writes
+    except ObjectTooLargeError:  # larger than any object the vault writes
         existing = b""
     if existing != _document(engine):
         return f"{key}, the text of the policy set in force, was changed outside the vault"

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from pcii_vault.errors import IntegrityError
-from pcii_vault.policy.archive import load_policy_set, policy_set_key, store_policy_set
+from pcii_vault.policy.archive import (
+    load_policy_set,
+    policy_set_damage,
+    policy_set_key,
+    store_policy_set,
+)
 from pcii_vault.policy.engine import PolicyEngine
 from pcii_vault.store.filesystem import FilesystemStore
 
@@ -49,3 +54,15 @@ def test_a_stored_set_in_other_bytes_is_refused_by_the_auditor_too(
     store.put_if_match(key, edit(data), etag)
     with pytest.raises(IntegrityError, match="not the document the vault wrote"):
         load_policy_set(store, engine.policy_set_hash)
+
+
+def test_a_linked_policysets_folder_is_named_not_taken_for_a_changed_text(tmp_path: Path) -> None:
+    """A tester's finding: `policysets` made a symlink said the text "was changed outside
+    the vault" and sent the user to `pcii maintenance`, which then refused the link."""
+    store = FilesystemStore(tmp_path / "objects", create=True)
+    engine = PolicyEngine.load(POLICIES)
+    store_policy_set(store, engine)
+    (store.root / "policysets").rename(store.root / "copy")
+    (store.root / "policysets").symlink_to("copy")
+    with pytest.raises(IntegrityError, match="symlink planted in the store"):
+        policy_set_damage(store, engine)
