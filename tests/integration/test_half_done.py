@@ -118,6 +118,29 @@ def test_a_destroy_whose_key_deletion_failed_says_it_is_logged(
     assert vault.maintain(grace=timedelta(hours=24), dry_run=False).unfinished_shreds == (tracking,)
 
 
+def test_a_withdrawal_whose_ciphertext_cannot_be_removed_warns(bench: VaultBench) -> None:
+    """A tester's finding: with `records` made a symlink, withdraw deleted the data key
+    (the shred that counts) and left the ciphertext without a word."""
+    import shutil
+
+    import structlog.testing
+
+    tracking = bench.submit_receipt().tracking_number
+    root = _store_root(bench)
+    shutil.copytree(root / "records", root / "copy")
+    shutil.rmtree(root / "records")
+    (root / "records").symlink_to("copy")
+    vault = bench.vault
+    with structlog.testing.capture_logs() as logged:
+        row = vault.transition(
+            vault.sign(bench.ids["owner"], "withdraw", record=tracking), "submission.withdrawn"
+        )
+    assert row.state == "withdrawn"
+    assert list(bench.real.list(f"wrapped/{tracking}")) == []
+    assert "record_ciphertext_not_removed" in [e["event"] for e in logged]
+    assert list((root / "copy" / tracking).iterdir())  # nothing deleted through the link
+
+
 def test_a_destroy_whose_key_deletion_crashed_is_finished_by_maintenance(
     bench: VaultBench,
 ) -> None:
