@@ -27,7 +27,7 @@ import structlog
 
 from pcii_vault.config import CONFIG_NAME, Batching, VaultConfig, VaultPaths
 from pcii_vault.crypto.mac import Authenticator
-from pcii_vault.crypto.signing import Ed25519PublicKey
+from pcii_vault.crypto.signing import Ed25519PublicKey, Signer
 from pcii_vault.errors import ConfigError, IntegrityError, VaultError
 from pcii_vault.index import Index
 from pcii_vault.keys.custody import KeyCustody, open_custody
@@ -257,14 +257,7 @@ class VaultBase:
         """The log, able to append (needs the keyring's log signing key)."""
         if self._ledger is None:
             signer = self.keyring.log_signer
-            self._ledger = Ledger(
-                self.store,
-                self.config.log_origin,
-                signer=signer,
-                verifier=signer.public_key,
-                clock=self._clock,
-                anchor=self._anchor(),
-            )
+            self._ledger = self._log_over(signer, signer.public_key)
         return self._ledger
 
     def reader(self) -> Ledger:
@@ -279,16 +272,20 @@ class VaultBase:
             return self._ledger
         reader = self._reader
         if reader is None or reader.store is not self.store:
-            reader = Ledger(
-                self.store,
-                self.config.log_origin,
-                signer=None,
-                verifier=self.log_public_key,
-                clock=self._clock,
-                anchor=self._anchor(),
-            )
+            reader = self._log_over(None, self.log_public_key)
             self._reader = reader
         return reader
+
+    def _log_over(self, signer: Signer | None, verifier: Ed25519PublicKey) -> Ledger:
+        """The log on this vault's store, held to the one anchor of this vault object."""
+        return Ledger(
+            self.store,
+            self.config.log_origin,
+            signer=signer,
+            verifier=verifier,
+            clock=self._clock,
+            anchor=self._anchor(),
+        )
 
     def _anchor(self) -> CheckpointAnchor:
         return self._checkpoint_anchor

@@ -49,11 +49,7 @@ def policy_set_key(policy_set_hash: str) -> str:
     return f"{POLICY_SET_PREFIX}{policy_set_hash}"
 
 
-def _document(engine: PolicyEngine) -> bytes:
-    return _document_of(engine.files)
-
-
-def _document_of(files: Sequence[tuple[str, bytes]]) -> bytes:
+def _document(files: Sequence[tuple[str, bytes]]) -> bytes:
     texts = {name: data.decode("utf-8") for name, data in files}
     return canonical_json({"format": _FORMAT, "v": _VERSION, "files": texts})
 
@@ -82,7 +78,7 @@ def store_policy_set(store: ObjectStore, engine: PolicyEngine) -> bool:
         Whether it was written: absent, or junk in its place (replaced, never trusted).
     """
     key = policy_set_key(engine.policy_set_hash)
-    data = _document(engine)
+    data = _document(engine.files)
     try:
         store.put_if_absent(key, data)
     except ObjectExistsError:
@@ -114,7 +110,7 @@ def policy_set_damage(store: ObjectStore, engine: PolicyEngine) -> str | None:
         return f"{key}, the text of the policy set in force, was deleted outside the vault"
     except ObjectTooLargeError:  # larger than any object the vault writes
         existing = b""
-    if existing != _document(engine):
+    if existing != _document(engine.files):
         return f"{key}, the text of the policy set in force, was changed outside the vault"
     return None
 
@@ -137,7 +133,7 @@ def load_policy_set(store: ObjectStore, policy_set_hash: str) -> PolicyEngine:
     files = _parse_unverified_files(data, key)
     if hash_policy_files(files) != policy_set_hash:
         raise IntegrityError(f"{key} does not hash to its name: an altered policy set")
-    if data != _document_of(files):
+    if data != _document(files):
         # The same files in other bytes (a space added, keys reordered): not what the vault
         # wrote, so changed by someone; the vault's own commands refuse it the same way.
         raise IntegrityError(f"{key} is not the document the vault wrote: an altered policy set")
