@@ -107,7 +107,9 @@ _PRINCIPAL_OPS = {
 }
 _MAC_FORMAT = b"pcii-index-mac/1 "
 _MAX_TAG_BYTES = 4096  # the format, 64 hex digits and a newline
-_MAX_INDEX_BYTES = 1 << 32  # 4 GiB: the vault reads the file into memory to check it
+# The vault reads the index file into memory to check it, and SQLite loads at most 2 GiB
+# less 256 bytes (its largest allocation): the largest index the vault writes or reads.
+_MAX_INDEX_BYTES = 0x7FFF_FF00
 
 # Why each of the vault's own acts was refused (see `_check_vault_event`).
 _VAULT_RULES = {
@@ -249,8 +251,14 @@ def _write_tagged(path: Path, data: bytes, tag: bytes) -> None:
     rows equal to the log's and writes it again (`verify_or_diagnose`).
 
     Raises:
-        IndexWriteError: either cannot be written (a full disk, a read-only directory).
+        IndexWriteError: either cannot be written (a full disk, a read-only directory),
+            or `data` is larger than any index the vault can read back.
     """
+    if len(data) > _MAX_INDEX_BYTES:
+        raise IndexWriteError(
+            f"the index has grown to {len(data)} bytes, past the largest index SQLite "
+            f"loads ({_MAX_INDEX_BYTES} bytes): not written"
+        )
     try:
         replace_file(path, data)
         replace_file(path.with_name(path.name + ".mac"), _MAC_FORMAT + tag.hex().encode() + b"\n")

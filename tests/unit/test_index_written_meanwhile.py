@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from vault_support import VaultBench
 
-from pcii_vault.errors import IntegrityError, PolicyDenied
+from pcii_vault.errors import BackendError, IntegrityError, PolicyDenied
 from pcii_vault.index import Index
 from pcii_vault.vault import Vault
 
@@ -143,3 +143,26 @@ def test_an_index_grown_past_any_size_the_vault_writes_is_not_read(
     with index.open("r+b") as handle:
         handle.truncate(2 << 20)  # sparse: nothing written
     _refused_here_and_in_a_new_process(bench, tracking, IntegrityError, "larger than any index")
+
+
+def test_an_index_sqlite_cannot_load_is_refused_by_its_size(bench: VaultBench) -> None:
+    """A tester's finding: a sparse index between 2 and 4 GiB was read (2 GiB into
+    memory) and then exit 1 (MemoryError): SQLite loads at most 2 GiB less 256 bytes."""
+    tracking = bench.submit_receipt().tracking_number
+    with bench.vault.paths.index.open("r+b") as handle:
+        handle.truncate((2 << 30) + (1 << 20))  # sparse: nothing written
+    _refused_here_and_in_a_new_process(bench, tracking, IntegrityError, "larger than any index")
+
+
+def test_an_index_grown_past_what_sqlite_loads_is_not_written(
+    bench: VaultBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vault never writes an index it could not read back: the act fails (the
+    store and the log are as they were) with a one-line error naming the limit."""
+    tracking = bench.submit_receipt().tracking_number
+    before = bench.vault.paths.index.read_bytes()
+    monkeypatch.setattr("pcii_vault.index._MAX_INDEX_BYTES", len(before) - 1)
+    request = bench.vault.sign(bench.ids["office"], "validate", record=tracking)
+    with pytest.raises(BackendError, match="largest index SQLite loads"):
+        bench.vault.transition(request, "submission.validated")
+    assert bench.vault.paths.index.read_bytes() == before
