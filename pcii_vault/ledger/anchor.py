@@ -82,6 +82,12 @@ class CheckpointAnchor:
             return highest
 
     def _load_file(self, verifier: NoteVerifier) -> Checkpoint | None:
+        if self.path.is_symlink():
+            # The vault writes a file here, never a link: one to nothing would read as no
+            # anchor at all, and one to the store's log/checkpoint would always agree.
+            raise IntegrityError(
+                f"{self.path} is a symlink, not the checkpoint this vault wrote; remove it"
+            )
         try:
             note = read_regular(self.path, MAX_NOTE_BYTES)
         except FileNotFoundError:

@@ -214,6 +214,18 @@ def test_a_vault_file_replaced_by_a_symlink_is_tampering(
     assert not (cli.root / "elsewhere" / "planted").exists()
 
 
+@pytest.mark.parametrize("target", ["objects/log/checkpoint", "nowhere/log-checkpoint"])
+def test_audit_verify_refuses_a_linked_anchor(vault: tuple[Cli, str], target: str) -> None:
+    """A tester's finding: with the store rolled back and `log-checkpoint` a dangling
+    symlink, every command refused, but `audit verify` (which reads the vault directory
+    without checking it) took the link for no anchor and said the log was sound."""
+    cli, _ = vault
+    path = cli.vault / "log-checkpoint"
+    path.unlink()
+    path.symlink_to(cli.vault / target)
+    assert "log-checkpoint is a symlink" in one_line_error(cli.run("audit", "verify"), 4)
+
+
 def test_a_policy_file_replaced_by_a_directory_is_a_refused_policy_set(
     vault: tuple[Cli, str],
 ) -> None:
