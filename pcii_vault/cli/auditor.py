@@ -12,7 +12,8 @@ from pcii_vault.cli.audit import KeyOption, LogOption, TrustedOption, open_reade
 from pcii_vault.cli.files import new_output, refuse_existing
 from pcii_vault.cli.output import CliState
 from pcii_vault.cli.params import TRACKING
-from pcii_vault.errors import IntegrityError
+from pcii_vault.errors import InputError, IntegrityError
+from pcii_vault.text import printable, unreadable
 
 if TYPE_CHECKING:
     from pcii_vault.models.event import Event
@@ -37,6 +38,9 @@ def recipients(
     from pcii_vault.index import Index
 
     state: CliState = ctx.obj
+    if (why := unreadable(tracking)) is not None:
+        # Bytes the command line could not decode would fail in the index's SQL.
+        raise InputError(f"tracking number {printable(tracking)!r} {why}")
     ledger = open_reader(state, log, key, trusted_checkpoint)
     projection = Index.in_memory()
     failed: dict[object, int] = {}

@@ -527,6 +527,17 @@ def test_office_due_within_a_century_works(vault: tuple[Cli, str]) -> None:
     cli.ok("office", "due", "--within", "36500", who="office")
 
 
+@pytest.mark.parametrize("tracking", ["PCII-2026-\udcff", "PCII-2026-\x1b[31m"])
+def test_audit_recipients_of_an_unreadable_tracking_number_is_exit_2(
+    both: tuple[Cli, str], tracking: str
+) -> None:
+    """A tester's finding: bytes the command line could not decode were exit 1."""
+    cli, _ = both
+    line = _one_line_error(cli.run("audit", "recipients", tracking, who="auditor"))
+    assert "tracking number" in line
+    assert "\x1b" not in line
+
+
 def test_an_unseal_secret_not_utf8_is_exit_2(vault: tuple[Cli, str]) -> None:
     cli, tracking = vault
     result = cli.run("status", tracking, who="owner", env={"PCII_UNSEAL_SECRET": "\udcff"})
