@@ -45,7 +45,7 @@ from pcii_vault.models.acts import check_params
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal
 from pcii_vault.models.request import RequestBody, SignedRequest, sign_request, verify_act
-from pcii_vault.policy.archive import policy_set_damage, store_policy_set
+from pcii_vault.policy.archive import logged_policy_set_damage, policy_set_damage, store_policy_set
 from pcii_vault.policy.denial import explain_denial
 from pcii_vault.policy.engine import Decision, EntityDirectory, PolicyEngine
 from pcii_vault.sequencer import Act, Sequencer
@@ -84,6 +84,7 @@ class Acting(Projection):
         """
         self._refresh_policy()
         if self._policy_set_unlogged():
+            self._refuse_replacing_a_damaged_set()
             # A changed policy set is itself an event, before it decides anything; its
             # text goes into the store first, so an auditor can re-run its decisions.
             store_policy_set(self.store, self.policy)
@@ -103,6 +104,28 @@ class Acting(Projection):
                     "writes it again from this vault's policies/"
                 )
             self._policy_text_stored = self.policy.policy_set_hash
+
+    def _refuse_replacing_a_damaged_set(self) -> None:
+        """Refuse to log a new policy set while the text of the one in force is damaged.
+
+        Once another set is in force, nothing would write the old text again (its files
+        are no longer in policies/) and its decisions could never be re-run: the change
+        waits until the old text is restored, as every decision does while it is damaged.
+
+        Raises:
+            IntegrityError: the stored text of the logged set in force was deleted or
+                changed outside the vault.
+        """
+        in_force = self.index.meta("policy_set")
+        if not in_force:
+            return
+        damage = logged_policy_set_damage(self.store, in_force)
+        if damage is not None:
+            raise IntegrityError(
+                f"{damage}; that set is in force and policies/ now holds another: put its "
+                "files back in this vault's policies/ and run `pcii maintenance` to write "
+                "it again, then change the policies"
+            )
 
     def _policy_loaded_again(self, position: int) -> list[Event]:
         """`policy.loaded` of this vault's set, when another is the last loaded at `position`.

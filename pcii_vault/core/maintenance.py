@@ -160,12 +160,18 @@ class MaintenanceActs(Acting):
         """The key of the logged set in force when its stored text was deleted or changed.
 
         Written again unless `dry_run` (a set not logged yet is stored by the next act).
+
+        Raises:
+            IntegrityError: it was, and policies/ holds another set to write it from.
         """
         try:
             self._refresh_policy()
         except PolicyLoadError:
             return ()  # every act refuses until the policies load; nothing to restore from
         if self._policy_set_unlogged():
+            # policies/ holds a set not logged yet (the next act logs it): the one in
+            # force cannot be written again from it, and it must be before the change.
+            self._refuse_replacing_a_damaged_set()
             return ()
         damage = policy_set_damage(self.store, self.policy)
         if damage is None:

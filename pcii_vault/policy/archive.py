@@ -32,6 +32,7 @@ from pcii_vault.store.base import ObjectStore, ObjectTooLargeError, remove_plant
 __all__ = [
     "POLICY_SET_PREFIX",
     "load_policy_set",
+    "logged_policy_set_damage",
     "policy_set_damage",
     "policy_set_key",
     "store_policy_set",
@@ -115,12 +116,23 @@ def policy_set_damage(store: ObjectStore, engine: PolicyEngine) -> str | None:
     return None
 
 
-def load_policy_set(store: ObjectStore, policy_set_hash: str) -> PolicyEngine:
-    """Load a stored policy set after checking that its files hash to `policy_set_hash`.
+def logged_policy_set_damage(store: ObjectStore, policy_set_hash: str) -> str | None:
+    """What is wrong with the stored text of a set the log names, or None when intact.
+
+    Checks the bytes and the hash only (the files are not loaded as policies).
+    """
+    try:
+        _stored_files(store, policy_set_hash)
+    except IntegrityError as exc:  # too large to read whole included
+        return str(exc)
+    return None
+
+
+def _stored_files(store: ObjectStore, policy_set_hash: str) -> list[tuple[str, bytes]]:
+    """The files of a stored policy set, its bytes exactly the vault's document of them.
 
     Raises:
-        IntegrityError: the set is missing, malformed, of another hash, or its
-            policies do not load.
+        IntegrityError: the set is missing, malformed, of another hash or other bytes.
     """
     key = policy_set_key(policy_set_hash)
     try:
@@ -137,6 +149,18 @@ def load_policy_set(store: ObjectStore, policy_set_hash: str) -> PolicyEngine:
         # The same files in other bytes (a space added, keys reordered): not what the vault
         # wrote, so changed by someone; the vault's own commands refuse it the same way.
         raise IntegrityError(f"{key} is not the document the vault wrote: an altered policy set")
+    return files
+
+
+def load_policy_set(store: ObjectStore, policy_set_hash: str) -> PolicyEngine:
+    """Load a stored policy set after checking that its files hash to `policy_set_hash`.
+
+    Raises:
+        IntegrityError: the set is missing, malformed, of another hash, or its
+            policies do not load.
+    """
+    key = policy_set_key(policy_set_hash)
+    files = _stored_files(store, policy_set_hash)
     with tempfile.TemporaryDirectory(prefix="pcii-policy-") as tmp:
         directory = Path(tmp)
         for name, text in files:

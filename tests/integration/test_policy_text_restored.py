@@ -67,3 +67,44 @@ def test_a_damaged_policy_text_is_refused_until_maintenance_writes_it(
             load_policy_set(store, policy_set)  # what `audit verify` re-runs decisions on
     finally:
         bench.vault.close()
+
+
+@pytest.mark.parametrize(("damage", "what"), [(_deleted, "deleted"), (_changed, "changed")])
+def test_a_new_policy_set_waits_until_the_damaged_one_in_force_is_restored(
+    tmp_path: Path, damage: Callable[[ObjectStore, str], None], what: str
+) -> None:
+    """A tester's finding: with the text of the set in force damaged and policies/ edited,
+    `maintenance` listed nothing and the next act logged the new set and went on; nothing
+    would ever write the old text again, and `audit verify` failed for good."""
+    bench = VaultBench(tmp_path, secret=SECRET, attachment_bytes=b"fictional\n")
+    root = bench.vault.paths.root
+    bench.vault.close()
+    store = bench.real
+    [key] = [info.key for info in store.list(POLICY_SET_PREFIX)]
+    damage(store, key)
+    edited = root / "policies" / "analyst-access.cedar"
+    original = edited.read_bytes()
+    edited.write_bytes(original + b"\n// edited after the damage\n")
+    bench.vault = Vault(root, unseal=lambda: SECRET)
+    try:
+        size = bench.vault.index.size
+        refused = rf"{key}.*policies/ now holds another"
+        with pytest.raises(IntegrityError, match=refused):
+            bench.submit_receipt()
+        with pytest.raises(IntegrityError, match=refused):
+            bench.vault.maintain(grace=timedelta(hours=24), dry_run=True)
+        assert bench.vault.reader().size() == size  # the new set was not logged
+        assert [info.key for info in store.list(POLICY_SET_PREFIX)] == ([key] * (what != "deleted"))
+        # The way out the message gives: the set's files back, `maintenance`, the change.
+        edited.write_bytes(original)
+        assert bench.vault.maintain(grace=timedelta(hours=24), dry_run=False).policy_texts == (key,)
+        edited.write_bytes(original + b"\n// edited after the damage\n")
+        bench.submit_receipt()
+        bench.audit()
+        named = {e.policy_set for e in bench.vault.reader().events(0, bench.vault.index.size)}
+        assert len(named - {None}) == 2  # the old set and the new, both stored
+        for policy_set in named - {None}:
+            assert policy_set is not None
+            load_policy_set(store, policy_set)
+    finally:
+        bench.vault.close()
