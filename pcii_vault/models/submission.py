@@ -113,7 +113,10 @@ AssessmentType = Literal[
 # One line: at least one visible character, no control characters (C0, DEL, C1).
 _LINE = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 # Several lines: newline, carriage return and tab allowed; other control characters not.
-_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*\S[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+_TEXT = (
+    r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+    r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+)
 
 
 def _line(max_length: int, description: str) -> Any:  # noqa: ANN401 -- a pydantic FieldInfo

@@ -467,3 +467,14 @@ def test_schema_is_json_and_forbids_extra_fields() -> None:
     assert schema["additionalProperties"] is False
     assert schema["properties"]["sector"]["enum"] == list(reference_data().sector_names)
     assert "tlp" in schema["required"]
+
+
+@pytest.mark.parametrize("control", ["\x07", "\x1b", "\x9b", "\x7f"])
+@pytest.mark.parametrize("text", ["{c}", "Pump {c}room", "{c}\n\tx"])
+def test_a_multiline_field_with_one_control_character_is_refused(control: str, text: str) -> None:
+    """A tester's finding: exactly one control character passed (it matched the pattern's
+    "one visible character"), and a C1 one reached the released document.json raw."""
+    doc = example_submission()
+    doc["summary"] = text.format(c=control)
+    problems = _problems(doc)
+    assert any(p.startswith("summary:") and "control characters" in p for p in problems)
