@@ -127,7 +127,31 @@ def load_certificate(cert: Path, key: Path) -> ServerCertificate:
         ConfigError: a file is missing or unreadable, not PEM, the key is encrypted, or
             the key does not belong to the certificate.
     """
-    return ServerCertificate(cert, key, _fingerprint(_load_pair(cert, key)), created=False)
+    certificate = _load_pair(cert, key)
+    _refuse_what_tls_refuses(cert, key)
+    return ServerCertificate(cert, key, _fingerprint(certificate), created=False)
+
+
+def _refuse_what_tls_refuses(cert: Path, key: Path) -> None:
+    """Load the pair as the server will, before anything is announced.
+
+    OpenSSL refuses some pairs that parse (an RSA key under 2048 bits, a certificate
+    signed with SHA-1): the server would print its address and then fail to start.
+
+    Raises:
+        ConfigError: the TLS library refuses the pair.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        raise ConfigError(
+            f"certificate {cert} and key {key} are refused by TLS ({reason}): give a pair "
+            "the TLS library accepts (an RSA key of at least 2048 bits, or an EC key)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"certificate {cert} and key {key} cannot be loaded: {exc}") from None
 
 
 def _load_pair(cert: Path, key: Path, *, renew: str = "") -> x509.Certificate:

@@ -455,3 +455,34 @@ def test_a_damaged_certificate_is_a_config_error_at_every_byte(
         damaged.write_bytes(bytes(flipped))
         with contextlib.suppress(ConfigError):
             load_certificate(damaged, pair.key_path)
+
+
+def test_load_certificate_refuses_a_pair_tls_refuses(tmp_path: Path) -> None:
+    """A tester's finding: an RSA-1024 pair parsed, `pcii serve` announced its address,
+    then died with exit 1 (SSLError: ee key too small) when the server loaded it."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "weak.crt", tmp_path / "weak.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(ConfigError, match="refused by TLS.*KEY_TOO_SMALL"):
+        load_certificate(cert_path, key_path)
