@@ -116,7 +116,10 @@ class Seal:
             return {"sealed": self.sealed, "shares": len(group), "threshold": threshold}
 
     def custodian(self, principal_id: str) -> Principal:
-        """A registered principal, from the verified log (the index is sealed too).
+        """A registered principal, from the verified log as it is now (the index is sealed too).
+
+        The projection is caught up with the log at every lookup: an administrator
+        registered, suspended or revoked since the last one is seen as the log says.
 
         Raises:
             KeyError: nobody of that id is registered.
@@ -125,12 +128,12 @@ class Seal:
 
         with self._lock:
             if self._custodians is None:
-                reader = self._vault.reader()
-                checkpoint = reader.check_edge()
-                index = Index.in_memory()
-                size = checkpoint.size if checkpoint else 0
-                index.apply_all(reader.events(0, size), strict=False)
-                self._custodians = index
+                self._custodians = Index.in_memory()
+            reader = self._vault.reader()
+            checkpoint = reader.check_edge()
+            size = checkpoint.size if checkpoint else 0
+            if size > self._custodians.size:
+                self._custodians.apply_all(reader.events(self._custodians.size, size), strict=False)
             try:
                 return self._custodians.principal(principal_id)
             except NotFoundError:

@@ -730,7 +730,7 @@ def test_uvicorns_own_lines_are_json_like_the_access_lines(served: ServerCli) ->
 
 
 def _second_custodian(cli: ServerCli, shares: list[Path]) -> None:
-    """Register `admin2`, on the server's machine with two shares (before it serves)."""
+    """Register `admin2`, on the server's machine with two shares (the server is sealed)."""
     local = Cli(cli.root)
     local.env = {**cli.env, "PCII_UNSEAL_SHARES": os.pathsep.join(map(str, shares[:2]))}
     local.add("admin2", "admin", "--org", "PCII Program Office")
@@ -741,7 +741,6 @@ def test_a_server_split_into_shares_starts_sealed_and_custodians_unseal_it(
 ) -> None:
     cli = ServerCli(tmp_path)
     shares = init_split(cli, tmp_path / "shares")
-    _second_custodian(cli, shares)
     server = VaultServer(cli.vault, cli.env, tmp_path / "serve.log", ready=False)
     cli.server = server
     try:
@@ -762,6 +761,9 @@ def test_a_server_split_into_shares_starts_sealed_and_custodians_unseal_it(
 
         first = cli.ok("unseal", "--share", str(shares[0]), who="admin").json()
         assert (first["sealed"], first["shares"], first["missing"]) == (True, 1, 1)
+        # A tester's finding: a custodian registered after the server first looked its
+        # custodians up (at the first offer) was "not a registered principal" until restart.
+        _second_custodian(cli, shares)
         again = cli.run("unseal", "--share", str(shares[0]), who="admin")
         assert again.code == 2 and "already" in again.err
         # One custodian, one share: a second share from the same admin is refused.
