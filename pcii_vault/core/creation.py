@@ -244,11 +244,18 @@ def _write_claimed(path: Path, identity: Identity) -> None:
 
 
 def _copy_default_policies(root: Path) -> Path:
-    """Copy the shipped policies into the new vault; an OS error as it is (not a list)."""
+    """Copy the shipped policies into the new vault; an OS error as it is (not a list).
+
+    Folders 0700 and files 0600 whatever the umask, as every other file of the vault:
+    the policies decide every act.
+    """
     source, target = default_policy_directory(), root / "policies"
     for directory, _subdirectories, files in os.walk(source):
         into = target / Path(directory).relative_to(source)
-        into.mkdir()
+        into.mkdir(mode=0o700)
+        into.chmod(0o700)  # mkdir's mode is masked by the umask
         for name in files:
-            shutil.copyfile(Path(directory) / name, into / name)
+            copied = into / name
+            shutil.copyfile(Path(directory) / name, copied)
+            copied.chmod(0o600)
     return target

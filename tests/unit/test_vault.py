@@ -758,3 +758,29 @@ def test_a_rotation_whose_note_cannot_be_written_is_exit_5_and_logs_nothing(
         setup.vault.rotate_keys(setup.key_request("rotate"))
     assert setup.vault.reader().size() == size
     assert not (setup.vault.paths.root / "rotation-pending").exists()
+
+
+def test_a_new_vaults_policies_are_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    """A tester's finding: under umask 000 `policies/` was 0777 and its files 0666, while
+    every other file of the vault is the owner's alone; the policies decide every act."""
+    from vault_support import FAST_KDF
+
+    previous = os.umask(0)
+    try:
+        vault, _ = Vault.create(
+            tmp_path / "vault",
+            store_url="file",
+            secret=SECRET,
+            admin_name="admin",
+            admin_key_out=tmp_path / "admin.key",
+            kdf_params=FAST_KDF,
+        )
+        vault.close()
+    finally:
+        os.umask(previous)
+    policies = tmp_path / "vault" / "policies"
+    assert policies.stat().st_mode & 0o777 == 0o700
+    files = [p for p in policies.rglob("*") if p.is_file()]
+    assert files
+    assert {p.stat().st_mode & 0o777 for p in files} == {0o600}
+    assert {p.stat().st_mode & 0o777 for p in policies.rglob("*") if p.is_dir()} <= {0o700}
