@@ -551,6 +551,8 @@ def write_release(out_dir: Path, request: SignedRequest, stage: Stage, failed: F
         # even after `--out` was moved away or replaced by a symlink meanwhile.
         pinned = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
+        if out_dir.is_symlink() and not out_dir.exists():
+            raise InputError(f"--out {out_dir} is a symlink to nothing: give a directory") from exc
         raise InputError(f"cannot create {out_dir}: {exc.strerror}") from exc
     try:
         _remove_dead_stagings(pinned, out_dir)

@@ -376,6 +376,16 @@ def test_an_out_path_under_a_directory_not_searchable_is_exit_2(vault: tuple[Cli
         closed.chmod(0o700)
 
 
+def test_an_out_path_that_is_a_dangling_symlink_is_named_as_such(vault: tuple[Cli, str]) -> None:
+    """A tester's finding: it said "cannot create rel: File exists"."""
+    cli, tracking = vault
+    link = cli.root / "dangling-out"
+    link.symlink_to(cli.root / "nowhere")
+    got = cli.run("get", tracking, "--purpose", "p", "--out", str(link), who="water")
+    assert "is a symlink to nothing" in _one_line_error(got)
+    assert not (cli.root / "nowhere").exists()
+
+
 # ----- 5. audit output files: never over anything, never partial -----------------------------
 
 
