@@ -289,6 +289,8 @@ def test_a_broken_log_is_reported_not_sound_and_still_rendered(vault: Cli, tmp_p
     # Under --json: one JSON object, as for any error: the figures with the error in them.
     [figures] = (json.loads(line) for line in result.out.splitlines())
     assert figures["sound"] is False
+    # A tester's finding: the verification said legal_history true with no event read.
+    assert figures["verification"]["legal_history"] is False
     assert "NOT sound" in figures["error"] and str(page) in figures["error"]
     assert figures["exit_code"] == 4
     seen = summarise_dom(page.read_text())
