@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["hidden_character", "printable", "unreadable", "visible"]
+__all__ = ["hidden_character", "printable", "undecodable", "unreadable", "visible"]
 
 # Control, format (bidi overrides, zero-width), surrogate, private, unassigned, separators.
 _SHOWN_ESCAPED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -47,6 +47,11 @@ def hidden_character(text: str) -> str | None:
     return None
 
 
+def undecodable(text: str) -> bool:
+    """Whether `text` holds bytes the command line could not decode (surrogate escapes)."""
+    return any(unicodedata.category(ch) == "Cs" for ch in text)
+
+
 def visible(text: str) -> bool:
     """Whether `text` shows anything: not only blanks, invisible characters or fillers."""
     return any(
@@ -65,7 +70,7 @@ def unreadable(text: str, *, lines: bool = False) -> str | None:
     passes for stated and reaches the cover sheet as none.
     """
     allowed = "\n\r\t" if lines else ""
-    if any(unicodedata.category(ch) == "Cs" for ch in text):
+    if undecodable(text):
         return "is not valid UTF-8 text"  # bytes the command line could not decode
     if any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text):
         return "holds a control character"

@@ -14,7 +14,7 @@ from datetime import datetime
 import typer
 
 from pcii_vault.errors import InputError
-from pcii_vault.text import unreadable, visible
+from pcii_vault.text import undecodable, unreadable, visible
 
 __all__ = [
     "DEFAULT_USE",
@@ -59,6 +59,8 @@ def check_purpose(purpose: str) -> None:
     Raises:
         InputError: the purpose is empty or only blanks.
     """
+    if undecodable(purpose):  # not blank: bytes that are no text (nothing "visible")
+        raise InputError("--purpose is not valid UTF-8 text: state it in plain text")
     if not purpose.strip() or not visible(purpose):
         raise InputError("--purpose must state why you need the record")
     if why := unreadable(purpose):

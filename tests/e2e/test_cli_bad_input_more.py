@@ -127,6 +127,17 @@ UNREADABLE = {
         "water",
         "--purpose holds an invisible or bidirectional character (U+202E)",
     ),
+    # A tester's finding: bytes that are no UTF-8 were called empty.
+    "non_utf8_purpose": (
+        ["get", "{tn}", "--purpose", "\udcff", "--out", "{out}"],
+        "water",
+        "--purpose is not valid UTF-8 text",
+    ),
+    "non_utf8_reason": (
+        ["deficient", "{tn}", "--reason", "\udcff"],
+        "office",
+        "--reason is not valid UTF-8 text",
+    ),
     "zero_width_reason": (
         ["deficient", "{tn}", "--reason", "\u200b\u200b"],
         "office",
