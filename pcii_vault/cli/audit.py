@@ -27,7 +27,7 @@ from pcii_vault.cli.files import (
 )
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.params import aware_time
+from pcii_vault.cli.params import aware_time, path_argument
 from pcii_vault.durable import path_exists
 from pcii_vault.errors import ConfigError, InputError, IntegrityError, NotFoundError
 from pcii_vault.text import printable
@@ -515,7 +515,10 @@ def prove_command(
 def verify_proof_command(
     ctx: typer.Context,
     file: Annotated[
-        Path, typer.Argument(metavar="FILE", help="A proof bundle file.", show_default=False)
+        Path,
+        typer.Argument(
+            metavar="FILE", parser=path_argument, help="A proof bundle file.", show_default=False
+        ),
     ],
     key: KeyOption = None,
 ) -> None:

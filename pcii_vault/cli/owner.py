@@ -11,7 +11,7 @@ import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState, Output
-from pcii_vault.cli.params import TRACKING
+from pcii_vault.cli.params import TRACKING, path_argument
 from pcii_vault.cli.progress import progress_bar, short_name
 from pcii_vault.errors import InputError, IntegrityError
 
@@ -30,6 +30,7 @@ def submit(
         Path,
         typer.Argument(
             metavar="FILE",
+            parser=path_argument,
             help="The assessment JSON file (start from `pcii submission template`).",
             show_default=False,
         ),
@@ -196,7 +197,10 @@ def receipt_verify(
     receipt: Annotated[
         Path,
         typer.Argument(
-            metavar="FILE", help="The receipt file from `pcii submit`.", show_default=False
+            metavar="FILE",
+            parser=path_argument,
+            help="The receipt file from `pcii submit`.",
+            show_default=False,
         ),
     ],
     key: Annotated[

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 import typer
 
@@ -25,6 +26,7 @@ __all__ = [
     "check_purpose",
     "check_sectors",
     "check_use",
+    "path_argument",
     "suggest",
 ]
 
@@ -33,6 +35,17 @@ PURPOSE_HELP = "Why you need it, in your words (recorded in the log)."
 # The intended use `get`, `search` and `policy explain` assume when none is given.
 DEFAULT_USE = "infrastructure-protection"
 USE_HELP = "Intended use the policies reason about (see `pcii policy explain`)."
+
+
+def path_argument(value: str) -> Path:
+    """A path given as an argument (FILE, DIR): an empty one is refused, not taken for ".".
+
+    Raises:
+        typer.BadParameter: the value is empty or blank.
+    """
+    if not value.strip():
+        raise typer.BadParameter("is empty: give a path")
+    return Path(value)
 
 
 def suggest(value: str, known: Iterable[str]) -> str:

@@ -18,7 +18,7 @@ import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.params import DEFAULT_USE, aware_time
+from pcii_vault.cli.params import DEFAULT_USE, aware_time, path_argument
 from pcii_vault.durable import read_bounded
 from pcii_vault.errors import InputError
 
@@ -85,6 +85,7 @@ def check(
         Path | None,
         typer.Argument(
             metavar="DIR",
+            parser=path_argument,
             help=_DIR_HELP,
             show_default=False,
         ),
@@ -149,6 +150,7 @@ def test(
         Path | None,
         typer.Argument(
             metavar="FILE",
+            parser=path_argument,
             help="Case file (default: every tests/*.json of the policy directory).",
             show_default=False,
         ),

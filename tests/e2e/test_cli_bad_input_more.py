@@ -265,6 +265,12 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_directory(
         (("get", tracking, "--purpose", "drought planning", "--out", ""), "water"),
         (("audit", "export", "--out="), None),
         (("submission", "template", "--out", " "), None),
+        # A tester's finding: an empty FILE or DIR argument was the current directory.
+        (("submit", ""), "owner"),
+        (("receipt", "verify", ""), None),
+        (("audit", "verify-proof", ""), None),
+        (("policy", "test", ""), None),
+        (("policy", "check", ""), None),
     ]:
         assert "is empty: give a path" in _one_line_error(cli.run(*args, who=who))
     assert list(tmp_path.iterdir()) == []
