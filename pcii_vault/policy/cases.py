@@ -23,7 +23,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pcii_vault.durable import read_named_file
 from pcii_vault.errors import InputError
@@ -83,6 +83,24 @@ class RecordSpec(_Strict):
     tlp: str = "TLP:AMBER"
     submitter: str = "owner-1"
     submitter_org: str
+
+    @field_validator("sector")
+    @classmethod
+    def _a_sector(cls, value: str) -> str:
+        from pcii_vault.models.reference import reference_data  # noqa: PLC0415
+
+        if value not in (names := reference_data().sector_names):
+            raise ValueError(f"{value!r} is not a sector; one of: {'; '.join(names)}")
+        return value
+
+    @field_validator("tlp")
+    @classmethod
+    def _a_tlp_label(cls, value: str) -> str:
+        from pcii_vault.models.reference import reference_data  # noqa: PLC0415
+
+        if value not in (labels := reference_data().tlp_names):
+            raise ValueError(f"{value!r} is not a TLP label; one of: {', '.join(labels)}")
+        return value
 
     def facts(self) -> RecordFacts:
         """Return the engine's facts for this record."""

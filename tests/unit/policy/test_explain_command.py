@@ -129,3 +129,29 @@ def test_explain_names_the_vaults_own_rule_when_no_policy_file_has_it(tmp_path: 
         "forbid",
         "the vault itself",
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--tlp", "bogus", "is not a TLP label"),
+        ("--record-sector", "bogus", "is not a sector"),
+        ("--org", "\udcff", "--org is not valid UTF-8 text"),
+        ("--purpose", "\udcff", "--purpose is not valid UTF-8 text"),
+    ],
+)
+def test_explain_refuses_what_no_request_can_carry(option: str, value: str, said: str) -> None:
+    """A tester's finding: a TLP or sector no record carries was decided (a permit), and
+    text that is no UTF-8 became an evaluation error's deny, exit 0 either way."""
+    root = typer.Typer()
+
+    @root.callback()
+    def _root(ctx: typer.Context) -> None:
+        ctx.obj = CliState(output=Output(json_mode=True))
+
+    root.add_typer(policy.app, name="policy")
+    result = CliRunner().invoke(
+        root, ["policy", "explain", "--action", "retrieve", option, value, "--dir", str(POLICIES)]
+    )
+    assert result.exit_code != 0
+    assert said in str(result.exception)
