@@ -131,8 +131,11 @@ def stamp_pdf(source: Path, dest: Path, stamp: PdfStamp) -> int:
     """
     import pikepdf  # noqa: PLC0415 -- qpdf is loaded only by releases that carry PDFs
 
-    if source.stat().st_size > MAX_PDF_BYTES:
+    size = source.stat().st_size
+    if size > MAX_PDF_BYTES:
         raise UnmarkablePdf(f"the PDF is larger than {MAX_PDF_BYTES >> 20} MiB; not marked")
+    if not size:
+        raise UnmarkablePdf("the PDF is an empty file")
     try:
         with pikepdf.open(source) as pdf:
             fonts = _fonts(pdf)

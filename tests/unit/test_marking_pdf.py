@@ -572,3 +572,13 @@ def test_a_pdf_over_the_size_limit_is_withheld_before_it_is_opened(
     with pytest.raises(UnmarkablePdf, match="larger than"):
         stamp_pdf(source, tmp_path / "out.pdf", STAMP)
     assert not (tmp_path / "out.pdf").exists()
+
+
+def test_an_empty_pdf_is_named_as_empty(tmp_path: Path) -> None:
+    """A tester's finding: the cover sheet named a Python exception (PdfError or
+    TypeError, by run) for a 0-byte attachment."""
+    source = tmp_path / "in.pdf"
+    source.write_bytes(b"")
+    with pytest.raises(UnmarkablePdf, match=r"^the PDF is an empty file$"):
+        stamp_pdf(source, tmp_path / "out.pdf", STAMP)
+    assert not (tmp_path / "out.pdf").exists()
