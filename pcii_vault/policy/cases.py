@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pcii_vault.crypto.canonical import DuplicateKeyError, no_duplicate_keys
 from pcii_vault.durable import read_named_file
 from pcii_vault.errors import InputError
 from pcii_vault.policy.engine import Decision, PolicyEngine
@@ -237,8 +238,10 @@ def load_case_file(path: Path) -> list[PolicyCase]:
         text = read_named_file(path, _MAX_CASE_FILE, "case file", too_large="16 MiB").decode(
             "utf-8"
         )
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=no_duplicate_keys)
         spec = _CaseFile.model_validate(document)
+    except DuplicateKeyError as exc:  # a ValueError too: before the catch-all below
+        raise InputError(f"{path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
     except UnicodeDecodeError:  # a ValueError too: before the catch-all below

@@ -94,6 +94,17 @@ def test_duplicate_case_names_are_refused(tmp_path: Path) -> None:
         load_case_file(path)
 
 
+def test_a_key_given_twice_is_refused_not_read_last_wins(tmp_path: Path) -> None:
+    """A tester's finding: `{"cases": [], "cases": [...]}` ran the second list silently."""
+    path = tmp_path / "cases.json"
+    path.write_text(
+        '{"cases": [], "cases": [{"name": "x", "action": "retrieve", '
+        '"expect": {"decision": "permit"}}]}'
+    )
+    with pytest.raises(InputError, match="key 'cases' is given twice"):
+        load_case_file(path)
+
+
 def test_not_json_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "cases.json"
     path.write_text("{nope")
