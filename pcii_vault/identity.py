@@ -92,7 +92,7 @@ class Identity:
         if not re.fullmatch(PRINCIPAL_ID_PATTERN, loaded.principal):
             # Names no principal `principal add` makes; the wire's key id could not carry it.
             raise ConfigError(
-                f"identity file {path} is malformed: {printable(loaded.principal)!r} is no "
+                f"identity file {path} is malformed: '{printable(loaded.principal)}' is no "
                 "principal name (lower-case letters, digits, '.', '_' and '-')"
             )
         # After its kind: a receipt or a submission given by mistake is named as such,

@@ -99,7 +99,7 @@ def read_key(key: str, option: str = "--key") -> NoteVerifier:
     text = key
     if "+" not in key and not path_exists(path, option):
         raise InputError(
-            f"{option} {printable(key)!r} is neither a verifier key (`pcii audit key` prints "
+            f"{option} '{printable(key)}' is neither a verifier key (`pcii audit key` prints "
             "it) nor a file"
         )
     if "+" not in key or path.is_file():

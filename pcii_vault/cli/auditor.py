@@ -40,7 +40,7 @@ def recipients(
     state: CliState = ctx.obj
     if (why := unreadable(tracking)) is not None:
         # Bytes the command line could not decode would fail in the index's SQL.
-        raise InputError(f"tracking number {printable(tracking)!r} {why}")
+        raise InputError(f"tracking number '{printable(tracking)}' {why}")
     ledger = open_reader(state, log, key, trusted_checkpoint)
     projection = Index.in_memory()
     failed: dict[object, int] = {}

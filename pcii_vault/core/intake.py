@@ -122,7 +122,7 @@ class Intake(Keying):
         """
         tracking = sealed.tracking_number
         if not re.fullmatch(TRACKING_NUMBER_PATTERN, tracking):
-            raise InputError(f"{printable(tracking)!r} is not a tracking number")
+            raise InputError(f"'{printable(tracking)}' is not a tracking number")
         if check_ticket:
             # Service mode: only the principal the tracking number was issued to submits
             # it. Anyone else's request (a malformed one too) must not reach the refusals
@@ -226,7 +226,7 @@ class Intake(Keying):
                 self.store.head(f"records/{tracking}/{entry.object}")
             except NotFoundError:
                 raise InputError(
-                    f"attachment {printable(entry.name)!r} ({entry.object}) was not uploaded"
+                    f"attachment '{printable(entry.name)}' ({entry.object}) was not uploaded"
                 ) from None
 
     def _accept(self, sealed: SealedUpload) -> dict[str, Any]:
@@ -297,7 +297,7 @@ class Intake(Keying):
         """
         tracking = sealed.tracking_number
         for entry in sealed.files[1:]:
-            what = f"attachment {printable(str(entry['name']))!r}"
+            what = f"attachment '{printable(str(entry['name']))}'"
             ctx = ObjectContext(self.config.vault_id, tracking, entry["object"])
             opened = open_object(dek, ctx, self.store.open_stream(_doc_key(ctx)))
             for _chunk in _named_failures(opened, what):

@@ -218,7 +218,7 @@ def _check_sectors(sectors: Sequence[str]) -> None:
     known = set(reference_data().sector_names)
     for sector in sectors:
         if sector not in known:
-            raise InputError(f"sector {printable(sector)!r} is not a sector of the reference list")
+            raise InputError(f"sector '{printable(sector)}' is not a sector of the reference list")
 
 
 def _check_nda(signed: date | None, request: SignedRequest) -> None:

@@ -565,6 +565,15 @@ def test_audit_recipients_of_an_unreadable_tracking_number_is_exit_2(
     assert "\x1b" not in line
 
 
+def test_an_escape_in_a_quoted_value_is_shown_once_escaped(vault: tuple[Cli, str]) -> None:
+    """A tester's finding: the message quoted the escaped text with repr, which escaped
+    its backslash again ('\\u001b[31m')."""
+    cli, _ = vault
+    line = _one_line_error(cli.run("audit", "verify", "--key", "\x1b[31m", who="auditor"))
+    assert "--key '\\u001b[31m' is neither a verifier key" in line
+    assert "\x1b" not in line
+
+
 def test_an_unseal_secret_not_utf8_is_exit_2(vault: tuple[Cli, str]) -> None:
     cli, tracking = vault
     result = cli.run("status", tracking, who="owner", env={"PCII_UNSEAL_SECRET": "\udcff"})
