@@ -181,10 +181,11 @@ def _locate_log(state: CliState, log: str | None, key: str | None) -> _Log:
         config = VaultConfig.load(VaultPaths(state.vault).config)
     anchor: Path | None = None
     if log is not None:
-        if log.startswith(("https://", "http://")):
+        if "://" in log and not log.startswith("s3://"):
+            served = log.startswith(("https://", "http://"))
             raise ConfigError(
-                f"--log {log}: a copy of the log (a directory) or a bucket (s3://...); a "
-                "server's log is read with --vault https://HOST:PORT"
+                f"--log {log}: give a copy of the log (a directory) or a bucket (s3://...)"
+                + ("; a server's log is read with --vault https://HOST:PORT" if served else "")
             )
         if log.startswith("s3://"):
             store = open_store(log, root_for_file=Path())

@@ -220,6 +220,9 @@ def _sealed(seal: Seal | None) -> Seal:
 
 def _listen_address(listen: str) -> tuple[str, int]:
     host, sep, port_text = listen.rpartition(":")
+    bracketed = host.startswith("[") or host.endswith("]")
+    if bracketed and not (host.startswith("[") and host.endswith("]") and len(host) > 2):
+        raise InputError(f"--listen {listen!r}: use HOST:PORT, e.g. {DEFAULT_LISTEN} or [::1]:8443")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit():
         raise InputError(f"--listen {listen!r}: use HOST:PORT, e.g. {DEFAULT_LISTEN}")

@@ -574,6 +574,22 @@ def test_an_escape_in_a_quoted_value_is_shown_once_escaped(vault: tuple[Cli, str
     assert "\x1b" not in line
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("serve", "--listen", "[::1"), "--listen '[::1': use HOST:PORT"),
+        (("serve", "--listen", "::1]:8443"), "use HOST:PORT"),
+        (("audit", "verify", "--log", "ftp://host/x"), "--log ftp://host/x: give a copy"),
+    ],
+)
+def test_a_half_bracketed_address_or_another_scheme_is_named_as_given(
+    vault: tuple[Cli, str], args: tuple[str, ...], said: str
+) -> None:
+    """A tester's finding: "':' is not a host name", and "ftp:/host/x holds no log/"."""
+    cli, _ = vault
+    assert said in _one_line_error(cli.run(*args))
+
+
 def test_an_unseal_secret_not_utf8_is_exit_2(vault: tuple[Cli, str]) -> None:
     cli, tracking = vault
     result = cli.run("status", tracking, who="owner", env={"PCII_UNSEAL_SECRET": "\udcff"})
