@@ -268,10 +268,18 @@ def _forked(size: int) -> str:
 
 
 def _rolled_back(indexed: int, logged: int, *, authentic: bool = True) -> str:
-    how = "authenticated by this vault" if authentic else "its tag failing"
+    if not authentic:
+        # Its tag fails: its count may be an edit as well as the trace of a rollback.
+        return (
+            f"the index holds {indexed} events (its tag failing) but the log only {logged}: "
+            "either the log was rolled back (its store, with this vault's log-checkpoint) or "
+            "the index was changed outside the vault; restore the store from a copy holding "
+            f"{indexed} events if one exists, else rebuild the index from the log with "
+            "`pcii index rebuild --accept-rollback`"
+        )
     return (
-        f"the index holds {indexed} events ({how}) but the log only {logged}: the log was "
-        "rolled back (its store, with this vault's log-checkpoint); restore the store from "
-        "a copy holding the newer history, or accept the loss with "
+        f"the index holds {indexed} events (authenticated by this vault) but the log only "
+        f"{logged}: the log was rolled back (its store, with this vault's log-checkpoint); "
+        "restore the store from a copy holding the newer history, or accept the loss with "
         "`pcii index rebuild --accept-rollback`"
     )

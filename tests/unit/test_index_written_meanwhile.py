@@ -166,3 +166,17 @@ def test_an_index_grown_past_what_sqlite_loads_is_not_written(
     with pytest.raises(BackendError, match="largest index SQLite loads"):
         bench.vault.transition(request, "submission.validated")
     assert bench.vault.paths.index.read_bytes() == before
+
+
+def test_an_untagged_index_ahead_of_the_log_may_be_an_edit_and_says_so(bench: VaultBench) -> None:
+    """A tester's finding: one edited number (the index's size, its tag failing then) was
+    called a rollback of the log, sending the operator after a backup that never was."""
+    tracking = bench.submit_receipt().tracking_number
+    db = sqlite3.connect(bench.vault.paths.index, isolation_level=None)
+    try:
+        db.execute("UPDATE meta SET value = '9999' WHERE key = 'size'")
+    finally:
+        db.close()
+    _refused_here_and_in_a_new_process(
+        bench, tracking, IntegrityError, "or the index was changed outside the vault"
+    )
