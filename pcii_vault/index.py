@@ -569,9 +569,9 @@ class Index:
         except sqlite3.DatabaseError as unreadable:
             # Truncated or overwritten: not even SQLite can read what is left.
             return [f"{name} is not a readable index ({unreadable})"]
-        except ValueError as invalid:
+        except ValueError:
             # A size that is no number, or no size of this log.
-            return [reason, f"{name} records an impossible log size ({invalid})"]
+            return [reason, f"{name} records an impossible log size"]
         finally:
             if replayed is not None:
                 replayed.close()

@@ -93,10 +93,10 @@ class Projection(VaultBase):
             problems = index.verify_or_diagnose(self._projection)
             if problems:
                 self._refuse_if_ahead(index)
-                raise IntegrityError(
-                    f"{'; '.join(problems)}; run `pcii index rebuild` to rebuild it from "
-                    "the verified log"
-                ) from None
+                said = "; ".join(problems)
+                if "pcii index rebuild" not in said:  # a problem may give the advice itself
+                    said += "; run `pcii index rebuild` to rebuild it from the verified log"
+                raise IntegrityError(said) from None
         return index
 
     def _refuse_if_ahead(self, index: Index) -> None:

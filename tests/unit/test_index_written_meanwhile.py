@@ -180,3 +180,18 @@ def test_an_untagged_index_ahead_of_the_log_may_be_an_edit_and_says_so(bench: Va
     _refused_here_and_in_a_new_process(
         bench, tracking, IntegrityError, "or the index was changed outside the vault"
     )
+
+
+def test_an_index_replaced_under_a_running_vault_gives_its_advice_once(
+    bench: VaultBench,
+) -> None:
+    """A tester's finding (under `pcii serve`): "...; remove it and run `pcii index
+    rebuild`; run `pcii index rebuild` to rebuild it from the verified log"."""
+    tracking = bench.submit_receipt().tracking_number
+    index = bench.vault.paths.index
+    index.unlink()
+    index.mkdir()
+    with pytest.raises(IntegrityError) as refused:
+        _office_status(bench.vault, bench, tracking)
+    assert str(refused.value).count("pcii index rebuild") == 1, refused.value
+    index.rmdir()
