@@ -112,4 +112,5 @@ def test_a_fifo_or_device_at_the_anchor_is_integrity_error_not_a_hang(
     verifier = NoteVerifier(ORIGIN, KEY.public_key)
     error = outcome_within(lambda: CheckpointAnchor(anchor_path).load(verifier))
     assert isinstance(error, IntegrityError)
-    assert "not a regular file" in str(error)
+    # The vault writes a file there, never a link: a link is refused before it is read.
+    assert ("not a regular file" if planted == "fifo" else "is a symlink") in str(error)
