@@ -12,11 +12,14 @@ from pcii_vault.cli.output import CliState
 from pcii_vault.errors import InputError
 
 if TYPE_CHECKING:
+    import socket
     from datetime import timedelta
 
     from pcii_vault.config import Batching
+    from pcii_vault.service.app import ServiceLimits
     from pcii_vault.service.seal import Seal
     from pcii_vault.service.tls import ServerCertificate
+    from pcii_vault.service.workers import Listener
     from pcii_vault.vault import Vault
 
 __all__ = ["DEFAULT_LISTEN", "serve", "unseal"]
@@ -59,11 +62,10 @@ def serve(
 ) -> None:
     """Serve the vault over HTTPS: unseal once here, users need only their identity key."""
     import shutil
-    import socket
 
     from pcii_vault.cli.session import vault_dir
     from pcii_vault.config import Settings
-    from pcii_vault.service.app import ServiceLimits, create_app, private_spool
+    from pcii_vault.service.app import ServiceLimits, private_spool
     from pcii_vault.service.httpsig import SharedNonceCache
     from pcii_vault.service.tls import ensure_self_signed, load_certificate
     from pcii_vault.service.workers import (
@@ -71,7 +73,6 @@ def serve(
         Listener,
         WorkerSpec,
         bind,
-        run_server,
         supervise,
     )
 
@@ -107,10 +108,13 @@ def serve(
             read_timeout=settings.server_read_timeout_s,
             skew=skew,
         )
+        # The HTTP nonces this vault's servers accepted, in the vault's spool: shared by
+        # the workers, and kept across restarts (a replay after one is refused too).
+        nonces = spool.parent / "nonces.sqlite"
         _announce(state, vault, f"https://{_client_host(host)}:{port}", certificate, seal, workers)
         listener = Listener(host, port, certificate.cert_path, certificate.key_path)
         if workers == 1:
-            run_server(create_app(vault, spool=spool, limits=limits, seal=seal), sock, listener)
+            _serve_here(vault, spool, limits, seal, nonces, sock, listener)
             return
         vault.close()  # each worker opens its own
         spec = WorkerSpec(
@@ -120,7 +124,7 @@ def serve(
             limits,
             settings.batching(serving=True),
             json_logs=settings.log_format != "console",
-            nonces=spool / "nonces.sqlite",
+            nonces=nonces,
         )
         SharedNonceCache(spec.nonces, limits.skew).close()  # made once, before the workers
         if failed := supervise(spec, sock, workers):
@@ -155,6 +159,29 @@ def _open(
     vault = Vault(root, unseal=lambda: _sealed(seal).secret(), batching=batching)
     seal = Seal(vault, skew=skew)
     return vault, seal, []
+
+
+def _serve_here(
+    vault: Vault,
+    spool: Path,
+    limits: ServiceLimits,
+    seal: Seal | None,
+    nonces: Path,
+    sock: socket.socket,
+    listener: Listener,
+) -> None:
+    """Serve in this process (one worker) until stopped."""
+    from pcii_vault.service.app import create_app
+    from pcii_vault.service.httpsig import SharedNonceCache
+    from pcii_vault.service.workers import run_server
+
+    seen = SharedNonceCache(nonces, limits.skew)
+    try:
+        run_server(
+            create_app(vault, spool=spool, limits=limits, seal=seal, nonces=seen), sock, listener
+        )
+    finally:
+        seen.close()
 
 
 def _announce(

@@ -247,20 +247,23 @@ class NonceCache(_Windowed):
 
 
 class SharedNonceCache(_Windowed):
-    """A `NonceCache` that the worker processes of one server share: a SQLite file.
+    """A `NonceCache` that processes share and that outlives them: a SQLite file.
 
-    Each process opens the same file (private to the server: 0600 in its spool); the
-    primary key makes the first insert of a (key id, nonce) win across processes, so a
-    message replayed to another worker is refused as it is to the same one. Nothing is
-    fsynced: the cache lives as long as the server, like the in-memory one. Expired rows
-    are deleted now and then by whichever process inserts.
+    Each process opens the same file (0600 in the vault's spool); the primary key makes
+    the first insert of a (key id, nonce) win across processes, so a message replayed to
+    another worker is refused as it is to the same one. The file is kept across restarts:
+    a request whose window reaches past a restart (one signed by a clock ahead of the
+    server's) is refused as a replay after it too, and `since` is when the file was made.
+    Nothing is fsynced (a process killed loses nothing; a machine that crashes may lose the
+    last nonces). Expired rows are deleted now and then by whichever process inserts.
     """
 
     _PURGE_EVERY = 512  # inserts between deletions of expired rows
 
     def __init__(self, path: Path, window: timedelta, *, since: datetime | None = None) -> None:
         super().__init__(window, since=since)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # never readable by others
+        # Never readable by others, never a link followed out of the spool.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         # Changing the journal mode needs the file alone, and does not wait for it: the

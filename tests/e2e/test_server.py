@@ -183,6 +183,40 @@ def test_a_replayed_message_is_401(served: ServerCli) -> None:
     assert _error(again)["exit_code"] == 4  # replayed, as a replayed act
 
 
+def test_a_message_signed_ahead_of_the_servers_clock_is_refused_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A tester's finding: a message whose `created` was ahead of the server's clock (in
+    the window) was answered again after a restart: the nonces were in memory only."""
+    cli = ServerCli(tmp_path)
+    cli.init()
+    cli.add("owner", "owner", "--org", "Riverbend Municipal Water Authority", "--level", "private")
+    signer = RequestSigner("owner", Identity.load(cli.key("owner")).key)
+    ahead = datetime.now(UTC) + timedelta(seconds=45)  # a client clock 45 s fast
+    nonce = "q0Zy3r6BBm1Ju8xRwQJ0tw"
+
+    def send() -> httpx.Response:
+        caller = _caller(cli, "owner")
+        body = json.dumps(caller.act("identify")).encode()
+        url = f"{caller.server.url}/v1/identify"  # the port may differ after the restart
+        headers = {
+            **signer.headers("POST", url, body_digest=content_digest(body), now=ahead, nonce=nonce),
+            "content-type": "application/json",
+        }
+        return caller.http.post(url, content=body, headers=headers)
+
+    try:
+        cli.start()
+        assert send().status_code == 200
+        cli.close()
+        cli.start()
+        replayed = send()
+        assert replayed.status_code == 401, replayed.text
+        assert "replay" in _error(replayed)["error"]
+    finally:
+        cli.close()
+
+
 def test_a_body_that_does_not_match_its_digest_is_401(served: ServerCli) -> None:
     caller = _caller(served, "owner")
     body = json.dumps(caller.act("identify")).encode()
