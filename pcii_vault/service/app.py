@@ -685,7 +685,13 @@ async def unseal(request: Request, body: wire.UnsealBody) -> dict[str, Any]:
         request.state.principal = principal.id
         if body.request.body.principal != principal.id:
             raise SignatureRefused(_OTHER_SIGNER, exit_code=4)
-        seal.check_act(body.request, principal)
+        try:
+            seal.check_act(body.request, principal)
+        except PolicyDenied as exc:
+            # Attributable (its message is signed by a registered key): logged with the
+            # other attempts when the vault opens.
+            seal.refused(principal.id, exc.diagnostics())
+            raise
         return principal
 
     principal = await run_in_threadpool(check)

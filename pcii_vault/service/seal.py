@@ -60,6 +60,7 @@ class _Share:
     index: int
     split: tuple[Any, ...]
     threshold: int
+    principal: str  # the custodian who gave it
 
 
 class Seal:
@@ -78,6 +79,7 @@ class Seal:
         self._vault = vault
         self._skew = skew
         self._lock = threading.Lock()  # the shares and attempts
+        self._custodians_lock = threading.Lock()  # the projection (taken under `_lock` too)
         self._offers = threading.Lock()  # one offer (and opening) at a time
         self._splits: dict[tuple[Any, ...], dict[int, _Share]] = {}
         self._attempts: list[_Attempt] = []
@@ -126,7 +128,7 @@ class Seal:
         """
         from pcii_vault.errors import NotFoundError  # noqa: PLC0415
 
-        with self._lock:
+        with self._custodians_lock:
             if self._custodians is None:
                 self._custodians = Index.in_memory()
             reader = self._vault.reader()
@@ -195,6 +197,8 @@ class Seal:
                 f"accepted (another split than {others})" if others else "accepted",
                 split=share.split,
             )
+            if len(group) >= share.threshold:
+                self._drop_shares_of_former_custodians(group)
             if len(group) < share.threshold:
                 answer: dict[str, Any] = {
                     "sealed": True,
@@ -212,6 +216,34 @@ class Seal:
             self._opened_with = len(group)
             self._opened_split = share.split
             return None
+
+    def _drop_shares_of_former_custodians(self, group: dict[int, _Share]) -> None:
+        """Drop the shares of custodians the log no longer holds active administrators.
+
+        A share counts only if its custodian may still give one when the vault opens: one
+        suspended or revoked since (by another replica, or on this machine) must not help
+        open it. Under the lock.
+        """
+        for index, share in list(group.items()):
+            try:
+                principal = self.custodian(share.principal)
+            except KeyError:  # pragma: no cover - the log never forgets a principal
+                still = False
+            else:
+                still = principal.role == "admin" and principal.status == "active"
+            if not still:
+                del group[index]
+                self._attempt(
+                    share.principal,
+                    f"dropped: {share.principal} is no longer an active administrator; "
+                    "another custodian's share is needed",
+                )
+
+    def refused(self, principal: str, reason: str) -> None:
+        """Note an offer refused before its share was read (not an active administrator)."""
+        with self._lock:
+            if not self._unsealed:
+                self._attempt(principal, f"refused: {reason}")
 
     def _finish(self) -> dict[str, Any]:
         """Open the keys and the index, catch up, and log who unsealed it and how."""
@@ -262,7 +294,7 @@ class Seal:
                 for s in group.values()
             }
         )
-        return _Share(text, index, split, threshold), ", ".join(others)
+        return _Share(text, index, split, threshold, principal), ", ".join(others)
 
     def _largest(self) -> dict[int, _Share]:
         return max(self._splits.values(), key=len, default={})

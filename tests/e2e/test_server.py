@@ -823,14 +823,32 @@ def test_a_server_split_into_shares_starts_sealed_and_custodians_unseal_it(
         cli.close()
     assert cli.ok("audit", "verify").json()["sound"] is True
 
-    # Started again, it is sealed again; only an administrator may offer a share.
+    _sealed_again_custodians_only(cli, shares, tmp_path)
+
+
+def _sealed_again_custodians_only(cli: ServerCli, shares: list[Path], tmp_path: Path) -> None:
+    """Started again, it is sealed again; only active administrators' shares count."""
     server = VaultServer(cli.vault, cli.env, tmp_path / "serve2.log", ready=False)
     cli.server = server
+    local = Cli(cli.root)
+    local.env = {**cli.env, "PCII_UNSEAL_SHARES": os.pathsep.join(map(str, shares[:2]))}
     try:
         refused = cli.run("unseal", "--share", str(shares[2]), who="owner")
         assert refused.code == 3 and "administrator" in refused.err
         cli.ok("unseal", "--share", str(shares[2]), who="admin")
-        cli.ok("unseal", "--share", str(shares[0]), who="admin2")
+        # Testers' findings: a custodian suspended after giving a share still helped open
+        # the vault, and refused offers of non-custodians were not logged.
+        local.ok("principal", "update", "admin", "--status", "suspended", who="admin2")
+        dropped = cli.ok("unseal", "--share", str(shares[0]), who="admin2").json()
+        assert (dropped["sealed"], dropped["missing"]) == (True, 1)
+        local.ok("principal", "update", "admin", "--status", "active", who="admin2")
+        cli.ok("unseal", "--share", str(shares[2]), who="admin")
         server.wait_ready()
+        [unsealed] = cli.ok("audit", "log", "--type", "vault.unsealed", who="admin").lines()[-1:]
+        outcomes = [(a["principal"], a["outcome"]) for a in unsealed["details"]["attempts"]]
+        assert outcomes[0][0] == "owner" and outcomes[0][1].startswith("refused")
+        assert [who for who, _ in outcomes[1:]] == ["admin", "admin2", "admin", "admin"]
+        assert outcomes[3][1].startswith("dropped: admin is no longer an active administrator")
+        assert [outcomes[i][1] for i in (1, 2, 4)] == ["accepted"] * 3
     finally:
         cli.close()

@@ -121,6 +121,10 @@ def _sealed(
     LocalKeyring.create(tmp_path / "keyring.sealed", secret, kdf_params=CHEAP)
     vault = _Vault(tmp_path / "keyring.sealed", threshold, failures=failures)
     seal = Seal(vault, skew=timedelta(seconds=60))  # type: ignore[arg-type]
+    # Every custodian of these tests is an active administrator (the log is not built).
+    seal.custodian = lambda principal_id: SimpleNamespace(  # type: ignore[method-assign]
+        id=principal_id, role="admin", status="active"
+    )
     vault.seal = seal
     return seal, vault, mnemonics
 
