@@ -195,7 +195,45 @@ def _attributes(text: str, separator: str) -> dict[str, str]:
     return attrs
 
 
+def _system_libcrypto() -> Any:  # noqa: ANN401 -- a ctypes library, or None
+    """The system's libcrypto, which Python's `ssl` and SoftHSM2 both load (or None)."""
+    import ctypes  # noqa: PLC0415
+    import ctypes.util  # noqa: PLC0415
+
+    name = ctypes.util.find_library("crypto")
+    if name is None:
+        return None
+    try:
+        library = ctypes.CDLL(name)
+        library.ERR_clear_error.restype = None
+    except (OSError, AttributeError):
+        return None
+    return library
+
+
+_LIBCRYPTO: Final = _system_libcrypto()
+
+
+def _clear_openssl_errors() -> None:
+    """Empty this thread's OpenSSL error queue after a call into the PKCS#11 module.
+
+    A module built on the system's OpenSSL (SoftHSM2) leaves errors there (an engine it
+    looked for and did not find). Python's `ssl` uses the same library and reads the
+    queue when it checks a TLS read: a healthy read from OpenBao or S3 in the same thread
+    then failed with "[ENGINE: NO_SUCH_ENGINE] no such engine".
+    """
+    if _LIBCRYPTO is not None:
+        _LIBCRYPTO.ERR_clear_error()
+
+
 def _open_token(uri: Pkcs11Uri) -> Any:  # noqa: ANN401 -- pkcs11.Token
+    try:
+        return _open_token_of(uri)
+    finally:
+        _clear_openssl_errors()
+
+
+def _open_token_of(uri: Pkcs11Uri) -> Any:  # noqa: ANN401 -- pkcs11.Token
     module = uri.module()
     with _LIBS_LOCK:
         lib = _LIBS.get(module)
@@ -281,6 +319,7 @@ class _SessionPool:
                 healthy = False
                 raise
             finally:
+                _clear_openssl_errors()
                 if healthy:
                     self._idle.put(borrowed)
                 else:
@@ -302,6 +341,7 @@ class _SessionPool:
             for session in sessions:
                 with contextlib.suppress(p11err.PKCS11Error):
                     session.raw.close()
+            _clear_openssl_errors()
 
 
 @dataclass

@@ -375,3 +375,31 @@ def test_many_refused_offers_still_fit_in_one_logged_event(tmp_path: Path) -> No
         "refused 568 more times (not listed)",
     ]
     assert [a["principal"] for a in attempts[32:]] == ["alice", "bob", "mallory", "mallory"]
+
+
+def test_a_pkcs11_module_leaves_no_openssl_error_for_the_next_tls_read(
+    softhsm: SoftHsm, bao: BaoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: with the log key in SoftHSM2 and the KEKs migrated to OpenBao,
+    OpenBao calls failed as unavailable ("[ENGINE: NO_SUCH_ENGINE] no such engine"): the
+    module left errors in the thread's OpenSSL queue, which Python's `ssl` shares."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("crypto")
+    assert name is not None
+    libcrypto = ctypes.CDLL(name)  # the library Python's `ssl` and SoftHSM2 load
+    libcrypto.ERR_peek_error.restype = ctypes.c_ulong
+    for key, value in bao.env.items():
+        monkeypatch.setenv(key, value)
+    transit = TransitKek.open(bao.uri(f"kek-{secrets.token_hex(4)}"), create=True)
+    hsm = Pkcs11Kek.open(softhsm.uri(f"kek-{secrets.token_hex(4)}"), create=True)
+    try:
+        for _ in range(3):
+            dek = os.urandom(32)
+            assert hsm.unwrap(hsm.wrap(dek, CTX), CTX) == dek
+            assert libcrypto.ERR_peek_error() == 0
+            assert transit.unwrap(transit.wrap(dek, CTX), CTX) == dek
+    finally:
+        hsm.close()
+        transit.close()
