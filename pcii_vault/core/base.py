@@ -84,6 +84,7 @@ class VaultBase:
         self._unseal = unseal
         self._clock = clock
         self._keyring: KeyCustody | None = None
+        self._keys_opened_for: str | None = None  # the log's last migration at that time
         self._local_keys: LocalKeyring | None = None
         self._ledger: Ledger | None = None
         self._reader: Ledger | None = None
@@ -139,6 +140,8 @@ class VaultBase:
     def keyring(self) -> KeyCustody:
         """The vault's keys behind their seam (asks for the unseal secret on first use)."""
         if self._keyring is None:
+            # Where the log placed the keys when they were opened (`_follow_migration`).
+            self._keys_opened_for = self.index.meta("key.migrated")
             custody = self._open_keys()
             if not self._is_log_key(custody.log_signer.public_key):
                 custody.close()

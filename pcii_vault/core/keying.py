@@ -42,6 +42,22 @@ class Keying(Acting):
                 "the vault); nothing is unwrapped with a retired key"
             )
 
+    def _follow_migration(self) -> KeyCustody:
+        """The keys where the log places them now.
+
+        A long-lived vault (a server) opened its keys before a `keys migrate` run by
+        another process on this vault directory: it would go on wrapping new records
+        under the source and find no provider for the keys moved. When the log's last
+        migration is not the one the keys were opened under, they are opened again.
+        """
+        keyring = self.keyring
+        with self._lock:
+            logged = self.index.meta("key.migrated")
+        if logged != self._keys_opened_for:
+            with self._key_lock() as fresh_keyring:
+                keyring = fresh_keyring()
+        return keyring
+
     def _require_logged_kek(self) -> None:
         """Wrap only under the KEK version the log says is current.
 
@@ -53,7 +69,7 @@ class Keying(Acting):
         Raises:
             BackendError: this keyring does not hold the logged current version.
         """
-        keyring = self.keyring
+        keyring = self._follow_migration()
         logged = self._logged_kek_version(keyring)
         if keyring.key_id == LOCAL:
             # The file outlives this process: an older copy put back under a running

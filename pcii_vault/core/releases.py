@@ -293,7 +293,7 @@ class Releases(Keying):
             IntegrityError: as `KeyCustody.unwrap`; or the version is one the log never
                 made current (the wrapped key's version bytes were changed).
         """
-        keyring = self.keyring
+        keyring = self._follow_migration()
         if keyring.owns(wrapped):
             # Whatever this keyring's current version: one put back from before a rotation
             # holds a version the log has retired since as its current one.

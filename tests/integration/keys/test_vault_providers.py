@@ -269,3 +269,31 @@ def test_a_version_the_key_holder_lost_is_not_made_again(
         assert made == []
     finally:
         bench.vault.close()
+
+
+def test_a_long_lived_vault_follows_a_migration_another_process_ran(
+    chain: dict[str, str], tmp_path: Path
+) -> None:
+    """A tester's finding: a `pcii serve` went on wrapping new records under the local
+    keyring after an embedded `keys migrate` on its directory had moved the KEKs to the
+    HSM, and its releases of moved records failed as tampering (exit 4)."""
+    bench = Bench(tmp_path, "local")  # its vault object stands for the server
+    try:
+        before = bench.submit()
+        assert bench.review(before) == bench.attachment.read_bytes()
+        other = Vault(bench.vault.paths.root, unseal=lambda: SECRET)  # an embedded command
+        try:
+            target = chain["pkcs11"]
+            request = other.sign(
+                bench.ids["admin"], "rotate-keys", params={"op": "migrate", "to": target}
+            )
+            assert other.migrate_keys(request, target).count == 1
+        finally:
+            other.close()
+        assert bench.review(before) == bench.attachment.read_bytes()  # moved: still released
+        after = bench.submit()
+        assert bench.vault.keyring.key_id != "local"
+        assert bench.vault.keyring.owns(bench.vault.store.get(f"wrapped/{after}"))
+        assert bench.review(after) == bench.attachment.read_bytes()
+    finally:
+        bench.vault.close()
