@@ -158,6 +158,9 @@ class _Context:
     nonces: Nonces
     seal: Seal | None = None
     key_probe: _KeyProbe = field(default_factory=_KeyProbe)
+    # Releases whose end (sent whole or not) is not recorded yet: the server's shutdown
+    # records each one it cut off (`_Finisher`).
+    unfinished: set[_Finisher] = field(default_factory=set)
 
     def require_unsealed(self) -> None:
         if self.seal is not None and self.seal.sealed:
@@ -532,14 +535,16 @@ async def release(request: Request, act: wire.Act, caller: SignedBody) -> Stream
         "policies": list(staged.policies),
     }
 
-    def finish(sent: bool) -> None:
+    def end(sent: bool) -> None:
         if not sent:
-            # The client went away before the last byte: nothing was released to it.
+            # The client went away before the last byte (or the server stopped before
+            # it could send it): nothing was released to it.
             cause = OSError(errno.ECONNRESET, "the client did not receive it")
             with contextlib.suppress(VaultError, OSError):
                 vault.release_failed(staged.tracking_number, staged.access_index, cause)
         opened.__exit__(None, None, None)
 
+    finish = _Finisher(end, context.unfinished)
     if isinstance(body, bytes):
         return _ReleaseResponse(_one_chunk(body), finish, meta, cheap_exit=True)
     return _ReleaseResponse(_staged_chunks(body, staged.files), finish, meta, cheap_exit=False)
@@ -553,6 +558,43 @@ async def _staged_chunks(directory: Path, names: tuple[str, ...]) -> AsyncIterat
     chunks = _tar_stream(directory, names)
     while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
         yield chunk
+
+
+class _Finisher:
+    """A release's end, recorded once: by its stream, or by the server's shutdown.
+
+    uvicorn cancels the requests still running when its graceful shutdown times out (a
+    client reading slowly) and does not wait for them: the stream's own `finally` may
+    never record the release as failed. The shutdown then records every release that is
+    still unfinished, before the vault commits its last batch and closes.
+    """
+
+    def __init__(self, end: Callable[[bool], None], registry: set[_Finisher]) -> None:
+        self._end = end
+        self._registry = registry
+        self._lock = threading.Lock()
+        self._started = False
+        self._done = threading.Event()
+        registry.add(self)
+
+    def __call__(self, sent: bool) -> None:
+        with self._lock:
+            started, self._started = self._started, True
+        if started:
+            self._done.wait(timeout=_FINISH_WAIT_S)  # the other caller records it
+            return
+        try:
+            self._end(sent)
+        finally:
+            self._done.set()
+            self._registry.discard(self)
+
+    def cut_off(self) -> None:
+        """Record the release as not sent (the server stopped first), unless it ended."""
+        self(sent=False)
+
+
+_FINISH_WAIT_S = 10.0
 
 
 class _ReleaseResponse(StreamingResponse):
@@ -832,6 +874,9 @@ def create_app(
         try:
             yield
         finally:
+            # Releases cut off by the shutdown (uvicorn cancelled them): recorded as failed.
+            for finisher in list(app.state.context.unfinished):
+                await run_in_threadpool(finisher.cut_off)
             stop.set()
             follower.join(timeout=5)
 
