@@ -144,6 +144,12 @@ def _bounded_http_protocol(read_timeout: float) -> type[asyncio.Protocol]:
         _over = False  # a callback stopped the parser: the head is too large
         _refused = False
         _deadline: asyncio.TimerHandle | None = None
+
+        def _unsupported_upgrade_warning(self) -> None:
+            # The API has no WebSocket route: an upgrade asked for is answered as the
+            # ordinary request it also is, with no advice to install a WebSocket library.
+            self.logger.debug("upgrade request ignored")
+
         _head_started = 0.0
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -287,6 +293,7 @@ def run_server(app: Service, sock: socket.socket, listener: Listener) -> None:
         lifespan="on",
         timeout_graceful_shutdown=_GRACEFUL_S,
         server_header=False,
+        ws="none",  # no WebSocket route (see `BoundedHead._unsupported_upgrade_warning`)
     )
     _uvicorn_logs_through_structlog()
     server = _handshake_bounded(config, app.limits.read_timeout)
