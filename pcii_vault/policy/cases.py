@@ -23,7 +23,14 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from pcii_vault.crypto.canonical import DuplicateKeyError, no_duplicate_keys
 from pcii_vault.durable import read_named_file
@@ -85,22 +92,19 @@ class RecordSpec(_Strict):
     submitter: str = "owner-1"
     submitter_org: str
 
-    @field_validator("sector")
+    @field_validator("sector", "tlp")
     @classmethod
-    def _a_sector(cls, value: str) -> str:
+    def _in_the_reference_lists(cls, value: str, info: ValidationInfo) -> str:
+        """A sector or TLP label a record can carry (a typo would decide silently)."""
         from pcii_vault.models.reference import reference_data  # noqa: PLC0415
 
-        if value not in (names := reference_data().sector_names):
-            raise ValueError(f"{value!r} is not a sector; one of: {'; '.join(names)}")
-        return value
-
-    @field_validator("tlp")
-    @classmethod
-    def _a_tlp_label(cls, value: str) -> str:
-        from pcii_vault.models.reference import reference_data  # noqa: PLC0415
-
-        if value not in (labels := reference_data().tlp_names):
-            raise ValueError(f"{value!r} is not a TLP label; one of: {', '.join(labels)}")
+        known, what, separator = (
+            (reference_data().sector_names, "a sector", "; ")
+            if info.field_name == "sector"
+            else (reference_data().tlp_names, "a TLP label", ", ")
+        )
+        if value not in known:
+            raise ValueError(f"{value!r} is not {what}; one of: {separator.join(known)}")
         return value
 
     def facts(self) -> RecordFacts:
