@@ -971,7 +971,16 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
         return _error(InputError(cause.message), cause.status)
     if exc.status_code == 404:
         return _error(NotFoundError("no such route"), 404)
+    if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE:
+        # Bytes that are no UTF-8, or JSON nested too deeply to parse.
+        return _error(InputError(_UNPARSABLE_BODY), 400)
     return _error(InputError(str(exc.detail)), exc.status_code)
+
+
+_FASTAPI_UNPARSABLE = "There was an error parsing the body"
+_UNPARSABLE_BODY = (
+    "invalid request body: not JSON the server can read (not UTF-8, or nested too deeply)"
+)
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

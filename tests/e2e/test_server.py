@@ -255,6 +255,11 @@ def test_malformed_json_is_400_with_the_field_path(served: ServerCli) -> None:
     missing = caller.post("/v1/transitions", json.dumps(caller.act("validate")).encode())
     assert missing.status_code == 400
     assert any(p.startswith("event_type") for p in _error(missing)["problems"])
+    # A tester's finding: "There was an error parsing the body", whatever was wrong.
+    for unreadable in (b'{"request": "\xff"}', b"[" * 100_000 + b"]" * 100_000):
+        refused = caller.post("/v1/status", unreadable)
+        assert refused.status_code == 400
+        assert "not JSON the server can read" in _error(refused)["error"]
 
 
 def test_an_unknown_route_is_404(served: ServerCli) -> None:
