@@ -163,6 +163,24 @@ def open_log(
     return found.store, found.verifier.name, found.verifier
 
 
+def open_log_noting(
+    state: CliState, log: str | None = None, key: str | None = None
+) -> tuple[ObjectStore, NoteVerifier, str | None]:
+    """As `open_log`, with what is wrong with the log's head said, not raised.
+
+    For the auditor's report, which is made of a log that is not sound too (and says so).
+
+    Returns:
+        (store holding log/, verifier key, the problem with the log's head or None).
+    """
+    found = _locate_log(state, log, key)
+    try:
+        _check_anchor(found)
+    except IntegrityError as exc:
+        return found.store, found.verifier, exc.diagnostics()
+    return found.store, found.verifier, None
+
+
 def _locate_log(state: CliState, log: str | None, key: str | None) -> _Log:
     """The log `--log`/`--key` name, else the vault's; nothing is read from it yet.
 

@@ -7,6 +7,7 @@ its report (which says so at the top), then the command exits 4.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from pcii_vault.cli.audit import (
     KeyOption,
     LogOption,
     _parse_time,
-    open_log,
+    open_log_noting,
     read_trusted_checkpoint,
     time_range,
 )
@@ -100,7 +101,7 @@ def report(
                 raise InputError(f"{same} and {option} name the same path: {target}")
     if pdf is not None:
         ensure_pdf_support()  # before the long pass over the log, not after it
-    store, _, verifier = open_log(state, log, key)
+    store, verifier, head_problem = open_log_noting(state, log, key)
     trusted = read_trusted_checkpoint(trusted_checkpoint, verifier)
     with tempfile.TemporaryDirectory(prefix="pcii-report-") as scratch:
         result = compile_report(
@@ -112,6 +113,11 @@ def report(
             trusted=trusted,
             replay_decisions=not skip_decision_replay,
         )
+        if head_problem is not None and result.verification.sound:
+            # The log's head is not the vault's (rolled back or forked from its anchor):
+            # what was read of it is reported, as not sound.
+            unsound = dataclasses.replace(result.verification, sound=False, problem=head_problem)
+            result = dataclasses.replace(result, verification=unsound)
         try:
             outputs = _Outputs(html, pdf, csv_dir, proofs, Path(scratch))
             written = outputs.write(

@@ -273,6 +273,32 @@ def test_pdf_has_the_same_headings(vault: Cli) -> None:
     assert "Log sound" in text
 
 
+@pytest.mark.parametrize("damage", ["signature", "deleted"])
+def test_a_log_whose_checkpoint_is_damaged_still_gets_its_report(
+    vault: Cli, tmp_path: Path, damage: str
+) -> None:
+    """A tester's finding: a tampered or missing log/checkpoint gave no report at all
+    (only the error), though a log that is not sound gets its report, saying so."""
+    broken = Cli(tmp_path)
+    shutil.copytree(vault.vault, broken.vault)
+    checkpoint = broken.vault / "objects" / "log" / "checkpoint"
+    if damage == "deleted":
+        checkpoint.unlink()
+    else:
+        lines = checkpoint.read_text().splitlines()
+        lines[-1] = lines[-1][:-6] + "AAAAA="
+        checkpoint.write_text("\n".join(lines) + "\n")
+    page = tmp_path / "broken.html"
+    result = broken.run("--json", "audit", "report", "--html", str(page))
+    assert result.code == 4
+    [figures] = (json.loads(line) for line in result.out.splitlines())
+    assert figures["sound"] is False
+    assert figures["verification"]["sound"] is False
+    assert figures["verification"]["legal_history"] is False
+    assert figures["exit_code"] == 4
+    assert "Log NOT SOUND" in summarise_dom(page.read_text()).text
+
+
 def test_a_broken_log_is_reported_not_sound_and_still_rendered(vault: Cli, tmp_path: Path) -> None:
     """A tampered hash tile: exit 4, and a page that says NOT SOUND first, with the problem."""
     broken = Cli(tmp_path)
