@@ -124,6 +124,10 @@ def logged_policy_set_damage(store: ObjectStore, policy_set_hash: str) -> str | 
     try:
         _stored_files(store, policy_set_hash)
     except IntegrityError as exc:  # too large to read whole included
+        if isinstance(exc.__cause__, NotFoundError):
+            # Said to a vault's user, not an auditor: no audit option in it.
+            key = policy_set_key(policy_set_hash)
+            return f"{key}, the text of the policy set in force, was deleted outside the vault"
         return str(exc)
     return None
 

@@ -89,8 +89,9 @@ def test_a_new_policy_set_waits_until_the_damaged_one_in_force_is_restored(
     try:
         size = bench.vault.index.size
         refused = rf"{key}.*policies/ now holds another"
-        with pytest.raises(IntegrityError, match=refused):
+        with pytest.raises(IntegrityError, match=refused) as caught:
             bench.submit_receipt()
+        assert "--skip-decision-replay" not in str(caught.value)  # an audit option
         with pytest.raises(IntegrityError, match=refused):
             bench.vault.maintain(grace=timedelta(hours=24), dry_run=True)
         assert bench.vault.reader().size() == size  # the new set was not logged
