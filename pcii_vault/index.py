@@ -235,7 +235,10 @@ def _read_index_file(path: Path) -> tuple[tuple[int, ...], bytes]:
         )
     with os.fdopen(fd, "rb") as handle:
         if st.st_size > _MAX_INDEX_BYTES:
-            raise IndexTamperedError(f"{path.name} is larger than any index the vault writes")
+            raise IndexTamperedError(
+                f"{path.name} is larger than any index the vault writes; run "
+                "`pcii index rebuild` to rebuild it from the verified log"
+            )
         try:
             return _key_of(st), handle.read(st.st_size + 1)
         except OSError as exc:

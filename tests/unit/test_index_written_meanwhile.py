@@ -152,6 +152,9 @@ def test_an_index_sqlite_cannot_load_is_refused_by_its_size(bench: VaultBench) -
     with bench.vault.paths.index.open("r+b") as handle:
         handle.truncate((2 << 30) + (1 << 20))  # sparse: nothing written
     _refused_here_and_in_a_new_process(bench, tracking, IntegrityError, "larger than any index")
+    with pytest.raises(IntegrityError) as refused:  # the way out, said once
+        _office_status(bench.vault, bench, tracking)
+    assert str(refused.value).count("pcii index rebuild") == 1
 
 
 def test_an_index_grown_past_what_sqlite_loads_is_not_written(
