@@ -37,6 +37,7 @@ import os
 import re
 import secrets
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+import structlog
 from http_message_signatures import (
     HTTPMessageSignaturesException,
     HTTPMessageSigner,
@@ -262,29 +264,15 @@ class SharedNonceCache(_Windowed):
 
     def __init__(self, path: Path, window: timedelta, *, since: datetime | None = None) -> None:
         super().__init__(window, since=since)
-        # Never readable by others, never a link followed out of the spool.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.close(fd)
-        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        # Changing the journal mode needs the file alone, and does not wait for it: the
-        # server's parent makes the file (in WAL mode, which persists) before its workers
-        # open it, and they only check.
-        if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS nonces (key_id TEXT NOT NULL, nonce TEXT NOT NULL, "
-            "expires REAL NOT NULL, PRIMARY KEY (key_id, nonce)) WITHOUT ROWID"
-        )
-        # The file's start, not this process's: a worker started later (a replacement)
-        # finds every nonce the server accepted since the file was made.
-        self._db.execute("CREATE TABLE IF NOT EXISTS began (since REAL NOT NULL)")
-        self._db.execute(
-            "INSERT INTO began (since) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM began)",
-            (self._since.timestamp(),),
-        )
-        (began,) = self._db.execute("SELECT min(since) FROM began").fetchone()
-        self._since = datetime.fromtimestamp(float(began), UTC)
+        try:
+            self._db, self._since = _nonce_file(path, self._since)
+        except (sqlite3.DatabaseError, ValueError, OverflowError):
+            # Damaged or edited: made anew. Its start is now, so nothing signed before it
+            # passes (a replay of what the old file held is refused as signed too early).
+            structlog.get_logger("pcii.serve").warning("nonce_file_replaced", path=str(path))
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            self._db, self._since = _nonce_file(path, self._since)
         self._inserts = 0
 
     def _remember(self, key_id: str, nonce: str, expires: datetime, now: datetime) -> bool:
@@ -307,6 +295,62 @@ class SharedNonceCache(_Windowed):
         """Close this process's connection."""
         with self._lock:
             self._db.close()
+
+
+def _nonce_file(path: Path, since: datetime) -> tuple[sqlite3.Connection, datetime]:
+    """Open (or make, starting at `since`) the nonce file; return it and its start.
+
+    Raises:
+        IntegrityError: something else than a file stands there (a symlink, a directory,
+            a FIFO): planted, never followed or waited on.
+        sqlite3.DatabaseError, ValueError: the file is no nonce file (the caller makes
+            it anew).
+    """
+    try:
+        # Never readable by others, never a link followed out of the spool.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise IntegrityError(
+            f"{path} is not the server's nonce file ({exc.strerror}); remove it"
+        ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IntegrityError(f"{path} is not the server's nonce file (not a file); remove it")
+    finally:
+        os.close(fd)
+    db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    try:
+        # Changing the journal mode needs the file alone, and does not wait for it: the
+        # server's parent makes the file (in WAL mode, which persists) before its workers
+        # open it, and they only check.
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS nonces (key_id TEXT NOT NULL, nonce TEXT NOT NULL, "
+            "expires REAL NOT NULL, PRIMARY KEY (key_id, nonce)) WITHOUT ROWID"
+        )
+        # The file's start, not this process's: a worker started later (a replacement)
+        # finds every nonce the server accepted since the file was made.
+        db.execute("CREATE TABLE IF NOT EXISTS began (since REAL NOT NULL)")
+        db.execute(
+            "INSERT INTO began (since) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM began)",
+            (since.timestamp(),),
+        )
+        start = _began(db)
+    except BaseException:
+        db.close()
+        raise
+    return db, start
+
+
+def _began(db: sqlite3.Connection) -> datetime:
+    """When the nonce file was made (ValueError: an edited start, not a time of the past)."""
+    (began,) = db.execute("SELECT min(since) FROM began").fetchone()
+    start = datetime.fromtimestamp(float(began), UTC)
+    if start > datetime.now(UTC) + timedelta(minutes=1):
+        raise ValueError("a nonce file that begins in the future")
+    return start
 
 
 @dataclass

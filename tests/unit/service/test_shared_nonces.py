@@ -105,3 +105,54 @@ def test_each_nonce_is_accepted_once_across_processes_and_threads(tmp_path: Path
     for process in processes:
         process.join()
     assert sum(accepted) == 300, accepted
+
+
+@pytest.mark.parametrize(
+    "damage", [b"not a database at all", b"", "began-abc", "began-future"], ids=str
+)
+def test_a_damaged_nonce_file_is_made_anew_starting_now(
+    tmp_path: Path, damage: bytes | str
+) -> None:
+    """The file outlives the server (kept across restarts): one damaged or edited since
+    is made anew, never a crash at start; its start is then now, so nothing signed
+    before it can pass for new."""
+    import sqlite3
+
+    path = tmp_path / "nonces.sqlite"
+    SharedNonceCache(path, WINDOW, since=NOW).close()
+    if isinstance(damage, bytes):
+        for suffix in ("-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        path.write_bytes(damage * 100)
+    else:
+        db = sqlite3.connect(path, isolation_level=None)
+        value = "abc" if damage == "began-abc" else (NOW + timedelta(days=3650)).timestamp()
+        db.execute("UPDATE began SET since = ?", (value,))
+        db.close()
+    later = datetime.now(UTC).replace(microsecond=0)
+    cache = SharedNonceCache(path, WINDOW, since=later)
+    try:
+        assert cache.since == later
+        assert cache.check_and_add("k", "n", later, now=later)
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize("planted", ["symlink", "directory", "fifo"])
+def test_something_else_than_a_file_at_the_nonce_file_is_refused(
+    tmp_path: Path, planted: str
+) -> None:
+    import os
+
+    from pcii_vault.errors import IntegrityError
+
+    path = tmp_path / "nonces.sqlite"
+    if planted == "symlink":
+        path.symlink_to(tmp_path / "elsewhere.sqlite")
+    elif planted == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    with pytest.raises(IntegrityError, match="is not the server's nonce file"):
+        SharedNonceCache(path, WINDOW)
+    assert not (tmp_path / "elsewhere.sqlite").exists()
