@@ -111,6 +111,7 @@ def serve(
         # The HTTP nonces this vault's servers accepted, in the vault's spool: shared by
         # the workers, and kept across restarts (a replay after one is refused too).
         nonces = spool.parent / "nonces.sqlite"
+        SharedNonceCache(nonces, limits.skew).close()  # made (or made anew) before announcing
         _announce(state, vault, f"https://{_client_host(host)}:{port}", certificate, seal, workers)
         listener = Listener(host, port, certificate.cert_path, certificate.key_path)
         if workers == 1:
@@ -126,7 +127,6 @@ def serve(
             json_logs=settings.log_format != "console",
             nonces=nonces,
         )
-        SharedNonceCache(spec.nonces, limits.skew).close()  # made once, before the workers
         if failed := supervise(spec, sock, workers):
             raise typer.Exit(failed)
     finally:
