@@ -45,7 +45,7 @@ from pcii_vault.models.acts import check_params
 from pcii_vault.models.event import Event, EventType
 from pcii_vault.models.principal import Principal
 from pcii_vault.models.request import RequestBody, SignedRequest, sign_request, verify_act
-from pcii_vault.policy.archive import logged_policy_set_damage, policy_set_damage, store_policy_set
+from pcii_vault.policy.archive import policy_set_damage, store_policy_set
 from pcii_vault.policy.denial import explain_denial
 from pcii_vault.policy.engine import Decision, EntityDirectory, PolicyEngine
 from pcii_vault.sequencer import Act, Sequencer
@@ -97,7 +97,7 @@ class Acting(Projection):
             # could be re-run by `audit verify`. Once per process and set. A text deleted
             # or changed is tampering, refused here (not written over: `maintenance`
             # does that, and says so).
-            damage = policy_set_damage(self.store, self.policy)
+            damage = policy_set_damage(self.store, self.policy.policy_set_hash)
             if damage is not None:
                 raise IntegrityError(
                     f"{damage}: its decisions could not be re-run; `pcii maintenance` "
@@ -119,7 +119,7 @@ class Acting(Projection):
         in_force = self.index.meta("policy_set")
         if not in_force:
             return
-        damage = logged_policy_set_damage(self.store, in_force)
+        damage = policy_set_damage(self.store, in_force)
         if damage is not None:
             raise IntegrityError(
                 f"{damage}; that set is in force and policies/ now holds another: put its "

@@ -173,7 +173,7 @@ class MaintenanceActs(Acting):
             # force cannot be written again from it, and it must be before the change.
             self._refuse_replacing_a_damaged_set()
             return ()
-        damage = policy_set_damage(self.store, self.policy)
+        damage = policy_set_damage(self.store, self.policy.policy_set_hash)
         if damage is None:
             return ()
         _log.warning("policy_set_text_damaged", problem=damage)

@@ -32,7 +32,6 @@ from pcii_vault.store.base import ObjectStore, ObjectTooLargeError, remove_plant
 __all__ = [
     "POLICY_SET_PREFIX",
     "load_policy_set",
-    "logged_policy_set_damage",
     "policy_set_damage",
     "policy_set_key",
     "store_policy_set",
@@ -99,53 +98,34 @@ def store_policy_set(store: ObjectStore, engine: PolicyEngine) -> bool:
     return True
 
 
-def policy_set_damage(store: ObjectStore, engine: PolicyEngine) -> str | None:
-    """What happened to the stored text of `engine`'s set, or None when it is its own.
+def policy_set_damage(store: ObjectStore, policy_set_hash: str) -> str | None:
+    """What happened to the stored text of a set the log names, or None when it is intact.
 
-    For a set the log already names: `store_policy_set` writes it again.
-    """
-    key = policy_set_key(engine.policy_set_hash)
-    try:
-        existing = store.get(key)
-    except NotFoundError:
-        return f"{key}, the text of the policy set in force, was deleted outside the vault"
-    except ObjectTooLargeError:  # larger than any object the vault writes
-        existing = b""
-    if existing != _document(engine.files):
-        return f"{key}, the text of the policy set in force, was changed outside the vault"
-    return None
-
-
-def logged_policy_set_damage(store: ObjectStore, policy_set_hash: str) -> str | None:
-    """What is wrong with the stored text of a set the log names, or None when intact.
-
-    Checks the bytes and the hash only (the files are not loaded as policies).
-    """
-    try:
-        _stored_files(store, policy_set_hash)
-    except IntegrityError as exc:  # too large to read whole included
-        if isinstance(exc.__cause__, NotFoundError):
-            # Said to a vault's user, not an auditor: no audit option in it.
-            key = policy_set_key(policy_set_hash)
-            return f"{key}, the text of the policy set in force, was deleted outside the vault"
-        return str(exc)
-    return None
-
-
-def _stored_files(store: ObjectStore, policy_set_hash: str) -> list[tuple[str, bytes]]:
-    """The files of a stored policy set, its bytes exactly the vault's document of them.
+    For the set in force, `store_policy_set` writes it again from policies/.
 
     Raises:
-        IntegrityError: the set is missing, malformed, of another hash or other bytes.
+        IntegrityError: what is wrong is not the text (a symlink planted on its path).
     """
     key = policy_set_key(policy_set_hash)
     try:
         data = store.get(key)
-    except NotFoundError as exc:
-        raise IntegrityError(
-            f"policy set {policy_set_hash[:16]}... named by the log is missing ({key}; a "
-            "copy of the log without policysets/: --skip-decision-replay)"
-        ) from exc
+    except NotFoundError:
+        return f"{key}, the text of the policy set in force, was deleted outside the vault"
+    except ObjectTooLargeError:  # larger than any object the vault writes
+        data = b""
+    try:
+        _checked_files(data, key, policy_set_hash)
+    except IntegrityError:
+        return f"{key}, the text of the policy set in force, was changed outside the vault"
+    return None
+
+
+def _checked_files(data: bytes, key: str, policy_set_hash: str) -> list[tuple[str, bytes]]:
+    """The files of a stored policy set, its bytes exactly the vault's document of them.
+
+    Raises:
+        IntegrityError: malformed, of another hash, or other bytes.
+    """
     files = _parse_unverified_files(data, key)
     if hash_policy_files(files) != policy_set_hash:
         raise IntegrityError(f"{key} does not hash to its name: an altered policy set")
@@ -164,7 +144,14 @@ def load_policy_set(store: ObjectStore, policy_set_hash: str) -> PolicyEngine:
             policies do not load.
     """
     key = policy_set_key(policy_set_hash)
-    files = _stored_files(store, policy_set_hash)
+    try:
+        data = store.get(key)
+    except NotFoundError as exc:
+        raise IntegrityError(
+            f"policy set {policy_set_hash[:16]}... named by the log is missing ({key}; a "
+            "copy of the log without policysets/: --skip-decision-replay)"
+        ) from exc
+    files = _checked_files(data, key, policy_set_hash)
     with tempfile.TemporaryDirectory(prefix="pcii-policy-") as tmp:
         directory = Path(tmp)
         for name, text in files:

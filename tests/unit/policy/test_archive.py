@@ -65,4 +65,4 @@ def test_a_linked_policysets_folder_is_named_not_taken_for_a_changed_text(tmp_pa
     (store.root / "policysets").rename(store.root / "copy")
     (store.root / "policysets").symlink_to("copy")
     with pytest.raises(IntegrityError, match="symlink planted in the store"):
-        policy_set_damage(store, engine)
+        policy_set_damage(store, engine.policy_set_hash)
