@@ -10,10 +10,16 @@ import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.params import PURPOSE_HELP, TRACKING, check_purpose, suggest
+from pcii_vault.cli.params import (
+    PURPOSE_HELP,
+    TRACKING,
+    check_purpose,
+    refuse_undecodable,
+    suggest,
+)
 from pcii_vault.cli.progress import release_progress
 from pcii_vault.errors import InputError
-from pcii_vault.text import undecodable, unreadable, visible
+from pcii_vault.text import unreadable, visible
 
 if TYPE_CHECKING:
     from pcii_vault.models.acts import ActParams
@@ -38,8 +44,7 @@ GROUNDS = (
 
 
 def _require_reason(reason: str) -> None:
-    if undecodable(reason):  # not blank: bytes that are no text (nothing "visible")
-        raise InputError("--reason is not valid UTF-8 text: state it in plain text")
+    refuse_undecodable("--reason", reason)
     if not reason.strip() or not visible(reason):
         raise InputError("--reason must not be empty: it is recorded in the log")
     if why := unreadable(reason, lines=True):

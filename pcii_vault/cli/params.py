@@ -27,6 +27,7 @@ __all__ = [
     "check_sectors",
     "check_use",
     "path_argument",
+    "refuse_undecodable",
     "suggest",
 ]
 
@@ -46,6 +47,18 @@ def path_argument(value: str) -> Path:
     if not value.strip():
         raise typer.BadParameter("is empty: give a path")
     return Path(value)
+
+
+def refuse_undecodable(option: str, text: str) -> None:
+    """Refuse an option's text of bytes the command line could not decode.
+
+    Checked before any emptiness check: such text shows nothing, and is no empty value.
+
+    Raises:
+        InputError: naming the option.
+    """
+    if undecodable(text):
+        raise InputError(f"{option} is not valid UTF-8 text: state it in plain text")
 
 
 def suggest(value: str, known: Iterable[str]) -> str:
@@ -72,8 +85,7 @@ def check_purpose(purpose: str) -> None:
     Raises:
         InputError: the purpose is empty or only blanks.
     """
-    if undecodable(purpose):  # not blank: bytes that are no text (nothing "visible")
-        raise InputError("--purpose is not valid UTF-8 text: state it in plain text")
+    refuse_undecodable("--purpose", purpose)
     if not purpose.strip() or not visible(purpose):
         raise InputError("--purpose must state why you need the record")
     if why := unreadable(purpose):

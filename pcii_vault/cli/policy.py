@@ -18,10 +18,9 @@ import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.params import DEFAULT_USE, aware_time, path_argument
+from pcii_vault.cli.params import DEFAULT_USE, aware_time, path_argument, refuse_undecodable
 from pcii_vault.durable import read_bounded
 from pcii_vault.errors import InputError
-from pcii_vault.text import undecodable
 
 if TYPE_CHECKING:
     from pcii_vault.policy.engine import PolicyEngine
@@ -394,10 +393,13 @@ def explain(
     from pcii_vault.policy.engine import PolicyEngine
 
     cli = _state(ctx)
-    texts = {"--org": org, "--submitter-org": submitter_org, "--purpose": purpose}
-    for option, text in texts.items():
-        if undecodable(text):  # Cedar would fail on it, and the answer be an error's deny
-            raise InputError(f"{option} is not valid UTF-8 text: state it in plain text")
+    # Cedar would fail on undecodable text, and the answer be an evaluation error's deny.
+    for option, text in {
+        "--org": org,
+        "--submitter-org": submitter_org,
+        "--purpose": purpose,
+    }.items():
+        refuse_undecodable(option, text)
     engine = PolicyEngine.load(_policy_directory(cli, directory))
     _check_action(engine, action)
     moment = datetime.now(UTC) if now is None else aware_time(now, "--now")
