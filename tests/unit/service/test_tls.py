@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from pcii_vault.errors import ConfigError
@@ -374,11 +374,16 @@ def test_a_key_whose_certificate_never_comes_is_refused_in_time(
         ensure_self_signed(tmp_path, ["127.0.0.1"])
 
 
-def _expired_pair(directory: Path, *, days: tuple[int, int] = (-30, -1)) -> ServerCertificate:
+def _self_signed_pair(
+    directory: Path,
+    *,
+    days: tuple[int, int] = (-30, -1),
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | None = None,
+) -> ServerCertificate:
     """A self-signed pair for 127.0.0.1 valid from and until `days` from now (by default,
-    its validity ended yesterday)."""
+    its validity ended yesterday), of `key` (by default a new P-256 key)."""
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = key or ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "expired")])
     now = datetime.now(UTC)
     cert = (
@@ -410,7 +415,7 @@ def _expired_pair(directory: Path, *, days: tuple[int, int] = (-30, -1)) -> Serv
 
 def test_an_expired_certificate_is_refused_before_serving(tmp_path: Path) -> None:
     """Every client would refuse it: `pcii serve` says so at start, with the way out."""
-    expired = _expired_pair(tmp_path / "tls")
+    expired = _self_signed_pair(tmp_path / "tls")
     with pytest.raises(ConfigError, match=r"expired on .*--tls-cert"):
         load_certificate(expired.cert_path, expired.key_path)
     with pytest.raises(ConfigError, match=r"expired on .*remove .* to make a new pair"):
@@ -430,7 +435,7 @@ def test_an_expired_certificate_is_refused_before_serving(tmp_path: Path) -> Non
 def test_a_client_names_a_certificate_outside_its_validity(
     tmp_path: Path, days: tuple[int, int], said: str, not_said: str
 ) -> None:
-    pair = _expired_pair(tmp_path / "tls", days=days)
+    pair = _self_signed_pair(tmp_path / "tls", days=days)
     url = "https://127.0.0.1"
     with (
         tls_server(pair) as (port, _),
@@ -460,29 +465,7 @@ def test_a_damaged_certificate_is_a_config_error_at_every_byte(
 def test_load_certificate_refuses_a_pair_tls_refuses(tmp_path: Path) -> None:
     """A tester's finding: an RSA-1024 pair parsed, `pcii serve` announced its address,
     then died with exit 1 (SSLError: ee key too small) when the server loaded it."""
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 -- refused
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "weak.crt", tmp_path / "weak.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 -- refused
+    pair = _self_signed_pair(tmp_path / "weak", days=(-1, 1), key=weak)
     with pytest.raises(ConfigError, match=r"refused by TLS.*KEY_TOO_SMALL"):
-        load_certificate(cert_path, key_path)
+        load_certificate(pair.cert_path, pair.key_path)
