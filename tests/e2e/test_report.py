@@ -273,6 +273,16 @@ def test_pdf_has_the_same_headings(vault: Cli) -> None:
     assert "Log sound" in text
 
 
+def _report_of_a_broken_log(broken: Cli, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """`audit report --json --html`: exit 4, and under --json one JSON object, as for any
+    error: the figures with the error in them; and the page."""
+    page = tmp_path / "broken.html"
+    result = broken.run("--json", "audit", "report", "--html", str(page))
+    assert result.code == 4
+    [figures] = (json.loads(line) for line in result.out.splitlines())
+    return figures, page
+
+
 @pytest.mark.parametrize("damage", ["signature", "deleted"])
 def test_a_log_whose_checkpoint_is_damaged_still_gets_its_report(
     vault: Cli, tmp_path: Path, damage: str
@@ -288,10 +298,7 @@ def test_a_log_whose_checkpoint_is_damaged_still_gets_its_report(
         lines = checkpoint.read_text().splitlines()
         lines[-1] = lines[-1][:-6] + "AAAAA="
         checkpoint.write_text("\n".join(lines) + "\n")
-    page = tmp_path / "broken.html"
-    result = broken.run("--json", "audit", "report", "--html", str(page))
-    assert result.code == 4
-    [figures] = (json.loads(line) for line in result.out.splitlines())
+    figures, page = _report_of_a_broken_log(broken, tmp_path)
     assert figures["sound"] is False
     assert figures["verification"]["sound"] is False
     assert figures["verification"]["legal_history"] is False
@@ -309,11 +316,7 @@ def test_a_broken_log_is_reported_not_sound_and_still_rendered(vault: Cli, tmp_p
     data = bytearray(tile.read_bytes())
     data[40] ^= 0x01  # the second leaf hash
     tile.write_bytes(bytes(data))
-    page = tmp_path / "broken.html"
-    result = broken.run("--json", "audit", "report", "--html", str(page))
-    assert result.code == 4
-    # Under --json: one JSON object, as for any error: the figures with the error in them.
-    [figures] = (json.loads(line) for line in result.out.splitlines())
+    figures, page = _report_of_a_broken_log(broken, tmp_path)
     assert figures["sound"] is False
     # A tester's finding: the verification said legal_history true with no event read.
     assert figures["verification"]["legal_history"] is False
