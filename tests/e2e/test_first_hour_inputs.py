@@ -373,16 +373,21 @@ app.main()
 """
 
 
-def test_a_submit_failing_once_it_is_logged_names_its_tracking_number(cli: Cli) -> None:
-    """A tester's finding: a full disk as the index was written after the submission was
-    committed said exit 5 without the tracking number; the owner submitted it again."""
+def _submit_patched(cli: Cli, patch: str) -> str:
+    """An owner's `pcii submit` in a process patched by `patch`: exit 5, its one line."""
     cli.init()
     cli.add("acme", "owner", "--org", "Riverbend Municipal Water Authority")
     document = cli.write_submission("bare.json", attachments=[])
     args = ["--as", str(cli.key("acme")), "submit", str(document)]
-    done = _patched_pcii(cli, _FAILING_AS_SUBMITTED, args)
+    done = _patched_pcii(cli, patch, args)
     assert done.returncode == 5, done.stderr
-    line = one_line_error_any(done.stderr)
+    return one_line_error_any(done.stderr)
+
+
+def test_a_submit_failing_once_it_is_logged_names_its_tracking_number(cli: Cli) -> None:
+    """A tester's finding: a full disk as the index was written after the submission was
+    committed said exit 5 without the tracking number; the owner submitted it again."""
+    line = _submit_patched(cli, _FAILING_AS_SUBMITTED)
     [tracking] = [r["tracking_number"] for r in cli.ok("search", who="acme").lines()]
     assert f"check `pcii status {tracking}` before submitting it again" in line, line
 
@@ -403,13 +408,7 @@ def test_a_submit_refused_before_it_reaches_the_log_does_not_say_it_may_be_recor
 ) -> None:
     """A tester's finding: a replica whose keyring was behind refused the submission
     outright, and the error still told the owner the vault might record it."""
-    cli.init()
-    cli.add("acme", "owner", "--org", "Riverbend Municipal Water Authority")
-    document = cli.write_submission("bare.json", attachments=[])
-    args = ["--as", str(cli.key("acme")), "submit", str(document)]
-    done = _patched_pcii(cli, _REFUSED_BEFORE_THE_LOG, args)
-    assert done.returncode == 5, done.stderr
-    line = one_line_error_any(done.stderr)
+    line = _submit_patched(cli, _REFUSED_BEFORE_THE_LOG)
     assert line.endswith("the keyring is behind the log: copy the newest keyring.sealed here"), line
     assert cli.ok("search", who="acme").lines() == []
 
