@@ -14,7 +14,7 @@ import typer
 from pcii_vault.cli.files import refuse_existing
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.params import check_sectors
+from pcii_vault.cli.params import check_sectors, refuse_undecodable
 from pcii_vault.errors import ActConflictError, ConfigError, InputError, PolicyDenied, VaultError
 
 if TYPE_CHECKING:
@@ -289,6 +289,7 @@ def _attributes(
     from pcii_vault.models.principal import PrincipalAttributes
     from pcii_vault.models.problems import describe
 
+    refuse_undecodable("--org", org)
     try:
         return PrincipalAttributes.model_validate(
             {
@@ -442,8 +443,10 @@ def principal_update(
     from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
+    refuse_undecodable("NAME", name)
     changes: dict[str, Any] = {}
     if org is not None:
+        refuse_undecodable("--org", org)
         changes["organisation"] = org
     if level is not None:
         changes["level"] = level
@@ -476,6 +479,7 @@ def principal_revoke(ctx: typer.Context, name: Annotated[str, _NAME]) -> None:
     from pcii_vault.cli.session import client
 
     state: CliState = ctx.obj
+    refuse_undecodable("NAME", name)
     with client(state) as me:
         principal = me.revoke_principal(name)
         state.output.result(_principal_row(principal), human=f"revoked {name}")

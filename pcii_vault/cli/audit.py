@@ -27,7 +27,7 @@ from pcii_vault.cli.files import (
 )
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState
-from pcii_vault.cli.params import aware_time, path_argument
+from pcii_vault.cli.params import aware_time, path_argument, refuse_undecodable
 from pcii_vault.durable import path_exists
 from pcii_vault.errors import ConfigError, InputError, IntegrityError, NotFoundError
 from pcii_vault.text import printable
@@ -650,6 +650,9 @@ def log_command(
     state = _state(ctx)
     if decision not in {None, "permit", "deny"}:
         raise InputError("--decision must be permit or deny")
+    for option, text in {"--record": record, "--principal": principal}.items():
+        if text is not None:
+            refuse_undecodable(option, text)
     if event_type is not None:
         _check_event_type(event_type)
     filters = {

@@ -11,7 +11,7 @@ import typer
 
 from pcii_vault.cli.help import CliTyper
 from pcii_vault.cli.output import CliState, Output
-from pcii_vault.cli.params import TRACKING, path_argument
+from pcii_vault.cli.params import TRACKING, path_argument, refuse_undecodable
 from pcii_vault.cli.progress import progress_bar, short_name
 from pcii_vault.errors import InputError, IntegrityError
 
@@ -185,6 +185,7 @@ def withdraw(
     state: CliState = ctx.obj
     from pcii_vault.models.acts import ReasonParams
 
+    refuse_undecodable("--reason", reason)
     with client(state) as me:
         params = ReasonParams.of(reason=reason)
         record = me.transition(tracking, "withdraw", "submission.withdrawn", params)

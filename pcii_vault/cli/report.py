@@ -31,6 +31,7 @@ from pcii_vault.cli.audit import (
 )
 from pcii_vault.cli.files import new_directory, new_output, output_key, refuse_existing
 from pcii_vault.cli.output import CliState
+from pcii_vault.cli.params import refuse_undecodable
 from pcii_vault.errors import InputError, IntegrityError
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ def report(
     from pcii_vault.report import Period, compile_report, ensure_pdf_support, figures_json
 
     state: CliState = ctx.obj
+    if record is not None:
+        refuse_undecodable("--record", record)
     period = Period(_parse_time(since, "--since"), _parse_time(until, "--until"), record)
     time_range(period.since, period.until)
     targets = ((html, "--html"), (pdf, "--pdf"), (csv_dir, "--csv"), (proofs, "--proofs"))

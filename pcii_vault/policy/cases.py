@@ -54,6 +54,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _known_sector(value: str) -> str:
+    from pcii_vault.models.reference import reference_data  # noqa: PLC0415
+
+    known = reference_data().sector_names
+    if value not in known:
+        raise ValueError(f"{value!r} is not a sector; one of: {'; '.join(known)}")
+    return value
+
+
 class PrincipalSpec(_Strict):
     """Principal attributes of a case (see `PrincipalFacts`)."""
 
@@ -66,6 +75,14 @@ class PrincipalSpec(_Strict):
     nda_signed: date | None = None
     contractor: bool = False
     status: str = "active"
+
+    @field_validator("sectors")
+    @classmethod
+    def _known_sectors(cls, value: list[str]) -> list[str]:
+        """Sectors of need to know a principal can hold (a typo would decide silently)."""
+        for sector in value:
+            _known_sector(sector)
+        return value
 
     def facts(self) -> PrincipalFacts:
         """Return the engine's facts for this principal."""
@@ -96,15 +113,13 @@ class RecordSpec(_Strict):
     @classmethod
     def _in_the_reference_lists(cls, value: str, info: ValidationInfo) -> str:
         """A sector or TLP label a record can carry (a typo would decide silently)."""
+        if info.field_name == "sector":
+            return _known_sector(value)
         from pcii_vault.models.reference import reference_data  # noqa: PLC0415
 
-        known, what, separator = (
-            (reference_data().sector_names, "a sector", "; ")
-            if info.field_name == "sector"
-            else (reference_data().tlp_names, "a TLP label", ", ")
-        )
+        known = reference_data().tlp_names
         if value not in known:
-            raise ValueError(f"{value!r} is not {what}; one of: {separator.join(known)}")
+            raise ValueError(f"{value!r} is not a TLP label; one of: {', '.join(known)}")
         return value
 
     def facts(self) -> RecordFacts:

@@ -82,7 +82,9 @@ VAULT_ENTITY_ID = "vault"
 
 def _check(kind: str, value: str, allowed: frozenset[str]) -> None:
     if value not in allowed:
-        raise ValueError(f"unknown {kind} {value!r} (known: {', '.join(sorted(allowed))})")
+        known = ", ".join(sorted(name for name in allowed if name))
+        unstated = ", or empty" if "" in allowed else ""
+        raise ValueError(f"unknown {kind} {value!r} (known: {known}{unstated})")
 
 
 def _check_aware(name: str, value: datetime | None) -> None:

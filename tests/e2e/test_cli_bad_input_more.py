@@ -138,6 +138,23 @@ UNREADABLE = {
         "office",
         "--reason is not valid UTF-8 text",
     ),
+    "non_utf8_withdraw_reason": (
+        ["withdraw", "{tn}", "--reason", "\udcff"],
+        "owner",
+        "--reason is not valid UTF-8 text",
+    ),
+    "non_utf8_org": (
+        ["principal", "add", "nu", "--role", "owner", "--org", "\udcff", "--key-out", "{out}"],
+        "admin",
+        "--org is not valid UTF-8 text",
+    ),
+    "non_utf8_org_update": (
+        ["principal", "update", "water", "--org", "\udcff"],
+        "admin",
+        "--org is not valid UTF-8 text",
+    ),
+    "non_utf8_name": (["principal", "revoke", "\udcff"], "admin", "NAME is not valid UTF-8"),
+    "non_utf8_record": (["audit", "log", "--record", "\udcff"], "auditor", "--record is not"),
     "zero_width_reason": (
         ["deficient", "{tn}", "--reason", "\u200b\u200b"],
         "office",

@@ -136,6 +136,7 @@ def test_explain_names_the_vaults_own_rule_when_no_policy_file_has_it(tmp_path: 
     [
         ("--tlp", "bogus", "is not a TLP label"),
         ("--record-sector", "bogus", "is not a sector"),
+        ("--sector", "bogus", "'bogus' is not a sector"),
         ("--org", "\udcff", "--org is not valid UTF-8 text"),
         ("--purpose", "\udcff", "--purpose is not valid UTF-8 text"),
     ],
