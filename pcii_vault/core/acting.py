@@ -92,18 +92,45 @@ class Acting(Projection):
             self._append(
                 [_draft("policy.loaded", self._clock(), policy_set=self.policy.policy_set_hash)]
             )
-        elif self._policy_text_unchecked():
-            # Logged before: its text must still be in the store, or no decision it makes
-            # could be re-run by `audit verify`. Once per process and set. A text deleted
-            # or changed is tampering, refused here (not written over: `maintenance`
-            # does that, and says so).
-            damage = policy_set_damage(self.store, self.policy.policy_set_hash)
-            if damage is not None:
-                raise IntegrityError(
-                    f"{damage}: its decisions could not be re-run; `pcii maintenance` "
-                    "writes it again from this vault's policies/"
-                )
-            self._policy_text_stored = self.policy.policy_set_hash
+        else:
+            self._check_policy_text()
+
+    def _check_policy_text(self) -> None:
+        """Refuse to decide by a logged set whose stored text is gone or changed.
+
+        Its text must still be in the store, or no decision it makes could be re-run by
+        `audit verify`. Checked once per process and set. A text deleted or changed is
+        tampering, refused here (not written over: `maintenance` does that, and says so).
+
+        Raises:
+            IntegrityError: naming the set and the way out.
+        """
+        if not self._policy_text_unchecked():
+            return
+        damage = policy_set_damage(self.store, self.policy.policy_set_hash)
+        if damage is not None:
+            raise IntegrityError(
+                f"{damage}: its decisions could not be re-run; `pcii maintenance` "
+                "writes it again from this vault's policies/"
+            )
+        self._policy_text_stored = self.policy.policy_set_hash
+
+    def check_policy_ready(self) -> None:
+        """Raise as the next act would for the policy set (a server's readiness probe).
+
+        The policy directory loads, and the set that would decide, or the one in force
+        that it would replace, has its text in the store. Logs nothing.
+
+        Raises:
+            PolicyLoadError: the policy directory does not load.
+            IntegrityError: a stored policy text is damaged (naming the way out).
+        """
+        with self._lock:
+            self._refresh_policy()
+            if self._policy_set_unlogged():
+                self._refuse_replacing_a_damaged_set()
+            else:
+                self._check_policy_text()
 
     def _refuse_replacing_a_damaged_set(self) -> None:
         """Refuse to log a new policy set while the text of the one in force is damaged.

@@ -1037,11 +1037,12 @@ def _is_record(vault: Vault, tracking: str) -> bool:
 
 
 def _ready(vault: Vault, key_probe: _KeyProbe) -> None:
-    """Raise unless the vault can act: keys answer, log verified to its edge, store writable."""
+    """Raise unless the vault can act: keys answer, log verified, policies whole, store writable."""
     signer = vault.keyring.log_signer  # unsealed, the providers open
     del signer
     key_probe.check(vault)  # the KEK's holder (KMS, OpenBao, an HSM) wraps and unwraps
     vault.sync()  # the store answers and the log verifies to its signed edge
+    vault.check_policy_ready()  # the policies load and their stored text is whole
     probe = f"health/{uuid.uuid4().hex}"  # outside the retained prefixes: deletable
     vault.store.put_if_absent(probe, b"ready?")
     vault.store.delete(probe)

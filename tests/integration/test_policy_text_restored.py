@@ -109,3 +109,41 @@ def test_a_new_policy_set_waits_until_the_damaged_one_in_force_is_restored(
             load_policy_set(store, policy_set)
     finally:
         bench.vault.close()
+
+
+def test_a_server_is_not_ready_while_a_damaged_policy_text_refuses_every_act(
+    tmp_path: Path,
+) -> None:
+    """A tester's finding: `/readyz` said ready while every act was refused (exit 4) for a
+    damaged text of the set in force, and after a policy directory that does not load."""
+    from fastapi.testclient import TestClient
+
+    from pcii_vault.service import app as service
+
+    bench = VaultBench(tmp_path, secret=SECRET, attachment_bytes=b"fictional\n")
+    root = bench.vault.paths.root
+    bench.vault.close()
+    [key] = [info.key for info in bench.real.list(POLICY_SET_PREFIX)]
+    _deleted(bench.real, key)
+    bench.vault = Vault(root, unseal=lambda: SECRET)
+    edited = root / "policies" / "analyst-access.cedar"
+    original = edited.read_bytes()
+    app = service.create_app(bench.vault, spool=service.private_spool(tmp_path / "spool"))
+    try:
+        with TestClient(app.app) as http:
+            for change, said in [
+                (original, "pcii maintenance` writes it again"),  # the set in force
+                (original + b"\n// edited\n", "policies/ now holds another"),  # replacing it
+                (b"permit (", "policy set refused"),  # a directory that does not load
+            ]:
+                edited.write_bytes(change)
+                ready = http.get("/readyz")
+                assert ready.status_code == 503, ready.text
+                assert said in ready.json()["error"]
+                assert ready.json()["ready"] is False
+            edited.write_bytes(original)
+            bench.vault.maintain(grace=timedelta(hours=24), dry_run=False)
+            assert http.get("/readyz").json() == {"ready": True}
+        assert bench.vault.reader().size() == bench.vault.index.size  # nothing was logged
+    finally:
+        bench.vault.close()
