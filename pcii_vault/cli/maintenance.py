@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Annotated
 
@@ -16,6 +17,16 @@ __all__ = ["maintenance"]
 _MAX_GRACE_HOURS = 876_000
 
 
+def _grace(hours: float) -> float:
+    # Checked here, not by the option's range: NaN is outside every range, and was told
+    # to be at most 876000.
+    if math.isnan(hours):
+        raise typer.BadParameter("not a number of hours")
+    if not 0 <= hours <= _MAX_GRACE_HOURS:
+        raise typer.BadParameter(f"{hours:g} is not between 0 and {_MAX_GRACE_HOURS} hours")
+    return hours
+
+
 def maintenance(
     ctx: typer.Context,
     dry_run: Annotated[
@@ -27,8 +38,7 @@ def maintenance(
         typer.Option(
             "--grace-hours",
             metavar="HOURS",
-            min=0,
-            max=_MAX_GRACE_HOURS,
+            callback=_grace,
             help="Leave uploads and leftovers younger than this (an act in flight).",
         ),
     ] = 24.0,
