@@ -24,7 +24,15 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -1186,7 +1194,9 @@ class Service:
             await send(message)
 
         try:
-            if length is not None and (not length.isdigit() or int(length) > limit):
+            if (ambiguous := _ambiguous_head(list(scope.get("headers") or []))) is not None:
+                await _refuse(tagged_send, ambiguous)
+            elif length is not None and (not length.isdigit() or int(length) > limit):
                 await _refuse(tagged_send, too_large)
             else:
                 await self.app(scope, guarded_receive, tagged_send)
@@ -1202,6 +1212,27 @@ class Service:
                 status=status[0],
                 latency_ms=round((time.perf_counter() - started) * 1000, 2),
             )
+
+
+def _ambiguous_head(headers: Sequence[tuple[bytes, bytes]]) -> _BodyRefusedError | None:
+    """A head two parsers could read apart, refused before the application sees it.
+
+    A field that must be single given twice, or a transfer coding the server does not
+    decode (the body's end is then unknown: RFC 9112, section 6.1).
+    """
+    names = [name.lower() for name, _ in headers]
+    for single in (b"host", b"content-length", b"transfer-encoding"):
+        if names.count(single) > 1:
+            return _BodyRefusedError(
+                400, f"a request with more than one {single.decode().title()} header"
+            )
+    for name, value in headers:
+        if name.lower() == b"transfer-encoding" and value.strip().lower() != b"chunked":
+            coding = value.decode("latin-1")[:40]
+            return _BodyRefusedError(
+                501, f"transfer coding {coding!r} is not supported (only chunked)"
+            )
+    return None
 
 
 async def _refuse(send: Send, refused: _BodyRefusedError) -> None:

@@ -321,6 +321,27 @@ def test_an_unparsable_request_is_400_json(wire: ServerCli) -> None:
     assert (error["exit_code"], error["kind"]) == (2, "InputError")
 
 
+@pytest.mark.parametrize(
+    ("head", "status", "said"),
+    [
+        (b"Host: 127.0.0.1\r\nHost: elsewhere.example\r\n", 400, "more than one Host header"),
+        (b"Host: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n", 501, "'gzip' is not supported"),
+    ],
+)
+def test_a_head_two_parsers_could_read_apart_is_refused_at_once(
+    wire: ServerCli, head: bytes, status: int, said: str
+) -> None:
+    """A tester's finding: two Host headers were served, and an unknown transfer coding
+    waited for the read timeout (408) before any answer."""
+    server = _server(wire)
+    with _tls(server) as conn:
+        conn.sendall(b"POST /v1/search HTTP/1.1\r\n" + head + b"\r\n")
+        answer = _read_all(conn, timeout=10)  # under the server's 30 s read timeout
+    assert answer.startswith(f"HTTP/1.1 {status}".encode()), answer[:200]
+    error = _json_error(answer)
+    assert said in error["error"] and error["exit_code"] == 2
+
+
 def test_head_on_health_and_readiness_answers_like_get_without_a_body(wire: ServerCli) -> None:
     server = _server(wire)
     with _http(server) as http:
