@@ -1150,6 +1150,8 @@ class Service:
         status = [500]
         scope.setdefault("state", {})
         headers = dict(scope.get("headers") or [])
+        # Answered, then closed: what follows such a head is no request to read.
+        ambiguous = _ambiguous_head(list(scope.get("headers") or []))
         length = headers.get(b"content-length")
         received = 0
         # A request that announces a body, until the app has read all of it: answered
@@ -1189,12 +1191,12 @@ class Service:
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
-                    *([] if body_done else [(b"connection", b"close")]),
+                    *([] if body_done and ambiguous is None else [(b"connection", b"close")]),
                 ]
             await send(message)
 
         try:
-            if (ambiguous := _ambiguous_head(list(scope.get("headers") or []))) is not None:
+            if ambiguous is not None:
                 await _refuse(tagged_send, ambiguous)
             elif length is not None and (not length.isdigit() or int(length) > limit):
                 await _refuse(tagged_send, too_large)

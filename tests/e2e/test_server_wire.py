@@ -338,6 +338,7 @@ def test_a_head_two_parsers_could_read_apart_is_refused_at_once(
         conn.sendall(b"POST /v1/search HTTP/1.1\r\n" + head + b"\r\n")
         answer = _read_all(conn, timeout=10)  # under the server's 30 s read timeout
     assert answer.startswith(f"HTTP/1.1 {status}".encode()), answer[:200]
+    assert b"connection: close" in answer.partition(b"\r\n\r\n")[0].lower()
     error = _json_error(answer)
     assert said in error["error"] and error["exit_code"] == 2
 
