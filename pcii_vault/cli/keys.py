@@ -82,7 +82,7 @@ def status(ctx: typer.Context) -> None:
     elif migration is not None:
         state.output.note(
             f"last migration: from {migration['from']} to {migration['to']}, finished "
-            f"({migration['count']} records moved)"
+            f"({migration['count']} live records under the target then)"
         )
     if key_status.logged_version != key_status.current_version:
         state.output.note(

@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -283,7 +283,7 @@ class KeyActs(Keying):
             if logged != version:
                 pending = _pending_version(self.paths.root / _ROTATION_PENDING)
                 raise _keyring_not_the_logs(logged, version, pending=pending)
-            count, failed = self._rewrap_live(keyring)
+            count, _, failed = self._rewrap_live(keyring)
             details = {"count": count, "version": version}
 
             def rewrapped(
@@ -301,16 +301,17 @@ class KeyActs(Keying):
             )
         return Rewrap(count=count, version=version)
 
-    def _rewrap_one(self, keyring: KeyCustody, tracking: str) -> int:
+    def _rewrap_one(self, keyring: KeyCustody, tracking: str) -> Literal["moved", "held", "gone"]:
+        """Re-wrap one record's data key under the current KEK; say where it ended."""
         key = f"wrapped/{tracking}"
         context = RecordContext(self.config.vault_id, tracking).to_bytes()
         for _ in range(_REWRAP_ATTEMPTS):
             try:
                 blob, etag = self.store.get_with_etag(key)
             except NotFoundError:
-                return 0  # shredded meanwhile: stays shredded
+                return "gone"  # shredded meanwhile: stays shredded
             if keyring.is_current(blob):
-                return 0
+                return "held"
             if keyring.owns(blob):
                 self._refuse_retired_by_log(keyring.wrapped_version(blob))
             rewrapped = keyring.rewrap(blob, context)
@@ -318,7 +319,7 @@ class KeyActs(Keying):
                 self.store.put_if_match(key, rewrapped, etag)
             except PreconditionFailedError:
                 continue  # changed or deleted since read: look again
-            return 1
+            return "moved"
         raise ConflictError(f"{key} keeps changing; run `pcii keys rewrap` again")
 
     def migrate_keys(self, request: SignedRequest, target_uri: str) -> Migration:
@@ -328,7 +329,8 @@ class KeyActs(Keying):
         KEK version) is logged first; from then on new records are wrapped by the target
         and the source only unwraps. Each live record's `wrapped/<id>` is re-wrapped by
         compare-and-swap (a destroy meanwhile stays destroyed; withdrawn and destroyed
-        records are never re-wrapped); then phase `finished` (count) is logged. A blob
+        records are never re-wrapped); then phase `finished` (the count of live records
+        the target then holds, moved by this run or an earlier one) is logged. A blob
         already under the target is skipped, so an interrupted migration is finished by
         running the same command again, and no key is wrapped twice.
 
@@ -391,17 +393,19 @@ class KeyActs(Keying):
                 # from another run's claim is not in the index until that claim commits.
                 self._keyring = self._open_keys(target_uri, readers=(source,))
                 keyring = self._keyring
-            count, failed = self._rewrap_live(keyring)
+            count, held, failed = self._rewrap_live(keyring)
             if failed:
                 raise IntegrityError(
                     f"{len(failed)} wrapped keys did not unwrap (tampered, or KEK retired): "
                     f"{', '.join(failed[:5])}; the migration stays unfinished"
                 )
+            # The live records the target holds: a run finishing an interrupted one
+            # moves only what that one left, and would otherwise tell that part alone.
             details = {
                 "phase": "finished",
                 "from": source,
                 "to": target,
-                "count": count,
+                "count": held,
                 "version": keyring.current_version,
             }
             # A request's nonce is logged once: the run that logged `started` with the
@@ -419,17 +423,26 @@ class KeyActs(Keying):
                 self._append([_draft("key.migrated", self._clock(), details=details)])
         return Migration(count=count, source=source, target=target)
 
-    def _rewrap_live(self, keyring: KeyCustody) -> tuple[int, list[str]]:
-        count = 0
+    def _rewrap_live(self, keyring: KeyCustody) -> tuple[int, int, list[str]]:
+        """Re-wrap every live record's data key under the current KEK.
+
+        Returns the keys this run moved, the live keys the current KEK holds at the end
+        (those moved, by this run or an earlier, or wrapped under it from the start), and
+        the records whose keys did not unwrap.
+        """
+        moved = held = 0
         failed: list[str] = []
         for record in self.index.records():
             if record.state in SHREDDED_STATES:
                 continue
             try:
-                count += self._rewrap_one(keyring, record.tracking)
+                ended = self._rewrap_one(keyring, record.tracking)
             except IntegrityError:
                 failed.append(record.tracking)
-        return count, failed
+                continue
+            moved += ended == "moved"
+            held += ended != "gone"
+        return moved, held, failed
 
     def _migration_progress(self, keyring: KeyCustody, last: dict[str, Any]) -> dict[str, Any]:
         """The last migration and, while unfinished, how many live records have moved."""

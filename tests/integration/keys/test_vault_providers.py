@@ -245,6 +245,42 @@ def test_a_migration_whose_start_was_claimed_but_never_committed_is_resumed(
         vault.close()
 
 
+def test_a_migration_finished_by_a_second_run_counts_every_record_the_target_holds(
+    chain: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tester's finding: after an interrupted migration and its re-run, `keys status`
+    said only the re-run's count of records moved."""
+    bench = Bench(tmp_path, chain["pkcs11"])
+    try:
+        records = [bench.submit() for _ in range(3)]
+        target = chain["openbao"]
+        with monkeypatch.context() as patch:
+            real = Vault._rewrap_one
+            done: list[str] = []
+
+            def one_then_die(self: Vault, keyring: Any, tracking: str) -> Any:
+                if done:
+                    raise _DiedError
+                done.append(tracking)
+                return real(self, keyring, tracking)
+
+            patch.setattr(Vault, "_rewrap_one", one_then_die)
+            with pytest.raises(_DiedError):
+                bench.vault.migrate_keys(bench.key_request("migrate", to=target), target)
+        assert bench.status().migration["moved"] == 1
+        finished = bench.vault.migrate_keys(bench.key_request("migrate", to=target), target)
+        assert finished.count == len(records) - 1  # what this run moved
+        assert bench.status().migration == {
+            "phase": "finished",
+            "from": chain["pkcs11"],
+            "to": target,
+            "count": len(records),  # what the target holds: both runs' moves
+            "version": bench.vault.keyring.current_version,
+        }
+    finally:
+        bench.vault.close()
+
+
 def test_a_version_the_key_holder_lost_is_not_made_again(
     external_kit: ProviderKit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
