@@ -226,7 +226,7 @@ def test_keys_migrate_through_the_cli_and_status_shows_it(
     text = runner.run("keys", "status", who="admin")
     assert text.code == 0
     assert "last migration: from local to pkcs11:" in text.out + text.err
-    assert "finished (1 records moved)" in text.out + text.err
+    assert "finished (1 live records under the target then)" in text.out + text.err
     again = runner.run("keys", "migrate", "--to", target, who="admin")
     assert again.code == 2
     assert "already live" in again.err
