@@ -75,6 +75,13 @@ __all__ = [
     "write_release",
 ]
 
+# What `pcii unseal` says on a vault directory: embedded commands unseal for themselves.
+EMBEDDED_UNSEAL = (
+    "`pcii unseal` is for a sealed `pcii serve` (--vault https://...); embedded commands "
+    "unseal for themselves, from the share files named in PCII_UNSEAL_SHARES or from "
+    "PCII_UNSEAL_SECRET"
+)
+
 # progress(name, done, total): bytes of one attachment as they arrive.
 Progress = Callable[[str, int, int], None]
 Stage = Callable[[Path], AbstractContextManager["StagedRelease"]]
@@ -301,10 +308,7 @@ class LocalTransport:
 
     def unseal(self, request: SignedRequest, share: str) -> dict[str, Any]:
         del request, share
-        raise ConfigError(
-            "`pcii unseal` is for a sealed `pcii serve` (--vault https://...); embedded "
-            "commands read the share files named in PCII_UNSEAL_SHARES"
-        )
+        raise ConfigError(EMBEDDED_UNSEAL)
 
     def close(self) -> None:
         self.vault.close()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pcii_vault.cli.output import CliState
-from pcii_vault.errors import InputError
+from pcii_vault.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     import socket
@@ -329,10 +329,15 @@ def unseal(
 ) -> None:
     """Offer your unseal share to a sealed `pcii serve` (a custodian's signed act)."""
     from pcii_vault.cli.session import client
+    from pcii_vault.client import EMBEDDED_UNSEAL
     from pcii_vault.keys.shares import SHARE_WORDS, read_share_file
     from pcii_vault.service.wire import MAX_SHARE_CHARS
 
     state: CliState = ctx.obj
+    if state.server is None:
+        # Said before the vault is opened: opening asks for the very shares or secret
+        # this command was run to give, and following that advice led here anyway.
+        raise ConfigError(EMBEDDED_UNSEAL)
     # Bounded (a share is a few hundred bytes, and /dev/zero is not one), owner-only.
     text = read_share_file(share)
     if len(text) > MAX_SHARE_CHARS:  # what the server takes; never echoed back

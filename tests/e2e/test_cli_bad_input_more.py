@@ -804,6 +804,22 @@ def test_an_unseal_share_far_longer_than_a_share_is_refused_before_it_is_sent(
     assert "academic" not in line
 
 
+@pytest.mark.parametrize("secret", ["not the secret", None])
+def test_unseal_on_a_vault_directory_says_it_is_for_a_server_first(
+    vault: tuple[Cli, str], tmp_path: Path, secret: str | None
+) -> None:
+    """A tester's finding: with a wrong secret, or none, `pcii unseal` on a vault directory
+    asked for the secret or shares; given them, it said it is for a server only."""
+    cli, _ = vault
+    share = tmp_path / "share.txt"
+    share.write_text(" ".join(["academic"] * 33))
+    share.chmod(0o600)
+    env = {"PCII_UNSEAL_SECRET": secret} if secret else {"PCII_UNSEAL_SECRET": ""}
+    line = _one_line_error(cli.run("unseal", "--share", str(share), who="admin", env=env))
+    assert line.startswith("pcii: error: `pcii unseal` is for a sealed `pcii serve`"), line
+    assert "embedded commands unseal for themselves" in line
+
+
 def test_a_copied_log_is_verified_without_key_in_both_modes(both: tuple[Cli, str]) -> None:
     """`audit verify --log DIR` takes the vault's key when no `--key` is given: its
     directory's, or its server's (was exit 2, "no log key", against a server)."""
