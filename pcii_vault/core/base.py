@@ -162,11 +162,19 @@ class VaultBase:
                     raise
                 # A passphrase left in the environment is tried before shares are asked
                 # for (an edited claim of shares is found by the seal): say what is wrong.
-                raise UnsealError(
-                    f"{exc}; this vault's secret is split into shares: give "
-                    f"{self.config.unseal_threshold} of them with {SHARES_ENV} "
-                    f"({UNSEAL_SECRET_ENV}, when set, is tried first: unset it)"
-                ) from None
+                count = self.config.unseal_threshold
+                if os.environ.get(UNSEAL_SECRET_ENV):
+                    said = (
+                        f"{exc}; this vault's secret is split into shares and "
+                        f"{UNSEAL_SECRET_ENV}, when set, is tried first: unset it and give "
+                        f"{count} of the shares with {SHARES_ENV}"
+                    )
+                else:
+                    said = (
+                        f"{exc}: the shares given do not open it (shares of another vault?); "
+                        f"give {count} of this vault's shares with {SHARES_ENV}"
+                    )
+                raise UnsealError(said) from None
             self._check_keyring_belongs(local)
             self._local_keys = local
         return self._local_keys

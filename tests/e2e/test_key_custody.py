@@ -180,7 +180,22 @@ def test_a_passphrase_left_in_the_environment_of_a_split_vault_is_named(tmp_path
     assert "PCII_UNSEAL_SECRET is not this vault's secret" in made.err
     listed = runner.run("principal", "list", who="admin")
     assert listed.code == 2, listed.err
-    assert "split into shares: give 2 of them with PCII_UNSEAL_SHARES" in listed.err
+    assert "unset it and give 2 of the shares with PCII_UNSEAL_SHARES" in listed.err
+
+
+def test_shares_of_another_vault_are_named_as_such(tmp_path: Path) -> None:
+    """A tester's finding: two good shares of another vault, given as the message says,
+    were told to be given that way, and to unset a secret that was not set."""
+    (tmp_path / "this").mkdir()
+    (tmp_path / "other").mkdir()
+    runner, _ = _shares_cli(tmp_path / "this")
+    _, others = _shares_cli(tmp_path / "other")
+    given = {"PCII_UNSEAL_SHARES": os.pathsep.join(str(p) for p in others[:3])}
+    refused = runner.run("principal", "list", who="admin", env=given)
+    assert refused.code == 2, refused.err
+    assert refused.err.count("\n") == 1
+    assert "the shares given do not open it (shares of another vault?)" in refused.err
+    assert "PCII_UNSEAL_SECRET" not in refused.err
 
 
 def test_m_of_n_shares_unseal_and_fewer_refuse(tmp_path: Path) -> None:
