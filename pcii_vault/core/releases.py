@@ -322,7 +322,7 @@ class Releases(Keying):
 
     def _missing_key(self, tracking: str) -> VaultError:
         """Why a record's wrapped key is gone (see `_gone`)."""
-        return self._gone(tracking, f"record {tracking} has no data key (destroyed?)")
+        return self._missing_object(tracking, "wrapped data key")
 
     def _missing_object(self, tracking: str, name: str) -> VaultError:
         """Why a stored object of a record is gone (see `_gone`)."""

@@ -241,13 +241,18 @@ def test_a_policy_file_replaced_by_a_directory_is_a_refused_policy_set(
 # ----- 3. a record's ciphertext removed ---------------------------------------------------
 
 
-@pytest.mark.parametrize("damage", ["document", "files/0", "record", "document-directory"])
+@pytest.mark.parametrize(
+    "damage", ["document", "files/0", "record", "document-directory", "wrapped-key"]
+)
 def test_a_record_whose_ciphertext_is_gone_is_tampering(
     vault: tuple[Cli, str], damage: str
 ) -> None:
+    """A tester's finding: a live record's deleted wrapped key was called "destroyed?"."""
     cli, tracking = vault
     record = _objects(cli) / "records" / tracking
-    if damage == "record":
+    if damage == "wrapped-key":
+        (_objects(cli) / "wrapped" / tracking).unlink()
+    elif damage == "record":
         shutil.rmtree(record)
     elif damage == "document-directory":
         (record / "document").unlink()
@@ -256,7 +261,7 @@ def test_a_record_whose_ciphertext_is_gone_is_tampering(
         (record / damage).unlink()
     line = one_line_error(_get(cli, tracking), 4)
     assert tracking in line
-    assert "missing" in line
+    assert "missing (removed outside the vault)" in line
     assert not any((cli.root / "out").rglob("*.*"))
     assert cli.ok("audit", "verify").code == 0
 
