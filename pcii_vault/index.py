@@ -108,8 +108,9 @@ _PRINCIPAL_OPS = {
 _MAC_FORMAT = b"pcii-index-mac/1 "
 _MAX_TAG_BYTES = 4096  # the format, 64 hex digits and a newline
 # The vault reads the index file into memory to check it, and SQLite loads at most 2 GiB
-# less 256 bytes (its largest allocation): the largest index the vault writes or reads.
-_MAX_INDEX_BYTES = 0x7FFF_FF00
+# less 257 bytes (its largest allocation, 0x7FFFFEFF): the largest index the vault writes
+# or reads is 64 KiB under that.
+_MAX_INDEX_BYTES = 0x7FFF_0000
 
 # Why each of the vault's own acts was refused (see `_check_vault_event`).
 _VAULT_RULES = {
@@ -470,6 +471,12 @@ class Index:
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise _unreadable(self._path, exc) from None
+        except MemoryError:
+            conn.close()
+            raise IndexTamperedError(
+                f"{self._path.name} is larger than SQLite can load here; run `pcii index "
+                "rebuild` to rebuild it from the verified log"
+            ) from None
         # The old copy is not closed here: another thread may still be reading from it
         # (a verified state); it is closed when no longer referenced.
         self._db, self._known, self._dirty = conn, known, False
