@@ -320,6 +320,7 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"ready": False, **context.seal.status()}, status_code=503)
     try:
         await run_in_threadpool(_ready, context.vault, context.key_probe)
+        await run_in_threadpool(context.nonces.check)
     except VaultError as exc:
         structlog.get_logger("pcii.serve").warning("not_ready", error=exc.diagnostics())
         error = _for_clients(exc.diagnostics(), context.vault)

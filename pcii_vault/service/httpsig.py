@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import contextlib
 import hashlib
 import heapq
 import hmac
@@ -177,6 +178,10 @@ class Nonces(Protocol):
         """Remember `nonce` for `key_id`; False when it was seen already (or is stale)."""
         ...
 
+    def check(self) -> None:
+        """Raise unless nonces can be remembered (a server's readiness probe)."""
+        ...
+
 
 class _Windowed(abc.ABC):
     """What both nonce caches share: the window, and when a nonce may be forgotten."""
@@ -243,6 +248,9 @@ class NonceCache(_Windowed):
         heapq.heappush(self._queue, (expires, key_id, nonce))
         return True
 
+    def check(self) -> None:
+        """Nothing to check: memory holds the nonces."""
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._expires)
@@ -274,18 +282,41 @@ class SharedNonceCache(_Windowed):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             self._db, self._since = _nonce_file(path, self._since)
         self._inserts = 0
+        self._name = f"{path.parent.name}/{path.name}"
 
     def _remember(self, key_id: str, nonce: str, expires: datetime, now: datetime) -> bool:
         if expires < now:
             return False
         self._inserts += 1
-        if self._inserts % self._PURGE_EVERY == 0:
-            self._db.execute("DELETE FROM nonces WHERE expires < ?", (now.timestamp(),))
-        added = self._db.execute(
-            "INSERT OR IGNORE INTO nonces (key_id, nonce, expires) VALUES (?, ?, ?)",
-            (key_id, nonce, expires.timestamp()),
-        )
+        with self._damage_named():
+            if self._inserts % self._PURGE_EVERY == 0:
+                self._db.execute("DELETE FROM nonces WHERE expires < ?", (now.timestamp(),))
+            added = self._db.execute(
+                "INSERT OR IGNORE INTO nonces (key_id, nonce, expires) VALUES (?, ?, ?)",
+                (key_id, nonce, expires.timestamp()),
+            )
         return added.rowcount == 1
+
+    def check(self) -> None:
+        """Raise unless the file answers (IntegrityError: damaged while serving)."""
+        with self._lock, self._damage_named():
+            self._db.execute("SELECT count(*) FROM began").fetchone()
+
+    @contextlib.contextmanager
+    def _damage_named(self) -> Iterator[None]:
+        """A file damaged under a running server: every request refused (fail closed).
+
+        Raises:
+            IntegrityError: naming the file and the way out (a restart makes it anew).
+        """
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise IntegrityError(
+                f"{self._name}, the server's record of the HTTP nonces it accepted, was "
+                f"damaged while it ran ({exc}): no request can be told from a replay; "
+                "restart the server, which makes the file anew"
+            ) from None
 
     def __len__(self) -> int:
         with self._lock:

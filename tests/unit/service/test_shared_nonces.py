@@ -156,3 +156,27 @@ def test_something_else_than_a_file_at_the_nonce_file_is_refused(
     with pytest.raises(IntegrityError, match="is not the server's nonce file"):
         SharedNonceCache(path, WINDOW)
     assert not (tmp_path / "elsewhere.sqlite").exists()
+
+
+def test_a_nonce_file_damaged_under_a_running_server_refuses_every_request(
+    tmp_path: Path,
+) -> None:
+    """A tester's finding: every signed request then failed with exit 1 (DatabaseError,
+    HTTP 500) while `/readyz` said ready. Now it is named (exit 4, the way out), fail closed,
+    and the readiness probe says so."""
+    from pcii_vault.errors import IntegrityError
+
+    path = tmp_path / "spool" / "nonces.sqlite"
+    path.parent.mkdir()
+    SharedNonceCache(path, WINDOW).close()  # made before the server announces itself
+    cache = SharedNonceCache(path, WINDOW)  # then opened to serve
+    try:
+        path.write_bytes(bytes(range(256)) * 32)  # in place: the server's open file
+        for attempt in (
+            lambda: cache.check_and_add("alice", "n2", NOW, now=NOW),
+            cache.check,
+        ):
+            with pytest.raises(IntegrityError, match=r"spool/nonces\.sqlite.*restart the server"):
+                attempt()
+    finally:
+        cache.close()
