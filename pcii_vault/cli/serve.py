@@ -95,13 +95,15 @@ def serve(
             # index from the verified log here.
             vault.keyring  # noqa: B018 -- opens the keys (asks for the unseal secret)
             vault.sync()
+        # Bound before the certificate: an address that cannot be listened on is named as
+        # such, and no pair is made for it (nor the pinned one called wrong for it).
+        sock = bind(host, port)
         if tls_cert is not None and tls_key is not None:
             certificate = load_certificate(tls_cert, tls_key)
         else:
             certificate = ensure_self_signed(root / "tls", [host, *_public_names(host)])
         # This process's spool: its releases, or (with workers) their shared nonces.
         spool = private_spool(root / "spool")
-        sock = bind(host, port)
         limits = ServiceLimits(
             max_body=settings.server_max_body,
             max_upload=settings.server_max_upload,

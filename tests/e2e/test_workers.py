@@ -309,6 +309,25 @@ def test_an_address_in_use_is_refused_in_one_line(cli: ServerCli) -> None:
     assert "cannot listen" in taken.err and len(taken.err.strip().splitlines()) == 1
 
 
+def test_an_address_that_cannot_exist_is_named_and_the_pinned_pair_kept(cli: ServerCli) -> None:
+    """A tester's finding: `--listen 999.1.1.1:PORT` said the pinned certificate does not
+    name 999.1.1.1 (remove it); removed, the next start failed to bind but left a new
+    pair naming that address."""
+    pair = [cli.vault / "tls" / name for name in ("server-cert.pem", "server-key.pem")]
+    pinned = [path.read_bytes() for path in pair]
+    refused = cli.run("serve", "--listen", "999.1.1.1:8443")
+    assert refused.code == 2, refused
+    assert refused.err.startswith("pcii: error: cannot listen on 999.1.1.1:8443"), refused
+    assert [path.read_bytes() for path in pair] == pinned
+    for path in pair:  # as the message said before
+        path.unlink()
+    refused = cli.run("serve", "--listen", "999.1.1.1:8443")
+    assert "cannot listen" in refused.err and not any(path.exists() for path in pair)
+    for path, data in zip(pair, pinned, strict=True):
+        path.write_bytes(data)
+        path.chmod(0o600)
+
+
 def test_workers_stop_when_their_parent_is_killed(cli: ServerCli) -> None:
     """A supervisor killed with SIGKILL leaves no worker serving the address alone."""
     server = cli.server
