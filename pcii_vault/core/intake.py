@@ -238,9 +238,18 @@ class Intake(Keying):
         self._check_attachments_uploaded(dek, sealed)
         record_ctx = RecordContext(self.config.vault_id, sealed.tracking_number)
         wrapped = keyring.wrap(dek, record_ctx.to_bytes())
+        key = f"wrapped/{sealed.tracking_number}"
         try:
-            self.store.put_if_absent(f"wrapped/{sealed.tracking_number}", wrapped)
+            self.store.put_if_absent(key, wrapped)
         except ObjectExistsError:
+            if planted := next(iter(self.store.list(f"{key}/")), None):
+                # Not removed and written over: a store that drops a folder emptied of its
+                # objects later (SeaweedFS) would drop the record's only key with it.
+                raise IntegrityError(
+                    f"an object was planted under {key} outside the vault "
+                    f"('{printable(planted.key)}'): nothing of this submission was logged; "
+                    "remove it and submit again"
+                ) from None
             # The same tracking number submitted twice at once (a retry from another
             # terminal): the first to store its key goes on; this one must not remove
             # what belongs to it.
@@ -316,10 +325,11 @@ class Intake(Keying):
             with contextlib.suppress(NotFoundError):
                 self.index.record(tracking)
                 return
-            self.store.delete(f"wrapped/{tracking}")
             for info in list(self.store.list(f"records/{tracking}/")):
                 self.store.delete(info.key)
             self.remove_empty_record_folder(tracking)
+            # Last: a key planted under it makes its deletion fail (tampering, named).
+            self.store.delete(f"wrapped/{tracking}")
 
 
 def _check_submitter(declared: str, owner: Principal) -> None:

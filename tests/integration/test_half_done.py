@@ -644,3 +644,19 @@ def test_a_release_killed_part_way_is_removed_by_the_next_release_into_its_folde
     assert not left.exists()
     assert in_flight.is_dir()
     assert (out / tracking).is_dir()
+
+
+def test_an_object_planted_under_a_submissions_key_is_tampering_and_the_upload_goes(
+    bench: VaultBench,
+) -> None:
+    """A tester's finding: `wrapped/<TN>/x` planted during an upload made the submit say
+    "being submitted by another request" (exit 3), and left its uploaded objects behind."""
+    sealed = bench.upload()
+    tracking = sealed.tracking_number
+    bench.real.put_if_absent(f"wrapped/{tracking}/x", b"planted")
+    size = bench.vault.reader().size()
+    with pytest.raises(IntegrityError, match=rf"planted under wrapped/{tracking} .*wrapped/"):
+        bench.receive(sealed)
+    assert bench.vault.reader().size() == size  # nothing of it logged
+    assert list(bench.real.list(f"records/{tracking}/")) == []  # its upload removed
+    assert [i.key for i in bench.real.list(f"wrapped/{tracking}/")] == [f"wrapped/{tracking}/x"]
