@@ -212,6 +212,11 @@ def test_forged_permit_to_deny_with_fixed_tiles_is_never_signed(target: Target) 
         return _as_entry({**event, "decision": "deny"})
 
     _forge_in_partial_bundle(target, to_deny)
+    # A tester's finding: `audit verify` named the decision replay (what a key holder's
+    # re-signed log gives), not the tree that no longer reproduces the signed root.
+    verified = target.run("audit", "verify")
+    _exit4(verified, "root does not match the entries")
+    assert "replayed decision" not in verified.err
     # An ordinary act that appends: refused before anything is signed over the forgery.
     size = target.log_size()
     result = target.run(
