@@ -17,7 +17,8 @@ A submission follows "What a valid submission carries" in 6 CFR 29.5. Invariants
 - a federal requirement is an object with both agency and legal authority, so "both or
   neither" holds by construction;
 - finding ids and attachment names are unique; attachment names are plain file names
-  (no path separators, no `..`, no leading dot) and may not end in `.PCII.txt`, the
+  (ASCII, starting with a letter or digit, no path separators, no `..`, not ending in a
+  space or `.`) and may not end in `.PCII.txt`, the
   suffix of the marking sidecars a release adds beside each attachment.
 
 `validate_submission_bytes` is the one entry for untrusted bytes: it reports every
@@ -233,8 +234,9 @@ def _check_file_name(value: str) -> str:
     ):
         raise PydanticCustomError(
             "file_name",
-            "not a safe file name (ASCII letters, digits, '.', '_', '-', '+' and spaces; "
-            "no path separators, no '..', no leading dot)",
+            "not a safe file name (ASCII letters, digits, '.', '_', '-', '+' and spaces, "
+            "starting with a letter or digit and not ending in a space or '.'; no path "
+            "separators, no '..')",
         )
     if value.casefold().endswith(_SIDECAR_SUFFIX):
         raise PydanticCustomError(
@@ -328,7 +330,9 @@ class Certification(_Model):
     signed_by: str = _line(200, "name of the person certifying")
     title: str = _line(200, "title of the person certifying")
     organisation: str = _line(200, "organisation of the person certifying")
-    date: SignedDate = Field(description="date signed, YYYY-MM-DD; not in the future")
+    date: SignedDate = Field(
+        description="date signed, YYYY-MM-DD; not in the future (UTC, one day's allowance)"
+    )
     not_customarily_in_public_domain: bool = Field(
         description="the submitter certifies the information is not customarily in the "
         "public domain; must be true"

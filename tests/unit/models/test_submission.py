@@ -207,8 +207,19 @@ def test_unsafe_attach_name_is_refused() -> None:
     problems = _problems(doc, ["../evil.pdf"])
     assert problems == (
         "--attach: \"../evil.pdf\": not a safe file name (ASCII letters, digits, '.', '_', '-', "
-        "'+' and spaces; no path separators, no '..', no leading dot)",
+        "'+' and spaces, starting with a letter or digit and not ending in a space or '.'; "
+        "no path separators, no '..')",
     )
+
+
+@pytest.mark.parametrize("name", ["-x.txt", "+", "x ", "report."])
+def test_a_name_refused_for_its_first_or_last_character_is_told_why(name: str) -> None:
+    """A tester's finding: the message listed '-', '+' and spaces as allowed, and did not
+    say that a name may not start with them or end in a space."""
+    doc = example_submission()
+    doc["attachments"] = []
+    [problem] = _problems(doc, [name])
+    assert "starting with a letter or digit and not ending in a space or '.'" in problem
 
 
 def test_control_characters_in_echoed_names_are_escaped() -> None:
