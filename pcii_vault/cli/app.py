@@ -294,8 +294,12 @@ def _problem(text: str) -> dict[str, str]:
     return {"path": path, "message": message}
 
 
+# How typer's conversion names a value of bytes the command line could not decode.
+_UNDECODED = "Input should be a valid string, unable to parse raw data as a unicode string"
+
+
 def _usage_message(exc: _click.ClickException) -> str:
-    message = exc.format_message().rstrip(".")
+    message = exc.format_message().rstrip(".").replace(_UNDECODED, "not valid UTF-8 text")
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
         return f"{message} (see '{ctx.command_path} --help')"

@@ -265,8 +265,11 @@ def _show(state: CliState, data: dict[str, Any], written: dict[str, Any]) -> Non
         output.result(data)
         return
     verification = data["verification"]
-    verdict = "log sound" if verification["sound"] else "log NOT sound"
-    output.note(f"{verdict}: {verification['size']} events, root {verification['root']}")
+    if verification["size"] is None:  # no checkpoint verified: nothing to count
+        output.note("log NOT sound: no verified checkpoint")
+    else:
+        verdict = "log sound" if verification["sound"] else "log NOT sound"
+        output.note(f"{verdict}: {verification['size']} events, root {verification['root']}")
     if written:
         for name in _paths(written):
             output.result({"file": name}, f"report: {name}")

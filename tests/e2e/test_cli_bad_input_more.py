@@ -155,6 +155,7 @@ UNREADABLE = {
     ),
     "non_utf8_name": (["principal", "revoke", "\udcff"], "admin", "NAME is not valid UTF-8"),
     "non_utf8_record": (["audit", "log", "--record", "\udcff"], "auditor", "--record is not"),
+    "non_utf8_days": (["office", "due", "--within", "\udcff"], "office", "not valid UTF-8 text"),
     "zero_width_reason": (
         ["deficient", "{tn}", "--reason", "\u200b\u200b"],
         "office",

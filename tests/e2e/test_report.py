@@ -304,6 +304,10 @@ def test_a_log_whose_checkpoint_is_damaged_still_gets_its_report(
     assert figures["verification"]["legal_history"] is False
     assert figures["exit_code"] == 4
     assert "Log NOT SOUND" in summarise_dom(page.read_text()).text
+    # Without --json: no Python None for the counts of a checkpoint never verified.
+    said = broken.run("audit", "report", "--html", str(tmp_path / "again.html"))
+    assert said.code == 4
+    assert said.err.splitlines()[0] == "log NOT sound: no verified checkpoint"
 
 
 def test_a_broken_log_is_reported_not_sound_and_still_rendered(vault: Cli, tmp_path: Path) -> None:
