@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 import base64
 import contextlib
+import errno
 import hashlib
 import heapq
 import hmac
@@ -341,9 +342,8 @@ def _nonce_file(path: Path, since: datetime) -> tuple[sqlite3.Connection, dateti
         # Never readable by others, never a link followed out of the spool.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise IntegrityError(
-            f"{path} is not the server's nonce file ({exc.strerror}); remove it"
-        ) from None
+        what = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
+        raise IntegrityError(f"{path} is not the server's nonce file ({what}); remove it") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise IntegrityError(f"{path} is not the server's nonce file (not a file); remove it")

@@ -275,7 +275,10 @@ class Seal:
             )
         group = self._splits.get(split, {})
         if index in group:
-            raise InputError(f"unseal share {text.name} was given already")
+            raise InputError(
+                f"unseal share {text.name} is a share given already (the same share, "
+                "offered before by a custodian): each share counts once"
+            )
         if any(share.text.name == text.name for share in group.values()):
             raise InputError(
                 f"{principal} has given a share of this split already: each custodian "

@@ -153,9 +153,11 @@ def test_something_else_than_a_file_at_the_nonce_file_is_refused(
         path.mkdir()
     else:
         os.mkfifo(path)
-    with pytest.raises(IntegrityError, match="is not the server's nonce file"):
+    with pytest.raises(IntegrityError, match="is not the server's nonce file") as refused:
         SharedNonceCache(path, WINDOW)
     assert not (tmp_path / "elsewhere.sqlite").exists()
+    # A tester's finding: a dangling link was "Too many levels of symbolic links".
+    assert ("(a symlink)" in str(refused.value)) == (planted == "symlink")
 
 
 def test_a_nonce_file_damaged_under_a_running_server_refuses_every_request(
