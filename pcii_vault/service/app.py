@@ -966,6 +966,10 @@ async def _vault_error(request: Request, exc: VaultError) -> JSONResponse:
 
 async def _invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
+    if errors and errors[0].get("type") == "json_invalid":
+        # Not JSON at all: no field to name (the location is a character offset).
+        error = errors[0].get("ctx", {}).get("error", "not JSON")
+        return _error(InputError(f"invalid request body: not JSON ({error})"), 400)
     problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors]
     # A query parameter (the upload ticket) is not the body: say which it was.
     where = "query parameter" if errors and errors[0]["loc"][:1] == ("query",) else "body"
@@ -981,15 +985,24 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
     if exc.status_code == 404:
         return _error(NotFoundError("no such route"), 404)
     if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE:
-        # Bytes that are no UTF-8, or JSON nested too deeply to parse.
-        return _error(InputError(_UNPARSABLE_BODY), 400)
+        return _error(InputError(_unparsable_body(cause)), 400)
     return _error(InputError(str(exc.detail)), exc.status_code)
 
 
 _FASTAPI_UNPARSABLE = "There was an error parsing the body"
-_UNPARSABLE_BODY = (
-    "invalid request body: not JSON the server can read (not UTF-8, or nested too deeply)"
-)
+
+
+def _unparsable_body(cause: BaseException | None) -> str:
+    """Why the JSON parser gave up on a body, in words (FastAPI keeps it as the cause)."""
+    if isinstance(cause, UnicodeDecodeError):
+        why = "its bytes are not UTF-8"
+    elif isinstance(cause, RecursionError):
+        why = "it is nested too deeply"
+    elif isinstance(cause, ValueError) and "digits" in str(cause):
+        why = "it holds a number of more digits than the server converts"
+    else:
+        why = "it cannot be parsed"
+    return f"invalid request body: not JSON the server can read ({why})"
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -245,7 +245,10 @@ def test_a_suspended_principal_is_403(served: ServerCli) -> None:
 
 def test_malformed_json_is_400_with_the_field_path(served: ServerCli) -> None:
     caller = _caller(served, "owner")
-    assert caller.post("/v1/status", b"{not json").status_code == 400
+    for garbled in (b"{not json", b"\xff\xfe"):  # a tester's finding: "0: JSON decode error"
+        refused = caller.post("/v1/status", garbled)
+        assert refused.status_code == 400
+        assert _error(refused)["error"].startswith("invalid request body: not JSON ("), refused.text
     body = caller.act("status", record="PCII-2026-00000001")
     body["request"]["body"]["nonce"] = "not-hex"
     response = caller.post("/v1/status", json.dumps(body).encode())
@@ -256,10 +259,14 @@ def test_malformed_json_is_400_with_the_field_path(served: ServerCli) -> None:
     assert missing.status_code == 400
     assert any(p.startswith("event_type") for p in _error(missing)["problems"])
     # A tester's finding: "There was an error parsing the body", whatever was wrong.
-    for unreadable in (b'{"request": "\xff"}', b"[" * 100_000 + b"]" * 100_000):
+    for unreadable, why in (
+        (b'{"request": "\xff"}', "its bytes are not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "it is nested too deeply"),
+        (b'{"request": ' + b"9" * 5000 + b"}", "it holds a number of more digits"),
+    ):
         refused = caller.post("/v1/status", unreadable)
         assert refused.status_code == 400
-        assert "not JSON the server can read" in _error(refused)["error"]
+        assert f"not JSON the server can read ({why}" in _error(refused)["error"]
 
 
 def test_an_unknown_route_is_404(served: ServerCli) -> None:
