@@ -49,6 +49,10 @@ from pcii_vault.receipt import Receipt
 from pcii_vault.submitter import SealedUpload
 from pcii_vault.text import printable
 
+# What a discard stores in place of a data key (`Intake.discard_upload`): no wrapped key
+# looks like it (those are 65 bytes of a fixed format).
+_DISCARDED = b"pcii-vault: upload discarded by its owner\n"
+
 
 class Intake(Keying):
     """The owner's side of the core: receiving submissions."""
@@ -234,14 +238,19 @@ class Intake(Keying):
         self._require_logged_kek()
         keyring = self.keyring
         dek = keyring.open_intake(sealed.sealed_dek)
-        submission = self._open_submission_document(dek, sealed)
-        self._check_attachments_uploaded(dek, sealed)
         record_ctx = RecordContext(self.config.vault_id, sealed.tracking_number)
         wrapped = keyring.wrap(dek, record_ctx.to_bytes())
         key = f"wrapped/{sealed.tracking_number}"
+        # The key is stored first, before the objects are read: it claims them against a
+        # discard by their owner (`discard_upload`), which claims the same key first.
         try:
             self.store.put_if_absent(key, wrapped)
         except ObjectExistsError:
+            if self._discarded(sealed.tracking_number):
+                raise InputError(
+                    f"the upload of {sealed.tracking_number} was discarded meanwhile by its "
+                    "owner: nothing was logged; submit again"
+                ) from None
             if planted := next(iter(self.store.list(f"{key}/")), None):
                 # Not removed and written over: a store that drops a folder emptied of its
                 # objects later (SeaweedFS) would drop the record's only key with it.
@@ -257,6 +266,8 @@ class Intake(Keying):
                 f"{sealed.tracking_number} is being submitted by another request: "
                 "nothing of this one was logged"
             ) from None
+        submission = self._open_submission_document(dek, sealed)
+        self._check_attachments_uploaded(dek, sealed)
         return {
             "sector": submission.sector,
             "tlp": submission.tlp,
@@ -312,6 +323,37 @@ class Intake(Keying):
             for _chunk in _named_failures(opened, what):
                 pass  # decrypted to the end: authenticated, hashed and counted as it goes
             _check_uploaded_as_signed(what, entry, opened.plaintext_sha256, opened.plaintext_size)
+
+    def discard_upload(self, tracking: str, key: str) -> None:
+        """Remove one uploaded object of a submission that is not a record, for its owner.
+
+        A discard racing the submit of the same tracking number: exactly one wins. Both
+        first claim `wrapped/<tracking>` by a conditional write (the submit with the data
+        key, a discard with a marker); a discard that finds the submit's key refuses, a
+        submit that finds a discard's marker refuses, and no record is logged whose
+        objects are gone. The caller checked the owner's ticket.
+
+        Raises:
+            InputError: the tracking number is a record (its objects stay).
+            ActConflictError: a submission of it is under way (its objects stay).
+        """
+        self.sync()
+        with contextlib.suppress(NotFoundError):
+            self.index.record(tracking)
+            raise InputError(f"{tracking} is a record: its objects stay")
+        with contextlib.suppress(ObjectExistsError):
+            self.store.put_if_absent(f"wrapped/{tracking}", _DISCARDED)
+        if not self._discarded(tracking):
+            raise ActConflictError(f"{tracking} is being submitted: its objects stay")
+        self.store.delete(key)
+        self.remove_empty_record_folder(tracking)
+
+    def _discarded(self, tracking: str) -> bool:
+        """Whether `wrapped/<tracking>` holds a discard's marker (not a data key)."""
+        try:
+            return self.store.get(f"wrapped/{tracking}") == _DISCARDED
+        except NotFoundError:
+            return False
 
     def _discard_unless_recorded(self, tracking: str) -> None:
         """Remove a failed submission's objects, unless the log made them a record.

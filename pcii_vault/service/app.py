@@ -441,13 +441,7 @@ async def discard(
     # Only the owner the tracking number was issued to (its ticket) removes its objects.
     vault.check_upload_ticket(caller.principal.id, tracking, ticket)
 
-    def remove() -> None:
-        if _is_record(vault, tracking):
-            raise InputError(f"{tracking} is a record: its objects stay")
-        vault.store.delete(key)
-        vault.remove_empty_record_folder(tracking)
-
-    await run_in_threadpool(remove)
+    await run_in_threadpool(vault.discard_upload, tracking, key)
     return {"deleted": key}
 
 
