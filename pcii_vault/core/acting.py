@@ -119,7 +119,8 @@ class Acting(Projection):
         """Raise as the next act would for the policy set (a server's readiness probe).
 
         The policy directory loads, and the set that would decide, or the one in force
-        that it would replace, has its text in the store. Logs nothing.
+        that it would replace, has its text in the store (read again at each probe). Logs
+        nothing.
 
         Raises:
             PolicyLoadError: the policy directory does not load.
@@ -130,6 +131,9 @@ class Acting(Projection):
             if self._policy_set_unlogged():
                 self._refuse_replacing_a_damaged_set()
             else:
+                # Read again, not taken from this process's first check: a text damaged
+                # since is found here, and the next act checks it again too (refused).
+                self._policy_text_stored = None
                 self._check_policy_text()
 
     def _refuse_replacing_a_damaged_set(self) -> None:

@@ -144,6 +144,14 @@ def test_a_server_is_not_ready_while_a_damaged_policy_text_refuses_every_act(
             edited.write_bytes(original)
             bench.vault.maintain(grace=timedelta(hours=24), dry_run=False)
             assert http.get("/readyz").json() == {"ready": True}
+            # A tester's finding: damaged while the server ran, after its first check,
+            # the text went unnoticed by /readyz, and decisions went on.
+            _changed(bench.real, key)
+            assert http.get("/readyz").status_code == 503
+            with pytest.raises(IntegrityError, match="was changed outside the vault"):
+                bench.submit_receipt()
+            bench.vault.maintain(grace=timedelta(hours=24), dry_run=False)
+            assert http.get("/readyz").json() == {"ready": True}
         assert bench.vault.reader().size() == bench.vault.index.size  # nothing was logged
     finally:
         bench.vault.close()
