@@ -284,12 +284,15 @@ class SharedNonceCache(_Windowed):
             self._db, self._since = _nonce_file(path, self._since)
         self._inserts = 0
         self._name = f"{path.parent.name}/{path.name}"
+        self._path = path
+        self._file = _file_key(path)
 
     def _remember(self, key_id: str, nonce: str, expires: datetime, now: datetime) -> bool:
         if expires < now:
             return False
         self._inserts += 1
         with self._damage_named():
+            self._same_file()
             if self._inserts % self._PURGE_EVERY == 0:
                 self._db.execute("DELETE FROM nonces WHERE expires < ?", (now.timestamp(),))
             added = self._db.execute(
@@ -301,7 +304,25 @@ class SharedNonceCache(_Windowed):
     def check(self) -> None:
         """Raise unless the file answers (IntegrityError: damaged while serving)."""
         with self._lock, self._damage_named():
+            self._same_file()
             self._db.execute("SELECT count(*) FROM began").fetchone()
+
+    def _same_file(self) -> None:
+        """The file this process opened, still a database: SQLite trusts its page cache.
+
+        Raises:
+            sqlite3.DatabaseError: replaced, or its header overwritten (named by the caller).
+        """
+        try:
+            same = _file_key(self._path) == self._file
+            with self._path.open("rb") as handle:
+                header = handle.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise sqlite3.DatabaseError(f"unreadable: {exc.strerror}") from None
+        if not same:
+            raise sqlite3.DatabaseError("replaced by another file")
+        if header != _SQLITE_HEADER:
+            raise sqlite3.DatabaseError("file is not a database")
 
     @contextlib.contextmanager
     def _damage_named(self) -> Iterator[None]:
@@ -327,6 +348,15 @@ class SharedNonceCache(_Windowed):
         """Close this process's connection."""
         with self._lock:
             self._db.close()
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _file_key(path: Path) -> tuple[int, int]:
+    """Which file `path` is (device, inode), its link not followed."""
+    st = path.lstat()
+    return st.st_dev, st.st_ino
 
 
 def _nonce_file(path: Path, since: datetime) -> tuple[sqlite3.Connection, datetime]:

@@ -160,12 +160,14 @@ def test_something_else_than_a_file_at_the_nonce_file_is_refused(
     assert ("(a symlink)" in str(refused.value)) == (planted == "symlink")
 
 
+@pytest.mark.parametrize("damage", ["overwritten", "overwritten after use", "replaced"])
 def test_a_nonce_file_damaged_under_a_running_server_refuses_every_request(
-    tmp_path: Path,
+    tmp_path: Path, damage: str
 ) -> None:
     """A tester's finding: every signed request then failed with exit 1 (DatabaseError,
-    HTTP 500) while `/readyz` said ready. Now it is named (exit 4, the way out), fail closed,
-    and the readiness probe says so."""
+    HTTP 500) while `/readyz` said ready; the next: a server that had read the file went
+    on from SQLite's page cache, never noticing. Now it is named (exit 4, the way out),
+    fail closed, and the readiness probe says so."""
     from pcii_vault.errors import IntegrityError
 
     path = tmp_path / "spool" / "nonces.sqlite"
@@ -173,7 +175,15 @@ def test_a_nonce_file_damaged_under_a_running_server_refuses_every_request(
     SharedNonceCache(path, WINDOW).close()  # made before the server announces itself
     cache = SharedNonceCache(path, WINDOW)  # then opened to serve
     try:
-        path.write_bytes(bytes(range(256)) * 32)  # in place: the server's open file
+        if damage == "overwritten after use":
+            assert cache.check_and_add("alice", "n0", NOW, now=NOW)
+            cache.check()
+        if damage == "replaced":
+            other = tmp_path / "other.sqlite"
+            SharedNonceCache(other, WINDOW).close()
+            other.replace(path)
+        else:
+            path.write_bytes(bytes(range(256)) * 32)  # in place: the server's open file
         for attempt in (
             lambda: cache.check_and_add("alice", "n2", NOW, now=NOW),
             cache.check,
