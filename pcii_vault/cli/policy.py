@@ -394,11 +394,24 @@ def explain(
 
     cli = _state(ctx)
     # Cedar would fail on undecodable text, and the answer be an evaluation error's deny.
-    for option, text in {
-        "--org": org,
-        "--submitter-org": submitter_org,
-        "--purpose": purpose,
-    }.items():
+    texts = [
+        ("--action", action),
+        ("--role", role),
+        ("--level", level),
+        ("--org", org),
+        ("--status", status),
+        ("--state", state),
+        ("--record-sector", record_sector),
+        ("--submitter-org", submitter_org),
+        ("--tlp", tlp),
+        ("--purpose", purpose),
+        ("--use", use),
+        ("--authority", authority or ""),
+        ("--principal-json", principal_json or ""),
+        ("--record-json", record_json or ""),
+        *(("--sector", name) for name in sector or []),
+    ]
+    for option, text in texts:
         refuse_undecodable(option, text)
     engine = PolicyEngine.load(_policy_directory(cli, directory))
     _check_action(engine, action)

@@ -139,6 +139,11 @@ def test_explain_names_the_vaults_own_rule_when_no_policy_file_has_it(tmp_path: 
         ("--sector", "bogus", "'bogus' is not a sector"),
         ("--org", "\udcff", "--org is not valid UTF-8 text"),
         ("--purpose", "\udcff", "--purpose is not valid UTF-8 text"),
+        # A tester's finding: exit 1 (UnicodeEncodeError), and an evaluation error's deny.
+        ("--principal-json", '{"role": "\udcff"}', "--principal-json is not valid UTF-8"),
+        ("--record-json", '{"state": "\udcff"}', "--record-json is not valid UTF-8"),
+        ("--authority", "\udcff", "--authority is not valid UTF-8 text"),
+        ("--role", "\udcff", "--role is not valid UTF-8 text"),
     ],
 )
 def test_explain_refuses_what_no_request_can_carry(option: str, value: str, said: str) -> None:
