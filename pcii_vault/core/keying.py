@@ -58,6 +58,14 @@ class Keying(Acting):
                 keyring = fresh_keyring()
         return keyring
 
+    def check_keys_current(self) -> None:
+        """Raise as the next submission would on a keyring behind the log (a readiness probe).
+
+        Raises:
+            BackendError: this keyring does not hold the logged current KEK version.
+        """
+        self._require_logged_kek()
+
     def _require_logged_kek(self) -> None:
         """Wrap only under the KEK version the log says is current.
 

@@ -1058,6 +1058,7 @@ def _ready(vault: Vault, key_probe: _KeyProbe) -> None:
     del signer
     key_probe.check(vault)  # the KEK's holder (KMS, OpenBao, an HSM) wraps and unwraps
     vault.sync()  # the store answers and the log verifies to its signed edge
+    vault.check_keys_current()  # not rotated by another replica past this keyring
     vault.check_policy_ready()  # the policies load and their stored text is whole
     probe = f"health/{uuid.uuid4().hex}"  # outside the retained prefixes: deletable
     vault.store.put_if_absent(probe, b"ready?")

@@ -314,6 +314,9 @@ def test_a_keyring_behind_a_rotation_logged_elsewhere_wraps_nothing(setup: Setup
     # A tester's finding: retire answered exit 2 "version 1 is the current one: rotate".
     with pytest.raises(BackendError, match="rotated by another replica"):
         replica.retire_key(setup.key_request("retire", version=1), 1)
+    # A tester's finding: such a replica's /readyz said ready; the probe asks this.
+    with pytest.raises(BackendError, match="rotated by another replica"):
+        replica.check_keys_current()
     replica.sync()
     assert not [e for e in setup.events("key.rotated") if e.seq >= size]
     assert not setup.events("key.retired")
