@@ -335,12 +335,17 @@ class Intake(Keying):
 
         Raises:
             InputError: the tracking number is a record (its objects stay).
+            NotFoundError: no such object was uploaded.
             ActConflictError: a submission of it is under way (its objects stay).
         """
         self.sync()
         with contextlib.suppress(NotFoundError):
             self.index.record(tracking)
             raise InputError(f"{tracking} is a record: its objects stay")
+        try:
+            self.store.head(key)
+        except NotFoundError:
+            raise NotFoundError(f"no uploaded object {key}: nothing to discard") from None
         with contextlib.suppress(ObjectExistsError):
             self.store.put_if_absent(f"wrapped/{tracking}", _DISCARDED)
         if not self._discarded(tracking):

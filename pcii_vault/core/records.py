@@ -124,7 +124,12 @@ class RecordActs(Acting):
     def search(
         self, request: SignedRequest, *, sector: str | None, state: str | None
     ) -> list[RecordRow]:
-        """Records the caller may act on; never content, and never what they may not see."""
+        """Records the caller may act on; never content, and never what they may not see.
+
+        Raises:
+            InputError: a filter no record can match (a typo would list nothing, silently).
+        """
+        _check_search_filters(sector, state)
         self.sync()
         principal = self._verify_request(request, "search")
         if principal.status != "active":
@@ -171,3 +176,17 @@ def _check_transition(
         next_state(record.state, event_type, categorical=categorical)
     except IllegalTransitionError as exc:
         raise ActConflictError(f"record {record.tracking}: {exc}") from exc
+
+
+def _check_search_filters(sector: str | None, state: str | None) -> None:
+    """Refuse a sector or state filter that no record has (as the CLI does, for the API)."""
+    from typing import get_args  # noqa: PLC0415
+
+    from pcii_vault.lifecycle import RecordState  # noqa: PLC0415
+    from pcii_vault.models.reference import reference_data  # noqa: PLC0415
+    from pcii_vault.text import printable  # noqa: PLC0415
+
+    if state is not None and state not in {*get_args(RecordState), "categorical"}:
+        raise InputError(f"state '{printable(state)}' is not a record state")
+    if sector is not None and sector not in reference_data().sector_names:
+        raise InputError(f"sector '{printable(sector)}' is not a sector of the reference list")

@@ -133,3 +133,33 @@ def test_submit_and_discard_at_once_never_log_a_record_missing_an_object(
         bench.audit()
     finally:
         bench.vault.close()
+
+
+def test_a_discard_of_an_object_never_uploaded_is_not_found(bench: VaultBench) -> None:
+    """A tester's finding: it answered 200 {"deleted": ...} for nothing deleted."""
+    from pcii_vault.errors import NotFoundError
+
+    try:
+        sealed = bench.upload()
+        tracking = sealed.tracking_number
+        with pytest.raises(NotFoundError, match=f"no uploaded object records/{tracking}/files/42"):
+            bench.vault.discard_upload(tracking, f"records/{tracking}/files/42")
+        bench.receive(sealed)  # and the upload is still submittable
+    finally:
+        bench.vault.close()
+
+
+@pytest.mark.parametrize(
+    ("sector", "state", "said"),
+    [(None, "zzz", "state 'zzz' is not a record state"), ("Nope", None, "sector 'Nope'")],
+)
+def test_a_search_filter_no_record_can_match_is_refused(
+    bench: VaultBench, sector: str | None, state: str | None, said: str
+) -> None:
+    """A tester's finding: over the API, an unknown state listed nothing (200 [])."""
+    try:
+        request = bench.vault.sign(bench.ids["office"], "search")
+        with pytest.raises(InputError, match=said):
+            bench.vault.search(request, sector=sector, state=state)
+    finally:
+        bench.vault.close()
