@@ -30,7 +30,14 @@ from pydantic import BaseModel, ValidationError
 
 from pcii_vault.client import Progress, VaultInfo
 from pcii_vault.durable import staging_prefix
-from pcii_vault.errors import BackendError, ConfigError, InputError, IntegrityError, VaultError
+from pcii_vault.errors import (
+    BackendError,
+    ConfigError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    VaultError,
+)
 from pcii_vault.index import Deadline, RecordRow
 from pcii_vault.models.principal import Principal, PrincipalAttributes
 from pcii_vault.receipt import Receipt
@@ -367,8 +374,12 @@ class _Uploads:
             _raise_for(response)
 
     def delete(self, key: str) -> None:
-        """Remove an object of a submission that failed before it was submitted."""
-        self._transport._send("DELETE", self._path(key))
+        """Remove an object of a submission that failed before it was submitted.
+
+        One that never arrived is not there to remove (the server says 404): as removed.
+        """
+        with contextlib.suppress(NotFoundError):
+            self._transport._send("DELETE", self._path(key))
 
     def _path(self, key: str) -> str:
         """The route of an upload key, with the ticket of its tracking number."""
