@@ -964,6 +964,8 @@ async def _invalid_body(_request: Request, exc: RequestValidationError) -> JSONR
         # Not JSON at all: no field to name (the location is a character offset).
         error = errors[0].get("ctx", {}).get("error", "not JSON")
         return _error(InputError(f"invalid request body: not JSON ({error})"), 400)
+    if errors and errors[0].get("type") == "missing" and tuple(errors[0]["loc"]) == ("body",):
+        return _error(InputError("invalid request body: it is empty (a JSON object)"), 400)
     problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors]
     # A query parameter (the upload ticket) is not the body: say which it was.
     where = "query parameter" if errors and errors[0]["loc"][:1] == ("query",) else "body"
@@ -980,7 +982,10 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
         return _error(NotFoundError("no such route"), 404)
     if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE:
         return _error(InputError(_unparsable_body(cause)), 400)
-    return _error(InputError(str(exc.detail)), exc.status_code)
+    answer = _error(InputError(str(exc.detail)), exc.status_code)
+    if exc.headers:  # a 405's Allow (RFC 9110: required)
+        answer.headers.update(exc.headers)
+    return answer
 
 
 _FASTAPI_UNPARSABLE = "There was an error parsing the body"
@@ -1152,7 +1157,9 @@ class Service:
         scope.setdefault("state", {})
         headers = dict(scope.get("headers") or [])
         # Answered, then closed: what follows such a head is no request to read.
-        ambiguous = _ambiguous_head(list(scope.get("headers") or []))
+        ambiguous = _ambiguous_head(
+            list(scope.get("headers") or []), scope.get("http_version", "1.1")
+        )
         length = headers.get(b"content-length")
         received = 0
         # A request that announces a body, until the app has read all of it: answered
@@ -1242,13 +1249,18 @@ class Service:
         )
 
 
-def _ambiguous_head(headers: Sequence[tuple[bytes, bytes]]) -> _BodyRefusedError | None:
+def _ambiguous_head(
+    headers: Sequence[tuple[bytes, bytes]], http_version: str
+) -> _BodyRefusedError | None:
     """A head two parsers could read apart, refused before the application sees it.
 
-    A field that must be single given twice, or a transfer coding the server does not
-    decode (the body's end is then unknown: RFC 9112, section 6.1).
+    A field that must be single given twice, no Host in HTTP/1.1 (RFC 9112, section 3.2),
+    or a transfer coding the server does not decode (the body's end is then unknown: RFC
+    9112, section 6.1).
     """
     names = [name.lower() for name, _ in headers]
+    if http_version == "1.1" and b"host" not in names:
+        return _BodyRefusedError(400, "an HTTP/1.1 request without a Host header")
     for single in (b"host", b"content-length", b"transfer-encoding"):
         if names.count(single) > 1:
             return _BodyRefusedError(

@@ -249,6 +249,8 @@ def test_malformed_json_is_400_with_the_field_path(served: ServerCli) -> None:
         refused = caller.post("/v1/status", garbled)
         assert refused.status_code == 400
         assert _error(refused)["error"].startswith("invalid request body: not JSON ("), refused.text
+    empty = caller.post("/v1/status", b"")  # was "body: Field required"
+    assert _error(empty)["error"] == "invalid request body: it is empty (a JSON object)"
     body = caller.act("status", record="PCII-2026-00000001")
     body["request"]["body"]["nonce"] = "not-hex"
     response = caller.post("/v1/status", json.dumps(body).encode())

@@ -326,6 +326,7 @@ def test_an_unparsable_request_is_400_json(wire: ServerCli) -> None:
     [
         (b"Host: 127.0.0.1\r\nHost: elsewhere.example\r\n", 400, "more than one Host header"),
         (b"Host: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n", 501, "'gzip' is not supported"),
+        (b"", 400, "an HTTP/1.1 request without a Host header"),
     ],
 )
 def test_a_head_two_parsers_could_read_apart_is_refused_at_once(
@@ -714,3 +715,13 @@ def test_a_missing_log_object_names_the_key_not_the_server_path(wire: ServerCli)
         error = response.json()["error"]
         assert "log/no-such-object" in error
         assert str(wire.vault) not in error and "/objects" not in error, error
+
+
+def test_a_known_route_asked_with_another_method_is_405_with_allow(wire: ServerCli) -> None:
+    """A tester's finding: no 405 carried the Allow header RFC 9110 requires."""
+    server = _server(wire)
+    with _http(server) as http:
+        answer = http.get(f"{server.url}/v1/status")
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "POST"
+    assert answer.json()["exit_code"] == 2
