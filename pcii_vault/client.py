@@ -14,7 +14,7 @@ import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -429,13 +429,15 @@ class Client:
     ) -> RecordRow:
         """A lifecycle act on a record, its typed parameters signed."""
         request = self.sign(action, record=tracking, params=params_of(params))
-        return self.transport.transition(request, event_type)
+        with _noting_an_act_in_flight(action, tracking):
+            return self.transport.transition(request, event_type)
 
     def destroy(self, tracking: str, reason: str) -> RecordRow:
         """Destroy a record (logged first, then its data key is deleted)."""
         params = params_of(ReasonParams.of(reason=reason))
         request = self.sign("destroy", record=tracking, params=params)
-        return self.transport.destroy(request)
+        with _noting_an_act_in_flight("destroy", tracking):
+            return self.transport.destroy(request)
 
     def release(
         self,
@@ -651,3 +653,17 @@ def _missing_ancestors(path: Path) -> list[Path]:
         missing.append(current)
         current = current.parent
     return missing
+
+
+@contextlib.contextmanager
+def _noting_an_act_in_flight(action: str, tracking: str) -> Iterator[None]:
+    """A connection that broke after the act was sent: the server may have logged it."""
+    try:
+        yield
+    except BackendError as exc:
+        if getattr(exc, "in_flight", False):
+            exc.add_note(
+                f"(the server may have logged the {action} before the connection broke: "
+                f"check `pcii status {tracking}` before acting again)"
+            )
+        raise

@@ -452,8 +452,11 @@ def main(argv: list[str] | None = None) -> None:
     except VaultError as exc:
         if debug:
             _print_traceback()
+        # What the client noted on the error (an act that may be logged all the same),
+        # unless the command already said it.
+        notes = [n for n in getattr(exc, "__notes__", ()) if n not in state.already_done]
         _fail(
-            " ".join([exc.diagnostics(), *state.already_done]),
+            " ".join([exc.diagnostics(), *notes, *state.already_done]),
             exc.exit_code,
             json_mode=json_mode,
             problems=tuple(str(p) for p in getattr(exc, "problems", ())),

@@ -466,9 +466,13 @@ def _network(url: str) -> Iterator[None]:
         unreached.handed_to_log = False  # no connection: the request was never sent
         raise unreached from exc
     except httpx.TimeoutException as exc:
-        raise BackendError(f"the vault server at {url} did not answer in time") from exc
+        late = BackendError(f"the vault server at {url} did not answer in time")
+        late.in_flight = True  # type: ignore[attr-defined]  # sent: it may have acted
+        raise late from exc
     except httpx.HTTPError as exc:
-        raise BackendError(f"the connection to {url} failed: {exc}") from exc
+        broken = BackendError(f"the connection to {url} failed: {exc}")
+        broken.in_flight = True  # type: ignore[attr-defined]  # sent: it may have acted
+        raise broken from exc
 
 
 def _today() -> str:
