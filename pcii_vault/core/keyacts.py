@@ -296,8 +296,8 @@ class KeyActs(Keying):
             self._act(request, "rotate-keys", rewrapped)
         if failed:
             raise IntegrityError(
-                f"{len(failed)} wrapped keys did not unwrap (tampered, or KEK retired): "
-                f"{', '.join(failed[:5])}"
+                f"{len(failed)} wrapped keys did not unwrap or are missing (tampered, or "
+                f"KEK retired): {', '.join(failed[:5])}"
             )
         return Rewrap(count=count, version=version)
 
@@ -396,7 +396,8 @@ class KeyActs(Keying):
             count, held, failed = self._rewrap_live(keyring)
             if failed:
                 raise IntegrityError(
-                    f"{len(failed)} wrapped keys did not unwrap (tampered, or KEK retired): "
+                    f"{len(failed)} wrapped keys did not unwrap or are missing (tampered, or KEK "
+                    f"retired): "
                     f"{', '.join(failed[:5])}; the migration stays unfinished"
                 )
             # The live records the target holds: a run finishing an interrupted one
@@ -428,10 +429,11 @@ class KeyActs(Keying):
 
         Returns the keys this run moved, the live keys the current KEK holds at the end
         (those moved, by this run or an earlier, or wrapped under it from the start), and
-        the records whose keys did not unwrap.
+        the records whose keys did not unwrap or are gone while the log says they live.
         """
         moved = held = 0
         failed: list[str] = []
+        gone: list[str] = []
         for record in self.index.records():
             if record.state in SHREDDED_STATES:
                 continue
@@ -442,6 +444,15 @@ class KeyActs(Keying):
                 continue
             moved += ended == "moved"
             held += ended != "gone"
+            if ended == "gone":
+                gone.append(record.tracking)
+        if gone:
+            # Shredded by an act logged meanwhile, or removed outside the vault.
+            self.sync()
+            for tracking in gone:
+                row = self.index.find_record(tracking)
+                if row is not None and row.state not in SHREDDED_STATES:
+                    failed.append(tracking)
         return moved, held, failed
 
     def _migration_progress(self, keyring: KeyCustody, last: dict[str, Any]) -> dict[str, Any]:

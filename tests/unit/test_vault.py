@@ -201,7 +201,9 @@ def test_rewrap_never_overwrites_a_concurrent_delete(setup: Setup) -> None:
     real = setup.vault.store
     setup.vault.store = _DeleteBeforeWrite(real)
     try:
-        assert setup.vault.rewrap_keys(setup.key_request("rewrap")).count == 0
+        # Deleted with no shred logged (not a withdrawal): named, and never written back.
+        with pytest.raises(IntegrityError, match=f"are missing .*{tracking}"):
+            setup.vault.rewrap_keys(setup.key_request("rewrap"))
     finally:
         setup.vault.store = real
     assert [i.key for i in real.list(f"wrapped/{tracking}")] == []
@@ -627,6 +629,16 @@ def test_a_keyring_put_back_from_before_a_retirement_is_refused(setup: Setup) ->
     fresh = setup.submit()
     assert setup.review(fresh).read_bytes() == setup.attachment.read_bytes()
     with pytest.raises(IntegrityError, match="1 wrapped keys did not unwrap"):
+        setup.vault.rewrap_keys(setup.key_request("rewrap"))
+
+
+def test_a_live_records_missing_wrapped_key_fails_the_rewrap(setup: Setup) -> None:
+    """A tester's finding: `keys rewrap` said "re-wrapped 0 data keys" (exit 0) while a
+    live record's wrapped key had been deleted outside the vault."""
+    tracking = setup.submit()
+    setup.vault.rotate_keys(setup.key_request("rotate"))
+    setup.real.delete(f"wrapped/{tracking}")
+    with pytest.raises(IntegrityError, match=f"did not unwrap or are missing .*{tracking}"):
         setup.vault.rewrap_keys(setup.key_request("rewrap"))
 
 
