@@ -28,6 +28,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterator,
     Mapping,
     MutableMapping,
@@ -46,10 +47,12 @@ from anyio import from_thread
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from pcii_vault.crypto.canonical import DuplicateKeyError, no_duplicate_keys
 from pcii_vault.errors import (
     ActConflictError,
     BackendError,
@@ -300,7 +303,28 @@ async def _core(function: Callable[..., Any], *args: Any) -> Any:  # noqa: ANN40
     return await run_in_threadpool(function, *args)
 
 
-router = APIRouter()
+class _StrictJsonRequest(Request):
+    """A request whose JSON body may not name a key twice (which value counts, a guess)."""
+
+    async def json(self) -> Any:  # noqa: ANN401 -- JSON
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), object_pairs_hook=no_duplicate_keys)
+        return self._json
+
+
+class _StrictJsonRoute(APIRoute):
+    """Routes that read their JSON bodies with `_StrictJsonRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handle(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
+router = APIRouter(route_class=_StrictJsonRoute)
 P = wire.API_PREFIX
 
 # ----- health ------------------------------------------------------------------------------
@@ -993,7 +1017,9 @@ _FASTAPI_UNPARSABLE = "There was an error parsing the body"
 
 def _unparsable_body(cause: BaseException | None) -> str:
     """Why the JSON parser gave up on a body, in words (FastAPI keeps it as the cause)."""
-    if isinstance(cause, UnicodeDecodeError):
+    if isinstance(cause, DuplicateKeyError):
+        why = f"{cause}: which value counts would be a guess"
+    elif isinstance(cause, UnicodeDecodeError):
         why = "its bytes are not UTF-8"
     elif isinstance(cause, RecursionError):
         why = "it is nested too deeply"

@@ -249,6 +249,13 @@ def test_malformed_json_is_400_with_the_field_path(served: ServerCli) -> None:
         refused = caller.post("/v1/status", garbled)
         assert refused.status_code == 400
         assert _error(refused)["error"].startswith("invalid request body: not JSON ("), refused.text
+    # A tester's finding: a key given twice was taken (the last value), though what the
+    # Content-Digest covers then reads two ways.
+    act = json.dumps(caller.act("status", record="PCII-2026-00000001"))
+    twice = act.replace('"record": ', '"record": "PCII-2026-99999999", "record": ', 1)
+    refused = caller.post("/v1/status", twice.encode())
+    assert refused.status_code == 400
+    assert "key 'record' is given twice" in _error(refused)["error"], refused.text
     empty = caller.post("/v1/status", b"")  # was "body: Field required"
     assert _error(empty)["error"] == "invalid request body: it is empty (a JSON object)"
     body = caller.act("status", record="PCII-2026-00000001")

@@ -36,7 +36,13 @@ def test_a_request_cut_off_by_the_shutdown_gets_its_access_line_and_no_error() -
         async def receive() -> Any:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        scope = {"type": "http", "method": "POST", "path": "/v1/releases", "headers": []}
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "POST",
+            "path": "/v1/releases",
+            "headers": [(b"host", b"127.0.0.1")],
+        }
         task = asyncio.create_task(guard(scope, receive, send))
         await asyncio.sleep(0.05)
         task.cancel()  # as uvicorn does when the grace runs out
