@@ -352,6 +352,11 @@ class Intake(Keying):
             raise ActConflictError(f"{tracking} is being submitted: its objects stay")
         self.store.delete(key)
         self.remove_empty_record_folder(tracking)
+        if next(iter(self.store.list(f"records/{tracking}/")), None) is None:
+            # Nothing left to submit: the marker goes too (a submit claiming the key now
+            # finds no objects, and refuses).
+            with contextlib.suppress(NotFoundError):
+                self.store.delete(f"wrapped/{tracking}")
 
     def _discarded(self, tracking: str) -> bool:
         """Whether `wrapped/<tracking>` holds a discard's marker (not a data key)."""

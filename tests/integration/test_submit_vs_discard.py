@@ -32,6 +32,7 @@ def test_a_discard_before_the_submit_makes_the_submit_refuse(bench: VaultBench) 
         tracking = sealed.tracking_number
         size = bench.vault.reader().size()
         bench.vault.discard_upload(tracking, f"records/{tracking}/document")
+        assert bench.real.get(f"wrapped/{tracking}")  # the marker, while objects are left
         with pytest.raises(InputError, match="was discarded meanwhile by its owner"):
             bench.receive(sealed)
         assert bench.vault.reader().size() == size
@@ -161,5 +162,21 @@ def test_a_search_filter_no_record_can_match_is_refused(
         request = bench.vault.sign(bench.ids["office"], "search")
         with pytest.raises(InputError, match=said):
             bench.vault.search(request, sector=sector, state=state)
+    finally:
+        bench.vault.close()
+
+
+def test_a_discard_of_the_last_object_leaves_nothing_behind(bench: VaultBench) -> None:
+    """The marker goes with the last object: what was uploaded is removed, all of it."""
+    try:
+        sealed = bench.upload()
+        tracking = sealed.tracking_number
+        for entry in sealed.files:
+            bench.vault.discard_upload(tracking, f"records/{tracking}/{entry['object']}")
+        assert list(bench.real.list(f"records/{tracking}/")) == []
+        assert list(bench.real.list(f"wrapped/{tracking}")) == []
+        with pytest.raises(InputError):  # and a submit of it finds nothing to submit
+            bench.receive(sealed)
+        assert list(bench.real.list(f"wrapped/{tracking}")) == []
     finally:
         bench.vault.close()
