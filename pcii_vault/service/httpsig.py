@@ -314,13 +314,16 @@ class SharedNonceCache(_Windowed):
             sqlite3.DatabaseError: replaced, or its header overwritten (named by the caller).
         """
         try:
-            same = _file_key(self._path) == self._file
-            with self._path.open("rb") as handle:
-                header = handle.read(len(_SQLITE_HEADER))
+            if _file_key(self._path) != self._file:
+                raise sqlite3.DatabaseError("replaced by another file")
+            # The same inode: a regular file (never a link followed, a FIFO waited on).
+            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                header = os.read(fd, len(_SQLITE_HEADER))
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise sqlite3.DatabaseError(f"unreadable: {exc.strerror}") from None
-        if not same:
-            raise sqlite3.DatabaseError("replaced by another file")
         if header != _SQLITE_HEADER:
             raise sqlite3.DatabaseError("file is not a database")
 

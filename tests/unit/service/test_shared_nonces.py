@@ -160,7 +160,9 @@ def test_something_else_than_a_file_at_the_nonce_file_is_refused(
     assert ("(a symlink)" in str(refused.value)) == (planted == "symlink")
 
 
-@pytest.mark.parametrize("damage", ["overwritten", "overwritten after use", "replaced"])
+@pytest.mark.parametrize(
+    "damage", ["overwritten", "overwritten after use", "replaced", "a link to a fifo"]
+)
 def test_a_nonce_file_damaged_under_a_running_server_refuses_every_request(
     tmp_path: Path, damage: str
 ) -> None:
@@ -182,6 +184,12 @@ def test_a_nonce_file_damaged_under_a_running_server_refuses_every_request(
             other = tmp_path / "other.sqlite"
             SharedNonceCache(other, WINDOW).close()
             other.replace(path)
+        elif damage == "a link to a fifo":  # never opened: no request waits on it
+            import os
+
+            os.mkfifo(tmp_path / "fifo")
+            path.unlink()
+            path.symlink_to(tmp_path / "fifo")
         else:
             path.write_bytes(bytes(range(256)) * 32)  # in place: the server's open file
         for attempt in (
