@@ -244,7 +244,7 @@ def _stderr_logger(*_args: object) -> Any:  # noqa: ANN401 -- structlog's Wrappe
 
 def _fail(message: str, code: int, *, json_mode: bool, problems: tuple[str, ...] = ()) -> NoReturn:
     """Report an error: one JSON object on stdout with --json, else `pcii: error:` lines."""
-    message = _shortened(message)
+    message = _bytes_shown(_shortened(message))
     if json_mode:
         data: dict[str, Any] = {"error": message.splitlines()[0], "exit_code": code}
         if problems:
@@ -264,6 +264,18 @@ def _fail(message: str, code: int, *, json_mode: bool, problems: tuple[str, ...]
         # override or an escape sequence in it must not rewrite the terminal's line.
         print(f"pcii: error: {printable(message, keep_newlines=True)}", file=sys.stderr)  # noqa: T201
     sys.exit(code)
+
+
+def _bytes_shown(message: str) -> str:
+    r"""Undecodable bytes quoted in `message` as the bytes they were (0xff as `\xff`).
+
+    The command line turns a byte that is no UTF-8 into a surrogate escape, which a
+    quoted value shows in Python's words (`\udcff`), not as the user's byte.
+    """
+    import re
+
+    message = re.sub(r"\\udc([89a-f][0-9a-f])", r"\\x\1", message)
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c for c in message)
 
 
 _LONGEST_ERROR = 1000  # characters of an error line: a pasted file is not echoed whole

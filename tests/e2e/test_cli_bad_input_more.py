@@ -156,6 +156,8 @@ UNREADABLE = {
     "non_utf8_name": (["principal", "revoke", "\udcff"], "admin", "NAME is not valid UTF-8"),
     "non_utf8_record": (["audit", "log", "--record", "\udcff"], "auditor", "--record is not"),
     "non_utf8_days": (["office", "due", "--within", "\udcff"], "office", "not valid UTF-8 text"),
+    # A tester's finding: quoted as Python's '\udcff', not as the byte the user gave.
+    "non_utf8_state": (["search", "--state", "\udcff"], "office", "--state '\\xff' is not a"),
     "zero_width_reason": (
         ["deficient", "{tn}", "--reason", "\u200b\u200b"],
         "office",
