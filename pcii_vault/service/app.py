@@ -308,8 +308,18 @@ class _StrictJsonRequest(Request):
 
     async def json(self) -> Any:  # noqa: ANN401 -- JSON
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), object_pairs_hook=no_duplicate_keys)
+            # UTF-8 only (json.loads would take UTF-16 and a byte-order mark), and no
+            # NaN or Infinity, which are no JSON.
+            self._json = json.loads(
+                (await self.body()).decode("utf-8"),
+                object_pairs_hook=no_duplicate_keys,
+                parse_constant=_no_constant,
+            )
         return self._json
+
+
+def _no_constant(name: str) -> Any:  # noqa: ANN401 -- json.loads hook
+    raise ValueError(f"{name} is not JSON")
 
 
 class _StrictJsonRoute(APIRoute):
@@ -1007,9 +1017,20 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
     if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE:
         return _error(InputError(_unparsable_body(cause)), 400)
     answer = _error(InputError(str(exc.detail)), exc.status_code)
-    if exc.headers:  # a 405's Allow (RFC 9110: required)
-        answer.headers.update(exc.headers)
+    if exc.status_code == 405:  # Allow (RFC 9110: required): every method of the path
+        answer.headers["allow"] = ", ".join(_allowed(_request))
     return answer
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods the routes of `request`'s path answer (one route per method here)."""
+    from starlette.routing import Match  # noqa: PLC0415
+
+    methods: set[str] = set()
+    for route in router.routes:
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 _FASTAPI_UNPARSABLE = "There was an error parsing the body"
@@ -1023,6 +1044,8 @@ def _unparsable_body(cause: BaseException | None) -> str:
         why = "its bytes are not UTF-8"
     elif isinstance(cause, RecursionError):
         why = "it is nested too deeply"
+    elif isinstance(cause, ValueError) and str(cause).endswith("is not JSON"):
+        why = f"it holds {cause}"
     elif isinstance(cause, ValueError) and "digits" in str(cause):
         why = "it holds a number of more digits than the server converts"
     else:

@@ -340,7 +340,7 @@ class SharedNonceCache(_Windowed):
             raise IntegrityError(
                 f"{self._name}, the server's record of the HTTP nonces it accepted, was "
                 f"damaged while it ran ({exc}): no request can be told from a replay; "
-                "restart the server, which makes the file anew"
+                "remove it and restart the server, which makes the file anew"
             ) from None
 
     def __len__(self) -> int:

@@ -248,7 +248,18 @@ def test_malformed_json_is_400_with_the_field_path(served: ServerCli) -> None:
     for garbled in (b"{not json", b"\xff\xfe"):  # a tester's finding: "0: JSON decode error"
         refused = caller.post("/v1/status", garbled)
         assert refused.status_code == 400
-        assert _error(refused)["error"].startswith("invalid request body: not JSON ("), refused.text
+        assert "invalid request body: not JSON" in _error(refused)["error"], refused.text
+    # A tester's finding: an act in UTF-16, or behind a byte-order mark, was decoded and
+    # logged; NaN was taken for JSON.
+    act = json.dumps(caller.act("status", record="PCII-2026-00000001"))
+    for other, why in (
+        (act.encode("utf-16"), "the server can read (its bytes are not UTF-8"),
+        (b"\xef\xbb\xbf" + act.encode(), "(Unexpected UTF-8 BOM"),
+        (b'{"request": NaN}', "the server can read (it holds NaN is not JSON"),
+    ):
+        refused = caller.post("/v1/status", other)
+        assert refused.status_code == 400
+        assert f"not JSON {why}" in _error(refused)["error"], refused.text
     # A tester's finding: a key given twice was taken (the last value), though what the
     # Content-Digest covers then reads two ways.
     act = json.dumps(caller.act("status", record="PCII-2026-00000001"))

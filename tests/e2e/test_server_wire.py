@@ -725,3 +725,8 @@ def test_a_known_route_asked_with_another_method_is_405_with_allow(wire: ServerC
     assert answer.status_code == 405
     assert answer.headers["allow"] == "POST"
     assert answer.json()["exit_code"] == 2
+    # Every method of the path (the next finding: only the first route's).
+    with _http(server) as http:
+        uploads = http.post(f"{server.url}/v1/uploads/PCII-2026-00000001/document")
+        ready = http.post(f"{server.url}/readyz")
+    assert (uploads.headers["allow"], ready.headers["allow"]) == ("DELETE, PUT", "GET, HEAD")
