@@ -458,6 +458,9 @@ class Submission(_Model):
         return attachments
 
 
+_PROBLEMS_SHOWN = 50  # lines of problems on a terminal (`--json` lists them all)
+
+
 class SubmissionInvalid(InputError):  # noqa: N818 -- an InputError family member, named for the CLI
     """A submission failed local validation; `problems` lists each with its field path."""
 
@@ -475,9 +478,11 @@ class SubmissionInvalid(InputError):  # noqa: N818 -- an InputError family membe
         """One line for one problem; else a summary line, then one line per problem."""
         if len(self.problems) == 1:
             return self.problems[0]
-        return f"submission has {len(self.problems)} problems\n" + "\n".join(
-            f"  {problem}" for problem in self.problems
-        )
+        shown = [f"  {problem}" for problem in self.problems[:_PROBLEMS_SHOWN]]
+        if len(self.problems) > _PROBLEMS_SHOWN:
+            # 20,000 bad attachments are not 20,000 lines: the first ones say what is wrong.
+            shown.append(f"  ... and {len(self.problems) - _PROBLEMS_SHOWN} more")
+        return f"submission has {len(self.problems)} problems\n" + "\n".join(shown)
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -489,3 +489,16 @@ def test_a_multiline_field_with_one_control_character_is_refused(control: str, t
     doc["summary"] = text.format(c=control)
     problems = _problems(doc)
     assert any(p.startswith("summary:") and "control characters" in p for p in problems)
+
+
+def test_a_submission_with_thousands_of_problems_shows_the_first_fifty() -> None:
+    """A tester's finding: 20,000 bad attachments printed 20,002 lines."""
+    from pcii_vault.models.submission import SubmissionInvalid
+
+    refused = SubmissionInvalid([f"attachments[{n}].name: missing" for n in range(120)])
+    lines = refused.diagnostics().splitlines()
+    assert lines[0] == "submission has 120 problems"
+    assert lines[1:3] == ["  attachments[0].name: missing", "  attachments[1].name: missing"]
+    assert lines[-1] == "  ... and 70 more"
+    assert len(lines) == 52
+    assert len(refused.problems) == 120  # all of them for --json
