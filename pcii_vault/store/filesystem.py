@@ -131,6 +131,10 @@ class FilesystemStore:
             )
         try:
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except FileExistsError:
+            # Something else than a directory stands there (a file, /dev/zero): the
+            # user's path is wrong, no store is failing.
+            raise InputError(f"the store path {root} exists and is not a directory") from None
         except OSError as exc:
             raise BackendError(f"cannot create store directory {root}: {exc.strerror}") from exc
         self._root = root.resolve()

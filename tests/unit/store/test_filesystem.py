@@ -332,3 +332,15 @@ def test_folders_are_owner_only_whatever_the_umask(tmp_path: Path) -> None:
     folders = [tmp_path / "store", *(p for p in (tmp_path / "store").rglob("*") if p.is_dir())]
     assert len(folders) == 5
     assert {oct(p.stat().st_mode & 0o777) for p in folders} == {oct(0o700)}
+
+
+@pytest.mark.parametrize("where", ["a file", "/dev/zero"])
+def test_a_new_store_path_that_is_no_directory_is_bad_input(tmp_path: Path, where: str) -> None:
+    """A tester's finding: `init --store file:///dev/zero` was exit 5 'File exists'."""
+    from pcii_vault.errors import InputError
+
+    path = Path("/dev/zero") if where == "/dev/zero" else tmp_path / "file"
+    if where == "a file":
+        path.write_bytes(b"x")
+    with pytest.raises(InputError, match="exists and is not a directory"):
+        FilesystemStore(path)
