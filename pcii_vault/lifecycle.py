@@ -23,6 +23,7 @@ __all__ = [
     "DEADLINE_DAYS",
     "LIFECYCLE_TRANSITIONS",
     "RECORD_STATES",
+    "SEARCH_STATES",
     "SHREDDED_STATES",
     "DeadlineRule",
     "IllegalTransitionError",
@@ -43,6 +44,8 @@ RecordState = Literal[
     "destroyed",
 ]
 RECORD_STATES: frozenset[RecordState] = frozenset(get_args(RecordState))
+# What a search filters on: a state, or "categorical" (validated by categorical inclusion).
+SEARCH_STATES: tuple[str, ...] = (*get_args(RecordState), "categorical")
 
 # Records whose wrapped data key is deleted (crypto-shredded): never re-wrapped again.
 SHREDDED_STATES: frozenset[RecordState] = frozenset({"withdrawn", "destroyed"})

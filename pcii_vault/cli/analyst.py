@@ -143,11 +143,9 @@ def _check_state(value: str) -> None:
     Raises:
         InputError: naming the closest state, and every state.
     """
-    from typing import get_args
+    from pcii_vault.lifecycle import SEARCH_STATES
 
-    from pcii_vault.lifecycle import RecordState
-
-    states = [*get_args(RecordState), _CATEGORICAL]
+    states = list(SEARCH_STATES)
     if value not in states:
         hint = suggest(value, states)
         raise InputError(

@@ -180,13 +180,11 @@ def _check_transition(
 
 def _check_search_filters(sector: str | None, state: str | None) -> None:
     """Refuse a sector or state filter that no record has (as the CLI does, for the API)."""
-    from typing import get_args  # noqa: PLC0415
-
-    from pcii_vault.lifecycle import RecordState  # noqa: PLC0415
-    from pcii_vault.models.reference import reference_data  # noqa: PLC0415
+    from pcii_vault.core.principals import _check_sectors  # noqa: PLC0415
+    from pcii_vault.lifecycle import SEARCH_STATES  # noqa: PLC0415
     from pcii_vault.text import printable  # noqa: PLC0415
 
-    if state is not None and state not in {*get_args(RecordState), "categorical"}:
+    if state is not None and state not in SEARCH_STATES:
         raise InputError(f"state '{printable(state)}' is not a record state")
-    if sector is not None and sector not in reference_data().sector_names:
-        raise InputError(f"sector '{printable(sector)}' is not a sector of the reference list")
+    if sector is not None:
+        _check_sectors([sector])

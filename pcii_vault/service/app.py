@@ -353,8 +353,7 @@ async def readyz(request: Request) -> JSONResponse:
     if context.seal is not None and context.seal.sealed:
         return JSONResponse({"ready": False, **context.seal.status()}, status_code=503)
     try:
-        await run_in_threadpool(_ready, context.vault, context.key_probe)
-        await run_in_threadpool(context.nonces.check)
+        await run_in_threadpool(_ready, context.vault, context.key_probe, context.nonces)
     except VaultError as exc:
         structlog.get_logger("pcii.serve").warning("not_ready", error=exc.diagnostics())
         error = _for_clients(exc.diagnostics(), context.vault)
@@ -1106,7 +1105,7 @@ def _is_record(vault: Vault, tracking: str) -> bool:
     return True
 
 
-def _ready(vault: Vault, key_probe: _KeyProbe) -> None:
+def _ready(vault: Vault, key_probe: _KeyProbe, nonces: Nonces) -> None:
     """Raise unless the vault can act: keys answer, log verified, policies whole, store writable."""
     signer = vault.keyring.log_signer  # unsealed, the providers open
     del signer
@@ -1114,6 +1113,7 @@ def _ready(vault: Vault, key_probe: _KeyProbe) -> None:
     vault.sync()  # the store answers and the log verifies to its signed edge
     vault.check_keys_current()  # not rotated by another replica past this keyring
     vault.check_policy_ready()  # the policies load and their stored text is whole
+    nonces.check()  # the record of accepted nonces answers (no replay goes unseen)
     probe = f"health/{uuid.uuid4().hex}"  # outside the retained prefixes: deletable
     vault.store.put_if_absent(probe, b"ready?")
     vault.store.delete(probe)
@@ -1204,11 +1204,10 @@ class Service:
         limit, too_large = self._body_limit(scope.get("path", ""))
         status = [500]
         scope.setdefault("state", {})
-        headers = dict(scope.get("headers") or [])
+        raw_headers = list(scope.get("headers") or [])
+        headers = dict(raw_headers)
         # Answered, then closed: what follows such a head is no request to read.
-        ambiguous = _ambiguous_head(
-            list(scope.get("headers") or []), scope.get("http_version", "1.1")
-        )
+        ambiguous = _ambiguous_head(raw_headers, scope.get("http_version", "1.1"))
         length = headers.get(b"content-length")
         received = 0
         # A request that announces a body, until the app has read all of it: answered
